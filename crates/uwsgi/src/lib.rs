@@ -1,0 +1,1 @@
+//! The uwsgi wire protocol.
