@@ -1,1 +1,103 @@
-//! WSGI host.
+//! pyhost: the WSGI host shared by every transport of rwsgi.
+//!
+//! This is the only crate that touches pyo3. It knows nothing about sockets, nginx or Apache: a
+//! transport hands it the CGI-style variables of one request, a [`Body`] to read the request body
+//! from and a [`Responder`] to send the response through, and [`handle`] runs the WSGI application
+//! (PEP 3333) between them.
+//!
+//! GIL policy, written once here: [`handle`] attaches to the interpreter while Python code runs
+//! (building environ, calling the app, taking the next chunk of the iterable) and detaches around
+//! every wait: [`Body::read`], [`Responder::start`], [`Responder::write`] and
+//! [`Responder::send_file`] are always called with the GIL released, so a slow client or a slow
+//! upload never stalls the other Python threads of the process.
+
+mod app;
+mod environ;
+mod filewrapper;
+mod init;
+mod input;
+mod log;
+mod response;
+mod run;
+mod scope;
+
+pub use app::{App, AppSpec};
+pub use environ::http_header_var;
+pub use init::{initialize, is_initialized, Error, PythonConfig};
+pub use log::{ErrorLog, Level, StderrLog};
+pub use run::handle;
+
+/// The values of `wsgi.multithread`, `wsgi.multiprocess` and `wsgi.run_once` for this transport.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mode {
+    pub multithread: bool,
+    pub multiprocess: bool,
+    pub run_once: bool,
+}
+
+/// One request as the transport sees it: CGI/WSGI variables exactly as the transport has them
+/// (`REQUEST_METHOD`, `PATH_INFO` already percent-decoded, `HTTP_*`, ...). pyhost drops
+/// `HTTP_PROXY` (httpoxy), `HTTP_CONTENT_TYPE` and `HTTP_CONTENT_LENGTH` (they are `CONTENT_*`)
+/// and leaves `SCRIPT_NAME`/`PATH_INFO` as given: mount-prefix handling is the transport's job.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    pub vars: &'a [(&'a [u8], &'a [u8])],
+    pub mode: Mode,
+}
+
+/// The source of `wsgi.input`. Called without the GIL. `Ok(0)` means the body has ended; the
+/// transport bounds the stream to the request body (CONTENT_LENGTH or the de-chunked length).
+pub trait Body {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize>;
+}
+
+/// An empty request body, for transports that know there is none.
+pub struct NoBody;
+
+impl Body for NoBody {
+    fn read(&mut self, _buf: &mut [u8]) -> std::io::Result<usize> {
+        Ok(0)
+    }
+}
+
+/// The response head, validated: `status_line` is what the app passed to `start_response`
+/// (e.g. `b"200 OK"`), `status` its numeric code, and no header holds a control character.
+#[derive(Debug)]
+pub struct Head<'a> {
+    pub status: u16,
+    pub status_line: &'a [u8],
+    pub headers: &'a [(Vec<u8>, Vec<u8>)],
+}
+
+/// Where the response goes. Every method is called without the GIL.
+pub trait Responder {
+    /// Called exactly once, before the first body byte (or at the end for an empty body).
+    fn start(&mut self, head: &Head<'_>) -> std::io::Result<()>;
+    /// Send one chunk of the body. An error means the client is gone: pyhost stops iterating and
+    /// calls the iterable's `close()`.
+    fn write(&mut self, chunk: &[u8]) -> std::io::Result<()>;
+    /// The `wsgi.file_wrapper` fast path: send `len` bytes of `file` from `offset` (sendfile).
+    /// `None` means this transport cannot; pyhost then reads the file and calls [`write`](Self::write).
+    fn send_file(
+        &mut self,
+        _file: &std::fs::File,
+        _offset: u64,
+        _len: u64,
+    ) -> Option<std::io::Result<u64>> {
+        None
+    }
+}
+
+/// How a request ended, for the transport's bookkeeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The response was sent whole.
+    Complete,
+    /// A write failed (the client went away); the iterable's `close()` was called.
+    ClientGone,
+    /// The app failed before the head was sent; pyhost sent a 500 itself and logged the traceback.
+    Failed,
+    /// Something failed after the head went out (an exception, or a body shorter than its
+    /// Content-Length): the response is incomplete and the caller must close the connection.
+    Aborted,
+}

@@ -1,0 +1,173 @@
+//! Building the WSGI `environ` dict from the transport's CGI variables (PEP 3333).
+//!
+//! Keys are interned Python strings, so Python-side lookups hit the pointer-equality fast path and
+//! repeated keys cost no new allocations; values are decoded as latin-1 ("native strings").
+
+use pyo3::exceptions::PyValueError;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::{intern, sync::PyOnceLock};
+
+use crate::filewrapper::FileWrapper;
+use crate::Request;
+
+/// Variables the transport may pass that never reach the app.
+fn dropped(key: &[u8]) -> bool {
+    // httpoxy: a client `Proxy:` header must not become HTTP_PROXY (read as a proxy setting).
+    // nginx passes Content-Type/Length both as CONTENT_* and HTTP_CONTENT_*; PEP 3333 has only
+    // the former. UWSGI_* are uWSGI's code-loading variables: never honoured.
+    key == b"HTTP_PROXY"
+        || key == b"HTTP_CONTENT_TYPE"
+        || key == b"HTTP_CONTENT_LENGTH"
+        || key.starts_with(b"UWSGI_")
+}
+
+/// Decode bytes as latin-1 into a Python str (every byte maps to one code point).
+fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    let len = isize::try_from(bytes.len()).map_err(|_| PyValueError::new_err("value too long"))?;
+    // SAFETY: the pointer/length pair describes `bytes`, which outlives the call; the GIL is held
+    // (we have `py`); PyUnicode_DecodeLatin1 returns a new reference or NULL with an exception set,
+    // which from_owned_ptr_or_err turns into Err.
+    unsafe {
+        let ptr = ffi::PyUnicode_DecodeLatin1(bytes.as_ptr().cast(), len, std::ptr::null());
+        Ok(Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked())
+    }
+}
+
+fn key<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) if s.is_ascii() => Ok(PyString::intern(py, s)),
+        _ => latin1(py, bytes),
+    }
+}
+
+static WSGI_VERSION: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+
+fn truthy(v: &[u8]) -> bool {
+    v.eq_ignore_ascii_case(b"on") || v == b"1" || v.eq_ignore_ascii_case(b"true")
+}
+
+/// The value of CONTENT_LENGTH if present and well-formed.
+pub(crate) fn content_length(req: &Request<'_>) -> Option<u64> {
+    let (_, v) = req.vars.iter().find(|(k, _)| *k == b"CONTENT_LENGTH")?;
+    std::str::from_utf8(v).ok()?.trim().parse().ok()
+}
+
+pub(crate) fn is_head(req: &Request<'_>) -> bool {
+    req.vars
+        .iter()
+        .any(|(k, v)| *k == b"REQUEST_METHOD" && *v == b"HEAD")
+}
+
+/// Build environ for one request.
+pub(crate) fn build<'py>(
+    py: Python<'py>,
+    req: &Request<'_>,
+    input: &Bound<'py, PyAny>,
+    errors: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let env = PyDict::new(py);
+    let mut https = false;
+    for (k, v) in req.vars {
+        if dropped(k) {
+            continue;
+        }
+        if (*k == b"HTTPS" && truthy(v)) || (*k == b"REQUEST_SCHEME" && *v == b"https") {
+            https = true;
+        }
+        env.set_item(key(py, k)?, latin1(py, v)?)?;
+    }
+    let empty = intern!(py, "");
+    for required in [
+        intern!(py, "SCRIPT_NAME"),
+        intern!(py, "PATH_INFO"),
+        intern!(py, "QUERY_STRING"),
+    ] {
+        if !env.contains(required)? {
+            env.set_item(required, empty)?;
+        }
+    }
+    let version = WSGI_VERSION.get_or_init(py, || {
+        PyTuple::new(py, [1, 0])
+            .map(Bound::unbind)
+            .unwrap_or_else(|_| PyTuple::empty(py).unbind())
+    });
+    env.set_item(intern!(py, "wsgi.version"), version.bind(py))?;
+    let scheme = if https {
+        intern!(py, "https")
+    } else {
+        intern!(py, "http")
+    };
+    env.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
+    env.set_item(intern!(py, "wsgi.input"), input)?;
+    // The body stream ends at the end of the body: reading to EOF is safe.
+    env.set_item(intern!(py, "wsgi.input_terminated"), true)?;
+    env.set_item(intern!(py, "wsgi.errors"), errors)?;
+    env.set_item(intern!(py, "wsgi.multithread"), req.mode.multithread)?;
+    env.set_item(intern!(py, "wsgi.multiprocess"), req.mode.multiprocess)?;
+    env.set_item(intern!(py, "wsgi.run_once"), req.mode.run_once)?;
+    env.set_item(
+        intern!(py, "wsgi.file_wrapper"),
+        py.get_type::<FileWrapper>(),
+    )?;
+    Ok(env)
+}
+
+/// The environ key for an HTTP request header, for transports that build vars from raw headers:
+/// `X-Foo` -> `HTTP_X_FOO`. `None` for names with `_` (they would be indistinguishable from `-`,
+/// which lets a client spoof headers a proxy set), for `Proxy` (httpoxy), for Content-Type and
+/// Content-Length (they are CONTENT_TYPE/CONTENT_LENGTH), and for names that are not tokens.
+pub fn http_header_var(name: &[u8]) -> Option<Vec<u8>> {
+    if name.is_empty()
+        || name.eq_ignore_ascii_case(b"proxy")
+        || name.eq_ignore_ascii_case(b"content-type")
+        || name.eq_ignore_ascii_case(b"content-length")
+    {
+        return None;
+    }
+    let mut out = Vec::with_capacity(5 + name.len());
+    out.extend_from_slice(b"HTTP_");
+    for &b in name {
+        match b {
+            b'-' => out.push(b'_'),
+            b'A'..=b'Z' | b'0'..=b'9' => out.push(b),
+            b'a'..=b'z' => out.push(b.to_ascii_uppercase()),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_names() {
+        assert_eq!(
+            http_header_var(b"X-Foo").as_deref(),
+            Some(&b"HTTP_X_FOO"[..])
+        );
+        assert_eq!(
+            http_header_var(b"user-agent").as_deref(),
+            Some(&b"HTTP_USER_AGENT"[..])
+        );
+        assert_eq!(http_header_var(b"X_Foo"), None);
+        assert_eq!(http_header_var(b"Proxy"), None);
+        assert_eq!(http_header_var(b"PROXY"), None);
+        assert_eq!(http_header_var(b"Content-Type"), None);
+        assert_eq!(http_header_var(b"content-length"), None);
+        assert_eq!(http_header_var(b"X Foo"), None);
+        assert_eq!(http_header_var(b""), None);
+    }
+
+    #[test]
+    fn dropped_vars() {
+        assert!(dropped(b"HTTP_PROXY"));
+        assert!(dropped(b"HTTP_CONTENT_LENGTH"));
+        assert!(dropped(b"UWSGI_FILE"));
+        assert!(!dropped(b"HTTP_PROXY_CONNECTION"));
+        assert!(!dropped(b"CONTENT_LENGTH"));
+    }
+}

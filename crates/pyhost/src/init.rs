@@ -1,0 +1,163 @@
+//! Interpreter start-up: one CPython per process, initialised in the worker after fork.
+//!
+//! We use a `PyConfig` instead of `Py_Initialize` because CPython 3.11 derives `sys.prefix` from
+//! the first `python3` on `PATH` when `program_name` is not set: a pyenv python first on PATH made
+//! Debian's libpython load a foreign stdlib (`undefined symbol: _PyModule_Add`). Pinning
+//! `program_name` to `/usr/bin/python3`, or to a virtualenv's `bin/python3`, makes the prefix
+//! deterministic and makes CPython honour the venv's `pyvenv.cfg` (BUILD-NOTES.md, section 3).
+
+use std::ffi::CString;
+use std::fmt;
+use std::mem::MaybeUninit;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+
+/// The interpreter every rwsgi build links against (Debian's).
+const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+
+/// Where Python comes from: `python-home` (a virtualenv or a prefix) and extra `sys.path` entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PythonConfig {
+    pub python_home: Option<PathBuf>,
+    pub python_path: Vec<PathBuf>,
+}
+
+/// A start-up failure, with a sentence for the server's error log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error(pub String);
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// The configuration the interpreter was started with, to refuse a different second one.
+static STARTED: Mutex<Option<PythonConfig>> = Mutex::new(None);
+
+/// True once [`initialize`] has succeeded in this process.
+pub fn is_initialized() -> bool {
+    // SAFETY: Py_IsInitialized only reads a global flag and may be called at any time.
+    unsafe { ffi::Py_IsInitialized() != 0 }
+}
+
+/// The `program_name` that selects the prefix: `<home>/bin/python3`, or Debian's python3.
+fn program_name(home: Option<&Path>) -> Result<PathBuf, Error> {
+    let Some(home) = home else {
+        return Ok(PathBuf::from(SYSTEM_PYTHON));
+    };
+    for name in ["bin/python3", "bin/python"] {
+        let candidate = home.join(name);
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    Err(Error(format!(
+        "python-home {}: no bin/python3 there; expected a virtualenv made with `{SYSTEM_PYTHON} -m venv` or a Python prefix",
+        home.display()
+    )))
+}
+
+/// Initialise CPython once in this process and return with the GIL released.
+///
+/// Call it in the worker process (nginx `init_process`, Apache `child_init`, a daemon worker after
+/// fork), never in a master that forks afterwards. Calling it again with the same configuration
+/// is a no-op; with a different one it is an error (one interpreter per process).
+pub fn initialize(cfg: &PythonConfig) -> Result<(), Error> {
+    let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(previous) = started.as_ref() {
+        if previous == cfg {
+            return Ok(());
+        }
+        return Err(Error(
+            "Python is already initialised in this process with another python-home/python-path"
+                .into(),
+        ));
+    }
+    if is_initialized() {
+        return Err(Error(
+            "Python was initialised in this process by someone else (another Python module loaded?)"
+                .into(),
+        ));
+    }
+    let program = program_name(cfg.python_home.as_deref())?;
+    let program = CString::new(program.as_os_str().as_bytes())
+        .map_err(|_| Error("python-home contains a NUL byte".into()))?;
+    // SAFETY: the PyConfig is initialised by PyConfig_InitPythonConfig before any field is read,
+    // cleared exactly once with PyConfig_Clear, and only used on this thread; the interpreter is
+    // not yet initialised (checked above under the STARTED lock), which is what
+    // Py_InitializeFromConfig requires. PyEval_SaveThread then releases the GIL this thread holds
+    // after initialisation, so that any thread can attach later.
+    unsafe {
+        let mut config = MaybeUninit::<ffi::PyConfig>::uninit();
+        ffi::PyConfig_InitPythonConfig(config.as_mut_ptr());
+        let mut config = config.assume_init();
+        // The host server owns signals; Python must not install SIGINT handlers in it.
+        config.install_signal_handlers = 0;
+        config.parse_argv = 0;
+        let status =
+            ffi::PyConfig_SetBytesString(&mut config, &mut config.program_name, program.as_ptr());
+        if ffi::PyStatus_Exception(status) != 0 {
+            ffi::PyConfig_Clear(&mut config);
+            return Err(status_error("setting program_name", &status));
+        }
+        let status = ffi::Py_InitializeFromConfig(&config);
+        ffi::PyConfig_Clear(&mut config);
+        if ffi::PyStatus_Exception(status) != 0 {
+            return Err(status_error("Py_InitializeFromConfig", &status));
+        }
+        ffi::PyEval_SaveThread();
+    }
+    *started = Some(cfg.clone());
+    drop(started);
+    Python::attach(|py| add_python_path(py, &cfg.python_path))
+}
+
+/// Append `python-path` entries with `site.addsitedir`, as mod_wsgi does (so `.pth` files work).
+fn add_python_path(py: Python<'_>, dirs: &[PathBuf]) -> Result<(), Error> {
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    let site = py
+        .import("site")
+        .map_err(|e| Error(format!("import site: {e}")))?;
+    for dir in dirs {
+        site.call_method1("addsitedir", (dir.as_os_str(),))
+            .map_err(|e| Error(format!("python-path {}: {e}", dir.display())))?;
+    }
+    Ok(())
+}
+
+fn status_error(what: &str, status: &ffi::PyStatus) -> Error {
+    let msg = if status.err_msg.is_null() {
+        "unknown error".to_string()
+    } else {
+        // SAFETY: a non-null err_msg of a PyStatus is a static NUL-terminated C string.
+        unsafe { std::ffi::CStr::from_ptr(status.err_msg) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    Error(format!("Python start-up failed in {what}: {msg}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn program_name_defaults_to_debian_python() {
+        assert_eq!(program_name(None).unwrap(), PathBuf::from(SYSTEM_PYTHON));
+    }
+
+    #[test]
+    fn program_name_rejects_a_home_without_python() {
+        let err = program_name(Some(Path::new("/nonexistent-home"))).unwrap_err();
+        assert!(err.0.contains("no bin/python3"), "{err}");
+    }
+}

@@ -1,0 +1,301 @@
+//! Running one request: environ, the app call, the iterable loop, `close()`, errors.
+
+use std::mem::ManuallyDrop;
+use std::os::fd::FromRawFd;
+use std::sync::Arc;
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::environ;
+use crate::filewrapper::FileWrapper;
+use crate::input::{Input, InputState};
+use crate::log::{format_exception, ErrorLog, Errors, Level};
+use crate::response::{ResponseState, SendError, StartResponse};
+use crate::scope::Scope;
+use crate::{App, Body, Outcome, Request, Responder};
+
+const ERROR_BODY: &[u8] = b"500 Internal Server Error\n";
+
+/// A byte slice that crosses into a `detach` closure.
+struct SendSlice(*const u8, usize);
+
+// SAFETY: the slice points into an immutable Python bytes object that the caller keeps alive (it
+// holds a reference across the detach call); nothing writes to it meanwhile.
+unsafe impl Send for SendSlice {}
+
+impl SendSlice {
+    fn get(&self) -> &[u8] {
+        // SAFETY: see the Send impl: pointer and length come from a live &[u8].
+        unsafe { std::slice::from_raw_parts(self.0, self.1) }
+    }
+}
+
+/// Send one body chunk from Python, with the GIL released for the transport's write.
+pub(crate) fn emit(
+    py: Python<'_>,
+    scope: &Scope,
+    bytes: &Bound<'_, PyBytes>,
+) -> Result<(), SendError> {
+    let data = bytes.as_bytes();
+    if data.is_empty() {
+        return Ok(());
+    }
+    let slice = SendSlice(data.as_ptr(), data.len());
+    py.detach(move || scope.lock_output().send(slice.get()))
+}
+
+/// Closes the scope when `handle` leaves, whatever the path (unwinding included).
+struct CloseOnDrop<'a>(&'a Scope);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// Run one request through the application. See the crate docs for the GIL policy.
+pub fn handle(
+    app: &App,
+    req: &Request<'_>,
+    body: &mut dyn Body,
+    out: &mut dyn Responder,
+    log: &dyn ErrorLog,
+) -> Outcome {
+    if !crate::is_initialized() {
+        log.log(
+            Level::Error,
+            "RW-PY002 request received before Python was initialised",
+        );
+        return answer_500_directly(out);
+    }
+    let input = InputState::new(environ::content_length(req));
+    let response = ResponseState::new(environ::is_head(req));
+    // SAFETY: the CloseOnDrop guard below closes the scope before this function returns or
+    // unwinds, i.e. before the borrows of body/out/log end; and we do not touch body/out directly
+    // while it is open.
+    let scope = Arc::new(unsafe { Scope::open(body, out, log, input, response) });
+    let _close = CloseOnDrop(&scope);
+    Python::attach(|py| run(py, app, req, &scope))
+}
+
+fn run(py: Python<'_>, app: &App, req: &Request<'_>, scope: &Arc<Scope>) -> Outcome {
+    let callable = match app.get(py) {
+        Ok(c) => c,
+        Err(e) => {
+            scope.log(Level::Error, &app.load_error_message(py, &e));
+            return send_500(py, scope);
+        }
+    };
+    let result = (|| -> PyResult<Bound<'_, PyAny>> {
+        let input = Bound::new(py, Input::new(scope.clone()))?;
+        let errors = Bound::new(py, Errors::new(scope.clone()))?;
+        let env = environ::build(py, req, input.as_any(), errors.as_any())?;
+        let start_response = Bound::new(py, StartResponse::new(scope.clone()))?;
+        callable.call1((env, start_response))
+    })();
+    let iterable = match result {
+        Ok(it) => it,
+        Err(e) => return fail(py, scope, &e),
+    };
+    let outcome = consume(py, scope, &iterable);
+    // PEP 3333: close() exactly once, whatever happened while iterating.
+    let outcome = match call_close(py, &iterable) {
+        Ok(()) => outcome,
+        Err(e) => {
+            scope.log(
+                Level::Error,
+                &format!(
+                    "RW-PY004 exception in close() of the response iterable:\n{}",
+                    format_exception(py, &e)
+                ),
+            );
+            if outcome == Outcome::Complete && !scope.lock_output().head_sent() {
+                send_500(py, scope)
+            } else {
+                outcome
+            }
+        }
+    };
+    outcome
+}
+
+fn call_close(py: Python<'_>, iterable: &Bound<'_, PyAny>) -> PyResult<()> {
+    if iterable.hasattr(intern!(py, "close"))? {
+        iterable.call_method0(intern!(py, "close"))?;
+    }
+    Ok(())
+}
+
+/// Iterate the response and send it. Does not call close().
+fn consume(py: Python<'_>, scope: &Scope, iterable: &Bound<'_, PyAny>) -> Outcome {
+    if let Ok(wrapper) = iterable.cast::<FileWrapper>() {
+        match send_wrapped_file(py, scope, &wrapper.borrow()) {
+            Ok(Some(outcome)) => return outcome,
+            Ok(None) => {}
+            Err(e) => return fail(py, scope, &e),
+        }
+    }
+    let iter = match iterable.try_iter() {
+        Ok(it) => it,
+        Err(e) => return fail(py, scope, &e),
+    };
+    for item in iter {
+        let item = match item {
+            Ok(i) => i,
+            Err(e) => return fail(py, scope, &e),
+        };
+        let bytes = match item.cast::<PyBytes>() {
+            Ok(b) => b,
+            Err(_) => {
+                let kind = item
+                    .get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default();
+                let e = PyTypeError::new_err(format!(
+                    "WSGI response iterable yielded {kind}, expected bytes"
+                ));
+                return fail(py, scope, &e);
+            }
+        };
+        match emit(py, scope, bytes) {
+            Ok(()) => {}
+            Err(SendError::Gone(_)) => return Outcome::ClientGone,
+            Err(e @ SendError::NotStarted) => return fail(py, scope, &e.into_pyerr()),
+        }
+    }
+    finish(py, scope)
+}
+
+/// After the last chunk: send the head of an empty body, and check Content-Length was met.
+fn finish(py: Python<'_>, scope: &Scope) -> Outcome {
+    let result = py.detach(|| {
+        let mut side = scope.lock_output();
+        side.ensure_head().map(|()| side.short_body())
+    });
+    match result {
+        Ok(false) => Outcome::Complete,
+        Ok(true) => {
+            scope.log(
+                Level::Error,
+                "RW-PY005 response body shorter than its Content-Length; closing the connection",
+            );
+            Outcome::Aborted
+        }
+        Err(SendError::Gone(_)) => Outcome::ClientGone,
+        Err(e @ SendError::NotStarted) => fail(py, scope, &PyErr::from(e.into_pyerr())),
+    }
+}
+
+/// The sendfile fast path. Ok(None) = not applicable here, iterate instead.
+fn send_wrapped_file(
+    py: Python<'_>,
+    scope: &Scope,
+    wrapper: &FileWrapper,
+) -> PyResult<Option<Outcome>> {
+    let filelike = wrapper.filelike.bind(py);
+    if !filelike.hasattr(intern!(py, "fileno"))? {
+        return Ok(None);
+    }
+    let Ok(fd) = filelike
+        .call_method0(intern!(py, "fileno"))
+        .and_then(|f| f.extract::<i32>())
+    else {
+        return Ok(None);
+    };
+    let offset: u64 = match filelike
+        .call_method0(intern!(py, "tell"))
+        .and_then(|t| t.extract())
+    {
+        Ok(o) => o,
+        Err(_) => return Ok(None),
+    };
+    let result = py.detach(|| {
+        // SAFETY: fd belongs to the Python file object, which the caller keeps alive for this
+        // call; ManuallyDrop makes sure we never close it.
+        let file = ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
+        let meta = file.metadata().ok().filter(|m| m.is_file())?;
+        let mut side = scope.lock_output();
+        let mut len = meta.len().saturating_sub(offset);
+        if let Some(room) = side.room() {
+            len = len.min(room);
+        }
+        if let Err(e) = side.ensure_head() {
+            return Some(Err(e));
+        }
+        if len == 0 {
+            return Some(Ok(()));
+        }
+        let out = side.out()?;
+        match out.send_file(&file, offset, len)? {
+            Ok(n) => {
+                side.record_sent(n);
+                Some(Ok(()))
+            }
+            Err(e) => {
+                side.mark_gone();
+                Some(Err(SendError::Gone(e)))
+            }
+        }
+    });
+    match result {
+        None => Ok(None),
+        Some(Ok(())) => Ok(Some(finish(py, scope))),
+        Some(Err(SendError::Gone(_))) => Ok(Some(Outcome::ClientGone)),
+        Some(Err(e)) => Err(e.into_pyerr()),
+    }
+}
+
+/// An exception from the app: log it; a 500 if the head has not gone out, else abort.
+fn fail(py: Python<'_>, scope: &Scope, err: &PyErr) -> Outcome {
+    scope.log(
+        Level::Error,
+        &format!(
+            "RW-PY003 exception in WSGI application:\n{}",
+            format_exception(py, err)
+        ),
+    );
+    if scope.lock_output().head_sent() {
+        Outcome::Aborted
+    } else {
+        send_500(py, scope)
+    }
+}
+
+fn send_500(py: Python<'_>, scope: &Scope) -> Outcome {
+    py.detach(|| {
+        let mut side = scope.lock_output();
+        if side.head_sent() {
+            return Outcome::Aborted;
+        }
+        side.set_error_response(500, b"500 Internal Server Error", ERROR_BODY.len());
+        match side.send(ERROR_BODY) {
+            Ok(()) => Outcome::Failed,
+            Err(_) => Outcome::ClientGone,
+        }
+    })
+}
+
+/// The 500 for when there is no interpreter to run anything.
+fn answer_500_directly(out: &mut dyn Responder) -> Outcome {
+    let len = ERROR_BODY.len().to_string().into_bytes();
+    let headers = [
+        (
+            b"Content-Type".to_vec(),
+            b"text/plain; charset=utf-8".to_vec(),
+        ),
+        (b"Content-Length".to_vec(), len),
+    ];
+    let head = crate::Head {
+        status: 500,
+        status_line: b"500 Internal Server Error",
+        headers: &headers,
+    };
+    match out.start(&head).and_then(|()| out.write(ERROR_BODY)) {
+        Ok(()) => Outcome::Failed,
+        Err(_) => Outcome::ClientGone,
+    }
+}
