@@ -47,8 +47,11 @@ impl ErrorLog for StderrLog {
 /// Format a Python exception with its traceback, as `traceback.format_exception` does.
 pub(crate) fn format_exception(py: Python<'_>, err: &PyErr) -> String {
     let formatted = py.import("traceback").and_then(|tb| {
-        tb.call_method1("format_exception", (err.value(py),))?
-            .extract::<Vec<String>>()
+        tb.call_method1(
+            "format_exception",
+            (err.get_type(py), err.value(py), err.traceback(py)),
+        )?
+        .extract::<Vec<String>>()
     });
     match formatted {
         Ok(lines) => lines.concat().trim_end().to_string(),

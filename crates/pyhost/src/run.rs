@@ -186,7 +186,7 @@ fn finish(py: Python<'_>, scope: &Scope) -> Outcome {
             Outcome::Aborted
         }
         Err(SendError::Gone(_)) => Outcome::ClientGone,
-        Err(e @ SendError::NotStarted) => fail(py, scope, &PyErr::from(e.into_pyerr())),
+        Err(e @ SendError::NotStarted) => fail(py, scope, &e.into_pyerr()),
     }
 }
 

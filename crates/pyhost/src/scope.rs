@@ -60,9 +60,9 @@ impl Scope {
         input: InputState,
         response: ResponseState,
     ) -> Scope {
-        // SAFETY (lifetime erasure): the transmutes only widen the trait objects' lifetime bound
-        // to 'static; the caller guarantees close() runs before the borrows end, after which the
-        // pointers are never dereferenced.
+        // SAFETY: lifetime erasure only: the transmute widens the trait object's lifetime bound
+        // to 'static; the caller guarantees close() runs before the borrow ends, after which the
+        // pointer is never dereferenced.
         let body: *mut (dyn Body + 'static) = unsafe { std::mem::transmute(body) };
         // SAFETY: as above.
         let out: *mut (dyn Responder + 'static) = unsafe { std::mem::transmute(out) };
