@@ -1,0 +1,74 @@
+"""Start servers in sub-directories of one base directory and stop them all together.
+
+A Launcher is what the pytest fixtures hand out (one per test module by default): every server it
+starts gets its own prefix, and `stop_all()` stops them in reverse order, by pid.
+"""
+
+import itertools
+from pathlib import Path
+
+from .apache import Apache
+from .frontends import front_end
+from .nginx import Nginx
+from .worker import Worker
+
+ACTIVE = []  # launchers alive right now, so a failing test can show their logs
+
+
+class Launcher:
+    def __init__(self, base: Path, state_dir: Path):
+        self.base = Path(base)
+        self.state_dir = Path(state_dir)
+        self.started = []
+        self._seq = itertools.count(1)
+        ACTIVE.append(self)
+
+    def _prefix(self, kind: str) -> Path:
+        p = self.base / f"{next(self._seq):02d}-{kind}"
+        p.mkdir(parents=True)
+        p.chmod(0o755)
+        return p
+
+    def _start(self, server):
+        self.started.append(server)
+        server.start()
+        return server
+
+    def worker(self, script, **kw) -> Worker:
+        env = {"RWSGI_TEST_STATE_DIR": str(self.state_dir)}
+        env.update(kw.pop("env", {}) or {})
+        return self._start(Worker(self._prefix("worker"), script, env=env, **kw))
+
+    def nginx(self, server: str = "", http: str = "", **kw) -> Nginx:
+        return self._start(Nginx(self._prefix("nginx"), server, http, **kw))
+
+    def apache(self, config: str = "", **kw) -> Apache:
+        return self._start(Apache(self._prefix("apache"), config, **kw))
+
+    def front_end(self, kind: str, worker, mount: str = "/app", **kw):
+        """nginx (uwsgi_pass) or Apache (mod_proxy_uwsgi) in front of `worker` at `mount`."""
+        return self._start(front_end(kind, self._prefix(kind), worker, mount, **kw))
+
+    def logs(self) -> str:
+        parts = []
+        for s in self.started:
+            proc = s.process
+            text = proc.log_text()
+            if hasattr(s, "error_log_text"):
+                text += s.error_log_text()
+            tail = "\n".join(text.splitlines()[-30:])
+            parts.append(f"--- {type(s).__name__} {proc.argv[0]} (pid {proc.proc.pid if proc.proc else '-'}) ---\n{tail}")
+        return "\n".join(parts)
+
+    def stop_all(self):
+        errors = []
+        for s in reversed(self.started):
+            try:
+                s.stop()
+            except Exception as e:  # keep stopping the others
+                errors.append(e)
+        self.started.clear()
+        if self in ACTIVE:
+            ACTIVE.remove(self)
+        if errors:
+            raise errors[0]
