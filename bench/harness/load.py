@@ -1,0 +1,163 @@
+"""Workloads, the smoke test, and one wrk run measured against /proc.
+
+wrk reports through a Lua done() hook that prints one JSON line, so nothing depends on the
+layout of wrk's human-readable summary.
+"""
+
+import http.client
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+
+from . import procs
+
+ECHO_SIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    path: str
+    method: str
+    expect: bytes  # exact body every correct server returns
+    post_size: int = 0
+    label: str = ""
+
+
+# Must match bench/apps/router.py.
+WORKLOADS = [
+    Workload("hello", "/hello", "GET", b"Hello World!\n", label="hello world, 13 B"),
+    Workload("64k", "/64k", "GET", (b"0123456789abcdef" * 4096)[:65536], label="64 KiB response"),
+    Workload("echo1m", "/echo", "POST", str(ECHO_SIZE).encode(), ECHO_SIZE, "1 MiB POST, read in full"),
+    Workload("sleep10ms", "/sleep10ms", "GET", b"slept 10 ms\n", label="time.sleep(0.01)"),
+]
+BY_NAME = {w.name: w for w in WORKLOADS}
+
+_DONE_HOOK = r"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH-RESULT {"requests": %d, "duration_us": %d, "bytes": %d, "connect": %d, "read": %d, '
+    .. '"write": %d, "status": %d, "timeout": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, '
+    .. '"max_us": %d}\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status,
+    e.timeout, latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
+
+def write_lua(workload, directory):
+    """The wrk script for one workload: request shape plus the JSON done() hook."""
+    lines = [f'wrk.method = "{workload.method}"']
+    if workload.post_size:
+        # wrk.format adds Content-Length for a body; nginx then buffers it (client_body_buffer_size).
+        lines.append(f'wrk.body = string.rep("x", {workload.post_size})')
+        lines.append('wrk.headers["Content-Type"] = "application/octet-stream"')
+    path = os.path.join(directory, f"wrk-{workload.name}.lua")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n" + _DONE_HOOK)
+    return path
+
+
+def smoke(port, workloads, timeout=10.0):
+    """One request per workload over one keep-alive connection; returns a list of failures.
+
+    Checks status 200, Content-Length equal to the body length, and the exact body.
+    """
+    failures = []
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        for w in workloads:
+            body = b"x" * w.post_size if w.post_size else None
+            headers = {"Content-Type": "application/octet-stream"} if body else {}
+            try:
+                conn.request(w.method, w.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                failures.append(f"{w.name}: {type(exc).__name__}: {exc}")
+                conn.close()
+                continue
+            length = resp.getheader("Content-Length")
+            if resp.status != 200:
+                failures.append(f"{w.name}: status {resp.status} {data[:200]!r}")
+            elif length != str(len(data)):
+                failures.append(f"{w.name}: Content-Length {length!r} for a {len(data)} B body")
+            elif data != w.expect:
+                failures.append(f"{w.name}: unexpected body {data[:80]!r} ({len(data)} B)")
+            if resp.will_close:
+                failures.append(f"{w.name}: server closed the keep-alive connection")
+                conn.close()
+    finally:
+        conn.close()
+    return failures
+
+
+@dataclass
+class WrkRun:
+    requests: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int  # non-2xx/3xx + connect/read/write/timeout
+    error_detail: dict
+    bytes_per_req: float
+    server_cpu_s: float
+    server_us_per_req: float
+    tree_changed: bool  # a server process appeared or exited during the run
+    wrk_cpu_s: float
+    other_cores: float  # CPU used by jobs that are neither our servers nor wrk
+    wall_s: float
+
+
+def run_wrk(url, lua, connections, seconds, server_roots, threads=2):
+    """Run wrk once against url while accounting server, wrk and machine CPU."""
+    argv = [
+        "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s",
+        "--latency", "--timeout", "5s", "-s", lua, url,
+    ]
+    tree0 = procs.tree_snapshot(server_roots)
+    busy0, t0 = procs.machine_busy()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = proc.stdout.read()
+    _, status, rusage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    busy1, t1 = procs.machine_busy()
+    tree1 = procs.tree_snapshot(server_roots)
+    text = out.decode("utf-8", "replace")
+    result = None
+    for line in text.splitlines():
+        if line.startswith("BENCH-RESULT "):
+            result = json.loads(line[len("BENCH-RESULT "):])
+    if proc.returncode != 0 or result is None:
+        raise RuntimeError(f"wrk failed (exit {proc.returncode}): {' '.join(argv)}\n{text}")
+    wall = t1 - t0
+    server_cpu, changed = procs.tree_cpu_delta(tree0, tree1)
+    wrk_cpu = rusage.ru_utime + rusage.ru_stime
+    requests = result["requests"]
+    detail = {k: result[k] for k in ("status", "connect", "read", "write", "timeout")}
+    return WrkRun(
+        requests=requests,
+        rps=requests / (result["duration_us"] / 1e6),
+        p50_ms=result["p50_us"] / 1000,
+        p99_ms=result["p99_us"] / 1000,
+        max_ms=result["max_us"] / 1000,
+        errors=sum(detail.values()),
+        error_detail=detail,
+        bytes_per_req=result["bytes"] / requests if requests else 0.0,
+        server_cpu_s=server_cpu,
+        server_us_per_req=server_cpu / requests * 1e6 if requests else 0.0,
+        tree_changed=changed,
+        wrk_cpu_s=wrk_cpu,
+        other_cores=max(0.0, (busy1 - busy0) - server_cpu - wrk_cpu) / wall,
+        wall_s=wall,
+    )
+
+
+def wrk_version():
+    out = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
+    first = (out.stdout + out.stderr).strip().splitlines()
+    return first[0] if first else "?"
