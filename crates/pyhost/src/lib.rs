@@ -20,12 +20,14 @@ mod log;
 mod response;
 mod run;
 mod scope;
+mod thread;
 
 pub use app::{App, AppSpec};
 pub use environ::http_header_var;
 pub use init::{initialize, is_initialized, Error, PythonConfig};
 pub use log::{ErrorLog, Level, StderrLog};
 pub use run::handle;
+pub use thread::{register_thread, PythonThread};
 
 /// The values of `wsgi.multithread`, `wsgi.multiprocess` and `wsgi.run_once` for this transport.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

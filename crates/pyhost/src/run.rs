@@ -57,6 +57,10 @@ impl Drop for CloseOnDrop<'_> {
 }
 
 /// Run one request through the application. See the crate docs for the GIL policy.
+///
+/// Threads that serve many requests should hold a [`crate::register_thread`] guard for their
+/// whole life: without it every call creates and destroys a Python thread state, which costs time
+/// and loses the app's `threading.local()` data between requests.
 pub fn handle(
     app: &App,
     req: &Request<'_>,

@@ -711,3 +711,16 @@ fn gil_is_released_while_reading_the_body() {
     *release.lock().unwrap() = true;
     assert_eq!(slow.join().unwrap(), (Outcome::Complete, "z".to_string()));
 }
+
+#[test]
+fn registered_threads_keep_threading_local_state() {
+    let app = Arc::new(app("tlocal", "import threading\nL = threading.local()\ndef application(e, s):\n    L.n = getattr(L, 'n', 0) + 1\n    s('200 OK', [])\n    return [str(L.n).encode()]\n"));
+    let worker = {
+        let app = app.clone();
+        std::thread::spawn(move || {
+            let _py = pyhost::register_thread().expect("initialised");
+            (0..3).map(|_| get(&app, "/").1.text()).collect::<Vec<_>>()
+        })
+    };
+    assert_eq!(worker.join().unwrap(), ["1", "2", "3"]);
+}
