@@ -57,6 +57,7 @@ class Config:
     workloads: tuple
     plan: object  # (Settings, directory) -> Plan
     available: object  # (Settings) -> None or the reason it cannot run
+    default: bool = True  # part of a run without --configs
 
 
 def free_port():
@@ -280,6 +281,22 @@ WSGIScriptAlias / {s.bench_dir}/apps/router.py process-group=%{{GLOBAL}} applica
     return Plan([_apache_service(s, d, port, modules, body, files)], port, files)
 
 
+def plan_apache_mod_wsgi_daemon(s, d):
+    files, port = {}, free_port()
+    modules = "LoadModule wsgi_module /usr/lib/apache2/modules/mod_wsgi.so"
+    # No Python in the Apache children (WSGIRestrictEmbedded); the daemon group has the same
+    # processes x threads as every other Python server, in front of 2 x 16 Apache threads.
+    body = f"""
+WSGISocketPrefix {d}/wsgi
+WSGIRestrictEmbedded On
+WSGIDaemonProcess bench processes={s.processes} threads={s.threads} display-name=%{{GROUP}}
+WSGIProcessGroup bench
+WSGIApplicationGroup %{{GLOBAL}}
+WSGIScriptAlias / {s.bench_dir}/apps/router.py process-group=bench application-group=%{{GLOBAL}}
+"""
+    return Plan([_apache_service(s, d, port, modules, body, files)], port, files)
+
+
 ALL_WORKLOADS = ("hello", "64k", "echo1m", "sleep10ms")
 
 CONFIGS = [
@@ -291,6 +308,11 @@ CONFIGS = [
         "apache-embedded", "{p}x{t}",
         "Apache event MPM + Debian mod_wsgi, embedded (Python in the Apache children)",
         ALL_WORKLOADS, plan_apache_mod_wsgi_embedded, _need_binaries("apache2"),
+    ),
+    Config(
+        "apache-daemon", "fe {p}x{t} + d {p}x{t}",
+        "Apache event MPM + Debian mod_wsgi, daemon mode (WSGIDaemonProcess)",
+        ALL_WORKLOADS, plan_apache_mod_wsgi_daemon, _need_binaries("apache2"), default=False,
     ),
     Config(
         "nginx-uwsgi", "ngx {w}w + {p}x{t}",
@@ -329,7 +351,7 @@ def versions(s):
         "apache2": deb("apache2"),
         "mod_wsgi": deb("libapache2-mod-wsgi-py3"),
         "uwsgi": deb("uwsgi") + " (plugin python3 " + deb("uwsgi-plugin-python3") + ")",
-        "python": run(["/usr/bin/python3", "--version"]),
+        "python": run(["/usr/bin/python3", "--version"]).replace("Python ", ""),
         "wrk": deb("wrk"),
     }
     if os.access(s.rwsgi_worker, os.X_OK):
