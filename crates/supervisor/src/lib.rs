@@ -1,1 +1,84 @@
-//! Daemon supervision.
+//! Daemon mode: one supervisor process per process group, owning the listening socket and a pool
+//! of forked worker processes that speak uwsgi and run the WSGI app through `pyhost`.
+//!
+//! The `rwsgi-worker` binary is a thin command line over [`run`]; the nginx and Apache modules
+//! start the same supervisor for their `wsgi_daemon_process` / `WSGIDaemonProcess` groups with
+//! [`run_with_lifetime`], handing it the read end of a pipe whose write end the web server's
+//! master keeps open: when the master goes away, the pipe closes and the group drains and exits.
+//!
+//! Modules: `config` (the typed options), `cli` (the command line), `listener` (bind, mode, owner,
+//! backlog, stale sockets), `master` (fork, reap, respawn, recycle, timeouts, signals), `worker`
+//! (one process: privileges, Python, request threads), `conn` (one uwsgi connection), `scoreboard`
+//! (shared memory between supervisor and workers), `signals`, `privs`, `log`.
+
+pub mod cli;
+pub mod config;
+mod conn;
+pub mod listener;
+pub mod log;
+mod master;
+mod privs;
+mod scoreboard;
+mod signals;
+mod worker;
+
+use std::os::fd::BorrowedFd;
+
+pub use config::{AppConfig, ConfigError, GroupConfig, SocketSpec};
+
+/// Why the supervisor could not start (after it started, problems are logged, not returned).
+#[derive(Debug)]
+pub enum Error {
+    /// The configuration is invalid.
+    Config(ConfigError),
+    /// Binding the socket, resolving the user, or setting up the supervisor failed.
+    Startup(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Config(e) => write!(f, "{e}"),
+            Error::Startup(msg) => f.write_str(msg),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Runs the process group until SIGTERM/SIGINT; returns when every worker has stopped.
+///
+/// Must be called in a single-threaded process (the supervisor forks its workers) that has not
+/// initialised Python. It installs handlers for SIGTERM, SIGINT, SIGHUP, SIGCHLD and ignores
+/// SIGPIPE.
+pub fn run(cfg: &GroupConfig) -> Result<(), Error> {
+    run_inner(cfg, None)
+}
+
+/// As [`run`], and also stops (gracefully) when `lifetime` becomes readable or hung up: the web
+/// server's master holds the write end of that pipe and never writes to it.
+pub fn run_with_lifetime(cfg: &GroupConfig, lifetime: BorrowedFd<'_>) -> Result<(), Error> {
+    run_inner(cfg, Some(lifetime))
+}
+
+fn run_inner(cfg: &GroupConfig, lifetime: Option<BorrowedFd<'_>>) -> Result<(), Error> {
+    cfg.validate().map_err(Error::Config)?;
+    log::set_name(cfg.log_name());
+    if let Some(name) = &cfg.display_name {
+        worker::set_process_name(name);
+    }
+    let identity = privs::Identity::resolve(cfg.user.as_deref(), cfg.group.as_deref())
+        .map_err(|e| Error::Config(ConfigError::new("user", e)))?;
+    let listener = listener::Listener::bind(cfg).map_err(Error::Startup)?;
+    rwlog!(
+        "RW001",
+        "listening on {}: {} processes x {} threads, app {}",
+        listener.describe(),
+        cfg.processes,
+        cfg.threads,
+        cfg.app.script.display()
+    );
+    let master = master::Master::new(cfg, listener, identity, lifetime).map_err(Error::Startup)?;
+    master.run();
+    Ok(())
+}

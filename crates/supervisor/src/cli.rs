@@ -1,0 +1,284 @@
+//! The `rwsgi-worker` command line, turned into a [`GroupConfig`].
+//!
+//! Hand-written (no argument-parsing dependency): every option takes one value, given either as
+//! `--name VALUE` or `--name=VALUE`. Errors are sentences naming the option; the binary prints
+//! them and exits with status 2.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::{GroupConfig, SocketSpec};
+
+/// The text printed by `--help`.
+pub const USAGE: &str = "\
+rwsgi-worker: a WSGI server speaking the uwsgi protocol (for nginx uwsgi_pass, Apache mod_proxy_uwsgi)
+
+Usage: rwsgi-worker --socket unix:PATH|HOST:PORT --script app.py [options]
+
+Required:
+  --socket unix:PATH|HOST:PORT   where to listen (a unix socket is the safe default)
+  --script FILE                  the WSGI script, executed as a module
+
+Application:
+  --callable NAME                callable in the script (default: application)
+  --mount /PREFIX                URL prefix of the app: becomes SCRIPT_NAME, stripped from PATH_INFO
+  --python-home DIR              virtualenv or prefix for the interpreter
+  --python-path DIR[:DIR]        extra sys.path entries (repeatable)
+
+Processes:
+  --processes N                  worker processes (default 1)
+  --threads N                    request threads per process (default 15)
+  --maximum-requests N           recycle a worker after N requests (default 0: never)
+  --request-timeout SECS         kill and replace a worker whose request runs longer
+  --graceful-timeout SECS        time to finish in-flight requests on stop (default 15)
+  --queue-timeout SECS           answer 504 to requests queued longer (needs RWSGI_REQUEST_START)
+  --socket-timeout SECS          I/O timeout on a front-end connection (default 60)
+  --user USER                    run workers as this user (never root)
+  --group GROUP                  run workers with this group (default: the user's group)
+  --display-name NAME            process name and log prefix
+
+Socket:
+  --socket-mode OCTAL            unix socket permissions (default 0600)
+  --socket-owner USER            owner of the unix socket (the front end's worker user)
+  --listen-backlog N             listen(2) backlog (default 100)
+
+Signals: TERM/INT = stop gracefully, HUP = rolling restart of the workers.
+  -h, --help                     this text
+  -V, --version                  the version
+";
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    /// Run the server with this configuration.
+    Run(Box<GroupConfig>),
+    /// Print [`USAGE`] and exit 0.
+    Help,
+    /// Print the version and exit 0.
+    Version,
+}
+
+/// Parses the arguments after the program name.
+pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
+    let mut socket = None;
+    let mut script = None;
+    let mut opts: Vec<(String, String)> = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            _ => {}
+        }
+        let Some(body) = arg.strip_prefix("--") else {
+            return Err(format!(
+                "unexpected argument {arg:?} (options start with --; see --help)"
+            ));
+        };
+        let (name, value) = match body.split_once('=') {
+            Some((n, v)) => (n.to_owned(), v.to_owned()),
+            None => {
+                if !is_known(body) {
+                    return Err(format!("unknown option --{body} (see --help)"));
+                }
+                let Some(v) = it.next() else {
+                    return Err(format!("--{body} needs a value"));
+                };
+                (body.to_owned(), v)
+            }
+        };
+        match name.as_str() {
+            "socket" => socket = Some(SocketSpec::parse(&value).map_err(|e| format!("--{e}"))?),
+            "script" => script = Some(PathBuf::from(value)),
+            n if is_known(n) => opts.push((name, value)),
+            _ => return Err(format!("unknown option --{name} (see --help)")),
+        }
+    }
+    let socket = socket.ok_or("--socket is required (unix:PATH or HOST:PORT)")?;
+    let script = script.ok_or("--script is required (the WSGI script file)")?;
+    let mut cfg = GroupConfig::new(socket, script);
+    for (name, value) in opts {
+        apply(&mut cfg, &name, &value).map_err(|msg| format!("--{name}: {msg}"))?;
+    }
+    cfg.validate().map_err(|e| format!("--{e}"))?;
+    Ok(Command::Run(Box::new(cfg)))
+}
+
+const OPTIONS: &[&str] = &[
+    "socket",
+    "script",
+    "callable",
+    "mount",
+    "python-home",
+    "python-path",
+    "processes",
+    "threads",
+    "maximum-requests",
+    "request-timeout",
+    "graceful-timeout",
+    "queue-timeout",
+    "socket-timeout",
+    "user",
+    "group",
+    "display-name",
+    "socket-mode",
+    "socket-owner",
+    "listen-backlog",
+];
+
+fn is_known(name: &str) -> bool {
+    OPTIONS.contains(&name)
+}
+
+fn apply(cfg: &mut GroupConfig, name: &str, value: &str) -> Result<(), String> {
+    match name {
+        "callable" => cfg.app.callable = non_empty(value)?.to_owned(),
+        "mount" => {
+            if !value.starts_with('/') {
+                return Err("expected a URL prefix starting with /".into());
+            }
+            cfg.app.mount = GroupConfig::normalize_mount(value);
+        }
+        "python-home" => cfg.python_home = Some(PathBuf::from(non_empty(value)?)),
+        "python-path" => cfg.python_path.extend(
+            value
+                .split(':')
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
+        ),
+        "processes" => cfg.processes = number(value)?,
+        "threads" => cfg.threads = number(value)?,
+        "maximum-requests" => cfg.maximum_requests = number(value)?,
+        "request-timeout" => cfg.request_timeout = Some(seconds(value)?),
+        "graceful-timeout" => cfg.graceful_timeout = seconds(value)?,
+        "queue-timeout" => cfg.queue_timeout = Some(seconds(value)?),
+        "socket-timeout" => cfg.socket_timeout = seconds(value)?,
+        "user" => cfg.user = Some(non_empty(value)?.to_owned()),
+        "group" => cfg.group = Some(non_empty(value)?.to_owned()),
+        "display-name" => cfg.display_name = Some(non_empty(value)?.to_owned()),
+        "socket-mode" => {
+            cfg.socket_mode = u32::from_str_radix(value, 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .ok_or("expected octal permission bits, e.g. 0600 or 0660")?
+        }
+        "socket-owner" => cfg.socket_owner = Some(non_empty(value)?.to_owned()),
+        "listen-backlog" => cfg.listen_backlog = number(value)?,
+        _ => return Err("unknown option".into()),
+    }
+    Ok(())
+}
+
+fn non_empty(v: &str) -> Result<&str, String> {
+    if v.is_empty() {
+        Err("needs a non-empty value".into())
+    } else {
+        Ok(v)
+    }
+}
+
+fn number<T: std::str::FromStr>(v: &str) -> Result<T, String> {
+    v.parse()
+        .map_err(|_| format!("expected a whole number, got {v:?}"))
+}
+
+/// Seconds, whole or fractional (`2`, `0.5`).
+fn seconds(v: &str) -> Result<Duration, String> {
+    v.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("expected a number of seconds, got {v:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<GroupConfig, String> {
+        match parse(args.iter().map(|s| s.to_string()))? {
+            Command::Run(c) => Ok(*c),
+            other => Err(format!("{other:?}")),
+        }
+    }
+
+    #[test]
+    fn full_command_line() {
+        let c = run(&[
+            "--socket=unix:/tmp/x.sock",
+            "--script",
+            "app.py",
+            "--processes",
+            "3",
+            "--threads=4",
+            "--mount",
+            "/app/",
+            "--python-path",
+            "/a:/b",
+            "--python-path=/c",
+            "--maximum-requests",
+            "10",
+            "--socket-mode",
+            "0660",
+            "--request-timeout",
+            "2.5",
+            "--callable",
+            "app",
+        ])
+        .unwrap();
+        assert_eq!(c.processes, 3);
+        assert_eq!(c.threads, 4);
+        assert_eq!(c.app.mount.as_deref(), Some("/app"));
+        assert_eq!(c.app.callable, "app");
+        assert_eq!(
+            c.python_path,
+            vec![PathBuf::from("/a"), "/b".into(), "/c".into()]
+        );
+        assert_eq!(c.socket_mode, 0o660);
+        assert_eq!(c.request_timeout, Some(Duration::from_millis(2500)));
+        assert_eq!(c.maximum_requests, 10);
+    }
+
+    #[test]
+    fn errors_name_the_option() {
+        let e = run(&[
+            "--socket",
+            "unix:/x",
+            "--script",
+            "a.py",
+            "--processes",
+            "many",
+        ]);
+        assert!(e.unwrap_err().starts_with("--processes:"));
+        let e = run(&["--socket", "unix:/x"]);
+        assert!(e.unwrap_err().contains("--script is required"));
+        let e = run(&[
+            "--socket",
+            "unix:/x",
+            "--script",
+            "a.py",
+            "--frobnicate",
+            "1",
+        ]);
+        assert!(e.unwrap_err().contains("unknown option --frobnicate"));
+        let e = run(&["--socket", "unix:/x", "--script"]);
+        assert!(e.unwrap_err().contains("needs a value"));
+        let e = run(&["--socket", "nowhere", "--script", "a.py"]);
+        assert!(e.unwrap_err().starts_with("--socket:"));
+        let e = run(&[
+            "--socket",
+            "unix:/x",
+            "--script",
+            "a.py",
+            "--socket-mode",
+            "999",
+        ]);
+        assert!(e.unwrap_err().starts_with("--socket-mode:"));
+        let e = run(&["--socket", "unix:/x", "--script", "a.py", "--threads", "0"]);
+        assert!(e.unwrap_err().starts_with("--threads:"));
+        assert!(matches!(
+            parse(vec!["--help".to_string()]),
+            Ok(Command::Help)
+        ));
+    }
+}

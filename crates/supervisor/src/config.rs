@@ -1,0 +1,307 @@
+//! The typed configuration of one daemon process group.
+//!
+//! The same struct is filled by the `rwsgi-worker` command line (see `cli.rs`) and, later, by the
+//! nginx `wsgi_daemon_process` / Apache `WSGIDaemonProcess` directives, which use mod_wsgi's option
+//! names (`processes=`, `threads=`, `maximum-requests=`...). `validate` is the one place that checks
+//! the combination, so every front end reports the same sentence for the same mistake.
+
+use std::ffi::CString;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Longest unix socket path: `sun_path` is 108 bytes including the terminating NUL.
+pub const MAX_UNIX_PATH: usize = 107;
+
+/// Where the group listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketSpec {
+    /// A unix stream socket at this path (the default transport: only local users can reach it).
+    Unix(PathBuf),
+    /// A TCP socket, `HOST:PORT`, resolved at bind time. Port 0 picks a free port (logged).
+    Tcp(String),
+}
+
+impl SocketSpec {
+    /// Parses `unix:PATH`, `HOST:PORT` or `[V6]:PORT`. A bare absolute path is taken as a unix socket.
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(ConfigError::new(
+                    "socket",
+                    "unix: needs a path, e.g. unix:/run/app.sock",
+                ));
+            }
+            return Ok(SocketSpec::Unix(PathBuf::from(path)));
+        }
+        if s.starts_with('/') {
+            return Ok(SocketSpec::Unix(PathBuf::from(s)));
+        }
+        match s.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                Ok(SocketSpec::Tcp(s.to_owned()))
+            }
+            _ => Err(ConfigError::new(
+                "socket",
+                format!("expected unix:PATH or HOST:PORT, got {s:?}"),
+            )),
+        }
+    }
+}
+
+impl fmt::Display for SocketSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SocketSpec::Unix(p) => write!(f, "unix:{}", p.display()),
+            SocketSpec::Tcp(a) => f.write_str(a),
+        }
+    }
+}
+
+/// The WSGI application a group serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppConfig {
+    /// The script file, executed as a module (mod_wsgi's `WSGIScriptAlias` target).
+    pub script: PathBuf,
+    /// The callable looked up in the script; `application` by default.
+    pub callable: String,
+    /// A URL prefix served by this app: stripped from PATH_INFO and set as SCRIPT_NAME when the front
+    /// end did not send a SCRIPT_NAME itself. Stored without a trailing slash; `None` = mounted at `/`.
+    pub mount: Option<String>,
+}
+
+/// All daemon options of one process group (DESIGN.md, "Daemon group options").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupConfig {
+    /// Where to listen.
+    pub socket: SocketSpec,
+    /// Permission bits of a unix socket (default 0600: only the owner may connect).
+    pub socket_mode: u32,
+    /// User that owns a unix socket (the front end's worker user); `None` = the supervisor's user.
+    pub socket_owner: Option<String>,
+    /// `listen(2)` backlog: connections the kernel queues while every worker thread is busy.
+    pub listen_backlog: u32,
+    /// The application.
+    pub app: AppConfig,
+    /// Worker processes.
+    pub processes: u32,
+    /// Request threads per worker process.
+    pub threads: u32,
+    /// A virtualenv or prefix for the workers' interpreter.
+    pub python_home: Option<PathBuf>,
+    /// Extra `sys.path` entries.
+    pub python_path: Vec<PathBuf>,
+    /// Workers switch to this user after fork (never root).
+    pub user: Option<String>,
+    /// Workers switch to this group; default: the user's primary group.
+    pub group: Option<String>,
+    /// A worker exits gracefully after this many requests and is replaced; 0 = never.
+    pub maximum_requests: u64,
+    /// A worker with a request running longer than this is killed and replaced.
+    pub request_timeout: Option<Duration>,
+    /// How long a stopping worker may take to finish its in-flight requests before SIGKILL.
+    pub graceful_timeout: Duration,
+    /// Requests that waited longer than this since the front end received them get 504 without
+    /// running the app (needs the front end's `RWSGI_REQUEST_START` var).
+    pub queue_timeout: Option<Duration>,
+    /// Read/write timeout on a front-end connection (head, body, response).
+    pub socket_timeout: Duration,
+    /// Process name shown by `ps -o comm` and used as the log prefix.
+    pub display_name: Option<String>,
+}
+
+impl GroupConfig {
+    /// A config with mod_wsgi's defaults for everything but the socket and the script.
+    pub fn new(socket: SocketSpec, script: PathBuf) -> Self {
+        GroupConfig {
+            socket,
+            socket_mode: 0o600,
+            socket_owner: None,
+            listen_backlog: 100,
+            app: AppConfig {
+                script,
+                callable: "application".to_owned(),
+                mount: None,
+            },
+            processes: 1,
+            threads: 15,
+            python_home: None,
+            python_path: Vec::new(),
+            user: None,
+            group: None,
+            maximum_requests: 0,
+            request_timeout: None,
+            graceful_timeout: Duration::from_secs(15),
+            queue_timeout: None,
+            socket_timeout: Duration::from_secs(60),
+            display_name: None,
+        }
+    }
+
+    /// Checks the combination; every error names the option and says what is expected.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=1024).contains(&self.processes) {
+            return Err(ConfigError::new("processes", "expected 1..1024"));
+        }
+        if !(1..=1024).contains(&self.threads) {
+            return Err(ConfigError::new("threads", "expected 1..1024"));
+        }
+        if self.listen_backlog == 0 || self.listen_backlog > i32::MAX as u32 {
+            return Err(ConfigError::new(
+                "listen-backlog",
+                "expected a positive number",
+            ));
+        }
+        if self.socket_mode > 0o777 {
+            return Err(ConfigError::new(
+                "socket-mode",
+                "expected octal permission bits, e.g. 0600",
+            ));
+        }
+        if let SocketSpec::Unix(p) = &self.socket {
+            if p.as_os_str().len() > MAX_UNIX_PATH {
+                return Err(ConfigError::new(
+                    "socket",
+                    format!("unix socket path longer than {MAX_UNIX_PATH} bytes"),
+                ));
+            }
+        }
+        if self.app.callable.is_empty() {
+            return Err(ConfigError::new("callable", "must not be empty"));
+        }
+        if let Some(m) = &self.app.mount {
+            if !m.starts_with('/') {
+                return Err(ConfigError::new(
+                    "mount",
+                    "expected a URL prefix starting with /",
+                ));
+            }
+        }
+        if let Some(name) = &self.display_name {
+            if CString::new(name.as_str()).is_err() || name.is_empty() {
+                return Err(ConfigError::new(
+                    "display-name",
+                    "must be non-empty, without NUL",
+                ));
+            }
+        }
+        if self.user.as_deref() == Some("root") {
+            return Err(ConfigError::new("user", "refusing to run workers as root"));
+        }
+        if self.group.is_some() && self.user.is_none() {
+            return Err(ConfigError::new("group", "needs user as well"));
+        }
+        if self.request_timeout == Some(Duration::ZERO) {
+            return Err(ConfigError::new(
+                "request-timeout",
+                "expected a positive number of seconds",
+            ));
+        }
+        if self.queue_timeout == Some(Duration::ZERO) {
+            return Err(ConfigError::new(
+                "queue-timeout",
+                "expected a positive number of seconds",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The name used in log lines and as the process name.
+    pub fn log_name(&self) -> &str {
+        self.display_name.as_deref().unwrap_or("rwsgi-worker")
+    }
+
+    /// Normalises a mount prefix: `/app/` -> `/app`, `/` -> none.
+    pub fn normalize_mount(prefix: &str) -> Option<String> {
+        let trimmed = prefix.trim_end_matches('/');
+        if trimmed.is_empty() {
+            None
+        } else {
+            Some(trimmed.to_owned())
+        }
+    }
+}
+
+/// A configuration mistake: which option, and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The option name, as mod_wsgi spells it (`processes`, `socket`...).
+    pub option: String,
+    /// What is wrong or expected.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// Builds an error for `option`.
+    pub fn new(option: &str, message: impl Into<String>) -> Self {
+        ConfigError {
+            option: option.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.option, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_specs() {
+        assert_eq!(
+            SocketSpec::parse("unix:/tmp/a.sock"),
+            Ok(SocketSpec::Unix("/tmp/a.sock".into()))
+        );
+        assert_eq!(
+            SocketSpec::parse("/tmp/b.sock"),
+            Ok(SocketSpec::Unix("/tmp/b.sock".into()))
+        );
+        assert_eq!(
+            SocketSpec::parse("127.0.0.1:9000"),
+            Ok(SocketSpec::Tcp("127.0.0.1:9000".into()))
+        );
+        assert_eq!(
+            SocketSpec::parse("[::1]:0"),
+            Ok(SocketSpec::Tcp("[::1]:0".into()))
+        );
+        assert!(SocketSpec::parse("unix:").is_err());
+        assert!(SocketSpec::parse("localhost").is_err());
+        assert!(SocketSpec::parse("host:99999").is_err());
+        assert!(SocketSpec::parse(":80").is_err());
+    }
+
+    #[test]
+    fn validation() {
+        let base = GroupConfig::new(SocketSpec::Tcp("127.0.0.1:0".into()), "app.py".into());
+        assert_eq!(base.validate(), Ok(()));
+        let mut c = base.clone();
+        c.processes = 0;
+        assert_eq!(
+            c.validate().map_err(|e| e.option),
+            Err("processes".to_owned())
+        );
+        let mut c = base.clone();
+        c.socket = SocketSpec::Unix(PathBuf::from(format!("/{}", "x".repeat(200))));
+        assert_eq!(c.validate().map_err(|e| e.option), Err("socket".to_owned()));
+        let mut c = base.clone();
+        c.user = Some("root".into());
+        assert_eq!(c.validate().map_err(|e| e.option), Err("user".to_owned()));
+        let mut c = base;
+        c.app.mount = Some("app".into());
+        assert_eq!(c.validate().map_err(|e| e.option), Err("mount".to_owned()));
+    }
+
+    #[test]
+    fn mount_normalisation() {
+        assert_eq!(GroupConfig::normalize_mount("/"), None);
+        assert_eq!(GroupConfig::normalize_mount("/app/"), Some("/app".into()));
+        assert_eq!(GroupConfig::normalize_mount("/a/b"), Some("/a/b".into()));
+    }
+}

@@ -1,0 +1,604 @@
+//! One front-end connection: read the uwsgi packet, run the app through pyhost, send the response,
+//! close. The front ends (nginx `uwsgi_pass`, Apache `mod_proxy_uwsgi`, our modules) send one
+//! request per connection and read the response until EOF, so the end of the body is the close.
+//!
+//! A malformed packet (parse error, modifier1 other than 0, EOF or timeout inside the head, bad
+//! CONTENT_LENGTH) closes that connection only: the app is never called and nothing is answered.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pyhost::{App, Body, ErrorLog, Head, Mode, Outcome, Responder};
+use uwsgi::{Var, EMPTY_VAR, HEADER_LEN, MAX_VARS_BLOCK};
+
+use crate::listener::Stream;
+use crate::rwlog;
+use crate::scoreboard::Scoreboard;
+use crate::signals::monotonic_ms;
+
+/// Vars one packet may carry (uWSGI's default is 64; a browser request through nginx has ~30).
+const MAX_VARS: usize = 512;
+
+/// Body bytes read and thrown away after the response when the app did not read them: closing a
+/// socket with unread input makes Linux send a reset, which can destroy the response still in
+/// flight to the front end. Beyond this, we close anyway.
+const DRAIN_LIMIT: u64 = 16 << 20;
+
+/// What a worker thread needs to serve connections.
+pub struct Ctx<'a> {
+    pub app: &'a App,
+    pub mode: Mode,
+    /// `--mount`, without its trailing slash.
+    pub mount: Option<&'a [u8]>,
+    pub socket_timeout: Duration,
+    pub queue_timeout: Option<Duration>,
+    pub log: &'a dyn ErrorLog,
+    pub board: &'a Scoreboard,
+    pub slot: usize,
+    pub thread: usize,
+}
+
+/// Per-thread buffers, reused from one connection to the next.
+pub struct Scratch {
+    /// Packet head and the first body bytes.
+    buf: Vec<u8>,
+    /// The encoded response head.
+    head: Vec<u8>,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Scratch {
+            buf: vec![0; 8192],
+            head: Vec::with_capacity(512),
+        }
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Why a packet was refused.
+#[derive(Debug)]
+enum Bad {
+    Eof(usize),
+    Timeout(usize),
+    Io(io::Error),
+    Parse(uwsgi::Error),
+    Modifier(u8, u8),
+    ContentLength,
+}
+
+impl std::fmt::Display for Bad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bad::Eof(n) => write!(f, "connection closed after {n} bytes of the packet head"),
+            Bad::Timeout(n) => write!(f, "timed out reading the packet head ({n} bytes so far)"),
+            Bad::Io(e) => write!(f, "reading the packet head: {e}"),
+            Bad::Parse(e) => write!(f, "malformed uwsgi packet: {e}"),
+            Bad::Modifier(m1, m2) => {
+                write!(f, "unsupported uwsgi modifiers {m1}/{m2} (only 0 = WSGI)")
+            }
+            Bad::ContentLength => f.write_str("invalid or conflicting CONTENT_LENGTH"),
+        }
+    }
+}
+
+/// Serves one connection to the end and closes it (by dropping `stream`).
+pub fn serve(stream: Stream, ctx: &Ctx<'_>, scratch: &mut Scratch) {
+    if let Err(e) = stream.set_timeouts(ctx.socket_timeout) {
+        rwlog!("RW034", "setting socket timeouts: {e}");
+        return;
+    }
+    let filled = match read_packet(&stream, &mut scratch.buf) {
+        Ok(Some(n)) => n,
+        Ok(None) => return, // connected and closed without a byte: a health check
+        Err(bad) => {
+            rwlog!("RW030", "closing connection: {bad}");
+            return;
+        }
+    };
+    let Scratch { buf, head } = scratch;
+    if let Err(bad) = run_request(&stream, &buf[..filled], ctx, head) {
+        rwlog!("RW030", "closing connection: {bad}");
+    }
+}
+
+/// Reads until `buf` holds the whole packet head (4 bytes + vars block); returns the bytes read,
+/// which may include the start of the body. `None`: EOF before the first byte.
+fn read_packet(mut stream: &Stream, buf: &mut Vec<u8>) -> Result<Option<usize>, Bad> {
+    let mut filled = 0;
+    loop {
+        let need = if filled < HEADER_LEN {
+            HEADER_LEN
+        } else {
+            HEADER_LEN + usize::from(u16::from_le_bytes([buf[1], buf[2]]))
+        };
+        if filled >= need {
+            return Ok(Some(filled));
+        }
+        if buf.len() < need {
+            // At most HEADER_LEN + 65,535 bytes: the 16-bit size field bounds it.
+            buf.resize(need.min(HEADER_LEN + MAX_VARS_BLOCK), 0);
+        }
+        match stream.read(&mut buf[filled..]) {
+            Ok(0) if filled == 0 => return Ok(None),
+            Ok(0) => return Err(Bad::Eof(filled)),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_timeout(&e) => return Err(Bad::Timeout(filled)),
+            Err(e) => return Err(Bad::Io(e)),
+        }
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Parses the packet in `packet`, runs the app and sends the response.
+fn run_request(
+    stream: &Stream,
+    packet: &[u8],
+    ctx: &Ctx<'_>,
+    head_buf: &mut Vec<u8>,
+) -> Result<(), Bad> {
+    let mut storage: [Var<'_>; MAX_VARS] = [EMPTY_VAR; MAX_VARS];
+    let mut req = uwsgi::Request::new(&mut storage);
+    let consumed = match req.parse(packet).map_err(Bad::Parse)? {
+        uwsgi::Status::Complete(n) => n,
+        // read_packet already holds the whole declared block, so this cannot be short.
+        uwsgi::Status::Partial => return Err(Bad::Parse(uwsgi::Error::Truncated)),
+    };
+    if req.modifier1 != 0 {
+        return Err(Bad::Modifier(req.modifier1, req.modifier2));
+    }
+    let vars: &[Var<'_>] = req.vars;
+
+    // First pass: the vars this layer interprets.
+    let mut front_script_name = None;
+    let mut path_info = None;
+    let mut query_string = None;
+    let mut request_uri = None;
+    let mut content_length: Option<u64> = None;
+    let mut request_start = None;
+    for v in vars {
+        match v.key {
+            b"SCRIPT_NAME" => front_script_name = Some(v.value),
+            b"PATH_INFO" => path_info = Some(v.value),
+            b"QUERY_STRING" => query_string = Some(v.value),
+            b"REQUEST_URI" => request_uri = Some(v.value),
+            b"RWSGI_REQUEST_START" => request_start = Some(v.value),
+            b"CONTENT_LENGTH" => {
+                let n = parse_content_length(v.value).ok_or(Bad::ContentLength)?;
+                if content_length.is_some_and(|prev| prev != n) {
+                    return Err(Bad::ContentLength);
+                }
+                content_length = Some(n);
+            }
+            _ => {}
+        }
+    }
+    // nginx's stock uwsgi_params sends PATH_INFO; other front ends may send only REQUEST_URI.
+    let (uri_path, uri_query) = request_uri.map(split_request_uri).unwrap_or((b"", None));
+    let decoded;
+    let path_info = match path_info {
+        Some(p) => p,
+        None => {
+            decoded = percent_decode(uri_path);
+            &decoded[..]
+        }
+    };
+    let query_string = query_string.or(uri_query).unwrap_or(b"");
+    let (script_name, path_info) = split_script_name(front_script_name, ctx.mount, path_info);
+
+    // Second pass: environ as pyhost gets it. UWSGI_* (uWSGI's code-loading vars) never pass.
+    let mut env: Vec<(&[u8], &[u8])> = Vec::with_capacity(vars.len() + 3);
+    for v in vars {
+        let k = v.key;
+        if k.len() >= 6 && k[..6].eq_ignore_ascii_case(b"UWSGI_") {
+            continue;
+        }
+        match k {
+            b"SCRIPT_NAME" | b"PATH_INFO" | b"QUERY_STRING" | b"RWSGI_REQUEST_START" => {}
+            _ => env.push((k, v.value)),
+        }
+    }
+    env.push((b"SCRIPT_NAME", script_name));
+    env.push((b"PATH_INFO", path_info));
+    env.push((b"QUERY_STRING", query_string));
+
+    let body_len = content_length.unwrap_or(0);
+    let mut body = SocketBody {
+        stream,
+        prefix: &packet[consumed..],
+        remaining: body_len,
+    };
+    let mut out = SocketResponder {
+        stream,
+        head: head_buf,
+        head_pending: false,
+    };
+    out.head.clear();
+
+    if let Some(limit) = ctx.queue_timeout {
+        if let Some(waited) = request_start.and_then(queued_for).filter(|w| *w > limit) {
+            rwlog!(
+                "RW035",
+                "request queued for {:.3}s > queue-timeout {:.3}s: answering 504",
+                waited.as_secs_f64(),
+                limit.as_secs_f64()
+            );
+            let msg = b"Request queued too long in the server.\n";
+            let len = msg.len().to_string();
+            let head = [
+                (b"Content-Type".to_vec(), b"text/plain".to_vec()),
+                (b"Content-Length".to_vec(), len.into_bytes()),
+            ];
+            let head = Head {
+                status: 504,
+                status_line: b"504 Gateway Timeout",
+                headers: &head,
+            };
+            if out.start(&head).and_then(|_| out.write(msg)).is_ok() {
+                finish_clean(stream, &mut body);
+            }
+            return Ok(());
+        }
+    }
+
+    let request = pyhost::Request {
+        vars: &env,
+        mode: ctx.mode,
+    };
+    ctx.board
+        .set_busy(ctx.slot, ctx.thread, monotonic_ms().max(1));
+    let outcome = pyhost::handle(ctx.app, &request, &mut body, &mut out, ctx.log);
+    ctx.board.set_busy(ctx.slot, ctx.thread, 0);
+    match outcome {
+        Outcome::Complete | Outcome::Failed => {
+            if out.flush_head().is_ok() {
+                finish_clean(stream, &mut body);
+            }
+        }
+        Outcome::ClientGone => {}
+        // uwsgi ends a body at EOF, so a clean close would pass a truncated body off as whole.
+        Outcome::Aborted => stream.set_reset_on_close(),
+    }
+    Ok(())
+}
+
+/// After a complete response: signal the end (FIN), then consume the unread body so that the
+/// close does not turn into a reset that could destroy the response in flight.
+fn finish_clean(stream: &Stream, body: &mut SocketBody<'_>) {
+    stream.shutdown_write();
+    if body.remaining == 0 || body.remaining > DRAIN_LIMIT {
+        return;
+    }
+    let mut sink = [0u8; 16 * 1024];
+    while let Ok(n) = body.read(&mut sink) {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+/// CONTENT_LENGTH: empty means 0 (nginx sends it empty for bodiless requests); digits only.
+fn parse_content_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() {
+        return Some(0);
+    }
+    if !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// How long ago the front end received the request, from `RWSGI_REQUEST_START` (microseconds
+/// since the epoch, or `t=<microseconds>` as in the common X-Request-Start header).
+fn queued_for(v: &[u8]) -> Option<Duration> {
+    let v = v.strip_prefix(b"t=").unwrap_or(v);
+    let micros: u64 = std::str::from_utf8(v).ok()?.parse().ok()?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+    now.checked_sub(Duration::from_micros(micros))
+}
+
+/// Splits a REQUEST_URI into its path and query (absolute-form URIs lose scheme and authority).
+pub(crate) fn split_request_uri(uri: &[u8]) -> (&[u8], Option<&[u8]>) {
+    let mut uri = uri;
+    for scheme in [&b"http://"[..], b"https://"] {
+        if uri.len() > scheme.len() && uri[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            let rest = &uri[scheme.len()..];
+            uri = rest
+                .iter()
+                .position(|&b| b == b'/')
+                .map_or(b"/", |i| &rest[i..]);
+        }
+    }
+    let uri = uri.split(|&b| b == b'#').next().unwrap_or(b"");
+    match uri.iter().position(|&b| b == b'?') {
+        Some(i) => (&uri[..i], Some(&uri[i + 1..])),
+        None => (uri, None),
+    }
+}
+
+/// `%XX` -> byte; a `%` not followed by two hex digits stays as it is.
+pub(crate) fn percent_decode(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' && i + 2 < s.len() {
+            if let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    out
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// SCRIPT_NAME / PATH_INFO, as uWSGI's manage-script-name does: a SCRIPT_NAME sent by the front
+/// end (or else the `--mount` prefix) is removed from the front of PATH_INFO when it matches at a
+/// path-segment boundary (`/app` matches `/app` and `/app/x`, never `/application`). A front-end
+/// SCRIPT_NAME that does not match stays as sent; a mount that does not match gives SCRIPT_NAME "".
+pub(crate) fn split_script_name<'a>(
+    front: Option<&'a [u8]>,
+    mount: Option<&'a [u8]>,
+    path_info: &'a [u8],
+) -> (&'a [u8], &'a [u8]) {
+    let trim = |p: &'a [u8]| {
+        let end = p.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
+        &p[..end]
+    };
+    let front = front.map(trim).filter(|p| !p.is_empty());
+    let (prefix, from_front) = match (front, mount.map(trim).filter(|p| !p.is_empty())) {
+        (Some(p), _) => (p, true),
+        (None, Some(m)) => (m, false),
+        (None, None) => return (b"", path_info),
+    };
+    if path_info.starts_with(prefix)
+        && (path_info.len() == prefix.len() || path_info[prefix.len()] == b'/')
+    {
+        (prefix, &path_info[prefix.len()..])
+    } else if from_front {
+        (prefix, path_info)
+    } else {
+        (b"", path_info)
+    }
+}
+
+/// `wsgi.input`: exactly CONTENT_LENGTH bytes, the ones already read with the head first.
+struct SocketBody<'s> {
+    stream: &'s Stream,
+    prefix: &'s [u8],
+    remaining: u64,
+}
+
+impl Body for SocketBody<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        if !self.prefix.is_empty() {
+            let n = want.min(self.prefix.len());
+            buf[..n].copy_from_slice(&self.prefix[..n]);
+            self.prefix = &self.prefix[n..];
+            self.remaining -= n as u64;
+            return Ok(n);
+        }
+        let mut stream = self.stream;
+        loop {
+            match stream.read(&mut buf[..want]) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("request body ended {} bytes early", self.remaining),
+                    ))
+                }
+                Ok(n) => {
+                    self.remaining -= n as u64;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "timed out reading the request body",
+                    ))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// The response: `HTTP/1.1 <status>` head, then the body as the app produces it. The head is held
+/// back until the first body bytes (or the end), so that both leave in one `writev`.
+struct SocketResponder<'s> {
+    stream: &'s Stream,
+    head: &'s mut Vec<u8>,
+    head_pending: bool,
+}
+
+impl SocketResponder<'_> {
+    fn flush_head(&mut self) -> io::Result<()> {
+        if self.head_pending {
+            self.head_pending = false;
+            write_all_vectored(self.stream, &mut [IoSlice::new(self.head)])?;
+        }
+        Ok(())
+    }
+}
+
+impl Responder for SocketResponder<'_> {
+    fn start(&mut self, head: &Head<'_>) -> io::Result<()> {
+        self.head.clear();
+        let headers = head
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()));
+        uwsgi::encode_response_head(head.status_line, headers, self.head)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        self.head_pending = true;
+        Ok(())
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        if self.head_pending {
+            self.head_pending = false;
+            write_all_vectored(
+                self.stream,
+                &mut [IoSlice::new(self.head), IoSlice::new(chunk)],
+            )
+        } else {
+            write_all_vectored(self.stream, &mut [IoSlice::new(chunk)])
+        }
+    }
+
+    fn send_file(
+        &mut self,
+        file: &std::fs::File,
+        offset: u64,
+        len: u64,
+    ) -> Option<io::Result<u64>> {
+        Some(
+            self.flush_head()
+                .and_then(|_| sendfile_all(self.stream, file, offset, len)),
+        )
+    }
+}
+
+fn write_all_vectored(mut stream: &Stream, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        match stream.write_vectored(bufs) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// sendfile(2) until `len` bytes went out or the file ended; returns the bytes sent.
+fn sendfile_all(stream: &Stream, file: &std::fs::File, offset: u64, len: u64) -> io::Result<u64> {
+    let mut off = libc::off_t::try_from(offset)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file offset too large"))?;
+    let mut sent = 0u64;
+    while sent < len {
+        let chunk = usize::try_from(len - sent)
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
+        // SAFETY: both fds are open for the duration of the call; `off` is a valid off_t that the
+        // kernel advances by the bytes sent.
+        let n = unsafe { libc::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut off, chunk) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            break; // the file is shorter than announced
+        }
+        sent += n as u64;
+    }
+    Ok(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_name_stripping() {
+        let s = |f: Option<&'static str>, m: Option<&'static str>, p: &'static str| {
+            let (a, b) =
+                split_script_name(f.map(str::as_bytes), m.map(str::as_bytes), p.as_bytes());
+            (
+                String::from_utf8_lossy(a).into_owned(),
+                String::from_utf8_lossy(b).into_owned(),
+            )
+        };
+        let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+        assert_eq!(s(None, None, "/x"), pair("", "/x"));
+        assert_eq!(s(Some("/app"), None, "/app/x"), pair("/app", "/x"));
+        assert_eq!(s(Some("/app"), None, "/app"), pair("/app", ""));
+        assert_eq!(s(Some("/app/"), None, "/app/x"), pair("/app", "/x"));
+        assert_eq!(
+            s(Some("/app"), None, "/application"),
+            pair("/app", "/application")
+        );
+        assert_eq!(s(Some("/app"), None, "/other"), pair("/app", "/other"));
+        assert_eq!(s(Some("/"), None, "/x"), pair("", "/x"));
+        assert_eq!(s(None, Some("/m"), "/m/a/b"), pair("/m", "/a/b"));
+        assert_eq!(s(None, Some("/m"), "/mm"), pair("", "/mm"));
+        assert_eq!(s(Some("/f"), Some("/m"), "/f/z"), pair("/f", "/z"));
+        assert_eq!(s(Some(""), Some("/m"), "/m/z"), pair("/m", "/z"));
+    }
+
+    #[test]
+    fn request_uri_and_decoding() {
+        assert_eq!(
+            split_request_uri(b"/a%20b?x=1#f"),
+            (&b"/a%20b"[..], Some(&b"x=1"[..]))
+        );
+        assert_eq!(split_request_uri(b"/plain"), (&b"/plain"[..], None));
+        assert_eq!(
+            split_request_uri(b"http://h:1/p?q"),
+            (&b"/p"[..], Some(&b"q"[..]))
+        );
+        assert_eq!(split_request_uri(b"https://h"), (&b"/"[..], None));
+        assert_eq!(percent_decode(b"/a%20b%2F%zz%4"), b"/a b/%zz%4".to_vec());
+        assert_eq!(percent_decode(b"%e2%82%ac"), "\u{20ac}".as_bytes().to_vec());
+    }
+
+    #[test]
+    fn content_length_values() {
+        assert_eq!(parse_content_length(b""), Some(0));
+        assert_eq!(parse_content_length(b"12"), Some(12));
+        assert_eq!(parse_content_length(b"-1"), None);
+        assert_eq!(parse_content_length(b"+1"), None);
+        assert_eq!(parse_content_length(b"1 "), None);
+        assert_eq!(parse_content_length(b"99999999999999999999999"), None);
+    }
+
+    #[test]
+    fn queue_start_values() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64;
+        let two_s_ago = (now - 2_000_000).to_string();
+        assert!(queued_for(two_s_ago.as_bytes()).unwrap() >= Duration::from_secs(2));
+        assert!(queued_for(format!("t={two_s_ago}").as_bytes()).is_some());
+        assert_eq!(queued_for(b"soon"), None);
+    }
+}

@@ -1,0 +1,243 @@
+//! The group's listening socket (owned by the supervisor, inherited by every worker) and the
+//! accepted connections.
+//!
+//! A unix socket is bound under umask 077 (nobody else can connect in the window before chmod),
+//! then given the configured mode and owner. A stale socket file left by a dead server is
+//! replaced; a live one, or any other kind of file at that path, is an error (never clobbered,
+//! never followed if it is a symlink). The backlog is applied with a second `listen(2)`, which
+//! Linux allows on a listening socket and which std's bind does not expose.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use crate::config::{GroupConfig, SocketSpec};
+use crate::privs;
+
+/// A bound, listening, non-blocking socket.
+pub enum Listener {
+    /// Unix socket, with its path and the inode we created (to remove only our own file).
+    Unix {
+        sock: UnixListener,
+        path: PathBuf,
+        dev: u64,
+        ino: u64,
+    },
+    /// TCP socket.
+    Tcp(TcpListener),
+}
+
+impl Listener {
+    /// Binds and listens as `cfg` says.
+    pub fn bind(cfg: &GroupConfig) -> Result<Listener, String> {
+        let listener = match &cfg.socket {
+            SocketSpec::Unix(path) => bind_unix(path, cfg)?,
+            SocketSpec::Tcp(addr) => bind_tcp(addr)?,
+        };
+        let backlog = cfg.listen_backlog.min(i32::MAX as u32) as libc::c_int;
+        // SAFETY: the fd is a bound stream socket owned by `listener`.
+        if unsafe { libc::listen(listener.as_raw_fd(), backlog) } != 0 {
+            return Err(format!("listen: {}", io::Error::last_os_error()));
+        }
+        match &listener {
+            Listener::Unix { sock, .. } => sock.set_nonblocking(true),
+            Listener::Tcp(sock) => sock.set_nonblocking(true),
+        }
+        .map_err(|e| format!("O_NONBLOCK: {e}"))?;
+        Ok(listener)
+    }
+
+    /// The address as bound (a TCP port 0 shows the real port).
+    pub fn describe(&self) -> String {
+        match self {
+            Listener::Unix { path, .. } => format!("unix:{}", path.display()),
+            Listener::Tcp(sock) => match sock.local_addr() {
+                Ok(a) => a.to_string(),
+                Err(_) => "tcp:?".into(),
+            },
+        }
+    }
+
+    /// Accepts one connection; `WouldBlock` when another thread or process took it first. The
+    /// accepted socket is blocking (Linux does not inherit O_NONBLOCK) and close-on-exec.
+    pub fn accept(&self) -> io::Result<Stream> {
+        match self {
+            Listener::Unix { sock, .. } => sock.accept().map(|(s, _)| Stream::Unix(s)),
+            Listener::Tcp(sock) => {
+                let (s, _) = sock.accept()?;
+                // uwsgi responses are written in few large pieces; no reason to delay them.
+                let _ = s.set_nodelay(true);
+                Ok(Stream::Tcp(s))
+            }
+        }
+    }
+
+    /// Removes the unix socket file if it is still the one we created (a newer server may have
+    /// replaced it meanwhile). TCP: nothing to do.
+    pub fn remove_file(&self) {
+        if let Listener::Unix { path, dev, ino, .. } = self {
+            if let Ok(m) = std::fs::symlink_metadata(path) {
+                if m.dev() == *dev && m.ino() == *ino {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+    }
+}
+
+impl AsRawFd for Listener {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Listener::Unix { sock, .. } => sock.as_raw_fd(),
+            Listener::Tcp(sock) => sock.as_raw_fd(),
+        }
+    }
+}
+
+fn bind_unix(path: &Path, cfg: &GroupConfig) -> Result<Listener, String> {
+    remove_stale(path)?;
+    // SAFETY: umask only changes this process's file-creation mask. The supervisor is single
+    // threaded while it binds, so no other thread creates files under the temporary mask.
+    let old = unsafe { libc::umask(0o077) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    let sock = bound.map_err(|e| format!("bind {}: {e}", path.display()))?;
+    let cleanup = |msg: String| {
+        let _ = std::fs::remove_file(path);
+        msg
+    };
+    if let Some(owner) = &cfg.socket_owner {
+        let user = privs::lookup_user(owner).map_err(cleanup)?;
+        std::os::unix::fs::lchown(path, Some(user.uid), Some(user.gid))
+            .map_err(|e| cleanup(format!("chown {} to {owner}: {e}", path.display())))?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.socket_mode))
+        .map_err(|e| cleanup(format!("chmod {}: {e}", path.display())))?;
+    let meta =
+        std::fs::symlink_metadata(path).map_err(|e| format!("stat {}: {e}", path.display()))?;
+    Ok(Listener::Unix {
+        sock,
+        path: path.to_owned(),
+        dev: meta.dev(),
+        ino: meta.ino(),
+    })
+}
+
+/// A socket file nobody listens on is left over from a server that died: remove it. Anything else
+/// at the path stays and is reported.
+fn remove_stale(path: &Path) -> Result<(), String> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("stat {}: {e}", path.display())),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(format!(
+            "{} exists and is not a socket; not replacing it",
+            path.display()
+        ));
+    }
+    match UnixStream::connect(path) {
+        Ok(_) => Err(format!("{} is in use by a running server", path.display())),
+        Err(_) => std::fs::remove_file(path)
+            .map_err(|e| format!("removing stale socket {}: {e}", path.display())),
+    }
+}
+
+fn bind_tcp(addr: &str) -> Result<Listener, String> {
+    let addrs: Vec<_> = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("resolving {addr}: {e}"))?
+        .collect();
+    // std sets SO_REUSEADDR on unix, so a restart does not wait for TIME_WAIT sockets.
+    let sock = TcpListener::bind(&addrs[..]).map_err(|e| format!("bind {addr}: {e}"))?;
+    Ok(Listener::Tcp(sock))
+}
+
+/// One accepted front-end connection.
+pub enum Stream {
+    /// From a unix socket.
+    Unix(UnixStream),
+    /// From a TCP socket.
+    Tcp(TcpStream),
+}
+
+impl Stream {
+    /// Read and write timeouts (the front end stalling must not pin a thread forever).
+    pub fn set_timeouts(&self, t: std::time::Duration) -> io::Result<()> {
+        let t = Some(t).filter(|d| !d.is_zero());
+        match self {
+            Stream::Unix(s) => s.set_read_timeout(t).and_then(|_| s.set_write_timeout(t)),
+            Stream::Tcp(s) => s.set_read_timeout(t).and_then(|_| s.set_write_timeout(t)),
+        }
+    }
+
+    /// Half-closes the sending side: the front end sees the end of the response.
+    pub fn shutdown_write(&self) {
+        let _ = match self {
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+        };
+    }
+
+    /// Makes the coming close send a reset instead of a clean end, so the front end knows the
+    /// response is incomplete (uwsgi has no other way to say "aborted": the body ends at EOF).
+    pub fn set_reset_on_close(&self) {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: linger is a valid option value of the stated size; the fd is open.
+        unsafe {
+            libc::setsockopt(
+                self.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tcp(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl Read for &Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => (&*s).read(buf),
+            Stream::Tcp(s) => (&*s).read(buf),
+        }
+    }
+}
+
+impl Write for &Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => (&*s).write(buf),
+            Stream::Tcp(s) => (&*s).write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => (&*s).write_vectored(bufs),
+            Stream::Tcp(s) => (&*s).write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,412 @@
+//! The supervisor of one process group: forks the workers, reaps and replaces them, enforces
+//! request-timeout and graceful-timeout, and handles the signals.
+//!
+//! It is single-threaded and never runs Python, so forking from it is safe. Its loop sleeps in
+//! poll(2) on the signal pipe (and the optional lifetime pipe) with a 100 ms tick, and after every
+//! wake-up re-derives what to do from its table of workers: that keeps the state machine in one
+//! place (`tick`) instead of spread over signal handlers.
+//!
+//! - A worker that exits is replaced. Workers that die soon after they started (crash loop) are
+//!   replaced after an exponential back-off: 100 ms doubling up to 10 s.
+//! - request-timeout: a worker with a request running longer is SIGKILLed (that request is lost,
+//!   as with uWSGI's harakiri) and replaced at once.
+//! - SIGTERM/SIGINT (or the lifetime pipe closing): the socket file is removed, every worker gets
+//!   SIGTERM and finishes its in-flight requests; stragglers are SIGKILLed after graceful-timeout.
+//!   A second SIGINT/SIGTERM kills at once.
+//! - SIGHUP: rolling restart. For each old worker: start a new one, wait until it is ready, then
+//!   stop the old one gracefully. The listening socket stays open throughout, so connections are
+//!   queued by the kernel, never refused.
+
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use crate::config::GroupConfig;
+use crate::listener::Listener;
+use crate::privs::Identity;
+use crate::rwlog;
+use crate::scoreboard::Scoreboard;
+use crate::signals::{self, monotonic_ms, Pipe};
+use crate::worker;
+
+/// A worker that lived shorter than this and died unasked counts as a crash-loop failure.
+const EARLY_DEATH: Duration = Duration::from_secs(5);
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// After this long without an early death the back-off starts again from zero.
+const BACKOFF_RESET: Duration = Duration::from_secs(30);
+const TICK_MS: i32 = 100;
+
+struct Worker {
+    pid: libc::pid_t,
+    slot: usize,
+    started: Instant,
+    generation: u64,
+    /// Set when we asked it to stop: the deadline after which it is killed.
+    stop_deadline: Option<Instant>,
+    /// Set when we sent SIGKILL (request-timeout or graceful-timeout); its death is expected.
+    killed: bool,
+}
+
+/// What ended the supervisor's run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// A stop signal or the lifetime pipe; everything was drained.
+    Stopped,
+}
+
+pub struct Master<'a> {
+    cfg: &'a GroupConfig,
+    listener: Listener,
+    board: Scoreboard,
+    identity: Option<Identity>,
+    sigpipe: Pipe,
+    lifetime: Option<BorrowedFd<'a>>,
+    workers: Vec<Worker>,
+    generation: u64,
+    failures: u32,
+    last_failure: Option<Instant>,
+    next_spawn: Instant,
+    shutdown: Option<Instant>,
+}
+
+impl<'a> Master<'a> {
+    pub fn new(
+        cfg: &'a GroupConfig,
+        listener: Listener,
+        identity: Option<Identity>,
+        lifetime: Option<BorrowedFd<'a>>,
+    ) -> Result<Self, String> {
+        // Room for every worker twice: during a rolling restart the old ones drain while their
+        // replacements already run.
+        let slots = 2 * cfg.processes as usize + 1;
+        let board =
+            Scoreboard::new(slots, cfg.threads as usize).map_err(|e| format!("scoreboard: {e}"))?;
+        let sigpipe = Pipe::new().map_err(|e| format!("signal pipe: {e}"))?;
+        signals::install_supervisor(&sigpipe).map_err(|e| format!("signal handlers: {e}"))?;
+        Ok(Master {
+            cfg,
+            listener,
+            board,
+            identity,
+            sigpipe,
+            lifetime,
+            workers: Vec::new(),
+            generation: 0,
+            failures: 0,
+            last_failure: None,
+            next_spawn: Instant::now(),
+            shutdown: None,
+        })
+    }
+
+    /// Runs until stopped.
+    pub fn run(mut self) -> Exit {
+        loop {
+            self.tick();
+            if self.shutdown.is_some() && self.workers.is_empty() {
+                rwlog!("RW009", "all workers stopped; exiting");
+                return Exit::Stopped;
+            }
+            let mut fds = vec![signals::readable(self.sigpipe.read.as_raw_fd())];
+            if let Some(fd) = self.lifetime {
+                fds.push(signals::readable(fd.as_raw_fd()));
+            }
+            if let Err(e) = signals::poll(&mut fds, TICK_MS) {
+                rwlog!("RW050", "poll: {e}");
+                std::thread::sleep(Duration::from_millis(TICK_MS as u64));
+            }
+            if fds.get(1).is_some_and(|f| f.revents != 0) && self.shutdown.is_none() {
+                rwlog!("RW008", "lifetime pipe closed: stopping");
+                self.begin_shutdown();
+                self.lifetime = None;
+            }
+            for sig in self.sigpipe.drain() {
+                self.on_signal(libc::c_int::from(sig));
+            }
+            self.reap();
+        }
+    }
+
+    fn on_signal(&mut self, sig: libc::c_int) {
+        match sig {
+            libc::SIGTERM | libc::SIGINT => {
+                if self.shutdown.is_none() {
+                    rwlog!(
+                        "RW008",
+                        "signal {sig}: stopping, in-flight requests may finish"
+                    );
+                    self.begin_shutdown();
+                } else {
+                    rwlog!("RW008", "signal {sig} again: killing the workers now");
+                    self.kill_all();
+                }
+            }
+            libc::SIGHUP if self.shutdown.is_none() => {
+                self.generation += 1;
+                rwlog!(
+                    "RW010",
+                    "SIGHUP: rolling restart of {} workers",
+                    self.workers.len()
+                );
+            }
+            _ => {} // SIGCHLD: reap() runs after every wake-up anyway
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        let deadline = Instant::now() + self.cfg.graceful_timeout;
+        self.shutdown = Some(deadline);
+        // New clients now fail fast (ENOENT) instead of queueing behind workers that are leaving.
+        self.listener.remove_file();
+        for w in &mut self.workers {
+            if w.stop_deadline.is_none() {
+                signal(w.pid, libc::SIGTERM);
+                w.stop_deadline = Some(deadline);
+            }
+        }
+    }
+
+    fn kill_all(&mut self) {
+        for w in &mut self.workers {
+            if !w.killed {
+                signal(w.pid, libc::SIGKILL);
+                w.killed = true;
+            }
+        }
+    }
+
+    /// Collects every exited child and decides whether its death counts as a failure.
+    fn reap(&mut self) {
+        loop {
+            let mut status = 0;
+            // SAFETY: status is a valid out-parameter; WNOHANG never blocks.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                return;
+            }
+            let Some(i) = self.workers.iter().position(|w| w.pid == pid) else {
+                continue;
+            };
+            let w = self.workers.swap_remove(i);
+            let lived = w.started.elapsed();
+            let expected = w.stop_deadline.is_some() || w.killed;
+            let how = describe_status(status);
+            let clean = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+            if expected || clean {
+                rwlog!(
+                    "RW003",
+                    "worker {pid} {how} after {:.1}s",
+                    lived.as_secs_f64()
+                );
+            } else {
+                rwlog!(
+                    "RW004",
+                    "worker {pid} died unexpectedly: {how} after {:.1}s",
+                    lived.as_secs_f64()
+                );
+                if lived < EARLY_DEATH {
+                    self.note_failure();
+                }
+            }
+        }
+    }
+
+    fn note_failure(&mut self) {
+        let now = Instant::now();
+        if self.last_failure.is_some_and(|t| now - t > BACKOFF_RESET) {
+            self.failures = 0;
+        }
+        self.failures += 1;
+        self.last_failure = Some(now);
+        let delay = BACKOFF_START
+            .saturating_mul(1 << (self.failures - 1).min(10))
+            .min(BACKOFF_MAX);
+        self.next_spawn = now + delay;
+        rwlog!(
+            "RW005",
+            "workers are dying right after start ({} in a row): next start in {:.1}s",
+            self.failures,
+            delay.as_secs_f64()
+        );
+    }
+
+    /// One pass of the state machine: timeouts, then replacements and rolling-restart steps.
+    fn tick(&mut self) {
+        let now = Instant::now();
+        self.enforce_deadlines(now);
+        if self.shutdown.is_some() {
+            return;
+        }
+        if self.last_failure.is_some_and(|t| now - t > BACKOFF_RESET) {
+            self.failures = 0;
+            self.last_failure = None;
+        }
+        let target = self.cfg.processes as usize;
+        loop {
+            let active: Vec<&Worker> = self
+                .workers
+                .iter()
+                .filter(|w| w.stop_deadline.is_none())
+                .collect();
+            let old: Vec<libc::pid_t> = active
+                .iter()
+                .filter(|w| w.generation < self.generation)
+                .map(|w| w.pid)
+                .collect();
+            let new_unready = active
+                .iter()
+                .any(|w| w.generation == self.generation && !self.board.is_ready(w.slot));
+            let count = active.len();
+            if count < target || (!old.is_empty() && !new_unready && count == target) {
+                if !self.spawn(now) {
+                    return;
+                }
+            } else if !old.is_empty() && !new_unready && count > target {
+                // The replacement is ready: retire the oldest worker of the old generation.
+                let pid = old[0];
+                self.stop_worker(pid, now);
+                if old.len() == 1 {
+                    rwlog!(
+                        "RW010",
+                        "rolling restart: last old worker {pid} is draining"
+                    );
+                }
+            } else {
+                return;
+            }
+        }
+    }
+
+    fn stop_worker(&mut self, pid: libc::pid_t, now: Instant) {
+        if let Some(w) = self.workers.iter_mut().find(|w| w.pid == pid) {
+            signal(pid, libc::SIGTERM);
+            w.stop_deadline = Some(now + self.cfg.graceful_timeout);
+        }
+    }
+
+    fn enforce_deadlines(&mut self, now: Instant) {
+        let timeout_ms = self.cfg.request_timeout.map(|t| t.as_millis() as u64);
+        let now_ms = monotonic_ms();
+        for w in &mut self.workers {
+            if w.killed {
+                continue;
+            }
+            if let Some(deadline) = w.stop_deadline {
+                if now >= deadline {
+                    rwlog!(
+                        "RW007",
+                        "worker {} still busy after graceful-timeout: killing it",
+                        w.pid
+                    );
+                    signal(w.pid, libc::SIGKILL);
+                    w.killed = true;
+                    continue;
+                }
+            }
+            if let (Some(limit), Some((thread, started))) =
+                (timeout_ms, self.board.oldest_request(w.slot))
+            {
+                let ran = now_ms.saturating_sub(started);
+                if ran > limit {
+                    rwlog!(
+                        "RW006",
+                        "worker {}: request on thread {thread} running for {:.1}s > request-timeout: killing the worker",
+                        w.pid,
+                        ran as f64 / 1000.0
+                    );
+                    signal(w.pid, libc::SIGKILL);
+                    w.killed = true;
+                }
+            }
+        }
+    }
+
+    /// Forks one worker of the current generation; false when it has to wait (back-off, no slot).
+    fn spawn(&mut self, now: Instant) -> bool {
+        if now < self.next_spawn {
+            return false;
+        }
+        let Some(slot) =
+            (0..self.board.slots()).find(|s| !self.workers.iter().any(|w| w.slot == *s))
+        else {
+            return false;
+        };
+        self.board.reset(slot);
+        // SAFETY: plain getter.
+        let parent = unsafe { libc::getpid() };
+        let saved_mask = signals::block_all();
+        // SAFETY: the supervisor is single-threaded (it never starts threads and never runs
+        // Python), so the child inherits no lock held by another thread; the child only runs
+        // worker::run, which never returns into this loop.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            self.close_in_child();
+            worker::run(worker::Start {
+                cfg: self.cfg,
+                listener: &self.listener,
+                board: &self.board,
+                slot,
+                identity: self.identity.as_ref(),
+                parent,
+                saved_mask,
+            });
+        }
+        signals::restore_mask(&saved_mask);
+        if pid < 0 {
+            rwlog!("RW050", "fork: {}", std::io::Error::last_os_error());
+            self.next_spawn = now + Duration::from_secs(1);
+            return false;
+        }
+        rwlog!(
+            "RW002",
+            "started worker {pid} (slot {slot}, generation {})",
+            self.generation
+        );
+        self.workers.push(Worker {
+            pid,
+            slot,
+            started: now,
+            generation: self.generation,
+            stop_deadline: None,
+            killed: false,
+        });
+        true
+    }
+
+    /// In a new worker: close the supervisor-only descriptors.
+    fn close_in_child(&self) {
+        let mut fds: Vec<RawFd> = vec![
+            self.sigpipe.read.as_raw_fd(),
+            self.sigpipe.write.as_raw_fd(),
+        ];
+        if let Some(fd) = self.lifetime {
+            fds.push(fd.as_raw_fd());
+        }
+        for fd in fds {
+            // SAFETY: these fds belong to the supervisor's objects, which the child never uses
+            // again (worker::run does not return); closing them only drops the child's copies.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+impl Drop for Master<'_> {
+    fn drop(&mut self) {
+        self.listener.remove_file();
+    }
+}
+
+fn signal(pid: libc::pid_t, sig: libc::c_int) {
+    // SAFETY: plain syscall; pid is one of our children not yet reaped, so it cannot be reused.
+    unsafe { libc::kill(pid, sig) };
+}
+
+fn describe_status(status: libc::c_int) -> String {
+    if libc::WIFEXITED(status) {
+        format!("exited with status {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("was killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("changed state ({status:#x})")
+    }
+}

@@ -1,0 +1,314 @@
+//! One worker process: after fork it drops privileges, starts its own interpreter, loads the app,
+//! and runs `threads` request threads that accept from the inherited listening socket.
+//!
+//! Each thread waits in its own epoll set on the listening socket (EPOLLEXCLUSIVE: one idle
+//! thread is woken per connection, not all of them) and on the stop pipe. The stop pipe is written
+//! by the SIGTERM handler (graceful stop from the supervisor) or by the thread that accepted the
+//! `maximum-requests`-th connection, and never read, so it stays readable for every thread: each
+//! one finishes the request it has, sees the pipe, and returns. When all have returned the process
+//! exits 0, which tells the supervisor the exit was orderly.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use pyhost::{App, AppSpec, Mode, PythonConfig};
+
+use crate::config::GroupConfig;
+use crate::conn::{self, Ctx, Scratch};
+use crate::listener::Listener;
+use crate::log::WorkerLog;
+use crate::privs::Identity;
+use crate::rwlog;
+use crate::scoreboard::Scoreboard;
+use crate::signals::{self, Pipe};
+
+/// Exit status of a worker that could not start Python (the supervisor backs off on these).
+pub const EXIT_PYTHON: i32 = 3;
+/// Exit status of a worker that could not drop privileges.
+pub const EXIT_PRIVS: i32 = 4;
+/// Exit status of a worker whose setup (pipes, signals, threads) failed.
+pub const EXIT_SETUP: i32 = 5;
+
+/// Stack of a request thread: Python code runs on it, and C extensions may recurse deeply; 8 MiB
+/// is the usual main-thread size (only touched pages cost memory).
+const THREAD_STACK: usize = 8 << 20;
+
+/// What the supervisor hands to a freshly forked worker.
+pub struct Start<'a> {
+    pub cfg: &'a GroupConfig,
+    pub listener: &'a Listener,
+    pub board: &'a Scoreboard,
+    pub slot: usize,
+    pub identity: Option<&'a Identity>,
+    /// The supervisor's pid, to notice that it died before PR_SET_PDEATHSIG took effect.
+    pub parent: libc::pid_t,
+    /// The signal mask to restore once the worker's own handlers are in place.
+    pub saved_mask: libc::sigset_t,
+}
+
+/// Runs the worker; never returns.
+pub fn run(start: Start<'_>) -> ! {
+    let code = match setup_and_serve(&start) {
+        Ok(()) => 0,
+        Err(code) => code,
+    };
+    // _exit: no atexit handlers, no stdio flush races with threads the app may have started, no
+    // interpreter finalisation (which can hang on app threads); the supervisor only needs the code.
+    // SAFETY: terminating the process is always sound.
+    unsafe { libc::_exit(code) }
+}
+
+fn setup_and_serve(start: &Start<'_>) -> Result<(), i32> {
+    let cfg = start.cfg;
+    let stop = Pipe::new().map_err(|e| fail(EXIT_SETUP, "stop pipe", &e))?;
+    signals::install_worker(&stop).map_err(|e| fail(EXIT_SETUP, "signal handlers", &e))?;
+    signals::restore_mask(&start.saved_mask);
+    // Die with the supervisor: orphaned workers would keep the socket and the port.
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    // SAFETY: plain getter.
+    if unsafe { libc::getppid() } != start.parent {
+        return Err(EXIT_SETUP);
+    }
+    if let Some(name) = &cfg.display_name {
+        set_process_name(name);
+    }
+    if let Some(id) = start.identity {
+        id.apply().map_err(|e| {
+            rwlog!(
+                "RW040",
+                "cannot switch to user {:?}: {e}; exiting",
+                id.user.name
+            );
+            EXIT_PRIVS
+        })?;
+    }
+    let py = PythonConfig {
+        python_home: cfg.python_home.clone(),
+        python_path: cfg.python_path.clone(),
+    };
+    pyhost::initialize(&py).map_err(|e| {
+        rwlog!("RW020", "cannot start Python: {e}");
+        EXIT_PYTHON
+    })?;
+    let app = App::new(AppSpec {
+        script: cfg.app.script.clone(),
+        callable: cfg.app.callable.clone(),
+    });
+    if !app.preload(&WorkerLog) {
+        rwlog!(
+            "RW021",
+            "loading {} failed (traceback above); requests retry the import",
+            cfg.app.script.display()
+        );
+    }
+
+    let shared = Shared {
+        stopping: AtomicBool::new(false),
+        accepted: AtomicU64::new(0),
+        stop: &stop,
+    };
+    let mode = Mode {
+        multithread: cfg.threads > 1,
+        multiprocess: cfg.processes > 1,
+        run_once: false,
+    };
+    let threads = cfg.threads as usize;
+    let result = std::thread::scope(|scope| {
+        let mut spawned = 0;
+        for t in 0..threads {
+            let ctx = Ctx {
+                app: &app,
+                mode,
+                mount: cfg.app.mount.as_deref().map(str::as_bytes),
+                socket_timeout: cfg.socket_timeout,
+                queue_timeout: cfg.queue_timeout,
+                log: &WorkerLog,
+                board: start.board,
+                slot: start.slot,
+                thread: t,
+            };
+            let shared = &shared;
+            let listener = start.listener;
+            let max = cfg.maximum_requests;
+            let spawn = std::thread::Builder::new()
+                .name(format!("rwsgi-req-{t}"))
+                .stack_size(THREAD_STACK)
+                .spawn_scoped(scope, move || accept_loop(listener, shared, &ctx, max));
+            match spawn {
+                Ok(_) => spawned += 1,
+                Err(e) => {
+                    rwlog!("RW023", "cannot start request thread {t}: {e}");
+                    shared.request_stop();
+                    break;
+                }
+            }
+        }
+        if spawned == threads {
+            start.board.set_ready(start.slot);
+            rwlog!(
+                "RW022",
+                "worker ready: {threads} threads, app {}",
+                cfg.app.script.display()
+            );
+            Ok(())
+        } else {
+            Err(EXIT_SETUP)
+        }
+    });
+    result?;
+    if shared.accepted.load(Ordering::Relaxed) >= cfg.maximum_requests && cfg.maximum_requests > 0 {
+        rwlog!(
+            "RW011",
+            "served maximum-requests ({}); exiting to be replaced",
+            cfg.maximum_requests
+        );
+    }
+    Ok(())
+}
+
+fn fail(code: i32, what: &str, e: &io::Error) -> i32 {
+    rwlog!("RW024", "worker setup failed: {what}: {e}");
+    code
+}
+
+/// Sets the name `ps -o comm`, `top` and /proc/PID/comm show (at most 15 bytes).
+pub fn set_process_name(name: &str) {
+    let mut bytes: Vec<u8> = name.bytes().filter(|&b| b != 0).take(15).collect();
+    bytes.push(0);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes, which bytes is.
+    unsafe { libc::prctl(libc::PR_SET_NAME, bytes.as_ptr() as libc::c_ulong, 0, 0, 0) };
+}
+
+/// State shared by the request threads of one worker.
+struct Shared<'a> {
+    stopping: AtomicBool,
+    accepted: AtomicU64,
+    stop: &'a Pipe,
+}
+
+impl Shared<'_> {
+    fn request_stop(&self) {
+        if !self.stopping.swap(true, Ordering::SeqCst) {
+            self.stop.poke(1);
+        }
+    }
+}
+
+/// An epoll set watching the listening socket (exclusively) and the stop pipe.
+struct Waiter {
+    epoll: OwnedFd,
+}
+
+const LISTEN_TOKEN: u64 = 1;
+const STOP_TOKEN: u64 = 2;
+
+impl Waiter {
+    fn new(listen: RawFd, stop: RawFd) -> io::Result<Waiter> {
+        // SAFETY: plain syscall; the result is checked.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: epoll_create1 returned a fresh fd that nothing else owns.
+        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        let add = |target: RawFd, events: u32, token: u64| {
+            let mut ev = libc::epoll_event { events, u64: token };
+            // SAFETY: both fds are open; ev is a valid epoll_event.
+            if unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, target, &mut ev) }
+                != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        };
+        // EPOLLEXCLUSIVE: a new connection wakes one idle thread instead of the whole pool.
+        add(
+            listen,
+            (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32,
+            LISTEN_TOKEN,
+        )?;
+        add(stop, libc::EPOLLIN as u32, STOP_TOKEN)?;
+        Ok(Waiter { epoll })
+    }
+
+    /// Blocks until something is ready; returns (listener ready, stop requested).
+    fn wait(&self) -> io::Result<(bool, bool)> {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
+        // SAFETY: events is a valid array of 2 epoll_events; the epoll fd is open.
+        let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok((false, false))
+            } else {
+                Err(e)
+            };
+        }
+        let ready = &events[..n as usize];
+        let token = |t: u64| ready.iter().any(|e| e.u64 == t);
+        Ok((token(LISTEN_TOKEN), token(STOP_TOKEN)))
+    }
+}
+
+fn accept_loop(listener: &Listener, shared: &Shared<'_>, ctx: &Ctx<'_>, max_requests: u64) {
+    let waiter = match Waiter::new(listener.as_raw_fd(), shared.stop.read.as_raw_fd()) {
+        Ok(w) => w,
+        Err(e) => {
+            rwlog!("RW024", "thread {}: epoll setup failed: {e}", ctx.thread);
+            shared.request_stop();
+            return;
+        }
+    };
+    let mut scratch = Scratch::new();
+    loop {
+        if shared.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        let (incoming, stop) = match waiter.wait() {
+            Ok(r) => r,
+            Err(e) => {
+                rwlog!("RW034", "epoll_wait: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                continue;
+            }
+        };
+        if stop {
+            shared.stopping.store(true, Ordering::Relaxed);
+            return;
+        }
+        if !incoming {
+            continue;
+        }
+        match listener.accept() {
+            Ok(stream) => {
+                let n = shared.accepted.fetch_add(1, Ordering::Relaxed) + 1;
+                if max_requests > 0 && n >= max_requests {
+                    // Serve this one, accept no more: the supervisor starts a replacement when
+                    // this process exits.
+                    shared.request_stop();
+                }
+                conn::serve(stream, ctx, &mut scratch);
+            }
+            Err(e) => match e.raw_os_error() {
+                // Another thread or process was faster, or the client gave up while queued.
+                Some(libc::EAGAIN) | Some(libc::EINTR) | Some(libc::ECONNABORTED) => {}
+                Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS)
+                | Some(libc::ENOMEM) => {
+                    rwlog!("RW034", "accept: {e}; pausing 100 ms");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                _ => rwlog!("RW034", "accept: {e}"),
+            },
+        }
+    }
+}
