@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The README's test command (and what .ci/run runs): setup, Rust tests, a short fuzz run, then the
+# end-to-end suite against Debian's real nginx and Apache. Fails on the first failing stage.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+say() { printf '\n==> %s\n' "$*"; }
+
+bash scripts/setup.sh
+if ! command -v cargo >/dev/null 2>&1 && [[ -x $HOME/.cargo/bin/cargo ]]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+say "cargo test --release --workspace"
+cargo test --release --workspace
+
+if [[ -x crates/uwsgi/fuzz/run.sh || -f crates/uwsgi/fuzz/run.sh ]]; then
+    say "fuzzing the uwsgi parsers briefly (crates/uwsgi/fuzz/run.sh 15)"
+    bash crates/uwsgi/fuzz/run.sh 15
+fi
+
+say "end-to-end tests: build/venv/bin/pytest -q tests/"
+set +e
+build/venv/bin/pytest -q tests/ "$@"
+rc=$?
+set -e
+if [[ $rc -eq 5 ]]; then
+    echo "test.sh: pytest collected no tests; that is a failure here" >&2
+    exit 1
+fi
+exit $rc
