@@ -384,6 +384,18 @@ def r_exception_after(environ, start_response):
     return gen()
 
 
+def r_exception_after_no_length(environ, start_response):
+    """As above without Content-Length: only the transport can tell the client it was cut."""
+    token = query(environ).get("token", "none")
+    start_response("200 OK", [("Content-Type", "text/plain")])
+
+    def gen():
+        yield b"partial;"
+        time.sleep(0.1)
+        raise RuntimeError(f"conformance exception after headers {token}")
+    return gen()
+
+
 def r_exception_in_start(environ, start_response):
     """Raised by the iterable's first next() before any start_response call."""
     def gen():
@@ -500,6 +512,7 @@ ROUTES = {
     "/content_length/shorter": r_content_length_shorter,
     "/exception/before": r_exception_before,
     "/exception/after": r_exception_after,
+    "/exception/after_no_length": r_exception_after_no_length,
     "/exception/in_generator": r_exception_in_start,
     "/file_wrapper": r_file_wrapper,
     "/pid": r_pid,
