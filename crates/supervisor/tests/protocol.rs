@@ -1,0 +1,252 @@
+//! The uwsgi side of rwsgi-worker: requests, bodies, malformed packets, vars handling.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use common::{parse_response, raw_exchange, request, vars, Server};
+
+#[test]
+fn hello_with_http11_status_line() {
+    let s = Server::start(&["--processes", "1", "--threads", "2"], 1);
+    let r = s.get("/hello");
+    assert_eq!(r.status_line, "HTTP/1.1 200 OK");
+    assert!(r
+        .headers
+        .contains(&("Content-Type".into(), "text/plain".into())));
+    assert_eq!(r.text(), "hello path=/hello script= query=");
+    let env = s.get("/env").text();
+    assert!(env.contains(r#""wsgi.multithread": true"#), "{env}");
+    assert!(env.contains(r#""wsgi.multiprocess": false"#), "{env}");
+    assert!(env.contains(r#""wsgi.run_once": false"#), "{env}");
+}
+
+#[test]
+fn post_body_is_echoed_whole_and_streamed_in() {
+    let s = Server::start(&["--processes", "1", "--threads", "2"], 1);
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let r = request(&s.socket, &vars("POST", "/echo"), &body).unwrap();
+    assert_eq!(r.status_line, "HTTP/1.1 200 OK");
+    assert_eq!(r.body.len(), body.len());
+    assert!(r.body == body, "echoed body differs");
+
+    // Head and body dribbled in small pieces with pauses: the worker must assemble them.
+    let small = b"0123456789abcdefghij".repeat(50);
+    let bytes = common::packet(&vars("POST", "/echo"), &small);
+    let mut c = UnixStream::connect(&s.socket).unwrap();
+    for piece in bytes.chunks(97) {
+        c.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut raw = Vec::new();
+    c.read_to_end(&mut raw).unwrap();
+    assert_eq!(parse_response(&raw).unwrap().body, small);
+}
+
+#[test]
+fn unread_body_does_not_break_the_response() {
+    let s = Server::start(&["--processes", "1", "--threads", "1"], 1);
+    // /hello never reads wsgi.input; the worker drains it so the close is clean.
+    let body = vec![b'x'; 500_000];
+    let r = request(&s.socket, &vars("POST", "/hello"), &body).unwrap();
+    assert_eq!(r.text(), "hello path=/hello script= query=");
+}
+
+fn le16(n: usize) -> [u8; 2] {
+    (n as u16).to_le_bytes()
+}
+
+#[test]
+fn malformed_packets_close_only_that_connection() {
+    let s = Server::start(
+        &[
+            "--processes",
+            "1",
+            "--threads",
+            "1",
+            "--socket-timeout",
+            "1",
+        ],
+        1,
+    );
+    let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
+    cases.push(("two header bytes", vec![0, 10]));
+    let mut short = vec![0];
+    short.extend_from_slice(&le16(100));
+    short.push(0);
+    short.extend_from_slice(b"only ten b");
+    cases.push(("block shorter than declared", short));
+    let mut empty_key = vec![0];
+    empty_key.extend_from_slice(&le16(5));
+    empty_key.push(0);
+    empty_key.extend_from_slice(&[0, 0, 1, 0, b'v']);
+    cases.push(("empty key", empty_key));
+    let mut past_end = vec![0];
+    past_end.extend_from_slice(&le16(6));
+    past_end.push(0);
+    past_end.extend_from_slice(&[4, 0, b'K', b'E', b'Y', b'S']);
+    cases.push(("key length past the end", past_end));
+    let mut value_past = vec![0];
+    value_past.extend_from_slice(&le16(7));
+    value_past.push(0);
+    value_past.extend_from_slice(&[1, 0, b'K', 0xff, 0xff, b'v', b'v']);
+    cases.push(("value length past the end", value_past));
+    let mut huge = vec![0, 0xff, 0xff, 0];
+    huge.extend(std::iter::repeat_n(0xAB, 65_535));
+    cases.push(("65,535 bytes of garbage vars", huge));
+    let mut modifier = common::packet(&vars("GET", "/hello"), b"");
+    modifier[0] = 5;
+    cases.push(("modifier1 5", modifier));
+    cases.push((
+        "text garbage",
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+    ));
+    let mut bad_cl = vars("POST", "/echo");
+    bad_cl.retain(|(k, _)| k != "CONTENT_LENGTH");
+    bad_cl.push(("CONTENT_LENGTH".into(), "-5".into()));
+    cases.push(("negative CONTENT_LENGTH", common::packet(&bad_cl, b"")));
+    let mut many = Vec::new();
+    for i in 0..2000 {
+        many.push((format!("K{i}"), String::new()));
+    }
+    cases.push(("2000 vars", common::packet(&many, b"")));
+
+    for (name, bytes) in &cases {
+        let started = Instant::now();
+        let out = raw_exchange(&s.socket, bytes, true);
+        assert!(
+            out.as_ref().map_or(true, |b| b.is_empty()),
+            "{name}: expected a bare close, got {out:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{name}: took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            s.get("/hello").status_line,
+            "HTTP/1.1 200 OK",
+            "after {name}"
+        );
+    }
+    // A head that never completes: closed after --socket-timeout, not held forever.
+    let started = Instant::now();
+    let out = raw_exchange(&s.socket, &[0, 50, 0, 0, 3], false);
+    assert!(out.map_or(true, |b| b.is_empty()));
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+    // The app ran only for the valid requests: one /hello after each case, plus this /calls.
+    assert_eq!(s.get("/calls").text(), (cases.len() + 1).to_string());
+    assert!(s.count("RW030") >= cases.len(), "{}", s.log());
+}
+
+#[test]
+fn uwsgi_code_loading_vars_are_ignored() {
+    let s = Server::start(&["--processes", "1", "--threads", "1"], 1);
+    std::fs::write(
+        s.dir.path("evil.py"),
+        "def application(e, s):\n    s('200 OK', [])\n    return [b'evil']\n",
+    )
+    .unwrap();
+    let mut v = vars("GET", "/env");
+    let evil = s.dir.path("evil.py").display().to_string();
+    v.push(("UWSGI_FILE".into(), evil.clone()));
+    v.push(("UWSGI_SCRIPT".into(), "evil".into()));
+    v.push(("UWSGI_CHDIR".into(), s.dir.0.display().to_string()));
+    v.push(("uwsgi_module".into(), "evil".into()));
+    let r = request(&s.socket, &v, b"").unwrap();
+    let env = r.text();
+    assert!(env.starts_with('{'), "{env}");
+    assert!(!env.to_ascii_uppercase().contains("UWSGI_"), "{env}");
+}
+
+#[test]
+fn script_name_is_stripped_from_path_info() {
+    let s = Server::start(&["--processes", "1", "--threads", "1"], 1);
+    let with = |script: &str, path: &str| {
+        let mut v = vars("GET", path);
+        v.push(("SCRIPT_NAME".into(), script.into()));
+        request(&s.socket, &v, b"").unwrap().text()
+    };
+    assert_eq!(
+        with("/app", "/app/x/y"),
+        "hello path=/x/y script=/app query="
+    );
+    assert_eq!(with("/app/", "/app/x"), "hello path=/x script=/app query=");
+    assert_eq!(with("/app", "/app"), "hello path= script=/app query=");
+    // Not at a segment boundary: left alone.
+    assert_eq!(
+        with("/app", "/application"),
+        "hello path=/application script=/app query="
+    );
+}
+
+#[test]
+fn mount_prefix_and_request_uri_fallback() {
+    let s = Server::start(&["--processes", "1", "--threads", "1", "--mount", "/m/"], 1);
+    assert_eq!(s.get("/m/a").text(), "hello path=/a script=/m query=");
+    assert_eq!(s.get("/mm").text(), "hello path=/mm script= query=");
+    // No PATH_INFO: derived from REQUEST_URI, percent-decoded, query split off.
+    let mut v = vars("GET", "");
+    v.retain(|(k, _)| k != "PATH_INFO" && k != "QUERY_STRING" && k != "REQUEST_URI");
+    v.push(("REQUEST_URI".into(), "/m/a%20b?q=1".into()));
+    assert_eq!(
+        request(&s.socket, &v, b"").unwrap().text(),
+        "hello path=/a b script=/m query=q=1"
+    );
+}
+
+#[test]
+fn file_wrapper_goes_out_whole() {
+    let dir = common::TempDir::new();
+    let data: Vec<u8> = (0..1_500_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(dir.path("data.bin"), &data).unwrap();
+    let s = Server::start_with(dir, common::APP, &["--processes", "1", "--threads", "1"], 1);
+    let r = s.get("/file");
+    assert_eq!(r.status_line, "HTTP/1.1 200 OK");
+    assert_eq!(r.body.len(), data.len());
+    assert!(r.body == data);
+}
+
+#[test]
+fn tcp_socket_on_a_free_port() {
+    let dir = common::TempDir::new();
+    std::fs::write(dir.path("app.py"), common::APP).unwrap();
+    let mut child = std::process::Command::new(common::bin())
+        .args(["--socket", "127.0.0.1:0", "--script"])
+        .arg(dir.path("app.py"))
+        .args(["--processes", "1", "--threads", "1"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0,
+            "no RW001 line"
+        );
+        if let Some(rest) = line.split("RW001 listening on ").nth(1) {
+            break rest.split(':').take(2).collect::<Vec<_>>().join(":");
+        }
+    };
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    c.write_all(&common::packet(&vars("GET", "/t"), b""))
+        .unwrap();
+    let mut raw = Vec::new();
+    c.read_to_end(&mut raw).unwrap();
+    assert_eq!(
+        parse_response(&raw).unwrap().text(),
+        "hello path=/t script= query="
+    );
+    // SAFETY: our own child, not yet reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}
