@@ -1,0 +1,439 @@
+//! Embedded mode: the app runs in the Apache child, on the worker thread that took the request.
+//!
+//! Python starts in `child_init` (each child, before its worker threads), never in the parent:
+//! httpd unloads and reloads this DSO between configuration passes. pyhost holds the GIL only
+//! while Python runs; reading the body and writing the response happen without it, through
+//! httpd's own input (de-chunking included) and output filter chain.
+
+use std::collections::HashMap;
+use std::ffi::c_int;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use pyhost::{App, AppSpec, Body, ErrorLog, Head, Level, Mode, Outcome, PythonConfig, Responder};
+
+use crate::conf::{collapse_slashes, DirConf, ProcessGroup};
+use crate::ffi::*;
+use crate::handler::log_request;
+use crate::{log_server, server_conf};
+
+/// Per-child state, set once in child_init.
+struct Child {
+    mode: Mode,
+    /// Why Python is not available here (restricted, or start-up failed), if it is not.
+    unavailable: Option<String>,
+}
+
+static CHILD: OnceLock<Child> = OnceLock::new();
+
+/// One App per (script, callable), shared by every worker thread of the child.
+type AppRegistry = RwLock<HashMap<(PathBuf, String), Arc<App>>>;
+static APPS: OnceLock<AppRegistry> = OnceLock::new();
+
+thread_local! {
+    /// Keeps each Apache worker thread's Python thread state (and its threading.local data,
+    /// e.g. Django's DB connections) across requests.
+    static PY_THREAD: std::cell::RefCell<Option<pyhost::PythonThread>> = const { std::cell::RefCell::new(None) };
+}
+
+fn app_for(script: PathBuf, callable: &str) -> Arc<App> {
+    let apps = APPS.get_or_init(|| RwLock::new(HashMap::new()));
+    let key = (script, callable.to_owned());
+    if let Some(app) = apps.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Arc::clone(app);
+    }
+    let mut map = apps.write().unwrap_or_else(|e| e.into_inner());
+    let app = map.entry(key).or_insert_with_key(|(script, callable)| {
+        Arc::new(App::new(AppSpec {
+            script: script.clone(),
+            callable: callable.clone(),
+        }))
+    });
+    Arc::clone(app)
+}
+
+/// ap_mpm_query, with "not supported" read as 1.
+fn mpm_query(code: u32) -> c_int {
+    let mut value: c_int = 0;
+    // SAFETY: ap_mpm_query writes one int through the pointer.
+    let rv = unsafe { ap_mpm_query(code as c_int, &mut value) };
+    if rv == APR_SUCCESS as apr_status_t {
+        value
+    } else {
+        1
+    }
+}
+
+pub(crate) unsafe extern "C" fn child_init(_pool: *mut apr_pool_t, s: *mut server_rec) {
+    // SAFETY: httpd passes the live main server_rec.
+    let _ = std::panic::catch_unwind(|| unsafe { start_child(s) });
+}
+
+/// # Safety
+/// `s` must be the live main server_rec.
+unsafe fn start_child(s: *mut server_rec) {
+    // wsgi.multithread / wsgi.multiprocess as mod_wsgi computes them from the MPM.
+    let threaded = mpm_query(AP_MPMQ_IS_THREADED) != AP_MPMQ_NOT_SUPPORTED as c_int
+        && mpm_query(AP_MPMQ_MAX_THREADS) != 1;
+    let forked = mpm_query(AP_MPMQ_IS_FORKED) != AP_MPMQ_NOT_SUPPORTED as c_int
+        && mpm_query(AP_MPMQ_MAX_DAEMONS) != 1;
+    let mode = Mode {
+        multithread: threaded,
+        multiprocess: forked,
+        run_once: false,
+    };
+
+    // SAFETY: s is live (caller contract).
+    let Some(conf) = (unsafe { server_conf(s) }) else {
+        return;
+    };
+    let unavailable = if conf.restrict_embedded == Some(true) {
+        Some("embedded mode is disabled by WSGIRestrictEmbedded On".to_owned())
+    } else {
+        let python = PythonConfig {
+            python_home: conf.python_home.clone(),
+            python_path: conf.python_path.clone(),
+        };
+        match pyhost::initialize(&python) {
+            Ok(()) => None,
+            Err(e) => {
+                let message =
+                    format!("RW-AP001 Python could not be started in this Apache child: {e}");
+                // SAFETY: s is live.
+                unsafe { log_server(s, APLOG_ERR, &message) };
+                Some(message)
+            }
+        }
+    };
+    let ready = unavailable.is_none();
+    let _ = CHILD.set(Child { mode, unavailable });
+    if ready {
+        // SAFETY: s is live.
+        unsafe { preload(s) };
+    }
+}
+
+/// Loads the scripts named by `WSGIImportScript ... process-group=%{GLOBAL}` and by
+/// `WSGIScriptAlias` lines that carry both process-group=%{GLOBAL} and application-group=,
+/// in every server, as mod_wsgi does at child start.
+///
+/// # Safety
+/// `s` must be the live main server_rec.
+unsafe fn preload(s: *mut server_rec) {
+    let log = ServerLog(s);
+    let mut server = s;
+    while !server.is_null() {
+        // SAFETY: the vhost list is live for this generation.
+        if let Some(conf) = unsafe { server_conf(server) } {
+            for import in conf
+                .imports
+                .iter()
+                .filter(|i| i.process_group == ProcessGroup::Embedded)
+            {
+                app_for(import.script.clone(), "application").preload(&log);
+            }
+            for alias in conf
+                .aliases
+                .iter()
+                .filter(|a| a.preload && a.options.process_group == Some(ProcessGroup::Embedded))
+            {
+                app_for(alias.script.clone(), alias.options.callable_name()).preload(&log);
+            }
+        }
+        // SAFETY: as above.
+        server = unsafe { (*server).next };
+    }
+}
+
+/// Runs the request in this child. Returns the handler status for httpd.
+pub(crate) fn run(r: &mut request_rec, conf: &DirConf) -> c_int {
+    let Some(child) = CHILD.get() else {
+        // SAFETY: r is live.
+        unsafe {
+            log_request(
+                r,
+                APLOG_ERR,
+                "RW-AP002 embedded request before child_init ran",
+            )
+        };
+        return HTTP_INTERNAL_SERVER_ERROR as c_int;
+    };
+    if let Some(why) = &child.unavailable {
+        // SAFETY: r is live.
+        unsafe {
+            log_request(
+                r,
+                APLOG_ERR,
+                &format!("RW-AP003 cannot run the app in embedded mode: {why}"),
+            )
+        };
+        return HTTP_INTERNAL_SERVER_ERROR as c_int;
+    }
+    // REQUEST_CHUNKED_DECHUNK: chunked request bodies are always accepted (WSGIChunkedRequest
+    // is accepted for compatibility; there is no 411 path).
+    // SAFETY: r is live; called once before any body read.
+    let status = unsafe { ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK as c_int) };
+    if status != OK_ {
+        return status;
+    }
+
+    let vars = build_vars(r, conf);
+    let pairs: Vec<(&[u8], &[u8])> = vars.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+    let request = pyhost::Request {
+        vars: &pairs,
+        mode: child.mode,
+    };
+    // SAFETY: r->filename is the script path after httpd's directory walk split off path_info.
+    let script = PathBuf::from(std::ffi::OsStr::from_bytes(unsafe {
+        cstr_bytes(r.filename)
+    }));
+    let app = app_for(script, conf.callable_name());
+
+    PY_THREAD.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if slot.is_none() {
+            *slot = pyhost::register_thread();
+        }
+    });
+    let log = RequestLog(r);
+    let mut body = RequestBody {
+        r,
+        started: false,
+        done: false,
+    };
+    let mut out = Output::new(r);
+    let outcome = pyhost::handle(&app, &request, &mut body, &mut out, &log);
+    if outcome == Outcome::Aborted {
+        out.abort();
+    }
+    // Every outcome has produced its response (pyhost answers Failed with a 500 itself), or the
+    // client is gone; httpd finishes the protocol (EOS, keep-alive) from here.
+    OK_
+}
+
+/// The CGI variables mod_wsgi gives an app: httpd's own ap_add_cgi_vars/ap_add_common_vars
+/// (which already refuse header names with '_' and never export Authorization), SetEnv values,
+/// then mod_wsgi's adjustments.
+fn build_vars(r: &mut request_rec, conf: &DirConf) -> Vec<(Vec<u8>, Vec<u8>)> {
+    // SAFETY: r is live; these fill r->subprocess_env from the request.
+    unsafe {
+        ap_add_cgi_vars(r);
+        ap_add_common_vars(r);
+    }
+    // SAFETY: subprocess_env is a live table of NUL-terminated strings in r->pool.
+    let entries = unsafe { table_entries(r.subprocess_env) };
+    let mut vars: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(entries.len() + 2);
+    for e in entries {
+        // SAFETY: keys and values of an apr table are NUL-terminated (val may be NULL).
+        let (key, value) = unsafe { (cstr_bytes(e.key), cstr_bytes(e.val)) };
+        if key.is_empty() {
+            continue;
+        }
+        let value = match key {
+            b"SCRIPT_NAME" | b"PATH_INFO" => collapse_slashes(value).into_owned(),
+            _ => value.to_vec(),
+        };
+        vars.push((key.to_vec(), value));
+    }
+    if !vars.iter().any(|(k, _)| k == b"PATH_INFO") {
+        vars.push((b"PATH_INFO".to_vec(), Vec::new()));
+    }
+    if conf.pass_authorization == Some(true) {
+        // SAFETY: headers_in is a live table; apr_table_get returns NULL or a pool string.
+        let auth = unsafe { apr_table_get(r.headers_in, c"Authorization".as_ptr()) };
+        if !auth.is_null() {
+            // SAFETY: non-null, NUL-terminated.
+            vars.push((
+                b"HTTP_AUTHORIZATION".to_vec(),
+                unsafe { cstr_bytes(auth) }.to_vec(),
+            ));
+        }
+    }
+    vars
+}
+
+/// Pointer wrapper for the loggers pyhost requires to be Send + Sync.
+struct RequestLog(*const request_rec);
+// SAFETY: pyhost only uses the logger during handle(), on the request's own thread, while the
+// request is live; ap_log_rerror itself is thread-safe.
+unsafe impl Send for RequestLog {}
+// SAFETY: as above.
+unsafe impl Sync for RequestLog {}
+
+impl ErrorLog for RequestLog {
+    fn log(&self, level: Level, msg: &str) {
+        // SAFETY: the request outlives handle() (see the Send note).
+        unsafe { log_request(self.0, apache_level(level), msg) };
+    }
+}
+
+struct ServerLog(*const server_rec);
+// SAFETY: used only during child_init on the calling thread; ap_log_error is thread-safe.
+unsafe impl Send for ServerLog {}
+// SAFETY: as above.
+unsafe impl Sync for ServerLog {}
+
+impl ErrorLog for ServerLog {
+    fn log(&self, level: Level, msg: &str) {
+        // SAFETY: the main server_rec lives for the generation.
+        unsafe { log_server(self.0, apache_level(level), msg) };
+    }
+}
+
+fn apache_level(level: Level) -> u32 {
+    match level {
+        Level::Error => APLOG_ERR,
+        Level::Warn => APLOG_WARNING,
+        Level::Info => APLOG_INFO,
+        Level::Debug => APLOG_DEBUG,
+    }
+}
+
+/// wsgi.input: httpd's client-block API, which de-chunks and enforces LimitRequestBody.
+struct RequestBody {
+    r: *mut request_rec,
+    /// ap_should_client_block sends "100 Continue"; only do that once the app reads.
+    started: bool,
+    done: bool,
+}
+
+impl Body for RequestBody {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        if !self.started {
+            self.started = true;
+            // SAFETY: the request is live for the whole handle() call, on this thread.
+            if unsafe { ap_should_client_block(self.r) } == 0 {
+                self.done = true;
+                return Ok(0);
+            }
+        }
+        // SAFETY: as above; buf is writable for buf.len() bytes.
+        let n = unsafe { ap_get_client_block(self.r, buf.as_mut_ptr().cast(), buf.len()) };
+        match n {
+            0 => {
+                self.done = true;
+                Ok(0)
+            }
+            n if n > 0 => Ok(n as usize),
+            _ => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "reading the request body failed",
+            )),
+        }
+    }
+}
+
+/// The response: head into r, body through one reusable brigade down the output filters.
+struct Output {
+    r: *mut request_rec,
+    bb: *mut apr_bucket_brigade,
+    /// The app's Content-Length, if it gave one: once reached, no flush is needed (EOS follows).
+    content_length: Option<u64>,
+    sent: u64,
+}
+
+impl Output {
+    fn new(r: &mut request_rec) -> Self {
+        // SAFETY: r and its connection are live; the brigade is owned by r->pool.
+        let bb = unsafe { apr_brigade_create(r.pool, (*r.connection).bucket_alloc) };
+        Self {
+            r,
+            bb,
+            content_length: None,
+            sent: 0,
+        }
+    }
+
+    /// Passes the brigade down the filter chain and empties it for reuse.
+    fn pass(&mut self) -> io::Result<()> {
+        // SAFETY: r and bb are live for the request.
+        let rv = unsafe { ap_pass_brigade((*self.r).output_filters, self.bb) };
+        // SAFETY: as above.
+        unsafe { apr_brigade_cleanup(self.bb.cast()) };
+        // SAFETY: r->connection is live.
+        if rv != APR_SUCCESS as apr_status_t || unsafe { (*(*self.r).connection).aborted } != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "client connection closed",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The response is incomplete (an error after the head went out): tell httpd's filters, as
+    /// mod_proxy does for a broken backend, so a chunked response gets no terminating chunk and
+    /// the connection is closed rather than reused.
+    fn abort(&mut self) {
+        // SAFETY: r, its connection and bb are live; the error bucket comes from the
+        // connection's allocator and is linked into our (empty) brigade.
+        unsafe {
+            let c = (*self.r).connection;
+            (*c).keepalive = ap_conn_keepalive_e_AP_CONN_CLOSE;
+            let e = ap_bucket_error_create(
+                HTTP_BAD_GATEWAY as c_int,
+                std::ptr::null(),
+                (*self.r).pool,
+                (*c).bucket_alloc,
+            );
+            brigade_insert_tail(self.bb, e);
+        }
+        let _ = self.pass();
+    }
+}
+
+impl Responder for Output {
+    fn start(&mut self, head: &Head<'_>) -> io::Result<()> {
+        // SAFETY: r is live; every string handed to httpd is copied into r->pool first.
+        unsafe {
+            let r = &mut *self.r;
+            r.status = c_int::from(head.status);
+            r.status_line = pool_str(r.pool, head.status_line);
+            for (name, value) in head.headers {
+                if name.eq_ignore_ascii_case(b"Content-Type") {
+                    ap_set_content_type(r, pool_str(r.pool, value));
+                    continue;
+                }
+                if name.eq_ignore_ascii_case(b"Content-Length") {
+                    self.content_length = std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok());
+                }
+                apr_table_addn(
+                    r.headers_out,
+                    pool_str(r.pool, name),
+                    pool_str(r.pool, value),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.sent += chunk.len() as u64;
+        let complete = self.content_length.is_some_and(|cl| self.sent >= cl);
+        // SAFETY: the transient bucket points at `chunk`, which stays valid until pass()
+        // returns; any filter that keeps data beyond that sets it aside (copies) first, as the
+        // transient-bucket contract requires. Buckets come from the connection's allocator.
+        unsafe {
+            let alloc = (*(*self.r).connection).bucket_alloc;
+            brigade_insert_tail(
+                self.bb,
+                apr_bucket_transient_create(chunk.as_ptr().cast(), chunk.len(), alloc),
+            );
+            // Streamed output goes to the client as produced; a body that has reached its
+            // Content-Length needs no flush (EOS follows immediately).
+            if !complete {
+                brigade_insert_tail(self.bb, apr_bucket_flush_create(alloc));
+            }
+        }
+        self.pass()
+    }
+}

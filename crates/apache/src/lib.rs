@@ -1,0 +1,186 @@
+//! mod_rwsgi: an Apache httpd 2.4 module hosting Python WSGI applications, a drop-in for
+//! mod_wsgi's core directives (`LoadModule rwsgi_module .../mod_rwsgi.so`).
+//!
+//! Layout (same file names as the nginx adapter):
+//! - `ffi`: generated httpd/APR bindings and the helpers C macros would provide;
+//! - `conf`: typed directive values and their merge rule; `directives`: httpd's command table;
+//! - `handler`: URL mapping (`WSGIScriptAlias`) and the response handler, which picks the mode;
+//! - `embedded`: Python in the Apache child (pyhost), request body and response through httpd;
+//! - `daemon`: daemon-mode groups.
+//!
+//! httpd calls `register_hooks` once per configuration pass, in the parent, and unloads and
+//! reloads this DSO between passes, so nothing process-wide is set up there: Python starts in
+//! `child_init`, in each child.
+
+mod conf;
+mod daemon;
+mod directives;
+mod embedded;
+mod ffi;
+mod handler;
+
+use std::ffi::{c_char, c_int, c_void};
+use std::ptr::{addr_of_mut, null, null_mut};
+
+use conf::{DirConf, ServerConf};
+use ffi::*;
+
+/// The module record httpd looks up by the name given to `LoadModule` (`rwsgi_module`).
+/// `static mut` because httpd writes `module_index`, `next` and `dynamic_load_handle`.
+/// The first fields are STANDARD20_MODULE_STUFF, spelled out.
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static mut rwsgi_module: module = module {
+    version: MODULE_MAGIC_NUMBER_MAJOR as c_int,
+    minor_version: MODULE_MAGIC_NUMBER_MINOR as c_int,
+    module_index: -1,
+    name: c"mod_rwsgi.c".as_ptr(),
+    dynamic_load_handle: null_mut(),
+    next: null_mut(),
+    magic: MODULE_MAGIC_COOKIE as _,
+    rewrite_args: None,
+    create_dir_config: Some(create_dir_config),
+    merge_dir_config: Some(merge_dir_config),
+    create_server_config: Some(create_server_config),
+    merge_server_config: Some(merge_server_config),
+    // SAFETY: not an unsafe operation; httpd only reads the table through this pointer.
+    cmds: &directives::COMMANDS.0 as *const command_rec,
+    register_hooks: Some(register_hooks),
+    flags: 0,
+};
+
+/// Pointer to our module record, for ap_get_module_config and logging.
+pub(crate) fn module_ptr() -> *mut module {
+    addr_of_mut!(rwsgi_module)
+}
+
+/// Our index in httpd's per-module config vectors (APLOG_MODULE_INDEX).
+pub(crate) fn module_index() -> c_int {
+    // SAFETY: httpd sets module_index once while loading, before any hook runs; reading an i32.
+    unsafe { (*module_ptr()).module_index }
+}
+
+/// Null-terminated module-name lists for hook ordering, as httpd expects.
+#[repr(transparent)]
+struct NameList<const N: usize>([*const c_char; N]);
+// SAFETY: immutable pointers to 'static C strings.
+unsafe impl<const N: usize> Sync for NameList<N> {}
+
+/// WSGIScriptAlias runs after mod_alias's Alias (so a plain Alias on the same prefix wins, as
+/// with mod_wsgi) and before mod_userdir / mod_vhost_alias.
+static TRANSLATE_AFTER: NameList<2> = NameList([c"mod_alias.c".as_ptr(), null()]);
+static TRANSLATE_BEFORE: NameList<3> = NameList([
+    c"mod_userdir.c".as_ptr(),
+    c"mod_vhost_alias.c".as_ptr(),
+    null(),
+]);
+
+unsafe extern "C" fn register_hooks(_pool: *mut apr_pool_t) {
+    let middle = APR_HOOK_MIDDLE as c_int;
+    // SAFETY: registering static callbacks and static, null-terminated name lists.
+    unsafe {
+        ap_hook_translate_name(
+            Some(handler::translate_name),
+            TRANSLATE_AFTER.0.as_ptr(),
+            TRANSLATE_BEFORE.0.as_ptr(),
+            middle,
+        );
+        ap_hook_handler(Some(handler::handler), null(), null(), middle);
+        ap_hook_check_config(Some(check_config), null(), null(), middle);
+        ap_hook_post_config(Some(daemon::post_config), null(), null(), middle);
+        ap_hook_child_init(Some(embedded::child_init), null(), null(), middle);
+    }
+}
+
+unsafe extern "C" fn create_dir_config(pool: *mut apr_pool_t, _dir: *mut c_char) -> *mut c_void {
+    // SAFETY: httpd passes a live pool that owns the per-dir config.
+    unsafe { pool_box(pool, DirConf::default()).cast() }
+}
+
+unsafe extern "C" fn merge_dir_config(
+    pool: *mut apr_pool_t,
+    base: *mut c_void,
+    add: *mut c_void,
+) -> *mut c_void {
+    // SAFETY: both were made by create_dir_config/merge_dir_config and live in pools that
+    // outlive `pool`; the result is owned by `pool`.
+    unsafe {
+        let merged = DirConf::merge(&*base.cast::<DirConf>(), &*add.cast::<DirConf>());
+        pool_box(pool, merged).cast()
+    }
+}
+
+unsafe extern "C" fn create_server_config(
+    pool: *mut apr_pool_t,
+    _s: *mut server_rec,
+) -> *mut c_void {
+    // SAFETY: httpd passes a live pool (pconf) that owns the server config.
+    unsafe { pool_box(pool, ServerConf::default()).cast() }
+}
+
+unsafe extern "C" fn merge_server_config(
+    pool: *mut apr_pool_t,
+    base: *mut c_void,
+    add: *mut c_void,
+) -> *mut c_void {
+    // SAFETY: as merge_dir_config, for ServerConf.
+    unsafe {
+        let merged = ServerConf::merge(&*base.cast::<ServerConf>(), &*add.cast::<ServerConf>());
+        pool_box(pool, merged).cast()
+    }
+}
+
+/// The ServerConf of `s`.
+///
+/// # Safety
+/// `s` must be a live server_rec of the current configuration generation.
+pub(crate) unsafe fn server_conf<'a>(s: *const server_rec) -> Option<&'a ServerConf> {
+    // SAFETY: module_config holds our create/merge_server_config result for this server.
+    unsafe {
+        ap_get_module_config((*s).module_config, module_ptr())
+            .cast::<ServerConf>()
+            .as_ref()
+    }
+}
+
+/// Cross-directive checks that need the whole configuration; runs for `apachectl -t` too.
+unsafe extern "C" fn check_config(
+    _pconf: *mut apr_pool_t,
+    _plog: *mut apr_pool_t,
+    _ptemp: *mut apr_pool_t,
+    s: *mut server_rec,
+) -> c_int {
+    let result = std::panic::catch_unwind(|| {
+        // SAFETY: httpd passes the main server_rec; the vhost list hangs off it.
+        unsafe { daemon::validate(s) }
+    });
+    let problem = match result {
+        Ok(Ok(())) => return OK_,
+        Ok(Err(message)) => message,
+        Err(_) => "mod_rwsgi: internal error while checking the configuration".to_owned(),
+    };
+    // SAFETY: s is the live main server.
+    unsafe { log_server(s, APLOG_ERR | APLOG_STARTUP, &problem) };
+    HTTP_INTERNAL_SERVER_ERROR as c_int
+}
+
+/// Writes one message to httpd's error log for server `s` (at httpd's level filtering).
+///
+/// # Safety
+/// `s` must be NULL or a live server_rec.
+pub(crate) unsafe fn log_server(s: *const server_rec, level: u32, message: &str) {
+    let text = std::ffi::CString::new(message.replace('\0', "\\0")).unwrap_or_default();
+    // SAFETY: "%s" with one NUL-terminated argument; httpd copies the text.
+    unsafe {
+        ap_log_error_(
+            c"mod_rwsgi".as_ptr(),
+            0,
+            module_index(),
+            level as c_int,
+            0,
+            s,
+            c"%s".as_ptr(),
+            text.as_ptr(),
+        )
+    };
+}
