@@ -143,9 +143,8 @@ unsafe fn handle(r: &mut request_rec) -> c_int {
         return HTTP_FORBIDDEN as c_int;
     }
     // SAFETY: path_info is NULL or NUL-terminated.
-    if r.used_path_info == AP_REQ_REJECT_PATH_INFO as c_int
-        && !unsafe { cstr_bytes(r.path_info) }.is_empty()
-    {
+    let path_info = unsafe { cstr_bytes(r.path_info) };
+    if r.used_path_info == AP_REQ_REJECT_PATH_INFO as c_int && !path_info.is_empty() {
         return HTTP_NOT_FOUND as c_int;
     }
 
