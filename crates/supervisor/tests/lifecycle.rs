@@ -1,0 +1,222 @@
+//! Process management of rwsgi-worker: respawn, recycling, timeouts, signals.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{request, vars, Server};
+
+#[test]
+fn worker_exiting_mid_request_is_replaced_within_a_second() {
+    let s = Server::start(&["--processes", "1", "--threads", "2"], 1);
+    let before = s.get("/pid").text();
+    // The worker dies inside the app: this connection ends without a response.
+    let r = request(&s.socket, &vars("GET", "/die"), b"");
+    assert!(r.is_err(), "expected no response, got {r:?}");
+    let died = Instant::now();
+    let r = s.get("/pid");
+    let waited = died.elapsed();
+    assert_eq!(r.status_line, "HTTP/1.1 200 OK");
+    assert_ne!(r.text(), before, "a new worker answers");
+    assert!(
+        waited < Duration::from_secs(1),
+        "next request took {waited:?}"
+    );
+    assert!(
+        s.log().contains("died unexpectedly: exited with status 1"),
+        "{}",
+        s.log()
+    );
+}
+
+#[test]
+fn maximum_requests_recycles_the_worker() {
+    let s = Server::start(
+        &[
+            "--processes",
+            "1",
+            "--threads",
+            "1",
+            "--maximum-requests",
+            "3",
+        ],
+        1,
+    );
+    let pids: Vec<String> = (0..7).map(|_| s.get("/pid").text()).collect();
+    assert_eq!(pids[0], pids[1]);
+    assert_eq!(pids[1], pids[2]);
+    assert_ne!(pids[2], pids[3]);
+    assert_eq!(pids[3], pids[5]);
+    assert_ne!(pids[5], pids[6]);
+    assert!(s.count("RW011") >= 2, "{}", s.log());
+    // Recycling is orderly: never counted as a crash.
+    assert_eq!(s.count("RW004"), 0, "{}", s.log());
+}
+
+#[test]
+fn sigterm_lets_the_in_flight_request_finish() {
+    let mut s = Server::start(
+        &[
+            "--processes",
+            "2",
+            "--threads",
+            "2",
+            "--graceful-timeout",
+            "10",
+        ],
+        2,
+    );
+    let sock = s.socket.clone();
+    let slow = std::thread::spawn(move || request(&sock, &vars("GET", "/sleep/1.5"), b""));
+    std::thread::sleep(Duration::from_millis(400));
+    let stopped = Instant::now();
+    s.signal(libc::SIGTERM);
+    // New clients are turned away at once (the socket file is gone)...
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(std::os::unix::net::UnixStream::connect(&s.socket).is_err());
+    // ...while the request already running completes.
+    let r = slow.join().unwrap().expect("in-flight request completes");
+    assert_eq!(r.text(), "slept");
+    let status = s
+        .wait_exit(Duration::from_secs(5))
+        .expect("supervisor exits");
+    assert!(status.success(), "{status:?}");
+    assert!(stopped.elapsed() < Duration::from_secs(4));
+    assert!(!s.socket.exists());
+    assert!(s.log().contains("RW009"), "{}", s.log());
+}
+
+#[test]
+fn graceful_timeout_kills_stragglers() {
+    let mut s = Server::start(
+        &[
+            "--processes",
+            "1",
+            "--threads",
+            "1",
+            "--graceful-timeout",
+            "1",
+        ],
+        1,
+    );
+    let sock = s.socket.clone();
+    let slow = std::thread::spawn(move || request(&sock, &vars("GET", "/sleep/30"), b""));
+    std::thread::sleep(Duration::from_millis(300));
+    let stopped = Instant::now();
+    s.signal(libc::SIGTERM);
+    let status = s
+        .wait_exit(Duration::from_secs(5))
+        .expect("supervisor exits");
+    assert!(status.success());
+    let took = stopped.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert!(
+        slow.join().unwrap().is_err(),
+        "the killed request gets no response"
+    );
+    assert!(s.log().contains("RW007"), "{}", s.log());
+}
+
+#[test]
+fn request_timeout_kills_and_replaces_the_worker() {
+    let s = Server::start(
+        &[
+            "--processes",
+            "1",
+            "--threads",
+            "2",
+            "--request-timeout",
+            "1",
+        ],
+        1,
+    );
+    let started = Instant::now();
+    let r = request(&s.socket, &vars("GET", "/sleep/20"), b"");
+    let took = started.elapsed();
+    assert!(r.is_err(), "{r:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert_eq!(s.get("/hello").status_line, "HTTP/1.1 200 OK");
+    assert!(s.log().contains("RW006"), "{}", s.log());
+}
+
+#[test]
+fn sighup_rolling_restart_loses_no_request() {
+    let s = Server::start(&["--processes", "2", "--threads", "2"], 2);
+    let old: HashSet<String> = (0..20).map(|_| s.get("/pid").text()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (sock, stop, ok) = (s.socket.clone(), stop.clone(), ok.clone());
+        clients.push(std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match request(&sock, &vars("GET", "/sleep/0.01"), b"") {
+                    Ok(r) if r.text() == "slept" => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => failures.push(format!("{other:?}")),
+                }
+            }
+            failures
+        }));
+    }
+    for round in 1..=3 {
+        s.signal(libc::SIGHUP);
+        // Each restart starts 2 new workers, one at a time.
+        s.wait_log_count("RW022", 2 + 2 * round, Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let failures: Vec<String> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    assert!(
+        ok.load(Ordering::Relaxed) > 50,
+        "only {} requests",
+        ok.load(Ordering::Relaxed)
+    );
+    let new: HashSet<String> = (0..20).map(|_| s.get("/pid").text()).collect();
+    assert!(old.is_disjoint(&new), "old {old:?} new {new:?}");
+    assert_eq!(s.count("RW004"), 0, "{}", s.log());
+}
+
+#[test]
+fn crash_loop_backs_off() {
+    let dir = common::TempDir::new();
+    let s = Server::start_with(
+        dir,
+        common::APP,
+        &[
+            "--processes",
+            "2",
+            "--threads",
+            "1",
+            "--python-home",
+            "/nonexistent/venv",
+        ],
+        0,
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let starts = s.count("RW002");
+    // Without back-off this would be hundreds; 100 ms doubling allows about 6 per 3 s.
+    assert!((2..=12).contains(&starts), "{starts} starts:\n{}", s.log());
+    assert!(s.log().contains("RW005"), "{}", s.log());
+    assert!(s.log().contains("RW020"), "{}", s.log());
+}
