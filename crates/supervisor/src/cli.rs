@@ -42,6 +42,9 @@ Socket:
   --socket-owner USER            owner of the unix socket (the front end's worker user)
   --listen-backlog N             listen(2) backlog (default 100)
 
+Embedding:
+  --lifetime-fd N                stop gracefully when this inherited pipe closes (web server modules)
+
 Signals: TERM/INT = stop gracefully, HUP = rolling restart of the workers.
   -h, --help                     this text
   -V, --version                  the version
@@ -50,8 +53,12 @@ Signals: TERM/INT = stop gracefully, HUP = rolling restart of the workers.
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Command {
-    /// Run the server with this configuration.
-    Run(Box<GroupConfig>),
+    /// Run the server with this configuration; with `lifetime_fd`, also stop when that inherited
+    /// pipe closes (for a web server that execs rwsgi-worker for a daemon group).
+    Run {
+        cfg: Box<GroupConfig>,
+        lifetime_fd: Option<i32>,
+    },
     /// Print [`USAGE`] and exit 0.
     Help,
     /// Print the version and exit 0.
@@ -62,6 +69,7 @@ pub enum Command {
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
     let mut socket = None;
     let mut script = None;
+    let mut lifetime_fd = None;
     let mut opts: Vec<(String, String)> = Vec::new();
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
@@ -90,6 +98,14 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
         match name.as_str() {
             "socket" => socket = Some(SocketSpec::parse(&value).map_err(|e| format!("--{e}"))?),
             "script" => script = Some(PathBuf::from(value)),
+            "lifetime-fd" => {
+                lifetime_fd =
+                    Some(
+                        value.parse::<i32>().ok().filter(|fd| *fd > 2).ok_or(
+                            "--lifetime-fd: expected an inherited descriptor number above 2",
+                        )?,
+                    )
+            }
             n if is_known(n) => opts.push((name, value)),
             _ => return Err(format!("unknown option --{name} (see --help)")),
         }
@@ -101,7 +117,10 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
         apply(&mut cfg, &name, &value).map_err(|msg| format!("--{name}: {msg}"))?;
     }
     cfg.validate().map_err(|e| format!("--{e}"))?;
-    Ok(Command::Run(Box::new(cfg)))
+    Ok(Command::Run {
+        cfg: Box::new(cfg),
+        lifetime_fd,
+    })
 }
 
 const OPTIONS: &[&str] = &[
@@ -124,6 +143,7 @@ const OPTIONS: &[&str] = &[
     "socket-mode",
     "socket-owner",
     "listen-backlog",
+    "lifetime-fd",
 ];
 
 fn is_known(name: &str) -> bool {
@@ -197,7 +217,7 @@ mod tests {
 
     fn run(args: &[&str]) -> Result<GroupConfig, String> {
         match parse(args.iter().map(|s| s.to_string()))? {
-            Command::Run(c) => Ok(*c),
+            Command::Run { cfg, .. } => Ok(*cfg),
             other => Err(format!("{other:?}")),
         }
     }

@@ -64,7 +64,22 @@ fn setup_and_serve(start: &Start<'_>) -> Result<(), i32> {
     let stop = Pipe::new().map_err(|e| fail(EXIT_SETUP, "stop pipe", &e))?;
     signals::install_worker(&stop).map_err(|e| fail(EXIT_SETUP, "signal handlers", &e))?;
     signals::restore_mask(&start.saved_mask);
-    // Die with the supervisor: orphaned workers would keep the socket and the port.
+    if let Some(name) = &cfg.display_name {
+        set_process_name(name);
+    }
+    if let Some(id) = start.identity {
+        id.apply().map_err(|e| {
+            rwlog!(
+                "RW040",
+                "cannot switch to user {:?}: {e}; exiting",
+                id.user.name
+            );
+            EXIT_PRIVS
+        })?;
+    }
+    // Die with the supervisor: orphaned workers would keep the socket and the port. Set after the
+    // privilege drop, because a credential change clears it (prctl(2)); then check that the
+    // supervisor did not die before it took effect.
     // SAFETY: prctl with integer arguments only.
     unsafe {
         libc::prctl(
@@ -78,19 +93,6 @@ fn setup_and_serve(start: &Start<'_>) -> Result<(), i32> {
     // SAFETY: plain getter.
     if unsafe { libc::getppid() } != start.parent {
         return Err(EXIT_SETUP);
-    }
-    if let Some(name) = &cfg.display_name {
-        set_process_name(name);
-    }
-    if let Some(id) = start.identity {
-        id.apply().map_err(|e| {
-            rwlog!(
-                "RW040",
-                "cannot switch to user {:?}: {e}; exiting",
-                id.user.name
-            );
-            EXIT_PRIVS
-        })?;
     }
     let py = PythonConfig {
         python_home: cfg.python_home.clone(),

@@ -224,3 +224,25 @@ fn workers_drop_to_the_configured_user() {
     assert_eq!(field("Gid:"), vec![nobody; 4], "{status}");
     assert!(!field("Groups:").contains(&"0"), "{status}");
 }
+
+#[test]
+fn socket_owner_is_applied() {
+    // SAFETY: plain getter.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to chown");
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let s = common::Server::start(
+        &[
+            "--processes",
+            "1",
+            "--threads",
+            "1",
+            "--socket-owner",
+            "nobody",
+        ],
+        1,
+    );
+    assert_eq!(std::fs::metadata(&s.socket).unwrap().uid(), 65534);
+}

@@ -220,3 +220,122 @@ fn crash_loop_backs_off() {
     assert!(s.log().contains("RW005"), "{}", s.log());
     assert!(s.log().contains("RW020"), "{}", s.log());
 }
+
+#[test]
+fn queue_timeout_answers_504_without_running_the_app() {
+    let s = Server::start(
+        &["--processes", "1", "--threads", "1", "--queue-timeout", "1"],
+        1,
+    );
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let mut old = vars("GET", "/hello");
+    old.push((
+        "RWSGI_REQUEST_START".into(),
+        (now_us - 5_000_000).to_string(),
+    ));
+    let r = request(&s.socket, &old, b"").unwrap();
+    assert_eq!(r.status_line, "HTTP/1.1 504 Gateway Timeout");
+    let mut fresh = vars("GET", "/hello");
+    fresh.push(("RWSGI_REQUEST_START".into(), format!("t={now_us}")));
+    assert_eq!(
+        request(&s.socket, &fresh, b"").unwrap().status_line,
+        "HTTP/1.1 200 OK"
+    );
+    // Only the fresh request and this one reached the app.
+    assert_eq!(s.get("/calls").text(), "2");
+    assert!(s.log().contains("RW035"), "{}", s.log());
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie still has a /proc entry; check its state too.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|st| !st.split(") ").nth(1).unwrap_or("").starts_with('Z'))
+        .unwrap_or(false)
+}
+
+#[test]
+fn workers_die_with_a_killed_supervisor() {
+    // As root, also with a user switch: a credential change clears PR_SET_PDEATHSIG, so the
+    // worker must set it after dropping privileges.
+    // SAFETY: plain getter.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut args = vec!["--processes", "2", "--threads", "1"];
+    if root {
+        args.extend(["--user", "nobody"]);
+    }
+    let mut s = Server::start(&args, 2);
+    let workers: HashSet<i32> = (0..10)
+        .map(|_| s.get("/pid").text().parse().unwrap())
+        .collect();
+    assert!(!workers.is_empty());
+    s.signal(libc::SIGKILL);
+    s.wait_exit(Duration::from_secs(2))
+        .expect("supervisor killed");
+    let start = Instant::now();
+    while workers.iter().any(|&p| alive(p)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "orphaned workers {workers:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn closing_the_lifetime_pipe_stops_the_group() {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let dir = common::TempDir::new();
+    std::fs::write(dir.path("app.py"), common::APP).unwrap();
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid array; close-on-exec keeps the pipe out of other tests' children.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: pipe2 returned two fresh descriptors that we now own.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let read_fd = read.as_raw_fd();
+    let sock = dir.path("s.sock");
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.arg("--socket")
+        .arg(format!("unix:{}", sock.display()))
+        .arg("--script")
+        .arg(dir.path("app.py"))
+        .args(["--processes", "1", "--threads", "1", "--lifetime-fd", "7"])
+        .stderr(std::process::Stdio::null());
+    // SAFETY: dup2 is async-signal-safe; it runs in the forked child before exec and gives the
+    // child fd 7 (without close-on-exec) as its copy of the read end.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(read_fd, 7) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let mut child = cmd.spawn().unwrap();
+    drop(read);
+    let start = Instant::now();
+    while request(&sock, &vars("GET", "/x"), b"").is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "server never answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(write);
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{status:?}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "still running after the pipe closed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!sock.exists());
+}

@@ -14,7 +14,7 @@ fn main() -> ExitCode {
             println!("rwsgi-worker {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Ok(Command::Run(cfg)) => match supervisor::run(&cfg) {
+        Ok(Command::Run { cfg, lifetime_fd }) => match start(&cfg, lifetime_fd) {
             Ok(()) => ExitCode::SUCCESS,
             Err(supervisor::Error::Config(e)) => {
                 eprintln!("rwsgi-worker: --{e}");
@@ -30,4 +30,21 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn start(cfg: &supervisor::GroupConfig, lifetime_fd: Option<i32>) -> Result<(), supervisor::Error> {
+    let Some(fd) = lifetime_fd else {
+        return supervisor::run(cfg);
+    };
+    // SAFETY: fcntl(F_GETFD) only inspects the descriptor table.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(supervisor::Error::Config(supervisor::ConfigError::new(
+            "lifetime-fd",
+            format!("descriptor {fd} is not open"),
+        )));
+    }
+    // SAFETY: the descriptor is open (checked above) and was handed to this process for exactly
+    // this use; it stays open for the whole run, which the borrow does not outlive.
+    let lifetime = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    supervisor::run_with_lifetime(cfg, lifetime)
 }
