@@ -147,6 +147,7 @@ where
         if block_len > MAX_VARS_BLOCK {
             return Err(Error::VarsTooLarge);
         }
+        out.reserve(4 + key.len() + value.len());
         out.extend_from_slice(&key_len.to_le_bytes());
         out.extend_from_slice(key);
         out.extend_from_slice(&value_len.to_le_bytes());

@@ -33,62 +33,142 @@ impl<'h, 'b> ResponseHead<'h, 'b> {
     /// Parse a head from the start of `buf`.
     ///
     /// `Complete(n)`: the head, blank line included, is `buf[..n]`; the body starts at `buf[n]`.
-    /// `Partial`: every complete line so far is valid but the blank line has not arrived. An
-    /// invalid complete line is an error at once, so a longer buffer never turns an `Err`
-    /// into success. On `Partial` and on `Err`, `headers` keeps its full length.
+    /// `Partial`: the blank line has not arrived and nothing so far is invalid. Errors are
+    /// reported as soon as the offending byte is in `buf` (one pass, no look-back), so a
+    /// longer buffer never turns an `Err` into success. On `Partial` and on `Err`, `headers`
+    /// keeps its full length.
     pub fn parse(&mut self, buf: &'b [u8]) -> Result<Status<usize>, Error> {
-        let mut rest = buf;
-        let Some(line) = next_line(&mut rest) else {
+        let Some((minor_version, status, reason, mut pos)) = parse_status_line(buf)? else {
             return Ok(Status::Partial);
         };
-        let (minor_version, status, reason) = parse_status_line(line)?;
         self.minor_version = minor_version;
         self.status = status;
         self.reason = reason;
 
         let mut count = 0;
         loop {
-            let Some(line) = next_line(&mut rest) else {
-                return Ok(Status::Partial);
-            };
-            if line.is_empty() {
-                break;
+            match parse_header_line(&buf[pos..])? {
+                Line::Partial => return Ok(Status::Partial),
+                Line::End(len) => {
+                    pos += len;
+                    break;
+                }
+                Line::Header(header, len) => {
+                    let slot = self.headers.get_mut(count).ok_or(Error::TooManyHeaders)?;
+                    *slot = header;
+                    count += 1;
+                    pos += len;
+                }
             }
-            let header = parse_header_line(line)?;
-            let slot = self.headers.get_mut(count).ok_or(Error::TooManyHeaders)?;
-            *slot = header;
-            count += 1;
         }
+        // Shrink the caller's slice to what was parsed (httparse does the same).
         let headers = std::mem::take(&mut self.headers);
         self.headers = &mut headers[..count];
-        Ok(Status::Complete(buf.len() - rest.len()))
+        Ok(Status::Complete(pos))
     }
 }
 
-/// Take the next LF-terminated line off `rest`, without its CRLF or bare LF.
-/// `None` when no complete line is there yet.
-fn next_line<'b>(rest: &mut &'b [u8]) -> Option<&'b [u8]> {
-    let buf: &'b [u8] = rest;
-    let lf = buf.iter().position(|&b| b == b'\n')?;
-    let line = &buf[..lf];
-    *rest = &buf[lf + 1..];
-    // A CR anywhere else in the line is refused later by the character checks.
-    Some(line.strip_suffix(b"\r").unwrap_or(line))
+/// A parsed status line: minor version, status, reason, length of the line with its end.
+type StatusLine<'b> = (u8, u16, &'b [u8], usize);
+
+/// `HTTP/1.0` or `HTTP/1.1`, one SP, a three-digit status 100..=999, then the line end or one
+/// SP and a reason phrase (which may be empty). Returns the fields and the line length.
+fn parse_status_line(buf: &[u8]) -> Result<Option<StatusLine<'_>>, Error> {
+    // Check whatever part of the fixed-width "HTTP/1.x NNN" is present, so garbage (say a
+    // CGI-style "Status:" head) fails on its first byte rather than when the buffer fills.
+    for (i, &b) in buf.iter().enumerate().take(12) {
+        let ok = match i {
+            0..=6 => b == b"HTTP/1."[i],
+            7 => b == b'0' || b == b'1',
+            8 => b == b' ',
+            9 => (b'1'..=b'9').contains(&b),
+            _ => b.is_ascii_digit(),
+        };
+        if !ok {
+            return Err(Error::BadStatusLine);
+        }
+    }
+    let Some(&[_, _, _, _, _, _, _, minor, _, a, b, c]) = buf.first_chunk::<12>() else {
+        return Ok(None);
+    };
+    let status = u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0');
+    let reason_start = match buf.get(12) {
+        None => return Ok(None),
+        Some(b' ') => 13,
+        Some(b'\r' | b'\n') => 12,
+        Some(_) => return Err(Error::BadStatusLine),
+    };
+    let reason_end = text_end(buf, reason_start);
+    let Some(next) = line_end(buf, reason_end, Error::BadStatusLine)? else {
+        return Ok(None);
+    };
+    let reason = buf.get(reason_start..reason_end).unwrap_or_default();
+    Ok(Some((minor - b'0', status, reason, next)))
 }
 
-/// `HTTP/1.0` or `HTTP/1.1`, one SP, a three-digit status 100..=999, then nothing or one SP
-/// and a reason phrase (which may be empty).
-fn parse_status_line(line: &[u8]) -> Result<(u8, u16, &[u8]), Error> {
-    let Some((version, rest)) = line.split_first_chunk::<9>() else {
-        return Err(Error::BadStatusLine);
+/// One step of the header section.
+enum Line<'b> {
+    /// The line is not complete yet.
+    Partial,
+    /// The blank line ending the head, of this length (2 for CRLF, 1 for a bare LF).
+    End(usize),
+    /// A header line of this length.
+    Header(Var<'b>, usize),
+}
+
+/// `name ":" OWS value OWS` + line end, or the blank line; the value has no surrounding
+/// whitespace. Obsolete line folding (a line starting with SP/HTAB) fails the name check.
+fn parse_header_line(rest: &[u8]) -> Result<Line<'_>, Error> {
+    match rest.first() {
+        None => return Ok(Line::Partial),
+        Some(b'\r' | b'\n') => {
+            return Ok(line_end(rest, 0, Error::BadHeader)?.map_or(Line::Partial, Line::End));
+        }
+        Some(_) => {}
+    }
+    let name_len = rest
+        .iter()
+        .position(|&b| !TOKEN[usize::from(b)])
+        .unwrap_or(rest.len());
+    match rest.get(name_len) {
+        None => return Ok(Line::Partial),
+        Some(b':') if name_len > 0 => {}
+        Some(_) => return Err(Error::BadHeader),
+    }
+    let value_start = name_len + 1;
+    let value_end = text_end(rest, value_start);
+    let Some(len) = line_end(rest, value_end, Error::BadHeader)? else {
+        return Ok(Line::Partial);
     };
-    let minor_version = match version {
-        b"HTTP/1.0 " => 0,
-        b"HTTP/1.1 " => 1,
-        _ => return Err(Error::BadStatusLine),
-    };
-    let (status, reason) = split_status(rest).ok_or(Error::BadStatusLine)?;
-    Ok((minor_version, status, reason))
+    let key = &rest[..name_len];
+    let value = trim_ows(rest.get(value_start..value_end).unwrap_or_default());
+    Ok(Line::Header(Var { key, value }, len))
+}
+
+/// Index of the first byte at or after `start` that is not header text (or `buf.len()`).
+fn text_end(buf: &[u8], start: usize) -> usize {
+    let tail = buf.get(start..).unwrap_or_default();
+    start
+        + tail
+            .iter()
+            .position(|&b| !is_text_byte(b))
+            .unwrap_or(tail.len())
+}
+
+/// At `buf[at]` a line must end: CRLF or a bare LF (RFC 9112 section 2.2 lets a recipient
+/// accept LF alone; nginx does). Returns the index after it; `None` if `buf` stops first;
+/// `err` for anything else, including a CR not followed by LF.
+fn line_end(buf: &[u8], at: usize, err: Error) -> Result<Option<usize>, Error> {
+    match buf.get(at) {
+        None => Ok(None),
+        Some(b'\n') => Ok(Some(at + 1)),
+        Some(b'\r') => match buf.get(at + 1) {
+            None => Ok(None),
+            Some(b'\n') => Ok(Some(at + 2)),
+            Some(_) => Err(err),
+        },
+        Some(_) => Err(err),
+    }
 }
 
 /// Split `NNN[ reason]` into the code and the reason, validating both.
@@ -104,19 +184,6 @@ fn split_status(text: &[u8]) -> Option<(u16, &[u8])> {
         Some(_) => return None,
     };
     Some((status, reason))
-}
-
-/// `name ":" OWS value OWS`; the returned value has no surrounding whitespace.
-fn parse_header_line(line: &[u8]) -> Result<Var<'_>, Error> {
-    let colon = line
-        .iter()
-        .position(|&b| b == b':')
-        .ok_or(Error::BadHeader)?;
-    let (key, value) = (&line[..colon], trim_ows(&line[colon + 1..]));
-    if !is_header_name(key) || !is_header_value(value) {
-        return Err(Error::BadHeader);
-    }
-    Ok(Var { key, value })
 }
 
 fn trim_ows(mut value: &[u8]) -> &[u8] {
@@ -159,9 +226,21 @@ static TOKEN: [bool; 256] = {
 };
 
 /// Visible text allowed in a reason phrase or a header value: HTAB, SP, VCHAR, obs-text.
-/// Refuses NUL, CR, LF, the other C0 controls and DEL.
+/// Refuses NUL, CR, LF, the other C0 controls and DEL. A table, like TOKEN: this is the
+/// per-byte check of every header value relayed to a client.
+static TEXT: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = b == b'\t' || (b >= b' ' && b <= b'~') || b >= 0x80;
+        i += 1;
+    }
+    table
+};
+
 fn is_text_byte(b: u8) -> bool {
-    b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80
+    TEXT[usize::from(b)]
 }
 
 /// True when `name` is a non-empty RFC 9110 token (a valid header field name).

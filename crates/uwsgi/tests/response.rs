@@ -161,6 +161,32 @@ const CASES: &[Case] = &[
         b"HTTP/1.1 200 OK\r\nA: b\r\n\r",
         PARTIAL,
     ),
+    err("status code cut short", b"HTTP/1.1 20", PARTIAL),
+    err("CR of the status line end", b"HTTP/1.1 200 OK\r", PARTIAL),
+    err("name cut short", b"HTTP/1.1 200 OK\r\nContent-Ty", PARTIAL),
+    err("CR of the blank line", b"HTTP/1.1 200 OK\r\n\r", PARTIAL),
+    // Errors are reported as soon as the bad byte is there, before any line end.
+    err("CGI head, no line end yet", b"Status: 2", BAD_LINE),
+    err(
+        "status starting with 0, no line end yet",
+        b"HTTP/1.1 0",
+        BAD_LINE,
+    ),
+    err(
+        "CR not followed by LF in the status line",
+        b"HTTP/1.1 200 OK\rX",
+        BAD_LINE,
+    ),
+    err(
+        "bad name, no line end yet",
+        b"HTTP/1.1 200 OK\r\nA B",
+        BAD_HEADER,
+    ),
+    err(
+        "CR not followed by LF at the blank line",
+        b"HTTP/1.1 200 OK\r\n\rX",
+        BAD_HEADER,
+    ),
     // Status line.
     err("complete garbage line", b"XTTP/1.1 200 OK\r\n", BAD_LINE),
     err("lower-case protocol", b"http/1.1 200 OK\r\n\r\n", BAD_LINE),
