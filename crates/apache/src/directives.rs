@@ -1,6 +1,6 @@
 //! The WSGI* directive table httpd reads, and the shims that turn each line into typed config.
 //!
-//! Every directive uses TAKE_ARGV (httpd splits the line, honouring quotes) and the same shim;
+//! Every directive uses RAW_ARGS, split with httpd's ap_getword_conf, and the same shim;
 //! `cmd_data` carries which [`Directive`] it is. The shim never panics across `extern "C"`.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
@@ -63,11 +63,11 @@ const fn row(
     command_rec {
         name: name.as_ptr(),
         func: cmd_func {
-            take_argv: Some(directive_shim),
+            raw_args: Some(directive_shim),
         },
         cmd_data: d as usize as *mut c_void,
         req_override: contexts as c_int,
-        args_how: cmd_how_TAKE_ARGV,
+        args_how: cmd_how_RAW_ARGS,
         errmsg: usage.as_ptr(),
     }
 }
@@ -149,7 +149,7 @@ const fn build_table() -> [command_rec; N_ROWS] {
     ];
     let end = command_rec {
         name: null(),
-        func: cmd_func { take_argv: None },
+        func: cmd_func { raw_args: None },
         cmd_data: null_mut(),
         req_override: 0,
         args_how: 0,
@@ -175,31 +175,45 @@ pub static COMMANDS: CommandTable<N_ROWS> = CommandTable(build_table());
 unsafe extern "C" fn directive_shim(
     cmd: *mut cmd_parms,
     mconfig: *mut c_void,
-    argc: c_int,
-    argv: *const *mut c_char,
+    line: *const c_char,
+) -> *const c_char {
+    // RAW_ARGS + ap_getword_conf (httpd's own quoting rules) rather than TAKE_ARGV/TAKE1: those
+    // stop at an empty word, and mod_wsgi configs say `WSGIApplicationGroup ""`.
+    let mut words: Vec<*const c_char> = Vec::new();
+    let mut rest = line;
+    // SAFETY: `line` is the NUL-terminated rest of the directive line; ap_getword_conf advances
+    // `rest` within it and returns words allocated in cmd->temp_pool, live for this call.
+    unsafe {
+        while !rest.is_null() && *rest != 0 {
+            words.push(ap_getword_conf((*cmd).temp_pool, &mut rest));
+        }
+    }
+    // SAFETY: forwarded from httpd's call.
+    unsafe { run_directive(cmd, mconfig, &words) }
+}
+
+/// # Safety
+/// `cmd`/`mconfig` as httpd passes them to a directive function; every word NUL-terminated.
+unsafe fn run_directive(
+    cmd: *mut cmd_parms,
+    mconfig: *mut c_void,
+    words: &[*const c_char],
 ) -> *const c_char {
     let outcome = std::panic::catch_unwind(|| {
-        // SAFETY: httpd passes a live cmd_parms whose `cmd` points into our table, and argv
-        // holds argc NUL-terminated words allocated in cmd->temp_pool.
-        let (cmd_ref, args) = unsafe {
-            let n = usize::try_from(argc).unwrap_or(0);
-            let words: Vec<&str> = (0..n)
-                .map(|i| std::str::from_utf8(cstr_bytes(*argv.add(i))).map_err(|_| ()))
-                .collect::<Result<_, _>>()
-                .unwrap_or_default();
-            (&*cmd, words)
-        };
         // SAFETY: cmd->cmd is the row httpd matched; its cmd_data is our tag.
         let (tag, name) = unsafe {
             (
-                (*cmd_ref.cmd).cmd_data as usize,
-                cstr_bytes((*cmd_ref.cmd).name),
+                (*(*cmd).cmd).cmd_data as usize,
+                cstr_bytes((*(*cmd).cmd).name),
             )
         };
         let name = String::from_utf8_lossy(name).into_owned();
-        if args.len() != usize::try_from(argc).unwrap_or(0) {
-            return Err(format!("{name}: arguments must be UTF-8"));
-        }
+        // SAFETY: words are NUL-terminated and live for this call.
+        let args: Vec<&str> = words
+            .iter()
+            .map(|w| std::str::from_utf8(unsafe { cstr_bytes(*w) }))
+            .collect::<Result<_, _>>()
+            .map_err(|_| format!("{name}: arguments must be UTF-8"))?;
         let directive =
             Directive::from_tag(tag).ok_or_else(|| format!("{name}: internal table error"))?;
         // SAFETY: mconfig is the DirConf httpd created with our create_dir_config for this scope.
