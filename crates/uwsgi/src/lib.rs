@@ -17,6 +17,23 @@
 //! connection. [`ResponseHead`] parses that head on the front-end side and
 //! [`encode_response_head`] writes it on the worker side.
 //!
+//! ```
+//! use uwsgi::{encode_request, Request, Status, EMPTY_VAR};
+//!
+//! // Front-end: encode the packet (the body, CONTENT_LENGTH bytes, is written after it).
+//! let mut packet = Vec::new();
+//! let vars: [(&[u8], &[u8]); 2] = [(b"REQUEST_METHOD", b"GET"), (b"PATH_INFO", b"/")];
+//! let n = encode_request(0, 0, vars, &mut packet)?;
+//!
+//! // Worker: parse from whatever has been read so far.
+//! let mut storage = [EMPTY_VAR; 64];
+//! let mut req = Request::new(&mut storage);
+//! assert_eq!(req.parse(&packet[..3])?, Status::Partial);
+//! assert_eq!(req.parse(&packet)?, Status::Complete(n));
+//! assert_eq!(req.get(b"PATH_INFO"), Some(&b"/"[..]));
+//! # Ok::<(), uwsgi::Error>(())
+//! ```
+//!
 //! Invariants every caller can rely on:
 //! - the parsers never panic and never allocate; they return [`Status::Partial`] until the
 //!   buffer holds the whole unit (vars block or head), then [`Status::Complete`] with the
