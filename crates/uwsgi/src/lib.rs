@@ -47,7 +47,7 @@ use std::fmt;
 mod request;
 mod response;
 
-pub use request::{encode_request, Request};
+pub use request::{encode_request, packet_len, Request};
 pub use response::{encode_response_head, is_header_name, is_header_value, ResponseHead};
 
 /// Length of the fixed request packet header (modifier1, u16 size, modifier2).

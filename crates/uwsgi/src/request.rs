@@ -37,6 +37,7 @@ impl<'h, 'b> Request<'h, 'b> {
         self.modifier1 = modifier1;
         self.modifier2 = modifier2;
         let total = HEADER_LEN + usize::from(u16::from_le_bytes([size_lo, size_hi]));
+        debug_assert_eq!(packet_len(buf), Some(total));
         let Some(block) = buf.get(HEADER_LEN..total) else {
             return Ok(Status::Partial);
         };
@@ -55,6 +56,13 @@ impl<'h, 'b> Request<'h, 'b> {
         }
         self.vars.iter().find(|v| v.key == key).map(|v| v.value)
     }
+}
+
+/// Length of the whole packet (header + vars block, body excluded) once the 4 header bytes are
+/// in `buf`; `None` before. Lets a reader size its buffer: never more than 4 + 65,535 bytes.
+pub fn packet_len(buf: &[u8]) -> Option<usize> {
+    let &[_, lo, hi, _] = buf.first_chunk::<HEADER_LEN>()?;
+    Some(HEADER_LEN + usize::from(u16::from_le_bytes([lo, hi])))
 }
 
 /// Split a complete vars block into `out`; returns how many vars it held.

@@ -1,7 +1,9 @@
 //! Table-driven tests of the request packet parser and encoder, including the byte example of
 //! the protocol reference (shared/reference/features.md, "(b) The uwsgi wire protocol").
 
-use uwsgi::{encode_request, Error, Request, Status, Var, EMPTY_VAR, HEADER_LEN, MAX_VARS_BLOCK};
+use uwsgi::{
+    encode_request, packet_len, Error, Request, Status, Var, EMPTY_VAR, HEADER_LEN, MAX_VARS_BLOCK,
+};
 
 type Pairs<'a> = &'a [(&'a [u8], &'a [u8])];
 
@@ -341,4 +343,15 @@ fn errors_display_and_are_std_errors() {
     let e: Box<dyn std::error::Error> = Box::new(Error::VarsTooLarge);
     assert_eq!(e.to_string(), "uwsgi vars block larger than 65535 bytes");
     assert_eq!(Error::Truncated.to_string(), Error::Truncated.as_str());
+}
+
+#[test]
+fn packet_len_reads_the_header() {
+    assert_eq!(packet_len(b""), None);
+    assert_eq!(packet_len(b"\x00\x15\x00"), None);
+    assert_eq!(packet_len(EXAMPLE), Some(25));
+    assert_eq!(
+        packet_len(b"\x00\xff\xff\x00"),
+        Some(HEADER_LEN + MAX_VARS_BLOCK)
+    );
 }
