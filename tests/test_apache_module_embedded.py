@@ -96,7 +96,7 @@ class Endless:
 
 def application(environ, start_response):
     path = environ["PATH_INFO"]
-    if path == "/environ":
+    if path.startswith("/environ"):
         body = json.dumps({k: v for k, v in environ.items() if isinstance(v, str)}).encode()
         start_response("200 OK", [("Content-Type", "application/json")])
         return [body]

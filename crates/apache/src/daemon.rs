@@ -68,11 +68,16 @@ pub(crate) unsafe fn validate(s: *mut server_rec) -> Result<(), String> {
 }
 
 pub(crate) unsafe extern "C" fn post_config(
-    _pconf: *mut apr_pool_t,
+    pconf: *mut apr_pool_t,
     _plog: *mut apr_pool_t,
     _ptemp: *mut apr_pool_t,
     _s: *mut server_rec,
 ) -> c_int {
+    // "mod_rwsgi/x.y.z" in SERVER_SOFTWARE (and Server: under ServerTokens Full), as mod_wsgi
+    // announces itself.
+    let token = concat!("mod_rwsgi/", env!("CARGO_PKG_VERSION"), "\0");
+    // SAFETY: pconf is live for this generation; httpd copies the component string.
+    unsafe { ap_add_version_component(pconf, token.as_ptr().cast()) };
     OK_
 }
 

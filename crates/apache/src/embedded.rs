@@ -205,12 +205,7 @@ pub(crate) fn run(r: &mut request_rec, conf: &DirConf) -> c_int {
     };
     let mut out = Output::new(r);
     let outcome = pyhost::handle(&app, &request, &mut body, &mut out, &log);
-    if outcome == Outcome::Aborted {
-        out.abort();
-    }
-    // Every outcome has produced its response (pyhost answers Failed with a 500 itself), or the
-    // client is gone; httpd finishes the protocol (EOS, keep-alive) from here.
-    OK_
+    out.finish(outcome)
 }
 
 /// The CGI variables mod_wsgi gives an app: httpd's own ap_add_cgi_vars/ap_add_common_vars
@@ -335,6 +330,11 @@ struct Output {
     /// The app's Content-Length, if it gave one: once reached, no flush is needed (EOS follows).
     content_length: Option<u64>,
     sent: u64,
+    status: u16,
+    /// A complete one-chunk 5xx body, kept back until we know whether it is pyhost's own error
+    /// answer (Outcome::Failed): then httpd sends its standard error page instead (honouring
+    /// ErrorDocument), exactly as under mod_wsgi. An app's own 5xx is sent unchanged.
+    held: Option<Vec<u8>>,
 }
 
 impl Output {
@@ -346,7 +346,52 @@ impl Output {
             bb,
             content_length: None,
             sent: 0,
+            status: 0,
+            held: None,
         }
+    }
+
+    /// Ends the request according to pyhost's outcome; returns the handler status.
+    fn finish(&mut self, outcome: Outcome) -> c_int {
+        match outcome {
+            Outcome::Failed if self.held.is_some() => {
+                self.held = None;
+                // SAFETY: r is live; ap_die will build the error response from the status we
+                // return, with headers_out swapped out by ap_send_error_response.
+                unsafe { (*self.r).status_line = std::ptr::null() };
+                HTTP_INTERNAL_SERVER_ERROR as c_int
+            }
+            Outcome::Complete | Outcome::Failed => {
+                if let Some(body) = self.held.take() {
+                    let _ = self.send(&body, false);
+                }
+                OK_
+            }
+            Outcome::Aborted => {
+                self.abort();
+                OK_
+            }
+            // The client is gone; httpd notices the aborted connection and closes it.
+            Outcome::ClientGone => OK_,
+        }
+    }
+
+    /// Sends one chunk, with a flush bucket behind it if `flush`.
+    fn send(&mut self, chunk: &[u8], flush: bool) -> io::Result<()> {
+        // SAFETY: the transient bucket points at `chunk`, which stays valid until pass()
+        // returns; any filter that keeps data beyond that sets it aside (copies) first, as the
+        // transient-bucket contract requires. Buckets come from the connection's allocator.
+        unsafe {
+            let alloc = (*(*self.r).connection).bucket_alloc;
+            brigade_insert_tail(
+                self.bb,
+                apr_bucket_transient_create(chunk.as_ptr().cast(), chunk.len(), alloc),
+            );
+            if flush {
+                brigade_insert_tail(self.bb, apr_bucket_flush_create(alloc));
+            }
+        }
+        self.pass()
     }
 
     /// Passes the brigade down the filter chain and empties it for reuse.
@@ -391,6 +436,7 @@ impl Responder for Output {
         // SAFETY: r is live; every string handed to httpd is copied into r->pool first.
         unsafe {
             let r = &mut *self.r;
+            self.status = head.status;
             r.status = c_int::from(head.status);
             r.status_line = pool_str(r.pool, head.status_line);
             for (name, value) in head.headers {
@@ -417,23 +463,18 @@ impl Responder for Output {
         if chunk.is_empty() {
             return Ok(());
         }
+        let first = self.sent == 0;
         self.sent += chunk.len() as u64;
+        // Streamed output goes to the client as produced; a body that has reached its
+        // Content-Length needs no flush (EOS follows immediately).
         let complete = self.content_length.is_some_and(|cl| self.sent >= cl);
-        // SAFETY: the transient bucket points at `chunk`, which stays valid until pass()
-        // returns; any filter that keeps data beyond that sets it aside (copies) first, as the
-        // transient-bucket contract requires. Buckets come from the connection's allocator.
-        unsafe {
-            let alloc = (*(*self.r).connection).bucket_alloc;
-            brigade_insert_tail(
-                self.bb,
-                apr_bucket_transient_create(chunk.as_ptr().cast(), chunk.len(), alloc),
-            );
-            // Streamed output goes to the client as produced; a body that has reached its
-            // Content-Length needs no flush (EOS follows immediately).
-            if !complete {
-                brigade_insert_tail(self.bb, apr_bucket_flush_create(alloc));
-            }
+        if first && complete && self.status >= 500 {
+            self.held = Some(chunk.to_vec());
+            return Ok(());
         }
-        self.pass()
+        if let Some(body) = self.held.take() {
+            self.send(&body, false)?;
+        }
+        self.send(chunk, !complete)
     }
 }
