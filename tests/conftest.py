@@ -2,7 +2,8 @@
 
 Fixtures:
   free_port         -> function returning a free 127.0.0.1 port
-  venv              -> Path of build/venv (Debian python3 venv with Flask, Django, ...)
+  venv              -> build/venv (Debian python3 venv with Flask, Django, ...), or a
+                       world-readable copy of it when the checkout is private (/root is 0700)
   apps              -> Path of tests/apps, world-readable (copied to a 0755 temp dir if needed)
   public_path       -> function(path) -> a world-readable path/copy for nobody/www-data
   state_dir         -> a 0777 directory the test apps write their records into (close() log...)
@@ -46,7 +47,10 @@ def free_port():
 def venv():
     if not (paths.VENV / "bin" / "python3").exists():
         pytest.fail(f"{paths.VENV} missing: run scripts/setup.sh")
-    return paths.VENV
+    # Embedded-mode tests run Python in nginx/Apache workers (nobody/www-data): they must be
+    # able to read the venv. A copy keeps working: pyvenv.cfg names /usr/bin, bin/python3 is
+    # a symlink, and site-packages is found relative to the copy.
+    return paths.public_path(paths.VENV)
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ A Launcher is what the pytest fixtures hand out (one per test module by default)
 starts gets its own prefix, and `stop_all()` stops them in reverse order, by pid.
 """
 
+import atexit
 import itertools
 from pathlib import Path
 
@@ -13,6 +14,16 @@ from .nginx import Nginx
 from .worker import Worker
 
 ACTIVE = []  # launchers alive right now, so a failing test can show their logs
+
+
+@atexit.register
+def _stop_leftovers():
+    """Last resort when a run is interrupted before fixture teardown: stop by pid what we started."""
+    for lch in list(ACTIVE):
+        try:
+            lch.stop_all()
+        except Exception:
+            pass
 
 
 class Launcher:

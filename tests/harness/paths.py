@@ -41,6 +41,7 @@ def world_readable(path: Path) -> bool:
 
 
 _public_root = None
+_public_cache = {}
 
 
 def public_root() -> Path:
@@ -55,7 +56,10 @@ def public_root() -> Path:
 def public_path(path: Path) -> Path:
     """`path` itself if nobody/www-data can read it, else a world-readable copy (made once)."""
     path = Path(path).resolve()
+    if path in _public_cache:
+        return _public_cache[path]
     if world_readable(path) and (not path.is_dir() or _tree_world_readable(path)):
+        _public_cache[path] = path
         return path
     dest = public_root() / path.relative_to("/")
     if not dest.exists():
@@ -65,6 +69,7 @@ def public_path(path: Path) -> Path:
         else:
             shutil.copy2(path, dest)
         _open_up(public_root())
+    _public_cache[path] = dest
     return dest
 
 
