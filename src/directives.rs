@@ -1,0 +1,384 @@
+//! The C side of the configuration: nginx's http-module callbacks and the directive handlers.
+//!
+//! Each handler is a shim: nginx's arguments -> a safe function returning `Result<(), String>`,
+//! whose error is logged once through `ngx_conf_log_error` (which appends "in FILE:LINE") and
+//! turned into `NGX_CONF_ERROR`, so `nginx -t` fails naming the file, the line and what is
+//! expected. The typed structs and the merge rules live in conf.rs.
+
+use std::ffi::{c_char, c_void, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use ngx::core::{Pool, NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::ffi::{
+    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_str_t, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
+};
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Merge, NgxHttpCoreModule};
+
+use crate::conf::{
+    is_identifier, resolve, GroupRef, LocConf, MainConf, Mount, Origin, MAX_THREADS,
+};
+use crate::daemon_options::parse_group;
+use crate::handler::wsgi_content_handler;
+use crate::WsgiModule;
+
+/// `create_main_conf`: a pool-owned [`MainConf`] (the pool runs its destructor).
+///
+/// # Safety
+/// `cf` is the valid `ngx_conf_t` nginx passes to module context callbacks.
+pub unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    // SAFETY: nginx passes a valid conf whose pool lives as long as the configuration cycle;
+    // `allocate` registers a cleanup that drops the value with the pool.
+    unsafe {
+        Pool::from_ngx_pool((*cf).pool)
+            .allocate(MainConf::default())
+            .cast()
+    }
+}
+
+/// `create_loc_conf`: a pool-owned [`LocConf`].
+///
+/// # Safety
+/// `cf` is the valid `ngx_conf_t` nginx passes to module context callbacks.
+pub unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    // SAFETY: as in create_main_conf.
+    unsafe {
+        Pool::from_ngx_pool((*cf).pool)
+            .allocate(LocConf::default())
+            .cast()
+    }
+}
+
+/// `merge_loc_conf`: inherit, then resolve the app and the process group of this level.
+///
+/// # Safety
+/// `cf` is valid; `prev` and `conf` are the [`LocConf`]s created by [`create_loc_conf`].
+pub unsafe extern "C" fn merge_loc_conf(
+    cf: *mut ngx_conf_t,
+    prev: *mut c_void,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let result = std::panic::catch_unwind(|| {
+        // SAFETY: both pointers come from create_loc_conf for this module and are distinct.
+        let (prev, conf) = unsafe { (&*prev.cast::<LocConf>(), &mut *conf.cast::<LocConf>()) };
+        // SAFETY: cf is valid during the merge; our main conf was created for this http block.
+        let cf = unsafe { &mut *cf };
+        let Some(main) = WsgiModule::main_conf_mut(cf) else {
+            return Err("wsgi module main configuration is missing".to_string());
+        };
+        // Merge never fails for LocConf (every field has a default).
+        let _ = conf.merge(prev);
+        resolve(conf, main)
+    });
+    match result {
+        Ok(Ok(())) => NGX_CONF_OK,
+        Ok(Err(msg)) => {
+            ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{msg}");
+            NGX_CONF_ERROR
+        }
+        Err(_) => NGX_CONF_ERROR,
+    }
+}
+
+// Directive handlers (ngx_command_t.set).
+
+/// The arguments of the directive being parsed, as byte slices (`args[0]` is its name).
+///
+/// # Safety
+/// `cf` is the valid `ngx_conf_t` of a directive handler call; the slices borrow its pool.
+unsafe fn args<'a>(cf: *mut ngx_conf_t) -> Vec<&'a [u8]> {
+    // SAFETY: during a directive handler cf->args is an array of ngx_str_t with nelts entries,
+    // whose data lives in the configuration pool (longer than this call).
+    unsafe {
+        let a = &*(*cf).args;
+        let elts = std::slice::from_raw_parts(a.elts.cast::<ngx_str_t>(), a.nelts);
+        elts.iter().map(|s| s.as_bytes()).collect()
+    }
+}
+
+/// Logs `result`'s error (nginx adds "in FILE:LINE") and maps it to the handler return value.
+fn finish(cf: *mut ngx_conf_t, result: std::thread::Result<Result<(), String>>) -> *mut c_char {
+    match result {
+        Ok(Ok(())) => NGX_CONF_OK,
+        Ok(Err(msg)) => {
+            ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{msg}");
+            NGX_CONF_ERROR
+        }
+        Err(_) => {
+            ngx::ngx_conf_log_error!(
+                NGX_LOG_EMERG,
+                cf,
+                "internal error while parsing the directive"
+            );
+            NGX_CONF_ERROR
+        }
+    }
+}
+
+/// Where the directive being parsed was written.
+///
+/// # Safety
+/// `cf` is valid and is parsing a file.
+unsafe fn origin(cf: *mut ngx_conf_t) -> Origin {
+    // SAFETY: while parsing, cf->conf_file points at the current file (name + line).
+    unsafe {
+        let file = &*(*cf).conf_file;
+        Origin {
+            file: String::from_utf8_lossy(file.file.name.as_bytes()).into_owned(),
+            line: file.line,
+        }
+    }
+}
+
+fn text(value: &[u8], what: &str) -> Result<String, String> {
+    String::from_utf8(value.to_vec()).map_err(|_| format!("{what} must be valid UTF-8"))
+}
+
+/// Resolves a relative path against nginx's prefix (`-p`), like `root` and `access_log` do.
+///
+/// # Safety
+/// `cf` is valid.
+unsafe fn full_path(cf: *mut ngx_conf_t, value: &[u8]) -> Result<PathBuf, String> {
+    if value.is_empty() {
+        return Err("expects a path, got an empty string".to_string());
+    }
+    if value.contains(&0) {
+        return Err("path contains a NUL byte".to_string());
+    }
+    let mut name = ngx_str_t {
+        len: value.len(),
+        data: value.as_ptr().cast_mut(),
+    };
+    // SAFETY: ngx_conf_full_name only reads `name` and replaces it by a pool copy when relative.
+    let rc = unsafe { ngx_conf_full_name((*cf).cycle, &mut name, 0) };
+    if rc != NGX_OK as isize {
+        return Err("could not resolve the path".to_string());
+    }
+    Ok(PathBuf::from(OsStr::from_bytes(name.as_bytes())))
+}
+
+/// `wsgi_script PATH;` (location): serve this location with the app in PATH.
+///
+/// # Safety
+/// Called by nginx with a valid `cf` and `conf` pointing at our [`LocConf`].
+pub unsafe extern "C" fn set_script(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let result = std::panic::catch_unwind(|| {
+        // SAFETY: conf is this module's loc conf for the current location.
+        let lc = unsafe { &mut *conf.cast::<LocConf>() };
+        if lc.script.is_some() {
+            return Err("is duplicate".to_string());
+        }
+        // SAFETY: cf is valid during the handler.
+        let argv = unsafe { args(cf) };
+        // SAFETY: as above.
+        let script = unsafe { full_path(cf, argv[1]) }?;
+        if !script.is_file() {
+            // Not fatal: the app may be deployed after nginx is configured, and pyhost answers 500
+            // with a clear log line until it exists. But say it now, it is usually a typo.
+            ngx::ngx_conf_log_error!(
+                NGX_LOG_WARN,
+                cf,
+                "wsgi_script \"{}\" is not a readable file (yet)",
+                script.display()
+            );
+        }
+        // SAFETY: cf is valid and we are inside a location block (NGX_HTTP_LOC_CONF only).
+        let clcf = NgxHttpCoreModule::location_conf_mut(unsafe { &*cf })
+            .ok_or_else(|| "no core location configuration".to_string())?;
+        lc.mount = Some(mount_of(clcf));
+        lc.script = Some(script);
+        // The content handler of this location: nginx calls it in the content phase.
+        clcf.handler = Some(wsgi_content_handler);
+        Ok(())
+    });
+    finish(cf, result)
+}
+
+/// SCRIPT_NAME for the location being configured.
+fn mount_of(clcf: &ngx::ffi::ngx_http_core_loc_conf_t) -> Mount {
+    #[cfg(ngx_feature = "pcre")]
+    if !clcf.regex.is_null() {
+        return Mount::Whole;
+    }
+    if clcf.named() != 0 {
+        return Mount::Whole;
+    }
+    let name = clcf.name.as_bytes();
+    // SCRIPT_NAME never ends with '/': "location /app/" serves "/app" + "/rest" (PEP 3333 / CGI).
+    let trimmed = name.strip_suffix(b"/").unwrap_or(name);
+    Mount::Prefix(trimmed.to_vec())
+}
+
+/// `wsgi_callable NAME;` (http, server, location).
+///
+/// # Safety
+/// Called by nginx with a valid `cf` and `conf` pointing at our [`LocConf`].
+pub unsafe extern "C" fn set_callable(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let result = std::panic::catch_unwind(|| {
+        // SAFETY: conf is this module's loc conf at the current level.
+        let lc = unsafe { &mut *conf.cast::<LocConf>() };
+        if lc.callable.is_some() {
+            return Err("is duplicate".to_string());
+        }
+        // SAFETY: cf is valid during the handler.
+        let value = unsafe { args(cf) }[1];
+        if !is_identifier(value) {
+            return Err(format!(
+                "invalid value \"{}\": expected a Python identifier such as \"application\"",
+                String::from_utf8_lossy(value)
+            ));
+        }
+        lc.callable = Some(text(value, "the callable")?);
+        Ok(())
+    });
+    finish(cf, result)
+}
+
+/// `wsgi_process_group NAME;` (http, server, location).
+///
+/// # Safety
+/// Called by nginx with a valid `cf` and `conf` pointing at our [`LocConf`].
+pub unsafe extern "C" fn set_process_group(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let result = std::panic::catch_unwind(|| {
+        // SAFETY: conf is this module's loc conf at the current level.
+        let lc = unsafe { &mut *conf.cast::<LocConf>() };
+        if lc.process_group.is_some() {
+            return Err("is duplicate".to_string());
+        }
+        // SAFETY: cf is valid during the handler.
+        let value = unsafe { args(cf) }[1];
+        if value.is_empty() {
+            return Err("expects a process group name, got an empty string".to_string());
+        }
+        let name = text(value, "the process group name")?;
+        // SAFETY: cf is valid and parsing a file.
+        let origin = unsafe { origin(cf) };
+        lc.process_group = Some(GroupRef { name, origin });
+        Ok(())
+    });
+    finish(cf, result)
+}
+
+/// `wsgi_daemon_process NAME key=value...;` (http).
+///
+/// # Safety
+/// Called by nginx with a valid `cf` and `conf` pointing at our [`MainConf`].
+pub unsafe extern "C" fn set_daemon_process(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let result = std::panic::catch_unwind(|| {
+        // SAFETY: conf is this module's main conf (NGX_HTTP_MAIN_CONF_OFFSET).
+        let mc = unsafe { &mut *conf.cast::<MainConf>() };
+        // SAFETY: cf is valid during the handler.
+        let argv = unsafe { args(cf) };
+        let group = parse_group(argv[1], &argv[2..])?;
+        if mc.groups.iter().any(|g| g.name == group.name) {
+            return Err(format!("duplicate process group \"{}\"", group.name));
+        }
+        mc.groups.push(group);
+        Ok(())
+    });
+    finish(cf, result)
+}
+
+/// `wsgi_python_home DIR;` (http).
+///
+/// # Safety
+/// Called by nginx with a valid `cf` and `conf` pointing at our [`MainConf`].
+pub unsafe extern "C" fn set_python_home(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let result = std::panic::catch_unwind(|| {
+        // SAFETY: conf is this module's main conf.
+        let mc = unsafe { &mut *conf.cast::<MainConf>() };
+        if mc.python_home.is_some() {
+            return Err("is duplicate".to_string());
+        }
+        // SAFETY: cf is valid during the handler.
+        let value = unsafe { args(cf) }[1];
+        // SAFETY: as above.
+        let home = unsafe { full_path(cf, value) }?;
+        if !home.is_dir() {
+            return Err(format!(
+                "\"{}\" is not a directory: expected a virtualenv or Python prefix",
+                home.display()
+            ));
+        }
+        mc.python_home = Some(home);
+        Ok(())
+    });
+    finish(cf, result)
+}
+
+/// `wsgi_python_path DIR[:DIR...];` (http). May be repeated; entries accumulate in order.
+///
+/// # Safety
+/// Called by nginx with a valid `cf` and `conf` pointing at our [`MainConf`].
+pub unsafe extern "C" fn set_python_path(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let result = std::panic::catch_unwind(|| {
+        // SAFETY: conf is this module's main conf.
+        let mc = unsafe { &mut *conf.cast::<MainConf>() };
+        // SAFETY: cf is valid during the handler.
+        let value = unsafe { args(cf) }[1];
+        for part in value.split(|c| *c == b':').filter(|p| !p.is_empty()) {
+            // SAFETY: as above.
+            mc.python_path.push(unsafe { full_path(cf, part) }?);
+        }
+        Ok(())
+    });
+    finish(cf, result)
+}
+
+/// `wsgi_threads N;` (http).
+///
+/// # Safety
+/// Called by nginx with a valid `cf` and `conf` pointing at our [`MainConf`].
+pub unsafe extern "C" fn set_threads(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let result = std::panic::catch_unwind(|| {
+        // SAFETY: conf is this module's main conf.
+        let mc = unsafe { &mut *conf.cast::<MainConf>() };
+        if mc.threads.is_some() {
+            return Err("is duplicate".to_string());
+        }
+        // SAFETY: cf is valid during the handler.
+        let value = unsafe { args(cf) }[1];
+        let n = std::str::from_utf8(value)
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok());
+        match n {
+            Some(n) if (1..=MAX_THREADS).contains(&n) => {
+                mc.threads = Some(n);
+                Ok(())
+            }
+            _ => Err(format!(
+                "invalid value \"{}\": expected a number of threads from 1 to {MAX_THREADS}",
+                String::from_utf8_lossy(value)
+            )),
+        }
+    });
+    finish(cf, result)
+}

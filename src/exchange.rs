@@ -1,0 +1,259 @@
+//! The channel between one request's Python thread and nginx's event loop.
+//!
+//! The Python side ([`PyResponder`]) pushes the response head, body chunks and finally the outcome;
+//! the event loop takes them in batches. The queue is bounded in bytes: when the client reads
+//! slowly the event loop stops taking, the queue fills, and `write()` blocks the Python thread
+//! (never the event loop), so a generator producing a gigabyte holds at most about
+//! [`HIGH_WATER`] bytes here plus what nginx has in flight.
+//!
+//! Ownership: the Python thread never touches nginx memory. The event loop's per-request state
+//! points back here through an `Arc`; when nginx frees the request (finished, client gone,
+//! timeout) its pool cleanup calls [`Exchange::close`], after which `write()` fails and pyhost
+//! calls the iterable's `close()`.
+
+use std::collections::VecDeque;
+use std::ffi::c_void;
+use std::io;
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use pyhost::{Head, Outcome, Responder};
+
+use crate::wake::Notifier;
+
+/// Bytes of body the queue holds before `write()` waits for the event loop to take them.
+pub const HIGH_WATER: usize = 256 * 1024;
+
+/// The response head, owned.
+#[derive(Debug)]
+pub struct HeadMsg {
+    pub status: u16,
+    pub status_line: Vec<u8>,
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// What the Python side sends, in order: one `Head`, any number of `Data`, one `Done`.
+#[derive(Debug)]
+pub enum Msg {
+    Head(HeadMsg),
+    Data(Vec<u8>),
+    Done(Outcome),
+}
+
+struct State {
+    msgs: VecDeque<Msg>,
+    /// Body bytes in `msgs`.
+    queued: usize,
+    /// The exchange is on the notifier's ready list (or the event loop will look at it anyway):
+    /// pushes need not wake the event loop again.
+    scheduled: bool,
+    /// nginx is done with the request: pushes fail, waiting writers wake up.
+    gone: bool,
+}
+
+/// Shared by the Python thread and the event loop for one request.
+pub struct Exchange {
+    state: Mutex<State>,
+    /// Signalled when the event loop takes messages or the request goes away.
+    space: Condvar,
+    /// Event-loop only: the request's event-loop state (`embedded::Stream`) while nginx keeps the
+    /// request alive, null
+    /// afterwards. Written and read on the event-loop thread only, so `Relaxed` suffices; it is an
+    /// atomic just to make `Exchange` `Sync`.
+    stream: AtomicPtr<c_void>,
+}
+
+impl Exchange {
+    pub fn new() -> Arc<Exchange> {
+        Arc::new(Exchange {
+            state: Mutex::new(State {
+                msgs: VecDeque::new(),
+                queued: 0,
+                scheduled: false,
+                gone: false,
+            }),
+            space: Condvar::new(),
+            stream: AtomicPtr::new(std::ptr::null_mut()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave State inconsistent (every update is a
+        // single push/pop plus counters), so a poisoned lock is still usable.
+        match self.state.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Event loop: takes every queued message and frees the queue's space.
+    pub fn take(&self) -> VecDeque<Msg> {
+        let mut st = self.lock();
+        st.scheduled = false;
+        st.queued = 0;
+        let msgs = std::mem::take(&mut st.msgs);
+        drop(st);
+        self.space.notify_all();
+        msgs
+    }
+
+    /// Event loop: nginx has freed (or is freeing) the request. Drops queued data, makes further
+    /// pushes fail and wakes a writer blocked on backpressure.
+    pub fn close(&self) {
+        self.stream.store(std::ptr::null_mut(), Ordering::Relaxed);
+        let mut st = self.lock();
+        st.gone = true;
+        st.msgs.clear();
+        st.queued = 0;
+        drop(st);
+        self.space.notify_all();
+    }
+
+    /// True once nginx is done with the request (so running the app is pointless).
+    pub fn is_gone(&self) -> bool {
+        self.lock().gone
+    }
+
+    /// Event loop: attach the request's event-loop state.
+    pub fn set_stream(&self, stream: *mut c_void) {
+        self.stream.store(stream, Ordering::Relaxed);
+    }
+
+    /// Event loop: the request's event-loop state, or null when nginx has freed the request.
+    pub fn stream(&self) -> *mut c_void {
+        self.stream.load(Ordering::Relaxed)
+    }
+
+    /// Python side: queue `msg`, waiting for space first when `bounded`. Err when the client is
+    /// gone.
+    fn push(self: &Arc<Self>, msg: Msg, bounded: bool, notifier: &Notifier) -> io::Result<()> {
+        let len = match &msg {
+            Msg::Data(d) => d.len(),
+            _ => 0,
+        };
+        let mut st = self.lock();
+        // Backpressure: wait while the queue is full. One chunk is always accepted into an
+        // empty queue, however large, so progress never depends on chunk sizes.
+        while bounded && !st.gone && st.queued >= HIGH_WATER {
+            st = match self.space.wait(st) {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+        }
+        if st.gone {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "client connection closed",
+            ));
+        }
+        st.msgs.push_back(msg);
+        st.queued += len;
+        let wake = !std::mem::replace(&mut st.scheduled, true);
+        drop(st);
+        if wake {
+            notifier.schedule(Arc::clone(self));
+        }
+        Ok(())
+    }
+}
+
+/// The [`Responder`] pyhost writes the response to, on a Python thread.
+pub struct PyResponder {
+    exchange: Arc<Exchange>,
+    notifier: &'static Notifier,
+}
+
+impl PyResponder {
+    pub fn new(exchange: Arc<Exchange>, notifier: &'static Notifier) -> PyResponder {
+        PyResponder { exchange, notifier }
+    }
+
+    /// Tells the event loop the app is done (after `pyhost::handle` returned).
+    pub fn finish(self, outcome: Outcome) {
+        // Err = the request is gone; nobody is left to tell.
+        let _ = self.exchange.push(Msg::Done(outcome), false, self.notifier);
+    }
+}
+
+impl Responder for PyResponder {
+    fn start(&mut self, head: &Head<'_>) -> io::Result<()> {
+        let msg = Msg::Head(HeadMsg {
+            status: head.status,
+            status_line: head.status_line.to_vec(),
+            headers: head.headers.to_vec(),
+        });
+        self.exchange.push(msg, false, self.notifier)
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.exchange
+            .push(Msg::Data(chunk.to_vec()), true, self.notifier)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    fn notifier() -> &'static Notifier {
+        static N: OnceLock<Notifier> = OnceLock::new();
+        N.get_or_init(|| Notifier::new().unwrap())
+    }
+
+    #[test]
+    fn writer_blocks_at_high_water_until_the_event_loop_takes() {
+        let ex = Exchange::new();
+        let mut out = PyResponder::new(Arc::clone(&ex), notifier());
+        out.write(&vec![0u8; HIGH_WATER]).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            out.write(b"more").unwrap();
+            tx.send(()).unwrap();
+            out
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_millis(200)).is_err(),
+            "write must block"
+        );
+        let first = ex.take();
+        assert_eq!(first.len(), 1);
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("write resumes after take");
+        let out = writer.join().unwrap();
+        out.finish(Outcome::Complete);
+        let rest = ex.take();
+        assert!(matches!(rest[0], Msg::Data(ref d) if d == b"more"));
+        assert!(matches!(rest[1], Msg::Done(Outcome::Complete)));
+    }
+
+    #[test]
+    fn close_fails_a_blocked_writer() {
+        let ex = Exchange::new();
+        let mut out = PyResponder::new(Arc::clone(&ex), notifier());
+        out.write(&vec![0u8; HIGH_WATER]).unwrap();
+        let writer = std::thread::spawn(move || out.write(b"x").is_err());
+        std::thread::sleep(Duration::from_millis(50));
+        ex.close();
+        assert!(writer.join().unwrap(), "write after close must fail");
+        assert!(ex.is_gone());
+    }
+
+    #[test]
+    fn only_the_first_push_schedules() {
+        let ex = Exchange::new();
+        let n = notifier();
+        let _ = n.take();
+        let mut out = PyResponder::new(Arc::clone(&ex), n);
+        out.write(b"a").unwrap();
+        out.write(b"b").unwrap();
+        assert_eq!(n.take().len(), 1);
+        assert_eq!(ex.take().len(), 2);
+        out.write(b"c").unwrap();
+        assert_eq!(n.take().len(), 1);
+    }
+}

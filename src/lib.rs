@@ -1,0 +1,202 @@
+//! `ngx_http_wsgi_module`: runs Python WSGI applications inside nginx.
+//!
+//! Load with `load_module .../libngx_http_wsgi_module.so;` and configure with the `wsgi_*`
+//! directives (docs/nginx/). Two modes, chosen per location (see handler.rs):
+//! - **embedded**: the app runs in the nginx worker, on a pool of Python threads owned by the
+//!   worker; the event loop never waits for Python (embedded.rs, worker.rs).
+//! - **daemon**: requests go to a supervised pool of Python processes over uwsgi (daemon.rs).
+//!
+//! This file holds only the C-shaped statics nginx looks up when it loads the module: the module
+//! descriptor, its directive table and its http context. Everything after them is typed Rust.
+
+// Unit tests build without the nginx-facing modules, so some items are unused there.
+#![cfg_attr(test, allow(dead_code))]
+
+// Plain Rust, unit-tested without nginx.
+mod body;
+mod conf;
+mod daemon_options;
+mod exchange;
+mod log;
+mod vars;
+mod wake;
+
+// Code that calls into nginx. A unit-test executable has no nginx to link against, so these are
+// left out of `cargo test` and exercised by the end-to-end tests (tests/test_nginx_module_*.py).
+#[cfg(not(test))]
+mod daemon;
+#[cfg(not(test))]
+mod directives;
+#[cfg(not(test))]
+mod embedded;
+#[cfg(not(test))]
+mod handler;
+#[cfg(not(test))]
+mod request;
+#[cfg(not(test))]
+mod worker;
+
+#[cfg(not(test))]
+pub use statics::{ngx_http_wsgi_module, WsgiModule};
+
+/// The module descriptor, directive table and http context: what nginx looks up in the .so.
+#[cfg(not(test))]
+mod statics {
+    use crate::{conf, directives, worker};
+
+    use std::ffi::{c_char, c_void, CStr};
+    use std::ptr::{addr_of, addr_of_mut};
+
+    use ngx::ffi::{
+        ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_http_module_t, ngx_int_t, ngx_module_t,
+        ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_TAKE1, NGX_ERROR, NGX_HTTP_LOC_CONF,
+        NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_MODULE,
+        NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_OK,
+    };
+    use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
+
+    /// Typed access to this module's configuration (ngx's `HttpModule*Conf` traits).
+    pub struct WsgiModule;
+
+    impl HttpModule for WsgiModule {
+        fn module() -> &'static ngx_module_t {
+            // SAFETY: the module static is only mutated by nginx while loading the module (it sets
+            // ctx_index/index), before any code reads it through this function.
+            unsafe { &*addr_of!(ngx_http_wsgi_module) }
+        }
+    }
+
+    // SAFETY: create_main_conf allocates a conf::MainConf for this module's main conf slot.
+    unsafe impl HttpModuleMainConf for WsgiModule {
+        type MainConf = conf::MainConf;
+    }
+
+    // SAFETY: create_loc_conf allocates a conf::LocConf for this module's loc conf slots.
+    unsafe impl HttpModuleLocationConf for WsgiModule {
+        type LocationConf = conf::LocConf;
+    }
+
+    type SetFn =
+        unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
+
+    /// One directive. The name is a C string: nginx compares names with `strcmp`.
+    const fn command(name: &'static CStr, type_: u32, set: SetFn, conf: usize) -> ngx_command_t {
+        ngx_command_t {
+            name: ngx_str_t {
+                len: name.to_bytes().len(),
+                data: name.as_ptr().cast_mut().cast(),
+            },
+            type_: type_ as ngx_uint_t,
+            set: Some(set),
+            conf,
+            offset: 0,
+            post: std::ptr::null_mut(),
+        }
+    }
+
+    const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
+
+    /// The directive table (null-terminated, as nginx expects).
+    static mut COMMANDS: [ngx_command_t; 8] = [
+        command(
+            c"wsgi_script",
+            NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
+            directives::set_script,
+            NGX_HTTP_LOC_CONF_OFFSET,
+        ),
+        command(
+            c"wsgi_callable",
+            ANY_LEVEL | NGX_CONF_TAKE1,
+            directives::set_callable,
+            NGX_HTTP_LOC_CONF_OFFSET,
+        ),
+        command(
+            c"wsgi_process_group",
+            ANY_LEVEL | NGX_CONF_TAKE1,
+            directives::set_process_group,
+            NGX_HTTP_LOC_CONF_OFFSET,
+        ),
+        command(
+            c"wsgi_daemon_process",
+            NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
+            directives::set_daemon_process,
+            NGX_HTTP_MAIN_CONF_OFFSET,
+        ),
+        command(
+            c"wsgi_python_home",
+            NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+            directives::set_python_home,
+            NGX_HTTP_MAIN_CONF_OFFSET,
+        ),
+        command(
+            c"wsgi_python_path",
+            NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+            directives::set_python_path,
+            NGX_HTTP_MAIN_CONF_OFFSET,
+        ),
+        command(
+            c"wsgi_threads",
+            NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+            directives::set_threads,
+            NGX_HTTP_MAIN_CONF_OFFSET,
+        ),
+        // ngx_null_command
+        ngx_command_t {
+            name: ngx_str_t {
+                len: 0,
+                data: std::ptr::null_mut(),
+            },
+            type_: 0,
+            set: None,
+            conf: 0,
+            offset: 0,
+            post: std::ptr::null_mut(),
+        },
+    ];
+
+    static HTTP_CTX: ngx_http_module_t = ngx_http_module_t {
+        preconfiguration: None,
+        postconfiguration: None,
+        create_main_conf: Some(directives::create_main_conf),
+        init_main_conf: None,
+        create_srv_conf: None,
+        merge_srv_conf: None,
+        create_loc_conf: Some(directives::create_loc_conf),
+        merge_loc_conf: Some(directives::merge_loc_conf),
+    };
+
+    ngx::ngx_modules!(ngx_http_wsgi_module);
+
+    /// The module descriptor. `ngx_module_t::default()` fills in the version and the module
+    /// signature of the nginx tree we were built against: nginx refuses the module if they differ.
+    #[used]
+    #[allow(non_upper_case_globals)]
+    pub static mut ngx_http_wsgi_module: ngx_module_t = ngx_module_t {
+        ctx: addr_of!(HTTP_CTX) as *mut c_void,
+        // Taking the address of the static table (no reference is created); nginx only reads it.
+        commands: addr_of_mut!(COMMANDS) as *mut ngx_command_t,
+        type_: NGX_HTTP_MODULE as ngx_uint_t,
+        init_process: Some(init_process),
+        exit_process: Some(exit_process),
+        ..ngx_module_t::default()
+    };
+
+    /// Runs in each worker process after fork (never in the master, never for `nginx -t`).
+    extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+        // SAFETY: nginx passes the worker's live cycle, on the event-loop thread.
+        let result = std::panic::catch_unwind(|| unsafe { worker::start(cycle) });
+        let msg = match result {
+            Ok(Ok(())) => return NGX_OK as ngx_int_t,
+            Ok(Err(msg)) => msg,
+            Err(_) => "wsgi: internal error while starting the worker".to_string(),
+        };
+        // SAFETY: the cycle log is valid during init_process.
+        unsafe { ngx::log::log_error(NGX_LOG_EMERG as usize, (*cycle).log, 0, msg.as_bytes()) };
+        NGX_ERROR as ngx_int_t
+    }
+
+    /// Runs in each worker process before it exits.
+    extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
+        let _ = std::panic::catch_unwind(worker::stop);
+    }
+}

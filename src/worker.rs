@@ -1,0 +1,332 @@
+//! Per nginx worker process: the Python interpreter, the loaded apps and the pool of Python threads.
+//!
+//! Started from the module's `init_process` (in each worker, never in the master and never during
+//! `nginx -t`, so a config test never imports an app) and only when some location runs an app in
+//! embedded mode. The event loop hands [`Job`]s to the pool; a Python thread runs the app through
+//! pyhost and streams the response back through the job's [`Exchange`].
+
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+
+use ngx::ffi::{ngx_connection_t, ngx_cycle_t, ngx_event_t, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_OK};
+use ngx::http::HttpModuleMainConf;
+use pyhost::{App, AppSpec, Mode, Outcome, PythonConfig};
+
+use crate::body::RequestBody;
+use crate::exchange::{Exchange, PyResponder};
+use crate::log::NgxLog;
+use crate::vars::Vars;
+use crate::wake::Notifier;
+use crate::WsgiModule;
+
+/// One request for a Python thread. Owns everything it needs: no pointer into nginx memory.
+pub struct Job {
+    pub app: usize,
+    pub vars: Vars,
+    pub body: RequestBody,
+    pub exchange: Arc<Exchange>,
+}
+
+enum Task {
+    Request(Job),
+    /// Import an app ahead of its first request.
+    Preload(usize),
+}
+
+struct Queue {
+    tasks: VecDeque<Task>,
+    stopping: bool,
+}
+
+/// Everything embedded mode needs in a worker process.
+pub struct Worker {
+    apps: Vec<App>,
+    pub notifier: Notifier,
+    queue: Mutex<Queue>,
+    work: Condvar,
+    mode: Mode,
+    pub log: NgxLog,
+    /// Why Python could not start in this worker (requests then get 500 and this line is logged).
+    pub python_error: Option<String>,
+}
+
+static WORKER: OnceLock<Worker> = OnceLock::new();
+
+/// The eventfd's nginx connection, for `exit_process`. Event-loop thread only.
+struct WakeConnection(*mut ngx_connection_t);
+// SAFETY: only ever touched on the event-loop thread (init_process / exit_process); the Mutex is
+// there to satisfy `static`, not for cross-thread use.
+unsafe impl Send for WakeConnection {}
+static WAKE_CONNECTION: Mutex<WakeConnection> = Mutex::new(WakeConnection(std::ptr::null_mut()));
+
+/// The worker state, if embedded mode runs in this process.
+pub fn get() -> Option<&'static Worker> {
+    WORKER.get()
+}
+
+impl Worker {
+    /// Queues a request for the Python threads.
+    pub fn submit(&self, job: Job) {
+        self.push(Task::Request(job));
+    }
+
+    fn push(&self, task: Task) {
+        let mut q = match self.queue.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        q.tasks.push_back(task);
+        drop(q);
+        self.work.notify_one();
+    }
+
+    /// Next task, or None when the worker is stopping.
+    fn next(&self) -> Option<Task> {
+        let mut q = match self.queue.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        loop {
+            if q.stopping {
+                return None;
+            }
+            if let Some(t) = q.tasks.pop_front() {
+                return Some(t);
+            }
+            q = match self.work.wait(q) {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+        }
+    }
+
+    /// The body of each Python thread.
+    fn serve(&'static self) {
+        while let Some(task) = self.next() {
+            match task {
+                Task::Preload(i) => {
+                    if let Some(app) = self.apps.get(i) {
+                        app.preload(&self.log);
+                    }
+                }
+                Task::Request(job) => self.run(job),
+            }
+        }
+    }
+
+    fn run(&'static self, job: Job) {
+        // The client may have gone while the job waited for a thread: don't run the app for nobody.
+        if job.exchange.is_gone() {
+            return;
+        }
+        let Job {
+            app,
+            vars,
+            mut body,
+            exchange,
+        } = job;
+        let mut out = PyResponder::new(exchange, &self.notifier);
+        let outcome = match self.apps.get(app) {
+            Some(app) => {
+                let pairs = vars.pairs();
+                let req = pyhost::Request {
+                    vars: &pairs,
+                    mode: self.mode,
+                };
+                // pyhost never panics on purpose; if it does, the thread survives and the
+                // response is cut (the event loop closes the connection).
+                std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    pyhost::handle(app, &req, &mut body, &mut out, &self.log)
+                }))
+                .unwrap_or_else(|_| {
+                    self.log.write(
+                        NGX_LOG_ERR as _,
+                        "wsgi: internal error (panic) while running the app",
+                    );
+                    Outcome::Aborted
+                })
+            }
+            None => Outcome::Aborted,
+        };
+        out.finish(outcome);
+    }
+}
+
+/// `init_process`: starts embedded mode in this worker if any location needs it.
+///
+/// # Safety
+/// `cycle` is the worker's cycle, called on the event-loop thread.
+pub unsafe fn start(cycle: *mut ngx_cycle_t) -> Result<(), String> {
+    // SAFETY: init_process runs with the fully configured cycle.
+    let cycle_ref = unsafe { &*cycle };
+    let Some(main) = WsgiModule::main_conf(cycle_ref) else {
+        return Ok(()); // no http block
+    };
+    if main.apps.is_empty() {
+        return Ok(()); // nothing embedded: no interpreter in this worker
+    }
+    // SAFETY: the cycle log lives as long as this worker process.
+    let log = unsafe { NgxLog::new(cycle_ref.log) };
+    let notifier = Notifier::new().map_err(|e| format!("wsgi: eventfd() failed: {e}"))?;
+
+    let cfg = PythonConfig {
+        python_home: main.python_home.clone(),
+        python_path: main.python_path.clone(),
+    };
+    let python_error = match pyhost::initialize(&cfg) {
+        Ok(()) => None,
+        Err(e) => {
+            let msg = format!("wsgi: cannot start Python in this worker: {e}");
+            log.write(NGX_LOG_ERR as _, &msg);
+            Some(msg)
+        }
+    };
+    let apps = main
+        .apps
+        .iter()
+        .map(|a| {
+            App::new(AppSpec {
+                script: a.script.clone(),
+                callable: a.callable.clone(),
+            })
+        })
+        .collect();
+    let threads = main.threads();
+    let mode = Mode {
+        multithread: threads > 1,
+        multiprocess: worker_processes(cycle_ref) > 1,
+        run_once: false,
+    };
+    let worker = Worker {
+        apps,
+        notifier,
+        queue: Mutex::new(Queue {
+            tasks: VecDeque::new(),
+            stopping: false,
+        }),
+        work: Condvar::new(),
+        mode,
+        log,
+        python_error,
+    };
+    if WORKER.set(worker).is_err() {
+        return Err("wsgi: embedded mode started twice in one process".to_string());
+    }
+    let Some(worker) = WORKER.get() else {
+        return Err("wsgi: worker state missing".to_string());
+    };
+    // SAFETY: cycle is valid; we are on the event-loop thread.
+    unsafe { register_wakeup(cycle, worker.notifier.fd()) }?;
+    if worker.python_error.is_some() {
+        return Ok(()); // requests answer 500 with the reason; no threads to run
+    }
+    spawn_threads(worker, threads)?;
+    for i in 0..worker.apps.len() {
+        worker.push(Task::Preload(i));
+    }
+    worker.log.write(
+        NGX_LOG_NOTICE as _,
+        &format!(
+            "wsgi: embedded mode: {} app(s), {threads} Python thread(s) in this worker",
+            worker.apps.len()
+        ),
+    );
+    Ok(())
+}
+
+/// Number of nginx worker processes (for `wsgi.multiprocess`).
+fn worker_processes(cycle: &ngx_cycle_t) -> i64 {
+    use ngx::core::{CoreModuleMainConf, NgxCoreModule};
+    NgxCoreModule::main_conf(cycle)
+        .map(|c| c.worker_processes as i64)
+        .unwrap_or(1)
+}
+
+/// Spawns the Python threads with every signal blocked, so nginx's signals (reload, quit...)
+/// keep going to the event-loop thread, whose `epoll_wait` they interrupt. nginx's own thread
+/// pool does the same.
+fn spawn_threads(worker: &'static Worker, n: usize) -> Result<(), String> {
+    // SAFETY: sigset_t is plain data; sigfillset/pthread_sigmask only write the sets we pass.
+    let old = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        // Faults must still reach the faulting thread (default action: crash with a core).
+        for sig in [libc::SIGILL, libc::SIGFPE, libc::SIGSEGV, libc::SIGBUS] {
+            libc::sigdelset(&mut all, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        old
+    };
+    let mut result = Ok(());
+    for i in 0..n {
+        let spawned = std::thread::Builder::new()
+            .name(format!("wsgi-{i}"))
+            .spawn(move || worker.serve());
+        if let Err(e) = spawned {
+            result = Err(format!("wsgi: cannot start Python thread {i}: {e}"));
+            break;
+        }
+    }
+    // SAFETY: restores the event-loop thread's mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    result
+}
+
+/// Registers the notifier's eventfd with nginx's event loop as a read event.
+///
+/// # Safety
+/// `cycle` is valid; called on the event-loop thread after the event module's `init_process`
+/// (ours is an http module, which nginx initialises after the event modules).
+unsafe fn register_wakeup(cycle: *mut ngx_cycle_t, fd: i32) -> Result<(), String> {
+    // SAFETY: see the function contract; ngx_get_connection returns a zeroed connection slot
+    // (or null when worker_connections are exhausted) whose read/write events we may set up.
+    unsafe {
+        let log = (*cycle).log;
+        let c = ngx::ffi::ngx_get_connection(fd, log);
+        if c.is_null() {
+            return Err("wsgi: no free connection for the wake-up descriptor".to_string());
+        }
+        (*c).log = log;
+        let rev = (*c).read;
+        (*rev).log = log;
+        (*(*c).write).log = log;
+        (*rev).handler = Some(crate::embedded::on_wakeup);
+        if ngx::ffi::ngx_handle_read_event(rev, 0) != NGX_OK as isize {
+            ngx::ffi::ngx_free_connection(c);
+            return Err("wsgi: cannot add the wake-up descriptor to the event loop".to_string());
+        }
+        if let Ok(mut slot) = WAKE_CONNECTION.lock() {
+            slot.0 = c;
+        }
+    }
+    Ok(())
+}
+
+/// `exit_process`: stops the Python threads after their current request and releases the
+/// eventfd's connection slot (nginx reports connections still open at exit).
+///
+/// Threads are not joined: one may be inside a long Python call, and the process is about to
+/// exit anyway. The interpreter is not finalised for the same reason.
+pub fn stop() {
+    let Some(worker) = WORKER.get() else { return };
+    if let Ok(mut q) = worker.queue.lock() {
+        q.stopping = true;
+        q.tasks.clear();
+    }
+    worker.work.notify_all();
+    if let Ok(mut slot) = WAKE_CONNECTION.lock() {
+        let c = std::mem::replace(&mut slot.0, std::ptr::null_mut());
+        if !c.is_null() {
+            // SAFETY: c is the connection we got in register_wakeup, on the event-loop thread.
+            // The fd stays open (see Notifier::new); fd = -1 tells nginx the slot holds no socket.
+            unsafe {
+                let rev: *mut ngx_event_t = (*c).read;
+                (*rev).set_active(0);
+                (*c).fd = -1;
+                ngx::ffi::ngx_free_connection(c);
+            }
+        }
+    }
+}
