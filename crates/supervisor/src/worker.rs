@@ -271,6 +271,9 @@ fn accept_loop(listener: &Listener, shared: &Shared<'_>, ctx: &Ctx<'_>, max_requ
             return;
         }
     };
+    // One Python thread state for the thread's whole life: cheaper than one per request, and the
+    // app's threading.local() data (Django's DB connections) survives between requests.
+    let _python_thread = pyhost::register_thread();
     let mut scratch = Scratch::new();
     loop {
         if shared.stopping.load(Ordering::Relaxed) {
