@@ -301,13 +301,18 @@ fn parse_content_length(v: &[u8]) -> Option<u64> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
-/// How long ago the front end received the request, from `RWSGI_REQUEST_START` (microseconds
-/// since the epoch, or `t=<microseconds>` as in the common X-Request-Start header).
+/// How long ago the front end received the request, from `RWSGI_REQUEST_START`: microseconds
+/// since the epoch (`t=` prefix allowed, as in the common X-Request-Start header), or seconds with
+/// a fraction, which is what nginx's `$msec` gives.
 fn queued_for(v: &[u8]) -> Option<Duration> {
-    let v = v.strip_prefix(b"t=").unwrap_or(v);
-    let micros: u64 = std::str::from_utf8(v).ok()?.parse().ok()?;
+    let v = std::str::from_utf8(v.strip_prefix(b"t=").unwrap_or(v)).ok()?;
+    let started = if v.contains('.') {
+        Duration::try_from_secs_f64(v.parse::<f64>().ok()?).ok()?
+    } else {
+        Duration::from_micros(v.parse().ok()?)
+    };
     let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
-    now.checked_sub(Duration::from_micros(micros))
+    now.checked_sub(started)
 }
 
 /// Splits a REQUEST_URI into its path and query (absolute-form URIs lose scheme and authority).
@@ -600,5 +605,8 @@ mod tests {
         assert!(queued_for(two_s_ago.as_bytes()).unwrap() >= Duration::from_secs(2));
         assert!(queued_for(format!("t={two_s_ago}").as_bytes()).is_some());
         assert_eq!(queued_for(b"soon"), None);
+        let msec = format!("{:.3}", (now - 3_000_000) as f64 / 1e6);
+        assert!(queued_for(msec.as_bytes()).unwrap() >= Duration::from_secs(3));
+        assert_eq!(queued_for(b"-1.5"), None);
     }
 }
