@@ -259,7 +259,14 @@ fn pump(s: &mut Stream) {
             // SAFETY: s.r is live while s exists (the pool owns s).
             match unsafe { flush(s) } {
                 Sent::Error => return finalize(s, NGX_ERROR as ngx_int_t),
-                Sent::Blocked => return,
+                Sent::Blocked => {
+                    // Re-arm every time: the write filter may have left the event "ready"
+                    // (send limit reached) and then hit EAGAIN, and an edge-triggered event
+                    // that was never added would not fire.
+                    // SAFETY: s.r is live.
+                    unsafe { wait_for_client(s) };
+                    return;
+                }
                 Sent::Done => {
                     s.blocked = false;
                     // SAFETY: s.r is live; the send timeout only applies while we wait for
