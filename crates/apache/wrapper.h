@@ -12,3 +12,5 @@
 #include <apr_strings.h>
 #include <apr_buckets.h>
 #include <apr_tables.h>
+#include <apr_thread_proc.h>
+#include <unixd.h>

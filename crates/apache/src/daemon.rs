@@ -1,20 +1,150 @@
-//! Daemon mode: `WSGIDaemonProcess` groups, and the cross-directive checks they need.
+//! Daemon mode, parent side: `WSGIDaemonProcess` groups are started by the Apache parent in
+//! `post_config`, one supervisor process per group (crates/supervisor), and the handler in the
+//! children forwards requests to them over uwsgi (see `forward.rs`).
 //!
-//! This build validates daemon configuration completely but does not yet start the groups:
-//! rather than silently running a daemon-mode app embedded, a configuration that routes any
-//! request to a daemon group fails `apachectl -t` with a sentence saying so.
+//! Lifecycle, as mod_wsgi does it with httpd's "other child" registration:
+//! - The supervisor is forked from the (single-threaded) parent and runs
+//!   `supervisor::run_with_lifetime` with the read end of a pipe whose write end only the parent
+//!   holds, in a pool cleanup of pconf. `apachectl stop`, `graceful` and `restart` all clear
+//!   pconf: the pipe closes, the old group stops accepting, finishes its in-flight requests
+//!   (graceful-timeout) and exits; the next generation starts fresh groups.
+//! - Each generation's groups listen on their own socket path (prefix.PID.GEN.N.sock, like
+//!   mod_wsgi), so a new group never has to wait for the draining one to let go of the path.
+//! - A supervisor that dies is respawned by the parent (APR_OC_REASON_DEATH).
+//!
+//! A supervisor serves one script (its workers preload it), so each group must resolve to exactly
+//! one (script, callable); the check runs at `apachectl -t` time too.
 
 use std::collections::HashSet;
-use std::ffi::c_int;
+use std::ffi::{c_int, c_void};
+use std::path::PathBuf;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
-use crate::conf::{ProcessGroup, ServerConf};
+use supervisor::{GroupConfig, SocketSpec};
+
+use crate::conf::{DaemonGroup, DirConf, ProcessGroup, ServerConf};
 use crate::ffi::*;
-use crate::handler::log_request;
-use crate::server_conf;
+use crate::{log_server, module_ptr, server_conf};
+
+/// What a child needs to reach a group: set by the parent in post_config before the children
+/// fork, so every child of this generation inherits it.
+#[derive(Clone, Debug)]
+pub(crate) struct Route {
+    pub name: String,
+    pub socket: SocketSpec,
+    pub script: PathBuf,
+    /// How long a request waits for the group's socket to accept (a restarting group).
+    pub connect_wait: Duration,
+}
+
+static ROUTES: RwLock<Vec<Route>> = RwLock::new(Vec::new());
+
+pub(crate) fn route(name: &str) -> Option<Route> {
+    ROUTES
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|r| r.name == name)
+        .cloned()
+}
+
+/// The servers of this configuration: main server first, then the virtual hosts.
+///
+/// # Safety
+/// `s` must be the live main server_rec.
+unsafe fn servers<'a>(s: *mut server_rec) -> Vec<(*mut server_rec, &'a ServerConf)> {
+    let mut out = Vec::new();
+    let mut server = s;
+    while !server.is_null() {
+        // SAFETY: the vhost list is live for this configuration pass.
+        if let Some(conf) = unsafe { server_conf(server) } {
+            out.push((server, conf));
+        }
+        // SAFETY: as above.
+        server = unsafe { (*server).next };
+    }
+    out
+}
+
+/// Server-level (outside any section) per-directory settings of `s`.
+///
+/// # Safety
+/// `s` must be a live server_rec.
+unsafe fn server_dir_conf<'a>(s: *mut server_rec) -> Option<&'a DirConf> {
+    // SAFETY: lookup_defaults holds every module's server-level per-dir config.
+    unsafe {
+        ap_get_module_config((*s).lookup_defaults, module_ptr())
+            .cast::<DirConf>()
+            .as_ref()
+    }
+}
+
+/// Which (script, callable) group `name` serves: aliases that name it with process-group=, then
+/// WSGIImportScript lines for it, then aliases without process-group= in servers whose
+/// server-level WSGIProcessGroup is this group (or, with a single group, any such alias).
+///
+/// # Safety
+/// `s` must be the live main server_rec.
+unsafe fn resolve_app(
+    s: *mut server_rec,
+    name: &str,
+    single_group: bool,
+) -> Result<(PathBuf, String), String> {
+    let wanted = ProcessGroup::Daemon(name.to_owned());
+    let mut explicit = Vec::new();
+    let mut implicit = Vec::new();
+    // SAFETY: caller contract.
+    let main_dir = unsafe { server_dir_conf(s) }.cloned().unwrap_or_default();
+    // SAFETY: caller contract.
+    for (server, conf) in unsafe { servers(s) } {
+        // SAFETY: server comes from the live list.
+        let dir = DirConf::merge(
+            &main_dir,
+            &unsafe { server_dir_conf(server) }
+                .cloned()
+                .unwrap_or_default(),
+        );
+        for alias in &conf.aliases {
+            let app = (
+                alias.script.clone(),
+                dir.with_alias(alias).callable_name().to_owned(),
+            );
+            match &alias.options.process_group {
+                Some(g) if *g == wanted => explicit.push(app),
+                None if dir.process_group.as_ref() == Some(&wanted) || single_group => {
+                    implicit.push(app)
+                }
+                _ => {}
+            }
+        }
+        for import in conf.imports.iter().filter(|i| i.process_group == wanted) {
+            explicit.push((import.script.clone(), dir.callable_name().to_owned()));
+        }
+    }
+    let mut candidates = if explicit.is_empty() {
+        implicit
+    } else {
+        explicit
+    };
+    candidates.dedup();
+    let distinct: HashSet<_> = candidates.iter().collect();
+    match distinct.len() {
+        1 => Ok(candidates.swap_remove(0)),
+        0 => Err(format!(
+            "WSGIDaemonProcess {name}: no WSGIScriptAlias routes to this group; add process-group={name} \
+             to the WSGIScriptAlias line (or WSGIProcessGroup {name} at server level)"
+        )),
+        _ => Err(format!(
+            "WSGIDaemonProcess {name}: more than one WSGI script routes to this group; mod_rwsgi runs one \
+             script per daemon group, so declare one WSGIDaemonProcess per script"
+        )),
+    }
+}
 
 /// Checks the whole configuration (all servers): daemon group names are unique, every
-/// `process-group=` names a declared group, and mod_wsgi is not loaded beside us (both modules
-/// claim the same directive names).
+/// `process-group=` names a declared group, each group serves one script, and mod_wsgi is not
+/// loaded beside us (both modules claim the same directive names).
 ///
 /// # Safety
 /// `s` must be the live main server_rec (the head of the virtual host list).
@@ -23,18 +153,11 @@ pub(crate) unsafe fn validate(s: *mut server_rec) -> Result<(), String> {
     if !unsafe { ap_find_linked_module(c"mod_wsgi.c".as_ptr()) }.is_null() {
         return Err("mod_rwsgi and mod_wsgi cannot be loaded into the same server; remove one LoadModule line".into());
     }
-    let mut confs: Vec<&ServerConf> = Vec::new();
-    let mut server = s;
-    while !server.is_null() {
-        // SAFETY: the vhost list is live for this configuration pass.
-        if let Some(conf) = unsafe { server_conf(server) } {
-            confs.push(conf);
-        }
-        // SAFETY: as above.
-        server = unsafe { (*server).next };
-    }
+    // SAFETY: caller contract.
+    let all = unsafe { servers(s) };
+    let groups: Vec<&DaemonGroup> = all.iter().flat_map(|(_, c)| c.daemons.iter()).collect();
     let mut names = HashSet::new();
-    for group in confs.iter().flat_map(|c| c.daemons.iter()) {
+    for group in &groups {
         if !names.insert(group.name.as_str()) {
             return Err(format!(
                 "WSGIDaemonProcess: the group name '{}' is defined more than once",
@@ -42,12 +165,20 @@ pub(crate) unsafe fn validate(s: *mut server_rec) -> Result<(), String> {
             ));
         }
     }
-    let referenced = confs.iter().flat_map(|c| {
-        c.aliases
-            .iter()
-            .filter_map(|a| a.options.process_group.as_ref())
-            .chain(c.imports.iter().map(|i| &i.process_group))
-    });
+    let mut referenced: Vec<&ProcessGroup> = Vec::new();
+    for (server, conf) in &all {
+        referenced.extend(
+            conf.aliases
+                .iter()
+                .filter_map(|a| a.options.process_group.as_ref()),
+        );
+        referenced.extend(conf.imports.iter().map(|i| &i.process_group));
+        // SAFETY: server comes from the live list.
+        if let Some(g) = unsafe { server_dir_conf(*server) }.and_then(|d| d.process_group.as_ref())
+        {
+            referenced.push(g);
+        }
+    }
     for group in referenced {
         if let ProcessGroup::Daemon(name) = group {
             if !names.contains(name.as_str()) {
@@ -57,36 +188,391 @@ pub(crate) unsafe fn validate(s: *mut server_rec) -> Result<(), String> {
             }
         }
     }
-    if let Some(group) = confs.iter().flat_map(|c| c.daemons.iter()).next() {
-        return Err(format!(
-            "WSGIDaemonProcess {}: daemon mode is not available in this build of mod_rwsgi yet; \
-             use embedded mode (no WSGIDaemonProcess / WSGIProcessGroup) for now",
-            group.name
-        ));
+    for group in &groups {
+        // SAFETY: caller contract.
+        unsafe { resolve_app(s, &group.name, groups.len() == 1) }?;
     }
     Ok(())
+}
+
+/// The user Apache's children run as (`User`), when the parent is root and can switch to it.
+fn apache_user() -> Option<(String, String)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    // SAFETY: ap_unixd_config is filled by mod_unixd while reading the config; read-only here.
+    let (name, gid) = unsafe {
+        (
+            cstr_bytes(ap_unixd_config.user_name),
+            ap_unixd_config.group_id,
+        )
+    };
+    let user = String::from_utf8(name.to_vec())
+        .ok()
+        .filter(|u| !u.is_empty() && u != "root")?;
+    // SAFETY: getgrgid returns NULL or a pointer into static storage, copied at once; the parent
+    // is single-threaded here.
+    let group = unsafe {
+        let g = libc::getgrgid(gid);
+        if g.is_null() {
+            return Some((user.clone(), user));
+        }
+        String::from_utf8_lossy(cstr_bytes((*g).gr_name)).into_owned()
+    };
+    Some((user, group))
+}
+
+/// Builds the supervisor's config for one group of this generation.
+fn group_config(
+    group: &DaemonGroup,
+    main: &ServerConf,
+    app: (PathBuf, String),
+    default_socket: PathBuf,
+    timeout: Duration,
+) -> GroupConfig {
+    let socket = match &group.socket {
+        Some(spec) => SocketSpec::parse(spec).unwrap_or(SocketSpec::Unix(default_socket)),
+        None => SocketSpec::Unix(default_socket),
+    };
+    let mut cfg = GroupConfig::new(socket, app.0);
+    cfg.app.callable = app.1;
+    let apache = apache_user();
+    cfg.socket_owner = apache.as_ref().map(|(u, _)| u.clone());
+    cfg.listen_backlog = group.listen_backlog;
+    cfg.processes = group.processes.unwrap_or(1);
+    cfg.threads = group.threads;
+    cfg.python_home = group
+        .python_home
+        .clone()
+        .or_else(|| main.python_home.clone());
+    cfg.python_path = if group.python_path.is_empty() {
+        main.python_path.clone()
+    } else {
+        group.python_path.clone()
+    };
+    // mod_wsgi runs daemons as Apache's User unless user=/group= say otherwise.
+    match (&group.user, &apache) {
+        (Some(u), _) => {
+            cfg.user = Some(u.clone());
+            cfg.group = group.group.clone();
+        }
+        (None, Some((u, g))) => {
+            cfg.user = Some(u.clone());
+            cfg.group = Some(group.group.clone().unwrap_or_else(|| g.clone()));
+        }
+        (None, None) => {}
+    }
+    cfg.maximum_requests = group.maximum_requests.unwrap_or(0);
+    cfg.request_timeout = group.request_timeout.map(Duration::from_secs);
+    cfg.graceful_timeout = Duration::from_secs(group.graceful_timeout);
+    cfg.queue_timeout = group.queue_timeout.map(Duration::from_secs);
+    cfg.socket_timeout = timeout;
+    cfg.display_name = group.display_name.as_ref().map(|d| {
+        if d == "%{GROUP}" {
+            format!("(wsgi:{})", group.name)
+        } else {
+            d.clone()
+        }
+    });
+    cfg
+}
+
+/// One running group, owned by pconf: dropping it (pool cleanup) closes the lifetime pipe.
+struct Daemon {
+    cfg: GroupConfig,
+    name: String,
+    proc_: apr_proc_t,
+    lifetime_w: c_int,
+    started: Instant,
+    quick_deaths: u32,
+    pool: *mut apr_pool_t,
+    server: *mut server_rec,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.lifetime_w >= 0 {
+            // SAFETY: our own pipe fd, closed exactly once.
+            unsafe { libc::close(self.lifetime_w) };
+        }
+    }
+}
+
+/// Generation counter kept in the process pool (which survives restarts; our statics may not).
+///
+/// # Safety
+/// `process_pool` must be httpd's process pool.
+unsafe fn next_generation(process_pool: *mut apr_pool_t) -> u32 {
+    let key = c"mod_rwsgi.generation";
+    let mut data: *mut c_void = std::ptr::null_mut();
+    // SAFETY: userdata lookup/creation on the live process pool; the counter is a pool-owned u32.
+    unsafe {
+        apr_pool_userdata_get(&mut data, key.as_ptr(), process_pool);
+        let counter = if data.is_null() {
+            let fresh = apr_palloc(process_pool, std::mem::size_of::<u32>()).cast::<u32>();
+            fresh.write(0);
+            apr_pool_userdata_set(
+                fresh.cast(),
+                key.as_ptr(),
+                Some(apr_pool_cleanup_null),
+                process_pool,
+            );
+            fresh
+        } else {
+            data.cast::<u32>()
+        };
+        *counter += 1;
+        *counter
+    }
 }
 
 pub(crate) unsafe extern "C" fn post_config(
     pconf: *mut apr_pool_t,
     _plog: *mut apr_pool_t,
     _ptemp: *mut apr_pool_t,
-    _s: *mut server_rec,
+    s: *mut server_rec,
 ) -> c_int {
     // "mod_rwsgi/x.y.z" in SERVER_SOFTWARE (and Server: under ServerTokens Full), as mod_wsgi
     // announces itself.
     let token = concat!("mod_rwsgi/", env!("CARGO_PKG_VERSION"), "\0");
     // SAFETY: pconf is live for this generation; httpd copies the component string.
     unsafe { ap_add_version_component(pconf, token.as_ptr().cast()) };
-    OK_
+    // SAFETY: httpd passes the live main server and pconf.
+    match std::panic::catch_unwind(|| unsafe { start_groups(pconf, s) }) {
+        Ok(Ok(())) => OK_,
+        Ok(Err(message)) => {
+            // SAFETY: s is live.
+            unsafe { log_server(s, APLOG_ERR | APLOG_STARTUP, &message) };
+            HTTP_INTERNAL_SERVER_ERROR as c_int
+        }
+        Err(_) => HTTP_INTERNAL_SERVER_ERROR as c_int,
+    }
 }
 
-/// Daemon-mode request. Unreachable while validate() refuses daemon groups, except through a
-/// `WSGIProcessGroup` in .htaccess naming an unknown group.
-pub(crate) fn forward(r: &mut request_rec, _conf: &crate::conf::DirConf, group: &str) -> c_int {
-    let message =
-        format!("RW-AP010 no WSGI daemon process group '{group}' is running in this server");
-    // SAFETY: r is live.
-    unsafe { log_request(r, APLOG_ERR, &message) };
-    HTTP_INTERNAL_SERVER_ERROR as c_int
+/// # Safety
+/// `pconf`/`s` as httpd passes them to post_config, in the single-threaded parent.
+unsafe fn start_groups(pconf: *mut apr_pool_t, s: *mut server_rec) -> Result<(), String> {
+    // SAFETY: caller contract.
+    let process_pool = unsafe { (*(*s).process).pool };
+    // httpd runs post_config once for the throw-away first configuration pass at start-up;
+    // mod_wsgi starts its daemons only from the second call on, and so do we.
+    // SAFETY: as above.
+    let generation = unsafe { next_generation(process_pool) };
+    if generation == 1 {
+        ROUTES.write().unwrap_or_else(|e| e.into_inner()).clear();
+        return Ok(());
+    }
+    // SAFETY: caller contract.
+    let all = unsafe { servers(s) };
+    let Some((_, main)) = all.first() else {
+        return Ok(());
+    };
+    let groups: Vec<&DaemonGroup> = all.iter().flat_map(|(_, c)| c.daemons.iter()).collect();
+    // SAFETY: caller contract; server timeout is in microseconds.
+    let timeout =
+        Duration::from_micros(u64::try_from(unsafe { (*s).timeout }).unwrap_or(60_000_000));
+    let prefix = match &main.socket_prefix {
+        // SAFETY: pconf is live; the result is a pool string.
+        Some(p) => PathBuf::from(
+            String::from_utf8_lossy(unsafe {
+                cstr_bytes(ap_server_root_relative(
+                    pconf,
+                    pool_str(pconf, p.as_os_str().as_encoded_bytes()),
+                ))
+            })
+            .into_owned(),
+        ),
+        // SAFETY: as above.
+        None => PathBuf::from(
+            String::from_utf8_lossy(unsafe {
+                cstr_bytes(ap_runtime_dir_relative(pconf, c"rwsgi".as_ptr()))
+            })
+            .into_owned(),
+        ),
+    };
+    let mut routes = Vec::new();
+    for (n, group) in groups.iter().enumerate() {
+        // SAFETY: caller contract.
+        let app = unsafe { resolve_app(s, &group.name, groups.len() == 1) }?;
+        let socket = PathBuf::from(format!(
+            "{}.{}.{}.{}.sock",
+            prefix.display(),
+            std::process::id(),
+            generation,
+            n
+        ));
+        let cfg = group_config(group, main, app, socket, timeout);
+        cfg.validate()
+            .map_err(|e| format!("WSGIDaemonProcess {}: {e}", group.name))?;
+        routes.push(Route {
+            name: group.name.clone(),
+            socket: cfg.socket.clone(),
+            script: cfg.app.script.clone(),
+            connect_wait: cfg.queue_timeout.unwrap_or(timeout),
+        });
+        // SAFETY: pconf owns the Daemon; the parent is single-threaded here.
+        unsafe {
+            let daemon = pool_box(
+                pconf,
+                Daemon {
+                    cfg,
+                    name: group.name.clone(),
+                    proc_: std::mem::zeroed(),
+                    lifetime_w: -1,
+                    started: Instant::now(),
+                    quick_deaths: 0,
+                    pool: pconf,
+                    server: s,
+                },
+            );
+            spawn(daemon)?;
+        }
+    }
+    *ROUTES.write().unwrap_or_else(|e| e.into_inner()) = routes;
+    Ok(())
+}
+
+/// Forks the group's supervisor and registers it as an httpd "other child".
+///
+/// # Safety
+/// `d` must point to a live, pool-owned Daemon; call only in the single-threaded parent.
+unsafe fn spawn(d: *mut Daemon) -> Result<(), String> {
+    // SAFETY: caller contract.
+    let d = unsafe { &mut *d };
+    let mut fds = [0 as c_int; 2];
+    // SAFETY: pipe2 writes two fds; O_CLOEXEC keeps them out of anything httpd execs.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!(
+            "WSGIDaemonProcess {}: pipe: {}",
+            d.name,
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: the parent is single-threaded (post_config / MPM maintenance), so the child may
+    // run arbitrary code until it _exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        // SAFETY: closing the fds we just made.
+        unsafe { (libc::close(fds[0]), libc::close(fds[1])) };
+        return Err(format!(
+            "WSGIDaemonProcess {}: fork: {}",
+            d.name,
+            std::io::Error::last_os_error()
+        ));
+    }
+    if pid == 0 {
+        // SAFETY: in the new child; never returns.
+        unsafe { run_supervisor(&d.cfg, fds[0]) }
+    }
+    // SAFETY: parent: the read end belongs to the child now.
+    unsafe { libc::close(fds[0]) };
+    if d.lifetime_w >= 0 {
+        // SAFETY: the previous supervisor's pipe (respawn); closing it is harmless.
+        unsafe { libc::close(d.lifetime_w) };
+    }
+    d.lifetime_w = fds[1];
+    d.started = Instant::now();
+    d.proc_.pid = pid;
+    // SAFETY: proc_ and d live in pconf; APR unregisters the entry when pconf is cleared.
+    unsafe {
+        apr_proc_other_child_register(
+            &mut d.proc_,
+            Some(on_child_event),
+            (d as *mut Daemon).cast(),
+            std::ptr::null_mut(),
+            d.pool,
+        )
+    };
+    let message = format!(
+        "RW-AP020 WSGIDaemonProcess {} started (pid {pid}, {})",
+        d.name, d.cfg.socket
+    );
+    // SAFETY: d.server is the live main server.
+    unsafe { log_server(d.server, APLOG_INFO, &message) };
+    Ok(())
+}
+
+/// The forked child: becomes the group's supervisor, then exits without running httpd's exit
+/// handlers or pool cleanups (they belong to the parent).
+///
+/// # Safety
+/// Call only in a freshly forked child of the single-threaded parent.
+unsafe fn run_supervisor(cfg: &GroupConfig, lifetime_r: c_int) -> ! {
+    // SAFETY: plain libc calls on our own process; fd 3 becomes the lifetime pipe, every other
+    // inherited fd except stdio (httpd's listeners, other groups' pipes, log files) is closed so
+    // this process holds nothing of httpd's.
+    unsafe {
+        for sig in [
+            libc::SIGHUP,
+            libc::SIGTERM,
+            libc::SIGINT,
+            libc::SIGUSR1,
+            libc::SIGWINCH,
+            libc::SIGPIPE,
+            libc::SIGCHLD,
+        ] {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut all);
+        libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+        if lifetime_r == 3 {
+            libc::fcntl(3, libc::F_SETFD, 0);
+        } else {
+            libc::dup2(lifetime_r, 3);
+        }
+        libc::close_range(4, u32::MAX, 0);
+        libc::setsid();
+    }
+    // SAFETY: fd 3 is open (set up above) and stays open for the whole call.
+    let lifetime = unsafe { std::os::fd::BorrowedFd::borrow_raw(3) };
+    let code = match std::panic::catch_unwind(|| supervisor::run_with_lifetime(cfg, lifetime)) {
+        Ok(Ok(())) => 0,
+        Ok(Err(e)) => {
+            eprintln!("[error] mod_rwsgi: RW-AP021 daemon group could not start: {e}");
+            1
+        }
+        Err(_) => 2,
+    };
+    // SAFETY: _exit skips atexit handlers and stdio flushing that belong to httpd.
+    unsafe { libc::_exit(code) }
+}
+
+/// httpd's other-child callback: respawn a supervisor that died (with a limit for crash loops).
+unsafe extern "C" fn on_child_event(reason: c_int, data: *mut c_void, status: c_int) {
+    if reason != APR_OC_REASON_DEATH as c_int && reason != APR_OC_REASON_LOST as c_int {
+        return; // restart/unregister: the lifetime pipe closes with pconf and the group drains
+    }
+    let _ = std::panic::catch_unwind(|| {
+        // SAFETY: data is the pool-owned Daemon registered in spawn(); pconf is still live.
+        let d = unsafe { &mut *data.cast::<Daemon>() };
+        // SAFETY: unregistering the entry that just reported its death.
+        unsafe { apr_proc_other_child_unregister(data) };
+        if d.started.elapsed() < Duration::from_secs(5) {
+            d.quick_deaths += 1;
+        } else {
+            d.quick_deaths = 0;
+        }
+        if d.quick_deaths > 5 {
+            let message = format!(
+                "RW-AP022 WSGIDaemonProcess {} keeps exiting at start (status {status}); not restarting it",
+                d.name
+            );
+            // SAFETY: live main server.
+            unsafe { log_server(d.server, APLOG_ERR, &message) };
+            return;
+        }
+        let message = format!(
+            "RW-AP023 WSGIDaemonProcess {} exited (status {status}); restarting it",
+            d.name
+        );
+        // SAFETY: live main server.
+        unsafe { log_server(d.server, APLOG_WARNING, &message) };
+        // SAFETY: called from the parent's single-threaded maintenance loop.
+        if let Err(e) = unsafe { spawn(d) } {
+            // SAFETY: live main server.
+            unsafe { log_server(d.server, APLOG_ERR, &e) };
+        }
+    });
 }

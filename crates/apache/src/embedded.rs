@@ -211,7 +211,7 @@ pub(crate) fn run(r: &mut request_rec, conf: &DirConf) -> c_int {
 /// The CGI variables mod_wsgi gives an app: httpd's own ap_add_cgi_vars/ap_add_common_vars
 /// (which already refuse header names with '_' and never export Authorization), SetEnv values,
 /// then mod_wsgi's adjustments.
-fn build_vars(r: &mut request_rec, conf: &DirConf) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub(crate) fn build_vars(r: &mut request_rec, conf: &DirConf) -> Vec<(Vec<u8>, Vec<u8>)> {
     // SAFETY: r is live; these fill r->subprocess_env from the request.
     unsafe {
         ap_add_cgi_vars(r);
@@ -287,11 +287,21 @@ fn apache_level(level: Level) -> u32 {
 }
 
 /// wsgi.input: httpd's client-block API, which de-chunks and enforces LimitRequestBody.
-struct RequestBody {
+pub(crate) struct RequestBody {
     r: *mut request_rec,
     /// ap_should_client_block sends "100 Continue"; only do that once the app reads.
     started: bool,
     done: bool,
+}
+
+impl RequestBody {
+    pub(crate) fn new(r: *mut request_rec) -> Self {
+        Self {
+            r,
+            started: false,
+            done: false,
+        }
+    }
 }
 
 impl Body for RequestBody {
@@ -324,7 +334,7 @@ impl Body for RequestBody {
 }
 
 /// The response: head into r, body through one reusable brigade down the output filters.
-struct Output {
+pub(crate) struct Output {
     r: *mut request_rec,
     bb: *mut apr_bucket_brigade,
     /// The app's Content-Length, if it gave one: once reached, no flush is needed (EOS follows).
@@ -338,7 +348,7 @@ struct Output {
 }
 
 impl Output {
-    fn new(r: &mut request_rec) -> Self {
+    pub(crate) fn new(r: &mut request_rec) -> Self {
         // SAFETY: r and its connection are live; the brigade is owned by r->pool.
         let bb = unsafe { apr_brigade_create(r.pool, (*r.connection).bucket_alloc) };
         Self {
@@ -352,7 +362,12 @@ impl Output {
     }
 
     /// Ends the request according to pyhost's outcome; returns the handler status.
-    fn finish(&mut self, outcome: Outcome) -> c_int {
+    /// The Content-Length the response head announced, if any.
+    pub(crate) fn content_length(&self) -> Option<u64> {
+        self.content_length
+    }
+
+    pub(crate) fn finish(&mut self, outcome: Outcome) -> c_int {
         match outcome {
             Outcome::Failed if self.held.is_some() => {
                 self.held = None;

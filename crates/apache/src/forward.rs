@@ -1,0 +1,303 @@
+//! Daemon mode, child side: forward one request to its group over uwsgi and stream the answer
+//! back through httpd's filters.
+//!
+//! The request packet carries the same CGI variables embedded mode gives the app, plus
+//! `RWSGI_REQUEST_START` (r->request_time, microseconds) for the group's queue-timeout. A chunked
+//! request body is read whole first so the packet can state CONTENT_LENGTH: chunked uploads work
+//! and are never answered 411. A group that is restarting (socket missing or refusing) makes the
+//! request wait up to queue-timeout (default: httpd's Timeout), then 504.
+
+use std::ffi::c_int;
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use pyhost::{Body, Head, Outcome, Responder};
+use supervisor::SocketSpec;
+
+use crate::conf::DirConf;
+use crate::daemon::{route, Route};
+use crate::embedded::{build_vars, Output, RequestBody};
+use crate::ffi::*;
+use crate::handler::log_request;
+
+/// Largest response head we accept from a group (status line + headers).
+const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEADERS: usize = 128;
+const IO_CHUNK: usize = 64 * 1024;
+
+/// A connection to a group: unix or TCP, one request per connection.
+enum Conn {
+    Unix(UnixStream),
+    Tcp(std::net::TcpStream),
+}
+
+impl Conn {
+    fn set_timeouts(&self, t: Duration) -> io::Result<()> {
+        match self {
+            Conn::Unix(s) => s
+                .set_read_timeout(Some(t))
+                .and_then(|()| s.set_write_timeout(Some(t))),
+            Conn::Tcp(s) => s
+                .set_read_timeout(Some(t))
+                .and_then(|()| s.set_write_timeout(Some(t))),
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.read(buf),
+            Conn::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.write(buf),
+            Conn::Tcp(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Connects, retrying while the group is (re)starting, until `wait` has passed.
+fn connect(route: &Route) -> io::Result<Conn> {
+    let deadline = Instant::now() + route.connect_wait;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let attempt = match &route.socket {
+            SocketSpec::Unix(path) => UnixStream::connect(path).map(Conn::Unix),
+            SocketSpec::Tcp(addr) => std::net::TcpStream::connect(addr.as_str()).map(Conn::Tcp),
+        };
+        match attempt {
+            Ok(conn) => return Ok(conn),
+            Err(e) if Instant::now() + pause < deadline => {
+                let retry = matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound
+                        | io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::WouldBlock
+                );
+                if !retry {
+                    return Err(e);
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn fail(r: &request_rec, status: u32, message: &str) -> c_int {
+    // SAFETY: r is live.
+    unsafe { log_request(r, APLOG_ERR, message) };
+    status as c_int
+}
+
+/// Runs one daemon-mode request. Returns the handler status for httpd.
+pub(crate) fn forward(r: &mut request_rec, conf: &DirConf, group: &str) -> c_int {
+    let Some(route) = route(group) else {
+        return fail(
+            r,
+            HTTP_INTERNAL_SERVER_ERROR,
+            &format!("RW-AP010 no WSGI daemon process group '{group}' runs in this server"),
+        );
+    };
+    // SAFETY: r->filename is the script path after httpd's directory walk.
+    let script = unsafe { cstr_bytes(r.filename) };
+    if script != route.script.as_os_str().as_encoded_bytes() {
+        let message = format!(
+            "RW-AP011 {} was routed to daemon group '{group}', which serves {} (one script per group)",
+            String::from_utf8_lossy(script),
+            route.script.display()
+        );
+        return fail(r, HTTP_INTERNAL_SERVER_ERROR, &message);
+    }
+    // SAFETY: r is live; once, before any body read.
+    let status = unsafe { ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK as c_int) };
+    if status != OK_ {
+        return status;
+    }
+    let mut vars = build_vars(r, conf);
+    let rp: *mut request_rec = r;
+    let mut body = RequestBody::new(rp);
+
+    // A chunked body is read whole first, so that CONTENT_LENGTH can be stated.
+    let buffered = if r.read_chunked != 0 {
+        let mut all = Vec::new();
+        let mut chunk = vec![0u8; IO_CHUNK];
+        loop {
+            match body.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => all.extend_from_slice(&chunk[..n]),
+                Err(_) => {
+                    return fail(
+                        r,
+                        HTTP_BAD_REQUEST,
+                        "RW-AP014 reading the chunked request body failed",
+                    )
+                }
+            }
+        }
+        vars.retain(|(k, _)| k != b"CONTENT_LENGTH");
+        vars.push((
+            b"CONTENT_LENGTH".to_vec(),
+            all.len().to_string().into_bytes(),
+        ));
+        Some(all)
+    } else {
+        None
+    };
+    vars.push((
+        b"RWSGI_REQUEST_START".to_vec(),
+        r.request_time.to_string().into_bytes(),
+    ));
+
+    let mut packet = Vec::with_capacity(4096);
+    if let Err(e) = uwsgi::encode_request(
+        0,
+        0,
+        vars.iter().map(|(k, v)| (&k[..], &v[..])),
+        &mut packet,
+    ) {
+        return fail(
+            r,
+            431,
+            &format!("RW-AP015 request variables do not fit a uwsgi packet: {e}"),
+        );
+    }
+    let mut conn = match connect(&route) {
+        Ok(c) => c,
+        Err(e) => {
+            let message = format!(
+                "RW-AP012 daemon group '{group}' ({}) not reachable: {e}",
+                route.socket
+            );
+            return fail(r, HTTP_GATEWAY_TIME_OUT, &message);
+        }
+    };
+    // SAFETY: r->server is live; Timeout is in microseconds.
+    let timeout =
+        Duration::from_micros(u64::try_from(unsafe { (*r.server).timeout }).unwrap_or(60_000_000));
+    let _ = conn.set_timeouts(timeout.max(Duration::from_secs(1)));
+
+    if let Err(e) = send_request(&mut conn, &packet, buffered.as_deref(), &mut body) {
+        return fail(
+            r,
+            HTTP_BAD_GATEWAY,
+            &format!("RW-AP013 sending the request to daemon group '{group}' failed: {e}"),
+        );
+    }
+    relay_response(r, &mut conn, group)
+}
+
+fn send_request(
+    conn: &mut Conn,
+    packet: &[u8],
+    buffered: Option<&[u8]>,
+    body: &mut RequestBody,
+) -> io::Result<()> {
+    conn.write_all(packet)?;
+    if let Some(all) = buffered {
+        return conn.write_all(all);
+    }
+    let mut chunk = vec![0u8; IO_CHUNK];
+    loop {
+        match body.read(&mut chunk)? {
+            0 => return Ok(()),
+            n => conn.write_all(&chunk[..n])?,
+        }
+    }
+}
+
+/// Reads the group's response head, hands it to httpd, then streams the body.
+fn relay_response(r: &mut request_rec, conn: &mut Conn, group: &str) -> c_int {
+    let mut buf = vec![0u8; IO_CHUNK];
+    let mut filled = 0;
+    let (head_len, status, status_line, headers) = loop {
+        match conn.read(&mut buf[filled..]) {
+            Ok(0) => {
+                return fail(r, HTTP_BAD_GATEWAY, &format!("RW-AP016 daemon group '{group}' closed the connection before the response head"));
+            }
+            Ok(n) => filled += n,
+            Err(e) => {
+                return fail(r, HTTP_BAD_GATEWAY, &format!("RW-AP016 reading the response head from daemon group '{group}' failed: {e}"));
+            }
+        }
+        let mut slots = [uwsgi::EMPTY_VAR; MAX_HEADERS];
+        let mut head = uwsgi::ResponseHead::new(&mut slots);
+        match head.parse(&buf[..filled]) {
+            Ok(uwsgi::Status::Complete(n)) => {
+                let mut line = head.status.to_string().into_bytes();
+                if !head.reason.is_empty() {
+                    line.push(b' ');
+                    line.extend_from_slice(head.reason);
+                }
+                let headers: Vec<(Vec<u8>, Vec<u8>)> = head
+                    .headers
+                    .iter()
+                    .map(|h| (h.key.to_vec(), h.value.to_vec()))
+                    .collect();
+                break (n, head.status, line, headers);
+            }
+            Ok(uwsgi::Status::Partial) if filled < MAX_HEAD => {
+                if filled == buf.len() {
+                    buf.resize(buf.len() * 2, 0);
+                }
+            }
+            Ok(uwsgi::Status::Partial) => {
+                return fail(r, HTTP_BAD_GATEWAY, &format!("RW-AP017 response head from daemon group '{group}' is over {MAX_HEAD} bytes"));
+            }
+            Err(e) => {
+                return fail(
+                    r,
+                    HTTP_BAD_GATEWAY,
+                    &format!("RW-AP017 invalid response head from daemon group '{group}': {e}"),
+                );
+            }
+        }
+    };
+    let rp: *const request_rec = &*r;
+    let mut out = Output::new(r);
+    let head = Head {
+        status,
+        status_line: &status_line,
+        headers: &headers,
+    };
+    if out.start(&head).is_err() {
+        return out.finish(Outcome::ClientGone);
+    }
+    let expected = out.content_length();
+    let mut received = (filled - head_len) as u64;
+    if filled > head_len && out.write(&buf[head_len..filled]).is_err() {
+        return out.finish(Outcome::ClientGone);
+    }
+    loop {
+        if expected.is_some_and(|cl| received >= cl) {
+            return out.finish(Outcome::Complete);
+        }
+        match conn.read(&mut buf) {
+            Ok(0) if expected.is_none() => return out.finish(Outcome::Complete),
+            Ok(0) | Err(_) => {
+                // The group stopped mid-body (a crash, request-timeout): an incomplete response.
+                let message = format!("RW-AP018 daemon group '{group}' ended the response early");
+                // SAFETY: the request is live for the whole handler call.
+                unsafe { log_request(rp, APLOG_ERR, &message) };
+                return out.finish(Outcome::Aborted);
+            }
+            Ok(n) => {
+                received += n as u64;
+                if out.write(&buf[..n]).is_err() {
+                    return out.finish(Outcome::ClientGone);
+                }
+            }
+        }
+    }
+}
