@@ -149,3 +149,30 @@ def test_mount_option(mounted_worker):
     env = environ_of(uc.get(mounted_worker.address, "/mnt/environ"))
     assert env["SCRIPT_NAME"]["value"] == "/mnt"
     assert env["PATH_INFO"]["value"] == "/environ"
+
+
+def peak_rss_kib(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM")
+
+
+def test_input_streamed_not_buffered(launcher, apps):
+    """A 64 MiB body read in 64 KiB pieces must not be held in the worker's memory whole."""
+    worker = launcher.worker(apps / "conformance.py", processes=1, threads=1)
+    assert uc.get(worker.address, "/pid").status == 200  # warm up: app loaded
+    (child,) = worker.child_pids()
+    before = peak_rss_kib(child)
+    size = 64 << 20
+    block = b"s" * (1 << 20)
+    pairs = uc.request_vars("POST", "/input/read_n", query="n=65536")
+    pairs = [(k, v) for k, v in pairs if k != "CONTENT_LENGTH"] + [("CONTENT_LENGTH", str(size))]
+    with uc.connect(worker.address, timeout=30) as s:
+        s.sendall(uc.packet(pairs))
+        for _ in range(size // len(block)):
+            s.sendall(block)
+        resp = uc.Response(uc.recv_all(s))
+    assert resp.status == 200 and json.loads(resp.body)["len"] == size
+    grown = peak_rss_kib(child) - before
+    assert grown < 16 * 1024, f"peak RSS grew {grown} KiB while streaming a 64 MiB body"

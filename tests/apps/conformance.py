@@ -132,8 +132,9 @@ def r_input_read(environ, start_response):
 
 
 def r_input_read_n(environ, start_response):
+    """read(n) until EOF; hashes as it goes so the app itself never holds the body."""
     n = int(query(environ).get("n", "1000"))
-    parts = []
+    digest, total, reads = hashlib.sha256(), 0, 0
     while True:
         chunk = environ["wsgi.input"].read(n)
         assert isinstance(chunk, bytes)
@@ -141,9 +142,10 @@ def r_input_read_n(environ, start_response):
             break
         if len(chunk) > n:
             return text_response(start_response, f"read({n}) returned {len(chunk)} bytes", "500 Bad Read")
-        parts.append(chunk)
-    data = b"".join(parts)
-    return json_response(start_response, dict(_digest(data), reads=len(parts)))
+        digest.update(chunk)
+        total += len(chunk)
+        reads += 1
+    return json_response(start_response, {"len": total, "sha256": digest.hexdigest(), "reads": reads})
 
 
 def r_input_read_none(environ, start_response):
