@@ -138,7 +138,7 @@ pub fn resolve(conf: &mut LocConf, main: &mut MainConf) -> Result<(), String> {
             None => {
                 return Err(format!(
                 "wsgi_process_group \"{}\" is not declared: add \"wsgi_daemon_process {} ...;\" \
-                     to the http block (in {}:{})",
+                     to the http block in {}:{}",
                 group.name, group.name, group.origin.file, group.origin.line
             ))
             }

@@ -73,7 +73,10 @@ pub unsafe extern "C" fn merge_loc_conf(
     match result {
         Ok(Ok(())) => NGX_CONF_OK,
         Ok(Err(msg)) => {
-            ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{msg}");
+            // Not ngx_conf_log_error: the parser has moved past the directive by now, so the
+            // message carries the file and line recorded when the directive was read.
+            // SAFETY: cf and its log are valid during the merge.
+            unsafe { ngx::log::log_error(NGX_LOG_EMERG as usize, (*cf).log, 0, msg.as_bytes()) };
             NGX_CONF_ERROR
         }
         Err(_) => NGX_CONF_ERROR,
@@ -96,23 +99,25 @@ unsafe fn args<'a>(cf: *mut ngx_conf_t) -> Vec<&'a [u8]> {
     }
 }
 
-/// Logs `result`'s error (nginx adds "in FILE:LINE") and maps it to the handler return value.
+/// Logs `result`'s error, prefixed with the directive's name as nginx's own messages are (nginx
+/// adds "in FILE:LINE"), and maps it to the handler return value.
 fn finish(cf: *mut ngx_conf_t, result: std::thread::Result<Result<(), String>>) -> *mut c_char {
-    match result {
-        Ok(Ok(())) => NGX_CONF_OK,
-        Ok(Err(msg)) => {
-            ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{msg}");
-            NGX_CONF_ERROR
-        }
-        Err(_) => {
-            ngx::ngx_conf_log_error!(
-                NGX_LOG_EMERG,
-                cf,
-                "internal error while parsing the directive"
-            );
-            NGX_CONF_ERROR
-        }
+    let msg = match result {
+        Ok(Ok(())) => return NGX_CONF_OK,
+        Ok(Err(msg)) => msg,
+        Err(_) => "internal error while parsing the directive".to_string(),
+    };
+    // SAFETY: cf is valid during the handler; args[0] is the directive name.
+    let name = unsafe { args(cf) }
+        .first()
+        .map(|n| String::from_utf8_lossy(n).into_owned());
+    let name = name.unwrap_or_default();
+    if msg.starts_with("is ") {
+        ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"{name}\" directive {msg}");
+    } else {
+        ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"{name}\" directive: {msg}");
     }
+    NGX_CONF_ERROR
 }
 
 /// Where the directive being parsed was written.

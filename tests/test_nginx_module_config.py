@@ -1,0 +1,87 @@
+"""Configuration of ngx_http_wsgi_module: every mistake fails `nginx -t` with the file, the line
+and what is expected; a complete valid configuration passes. Only `nginx -t` runs here.
+"""
+
+import re
+import subprocess
+
+import pytest
+
+from test_nginx_module_embedded import make_nginx, write_app, app_dir
+
+
+def nginx_t(nginx):
+    r = subprocess.run(["/usr/sbin/nginx", "-t", "-p", str(nginx.prefix), "-e", str(nginx.error_log),
+                        "-c", str(nginx.conf_path)], capture_output=True, text=True)
+    return r.returncode, r.stderr
+
+
+def line_of(nginx, needle: str) -> int:
+    """The line number of the LAST line containing `needle` (the one a duplicate is reported at)."""
+    found = [i for i, line in enumerate(nginx.conf_path.read_text().splitlines(), 1) if needle in line]
+    assert found, f"{needle!r} not in the config"
+    return found[-1]
+
+
+@pytest.fixture(scope="module")
+def app(launcher):
+    return write_app(app_dir(launcher), "app.py", """
+        def application(environ, start_response):
+            start_response("200 OK", [])
+            return [b"ok"]
+    """)
+
+
+BAD = [
+    # (http snippet, server snippet, the directive line to point at, expected message regex)
+    ("wsgi_threads 0;", "", "wsgi_threads", r'invalid value "0": expected a number of threads from 1 to 1024'),
+    ("wsgi_threads many;", "", "wsgi_threads", r'invalid value "many"'),
+    ("wsgi_threads 2;\nwsgi_threads 3;", "", "wsgi_threads 3", r'"wsgi_threads" directive is duplicate'),
+    ("wsgi_daemon_process site bogus=1;", "", "wsgi_daemon_process",
+     r'unknown option "bogus" in wsgi_daemon_process: expected one of processes, threads, python-home'),
+    ("wsgi_daemon_process site processes=zero;", "", "wsgi_daemon_process",
+     r'invalid value "zero" for "processes": expected a number from 1 to 1024'),
+    ("wsgi_daemon_process site threads;", "", "wsgi_daemon_process", r'invalid option "threads": expected key=value'),
+    ("wsgi_daemon_process site user=root;", "", "wsgi_daemon_process", r'daemons never run as root'),
+    ("wsgi_daemon_process site socket=nowhere;", "", "wsgi_daemon_process", r'expected unix:PATH or HOST:PORT'),
+    ("wsgi_daemon_process site;\nwsgi_daemon_process site;", "", "wsgi_daemon_process site;", r'duplicate process group "site"'),
+    ("wsgi_daemon_process 'bad name';", "", "wsgi_daemon_process", r'invalid process group name "bad name"'),
+    ("wsgi_python_home /nonexistent/venv;", "", "wsgi_python_home", r'"/nonexistent/venv" is not a directory'),
+    ("", "location / {{ wsgi_callable 1app; wsgi_script {app}; }}", "wsgi_callable",
+     r'invalid value "1app": expected a Python identifier'),
+    ("", "location / {{ wsgi_script {app}; wsgi_process_group nope; }}", "wsgi_process_group",
+     r'wsgi_process_group "nope" is not declared: add "wsgi_daemon_process nope \.\.\.;" to the http block'),
+    ("wsgi_script /x.py;", "", "wsgi_script", r'"wsgi_script" directive is not allowed here'),
+    ("", "location / {{ wsgi_script {app} extra; }}", "wsgi_script", r'invalid number of arguments in "wsgi_script"'),
+]
+
+
+@pytest.mark.parametrize("http,server,directive,message", BAD, ids=[b[3][:40] for b in BAD])
+def test_mistakes_fail_nginx_t_with_file_line_and_expectation(launcher, app, http, server, directive, message):
+    nginx = make_nginx(launcher, server.format(app=app), http)
+    rc, err = nginx_t(nginx)
+    assert rc != 0, err
+    assert re.search(message, err), err
+    # The error names the config file and the line of the offending directive.
+    assert f"{nginx.conf_path}:{line_of(nginx, directive)}" in err, err
+
+
+def test_full_valid_configuration_passes(launcher, app):
+    http = """
+        wsgi_python_path /srv/lib:/srv/other;
+        wsgi_threads 16;
+        wsgi_callable application;
+        wsgi_daemon_process site processes=2 threads=8 python-home=/usr python-path=/srv/a:/srv/b
+            user=nobody group=nogroup maximum-requests=1000 request-timeout=30 graceful-timeout=10
+            queue-timeout=5 listen-backlog=128 socket=unix:/tmp/rwsgi-site.sock display-name=site-wsgi;
+        wsgi_daemon_process tcp socket=127.0.0.1:0;
+    """
+    server = f"""
+        location /embedded/ {{ wsgi_script {app}; wsgi_callable application; }}
+        location = /exact {{ wsgi_script {app}; }}
+        location ~ ^/re/ {{ wsgi_script {app}; }}
+        location /daemon/ {{ wsgi_script {app}; wsgi_process_group site; }}
+    """
+    nginx = make_nginx(launcher, server, http)
+    rc, err = nginx_t(nginx)
+    assert rc == 0, err
