@@ -85,3 +85,24 @@ def test_full_valid_configuration_passes(launcher, app):
     nginx = make_nginx(launcher, server, http)
     rc, err = nginx_t(nginx)
     assert rc == 0, err
+
+
+@pytest.mark.parametrize("name", ["nginx-embedded.conf", "nginx-daemon.conf"])
+def test_conf_examples_pass_nginx_t(launcher, name):
+    """Each conf-examples/nginx-*.conf passes `nginx -t` with the built module and a stand-in
+    /srv/app tree (a venv directory and the scripts) swapped in."""
+    from harness import paths
+    from test_nginx_module_embedded import module_path
+    srv = launcher._prefix("srv-app")
+    for sub in ("venv", "src", "static"):
+        (srv / sub).mkdir()
+    for script in ("app.py", "admin.py", "health.py"):
+        (srv / "src" / script).write_text("def application(e, s):\n    s('200 OK', [])\n    return [b'']\n")
+    text = (paths.ROOT / "conf-examples" / name).read_text()
+    text = text.replace("/usr/lib/nginx/modules/ngx_http_wsgi_module.so", str(module_path()))
+    text = text.replace("/srv/app", str(srv)).replace("/tmp/rwsgi-example", str(srv / "rwsgi-example"))
+    conf = srv / name
+    conf.write_text(text)
+    r = subprocess.run(["/usr/sbin/nginx", "-t", "-p", str(srv), "-e", str(srv / "error.log"),
+                        "-c", str(conf)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
