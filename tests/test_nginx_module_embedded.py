@@ -325,6 +325,7 @@ def test_slow_client_backpressure_bounds_memory_and_close_is_called(tools, state
     time.sleep(1.0)
     second = int(produced.read_text())
     grown = rss_kib(pid) - before
+    print(f"backpressure: generator produced {second} bytes, worker RSS grew {grown} KiB")
     assert second == first, "the generator kept running while the client was not reading"
     assert second < 32 * 1024 * 1024, f"generator got {second} bytes ahead of a stalled client"
     assert grown < 40 * 1024, f"worker RSS grew by {grown} KiB"
