@@ -129,6 +129,12 @@ def application(environ, start_response):
             raise RuntimeError("late boom")
         start_response("200 OK", [("Content-Type", "text/plain")])
         return late()
+    if path == "/raise-late-cl":
+        def late_cl():
+            yield b"partial"
+            raise RuntimeError("late boom")
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "100")])
+        return late_cl()
     if path == "/headers":
         start_response("201 Created", [("Content-Type", "text/plain"), ("X-One", "1"),
                                        ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")])
@@ -157,24 +163,40 @@ def site_config(directory: Path, extra: str = "", alias: str = "/app") -> str:
     """
 
 
+class Site(tuple):
+    """(apache, app directory, label) plus what wsgi.multithread must say there."""
+    multithread: bool
+
+
+def make_site(apache, directory, label, multithread):
+    site = Site((apache, directory, label))
+    site.multithread = multithread
+    return site
+
+
+def all_logs(apache) -> str:
+    """Apache's error log and its stderr (where daemon groups log)."""
+    return apache.error_log_text() + apache.process.log_text()
+
+
 @pytest.fixture(scope="module", params=MPMS)
 def site(request, new_launcher):
     lch = new_launcher(f"apache-embedded-{request.param}")
     try:
         d = app_dir(lch)
         apache = rwsgi_apache(lch, site_config(d), mpm=request.param)
-        yield apache, d, request.param
+        yield make_site(apache, d, request.param, multithread=request.param != "prefork")
     finally:
         lch.stop_all()
 
 
 def test_hello_and_mode(site):
-    apache, _, mpm = site
+    apache, _, _ = site
     r = requests.get(apache.url("/app"), timeout=10)
     assert r.status_code == 200 and r.text == "Hello, World!"
     assert r.headers["Server"].startswith("Apache/2.4")
     mode = requests.get(apache.url("/app/mode"), timeout=10).json()
-    assert mode["multithread"] is (mpm != "prefork")
+    assert mode["multithread"] is site.multithread
     assert mode["multiprocess"] is True
     assert mode["prefix"] == "/usr"
 
@@ -236,9 +258,9 @@ def test_exception_is_500_and_logged(site):
     r = requests.get(apache.url("/app/raise"), timeout=10)
     assert r.status_code == 500
     deadline = time.time() + 5
-    while "boom from the app" not in apache.error_log_text() and time.time() < deadline:
+    while "boom from the app" not in all_logs(apache) and time.time() < deadline:
         time.sleep(0.05)
-    log = apache.error_log_text()
+    log = all_logs(apache)
     assert "RuntimeError: boom from the app" in log and "Traceback" in log
     assert requests.get(apache.url("/app"), timeout=10).text == "Hello, World!"
 
@@ -249,6 +271,14 @@ def test_late_exception_truncates_response(site):
     raw = http.request(apache.port, "GET", "/app/raise-late")
     assert raw.status == 200
     assert raw.truncated, "a failed chunked response must not end with the last-chunk"
+
+
+def test_late_exception_with_content_length_truncates(site):
+    apache, _, _ = site
+    from harness import http
+    raw = http.request(apache.port, "GET", "/app/raise-late-cl")
+    assert raw.status == 200 and raw.content_length == 100
+    assert raw.body == b"partial" and raw.truncated
 
 
 def test_status_and_repeated_headers(site):

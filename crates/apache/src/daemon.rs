@@ -403,8 +403,14 @@ unsafe fn start_groups(pconf: *mut apr_pool_t, s: *mut server_rec) -> Result<(),
             n
         ));
         let cfg = group_config(group, main, app, socket, timeout);
-        cfg.validate()
-            .map_err(|e| format!("WSGIDaemonProcess {}: {e}", group.name))?;
+        cfg.validate().map_err(|e| {
+            let hint = if e.option == "socket" {
+                " (set WSGISocketPrefix to a shorter directory)"
+            } else {
+                ""
+            };
+            format!("WSGIDaemonProcess {}: {e}{hint}", group.name)
+        })?;
         routes.push(Route {
             name: group.name.clone(),
             socket: cfg.socket.clone(),
