@@ -81,22 +81,14 @@ else
 fi
 
 # ---- 3. configured nginx tree -------------------------------------------------------------------
+# ngx-headers/configure.sh owns how (Debian's own configure flags, --with-compat) and when (it is
+# idempotent); the nginx module's build reads the result through .cargo/config.toml.
 NGX_SRC="$ROOT/build/nginx-src"
-ngx_version="$(dpkg-query -W -f='${Version}' nginx-dev)"
-if [[ -f $NGX_SRC/objs/ngx_auto_config.h && "$(cat "$NGX_SRC/.debian-version" 2>/dev/null)" == "$ngx_version" ]]; then
-    say "nginx tree: already configured ($NGX_SRC, nginx-dev $ngx_version)"
+if [[ -f $NGX_SRC/objs/ngx_auto_config.h && $NGX_SRC/objs/ngx_auto_config.h -nt /usr/share/nginx/src/conf_flags ]]; then
+    say "nginx tree: already configured ($NGX_SRC)"
 else
-    say "configuring a copy of /usr/share/nginx/src in $NGX_SRC (--with-compat, Debian's flags)"
-    rm -rf "$NGX_SRC"
-    cp -a /usr/share/nginx/src "$NGX_SRC"
-    (
-        cd "$NGX_SRC"
-        # shellcheck disable=SC1091
-        . ./conf_flags
-        printf '%s\n' "${NGX_CONF_FLAGS[@]}" | grep -qx -- '--with-compat' || die "conf_flags lacks --with-compat"
-        ./configure "${NGX_CONF_FLAGS[@]}" >configure.log 2>&1 || { tail -30 configure.log >&2; die "nginx ./configure failed (see $NGX_SRC/configure.log)"; }
-    )
-    echo "$ngx_version" >"$NGX_SRC/.debian-version"
+    say "configuring a copy of /usr/share/nginx/src in $NGX_SRC (ngx-headers/configure.sh)"
+    sh "$ROOT/ngx-headers/configure.sh" /usr/share/nginx/src "$NGX_SRC" || die "configuring the nginx tree failed"
 fi
 
 # ---- 4. Rust build ------------------------------------------------------------------------------
