@@ -265,6 +265,8 @@ fn relay_response(r: &mut request_rec, conn: &mut Conn, group: &str) -> c_int {
         }
     };
     let rp: *const request_rec = &*r;
+    // HEAD: the worker sends the head only (its Content-Length describes the GET body).
+    let header_only = r.header_only != 0;
     let mut out = Output::new(r);
     let head = Head {
         status,
@@ -273,6 +275,9 @@ fn relay_response(r: &mut request_rec, conn: &mut Conn, group: &str) -> c_int {
     };
     if out.start(&head).is_err() {
         return out.finish(Outcome::ClientGone);
+    }
+    if header_only {
+        return out.finish(Outcome::Complete);
     }
     let expected = out.content_length();
     let mut received = (filled - head_len) as u64;
