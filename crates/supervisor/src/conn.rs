@@ -19,6 +19,8 @@ use crate::signals::monotonic_ms;
 
 /// Vars one packet may carry (uWSGI's default is 64; a browser request through nginx has ~30).
 const MAX_VARS: usize = 512;
+/// Vars parsed into stack storage before falling back to the heap.
+const SMALL_VARS: usize = 96;
 
 /// Body bytes read and thrown away after the response when the app did not read them: closing a
 /// socket with unread input makes Linux send a reset, which can destroy the response still in
@@ -90,10 +92,7 @@ impl std::fmt::Display for Bad {
 
 /// Serves one connection to the end and closes it (by dropping `stream`).
 pub fn serve(stream: Stream, ctx: &Ctx<'_>, scratch: &mut Scratch) {
-    if let Err(e) = stream.set_timeouts(ctx.socket_timeout) {
-        rwlog!("RW034", "setting socket timeouts: {e}");
-        return;
-    }
+    stream.set_timeouts(ctx.socket_timeout);
     let filled = match read_packet(&stream, &mut scratch.buf) {
         Ok(Some(n)) => n,
         Ok(None) => return, // connected and closed without a byte: a health check
@@ -150,9 +149,18 @@ fn run_request(
     ctx: &Ctx<'_>,
     head_buf: &mut Vec<u8>,
 ) -> Result<(), Bad> {
-    let mut storage: [Var<'_>; MAX_VARS] = [EMPTY_VAR; MAX_VARS];
-    let mut req = uwsgi::Request::new(&mut storage);
-    let consumed = match req.parse(packet).map_err(Bad::Parse)? {
+    // Room for a typical request on the stack; a packet with more vars is parsed again into
+    // heap storage of the full limit.
+    let mut small: [Var<'_>; SMALL_VARS] = [EMPTY_VAR; SMALL_VARS];
+    let mut large: Vec<Var<'_>>;
+    let mut req = uwsgi::Request::new(&mut small);
+    let mut parsed = req.parse(packet);
+    if parsed == Err(uwsgi::Error::TooManyVars) {
+        large = vec![EMPTY_VAR; MAX_VARS];
+        req = uwsgi::Request::new(&mut large);
+        parsed = req.parse(packet);
+    }
+    let consumed = match parsed.map_err(Bad::Parse)? {
         uwsgi::Status::Complete(n) => n,
         // read_packet already holds the whole declared block, so this cannot be short.
         uwsgi::Status::Partial => return Err(Bad::Parse(uwsgi::Error::Truncated)),
@@ -278,10 +286,10 @@ fn run_request(
 /// After a complete response: signal the end (FIN), then consume the unread body so that the
 /// close does not turn into a reset that could destroy the response in flight.
 fn finish_clean(stream: &Stream, body: &mut SocketBody<'_>) {
-    stream.shutdown_write();
     if body.remaining == 0 || body.remaining > DRAIN_LIMIT {
-        return;
+        return; // the close itself ends the response
     }
+    stream.shutdown_write();
     let mut sink = [0u8; 16 * 1024];
     while let Ok(n) = body.read(&mut sink) {
         if n == 0 {
@@ -513,6 +521,7 @@ fn write_all_vectored(mut stream: &Stream, mut bufs: &mut [IoSlice<'_>]) -> io::
 
 /// sendfile(2) until `len` bytes went out or the file ended; returns the bytes sent.
 fn sendfile_all(stream: &Stream, file: &std::fs::File, offset: u64, len: u64) -> io::Result<u64> {
+    stream.prepare_blocking()?;
     let mut off = libc::off_t::try_from(offset)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file offset too large"))?;
     let mut sent = 0u64;
@@ -606,7 +615,12 @@ mod tests {
         assert!(queued_for(format!("t={two_s_ago}").as_bytes()).is_some());
         assert_eq!(queued_for(b"soon"), None);
         let msec = format!("{:.3}", (now - 3_000_000) as f64 / 1e6);
-        assert!(queued_for(msec.as_bytes()).unwrap() >= Duration::from_secs(3));
+        // Rounded to milliseconds, and f64 seconds-since-epoch keep ~0.2 us of precision.
+        let waited = queued_for(msec.as_bytes()).unwrap();
+        assert!(
+            waited > Duration::from_millis(2990) && waited < Duration::from_secs(4),
+            "{waited:?}"
+        );
         assert_eq!(queued_for(b"-1.5"), None);
     }
 }

@@ -7,12 +7,14 @@
 //! never followed if it is a symlink). The backlog is applied with a second `listen(2)`, which
 //! Linux allows on a listening socket and which std's bind does not expose.
 
+use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::config::{GroupConfig, SocketSpec};
 use crate::privs;
@@ -65,12 +67,12 @@ impl Listener {
     /// accepted socket is blocking (Linux does not inherit O_NONBLOCK) and close-on-exec.
     pub fn accept(&self) -> io::Result<Stream> {
         match self {
-            Listener::Unix { sock, .. } => sock.accept().map(|(s, _)| Stream::Unix(s)),
+            Listener::Unix { sock, .. } => sock.accept().map(|(s, _)| Stream::new(Inner::Unix(s))),
             Listener::Tcp(sock) => {
                 let (s, _) = sock.accept()?;
                 // uwsgi responses are written in few large pieces; no reason to delay them.
                 let _ = s.set_nodelay(true);
-                Ok(Stream::Tcp(s))
+                Ok(Stream::new(Inner::Tcp(s)))
             }
         }
     }
@@ -159,28 +161,54 @@ fn bind_tcp(addr: &str) -> Result<Listener, String> {
 }
 
 /// One accepted front-end connection.
-pub enum Stream {
-    /// From a unix socket.
+///
+/// Reads and writes first try without blocking (`MSG_DONTWAIT`): for the usual request the whole
+/// packet is already there and the response fits in the socket buffer, so the read and write
+/// timeouts are never needed and cost no `setsockopt` calls. Only when an operation would block
+/// are the timeouts set (once), and the operation repeated as a blocking one.
+pub struct Stream {
+    inner: Inner,
+    timeout: Cell<Duration>,
+    armed: Cell<bool>,
+}
+
+enum Inner {
     Unix(UnixStream),
-    /// From a TCP socket.
     Tcp(TcpStream),
 }
 
 impl Stream {
-    /// Read and write timeouts (the front end stalling must not pin a thread forever).
-    pub fn set_timeouts(&self, t: std::time::Duration) -> io::Result<()> {
-        let t = Some(t).filter(|d| !d.is_zero());
-        match self {
-            Stream::Unix(s) => s.set_read_timeout(t).and_then(|_| s.set_write_timeout(t)),
-            Stream::Tcp(s) => s.set_read_timeout(t).and_then(|_| s.set_write_timeout(t)),
+    fn new(inner: Inner) -> Stream {
+        Stream {
+            inner,
+            timeout: Cell::new(Duration::ZERO),
+            armed: Cell::new(false),
+        }
+    }
+
+    /// Read and write timeouts (the front end stalling must not pin a thread forever), applied
+    /// the first time an operation would block. Zero = none.
+    pub fn set_timeouts(&self, t: Duration) {
+        self.timeout.set(t);
+    }
+
+    fn arm(&self) -> io::Result<()> {
+        if self.armed.get() {
+            return Ok(());
+        }
+        self.armed.set(true);
+        let t = Some(self.timeout.get()).filter(|d| !d.is_zero());
+        match &self.inner {
+            Inner::Unix(s) => s.set_read_timeout(t).and_then(|_| s.set_write_timeout(t)),
+            Inner::Tcp(s) => s.set_read_timeout(t).and_then(|_| s.set_write_timeout(t)),
         }
     }
 
     /// Half-closes the sending side: the front end sees the end of the response.
     pub fn shutdown_write(&self) {
-        let _ = match self {
-            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
-            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+        let _ = match &self.inner {
+            Inner::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+            Inner::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
         };
     }
 
@@ -202,38 +230,83 @@ impl Stream {
             )
         };
     }
+
+    /// Before a blocking operation: the timeouts must be in place.
+    pub fn prepare_blocking(&self) -> io::Result<()> {
+        self.arm()
+    }
+}
+
+fn would_block(n: isize) -> Option<io::Error> {
+    if n >= 0 {
+        return None;
+    }
+    Some(io::Error::last_os_error())
 }
 
 impl AsRawFd for Stream {
     fn as_raw_fd(&self) -> RawFd {
-        match self {
-            Stream::Unix(s) => s.as_raw_fd(),
-            Stream::Tcp(s) => s.as_raw_fd(),
+        match &self.inner {
+            Inner::Unix(s) => s.as_raw_fd(),
+            Inner::Tcp(s) => s.as_raw_fd(),
         }
     }
 }
 
 impl Read for &Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Unix(s) => (&*s).read(buf),
-            Stream::Tcp(s) => (&*s).read(buf),
+        if !self.armed.get() {
+            // SAFETY: buf is valid for buf.len() bytes; the fd is open for as long as self.
+            let n = unsafe {
+                libc::recv(
+                    self.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            match would_block(n) {
+                None => return Ok(n as usize),
+                Some(e) if e.kind() == io::ErrorKind::WouldBlock => self.arm()?,
+                Some(e) => return Err(e),
+            }
+        }
+        match &self.inner {
+            Inner::Unix(s) => (&*s).read(buf),
+            Inner::Tcp(s) => (&*s).read(buf),
         }
     }
 }
 
 impl Write for &Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Unix(s) => (&*s).write(buf),
-            Stream::Tcp(s) => (&*s).write(buf),
-        }
+        self.write_vectored(&[io::IoSlice::new(buf)])
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            Stream::Unix(s) => (&*s).write_vectored(bufs),
-            Stream::Tcp(s) => (&*s).write_vectored(bufs),
+        if !self.armed.get() {
+            // SAFETY: an all-zero msghdr is valid (no name, no control data); iov points to
+            // `bufs`, whose IoSlice layout is that of iovec (std guarantees it on unix) and which
+            // outlives the call.
+            let n = unsafe {
+                let mut msg: libc::msghdr = std::mem::zeroed();
+                msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+                msg.msg_iovlen = bufs.len().min(1024) as _;
+                libc::sendmsg(
+                    self.as_raw_fd(),
+                    &msg,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            match would_block(n) {
+                None => return Ok(n as usize),
+                Some(e) if e.kind() == io::ErrorKind::WouldBlock => self.arm()?,
+                Some(e) => return Err(e),
+            }
+        }
+        match &self.inner {
+            Inner::Unix(s) => (&*s).write_vectored(bufs),
+            Inner::Tcp(s) => (&*s).write_vectored(bufs),
         }
     }
 

@@ -4,6 +4,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
+use std::time::Duration;
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(common::bin()).args(args).output().unwrap();
@@ -191,7 +192,7 @@ fn socket_mode_and_display_name() {
     assert_eq!(mode, 0o660);
     let comm = std::fs::read_to_string(format!("/proc/{}/comm", s.pid())).unwrap();
     assert_eq!(comm.trim(), "rw-test-app");
-    assert!(s.log().contains("rw-test-app["), "{}", s.log());
+    s.wait_log_count("rw-test-app[", 1, Duration::from_secs(5));
     let worker_pid = s.get("/pid").text();
     let comm = std::fs::read_to_string(format!("/proc/{worker_pid}/comm")).unwrap();
     assert_eq!(comm.trim(), "rw-test-app");
