@@ -79,7 +79,7 @@ def test_mod_wsgi_and_mod_rwsgi_refuse_to_share_a_server(launcher):
         "module wsgi_module" in err or "WSGI" in err, err
 
 
-@pytest.mark.parametrize("name", ["apache-embedded.conf"])
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "conf-examples").glob("apache-*.conf")))
 def test_conf_examples_pass_config_test(launcher, tmp_path, name):
     """Each conf-examples/apache-*.conf passes `apache2 -t` with the built module swapped in."""
     text = (ROOT / "conf-examples" / name).read_text()

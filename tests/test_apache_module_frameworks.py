@@ -2,6 +2,10 @@
 virtualenv made from Debian's /usr/bin/python3), as a mod_wsgi user would deploy them.
 """
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 import requests
 
@@ -20,7 +24,8 @@ def index():
 @app.route("/info", methods=["GET", "POST"])
 def info():
     return jsonify(prefix=sys.prefix, method=request.method, form=request.form.to_dict(),
-                   script_root=request.script_root, path=request.path)
+                   script_root=request.script_root, path=request.path,
+                   process=open("/proc/self/comm").read().strip())
 
 application = app
 """
@@ -47,27 +52,47 @@ def hello(request):
 def info(request):
     return JsonResponse({"prefix": sys.prefix, "method": request.method,
                          "post": request.POST.dict(), "script_name": request.META["SCRIPT_NAME"],
-                         "reverse": reverse("hello")})
+                         "reverse": reverse("hello"), "process": open("/proc/self/comm").read().strip()})
 
 urlpatterns = [path("", hello, name="hello"), path("info", info)]
 application = get_wsgi_application()
 """
 
 
-@pytest.fixture(scope="module")
-def site(launcher, venv):
-    d = launcher._prefix("frameworks")
+@pytest.fixture(scope="module", params=["embedded", "daemon"])
+def site(request, new_launcher, venv):
+    lch = new_launcher(f"apache-frameworks-{request.param}")
+    # A short directory: daemon sockets live here and unix socket paths are limited to 107 bytes.
+    d = Path(tempfile.mkdtemp(prefix="fw-"))
+    d.chmod(0o755)
     write_app(d, "flask_app.wsgi", FLASK_APP)
     write_app(d, "django_app.wsgi", DJANGO_APP)
+    if request.param == "daemon":
+        # One script per daemon group; python-home is inherited from WSGIPythonHome.
+        daemons = f"""
+            WSGISocketPrefix {d}/s
+            WSGIDaemonProcess flask processes=1 threads=4 display-name=%{{GROUP}}
+            WSGIDaemonProcess django processes=2 threads=2 display-name=%{{GROUP}}
+        """
+        groups = ("process-group=flask application-group=%{GLOBAL}", "process-group=django application-group=%{GLOBAL}")
+    else:
+        daemons, groups = "", ("", "")
     config = f"""
         WSGIPythonHome {venv}
-        WSGIScriptAlias /flask {d}/flask_app.wsgi
-        WSGIScriptAlias /django {d}/django_app.wsgi
+        {daemons}
+        WSGIScriptAlias /flask {d}/flask_app.wsgi {groups[0]}
+        WSGIScriptAlias /django {d}/django_app.wsgi {groups[1]}
         <Directory {d}>
             Require all granted
         </Directory>
     """
-    return rwsgi_apache(launcher, config)
+    try:
+        apache = rwsgi_apache(lch, config)
+        apache.mode = request.param
+        yield apache
+    finally:
+        lch.stop_all()
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def test_flask(site, venv):
@@ -76,6 +101,7 @@ def test_flask(site, venv):
     assert info["prefix"] == str(venv)
     assert info["method"] == "POST" and info["form"] == {"a": "1"}
     assert info["script_root"] == "/flask" and info["path"] == "/info"
+    assert info["process"] == ("(wsgi:flask)" if site.mode == "daemon" else "apache2")
 
 
 def test_django(site, venv):
@@ -84,3 +110,4 @@ def test_django(site, venv):
     assert info["prefix"] == str(venv)
     assert info["method"] == "POST" and info["post"] == {"b": "2"}
     assert info["script_name"] == "/django" and info["reverse"] == "/django/"
+    assert info["process"] == ("(wsgi:django)" if site.mode == "daemon" else "apache2")
