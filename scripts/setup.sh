@@ -37,7 +37,7 @@ if ((${#missing[@]})); then
         printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
         chmod 0755 /usr/sbin/policy-rc.d
         policy_added=1
-        trap '[[ $policy_added == 1 ]] && rm -f /usr/sbin/policy-rc.d' EXIT
+        trap 'if [[ $policy_added == 1 ]]; then rm -f /usr/sbin/policy-rc.d; fi' EXIT
     fi
     export DEBIAN_FRONTEND=noninteractive
     apt-get update
