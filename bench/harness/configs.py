@@ -14,6 +14,7 @@ Settings shared by every configuration, and why (bench/README.md lists them too)
 - every server drops to www-data; every backend listens on a unix socket.
 """
 
+import datetime
 import os
 import shutil
 import socket
@@ -363,8 +364,10 @@ def versions(s):
     if os.access(s.rwsgi_worker, os.X_OK):
         repo = os.path.dirname(s.bench_dir)
         commit = run(["git", "-C", repo, "log", "-1", "--format=%h %cd", "--date=iso"])
-        dirty = run(["git", "-C", repo, "status", "--porcelain", "--", "crates"])
-        v["rwsgi-worker"] = f"{s.rwsgi_worker} built from {commit}" + (
-            " (crates/ has uncommitted changes)" if dirty not in ("", "?") else ""
+        dirty = run(["git", "-C", repo, "status", "--porcelain", "--",
+                     "crates/supervisor", "crates/pyhost", "crates/uwsgi"])
+        built = datetime.datetime.fromtimestamp(os.path.getmtime(s.rwsgi_worker), datetime.timezone.utc)
+        v["rwsgi-worker"] = f"{s.rwsgi_worker} (built {built:%H:%M} UTC) at commit {commit}" + (
+            " (its crates had uncommitted changes)" if dirty not in ("", "?") else ""
         )
     return v

@@ -107,26 +107,31 @@ class WrkRun:
     bytes_per_req: float
     server_cpu_s: float
     server_us_per_req: float
+    cpu_split: dict  # service name -> CPU us per request of that service's process tree
     tree_changed: bool  # a server process appeared or exited during the run
     wrk_cpu_s: float
     other_cores: float  # CPU used by jobs that are neither our servers nor wrk
     wall_s: float
 
 
-def run_wrk(url, lua, connections, seconds, server_roots, threads=2):
-    """Run wrk once against url while accounting server, wrk and machine CPU."""
+def run_wrk(url, lua, connections, seconds, servers, threads=2):
+    """Run wrk once against url while accounting server, wrk and machine CPU.
+
+    servers: [(name, root pid)] of the configuration's services; CPU is reported per service
+    tree and in total.
+    """
     argv = [
         "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s",
         "--latency", "--timeout", "5s", "-s", lua, url,
     ]
-    tree0 = procs.tree_snapshot(server_roots)
+    before = {name: procs.tree_snapshot([pid]) for name, pid in servers}
     busy0, t0 = procs.machine_busy()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = proc.stdout.read()
     _, status, rusage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     busy1, t1 = procs.machine_busy()
-    tree1 = procs.tree_snapshot(server_roots)
+    after = {name: procs.tree_snapshot([pid]) for name, pid in servers}
     text = out.decode("utf-8", "replace")
     result = None
     for line in text.splitlines():
@@ -135,7 +140,11 @@ def run_wrk(url, lua, connections, seconds, server_roots, threads=2):
     if proc.returncode != 0 or result is None:
         raise RuntimeError(f"wrk failed (exit {proc.returncode}): {' '.join(argv)}\n{text}")
     wall = t1 - t0
-    server_cpu, changed = procs.tree_cpu_delta(tree0, tree1)
+    split, changed = {}, False
+    for name, _ in servers:
+        split[name], moved = procs.tree_cpu_delta(before[name], after[name])
+        changed = changed or moved
+    server_cpu = sum(split.values())
     wrk_cpu = rusage.ru_utime + rusage.ru_stime
     requests = result["requests"]
     detail = {k: result[k] for k in ("status", "connect", "read", "write", "timeout")}
@@ -150,6 +159,7 @@ def run_wrk(url, lua, connections, seconds, server_roots, threads=2):
         bytes_per_req=result["bytes"] / requests if requests else 0.0,
         server_cpu_s=server_cpu,
         server_us_per_req=server_cpu / requests * 1e6 if requests else 0.0,
+        cpu_split={k: v / requests * 1e6 if requests else 0.0 for k, v in split.items()},
         tree_changed=changed,
         wrk_cpu_s=wrk_cpu,
         other_cores=max(0.0, (busy1 - busy0) - server_cpu - wrk_cpu) / wall,

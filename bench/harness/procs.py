@@ -86,6 +86,23 @@ def tree_cpu_delta(before, after):
     return used, set(before) != set(after)
 
 
+def tree_context_switches(roots):
+    """(voluntary, involuntary) context switches summed over every thread of a process tree."""
+    vol = invol = 0
+    for pid in tree_pids(roots):
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            for line in (_read(f"/proc/{pid}/task/{tid}/status") or "").splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    vol += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches:"):
+                    invol += int(line.split()[1])
+    return vol, invol
+
+
 def machine_busy():
     """(busy seconds summed over all cores, wall time) from the aggregate line of /proc/stat."""
     line = _read("/proc/stat").splitlines()[0].split()

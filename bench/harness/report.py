@@ -72,6 +72,10 @@ def summary_rows(records, config_order, workload_order):
                     "p99": _median([r["p99_ms"] for r in rs]),
                     "errors": sum(r["errors"] for r in rs),
                     "cpu": _median([r["server_us_per_req"] for r in rs]),
+                    "cpu_split": {
+                        name: _median([r["cpu_split"][name] for r in rs])
+                        for name in rs[0]["cpu_split"]
+                    },
                     "load1": _median([r["load1"] for r in rs]),
                     "other": _median([r["other_cores"] for r in rs]),
                     "other_max": max(r["other_cores"] for r in rs),
@@ -146,15 +150,17 @@ def markdown(run):
         "",
         "Medians across rounds. Ratios (`x ...`) are medians of per-round ratios to that reference "
         "in the same round. `errors` = wrk non-2xx + socket errors, summed over rounds. "
-        "`srv CPU us/req` = utime+stime of the server process tree(s) per request, wrk excluded. "
+        "`srv CPU us/req` = utime+stime of the server process tree(s) per request, wrk excluded; "
+        "`CPU split` = the same per service (front end + backend). "
         "`other cores` = CPU used by jobs outside this benchmark during the run (median, max).",
         "",
     ]
     head = ["app", "c", "config", "procs x thr", "req/s", *ratio_labels, "p50 ms", "p99 ms",
-            "errors", "srv CPU us/req", "load1", "other cores", "req/s per round"]
+            "errors", "srv CPU us/req", "CPU split", "load1", "other cores", "req/s per round"]
     out.append("| " + " | ".join(head) + " |")
-    out.append("|" + "|".join(["---", "---:", "---", "---", "---:"] + ["---:"] * (len(head) - 6)
-                               + ["---"]) + "|")
+    align = ["---", "---:", "---", "---"] + ["---:"] * (len(head) - 4)
+    align[head.index("CPU split")] = align[-1] = "---"
+    out.append("|" + "|".join(align) + "|")
     for row in rows:
         flag = " (process tree changed)" if row["tree_changed"] else ""
         out.append("| " + " | ".join([
@@ -162,6 +168,7 @@ def markdown(run):
             _fmt(row["rps"]),
             *[_fmt(row["ratios"].get(label), 2) for label in ratio_labels],
             _fmt(row["p50"], 2), _fmt(row["p99"], 2), str(row["errors"]), _fmt(row["cpu"]),
+            " + ".join(f"{k} {v:.0f}" for k, v in row["cpu_split"].items()) if len(row["cpu_split"]) > 1 else "",
             _fmt(row["load1"], 2), f"{row['other']:.2f} / {row['other_max']:.2f}",
             ", ".join(_fmt(v) for v in row["per_round"]),
         ]) + " |")
