@@ -334,3 +334,27 @@ def test_restrict_embedded_refuses(launcher):
     apache = rwsgi_apache(launcher, site_config(d, "WSGIRestrictEmbedded On"))
     assert requests.get(apache.url("/app"), timeout=10).status_code == 500
     assert "WSGIRestrictEmbedded" in apache.error_log_text()
+
+
+def test_sethandler_needs_execcgi(launcher):
+    """`AddHandler wsgi-script .wsgi` serves scripts under a DocumentRoot, only with ExecCGI."""
+    d = app_dir(launcher, "handler")
+    (d / "open").mkdir()
+    (d / "open").chmod(0o755)
+    write_app(d / "open", "app.wsgi", APP)
+    config = f"""
+        DocumentRoot {d}
+        TypesConfig /etc/mime.types
+        <Directory {d}>
+            Require all granted
+            AddHandler wsgi-script .wsgi
+        </Directory>
+        <Directory {d}/open>
+            Options +ExecCGI
+        </Directory>
+    """
+    apache = rwsgi_apache(launcher, config, modules=("mime",))
+    assert requests.get(apache.url("/app.wsgi"), timeout=10).status_code == 403
+    env = requests.get(apache.url("/open/app.wsgi/environ"), timeout=10).json()
+    assert env["SCRIPT_NAME"] == "/open/app.wsgi" and env["PATH_INFO"] == "/environ"
+    assert "Options ExecCGI is off" in apache.error_log_text()
