@@ -102,6 +102,9 @@ pub struct LocConf {
     pub app: Option<usize>,
     /// Resolved in the merge step: index into [`MainConf::groups`] (daemon locations).
     pub group: Option<usize>,
+    /// Daemon locations: nginx's upstream settings (an `ngx_http_upstream_conf_t` in the
+    /// configuration pool), made in the merge step.
+    pub upstream: Option<std::ptr::NonNull<std::ffi::c_void>>,
 }
 
 impl LocConf {
@@ -133,14 +136,36 @@ pub fn resolve(conf: &mut LocConf, main: &mut MainConf) -> Result<(), String> {
     conf.group = None;
     conf.app = None;
     if let Some(group) = &conf.process_group {
-        match main.groups.iter().position(|g| g.name == group.name) {
-            Some(i) => conf.group = Some(i),
-            None => {
-                return Err(format!(
+        let Some(i) = main.groups.iter().position(|g| g.name == group.name) else {
+            return Err(format!(
                 "wsgi_process_group \"{}\" is not declared: add \"wsgi_daemon_process {} ...;\" \
-                     to the http block in {}:{}",
+                 to the http block in {}:{}",
                 group.name, group.name, group.origin.file, group.origin.line
-            ))
+            ));
+        };
+        conf.group = Some(i);
+        if let Some(script) = &conf.script {
+            let entry = AppEntry {
+                script: script.clone(),
+                callable: conf.callable().to_string(),
+            };
+            let declared = &mut main.groups[i];
+            match &declared.app {
+                None => declared.app = Some(entry),
+                Some(existing) if *existing == entry => {}
+                Some(existing) => {
+                    return Err(format!(
+                        "process group \"{}\" already serves {} ({}); a daemon group runs one app: \
+                         declare another group for {} ({}) in {}:{}",
+                        group.name,
+                        existing.script.display(),
+                        existing.callable,
+                        entry.script.display(),
+                        entry.callable,
+                        group.origin.file,
+                        group.origin.line
+                    ))
+                }
             }
         }
         return Ok(());

@@ -1,24 +1,481 @@
-//! Daemon mode: forwarding a request to a `wsgi_daemon_process` group over uwsgi.
+//! Daemon mode, worker side: forward a request to its `wsgi_daemon_process` group over uwsgi,
+//! with nginx's own upstream machinery (non-blocking connect, request body streamed from memory
+//! or the temp file, response streamed to the client unbuffered, timeouts, error logging).
+//!
+//! We supply only the protocol hooks, as nginx's own uwsgi module does: `create_request` (the
+//! uwsgi packet from the `uwsgi` crate's encoder, followed by the body buffers), and
+//! `process_header` (the worker's `HTTP/1.1 NNN reason` head, parsed by the `uwsgi` crate). The
+//! body then passes through nginx's default non-buffered filter until the worker closes.
 
-use ngx::ffi::{ngx_http_request_t, ngx_int_t, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_LOG_ERR};
+use std::ffi::{c_char, c_void};
+use std::ptr::NonNull;
+
+use ngx::ffi::{
+    ngx_alloc_chain_link, ngx_buf_t, ngx_conf_t, ngx_hash_find, ngx_hash_init_t, ngx_hash_key,
+    ngx_http_read_client_request_body, ngx_http_request_t, ngx_http_upstream_conf_t,
+    ngx_http_upstream_create, ngx_http_upstream_header_t, ngx_http_upstream_hide_headers_hash,
+    ngx_http_upstream_init, ngx_http_upstream_resolved_t, ngx_int_t, ngx_list_push, ngx_palloc,
+    ngx_pcalloc, ngx_pnalloc, ngx_str_t, ngx_table_elt_t, NGX_AGAIN, NGX_ERROR,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_SPECIAL_RESPONSE, NGX_HTTP_UPSTREAM_FT_ERROR,
+    NGX_HTTP_UPSTREAM_FT_TIMEOUT, NGX_HTTP_UPSTREAM_INVALID_HEADER, NGX_LOG_ERR, NGX_OK,
+};
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpUpstreamModule};
+
+use crate::daemon_options::{DaemonGroup, SocketAddr};
+use crate::WsgiModule;
+
+/// Room for the worker's response head (status line + headers), like `uwsgi_buffer_size`.
+const HEAD_BUFFER: usize = 16 * 1024;
+/// Headers of one response the parser accepts.
+const MAX_HEADERS: usize = 128;
+
+/// Headers nginx's uwsgi module hides from the client (they steer nginx, not the browser).
+static HIDE: [&[u8]; 5] = [
+    b"X-Accel-Expires",
+    b"X-Accel-Redirect",
+    b"X-Accel-Limit-Rate",
+    b"X-Accel-Buffering",
+    b"X-Accel-Charset",
+];
+
+/// The `ngx_http_upstream_conf_t` of a daemon location, made once at configuration time.
+///
+/// # Safety
+/// `cf` is the valid configuration of the merge step.
+pub unsafe fn make_upstream_conf(
+    cf: *mut ngx_conf_t,
+    group: &DaemonGroup,
+) -> Result<NonNull<c_void>, String> {
+    // SAFETY: cf is valid (contract); the conf lives in the configuration pool, zeroed first (the
+    // C modules' create_loc_conf starts from ngx_pcalloc as well).
+    unsafe {
+        let pool = (*cf).pool;
+        let u = ngx_pcalloc(pool, std::mem::size_of::<ngx_http_upstream_conf_t>())
+            .cast::<ngx_http_upstream_conf_t>();
+        let prev = ngx_pcalloc(pool, std::mem::size_of::<ngx_http_upstream_conf_t>())
+            .cast::<ngx_http_upstream_conf_t>();
+        if u.is_null() || prev.is_null() {
+            return Err("out of memory".to_string());
+        }
+        let c = &mut *u;
+        c.connect_timeout = 60_000;
+        c.send_timeout = 60_000;
+        // The group kills a request at request-timeout itself; without one, allow slow apps.
+        c.read_timeout = group
+            .request_timeout
+            .map_or(300_000, |t| (t.as_millis() as usize).saturating_add(10_000));
+        c.buffer_size = HEAD_BUFFER;
+        c.busy_buffers_size = 2 * HEAD_BUFFER;
+        c.temp_file_write_size = 2 * HEAD_BUFFER;
+        c.bufs.num = 8;
+        c.bufs.size = HEAD_BUFFER;
+        c.next_upstream = (NGX_HTTP_UPSTREAM_FT_ERROR | NGX_HTTP_UPSTREAM_FT_TIMEOUT) as _;
+        // Responses are streamed as the app produces them (no temp files, no proxy buffering).
+        c.buffering = 0;
+        c.request_buffering = 1;
+        c.pass_request_headers = 1;
+        c.pass_request_body = 1;
+        c.module = ngx_str_t {
+            len: 4,
+            data: c"wsgi".as_ptr().cast_mut().cast(),
+        };
+        let unset = usize::MAX as *mut ngx::ffi::ngx_array_t; // NGX_CONF_UNSET_PTR
+        c.hide_headers = unset;
+        c.pass_headers = unset;
+        (*prev).hide_headers = unset;
+        (*prev).pass_headers = unset;
+
+        let names = ngx_palloc(pool, (HIDE.len() + 1) * std::mem::size_of::<ngx_str_t>())
+            .cast::<ngx_str_t>();
+        if names.is_null() {
+            return Err("out of memory".to_string());
+        }
+        for (i, h) in HIDE.iter().enumerate() {
+            *names.add(i) = ngx_str_t {
+                len: h.len(),
+                data: h.as_ptr().cast_mut(),
+            };
+        }
+        *names.add(HIDE.len()) = ngx_str_t {
+            len: 0,
+            data: std::ptr::null_mut(),
+        };
+        let mut hash: ngx_hash_init_t = std::mem::zeroed();
+        hash.max_size = 512;
+        hash.bucket_size = 64;
+        hash.name = c"wsgi_hide_headers_hash".as_ptr().cast_mut();
+        if ngx_http_upstream_hide_headers_hash(cf, u, prev, names, &mut hash) != NGX_OK as ngx_int_t
+        {
+            return Err("cannot build the hidden headers table".to_string());
+        }
+        NonNull::new(u.cast()).ok_or_else(|| "out of memory".to_string())
+    }
+}
 
 /// Content phase for a location with `wsgi_process_group`.
-///
-/// Daemon groups are parsed and checked by `nginx -t`, but starting and reaching them is not
-/// implemented in this build yet: answer 503 and say so in the error log (never silently).
 ///
 /// # Safety
 /// `r` is the live request of the content phase.
 pub unsafe fn forward(r: *mut ngx_http_request_t, group: usize) -> ngx_int_t {
-    // SAFETY: a live request has a live connection and log.
+    let internal = NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    // SAFETY: r is live (contract).
+    let req = unsafe { &mut *r };
+    let (Some(lc), Some(main)) = (WsgiModule::location_conf(req), WsgiModule::main_conf(req))
+    else {
+        return internal;
+    };
+    let (Some(conf), Some(g)) = (lc.upstream, main.groups.get(group)) else {
+        return internal;
+    };
+    // SAFETY: r is live; ngx_http_upstream_create allocates r->upstream from the request pool.
+    if unsafe { ngx_http_upstream_create(r) } != NGX_OK as ngx_int_t {
+        return internal;
+    }
+    // SAFETY: just created.
+    let u = unsafe { &mut *req.upstream };
+    u.conf = conf.as_ptr().cast();
+    u.output.tag = forward as *mut c_void;
+    u.create_request = Some(create_request);
+    u.reinit_request = Some(reinit_request);
+    u.process_header = Some(process_header);
+    u.abort_request = Some(abort_request);
+    u.finalize_request = Some(finalize_request);
+    u.set_buffering(0);
+    // SAFETY: r is live; the address lives in the request pool.
+    match unsafe { resolved(req, g) } {
+        Some(res) => u.resolved = res,
+        None => return internal,
+    }
+    // SAFETY: r is live; nginx calls ngx_http_upstream_init once the body is read, holding the
+    // reader's reference on the request for the upstream's lifetime.
+    let rc = unsafe { ngx_http_read_client_request_body(r, Some(ngx_http_upstream_init)) };
+    if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+        return rc;
+    }
+    ngx::ffi::NGX_DONE as ngx_int_t
+}
+
+/// The group's address as nginx's upstream wants it.
+///
+/// # Safety
+/// `r` is live.
+unsafe fn resolved(
+    r: &mut ngx_http_request_t,
+    g: &DaemonGroup,
+) -> Option<*mut ngx_http_upstream_resolved_t> {
+    let pool = r.pool;
+    // SAFETY: pool allocations of plain C structs, checked; the request pool outlives the upstream.
+    unsafe {
+        let res = ngx_pcalloc(pool, std::mem::size_of::<ngx_http_upstream_resolved_t>())
+            .cast::<ngx_http_upstream_resolved_t>();
+        if res.is_null() {
+            return None;
+        }
+        let (sa, len, name): (*mut libc::sockaddr, usize, String) = match (&g.socket, g.resolved) {
+            (Some(SocketAddr::Unix(path)), _) => {
+                let sun = ngx_pcalloc(pool, std::mem::size_of::<libc::sockaddr_un>())
+                    .cast::<libc::sockaddr_un>();
+                if sun.is_null() {
+                    return None;
+                }
+                (*sun).sun_family = libc::AF_UNIX as _;
+                let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+                if bytes.len() >= (*sun).sun_path.len() {
+                    return None;
+                }
+                for (i, b) in bytes.iter().enumerate() {
+                    (*sun).sun_path[i] = *b as c_char;
+                }
+                (
+                    sun.cast(),
+                    std::mem::size_of::<libc::sockaddr_un>(),
+                    format!("unix:{}", path.display()),
+                )
+            }
+            (_, Some(addr)) => {
+                let (storage, len) = sockaddr_of(addr);
+                let p = ngx_pcalloc(pool, len).cast::<u8>();
+                if p.is_null() {
+                    return None;
+                }
+                std::ptr::copy_nonoverlapping(
+                    (&storage as *const libc::sockaddr_storage).cast::<u8>(),
+                    p,
+                    len,
+                );
+                (p.cast(), len, addr.to_string())
+            }
+            _ => return None,
+        };
+        let name = ngx_str_t::from_bytes(pool, name.as_bytes())?;
+        (*res).sockaddr = sa.cast();
+        (*res).socklen = len as _;
+        (*res).naddrs = 1;
+        (*res).host = name;
+        (*res).name = name;
+        Some(res)
+    }
+}
+
+fn sockaddr_of(addr: std::net::SocketAddr) -> (libc::sockaddr_storage, usize) {
+    // SAFETY: an all-zero sockaddr_storage is valid; we fill the family-specific prefix.
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match addr {
+        std::net::SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
+            let sin = unsafe {
+                &mut *(&mut st as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
+            sin.sin_family = libc::AF_INET as _;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+            (st, std::mem::size_of::<libc::sockaddr_in>())
+        }
+        std::net::SocketAddr::V6(a) => {
+            // SAFETY: as above for sockaddr_in6.
+            let sin6 = unsafe {
+                &mut *(&mut st as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            sin6.sin6_family = libc::AF_INET6 as _;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            (st, std::mem::size_of::<libc::sockaddr_in6>())
+        }
+    }
+}
+
+/// `u->create_request`: the uwsgi packet, then the request body buffers.
+unsafe extern "C" fn create_request(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls this with the live request whose upstream we set up.
+    let rc = std::panic::catch_unwind(|| unsafe { build_request(&mut *r) });
+    match rc {
+        Ok(Ok(())) => NGX_OK as ngx_int_t,
+        Ok(Err(msg)) => {
+            // SAFETY: r is live.
+            unsafe { log(r, &msg) };
+            NGX_ERROR as ngx_int_t
+        }
+        Err(_) => NGX_ERROR as ngx_int_t,
+    }
+}
+
+/// # Safety
+/// `r` is live and has an upstream.
+unsafe fn build_request(r: &mut ngx_http_request_t) -> Result<(), String> {
+    let lc = WsgiModule::location_conf(r).ok_or("no location configuration")?;
+    // SAFETY: r is live; the body has been read (upstream init runs after the body reader).
+    let body_len = unsafe { body_length(r) };
+    // SAFETY: as above.
+    let mut vars = unsafe { crate::request::cgi_vars(r, lc, body_len, false) };
+    // For the group's queue-timeout: when nginx received the request ($msec format).
+    vars.add(
+        b"RWSGI_REQUEST_START",
+        format!("{}.{:03}", r.start_sec, r.start_msec).as_bytes(),
+    );
+    let mut packet = Vec::with_capacity(2048);
+    uwsgi::encode_request(0, 0, vars.pairs(), &mut packet)
+        .map_err(|e| format!("wsgi: cannot encode the request for the daemon group: {e}"))?;
+    // SAFETY: r->upstream is set (we are its create_request hook); allocations are checked.
+    unsafe {
+        let u = &mut *r.upstream;
+        let pool = r.pool;
+        let b = ngx::ffi::ngx_create_temp_buf(pool, packet.len());
+        let head = ngx_alloc_chain_link(pool);
+        if b.is_null() || head.is_null() {
+            return Err("out of memory".to_string());
+        }
+        std::ptr::copy_nonoverlapping(packet.as_ptr(), (*b).last, packet.len());
+        (*b).last = (*b).last.add(packet.len());
+        (*head).buf = b;
+        (*head).next = std::ptr::null_mut();
+        // The body follows as nginx's own buffers (memory or temp file, sent with sendfile),
+        // copied shallowly because the upstream may resend them on a retry.
+        let mut tail = head;
+        let mut body = u.request_bufs;
+        while !body.is_null() {
+            let nb = ngx_palloc(pool, std::mem::size_of::<ngx_buf_t>()).cast::<ngx_buf_t>();
+            let cl = ngx_alloc_chain_link(pool);
+            if nb.is_null() || cl.is_null() {
+                return Err("out of memory".to_string());
+            }
+            *nb = *(*body).buf;
+            (*cl).buf = nb;
+            (*cl).next = std::ptr::null_mut();
+            (*tail).next = cl;
+            tail = cl;
+            body = (*body).next;
+        }
+        u.request_bufs = head;
+    }
+    Ok(())
+}
+
+/// Bytes in the read request body (memory and temp-file buffers).
+///
+/// # Safety
+/// `r` is live and its body was read.
+unsafe fn body_length(r: &ngx_http_request_t) -> u64 {
+    if r.request_body.is_null() {
+        return 0;
+    }
+    let mut n = 0u64;
+    // SAFETY: the body chain is valid once read.
+    let mut cl = unsafe { (*r.request_body).bufs };
+    while !cl.is_null() {
+        // SAFETY: as above.
+        let b = unsafe { &*(*cl).buf };
+        if b.in_file() != 0 {
+            n += (b.file_last - b.file_pos).max(0) as u64;
+        } else if !b.pos.is_null() {
+            // SAFETY: pos..last delimit the buffer's content.
+            n += unsafe { b.last.offset_from(b.pos) }.max(0) as u64;
+        }
+        // SAFETY: as above.
+        cl = unsafe { (*cl).next };
+    }
+    n
+}
+
+unsafe extern "C" fn reinit_request(_r: *mut ngx_http_request_t) -> ngx_int_t {
+    // process_header keeps no state between calls: nothing to reset for a retry.
+    NGX_OK as ngx_int_t
+}
+
+unsafe extern "C" fn abort_request(_r: *mut ngx_http_request_t) {}
+
+unsafe extern "C" fn finalize_request(_r: *mut ngx_http_request_t, _rc: ngx_int_t) {}
+
+/// `u->process_header`: parse the worker's response head from `u->buffer`.
+unsafe extern "C" fn process_header(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls this with the live request and its upstream buffer.
+    let rc = std::panic::catch_unwind(|| unsafe { parse_head(&mut *r) });
+    rc.unwrap_or(NGX_ERROR as ngx_int_t)
+}
+
+/// # Safety
+/// `r` is live with an upstream whose buffer holds what the worker sent so far.
+unsafe fn parse_head(r: &mut ngx_http_request_t) -> ngx_int_t {
+    let invalid = NGX_HTTP_UPSTREAM_INVALID_HEADER as ngx_int_t;
+    // SAFETY: contract.
+    let u = unsafe { &mut *r.upstream };
+    // SAFETY: pos..last is the received part of the upstream buffer.
+    let data = unsafe {
+        std::slice::from_raw_parts(
+            u.buffer.pos,
+            u.buffer.last.offset_from(u.buffer.pos) as usize,
+        )
+    };
+    let mut storage = [uwsgi::EMPTY_VAR; MAX_HEADERS];
+    let mut head = uwsgi::ResponseHead::new(&mut storage);
+    let used = match head.parse(data) {
+        Ok(uwsgi::Status::Complete(n)) => n,
+        Ok(uwsgi::Status::Partial) => {
+            if u.buffer.last == u.buffer.end {
+                // SAFETY: r is live.
+                unsafe {
+                    log(
+                        r,
+                        "wsgi: the daemon's response head is larger than its buffer",
+                    )
+                };
+                return invalid;
+            }
+            return NGX_AGAIN as ngx_int_t;
+        }
+        Err(e) => {
+            // SAFETY: r is live.
+            unsafe {
+                log(
+                    r,
+                    &format!("wsgi: invalid response head from the daemon group: {e}"),
+                )
+            };
+            return invalid;
+        }
+    };
+    let Some(umcf) = NgxHttpUpstreamModule::main_conf(r) else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    let pool = r.pool;
+    let status_line = format!("{} {}", head.status, String::from_utf8_lossy(head.reason));
+    // SAFETY: pool copy for the request's lifetime.
+    let Some(line) = (unsafe { ngx_str_t::from_bytes(pool, status_line.as_bytes()) }) else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    u.headers_in.status_n = head.status as _;
+    u.headers_in.status_line = line;
+    for h in head.headers.iter() {
+        // SAFETY: r is live; umcf is the upstream module's main conf.
+        if unsafe { add_upstream_header(r, &umcf.headers_in_hash, h.key, h.value) }.is_none() {
+            return NGX_ERROR as ngx_int_t;
+        }
+    }
+    // SAFETY: `used` <= data.len(), so pos stays within the buffer.
+    u.buffer.pos = unsafe { u.buffer.pos.add(used) };
+    // The worker ends the response by closing the connection.
+    u.length = -1;
+    NGX_OK as ngx_int_t
+}
+
+/// Appends one header to `u->headers_in` (key, value and lowercase key NUL-terminated, as
+/// nginx's own parsers leave them) and runs nginx's handler for the headers it tracks.
+///
+/// # Safety
+/// `r` is live with an upstream.
+unsafe fn add_upstream_header(
+    r: &mut ngx_http_request_t,
+    hash: &ngx::ffi::ngx_hash_t,
+    key: &[u8],
+    value: &[u8],
+) -> Option<()> {
+    // SAFETY: contract; allocations are checked.
+    unsafe {
+        let u = &mut *r.upstream;
+        let h = ngx_list_push(&mut u.headers_in.headers).cast::<ngx_table_elt_t>();
+        let mem = ngx_pnalloc(r.pool, key.len() + 1 + value.len() + 1 + key.len()).cast::<u8>();
+        if h.is_null() || mem.is_null() {
+            return None;
+        }
+        std::ptr::copy_nonoverlapping(key.as_ptr(), mem, key.len());
+        *mem.add(key.len()) = 0;
+        let v = mem.add(key.len() + 1);
+        std::ptr::copy_nonoverlapping(value.as_ptr(), v, value.len());
+        *v.add(value.len()) = 0;
+        let low = v.add(value.len() + 1);
+        for (i, c) in key.iter().enumerate() {
+            *low.add(i) = c.to_ascii_lowercase();
+        }
+        (*h).key = ngx_str_t {
+            len: key.len(),
+            data: mem,
+        };
+        (*h).value = ngx_str_t {
+            len: value.len(),
+            data: v,
+        };
+        (*h).lowcase_key = low;
+        (*h).hash = ngx_hash_key(low, key.len());
+        let hh = ngx_hash_find(hash as *const _ as *mut _, (*h).hash, low, key.len())
+            .cast::<ngx_http_upstream_header_t>();
+        if let Some(hh) = hh.as_ref() {
+            if let Some(handler) = hh.handler {
+                if handler(r, h, hh.offset) != NGX_OK as ngx_int_t {
+                    return None;
+                }
+            }
+        }
+    }
+    Some(())
+}
+
+/// # Safety
+/// `r` is live.
+unsafe fn log(r: *mut ngx_http_request_t, msg: &str) {
+    // SAFETY: a live request has a live connection log.
     unsafe {
         let log = (*(*r).connection).log;
         if NGX_LOG_ERR as usize <= (*log).log_level {
-            let msg = format!(
-                "wsgi: daemon process group #{group}: daemon mode is not available in this build"
-            );
             ngx::log::log_error(NGX_LOG_ERR as usize, log, 0, msg.as_bytes());
         }
     }
-    NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t
 }

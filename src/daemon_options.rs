@@ -7,6 +7,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::conf::AppEntry;
+
 /// Where a group listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SocketAddr {
@@ -35,6 +37,12 @@ pub struct DaemonGroup {
     /// `None` = a unix socket under nginx's prefix, chosen when the group is started.
     pub socket: Option<SocketAddr>,
     pub display_name: Option<String>,
+    /// The app the group serves: the `wsgi_script` of the locations that use the group (set
+    /// while locations are merged; a group serves one app, as a supervisor runs one script).
+    pub app: Option<AppEntry>,
+    /// `socket=HOST:PORT` resolved by the master at start-up (workers must not resolve names on
+    /// the event loop).
+    pub resolved: Option<std::net::SocketAddr>,
 }
 
 impl DaemonGroup {
@@ -55,6 +63,8 @@ impl DaemonGroup {
             listen_backlog: 100,
             socket: None,
             display_name: None,
+            app: None,
+            resolved: None,
         }
     }
 }
@@ -214,6 +224,9 @@ fn socket(value: &str) -> Result<SocketAddr, String> {
         return Ok(SocketAddr::Unix(PathBuf::from(path)));
     }
     match value.rsplit_once(':') {
+        Some((_, "0")) => Err(format!(
+            "invalid value \"{value}\" for \"socket\": port 0 is not allowed (nginx's workers must know the port)"
+        )),
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
             Ok(SocketAddr::Tcp(value.to_string()))
         }

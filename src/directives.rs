@@ -68,7 +68,14 @@ pub unsafe extern "C" fn merge_loc_conf(
         };
         // Merge never fails for LocConf (every field has a default).
         let _ = conf.merge(prev);
-        resolve(conf, main)
+        resolve(conf, main)?;
+        conf.upstream = None;
+        if let (Some(g), Some(_)) = (conf.group, &conf.script) {
+            // SAFETY: cf is valid during the merge.
+            conf.upstream =
+                Some(unsafe { crate::daemon::make_upstream_conf(cf, &main.groups[g]) }?);
+        }
+        Ok(())
     });
     match result {
         Ok(Ok(())) => NGX_CONF_OK,

@@ -34,6 +34,8 @@ mod handler;
 #[cfg(not(test))]
 mod request;
 #[cfg(not(test))]
+mod supervise;
+#[cfg(not(test))]
 mod worker;
 
 #[cfg(not(test))]
@@ -42,7 +44,7 @@ pub use statics::{ngx_http_wsgi_module, WsgiModule};
 /// The module descriptor, directive table and http context: what nginx looks up in the .so.
 #[cfg(not(test))]
 mod statics {
-    use crate::{conf, directives, worker};
+    use crate::{conf, directives, supervise, worker};
 
     use std::ffi::{c_char, c_void, CStr};
     use std::ptr::{addr_of, addr_of_mut};
@@ -51,7 +53,7 @@ mod statics {
         ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_http_module_t, ngx_int_t, ngx_module_t,
         ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_TAKE1, NGX_ERROR, NGX_HTTP_LOC_CONF,
         NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_MODULE,
-        NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_OK,
+        NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_OK,
     };
     use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 
@@ -176,13 +178,51 @@ mod statics {
         // Taking the address of the static table (no reference is created); nginx only reads it.
         commands: addr_of_mut!(COMMANDS) as *mut ngx_command_t,
         type_: NGX_HTTP_MODULE as ngx_uint_t,
+        init_module: Some(init_module),
         init_process: Some(init_process),
         exit_process: Some(exit_process),
         ..ngx_module_t::default()
     };
 
+    /// Runs in the master at start and on each reload (and for `nginx -t`/`-s`): daemon groups.
+    extern "C" fn init_module(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+        // SAFETY: nginx passes the cycle being initialised, on its main thread.
+        let result = std::panic::catch_unwind(|| unsafe { supervise::init_module(cycle) });
+        let (lines, failed) = match result {
+            Ok(Ok(lines)) => (lines, None),
+            Ok(Err(msg)) => (Vec::new(), Some(msg)),
+            Err(_) => (
+                Vec::new(),
+                Some("wsgi: internal error while starting daemon groups".to_string()),
+            ),
+        };
+        for line in lines {
+            // SAFETY: the cycle log is valid during init_module.
+            unsafe {
+                ngx::log::log_error(NGX_LOG_NOTICE as usize, (*cycle).log, 0, line.as_bytes())
+            };
+        }
+        match failed {
+            None => NGX_OK as ngx_int_t,
+            Some(msg) => {
+                // SAFETY: as above.
+                unsafe {
+                    ngx::log::log_error(NGX_LOG_EMERG as usize, (*cycle).log, 0, msg.as_bytes())
+                };
+                NGX_ERROR as ngx_int_t
+            }
+        }
+    }
+
     /// Runs in each worker process after fork (never in the master, never for `nginx -t`).
     extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+        // Only the master may hold the daemon groups' lifetime pipes (not with master_process
+        // off, where this process is the master).
+        // SAFETY: reading nginx's process-role global on the main thread.
+        let role = unsafe { ngx::ffi::ngx_process } as u32;
+        if role == ngx::ffi::NGX_PROCESS_WORKER || role == ngx::ffi::NGX_PROCESS_HELPER {
+            let _ = std::panic::catch_unwind(supervise::close_in_worker);
+        }
         // SAFETY: nginx passes the worker's live cycle, on the event-loop thread.
         let result = std::panic::catch_unwind(|| unsafe { worker::start(cycle) });
         let msg = match result {

@@ -54,9 +54,18 @@ pub unsafe fn collect_body(r: &ngx_http_request_t) -> io::Result<RequestBody> {
 
 /// The request's CGI/WSGI variables (PEP 3333 "environ" keys the server provides).
 ///
+/// `strip_mount`: PATH_INFO without the SCRIPT_NAME prefix (embedded mode). Daemon mode sends
+/// the whole path and lets the worker strip the SCRIPT_NAME it is given, as it does for nginx's
+/// stock `uwsgi_params` (stripping twice would eat a path that repeats the prefix).
+///
 /// # Safety
 /// `r` is live.
-pub unsafe fn cgi_vars(r: &mut ngx_http_request_t, lc: &LocConf, body_len: u64) -> Vars {
+pub unsafe fn cgi_vars(
+    r: &mut ngx_http_request_t,
+    lc: &LocConf,
+    body_len: u64,
+    strip_mount: bool,
+) -> Vars {
     let mut v = Vars::with_capacity(1024, 24);
     // SAFETY: a live request has a live connection.
     let c = unsafe { &mut *r.connection };
@@ -65,7 +74,8 @@ pub unsafe fn cgi_vars(r: &mut ngx_http_request_t, lc: &LocConf, body_len: u64) 
     // r->uri is already percent-decoded and normalised by nginx (dot segments, merged slashes).
     let uri = r.uri.as_bytes();
     let (script_name, path_info) = match &lc.mount {
-        Some(Mount::Prefix(prefix)) => split_mount(prefix, uri),
+        Some(Mount::Prefix(prefix)) if strip_mount => split_mount(prefix, uri),
+        Some(Mount::Prefix(prefix)) => (&prefix[..], uri),
         _ => (&uri[..0], uri),
     };
     v.add(b"SCRIPT_NAME", script_name);

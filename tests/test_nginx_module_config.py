@@ -44,6 +44,10 @@ BAD = [
     ("wsgi_daemon_process site threads;", "", "wsgi_daemon_process", r'invalid option "threads": expected key=value'),
     ("wsgi_daemon_process site user=root;", "", "wsgi_daemon_process", r'daemons never run as root'),
     ("wsgi_daemon_process site socket=nowhere;", "", "wsgi_daemon_process", r'expected unix:PATH or HOST:PORT'),
+    ("wsgi_daemon_process site socket=127.0.0.1:0;", "", "wsgi_daemon_process", r'port 0 is not allowed'),
+    ("wsgi_daemon_process site;", "location /a {{ wsgi_script {app}; wsgi_process_group site; }}\n"
+     "location /b {{ wsgi_script /other.py; wsgi_process_group site; }}", "location /b",
+     r'process group "site" already serves .*app.py \(application\); a daemon group runs one app'),
     ("wsgi_daemon_process site;\nwsgi_daemon_process site;", "", "wsgi_daemon_process site;", r'duplicate process group "site"'),
     ("wsgi_daemon_process 'bad name';", "", "wsgi_daemon_process", r'invalid process group name "bad name"'),
     ("wsgi_python_home /nonexistent/venv;", "", "wsgi_python_home", r'"/nonexistent/venv" is not a directory'),
@@ -74,7 +78,7 @@ def test_full_valid_configuration_passes(launcher, app):
         wsgi_daemon_process site processes=2 threads=8 python-home=/usr python-path=/srv/a:/srv/b
             user=nobody group=nogroup maximum-requests=1000 request-timeout=30 graceful-timeout=10
             queue-timeout=5 listen-backlog=128 socket=unix:/tmp/rwsgi-site.sock display-name=site-wsgi;
-        wsgi_daemon_process tcp socket=127.0.0.1:0;
+        wsgi_daemon_process tcp socket=127.0.0.1:9999;
     """
     server = f"""
         location /embedded/ {{ wsgi_script {app}; wsgi_callable application; }}

@@ -1,0 +1,317 @@
+//! Daemon mode, master side: one supervisor process per `wsgi_daemon_process` group.
+//!
+//! Called from the module's `init_module`, which nginx runs in the master at start and on every
+//! reload (and also for `nginx -t` and `nginx -s ...`, where we do nothing). The master stays
+//! single-threaded: each supervisor is a `fork()`ed child that runs `supervisor::run_with_lifetime`
+//! and never returns to nginx code.
+//!
+//! Lifetime: the master keeps the write end of a pipe per group (close-on-exec, and closed in the
+//! nginx workers by `init_process`), the supervisor polls the read end. When the master goes away
+//! for any reason (`nginx -s stop`, `quit`, `kill -9`) the pipe closes and the group drains and
+//! exits. On reload the table below (module statics survive reloads: nginx opens the new cycle's
+//! modules before it closes the old cycle's, so the .so stays loaded) tells which groups are
+//! unchanged (kept running), changed (stopped, then started again) or gone (stopped).
+
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use supervisor::{AppConfig, GroupConfig, SocketSpec};
+
+use crate::conf::MainConf;
+use crate::daemon_options::{DaemonGroup, SocketAddr};
+
+/// A running group, as the master knows it.
+struct Running {
+    config: GroupConfig,
+    pid: libc::pid_t,
+    /// Write end of the lifetime pipe; dropping it tells the supervisor to stop.
+    lifetime: OwnedFd,
+}
+
+static RUNNING: Mutex<Vec<Running>> = Mutex::new(Vec::new());
+
+/// Where nginx runs (from the core module configuration).
+pub struct Host {
+    /// The directory of nginx's pid file: default home of the groups' unix sockets.
+    pub run_dir: PathBuf,
+    /// nginx's worker user when the master runs as root: default daemon user and socket owner.
+    pub worker_user: Option<String>,
+}
+
+/// The supervisor configuration of `group`, with the host's defaults applied.
+pub fn group_config(group: &DaemonGroup, main: &MainConf, host: &Host) -> Option<GroupConfig> {
+    let app = group.app.as_ref()?;
+    let socket = match &group.socket {
+        Some(SocketAddr::Unix(p)) => SocketSpec::Unix(p.clone()),
+        Some(SocketAddr::Tcp(a)) => SocketSpec::Tcp(a.clone()),
+        None => SocketSpec::Unix(default_socket(&host.run_dir, &group.name)),
+    };
+    let mut cfg = GroupConfig::new(socket, app.script.clone());
+    cfg.app = AppConfig {
+        script: app.script.clone(),
+        callable: app.callable.clone(),
+        mount: None,
+    };
+    cfg.processes = group.processes;
+    cfg.threads = group.threads;
+    cfg.python_home = group
+        .python_home
+        .clone()
+        .or_else(|| main.python_home.clone());
+    cfg.python_path = if group.python_path.is_empty() {
+        main.python_path.clone()
+    } else {
+        group.python_path.clone()
+    };
+    // As mod_wsgi: without user=, the daemons run as the server's worker user.
+    cfg.user = group.user.clone().or_else(|| host.worker_user.clone());
+    cfg.group = if group.user.is_some() {
+        group.group.clone()
+    } else {
+        None
+    };
+    // The workers of nginx connect to the socket: they must own it (mode 0600).
+    cfg.socket_owner = host.worker_user.clone();
+    cfg.maximum_requests = group.maximum_requests;
+    cfg.request_timeout = group.request_timeout;
+    cfg.graceful_timeout = group.graceful_timeout;
+    cfg.queue_timeout = group.queue_timeout;
+    cfg.listen_backlog = group.listen_backlog;
+    cfg.display_name = Some(
+        group
+            .display_name
+            .clone()
+            .unwrap_or_else(|| format!("wsgi:{}", group.name)),
+    );
+    Some(cfg)
+}
+
+/// `<run dir>/nginx-wsgi-<group>.sock`.
+pub fn default_socket(run_dir: &Path, name: &str) -> PathBuf {
+    run_dir.join(format!("nginx-wsgi-{name}.sock"))
+}
+
+/// Brings the running groups in line with `wanted` (master only). Returns log lines.
+pub fn sync(wanted: Vec<GroupConfig>) -> Vec<String> {
+    let mut log = Vec::new();
+    let mut running = match RUNNING.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    reap_dead(&mut running);
+    // Stop what is gone or changed.
+    let mut kept = Vec::new();
+    let mut stopped_sockets = Vec::new();
+    for r in running.drain(..) {
+        if wanted.contains(&r.config) {
+            kept.push(r);
+        } else {
+            log.push(format!(
+                "wsgi: stopping daemon group {} (pid {})",
+                r.config.log_name(),
+                r.pid
+            ));
+            if let SocketSpec::Unix(p) = &r.config.socket {
+                stopped_sockets.push(p.clone());
+            }
+            stop(r);
+        }
+    }
+    // A restarted group binds the same path: wait (briefly) until the old supervisor removed it.
+    for path in stopped_sockets {
+        wait_gone(&path, Duration::from_secs(3));
+    }
+    for cfg in wanted {
+        if kept.iter().any(|r| r.config == cfg) {
+            continue;
+        }
+        match start(&cfg) {
+            Ok(r) => {
+                log.push(format!(
+                    "wsgi: started daemon group {} (pid {}) on {}",
+                    cfg.log_name(),
+                    r.pid,
+                    cfg.socket
+                ));
+                kept.push(r);
+            }
+            Err(e) => log.push(format!(
+                "wsgi: cannot start daemon group {}: {e}",
+                cfg.log_name()
+            )),
+        }
+    }
+    *running = kept;
+    log
+}
+
+/// Closes the lifetime pipes' write ends in an nginx worker (only the master may hold them, so
+/// that the groups notice when the master dies even while old workers are still draining).
+pub fn close_in_worker() {
+    if let Ok(mut running) = RUNNING.lock() {
+        // Dropping the OwnedFds closes them in this process only.
+        running.clear();
+    }
+}
+
+fn reap_dead(running: &mut Vec<Running>) {
+    // nginx's master reaps every child (its SIGCHLD handler waits for -1), so check by signal 0.
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    running.retain(|r| unsafe { libc::kill(r.pid, 0) } == 0);
+}
+
+fn stop(r: Running) {
+    drop(r.lifetime); // the supervisor sees the pipe close and drains
+                      // SAFETY: r.pid is our child (checked alive in reap_dead); SIGTERM asks for a graceful stop.
+    unsafe { libc::kill(r.pid, libc::SIGTERM) };
+}
+
+fn wait_gone(path: &Path, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while path.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start(cfg: &GroupConfig) -> Result<Running, String> {
+    cfg.validate().map_err(|e| e.to_string())?;
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two descriptors into the array; the result is checked.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: the nginx master is single-threaded, so the child may run arbitrary code; it never
+    // returns from `child` (it exits).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        drop(write_end);
+        child(cfg, read_end);
+    }
+    drop(read_end);
+    Ok(Running {
+        config: cfg.clone(),
+        pid,
+        lifetime: write_end,
+    })
+}
+
+/// The supervisor process: shed what it inherited from nginx's master, then supervise.
+fn child(cfg: &GroupConfig, lifetime: OwnedFd) -> ! {
+    // Keep the lifetime pipe at fd 3 and close everything else above stderr: the listening
+    // sockets, the log files and the other groups' pipes belong to nginx.
+    // SAFETY: plain descriptor syscalls on our own process; dup2 onto 3 then close_range above it.
+    let fd = unsafe {
+        let raw = lifetime.as_raw_fd();
+        if raw != 3 {
+            libc::dup2(raw, 3);
+        }
+        std::mem::forget(lifetime);
+        libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
+        libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC);
+        3
+    };
+    // nginx's master blocks most signals and has its own handlers: start clean.
+    // SAFETY: resetting dispositions and the mask of this single-threaded process.
+    unsafe {
+        for sig in 1..32 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        // Our own session: a Ctrl-C to nginx's foreground terminal is nginx's, the lifetime pipe
+        // is what stops us.
+        libc::setsid();
+    }
+    // SAFETY: fd 3 is the lifetime pipe's read end, open for the rest of this process.
+    let lifetime = unsafe { BorrowedFd::borrow_raw(fd) };
+    let code = match supervisor::run_with_lifetime(cfg, lifetime) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("wsgi: daemon group {}: {e}", cfg.log_name());
+            1
+        }
+    };
+    // SAFETY: leave without running nginx's atexit handlers or flushing its stdio (not ours).
+    unsafe { libc::_exit(code) }
+}
+
+/// `init_module` (master, also for `nginx -t` and `nginx -s`): fill in the groups' addresses,
+/// then, in a real master, start/keep/stop the supervisors. Returns lines for the error log.
+///
+/// # Safety
+/// `cycle` is the cycle being initialised, on nginx's main thread.
+pub unsafe fn init_module(cycle: *mut ngx::ffi::ngx_cycle_t) -> Result<Vec<String>, String> {
+    use ngx::core::{CoreModuleMainConf, NgxCoreModule};
+    use ngx::http::HttpModuleMainConf;
+    // SAFETY: contract.
+    let cycle = unsafe { &mut *cycle };
+    let Some(main) = crate::WsgiModule::main_conf_mut(cycle) else {
+        return Ok(Vec::new());
+    };
+    let ccf = NgxCoreModule::main_conf(cycle).ok_or("no core configuration")?;
+    let pid_path = PathBuf::from(std::ffi::OsStr::new(
+        std::str::from_utf8(ccf.pid.as_bytes()).map_err(|_| "pid path is not UTF-8")?,
+    ));
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let worker_user = if root && !ccf.username.is_null() {
+        // SAFETY: username is a NUL-terminated string from the configuration.
+        Some(
+            unsafe { std::ffi::CStr::from_ptr(ccf.username) }
+                .to_string_lossy()
+                .into_owned(),
+        )
+    } else {
+        None
+    };
+    let host = Host {
+        run_dir: pid_path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        worker_user,
+    };
+    let mut log = Vec::new();
+    for g in main.groups.iter_mut() {
+        match &g.socket {
+            None => g.socket = Some(SocketAddr::Unix(default_socket(&host.run_dir, &g.name))),
+            Some(SocketAddr::Tcp(addr)) => {
+                use std::net::ToSocketAddrs;
+                let first = addr.to_socket_addrs().ok().and_then(|mut a| a.next());
+                g.resolved = Some(first.ok_or_else(|| {
+                    format!(
+                        "wsgi_daemon_process {}: cannot resolve socket address \"{addr}\"",
+                        g.name
+                    )
+                })?);
+            }
+            Some(SocketAddr::Unix(_)) => {}
+        }
+        if g.app.is_none() {
+            log.push(format!(
+                "wsgi: daemon group {} is not used by any location with wsgi_script: not started",
+                g.name
+            ));
+        }
+    }
+    // SAFETY: reading nginx's process-role globals on its main thread.
+    let (testing, role) = unsafe { (ngx::ffi::ngx_test_config, ngx::ffi::ngx_process) };
+    if testing != 0 || role == ngx::ffi::NGX_PROCESS_SIGNALLER as usize {
+        return Ok(Vec::new());
+    }
+    let wanted = main
+        .groups
+        .iter()
+        .filter_map(|g| group_config(g, main, &host))
+        .collect();
+    log.extend(sync(wanted));
+    Ok(log)
+}
