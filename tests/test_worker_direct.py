@@ -5,6 +5,7 @@ Vars are sent the way nginx's uwsgi_params sends them (harness.uwsgi_client.requ
 
 import json
 import socket
+import time
 import os
 import stat
 
@@ -165,13 +166,19 @@ def test_input_streamed_not_buffered(launcher, apps):
     (child,) = worker.child_pids()
     before = peak_rss_kib(child)
     size = 64 << 20
-    block = b"s" * (1 << 20)
+    # Pieces that do not line up with the app's 64 KiB reads, with pauses so the worker catches
+    # up and sees short socket reads, as it does behind a real front end.
+    block = b"s" * 100_000
     pairs = uc.request_vars("POST", "/input/read_n", query="n=65536")
     pairs = [(k, v) for k, v in pairs if k != "CONTENT_LENGTH"] + [("CONTENT_LENGTH", str(size))]
     with uc.connect(worker.address, timeout=30) as s:
         s.sendall(uc.packet(pairs))
-        for _ in range(size // len(block)):
-            s.sendall(block)
+        left = size
+        while left:
+            piece = block[:min(left, len(block))]
+            s.sendall(piece)
+            left -= len(piece)
+            time.sleep(0.0005)
         resp = uc.Response(uc.recv_all(s))
     assert resp.status == 200 and json.loads(resp.body)["len"] == size
     grown = peak_rss_kib(child) - before
