@@ -103,6 +103,15 @@ def test_mount_root(stack):
     assert r.status_code == 404 and "no route '/'" in r.text, r.text
 
 
+def test_path_under_mount_that_repeats_the_mount(stack):
+    """/app/app/environ is the app's path /app/environ: the mount is removed once, never twice
+    (nginx sends the full path as PATH_INFO, Apache's mod_proxy_uwsgi the part after the mount)."""
+    r = requests.get(stack.url("/app/environ"), timeout=10)
+    assert r.status_code == 404 and "no route '/app/environ'" in r.text, r.text[:200]
+    r = requests.get(stack.url("/application/environ"), timeout=10)
+    assert r.status_code == 404 and "no route '/application/environ'" in r.text, r.text[:200]
+
+
 def test_underscore_header_not_spoofable(stack):
     env = get_environ(stack, headers={"X_Auth_User": "evil", "X-Auth-User": "good"})
     assert env["HTTP_X_AUTH_USER"]["value"] == "good"
