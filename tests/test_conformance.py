@@ -65,6 +65,12 @@ def test_environ_request_keys(stack):
     assert env["wsgi.url_scheme"]["value"] == "http"
 
 
+def test_path_info_decoded_once(stack):
+    """%25 is a literal '%': after the one decoding, "%41" must stay as it is (not become "A")."""
+    env = get_environ(stack, "/environ/a%2541b%2Bc")
+    assert env["PATH_INFO"]["value"] == "/environ/a%41b+c"
+
+
 def test_environ_values_are_native_strings(stack):
     env = get_environ(stack)
     for key, item in env.items():
