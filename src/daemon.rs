@@ -171,6 +171,8 @@ unsafe fn resolved(
         if res.is_null() {
             return None;
         }
+        // nginx insists on a port for a non-unix address ("no port in upstream").
+        (*res).port = g.resolved.map_or(0, |a| a.port());
         let (sa, len, name): (*mut libc::sockaddr, usize, String) = match (&g.socket, g.resolved) {
             (Some(SocketAddr::Unix(path)), _) => {
                 let sun = ngx_pcalloc(pool, std::mem::size_of::<libc::sockaddr_un>())
@@ -192,7 +194,7 @@ unsafe fn resolved(
                     format!("unix:{}", path.display()),
                 )
             }
-            (_, Some(addr)) => {
+            (Some(SocketAddr::Tcp(_)), Some(addr)) => {
                 let (storage, len) = sockaddr_of(addr);
                 let p = ngx_pcalloc(pool, len).cast::<u8>();
                 if p.is_null() {

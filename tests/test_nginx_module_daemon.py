@@ -1,0 +1,187 @@
+"""ngx_http_wsgi_module in daemon mode, through Debian's real /usr/sbin/nginx: the master starts one
+supervisor per `wsgi_daemon_process` group, requests go over uwsgi through nginx's upstream
+machinery, and the groups follow nginx's lifecycle (reload keeps/restarts/stops them; stop, quit
+and kill -9 of the master leave nothing behind).
+"""
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from test_nginx_module_embedded import TOOLS, app_dir, rwsgi_nginx, write_app
+
+
+def processes_with(needle: str) -> dict:
+    """pid -> (ppid, uid, comm) of every process whose command line mentions `needle`."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if needle not in cmd:
+                continue
+            status = (d / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        out[int(d.name)] = (int(fields["PPid"]), int(fields["Uid"].split()[0]), fields["Name"].strip())
+    return out
+
+
+def supervisors(nginx) -> dict:
+    """The daemon groups' supervisors of this nginx: direct children of the master named wsgi:*."""
+    master = nginx.process.pid
+    return {pid: info for pid, info in processes_with(str(nginx.conf_path)).items()
+            if info[0] == master and info[2].startswith("wsgi:")}
+
+
+def leftovers(nginx) -> dict:
+    return processes_with(str(nginx.conf_path))
+
+
+def wait_for(predicate, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def daemon_nginx(launcher, state_dir, group_options="processes=2 threads=4", extra_http=""):
+    d = app_dir(launcher)
+    app = write_app(d, "tools.py", TOOLS)
+    server = f"""
+        client_max_body_size 64m;
+        location /app/ {{ wsgi_script {app}; wsgi_process_group site; }}
+        location /static {{ return 200 "static\\n"; }}
+    """
+    http = f"wsgi_daemon_process site {group_options};\n{extra_http}"
+    nginx = rwsgi_nginx(launcher, server, http, state_dir=state_dir)
+    wait_for(lambda: requests.get(nginx.url("/app/environ"), timeout=5).status_code == 200,
+             what="the daemon group to answer")
+    return nginx
+
+
+@pytest.fixture(scope="module")
+def site(launcher, state_dir):
+    return daemon_nginx(launcher, state_dir)
+
+
+def test_requests_run_in_the_daemon_not_in_nginx(site):
+    env = requests.get(site.url("/app/environ"), timeout=10).json()
+    assert env["SCRIPT_NAME"] == "/app" and env["PATH_INFO"] == "/environ"
+    sups = supervisors(site)
+    assert len(sups) == 1, sups
+    (sup,) = sups
+    r = requests.get(site.url("/app/sleep?s=0"), timeout=10)
+    assert r.status_code == 200
+    # The app's process is a worker of the group's supervisor, not an nginx worker.
+    workers = {pid for pid, info in leftovers(site).items() if info[0] == sup}
+    assert len(workers) == 2
+
+
+def test_post_and_streaming_through_the_daemon(site):
+    for size in (0, 1000, 3_000_000):
+        data = os.urandom(size)
+        r = requests.post(site.url("/app/echo"), data=data, timeout=30)
+        assert r.status_code == 200 and r.content == data
+        assert r.headers["X-Content-Length"] == str(size)
+    data = os.urandom(200_000)
+    r = requests.post(site.url("/app/echo"), data=iter([data[:10], data[10:]]), timeout=30)
+    assert r.content == data
+    with requests.get(site.url("/app/stream?gap=0.5"), stream=True, timeout=10) as r:
+        arrivals = [(time.time(), line) for line in r.iter_lines()]
+    assert [a[1].split()[0] for a in arrivals] == [b"chunk0", b"chunk1", b"chunk2"]
+    assert arrivals[0][0] < float(arrivals[-1][1].split()[1]) - 0.5, "daemon response not streamed"
+
+
+def test_headers_and_status(site):
+    r = requests.get(site.url("/app/headers"), timeout=10)
+    assert r.status_code == 201
+    assert r.headers["Content-Type"] == "text/x-test"
+    assert r.raw.headers.getlist("Set-Cookie") == ["a=1", "b=2"]
+
+
+def test_slow_app_does_not_block_nginx(site):
+    out = []
+    t = threading.Thread(target=lambda: out.append(requests.get(site.url("/app/sleep?s=1"), timeout=10)))
+    t.start()
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    assert requests.get(site.url("/static"), timeout=5).text == "static\n"
+    assert time.monotonic() - t0 < 0.2
+    t.join()
+    assert out[0].status_code == 200
+
+
+def test_reload_keeps_unchanged_group_restarts_changed_and_stops_removed(launcher, state_dir):
+    nginx = daemon_nginx(launcher, state_dir)
+    (first,) = supervisors(nginx)
+    # Unchanged configuration: the same supervisor keeps running across a reload.
+    nginx.reload()
+    time.sleep(1.5)
+    assert set(supervisors(nginx)) == {first}
+    assert requests.get(nginx.url("/app/environ"), timeout=10).status_code == 200
+    # Changed group: replaced by a new supervisor, the old one exits.
+    text = nginx.conf_path.read_text().replace("processes=2 threads=4", "processes=1 threads=4")
+    nginx.conf_path.write_text(text)
+    nginx.reload()
+    second = wait_for(lambda: [p for p in supervisors(nginx) if p != first], what="a new supervisor")
+    wait_for(lambda: first not in supervisors(nginx), what="the old supervisor to exit")
+    wait_for(lambda: requests.get(nginx.url("/app/environ"), timeout=5).status_code == 200,
+             what="the restarted group")
+    # Removed group: stopped.
+    text = text.replace("wsgi_process_group site;", "").replace("wsgi_daemon_process site", "# ")
+    nginx.conf_path.write_text(text)
+    nginx.reload()
+    wait_for(lambda: not supervisors(nginx), what="the removed group to stop")
+    assert second
+
+
+@pytest.mark.parametrize("how", ["stop", "quit", "kill9"])
+def test_master_exit_leaves_no_daemon_behind(launcher, state_dir, how):
+    nginx = daemon_nginx(launcher, state_dir)
+    assert supervisors(nginx)
+    master = nginx.process.pid
+    sig = {"stop": signal.SIGTERM, "quit": signal.SIGQUIT, "kill9": signal.SIGKILL}[how]
+    os.kill(master, sig)
+    nginx.process.proc.wait(15)
+    if how == "kill9":
+        # nginx's own workers outlive a killed master; stop them by pid like an admin would.
+        for pid, info in leftovers(nginx).items():
+            if info[2] == "nginx":
+                os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not leftovers(nginx), timeout=10, what=f"no processes left after {how}")
+
+
+def test_daemon_user_and_group(launcher, state_dir):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch users")
+    nginx = daemon_nginx(launcher, state_dir, "processes=1 threads=2 user=nobody group=nogroup")
+    import pwd
+    import grp
+    nobody = pwd.getpwnam("nobody").pw_uid
+    (sup,) = supervisors(nginx)
+    workers = [pid for pid, info in leftovers(nginx).items() if info[0] == sup]
+    assert workers
+    for pid in workers:
+        status = Path(f"/proc/{pid}/status").read_text()
+        uid = int(status.split("Uid:")[1].split()[0])
+        gid = int(status.split("Gid:")[1].split()[0])
+        assert uid == nobody and gid == grp.getgrnam("nogroup").gr_gid
+
+
+def test_socket_is_private_to_nginx_workers(site):
+    sock = Path(site.prefix) / "nginx-wsgi-site.sock"
+    st = sock.stat()
+    assert oct(st.st_mode & 0o777) == oct(0o600)
+    import pwd
+    assert st.st_uid == pwd.getpwnam("nobody").pw_uid  # nginx's worker user here
