@@ -285,6 +285,13 @@ impl<'a> Master<'a> {
     }
 
     fn enforce_deadlines(&mut self, now: Instant) {
+        // A worker that reached maximum-requests already stopped accepting: count it as stopping
+        // so that tick() starts its replacement now, while it finishes its last requests.
+        for w in &mut self.workers {
+            if w.stop_deadline.is_none() && self.board.is_retiring(w.slot) {
+                w.stop_deadline = Some(now + self.cfg.graceful_timeout);
+            }
+        }
         let timeout_ms = self.cfg.request_timeout.map(|t| t.as_millis() as u64);
         let now_ms = monotonic_ms();
         for w in &mut self.workers {

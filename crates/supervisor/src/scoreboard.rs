@@ -10,6 +10,11 @@ use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Worker states in cell 0 of a row.
+const STARTING: u64 = 0;
+const READY: u64 = 1;
+const RETIRING: u64 = 2;
+
 /// The shared table: `slots` rows of `1 + threads` cells.
 pub struct Scoreboard {
     cells: NonNull<AtomicU64>,
@@ -75,14 +80,29 @@ impl Scoreboard {
     /// Worker: it has loaded the app and its threads accept requests.
     pub fn set_ready(&self, slot: usize) {
         if let Some(c) = self.cell(slot, 0) {
-            c.store(1, Ordering::Release);
+            // Never downgrade a worker that already announced it is retiring.
+            let _ = c.compare_exchange(STARTING, READY, Ordering::AcqRel, Ordering::Acquire);
         }
     }
 
-    /// Supervisor: is the worker in `slot` ready?
+    /// Supervisor: is the worker in `slot` ready (and not retiring)?
     pub fn is_ready(&self, slot: usize) -> bool {
         self.cell(slot, 0)
-            .is_some_and(|c| c.load(Ordering::Acquire) == 1)
+            .is_some_and(|c| c.load(Ordering::Acquire) == READY)
+    }
+
+    /// Worker: it stopped accepting (maximum-requests) and exits once its requests are done, so
+    /// the supervisor can start the replacement right away instead of after the exit.
+    pub fn set_retiring(&self, slot: usize) {
+        if let Some(c) = self.cell(slot, 0) {
+            c.store(RETIRING, Ordering::Release);
+        }
+    }
+
+    /// Supervisor: has the worker in `slot` announced that it is retiring?
+    pub fn is_retiring(&self, slot: usize) -> bool {
+        self.cell(slot, 0)
+            .is_some_and(|c| c.load(Ordering::Acquire) == RETIRING)
     }
 
     /// Worker thread: a request started at `now_ms` (CLOCK_MONOTONIC), or 0 = idle.
@@ -134,8 +154,12 @@ mod tests {
         assert!(!board.is_ready(0));
         assert_eq!(board.oldest_request(1), Some((2, 42)));
         assert_eq!(board.oldest_request(0), None);
+        board.set_retiring(1);
+        assert!(board.is_retiring(1) && !board.is_ready(1));
+        board.set_ready(1);
+        assert!(board.is_retiring(1), "ready never overrides retiring");
         board.reset(1);
-        assert!(!board.is_ready(1));
+        assert!(!board.is_ready(1) && !board.is_retiring(1));
         assert_eq!(board.oldest_request(1), None);
     }
 }

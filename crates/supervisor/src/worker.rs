@@ -125,6 +125,7 @@ fn setup_and_serve(start: &Start<'_>) -> Result<(), i32> {
         run_once: false,
     };
     let threads = cfg.threads as usize;
+    let max_requests = jittered(cfg.maximum_requests);
     let result = std::thread::scope(|scope| {
         let mut spawned = 0;
         for t in 0..threads {
@@ -141,7 +142,7 @@ fn setup_and_serve(start: &Start<'_>) -> Result<(), i32> {
             };
             let shared = &shared;
             let listener = start.listener;
-            let max = cfg.maximum_requests;
+            let max = max_requests;
             let spawn = std::thread::Builder::new()
                 .name(format!("rwsgi-req-{t}"))
                 .stack_size(THREAD_STACK)
@@ -168,11 +169,10 @@ fn setup_and_serve(start: &Start<'_>) -> Result<(), i32> {
         }
     });
     result?;
-    if shared.accepted.load(Ordering::Relaxed) >= cfg.maximum_requests && cfg.maximum_requests > 0 {
+    if max_requests > 0 && shared.accepted.load(Ordering::Relaxed) >= max_requests {
         rwlog!(
             "RW011",
-            "served maximum-requests ({}); exiting to be replaced",
-            cfg.maximum_requests
+            "served maximum-requests ({max_requests}); exiting to be replaced"
         );
     }
     Ok(())
@@ -298,8 +298,9 @@ fn accept_loop(listener: &Listener, shared: &Shared<'_>, ctx: &Ctx<'_>, max_requ
             Ok(stream) => {
                 let n = shared.accepted.fetch_add(1, Ordering::Relaxed) + 1;
                 if max_requests > 0 && n >= max_requests {
-                    // Serve this one, accept no more: the supervisor starts a replacement when
-                    // this process exits.
+                    // Serve this one, accept no more; the supervisor sees the flag and starts
+                    // the replacement while this request finishes.
+                    ctx.board.set_retiring(ctx.slot);
                     shared.request_stop();
                 }
                 conn::serve(stream, ctx, &mut scratch);
@@ -316,4 +317,14 @@ fn accept_loop(listener: &Listener, shared: &Shared<'_>, ctx: &Ctx<'_>, max_requ
             },
         }
     }
+}
+
+/// maximum-requests plus up to 10% more, different per process, so that workers started together
+/// do not all recycle at the same moment (gunicorn's max_requests_jitter idea).
+fn jittered(max: u64) -> u64 {
+    if max == 0 {
+        return 0;
+    }
+    // The pid is as good a spread as we need, and needs no random-number dependency.
+    max + u64::from(std::process::id()) % (max / 10 + 1)
 }

@@ -345,3 +345,33 @@ fn closing_the_lifetime_pipe_stops_the_group() {
     }
     assert!(!sock.exists());
 }
+
+#[test]
+fn recycled_worker_is_replaced_while_it_finishes() {
+    let s = Server::start(
+        &[
+            "--processes",
+            "1",
+            "--threads",
+            "1",
+            "--maximum-requests",
+            "1",
+        ],
+        1,
+    );
+    let sock = s.socket.clone();
+    // The worker accepts its last request: it stops accepting, and the supervisor starts the
+    // replacement at once instead of waiting for this slow request to end.
+    let slow = std::thread::spawn(move || request(&sock, &vars("GET", "/sleep/2"), b""));
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let r = s.get("/pid");
+    let took = started.elapsed();
+    assert_eq!(r.status_line, "HTTP/1.1 200 OK");
+    assert!(
+        took < Duration::from_millis(1500),
+        "the replacement answered after {took:?}"
+    );
+    assert_eq!(slow.join().unwrap().unwrap().text(), "slept");
+    assert_eq!(s.count("RW004"), 0, "{}", s.log());
+}
