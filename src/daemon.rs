@@ -16,8 +16,9 @@ use ngx::ffi::{
     ngx_http_upstream_create, ngx_http_upstream_header_t, ngx_http_upstream_hide_headers_hash,
     ngx_http_upstream_init, ngx_http_upstream_resolved_t, ngx_int_t, ngx_list_push, ngx_palloc,
     ngx_pcalloc, ngx_pnalloc, ngx_str_t, ngx_table_elt_t, NGX_AGAIN, NGX_ERROR,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_SPECIAL_RESPONSE, NGX_HTTP_UPSTREAM_FT_ERROR,
-    NGX_HTTP_UPSTREAM_FT_TIMEOUT, NGX_HTTP_UPSTREAM_INVALID_HEADER, NGX_LOG_ERR, NGX_OK,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_SPECIAL_RESPONSE,
+    NGX_HTTP_UPSTREAM_FT_ERROR, NGX_HTTP_UPSTREAM_FT_TIMEOUT, NGX_HTTP_UPSTREAM_INVALID_HEADER,
+    NGX_LOG_ERR, NGX_OK,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpUpstreamModule};
 
@@ -127,6 +128,22 @@ pub unsafe fn forward(r: *mut ngx_http_request_t, group: usize) -> ngx_int_t {
     let (Some(conf), Some(g)) = (lc.upstream, main.groups.get(group)) else {
         return internal;
     };
+    // A group whose socket file is missing is not running at all (it failed to start, or was
+    // removed): say so and answer 503, rather than nginx's generic 502 for a failed connect.
+    // A group whose workers are restarting keeps its socket, and requests queue in its backlog.
+    if let Some(SocketAddr::Unix(path)) = &g.socket {
+        if !path.exists() {
+            let msg = format!(
+                "wsgi: daemon process group \"{}\" cannot be reached: its socket {} does not exist \
+                 (the group is not running; its start-up errors are in nginx's error output)",
+                g.name,
+                path.display()
+            );
+            // SAFETY: r is live.
+            unsafe { log(r, &msg) };
+            return NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t;
+        }
+    }
     // SAFETY: r is live; ngx_http_upstream_create allocates r->upstream from the request pool.
     if unsafe { ngx_http_upstream_create(r) } != NGX_OK as ngx_int_t {
         return internal;

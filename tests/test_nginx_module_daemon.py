@@ -185,3 +185,33 @@ def test_socket_is_private_to_nginx_workers(site):
     assert oct(st.st_mode & 0o777) == oct(0o600)
     import pwd
     assert st.st_uid == pwd.getpwnam("nobody").pw_uid  # nginx's worker user here
+
+
+def test_unreachable_group_is_503_with_a_reason(launcher, state_dir):
+    """A group that cannot start (here: its socket's directory does not exist, so it cannot bind)
+    answers 503 and the error log says why; nginx itself keeps running."""
+    d = app_dir(launcher)
+    app = write_app(d, "tools.py", TOOLS)
+    server = f"location /app/ {{ wsgi_script {app}; wsgi_process_group broken; }}"
+    http = "wsgi_daemon_process broken socket=unix:/nonexistent-rwsgi-dir/broken.sock;"
+    nginx = rwsgi_nginx(launcher, server, http, state_dir=state_dir)
+    r = requests.get(nginx.url("/app/environ"), timeout=5)
+    assert r.status_code == 503, (r.status_code, nginx.error_log_text()[-2000:])
+    log = nginx.error_log_text()
+    assert 'daemon process group "broken" cannot be reached' in log
+    assert "does not exist" in log
+    assert "/nonexistent-rwsgi-dir" in nginx.process.log_text()  # the supervisor's own reason
+
+
+def test_killed_daemon_worker_is_replaced(site):
+    """A daemon worker that dies (SIGKILL) is respawned by the group's supervisor: the next
+    requests succeed within a second."""
+    (sup,) = supervisors(site)
+    workers = [pid for pid, info in leftovers(site).items() if info[0] == sup]
+    os.kill(workers[0], signal.SIGKILL)
+    t0 = time.monotonic()
+    wait_for(lambda: all(requests.get(site.url("/app/environ"), timeout=5).status_code == 200
+                         for _ in range(4)), timeout=5, what="requests to succeed again")
+    assert time.monotonic() - t0 < 1.5
+    wait_for(lambda: len([p for p, i in leftovers(site).items() if i[0] == sup]) == 2,
+             what="the replacement worker")
