@@ -355,7 +355,6 @@ impl<'a> Master<'a> {
                 slot,
                 identity: self.identity.as_ref(),
                 parent,
-                saved_mask,
             });
         }
         signals::restore_mask(&saved_mask);

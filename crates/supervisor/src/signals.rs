@@ -91,12 +91,39 @@ fn handler_ptr() -> libc::sighandler_t {
 
 /// Supervisor: TERM, INT, HUP and CHLD become bytes on `pipe`; SIGPIPE is ignored (a write to a
 /// closed socket must be an EPIPE error, never a dead process).
+///
+/// The supervisor may be forked from a web server's master (nginx blocks most signals in its
+/// master and has handlers for the rest), so the handled signals are unblocked explicitly and the
+/// other signals a host commonly catches go back to their defaults: no host code runs in our
+/// processes.
 pub fn install_supervisor(pipe: &Pipe) -> io::Result<()> {
     PIPE_W.store(pipe.write.as_raw_fd(), Ordering::Relaxed);
-    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD] {
+    const HANDLED: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD];
+    for sig in HANDLED {
         set_handler(sig, handler_ptr())?;
     }
-    set_handler(libc::SIGPIPE, libc::SIG_IGN)
+    for sig in [
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGWINCH,
+        libc::SIGALRM,
+        libc::SIGIO,
+    ] {
+        set_handler(sig, libc::SIG_DFL)?;
+    }
+    set_handler(libc::SIGPIPE, libc::SIG_IGN)?;
+    // SAFETY: zeroed sigset_t values are valid inputs for sigemptyset/sigaddset to overwrite; a
+    // null old-mask pointer is allowed.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in HANDLED {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+    Ok(())
 }
 
 /// Worker (after fork): SIGTERM pokes `stop` (graceful stop); INT and HUP are ignored (a Ctrl-C in
@@ -128,6 +155,18 @@ pub fn block_all() -> libc::sigset_t {
 pub fn restore_mask(old: &libc::sigset_t) {
     // SAFETY: old came from pthread_sigmask; a null old-mask pointer is allowed.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut()) };
+}
+
+/// Unblocks every signal: a worker starts from a clean mask whatever its host had blocked, and so
+/// do the subprocesses the app starts (they inherit the mask).
+pub fn unblock_all() {
+    // SAFETY: a zeroed sigset_t is a valid input for sigemptyset; a null old-mask pointer is
+    // allowed.
+    unsafe {
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    }
 }
 
 /// poll(2) over `fds`; EINTR counts as "nothing ready".

@@ -43,8 +43,6 @@ pub struct Start<'a> {
     pub identity: Option<&'a Identity>,
     /// The supervisor's pid, to notice that it died before PR_SET_PDEATHSIG took effect.
     pub parent: libc::pid_t,
-    /// The signal mask to restore once the worker's own handlers are in place.
-    pub saved_mask: libc::sigset_t,
 }
 
 /// Runs the worker; never returns.
@@ -63,7 +61,9 @@ fn setup_and_serve(start: &Start<'_>) -> Result<(), i32> {
     let cfg = start.cfg;
     let stop = Pipe::new().map_err(|e| fail(EXIT_SETUP, "stop pipe", &e))?;
     signals::install_worker(&stop).map_err(|e| fail(EXIT_SETUP, "signal handlers", &e))?;
-    signals::restore_mask(&start.saved_mask);
+    // Signals were blocked across fork() (see master.rs); now that our handlers are in place,
+    // start from an empty mask.
+    signals::unblock_all();
     if let Some(name) = &cfg.display_name {
         set_process_name(name);
     }

@@ -375,3 +375,60 @@ fn recycled_worker_is_replaced_while_it_finishes() {
     assert_eq!(slow.join().unwrap().unwrap().text(), "slept");
     assert_eq!(s.count("RW004"), 0, "{}", s.log());
 }
+
+#[test]
+fn inherited_blocked_signals_are_unblocked() {
+    use std::os::unix::process::CommandExt;
+    // nginx's master blocks SIGCHLD, SIGTERM, SIGHUP... and a supervisor forked from it inherits
+    // that mask (exec keeps it too). rwsgi-worker must still react to them.
+    let dir = common::TempDir::new();
+    std::fs::write(dir.path("app.py"), common::APP).unwrap();
+    let sock = dir.path("s.sock");
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.arg("--socket")
+        .arg(format!("unix:{}", sock.display()))
+        .arg("--script")
+        .arg(dir.path("app.py"))
+        .args(["--processes", "1", "--threads", "1"])
+        .stderr(std::process::Stdio::null());
+    // SAFETY: sigfillset/sigprocmask are async-signal-safe; this runs in the child before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::sigprocmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+            Ok(())
+        })
+    };
+    let mut child = cmd.spawn().unwrap();
+    let start = Instant::now();
+    let first = loop {
+        if let Ok(r) = request(&sock, &vars("GET", "/pid"), b"") {
+            break r.text();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "server never answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // SIGCHLD must get through: a dead worker is replaced.
+    assert!(request(&sock, &vars("GET", "/die"), b"").is_err());
+    let second = request(&sock, &vars("GET", "/pid"), b"").unwrap().text();
+    assert_ne!(first, second);
+    // SIGTERM must get through.
+    // SAFETY: our own child, not yet reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{status:?}");
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(5) {
+            let _ = child.kill();
+            panic!("SIGTERM was ignored");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
