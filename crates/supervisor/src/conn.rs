@@ -177,6 +177,10 @@ fn run_request(
     let mut request_uri = None;
     let mut content_length: Option<u64> = None;
     let mut request_start = None;
+    // UWSGI_SCHEME is the one UWSGI_* var that loads no code: operators set it (`uwsgi_param
+    // UWSGI_SCHEME https;`, `SetEnv UWSGI_SCHEME https`) to say the client used TLS. It wins over
+    // HTTPS/REQUEST_SCHEME, as in uWSGI.
+    let mut scheme: Option<&[u8]> = None;
     for v in vars {
         match v.key {
             b"SCRIPT_NAME" => front_script_name = Some(v.value),
@@ -184,6 +188,7 @@ fn run_request(
             b"QUERY_STRING" => query_string = Some(v.value),
             b"REQUEST_URI" => request_uri = Some(v.value),
             b"RWSGI_REQUEST_START" => request_start = Some(v.value),
+            b"UWSGI_SCHEME" if matches!(v.value, b"http" | b"https") => scheme = Some(v.value),
             b"CONTENT_LENGTH" => {
                 let n = parse_content_length(v.value).ok_or(Bad::ContentLength)?;
                 if content_length.is_some_and(|prev| prev != n) {
@@ -208,7 +213,7 @@ fn run_request(
     let (script_name, path_info) = split_script_name(front_script_name, ctx.mount, path_info);
 
     // Second pass: environ as pyhost gets it. UWSGI_* (uWSGI's code-loading vars) never pass.
-    let mut env: Vec<(&[u8], &[u8])> = Vec::with_capacity(vars.len() + 3);
+    let mut env: Vec<(&[u8], &[u8])> = Vec::with_capacity(vars.len() + 5);
     for v in vars {
         let k = v.key;
         if k.len() >= 6 && k[..6].eq_ignore_ascii_case(b"UWSGI_") {
@@ -216,7 +221,14 @@ fn run_request(
         }
         match k {
             b"SCRIPT_NAME" | b"PATH_INFO" | b"QUERY_STRING" | b"RWSGI_REQUEST_START" => {}
+            b"HTTPS" | b"REQUEST_SCHEME" if scheme.is_some() => {}
             _ => env.push((k, v.value)),
+        }
+    }
+    if let Some(scheme) = scheme {
+        env.push((b"REQUEST_SCHEME", scheme));
+        if scheme == b"https" {
+            env.push((b"HTTPS", b"on"));
         }
     }
     env.push((b"SCRIPT_NAME", script_name));

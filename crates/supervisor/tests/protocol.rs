@@ -250,3 +250,23 @@ fn tcp_socket_on_a_free_port() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn uwsgi_scheme_sets_the_url_scheme() {
+    let s = Server::start(&["--processes", "1", "--threads", "1"], 1);
+    let scheme = |extra: &[(&str, &str)]| {
+        let mut v = vars("GET", "/env");
+        v.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let env = request(&s.socket, &v, b"").unwrap().text();
+        let at = env
+            .find(r#""wsgi.url_scheme": ""#)
+            .expect("url_scheme in environ")
+            + 20;
+        env[at..].split('"').next().unwrap_or("").to_string()
+    };
+    assert_eq!(scheme(&[]), "http");
+    assert_eq!(scheme(&[("HTTPS", "on")]), "https");
+    assert_eq!(scheme(&[("UWSGI_SCHEME", "https")]), "https");
+    assert_eq!(scheme(&[("HTTPS", "on"), ("UWSGI_SCHEME", "http")]), "http");
+    assert_eq!(scheme(&[("UWSGI_SCHEME", "gopher")]), "http");
+}
