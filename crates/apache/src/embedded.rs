@@ -208,13 +208,13 @@ pub(crate) fn run(r: &mut request_rec, conf: &DirConf) -> c_int {
     out.finish(outcome)
 }
 
-/// The CGI variables mod_wsgi gives an app: httpd's own ap_add_cgi_vars/ap_add_common_vars
+/// The CGI variables mod_wsgi gives an app: httpd's own ap_add_common_vars (see add_cgi_vars)
 /// (which already refuse header names with '_' and never export Authorization), SetEnv values,
 /// then mod_wsgi's adjustments.
 pub(crate) fn build_vars(r: &mut request_rec, conf: &DirConf) -> Vec<(Vec<u8>, Vec<u8>)> {
     // SAFETY: r is live; these fill r->subprocess_env from the request.
     unsafe {
-        ap_add_cgi_vars(r);
+        add_cgi_vars(r);
         ap_add_common_vars(r);
     }
     // SAFETY: subprocess_env is a live table of NUL-terminated strings in r->pool.
@@ -247,6 +247,58 @@ pub(crate) fn build_vars(r: &mut request_rec, conf: &DirConf) -> Vec<(Vec<u8>, V
         }
     }
     vars
+}
+
+/// httpd's ap_add_cgi_vars, except PATH_TRANSLATED: httpd runs a whole sub-request (URI
+/// translation, a directory walk with stat calls) to map PATH_INFO as a URL, on every request,
+/// for a variable WSGI apps do not use. We give DocumentRoot + PATH_INFO, which is what that
+/// sub-request yields unless PATH_INFO itself matches another Alias.
+///
+/// # Safety
+/// `r` must be the live request.
+unsafe fn add_cgi_vars(r: &mut request_rec) {
+    // SAFETY: every string is NUL-terminated and owned by r->pool (or 'static); apr_table_setn
+    // keeps the pointers, which live as long as the request.
+    unsafe {
+        let e = r.subprocess_env;
+        apr_table_setn(e, c"GATEWAY_INTERFACE".as_ptr(), c"CGI/1.1".as_ptr());
+        apr_table_setn(e, c"SERVER_PROTOCOL".as_ptr(), r.protocol);
+        apr_table_setn(e, c"REQUEST_METHOD".as_ptr(), r.method);
+        let args = if r.args.is_null() {
+            c"".as_ptr()
+        } else {
+            r.args.cast_const()
+        };
+        apr_table_setn(e, c"QUERY_STRING".as_ptr(), args);
+        // REQUEST_URI: the target exactly as on the request line (not decoded).
+        let line = cstr_bytes(r.the_request);
+        let target = line
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|w| !w.is_empty())
+            .nth(1)
+            .unwrap_or(b"");
+        apr_table_setn(e, c"REQUEST_URI".as_ptr(), pool_str(r.pool, target));
+        let path_info = cstr_bytes(r.path_info);
+        if path_info.is_empty() {
+            apr_table_setn(e, c"SCRIPT_NAME".as_ptr(), r.uri);
+            return;
+        }
+        let start = usize::try_from(ap_find_path_info(r.uri, r.path_info)).unwrap_or(0);
+        let uri = cstr_bytes(r.uri);
+        apr_table_setn(
+            e,
+            c"SCRIPT_NAME".as_ptr(),
+            pool_str(r.pool, &uri[..start.min(uri.len())]),
+        );
+        apr_table_setn(e, c"PATH_INFO".as_ptr(), r.path_info);
+        let mut translated = cstr_bytes(ap_document_root(r)).to_vec();
+        translated.extend_from_slice(path_info);
+        apr_table_setn(
+            e,
+            c"PATH_TRANSLATED".as_ptr(),
+            pool_str(r.pool, &translated),
+        );
+    }
 }
 
 /// Pointer wrapper for the loggers pyhost requires to be Send + Sync.

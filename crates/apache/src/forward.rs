@@ -159,6 +159,7 @@ pub(crate) fn forward(r: &mut request_rec, conf: &DirConf, group: &str) -> c_int
         b"RWSGI_REQUEST_START".to_vec(),
         r.request_time.to_string().into_bytes(),
     ));
+    mount_relative_path_info(&mut vars);
 
     let mut packet = Vec::with_capacity(4096);
     if let Err(e) = uwsgi::encode_request(
@@ -196,6 +197,27 @@ pub(crate) fn forward(r: &mut request_rec, conf: &DirConf, group: &str) -> c_int
         );
     }
     relay_response(r, &mut conn, group)
+}
+
+/// The worker strips SCRIPT_NAME from the front of PATH_INFO when it is there (nginx's stock
+/// uwsgi_params send the full path as PATH_INFO). httpd's PATH_INFO is already the part after
+/// the mount, so /app/app/x (PATH_INFO /app/x) would lose its second /app. Sending
+/// SCRIPT_NAME + PATH_INFO makes the worker's single strip give back exactly httpd's PATH_INFO.
+fn mount_relative_path_info(vars: &mut [(Vec<u8>, Vec<u8>)]) {
+    let script = vars
+        .iter()
+        .find(|(k, _)| k == b"SCRIPT_NAME")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let end = script.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
+    if end == 0 {
+        return; // mounted at /: nothing is stripped
+    }
+    if let Some((_, path_info)) = vars.iter_mut().find(|(k, _)| k == b"PATH_INFO") {
+        let mut full = script[..end].to_vec();
+        full.extend_from_slice(path_info);
+        *path_info = full;
+    }
 }
 
 fn send_request(
