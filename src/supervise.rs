@@ -233,6 +233,11 @@ fn child(cfg: &GroupConfig, lifetime: OwnedFd) -> ! {
         // is what stops us.
         libc::setsid();
     }
+    // `ps` would otherwise show this process (and its workers) as "nginx: master process".
+    if let Ok(title) = std::ffi::CString::new(format!("wsgi daemon group {}", cfg.log_name())) {
+        // SAFETY: nginx's own title setter (the master initialised it), NUL-terminated input.
+        unsafe { ngx::ffi::ngx_setproctitle(title.as_ptr().cast_mut()) };
+    }
     // SAFETY: fd 3 is the lifetime pipe's read end, open for the rest of this process.
     let lifetime = unsafe { BorrowedFd::borrow_raw(fd) };
     let code = match supervisor::run_with_lifetime(cfg, lifetime) {
