@@ -16,33 +16,45 @@ import requests
 from test_nginx_module_embedded import TOOLS, app_dir, rwsgi_nginx, write_app
 
 
-def processes_with(needle: str) -> dict:
-    """pid -> (ppid, uid, comm) of every process whose command line mentions `needle`."""
+def processes() -> dict:
+    """pid -> (ppid, uid, comm, cmdline) of every process."""
     out = {}
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
         try:
             cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if needle not in cmd:
-                continue
             status = (d / "status").read_text()
         except OSError:
             continue
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        out[int(d.name)] = (int(fields["PPid"]), int(fields["Uid"].split()[0]), fields["Name"].strip())
+        out[int(d.name)] = (int(fields["PPid"]), int(fields["Uid"].split()[0]), fields["Name"].strip(), cmd)
     return out
 
 
+def group_comm(nginx) -> str:
+    # The supervisor and its workers are named after the group (display-name "wsgi:NAME").
+    return f"wsgi:{nginx.group_name}"[:15]
+
+
 def supervisors(nginx) -> dict:
-    """The daemon groups' supervisors of this nginx: direct children of the master named wsgi:*."""
+    """The group's supervisor(s): direct children of the master named after the group."""
     master = nginx.process.pid
-    return {pid: info for pid, info in processes_with(str(nginx.conf_path)).items()
-            if info[0] == master and info[2].startswith("wsgi:")}
+    return {pid: info for pid, info in processes().items()
+            if info[0] == master and info[2] == group_comm(nginx)}
+
+
+def group_workers(nginx, sup: int) -> list:
+    return [pid for pid, info in processes().items() if info[0] == sup and info[2] == group_comm(nginx)]
 
 
 def leftovers(nginx) -> dict:
-    return processes_with(str(nginx.conf_path))
+    """nginx processes of this config (by command line) and the group's processes (by name)."""
+    return {pid: info for pid, info in processes().items()
+            if str(nginx.conf_path) in info[3] or info[2] == group_comm(nginx)}
+
+
+_groups = iter(range(1, 1_000_000))
 
 
 def wait_for(predicate, timeout=10.0, what="condition"):
@@ -58,13 +70,15 @@ def wait_for(predicate, timeout=10.0, what="condition"):
 def daemon_nginx(launcher, state_dir, group_options="processes=2 threads=4", extra_http=""):
     d = app_dir(launcher)
     app = write_app(d, "tools.py", TOOLS)
+    name = f"s{os.getpid() % 1000}x{next(_groups)}"  # unique: tests find processes by group name
     server = f"""
         client_max_body_size 64m;
-        location /app/ {{ wsgi_script {app}; wsgi_process_group site; }}
+        location /app/ {{ wsgi_script {app}; wsgi_process_group {name}; }}
         location /static {{ return 200 "static\\n"; }}
     """
-    http = f"wsgi_daemon_process site {group_options};\n{extra_http}"
+    http = f"wsgi_daemon_process {name} {group_options};\n{extra_http}"
     nginx = rwsgi_nginx(launcher, server, http, state_dir=state_dir)
+    nginx.group_name = name
     wait_for(lambda: requests.get(nginx.url("/app/environ"), timeout=5).status_code == 200,
              what="the daemon group to answer")
     return nginx
@@ -84,8 +98,8 @@ def test_requests_run_in_the_daemon_not_in_nginx(site):
     r = requests.get(site.url("/app/sleep?s=0"), timeout=10)
     assert r.status_code == 200
     # The app's process is a worker of the group's supervisor, not an nginx worker.
-    workers = {pid for pid, info in leftovers(site).items() if info[0] == sup}
-    assert len(workers) == 2
+    assert len(group_workers(site, sup)) == 2
+    assert "wsgi daemon group" in processes()[sup][3]  # what ps shows
 
 
 def test_post_and_streaming_through_the_daemon(site):
@@ -139,7 +153,8 @@ def test_reload_keeps_unchanged_group_restarts_changed_and_stops_removed(launche
     wait_for(lambda: requests.get(nginx.url("/app/environ"), timeout=5).status_code == 200,
              what="the restarted group")
     # Removed group: stopped.
-    text = text.replace("wsgi_process_group site;", "").replace("wsgi_daemon_process site", "# ")
+    name = nginx.group_name
+    text = text.replace(f"wsgi_process_group {name};", "").replace(f"wsgi_daemon_process {name}", "# ")
     nginx.conf_path.write_text(text)
     nginx.reload()
     wait_for(lambda: not supervisors(nginx), what="the removed group to stop")
@@ -151,15 +166,20 @@ def test_master_exit_leaves_no_daemon_behind(launcher, state_dir, how):
     nginx = daemon_nginx(launcher, state_dir)
     assert supervisors(nginx)
     master = nginx.process.pid
+    nginx_workers = [p for p, i in processes().items() if i[0] == master and i[2] == "nginx"]
     sig = {"stop": signal.SIGTERM, "quit": signal.SIGQUIT, "kill9": signal.SIGKILL}[how]
     os.kill(master, sig)
     nginx.process.proc.wait(15)
     if how == "kill9":
-        # nginx's own workers outlive a killed master; stop them by pid like an admin would.
-        for pid, info in leftovers(nginx).items():
-            if info[2] == "nginx":
+        # nginx's own workers outlive a killed master (they hold the listening socket); stop
+        # them by pid like an admin would. The daemon group must go by itself.
+        for pid in nginx_workers:
+            try:
                 os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     wait_for(lambda: not leftovers(nginx), timeout=10, what=f"no processes left after {how}")
+    assert not [p for p in nginx_workers if p in processes()]
 
 
 def test_daemon_user_and_group(launcher, state_dir):
@@ -170,7 +190,7 @@ def test_daemon_user_and_group(launcher, state_dir):
     import grp
     nobody = pwd.getpwnam("nobody").pw_uid
     (sup,) = supervisors(nginx)
-    workers = [pid for pid, info in leftovers(nginx).items() if info[0] == sup]
+    workers = group_workers(nginx, sup)
     assert workers
     for pid in workers:
         status = Path(f"/proc/{pid}/status").read_text()
@@ -180,7 +200,7 @@ def test_daemon_user_and_group(launcher, state_dir):
 
 
 def test_socket_is_private_to_nginx_workers(site):
-    sock = Path(site.prefix) / "nginx-wsgi-site.sock"
+    sock = Path(site.prefix) / f"nginx-wsgi-{site.group_name}.sock"
     st = sock.stat()
     assert oct(st.st_mode & 0o777) == oct(0o600)
     import pwd
@@ -207,11 +227,10 @@ def test_killed_daemon_worker_is_replaced(site):
     """A daemon worker that dies (SIGKILL) is respawned by the group's supervisor: the next
     requests succeed within a second."""
     (sup,) = supervisors(site)
-    workers = [pid for pid, info in leftovers(site).items() if info[0] == sup]
+    workers = group_workers(site, sup)
     os.kill(workers[0], signal.SIGKILL)
     t0 = time.monotonic()
     wait_for(lambda: all(requests.get(site.url("/app/environ"), timeout=5).status_code == 200
                          for _ in range(4)), timeout=5, what="requests to succeed again")
     assert time.monotonic() - t0 < 1.5
-    wait_for(lambda: len([p for p, i in leftovers(site).items() if i[0] == sup]) == 2,
-             what="the replacement worker")
+    wait_for(lambda: len(group_workers(site, sup)) == 2, what="the replacement worker")
