@@ -7,7 +7,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{GroupConfig, SocketSpec};
+use crate::config::{AppConfig, GroupConfig, SocketSpec};
+
+const DEFAULT_CALLABLE: &str = "application";
 
 /// The text printed by `--help`.
 pub const USAGE: &str = "\
@@ -17,11 +19,12 @@ Usage: rwsgi-worker --socket unix:PATH|HOST:PORT --script app.py [options]
 
 Required:
   --socket unix:PATH|HOST:PORT   where to listen (a unix socket is the safe default)
-  --script FILE                  the WSGI script, executed as a module
+  --script FILE                  the WSGI script, executed as a module (or use --mount /P=FILE)
 
 Application:
-  --callable NAME                callable in the script (default: application)
-  --mount /PREFIX                URL prefix of the app: becomes SCRIPT_NAME, stripped from PATH_INFO
+  --callable NAME                callable in the scripts (default: application)
+  --mount /PREFIX                URL prefix of --script: becomes SCRIPT_NAME, stripped from PATH_INFO
+  --mount /PREFIX=FILE           one more app, mounted at /PREFIX (repeatable)
   --python-home DIR              virtualenv or prefix for the interpreter
   --python-path DIR[:DIR]        extra sys.path entries (repeatable)
 
@@ -111,10 +114,50 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
         }
     }
     let socket = socket.ok_or("--socket is required (unix:PATH or HOST:PORT)")?;
-    let script = script.ok_or("--script is required (the WSGI script file)")?;
-    let mut cfg = GroupConfig::new(socket, script);
-    for (name, value) in opts {
-        apply(&mut cfg, &name, &value).map_err(|msg| format!("--{name}: {msg}"))?;
+    // `--mount /PREFIX=FILE` adds an app (as in uWSGI); `--mount /PREFIX` mounts --script.
+    let mut mounted = Vec::new();
+    let mut script_mount = None;
+    for (name, value) in opts.iter().filter(|(n, _)| n == "mount") {
+        let (prefix, file) = match value.split_once('=') {
+            Some((p, f)) if !f.is_empty() => (p, Some(f)),
+            Some(_) => return Err(format!("--{name}: expected /PREFIX or /PREFIX=FILE")),
+            None => (value.as_str(), None),
+        };
+        if !prefix.starts_with('/') {
+            return Err(format!("--{name}: expected a URL prefix starting with /"));
+        }
+        let prefix = GroupConfig::normalize_mount(prefix);
+        match file {
+            Some(f) => mounted.push((prefix, PathBuf::from(f))),
+            None => script_mount = Some(prefix),
+        }
+    }
+    let mut apps = Vec::new();
+    match script {
+        Some(script) => apps.push(AppConfig {
+            script,
+            callable: DEFAULT_CALLABLE.to_owned(),
+            mount: script_mount.flatten(),
+        }),
+        None if script_mount.is_some() => {
+            return Err("--mount /PREFIX without =FILE needs --script".to_owned())
+        }
+        None => {}
+    }
+    for (mount, script) in mounted {
+        apps.push(AppConfig {
+            script,
+            callable: DEFAULT_CALLABLE.to_owned(),
+            mount,
+        });
+    }
+    let Some(first) = apps.first() else {
+        return Err("--script is required (the WSGI script file)".to_owned());
+    };
+    let mut cfg = GroupConfig::new(socket, first.script.clone());
+    cfg.apps = apps;
+    for (name, value) in opts.iter().filter(|(n, _)| n != "mount") {
+        apply(&mut cfg, name, value).map_err(|msg| format!("--{name}: {msg}"))?;
     }
     cfg.validate().map_err(|e| format!("--{e}"))?;
     Ok(Command::Run {
@@ -152,12 +195,11 @@ fn is_known(name: &str) -> bool {
 
 fn apply(cfg: &mut GroupConfig, name: &str, value: &str) -> Result<(), String> {
     match name {
-        "callable" => cfg.app.callable = non_empty(value)?.to_owned(),
-        "mount" => {
-            if !value.starts_with('/') {
-                return Err("expected a URL prefix starting with /".into());
+        "callable" => {
+            let name = non_empty(value)?;
+            for app in &mut cfg.apps {
+                app.callable = name.to_owned();
             }
-            cfg.app.mount = GroupConfig::normalize_mount(value);
         }
         "python-home" => cfg.python_home = Some(PathBuf::from(non_empty(value)?)),
         "python-path" => cfg.python_path.extend(
@@ -248,8 +290,8 @@ mod tests {
         .unwrap();
         assert_eq!(c.processes, 3);
         assert_eq!(c.threads, 4);
-        assert_eq!(c.app.mount.as_deref(), Some("/app"));
-        assert_eq!(c.app.callable, "app");
+        assert_eq!(c.apps[0].mount.as_deref(), Some("/app"));
+        assert_eq!(c.apps[0].callable, "app");
         assert_eq!(
             c.python_path,
             vec![PathBuf::from("/a"), "/b".into(), "/c".into()]
@@ -300,5 +342,58 @@ mod tests {
             parse(vec!["--help".to_string()]),
             Ok(Command::Help)
         ));
+    }
+
+    #[test]
+    fn mount_errors() {
+        let e = run(&["--socket", "unix:/x", "--mount", "/a"]);
+        assert!(e.unwrap_err().contains("needs --script"));
+        let e = run(&["--socket", "unix:/x", "--mount", "/a="]);
+        assert!(e.unwrap_err().starts_with("--mount:"));
+        let e = run(&[
+            "--socket", "unix:/x", "--mount", "/a=a.py", "--mount", "/a/=b.py",
+        ]);
+        assert!(e.unwrap_err().contains("two scripts mounted at /a"));
+        let e = run(&["--socket", "unix:/x"]);
+        assert!(e.unwrap_err().contains("--script is required"));
+    }
+
+    #[test]
+    fn several_mounted_scripts() {
+        let c = run(&[
+            "--socket",
+            "unix:/x",
+            "--mount",
+            "/a=a.py",
+            "--script",
+            "root.py",
+            "--mount",
+            "/b/=b.py",
+            "--callable",
+            "app",
+        ])
+        .unwrap();
+        let apps: Vec<(Option<&str>, &str, &str)> = c
+            .apps
+            .iter()
+            .map(|a| {
+                (
+                    a.mount.as_deref(),
+                    a.script.to_str().unwrap(),
+                    a.callable.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            apps,
+            vec![
+                (None, "root.py", "app"),
+                (Some("/a"), "a.py", "app"),
+                (Some("/b"), "b.py", "app")
+            ]
+        );
+        let c = run(&["--socket", "unix:/x", "--mount", "/only=o.py"]).unwrap();
+        assert_eq!(c.apps.len(), 1);
+        assert_eq!(c.apps[0].mount.as_deref(), Some("/only"));
     }
 }

@@ -81,8 +81,12 @@ pub struct GroupConfig {
     pub socket_owner: Option<String>,
     /// `listen(2)` backlog: connections the kernel queues while every worker thread is busy.
     pub listen_backlog: u32,
-    /// The application.
-    pub app: AppConfig,
+    /// The applications, at least one. A request goes to the app whose `mount` the front end's
+    /// SCRIPT_NAME names, else to the longest mount prefixing PATH_INFO, else to the app without a
+    /// mount (or the first). One script per group is the common case; the web server modules put
+    /// every script assigned to a group here (an allow-list: the front end selects among them,
+    /// it can never name a file to load).
+    pub apps: Vec<AppConfig>,
     /// Worker processes.
     pub processes: u32,
     /// Request threads per worker process.
@@ -118,11 +122,11 @@ impl GroupConfig {
             socket_mode: 0o600,
             socket_owner: None,
             listen_backlog: 100,
-            app: AppConfig {
+            apps: vec![AppConfig {
                 script,
                 callable: "application".to_owned(),
                 mount: None,
-            },
+            }],
             processes: 1,
             threads: 15,
             python_home: None,
@@ -166,14 +170,27 @@ impl GroupConfig {
                 ));
             }
         }
-        if self.app.callable.is_empty() {
-            return Err(ConfigError::new("callable", "must not be empty"));
+        if self.apps.is_empty() {
+            return Err(ConfigError::new(
+                "script",
+                "at least one WSGI script is needed",
+            ));
         }
-        if let Some(m) = &self.app.mount {
-            if !m.starts_with('/') {
+        for (i, app) in self.apps.iter().enumerate() {
+            if app.callable.is_empty() {
+                return Err(ConfigError::new("callable", "must not be empty"));
+            }
+            if app.mount.as_deref().is_some_and(|m| !m.starts_with('/')) {
                 return Err(ConfigError::new(
                     "mount",
                     "expected a URL prefix starting with /",
+                ));
+            }
+            if self.apps[..i].iter().any(|other| other.mount == app.mount) {
+                let at = app.mount.as_deref().unwrap_or("/");
+                return Err(ConfigError::new(
+                    "mount",
+                    format!("two scripts mounted at {at}"),
                 ));
             }
         }
@@ -293,9 +310,16 @@ mod tests {
         let mut c = base.clone();
         c.user = Some("root".into());
         assert_eq!(c.validate().map_err(|e| e.option), Err("user".to_owned()));
-        let mut c = base;
-        c.app.mount = Some("app".into());
+        let mut c = base.clone();
+        c.apps[0].mount = Some("app".into());
         assert_eq!(c.validate().map_err(|e| e.option), Err("mount".to_owned()));
+        let mut c = base.clone();
+        c.apps.push(c.apps[0].clone());
+        assert_eq!(c.validate().map_err(|e| e.option), Err("mount".to_owned()));
+        c.apps[1].mount = Some("/b".into());
+        assert_eq!(c.validate(), Ok(()));
+        c.apps.clear();
+        assert_eq!(c.validate().map_err(|e| e.option), Err("script".to_owned()));
     }
 
     #[test]

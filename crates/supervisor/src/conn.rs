@@ -27,12 +27,17 @@ const SMALL_VARS: usize = 96;
 /// flight to the front end. Beyond this, we close anyway.
 const DRAIN_LIMIT: u64 = 16 << 20;
 
+/// One app of the group and the URL prefix it is mounted at (`None` = the default app).
+pub struct MountedApp<'a> {
+    pub mount: Option<&'a [u8]>,
+    pub app: &'a App,
+}
+
 /// What a worker thread needs to serve connections.
 pub struct Ctx<'a> {
-    pub app: &'a App,
+    /// The group's apps (at least one), in configuration order.
+    pub apps: &'a [MountedApp<'a>],
     pub mode: Mode,
-    /// `--mount`, without its trailing slash.
-    pub mount: Option<&'a [u8]>,
     pub socket_timeout: Duration,
     pub queue_timeout: Option<Duration>,
     pub log: &'a dyn ErrorLog,
@@ -73,6 +78,7 @@ enum Bad {
     Parse(uwsgi::Error),
     Modifier(u8, u8),
     ContentLength,
+    NoApp,
 }
 
 impl std::fmt::Display for Bad {
@@ -86,6 +92,7 @@ impl std::fmt::Display for Bad {
                 write!(f, "unsupported uwsgi modifiers {m1}/{m2} (only 0 = WSGI)")
             }
             Bad::ContentLength => f.write_str("invalid or conflicting CONTENT_LENGTH"),
+            Bad::NoApp => f.write_str("no application configured"),
         }
     }
 }
@@ -210,7 +217,11 @@ fn run_request(
         }
     };
     let query_string = query_string.or(uri_query).unwrap_or(b"");
-    let (script_name, path_info) = split_script_name(front_script_name, ctx.mount, path_info);
+    let mounts: Vec<Option<&[u8]>> = ctx.apps.iter().map(|a| a.mount).collect();
+    let (app_index, script_name, path_info) = route(front_script_name, &mounts, path_info);
+    let Some(app) = ctx.apps.get(app_index) else {
+        return Err(Bad::NoApp);
+    };
 
     // Second pass: environ as pyhost gets it. UWSGI_* (uWSGI's code-loading vars) never pass.
     let mut env: Vec<(&[u8], &[u8])> = Vec::with_capacity(vars.len() + 5);
@@ -280,7 +291,7 @@ fn run_request(
     };
     ctx.board
         .set_busy(ctx.slot, ctx.thread, monotonic_ms().max(1));
-    let outcome = pyhost::handle(ctx.app, &request, &mut body, &mut out, ctx.log);
+    let outcome = pyhost::handle(app.app, &request, &mut body, &mut out, ctx.log);
     ctx.board.set_busy(ctx.slot, ctx.thread, 0);
     match outcome {
         Outcome::Complete | Outcome::Failed => {
@@ -381,34 +392,58 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-/// SCRIPT_NAME / PATH_INFO, as uWSGI's manage-script-name does: a SCRIPT_NAME sent by the front
-/// end (or else the `--mount` prefix) is removed from the front of PATH_INFO when it matches at a
-/// path-segment boundary (`/app` matches `/app` and `/app/x`, never `/application`). A front-end
-/// SCRIPT_NAME that does not match stays as sent; a mount that does not match gives SCRIPT_NAME "".
-pub(crate) fn split_script_name<'a>(
+/// `/app/` -> `/app`; `/` -> empty.
+fn trim_slashes(p: &[u8]) -> &[u8] {
+    let end = p.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
+    &p[..end]
+}
+
+/// The rest of `path` after `prefix`, if `prefix` matches at a path-segment boundary (`/app`
+/// matches `/app` and `/app/x`, never `/application`).
+fn strip_prefix<'a>(prefix: &[u8], path: &'a [u8]) -> Option<&'a [u8]> {
+    let rest = path.strip_prefix(prefix)?;
+    (rest.is_empty() || rest[0] == b'/').then_some(rest)
+}
+
+/// Picks the app and splits SCRIPT_NAME / PATH_INFO, as uWSGI's mount + manage-script-name do.
+/// Returns (index into `mounts`, SCRIPT_NAME, PATH_INFO).
+///
+/// - A SCRIPT_NAME sent by the front end (nginx `uwsgi_param SCRIPT_NAME /app;`, our modules) is
+///   authoritative: the app mounted there (else the default app) serves the request, and the
+///   prefix is removed from PATH_INFO when it matches at a segment boundary; otherwise PATH_INFO
+///   stays as sent.
+/// - Without one, the longest mount that prefixes PATH_INFO at a segment boundary wins and
+///   becomes SCRIPT_NAME.
+/// - Else the default app (the one without a mount, or the first) with SCRIPT_NAME "".
+pub(crate) fn route<'a>(
     front: Option<&'a [u8]>,
-    mount: Option<&'a [u8]>,
+    mounts: &[Option<&'a [u8]>],
     path_info: &'a [u8],
-) -> (&'a [u8], &'a [u8]) {
-    let trim = |p: &'a [u8]| {
-        let end = p.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
-        &p[..end]
-    };
-    let front = front.map(trim).filter(|p| !p.is_empty());
-    let (prefix, from_front) = match (front, mount.map(trim).filter(|p| !p.is_empty())) {
-        (Some(p), _) => (p, true),
-        (None, Some(m)) => (m, false),
-        (None, None) => return (b"", path_info),
-    };
-    if path_info.starts_with(prefix)
-        && (path_info.len() == prefix.len() || path_info[prefix.len()] == b'/')
-    {
-        (prefix, &path_info[prefix.len()..])
-    } else if from_front {
-        (prefix, path_info)
-    } else {
-        (b"", path_info)
+) -> (usize, &'a [u8], &'a [u8]) {
+    let default = mounts.iter().position(Option::is_none).unwrap_or(0);
+    let mount_at = |i: usize| mounts.get(i).copied().flatten().map(trim_slashes);
+    if let Some(front) = front.map(trim_slashes).filter(|p| !p.is_empty()) {
+        let index = (0..mounts.len())
+            .find(|&i| mount_at(i) == Some(front))
+            .unwrap_or(default);
+        return (
+            index,
+            front,
+            strip_prefix(front, path_info).unwrap_or(path_info),
+        );
     }
+    let mut best: Option<(usize, &'a [u8], &'a [u8])> = None;
+    for i in 0..mounts.len() {
+        let Some(m) = mount_at(i).filter(|m| !m.is_empty()) else {
+            continue;
+        };
+        if let Some(rest) = strip_prefix(m, path_info) {
+            if best.is_none_or(|(_, b, _)| m.len() > b.len()) {
+                best = Some((i, m, rest));
+            }
+        }
+    }
+    best.unwrap_or((default, b"", path_info))
 }
 
 /// `wsgi.input`: exactly CONTENT_LENGTH bytes, the ones already read with the head first.
@@ -563,15 +598,25 @@ fn sendfile_all(stream: &Stream, file: &std::fs::File, offset: u64, len: u64) ->
 mod tests {
     use super::*;
 
+    fn routed(
+        f: Option<&'static str>,
+        mounts: &[Option<&'static str>],
+        p: &'static str,
+    ) -> (usize, String, String) {
+        let mounts: Vec<Option<&[u8]>> = mounts.iter().map(|m| m.map(str::as_bytes)).collect();
+        let (i, a, b) = route(f.map(str::as_bytes), &mounts, p.as_bytes());
+        (
+            i,
+            String::from_utf8_lossy(a).into_owned(),
+            String::from_utf8_lossy(b).into_owned(),
+        )
+    }
+
     #[test]
     fn script_name_stripping() {
         let s = |f: Option<&'static str>, m: Option<&'static str>, p: &'static str| {
-            let (a, b) =
-                split_script_name(f.map(str::as_bytes), m.map(str::as_bytes), p.as_bytes());
-            (
-                String::from_utf8_lossy(a).into_owned(),
-                String::from_utf8_lossy(b).into_owned(),
-            )
+            let (_, a, b) = routed(f, &[m], p);
+            (a, b)
         };
         let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
         assert_eq!(s(None, None, "/x"), pair("", "/x"));
@@ -588,6 +633,28 @@ mod tests {
         assert_eq!(s(None, Some("/m"), "/mm"), pair("", "/mm"));
         assert_eq!(s(Some("/f"), Some("/m"), "/f/z"), pair("/f", "/z"));
         assert_eq!(s(Some(""), Some("/m"), "/m/z"), pair("/m", "/z"));
+    }
+
+    #[test]
+    fn several_apps_are_routed_by_mount() {
+        let mounts = [None, Some("/a"), Some("/a/deep"), Some("/b")];
+        let r = |f, p| routed(f, &mounts, p);
+        let t = |i: usize, a: &str, b: &str| (i, a.to_owned(), b.to_owned());
+        assert_eq!(r(None, "/x"), t(0, "", "/x"));
+        assert_eq!(r(None, "/a/x"), t(1, "/a", "/x"));
+        assert_eq!(r(None, "/a/deep/x"), t(2, "/a/deep", "/x"));
+        assert_eq!(r(None, "/a/deeper"), t(1, "/a", "/deeper"));
+        assert_eq!(r(None, "/b"), t(3, "/b", ""));
+        assert_eq!(r(None, "/bb"), t(0, "", "/bb"));
+        // The front end's SCRIPT_NAME picks the app, even over a longer PATH_INFO match.
+        assert_eq!(r(Some("/a"), "/a/deep/x"), t(1, "/a", "/deep/x"));
+        assert_eq!(r(Some("/b/"), "/b/y"), t(3, "/b", "/y"));
+        assert_eq!(r(Some("/zzz"), "/zzz/q"), t(0, "/zzz", "/q"));
+        // No default app: the first one serves what no mount matches.
+        assert_eq!(
+            routed(None, &[Some("/a"), Some("/b")], "/c"),
+            t(0, "", "/c")
+        );
     }
 
     #[test]

@@ -70,13 +70,21 @@ fn run_inner(cfg: &GroupConfig, lifetime: Option<BorrowedFd<'_>>) -> Result<(), 
     let identity = privs::Identity::resolve(cfg.user.as_deref(), cfg.group.as_deref())
         .map_err(|e| Error::Config(ConfigError::new("user", e)))?;
     let listener = listener::Listener::bind(cfg).map_err(Error::Startup)?;
+    let apps: Vec<String> = cfg
+        .apps
+        .iter()
+        .map(|a| match &a.mount {
+            Some(m) => format!("{m}={}", a.script.display()),
+            None => a.script.display().to_string(),
+        })
+        .collect();
     rwlog!(
         "RW001",
         "listening on {}: {} processes x {} threads, app {}",
         listener.describe(),
         cfg.processes,
         cfg.threads,
-        cfg.app.script.display()
+        apps.join(" ")
     );
     let master = master::Master::new(cfg, listener, identity, lifetime).map_err(Error::Startup)?;
     master.run();

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use pyhost::{App, AppSpec, Mode, PythonConfig};
 
 use crate::config::GroupConfig;
-use crate::conn::{self, Ctx, Scratch};
+use crate::conn::{self, Ctx, MountedApp, Scratch};
 use crate::listener::Listener;
 use crate::log::WorkerLog;
 use crate::privs::Identity;
@@ -102,17 +102,33 @@ fn setup_and_serve(start: &Start<'_>) -> Result<(), i32> {
         rwlog!("RW020", "cannot start Python: {e}");
         EXIT_PYTHON
     })?;
-    let app = App::new(AppSpec {
-        script: cfg.app.script.clone(),
-        callable: cfg.app.callable.clone(),
-    });
-    if !app.preload(&WorkerLog) {
-        rwlog!(
-            "RW021",
-            "loading {} failed (traceback above); requests retry the import",
-            cfg.app.script.display()
-        );
+    let apps: Vec<App> = cfg
+        .apps
+        .iter()
+        .map(|a| {
+            App::new(AppSpec {
+                script: a.script.clone(),
+                callable: a.callable.clone(),
+            })
+        })
+        .collect();
+    for (app, conf) in apps.iter().zip(&cfg.apps) {
+        if !app.preload(&WorkerLog) {
+            rwlog!(
+                "RW021",
+                "loading {} failed (traceback above); requests retry the import",
+                conf.script.display()
+            );
+        }
     }
+    let mounted: Vec<MountedApp<'_>> = apps
+        .iter()
+        .zip(&cfg.apps)
+        .map(|(app, conf)| MountedApp {
+            mount: conf.mount.as_deref().map(str::as_bytes),
+            app,
+        })
+        .collect();
 
     let shared = Shared {
         stopping: AtomicBool::new(false),
@@ -130,9 +146,8 @@ fn setup_and_serve(start: &Start<'_>) -> Result<(), i32> {
         let mut spawned = 0;
         for t in 0..threads {
             let ctx = Ctx {
-                app: &app,
+                apps: &mounted,
                 mode,
-                mount: cfg.app.mount.as_deref().map(str::as_bytes),
                 socket_timeout: cfg.socket_timeout,
                 queue_timeout: cfg.queue_timeout,
                 log: &WorkerLog,
@@ -160,8 +175,8 @@ fn setup_and_serve(start: &Start<'_>) -> Result<(), i32> {
             start.board.set_ready(start.slot);
             rwlog!(
                 "RW022",
-                "worker ready: {threads} threads, app {}",
-                cfg.app.script.display()
+                "worker ready: {threads} threads, {} app(s)",
+                apps.len()
             );
             Ok(())
         } else {

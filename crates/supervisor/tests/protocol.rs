@@ -270,3 +270,44 @@ fn uwsgi_scheme_sets_the_url_scheme() {
     assert_eq!(scheme(&[("HTTPS", "on"), ("UWSGI_SCHEME", "http")]), "http");
     assert_eq!(scheme(&[("UWSGI_SCHEME", "gopher")]), "http");
 }
+
+#[test]
+fn several_scripts_in_one_group() {
+    let dir = common::TempDir::new();
+    for name in ["a", "b"] {
+        let app = format!(
+            "def application(environ, start_response):\n    body = ('{name} path=%s script=%s' % (environ['PATH_INFO'], environ['SCRIPT_NAME'])).encode()\n    start_response('200 OK', [('Content-Length', str(len(body)))])\n    return [body]\n"
+        );
+        std::fs::write(dir.path(&format!("{name}.py")), app).unwrap();
+    }
+    let a = format!("/a={}", dir.path("a.py").display());
+    let b = format!("/b/deeper={}", dir.path("b.py").display());
+    let s = Server::start_with(
+        dir,
+        common::APP,
+        &[
+            "--processes",
+            "1",
+            "--threads",
+            "2",
+            "--mount",
+            &a,
+            "--mount",
+            &b,
+        ],
+        1,
+    );
+    assert_eq!(s.get("/x").text(), "hello path=/x script= query=");
+    assert_eq!(s.get("/a/q").text(), "a path=/q script=/a");
+    assert_eq!(s.get("/a").text(), "a path= script=/a");
+    assert_eq!(s.get("/ab").text(), "hello path=/ab script= query=");
+    assert_eq!(s.get("/b/deeper/z").text(), "b path=/z script=/b/deeper");
+    assert_eq!(s.get("/b/z").text(), "hello path=/b/z script= query=");
+    // The front end's SCRIPT_NAME selects the app.
+    let mut v = vars("GET", "/a/q");
+    v.push(("SCRIPT_NAME".into(), "/a".into()));
+    assert_eq!(
+        request(&s.socket, &v, b"").unwrap().text(),
+        "a path=/q script=/a"
+    );
+}
