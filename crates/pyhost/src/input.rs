@@ -66,8 +66,10 @@ impl InputSide {
             want = want.min(usize::try_from(rem).unwrap_or(usize::MAX));
         }
         let state = &mut self.state;
-        if state.pos > 0 && state.pos == state.buf.len() {
-            state.buf.clear();
+        if state.pos > 0 {
+            // Drop what the app already consumed, so the buffer never grows past one unread
+            // block plus one read, however the transport's reads and the app's reads interleave.
+            state.buf.drain(..state.pos);
             state.pos = 0;
         }
         let start = state.buf.len();
@@ -235,4 +237,45 @@ impl Input {
     }
 
     fn close(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scope::Borrowed;
+
+    struct Trickle(usize);
+
+    impl crate::Body for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.0.min(1000).min(buf.len());
+            self.0 -= n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn buffer_does_not_keep_consumed_bytes() {
+        let len = 16 * 1024 * 1024;
+        let mut body = Trickle(len);
+        let body: &mut dyn crate::Body = &mut body;
+        // SAFETY: lifetime erasure for the test: `side` is dropped before `body`'s storage.
+        let body: *mut (dyn crate::Body + 'static) = unsafe { std::mem::transmute(body) };
+        let mut side = InputSide {
+            body: Some(Borrowed(body)),
+            state: InputState::new(Some(len as u64)),
+        };
+        let mut total = 0;
+        let mut peak = 0;
+        loop {
+            let block = side.read(Some(65_536)).unwrap();
+            if block.is_empty() {
+                break;
+            }
+            total += block.len();
+            peak = peak.max(side.state.buf.capacity());
+        }
+        assert_eq!(total, len);
+        assert!(peak < 512 * 1024, "input buffer grew to {peak} bytes");
+    }
 }

@@ -724,3 +724,59 @@ fn registered_threads_keep_threading_local_state() {
     };
     assert_eq!(worker.join().unwrap(), ["1", "2", "3"]);
 }
+
+/// A body delivered in short, misaligned reads (as a socket does).
+struct Trickle {
+    left: usize,
+    piece: usize,
+}
+
+impl Body for Trickle {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.left.min(self.piece).min(buf.len());
+        buf[..n].fill(b'y');
+        self.left -= n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn short_transport_reads_reassemble_into_full_app_reads() {
+    // The app reads 64 KiB blocks; the transport returns 1000-byte pieces.
+    let app = app(
+        "trickle",
+        r#"
+import sys
+def application(environ, start_response):
+    n = 0
+    while True:
+        b = environ['wsgi.input'].read(65536)
+        if not b:
+            break
+        n += len(b)
+    start_response('200 OK', [])
+    return [str(n).encode()]
+"#,
+    );
+    let len = 8 * 1024 * 1024 + 17;
+    let vars: [(&[u8], &[u8]); 2] = [
+        (b"REQUEST_METHOD", b"POST"),
+        (b"CONTENT_LENGTH", b"8388625"),
+    ];
+    let req = Request {
+        vars: &vars,
+        mode: MODE,
+    };
+    let mut rec = Recorder::default();
+    let out = pyhost::handle(
+        &app,
+        &req,
+        &mut Trickle {
+            left: len,
+            piece: 1000,
+        },
+        &mut rec,
+        &Log::default(),
+    );
+    assert_eq!((out, rec.text()), (Outcome::Complete, len.to_string()));
+}
