@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use ngx::http::{Merge, MergeConfigError};
 
-use crate::daemon_options::DaemonGroup;
+use crate::daemon_options::{DaemonGroup, GroupApp};
 
 /// Python threads per nginx worker when `wsgi_threads` is not given.
 pub const DEFAULT_THREADS: usize = 8;
@@ -149,19 +149,25 @@ pub fn resolve(conf: &mut LocConf, main: &mut MainConf) -> Result<(), String> {
                 script: script.clone(),
                 callable: conf.callable().to_string(),
             };
+            let mount = match &conf.mount {
+                Some(Mount::Prefix(p)) if !p.is_empty() => {
+                    Some(String::from_utf8_lossy(p).into_owned())
+                }
+                _ => None,
+            };
             let declared = &mut main.groups[i];
-            match &declared.app {
-                None => declared.app = Some(entry),
-                Some(existing) if *existing == entry => {}
+            match declared.apps.iter().find(|a| a.mount == mount) {
+                None => declared.apps.push(GroupApp { entry, mount }),
+                Some(existing) if existing.entry == entry => {}
                 Some(existing) => {
                     return Err(format!(
-                        "process group \"{}\" already serves {} ({}); a daemon group runs one app: \
-                         declare another group for {} ({}) in {}:{}",
+                        "process group \"{}\" already serves {} ({}) at \"{}\"; another script at \
+                         the same location prefix is ambiguous ({} in {}:{})",
                         group.name,
-                        existing.script.display(),
-                        existing.callable,
+                        existing.entry.script.display(),
+                        existing.entry.callable,
+                        mount.as_deref().unwrap_or("/"),
                         entry.script.display(),
-                        entry.callable,
                         group.origin.file,
                         group.origin.line
                     ))

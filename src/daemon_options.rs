@@ -18,6 +18,14 @@ pub enum SocketAddr {
     Tcp(String),
 }
 
+/// One app of a daemon group: the supervisor picks it by the SCRIPT_NAME nginx sends (`mount`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupApp {
+    pub entry: AppEntry,
+    /// The location prefix (SCRIPT_NAME); `None` for `/`, regex and named locations.
+    pub mount: Option<String>,
+}
+
 /// One declared daemon process group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaemonGroup {
@@ -37,16 +45,18 @@ pub struct DaemonGroup {
     /// `None` = a unix socket under nginx's prefix, chosen when the group is started.
     pub socket: Option<SocketAddr>,
     pub display_name: Option<String>,
-    /// The app the group serves: the `wsgi_script` of the locations that use the group (set
-    /// while locations are merged; a group serves one app, as a supervisor runs one script).
-    pub app: Option<AppEntry>,
+    /// The apps the group serves: the `wsgi_script` of each location that uses the group, with
+    /// the location prefix the supervisor routes on (set while locations are merged).
+    pub apps: Vec<GroupApp>,
     /// `socket=HOST:PORT` resolved by the master at start-up (workers must not resolve names on
     /// the event loop).
     pub resolved: Option<std::net::SocketAddr>,
 }
 
 impl DaemonGroup {
-    /// mod_wsgi's defaults (one process, 15 threads, 15 s graceful timeout, backlog 100).
+    /// mod_wsgi's defaults (one process, 15 threads, 15 s graceful timeout), except the listen
+    /// backlog: 1024 instead of 100, because a full unix-socket backlog makes nginx's
+    /// non-blocking connect() fail at once (EAGAIN -> 502) instead of waiting like TCP does.
     pub fn new(name: String) -> Self {
         DaemonGroup {
             name,
@@ -60,14 +70,17 @@ impl DaemonGroup {
             request_timeout: None,
             graceful_timeout: Duration::from_secs(15),
             queue_timeout: None,
-            listen_backlog: 100,
+            listen_backlog: DEFAULT_BACKLOG,
             socket: None,
             display_name: None,
-            app: None,
+            apps: Vec::new(),
             resolved: None,
         }
     }
 }
+
+/// Default `listen-backlog` (see [`DaemonGroup::new`]); the kernel caps it at somaxconn.
+pub const DEFAULT_BACKLOG: u32 = 1024;
 
 /// Every option `wsgi_daemon_process` accepts, for the "unknown option" message.
 pub const OPTIONS: &[&str] = &[
@@ -280,9 +293,12 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_mod_wsgi_ones() {
+    fn defaults_are_mod_wsgi_ones_but_the_backlog() {
         let g = parse("g", &[]).unwrap();
-        assert_eq!((g.processes, g.threads, g.listen_backlog), (1, 15, 100));
+        assert_eq!(
+            (g.processes, g.threads, g.listen_backlog),
+            (1, 15, DEFAULT_BACKLOG)
+        );
         assert_eq!(g.graceful_timeout, Duration::from_secs(15));
     }
 

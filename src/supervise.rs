@@ -42,18 +42,23 @@ pub struct Host {
 
 /// The supervisor configuration of `group`, with the host's defaults applied.
 pub fn group_config(group: &DaemonGroup, main: &MainConf, host: &Host) -> Option<GroupConfig> {
-    let app = group.app.as_ref()?;
+    let first = group.apps.first()?;
     let socket = match &group.socket {
         Some(SocketAddr::Unix(p)) => SocketSpec::Unix(p.clone()),
         Some(SocketAddr::Tcp(a)) => SocketSpec::Tcp(a.clone()),
         None => SocketSpec::Unix(default_socket(&host.run_dir, &group.name)),
     };
-    let mut cfg = GroupConfig::new(socket, app.script.clone());
-    cfg.app = AppConfig {
-        script: app.script.clone(),
-        callable: app.callable.clone(),
-        mount: None,
-    };
+    let mut cfg = GroupConfig::new(socket, first.entry.script.clone());
+    // Every script assigned to the group, routed by the SCRIPT_NAME (location prefix) nginx sends.
+    cfg.apps = group
+        .apps
+        .iter()
+        .map(|a| AppConfig {
+            script: a.entry.script.clone(),
+            callable: a.entry.callable.clone(),
+            mount: a.mount.clone(),
+        })
+        .collect();
     cfg.processes = group.processes;
     cfg.threads = group.threads;
     cfg.python_home = group
@@ -300,7 +305,7 @@ pub unsafe fn init_module(cycle: *mut ngx::ffi::ngx_cycle_t) -> Result<Vec<Strin
             }
             Some(SocketAddr::Unix(_)) => {}
         }
-        if g.app.is_none() {
+        if g.apps.is_empty() {
             log.push(format!(
                 "wsgi: daemon group {} is not used by any location with wsgi_script: not started",
                 g.name

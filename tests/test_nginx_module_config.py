@@ -45,9 +45,9 @@ BAD = [
     ("wsgi_daemon_process site user=root;", "", "wsgi_daemon_process", r'daemons never run as root'),
     ("wsgi_daemon_process site socket=nowhere;", "", "wsgi_daemon_process", r'expected unix:PATH or HOST:PORT'),
     ("wsgi_daemon_process site socket=127.0.0.1:0;", "", "wsgi_daemon_process", r'port 0 is not allowed'),
-    ("wsgi_daemon_process site;", "location /a {{ wsgi_script {app}; wsgi_process_group site; }}\n"
-     "location /b {{ wsgi_script /other.py; wsgi_process_group site; }}", "location /b",
-     r'process group "site" already serves .*app.py \(application\); a daemon group runs one app'),
+    ("wsgi_daemon_process site;", "location / {{ wsgi_script {app}; wsgi_process_group site; }}\n"
+     "location ~ \\.x$ {{ wsgi_script /other.py; wsgi_process_group site; }}", "location ~",
+     r'process group "site" already serves .*app.py \(application\) at "/"; another script at the same location prefix is ambiguous'),
     ("wsgi_daemon_process site;\nwsgi_daemon_process site;", "", "wsgi_daemon_process site;", r'duplicate process group "site"'),
     ("wsgi_daemon_process 'bad name';", "", "wsgi_daemon_process", r'invalid process group name "bad name"'),
     ("wsgi_python_home /nonexistent/venv;", "", "wsgi_python_home", r'"/nonexistent/venv" is not a directory'),

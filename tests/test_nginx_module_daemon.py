@@ -234,3 +234,24 @@ def test_killed_daemon_worker_is_replaced(site):
                          for _ in range(4)), timeout=5, what="requests to succeed again")
     assert time.monotonic() - t0 < 1.5
     wait_for(lambda: len(group_workers(site, sup)) == 2, what="the replacement worker")
+
+
+def test_one_group_serves_several_scripts_by_location(launcher, state_dir):
+    """Like mod_wsgi's several WSGIScriptAlias with one process-group: each location's script runs
+    in the same daemon group, chosen by the SCRIPT_NAME nginx sends."""
+    from test_nginx_module_embedded import HELLO
+    d = app_dir(launcher)
+    tools = write_app(d, "tools.py", TOOLS)
+    hello = write_app(d, "hello.py", HELLO)
+    server = f"""
+        location /tools/ {{ wsgi_script {tools}; wsgi_process_group multi; }}
+        location /hello/ {{ wsgi_script {hello}; wsgi_process_group multi; }}
+    """
+    nginx = rwsgi_nginx(launcher, server, "wsgi_daemon_process multi processes=1 threads=2;")
+    r = wait_for(lambda: (lambda x: x if x.status_code == 200 else None)(
+        requests.get(nginx.url("/hello/x"), timeout=5)), what="the group")
+    assert "script=/hello path=/x" in r.text
+    env = requests.get(nginx.url("/tools/environ"), timeout=5).json()
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/tools", "/environ")
+    pid = int(r.text.split("pid=")[1].split()[0])
+    assert int(requests.get(nginx.url("/hello/y"), timeout=5).text.split("pid=")[1].split()[0]) == pid
