@@ -17,9 +17,13 @@ use crate::scope::{InputSide, Scope};
 const BLOCK: usize = 64 * 1024;
 
 /// Buffered bytes not yet handed to the app, and how much of the body is still to come.
+///
+/// `buf[pos..end]` holds unread bytes; `buf` stays initialised up to its length, so a refill
+/// writes into memory that was zeroed once, not on every read.
 pub(crate) struct InputState {
     buf: Vec<u8>,
     pos: usize,
+    end: usize,
     /// Bytes left per CONTENT_LENGTH; None when the transport gives no length (it ends the stream).
     remaining: Option<u64>,
     eof: bool,
@@ -30,26 +34,29 @@ impl InputState {
         InputState {
             buf: Vec::new(),
             pos: 0,
+            end: 0,
             remaining: content_length,
             eof: content_length == Some(0),
         }
     }
 
     fn buffered(&self) -> &[u8] {
-        &self.buf[self.pos..]
+        &self.buf[self.pos..self.end]
     }
 
     /// Take up to `n` buffered bytes.
     fn take(&mut self, n: usize) -> Vec<u8> {
-        let n = n.min(self.buf.len() - self.pos);
+        let n = n.min(self.end - self.pos);
         if self.pos == 0 && n == self.buf.len() {
+            // The whole buffer is the answer (read() of everything): hand it over, no copy.
+            self.end = 0;
             return std::mem::take(&mut self.buf);
         }
         let out = self.buf[self.pos..self.pos + n].to_vec();
         self.pos += n;
-        if self.pos == self.buf.len() {
-            self.buf.clear();
+        if self.pos == self.end {
             self.pos = 0;
+            self.end = 0;
         }
         out
     }
@@ -69,21 +76,24 @@ impl InputSide {
         if state.pos > 0 {
             // Drop what the app already consumed, so the buffer never grows past one unread
             // block plus one read, however the transport's reads and the app's reads interleave.
-            state.buf.drain(..state.pos);
+            state.buf.copy_within(state.pos..state.end, 0);
+            state.end -= state.pos;
             state.pos = 0;
         }
-        let start = state.buf.len();
-        state.buf.resize(start + want, 0);
+        let start = state.end;
+        if state.buf.len() < start + want {
+            state.buf.resize(start + want, 0);
+        }
         let result = match self.body.as_mut() {
             // SAFETY: see InputSide::body: the pointer is live while Some and exclusive under
             // the input lock, which our &mut self proves we hold.
-            Some(b) => unsafe { &mut *b.0 }.read(&mut self.state.buf[start..]),
+            Some(b) => unsafe { &mut *b.0 }.read(&mut self.state.buf[start..start + want]),
             None => Ok(0),
         };
         let state = &mut self.state;
         match result {
             Ok(n) => {
-                state.buf.truncate(start + n);
+                state.end = start + n;
                 if n == 0 {
                     state.eof = true;
                     if let Some(rem) = state.remaining {
@@ -105,7 +115,6 @@ impl InputSide {
                 Ok(true)
             }
             Err(e) => {
-                state.buf.truncate(start);
                 state.eof = true;
                 Err(e)
             }
