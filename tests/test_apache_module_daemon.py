@@ -17,7 +17,7 @@ import pytest
 import requests
 
 import test_apache_module_embedded as _embedded
-from test_apache_module_embedded import all_logs, app_dir, make_site, rwsgi_apache, site_config
+from test_apache_module_embedded import all_logs, app_dir, make_site, rwsgi_apache, site_config, write_app
 
 # The embedded behaviour tests, collected here against the daemon `site` fixture below. Left out:
 # tests with their own embedded-only server, and the late-exception test for a response WITHOUT
@@ -182,3 +182,54 @@ def test_daemon_import_and_options(launcher):
     mode = requests.get(apache.url("/app/mode"), timeout=10).json()
     assert mode["prefix"] == str(_embedded.paths.VENV)
     assert mode["multithread"] is True and mode["multiprocess"] is False
+
+
+def test_requests_wait_for_a_restarting_group(launcher):
+    """Right after the whole group is killed, requests wait for its respawn instead of failing."""
+    d = app_dir(launcher, "restarting")
+    apache = rwsgi_apache(launcher, site_config(d, DAEMON))
+    assert requests.get(apache.url("/app"), timeout=10).status_code == 200
+    supervisor, workers = group_processes(apache)
+    pids = [supervisor] + [p for p, _ in workers]
+    for pid in pids:
+        os.kill(pid, 9)
+    # Once they are gone (the socket file is left behind, refusing connections) and before the
+    # Apache parent has noticed and started a new group, requests must wait, not fail.
+    wait_for(lambda: not any(Path(f"/proc/{p}/stat").exists() and Path(f"/proc/{p}/stat").read_text().split()[2] != "Z"
+                             for p in pids), what="the group to die")
+    statuses = [requests.get(apache.url("/app"), timeout=30).status_code for _ in range(5)]
+    assert statuses == [200] * 5
+
+
+def test_unreachable_group_answers_504_after_queue_timeout(launcher):
+    d = app_dir(launcher, "unreachable")
+    config = site_config(d, "WSGIDaemonProcess web user=no-such-user-rwsgi queue-timeout=2\nWSGIProcessGroup web")
+    apache = rwsgi_apache(launcher, config)
+    start = time.monotonic()
+    r = requests.get(apache.url("/app"), timeout=30)
+    waited = time.monotonic() - start
+    assert r.status_code == 504
+    assert 1.5 < waited < 10
+    log = all_logs(apache)
+    assert "RW-AP012" in log and "no-such-user-rwsgi" in log
+
+
+def test_one_group_serves_several_scripts(launcher):
+    d = app_dir(launcher, "multi")
+    write_app(d, "other.wsgi", """\
+        def application(environ, start_response):
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [("other " + environ["SCRIPT_NAME"] + " " + environ["PATH_INFO"]).encode()]
+    """)
+    config = f"""
+        WSGIDaemonProcess web processes=1 threads=4
+        WSGIScriptAlias /app {d}/app.wsgi process-group=web application-group=%{{GLOBAL}}
+        WSGIScriptAlias /other {d}/other.wsgi process-group=web application-group=%{{GLOBAL}}
+        <Directory {d}>
+            Require all granted
+        </Directory>
+    """
+    apache = rwsgi_apache(launcher, config)
+    assert requests.get(apache.url("/app"), timeout=10).text == "Hello, World!"
+    assert requests.get(apache.url("/other/x/other"), timeout=10).text == "other /other /x/other"
+    assert requests.get(apache.url("/app/environ"), timeout=10).json()["SCRIPT_NAME"] == "/app"

@@ -12,8 +12,9 @@
 //!   mod_wsgi), so a new group never has to wait for the draining one to let go of the path.
 //! - A supervisor that dies is respawned by the parent (APR_OC_REASON_DEATH).
 //!
-//! A supervisor serves one script (its workers preload it), so each group must resolve to exactly
-//! one (script, callable); the check runs at `apachectl -t` time too.
+//! A group serves the scripts of the aliases routed to it, each mounted at its alias URL (the
+//! workers preload them all and pick one per request by SCRIPT_NAME); two different scripts at
+//! the same URL in one group are refused at `apachectl -t` time.
 
 use std::collections::HashSet;
 use std::ffi::{c_int, c_void};
@@ -21,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use supervisor::{GroupConfig, SocketSpec};
+use supervisor::{AppConfig, GroupConfig, SocketSpec};
 
 use crate::conf::{DaemonGroup, DirConf, ProcessGroup, ServerConf};
 use crate::ffi::*;
@@ -33,7 +34,8 @@ use crate::{log_server, module_ptr, server_conf};
 pub(crate) struct Route {
     pub name: String,
     pub socket: SocketSpec,
-    pub script: PathBuf,
+    /// Every script the group serves (a request for another script is refused).
+    pub scripts: Vec<PathBuf>,
     /// How long a request waits for the group's socket to accept (a restarting group).
     pub connect_wait: Duration,
 }
@@ -80,66 +82,88 @@ unsafe fn server_dir_conf<'a>(s: *mut server_rec) -> Option<&'a DirConf> {
     }
 }
 
-/// Which (script, callable) group `name` serves: aliases that name it with process-group=, then
-/// WSGIImportScript lines for it, then aliases without process-group= in servers whose
-/// server-level WSGIProcessGroup is this group (or, with a single group, any such alias).
+/// The scripts group `name` serves, each at the URL of its alias (the worker picks the app
+/// whose mount equals the SCRIPT_NAME we send): aliases that name the group with process-group=,
+/// and aliases without it in servers whose server-level WSGIProcessGroup is this group (with a
+/// single group and no such alias: every alias without process-group=, since a
+/// `WSGIProcessGroup` inside `<Directory>`/`<Location>` cannot be read here). A
+/// `WSGIImportScript` for the group adds its script as the default app if the group has none.
 ///
 /// # Safety
 /// `s` must be the live main server_rec.
-unsafe fn resolve_app(
+unsafe fn resolve_apps(
     s: *mut server_rec,
     name: &str,
     single_group: bool,
-) -> Result<(PathBuf, String), String> {
+) -> Result<Vec<AppConfig>, String> {
     let wanted = ProcessGroup::Daemon(name.to_owned());
-    let mut explicit = Vec::new();
-    let mut implicit = Vec::new();
+    let (mut routed, mut fallback, mut imports) = (Vec::new(), Vec::new(), Vec::new());
     // SAFETY: caller contract.
     let main_dir = unsafe { server_dir_conf(s) }.cloned().unwrap_or_default();
     // SAFETY: caller contract.
     for (server, conf) in unsafe { servers(s) } {
         // SAFETY: server comes from the live list.
-        let dir = DirConf::merge(
-            &main_dir,
-            &unsafe { server_dir_conf(server) }
-                .cloned()
-                .unwrap_or_default(),
-        );
+        let own = unsafe { server_dir_conf(server) }
+            .cloned()
+            .unwrap_or_default();
+        let dir = DirConf::merge(&main_dir, &own);
         for alias in &conf.aliases {
-            let app = (
-                alias.script.clone(),
-                dir.with_alias(alias).callable_name().to_owned(),
-            );
+            let url = alias.url.trim_end_matches('/');
+            let app = AppConfig {
+                script: alias.script.clone(),
+                callable: dir.with_alias(alias).callable_name().to_owned(),
+                mount: (!url.is_empty()).then(|| url.to_owned()),
+            };
             match &alias.options.process_group {
-                Some(g) if *g == wanted => explicit.push(app),
-                None if dir.process_group.as_ref() == Some(&wanted) || single_group => {
-                    implicit.push(app)
-                }
+                Some(g) if *g == wanted => routed.push(app),
+                None if dir.process_group.as_ref() == Some(&wanted) => routed.push(app),
+                None => fallback.push(app),
                 _ => {}
             }
         }
         for import in conf.imports.iter().filter(|i| i.process_group == wanted) {
-            explicit.push((import.script.clone(), dir.callable_name().to_owned()));
+            imports.push(AppConfig {
+                script: import.script.clone(),
+                callable: dir.callable_name().to_owned(),
+                mount: None,
+            });
         }
     }
-    let mut candidates = if explicit.is_empty() {
-        implicit
+    let mut apps: Vec<AppConfig> = Vec::new();
+    let chosen = if routed.is_empty() && single_group {
+        fallback
     } else {
-        explicit
+        routed
     };
-    candidates.dedup();
-    let distinct: HashSet<_> = candidates.iter().collect();
-    match distinct.len() {
-        1 => Ok(candidates.swap_remove(0)),
-        0 => Err(format!(
+    for app in chosen {
+        if apps.contains(&app) {
+            continue;
+        }
+        if let Some(other) = apps.iter().find(|o| o.mount == app.mount) {
+            return Err(format!(
+                "WSGIDaemonProcess {name}: {} and {} are both mounted at {} in this group; use one \
+                 WSGIDaemonProcess per script for the same URL",
+                other.script.display(),
+                app.script.display(),
+                app.mount.as_deref().unwrap_or("/")
+            ));
+        }
+        apps.push(app);
+    }
+    for import in imports {
+        if !apps.iter().any(|a| a.script == import.script)
+            && !apps.iter().any(|a| a.mount.is_none())
+        {
+            apps.push(import);
+        }
+    }
+    if apps.is_empty() {
+        return Err(format!(
             "WSGIDaemonProcess {name}: no WSGIScriptAlias routes to this group; add process-group={name} \
              to the WSGIScriptAlias line (or WSGIProcessGroup {name} at server level)"
-        )),
-        _ => Err(format!(
-            "WSGIDaemonProcess {name}: more than one WSGI script routes to this group; mod_rwsgi runs one \
-             script per daemon group, so declare one WSGIDaemonProcess per script"
-        )),
+        ));
     }
+    Ok(apps)
 }
 
 /// Checks the whole configuration (all servers): daemon group names are unique, every
@@ -190,7 +214,7 @@ pub(crate) unsafe fn validate(s: *mut server_rec) -> Result<(), String> {
     }
     for group in &groups {
         // SAFETY: caller contract.
-        unsafe { resolve_app(s, &group.name, groups.len() == 1) }?;
+        unsafe { resolve_apps(s, &group.name, groups.len() == 1) }?;
     }
     Ok(())
 }
@@ -227,7 +251,7 @@ fn apache_user() -> Option<(String, String)> {
 fn group_config(
     group: &DaemonGroup,
     main: &ServerConf,
-    app: (PathBuf, String),
+    apps: Vec<AppConfig>,
     default_socket: PathBuf,
     timeout: Duration,
 ) -> GroupConfig {
@@ -235,8 +259,8 @@ fn group_config(
         Some(spec) => SocketSpec::parse(spec).unwrap_or(SocketSpec::Unix(default_socket)),
         None => SocketSpec::Unix(default_socket),
     };
-    let mut cfg = GroupConfig::new(socket, app.0);
-    cfg.app.callable = app.1;
+    let mut cfg = GroupConfig::new(socket, PathBuf::new());
+    cfg.apps = apps;
     let apache = apache_user();
     cfg.socket_owner = apache.as_ref().map(|(u, _)| u.clone());
     cfg.listen_backlog = group.listen_backlog;
@@ -394,7 +418,7 @@ unsafe fn start_groups(pconf: *mut apr_pool_t, s: *mut server_rec) -> Result<(),
     let mut routes = Vec::new();
     for (n, group) in groups.iter().enumerate() {
         // SAFETY: caller contract.
-        let app = unsafe { resolve_app(s, &group.name, groups.len() == 1) }?;
+        let apps = unsafe { resolve_apps(s, &group.name, groups.len() == 1) }?;
         let socket = PathBuf::from(format!(
             "{}.{}.{}.{}.sock",
             prefix.display(),
@@ -402,7 +426,7 @@ unsafe fn start_groups(pconf: *mut apr_pool_t, s: *mut server_rec) -> Result<(),
             generation,
             n
         ));
-        let cfg = group_config(group, main, app, socket, timeout);
+        let cfg = group_config(group, main, apps, socket, timeout);
         cfg.validate().map_err(|e| {
             let hint = if e.option == "socket" {
                 " (set WSGISocketPrefix to a shorter directory)"
@@ -414,7 +438,7 @@ unsafe fn start_groups(pconf: *mut apr_pool_t, s: *mut server_rec) -> Result<(),
         routes.push(Route {
             name: group.name.clone(),
             socket: cfg.socket.clone(),
-            script: cfg.app.script.clone(),
+            scripts: cfg.apps.iter().map(|a| a.script.clone()).collect(),
             connect_wait: cfg.queue_timeout.unwrap_or(timeout),
         });
         // SAFETY: pconf owns the Daemon; the parent is single-threaded here.

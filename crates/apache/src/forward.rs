@@ -112,11 +112,15 @@ pub(crate) fn forward(r: &mut request_rec, conf: &DirConf, group: &str) -> c_int
     };
     // SAFETY: r->filename is the script path after httpd's directory walk.
     let script = unsafe { cstr_bytes(r.filename) };
-    if script != route.script.as_os_str().as_encoded_bytes() {
+    if !route
+        .scripts
+        .iter()
+        .any(|s| s.as_os_str().as_encoded_bytes() == script)
+    {
         let message = format!(
-            "RW-AP011 {} was routed to daemon group '{group}', which serves {} (one script per group)",
+            "RW-AP011 {} was routed to daemon group '{group}', which does not serve it (a group serves \
+             the scripts of the WSGIScriptAlias lines routed to it)",
             String::from_utf8_lossy(script),
-            route.script.display()
         );
         return fail(r, HTTP_INTERNAL_SERVER_ERROR, &message);
     }
@@ -174,29 +178,46 @@ pub(crate) fn forward(r: &mut request_rec, conf: &DirConf, group: &str) -> c_int
             &format!("RW-AP015 request variables do not fit a uwsgi packet: {e}"),
         );
     }
-    let mut conn = match connect(&route) {
-        Ok(c) => c,
-        Err(e) => {
-            let message = format!(
-                "RW-AP012 daemon group '{group}' ({}) not reachable: {e}",
-                route.socket
-            );
-            return fail(r, HTTP_GATEWAY_TIME_OUT, &message);
-        }
-    };
     // SAFETY: r->server is live; Timeout is in microseconds.
     let timeout =
         Duration::from_micros(u64::try_from(unsafe { (*r.server).timeout }).unwrap_or(60_000_000));
-    let _ = conn.set_timeouts(timeout.max(Duration::from_secs(1)));
-
-    if let Err(e) = send_request(&mut conn, &packet, buffered.as_deref(), &mut body) {
-        return fail(
-            r,
-            HTTP_BAD_GATEWAY,
-            &format!("RW-AP013 sending the request to daemon group '{group}' failed: {e}"),
-        );
-    }
-    relay_response(r, &mut conn, group)
+    // A bodiless GET/HEAD/OPTIONS whose connection is reset before any response byte (it sat in
+    // the backlog of a group that just died) is retried once, as proxies do for idempotent
+    // requests; anything with a body could have been acted on, so it is not.
+    // SAFETY: r->method is NUL-terminated.
+    let method = unsafe { cstr_bytes(r.method) };
+    let no_body =
+        buffered.as_ref().is_none_or(|b| b.is_empty()) && r.remaining == 0 && r.read_chunked == 0;
+    let retryable = no_body && matches!(method, b"GET" | b"HEAD" | b"OPTIONS");
+    let mut attempt = 0;
+    let (mut conn, head) = loop {
+        attempt += 1;
+        let mut conn = match connect(&route) {
+            Ok(c) => c,
+            Err(e) => {
+                let message = format!(
+                    "RW-AP012 daemon group '{group}' ({}) not reachable: {e}",
+                    route.socket
+                );
+                return fail(r, HTTP_GATEWAY_TIME_OUT, &message);
+            }
+        };
+        let _ = conn.set_timeouts(timeout.max(Duration::from_secs(1)));
+        if let Err(e) = send_request(&mut conn, &packet, buffered.as_deref(), &mut body) {
+            if retryable && attempt == 1 {
+                continue;
+            }
+            let message =
+                format!("RW-AP013 sending the request to daemon group '{group}' failed: {e}");
+            return fail(r, HTTP_BAD_GATEWAY, &message);
+        }
+        match read_head(&mut conn) {
+            Ok(head) => break (conn, head),
+            Err(HeadError::Gone(_)) if retryable && attempt == 1 => continue,
+            Err(e) => return fail(r, HTTP_BAD_GATEWAY, &e.message(group)),
+        }
+    };
+    relay_body(r, &mut conn, head, group)
 }
 
 /// The worker strips SCRIPT_NAME from the front of PATH_INFO when it is there (nginx's stock
@@ -239,35 +260,68 @@ fn send_request(
     }
 }
 
-/// Reads the group's response head, hands it to httpd, then streams the body.
-fn relay_response(r: &mut request_rec, conn: &mut Conn, group: &str) -> c_int {
+/// The response head as the group sent it, plus the body bytes read along with it.
+struct ParsedHead {
+    status: u16,
+    status_line: Vec<u8>,
+    headers: Vec<(Vec<u8>, Vec<u8>)>,
+    buf: Vec<u8>,
+    head_len: usize,
+    filled: usize,
+}
+
+enum HeadError {
+    /// EOF or a reset before any complete head: the group died or dropped the connection.
+    Gone(String),
+    /// Something arrived, but not a valid head.
+    Invalid(String),
+}
+
+impl HeadError {
+    fn message(&self, group: &str) -> String {
+        match self {
+            HeadError::Gone(why) => {
+                format!("RW-AP016 daemon group '{group}' gave no response head: {why}")
+            }
+            HeadError::Invalid(why) => {
+                format!("RW-AP017 invalid response head from daemon group '{group}': {why}")
+            }
+        }
+    }
+}
+
+fn read_head(conn: &mut Conn) -> Result<ParsedHead, HeadError> {
     let mut buf = vec![0u8; IO_CHUNK];
     let mut filled = 0;
-    let (head_len, status, status_line, headers) = loop {
+    loop {
         match conn.read(&mut buf[filled..]) {
-            Ok(0) => {
-                return fail(r, HTTP_BAD_GATEWAY, &format!("RW-AP016 daemon group '{group}' closed the connection before the response head"));
-            }
+            Ok(0) => return Err(HeadError::Gone("connection closed".into())),
             Ok(n) => filled += n,
-            Err(e) => {
-                return fail(r, HTTP_BAD_GATEWAY, &format!("RW-AP016 reading the response head from daemon group '{group}' failed: {e}"));
-            }
+            Err(e) => return Err(HeadError::Gone(e.to_string())),
         }
         let mut slots = [uwsgi::EMPTY_VAR; MAX_HEADERS];
         let mut head = uwsgi::ResponseHead::new(&mut slots);
         match head.parse(&buf[..filled]) {
-            Ok(uwsgi::Status::Complete(n)) => {
-                let mut line = head.status.to_string().into_bytes();
+            Ok(uwsgi::Status::Complete(head_len)) => {
+                let mut status_line = head.status.to_string().into_bytes();
                 if !head.reason.is_empty() {
-                    line.push(b' ');
-                    line.extend_from_slice(head.reason);
+                    status_line.push(b' ');
+                    status_line.extend_from_slice(head.reason);
                 }
-                let headers: Vec<(Vec<u8>, Vec<u8>)> = head
+                let headers = head
                     .headers
                     .iter()
                     .map(|h| (h.key.to_vec(), h.value.to_vec()))
                     .collect();
-                break (n, head.status, line, headers);
+                let status = head.status;
+                return Ok(ParsedHead {
+                    status,
+                    status_line,
+                    headers,
+                    buf,
+                    head_len,
+                    filled,
+                });
             }
             Ok(uwsgi::Status::Partial) if filled < MAX_HEAD => {
                 if filled == buf.len() {
@@ -275,17 +329,23 @@ fn relay_response(r: &mut request_rec, conn: &mut Conn, group: &str) -> c_int {
                 }
             }
             Ok(uwsgi::Status::Partial) => {
-                return fail(r, HTTP_BAD_GATEWAY, &format!("RW-AP017 response head from daemon group '{group}' is over {MAX_HEAD} bytes"));
+                return Err(HeadError::Invalid(format!("over {MAX_HEAD} bytes")))
             }
-            Err(e) => {
-                return fail(
-                    r,
-                    HTTP_BAD_GATEWAY,
-                    &format!("RW-AP017 invalid response head from daemon group '{group}': {e}"),
-                );
-            }
+            Err(e) => return Err(HeadError::Invalid(e.to_string())),
         }
-    };
+    }
+}
+
+/// Hands the head to httpd, then streams the body.
+fn relay_body(r: &mut request_rec, conn: &mut Conn, parsed: ParsedHead, group: &str) -> c_int {
+    let ParsedHead {
+        status,
+        status_line,
+        headers,
+        mut buf,
+        head_len,
+        filled,
+    } = parsed;
     let rp: *const request_rec = &*r;
     // HEAD: the worker sends the head only (its Content-Length describes the GET body).
     let header_only = r.header_only != 0;
