@@ -233,3 +233,24 @@ def test_one_group_serves_several_scripts(launcher):
     assert requests.get(apache.url("/app"), timeout=10).text == "Hello, World!"
     assert requests.get(apache.url("/other/x/other"), timeout=10).text == "other /other /x/other"
     assert requests.get(apache.url("/app/environ"), timeout=10).json()["SCRIPT_NAME"] == "/app"
+
+
+def test_graceful_restart_lets_a_long_request_finish(launcher):
+    """mod_wsgi cuts in-flight daemon requests 5 s into a graceful restart; ours finish."""
+    d = app_dir(launcher, "drain")
+    apache = rwsgi_apache(launcher, site_config(d, DAEMON))
+    assert requests.get(apache.url("/app"), timeout=10).status_code == 200
+    result = {}
+
+    def slow():
+        r = requests.get(apache.url("/app/sleep"), params="8", timeout=30)
+        result["r"] = (r.status_code, r.text)
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(1.0)
+    apache.graceful()
+    time.sleep(1.0)
+    assert requests.get(apache.url("/app"), timeout=10).status_code == 200  # new generation serves
+    t.join(30)
+    assert result.get("r") == (200, "slept")

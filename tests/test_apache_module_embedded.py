@@ -121,6 +121,10 @@ def application(environ, start_response):
     if path == "/endless":
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return Endless(environ["QUERY_STRING"])
+    if path == "/sleep":
+        time.sleep(float(environ["QUERY_STRING"]))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"slept"]
     if path == "/raise":
         raise RuntimeError("boom from the app")
     if path == "/raise-late":
