@@ -209,6 +209,7 @@ fn run_request(
     // nginx's stock uwsgi_params sends PATH_INFO; other front ends may send only REQUEST_URI.
     let (uri_path, uri_query) = request_uri.map(split_request_uri).unwrap_or((b"", None));
     let decoded;
+    let path_info_given = path_info.is_some();
     let path_info = match path_info {
         Some(p) => p,
         None => {
@@ -217,8 +218,9 @@ fn run_request(
         }
     };
     let query_string = query_string.or(uri_query).unwrap_or(b"");
+    let split = path_info_given && already_split(front_script_name, uri_path, path_info);
     let mounts: Vec<Option<&[u8]>> = ctx.apps.iter().map(|a| a.mount).collect();
-    let (app_index, script_name, path_info) = route(front_script_name, &mounts, path_info);
+    let (app_index, script_name, path_info) = route(front_script_name, split, &mounts, path_info);
     let Some(app) = ctx.apps.get(app_index) else {
         return Err(Bad::NoApp);
     };
@@ -392,6 +394,23 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
+/// Did the front end send SCRIPT_NAME and PATH_INFO already split, i.e. SCRIPT_NAME + PATH_INFO
+/// is the request path? Apache's mod_proxy_uwsgi does (PATH_INFO is the part after the ProxyPass
+/// prefix), nginx's uwsgi_params does not (PATH_INFO is the whole path). REQUEST_URI is the
+/// arbiter: it always holds the whole (percent-encoded) path.
+fn already_split(front: Option<&[u8]>, uri_path: &[u8], path_info: &[u8]) -> bool {
+    let Some(front) = front.map(trim_slashes).filter(|f| !f.is_empty()) else {
+        return false;
+    };
+    if uri_path.is_empty() || strip_prefix(front, path_info).is_none() {
+        return false; // no arbiter, or no prefix to remove twice
+    }
+    let full = percent_decode(uri_path);
+    full.len() == front.len() + path_info.len()
+        && full.starts_with(front)
+        && full.ends_with(path_info)
+}
+
 /// `/app/` -> `/app`; `/` -> empty.
 fn trim_slashes(p: &[u8]) -> &[u8] {
     let end = p.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
@@ -411,12 +430,15 @@ fn strip_prefix<'a>(prefix: &[u8], path: &'a [u8]) -> Option<&'a [u8]> {
 /// - A SCRIPT_NAME sent by the front end (nginx `uwsgi_param SCRIPT_NAME /app;`, our modules) is
 ///   authoritative: the app mounted there (else the default app) serves the request, and the
 ///   prefix is removed from PATH_INFO when it matches at a segment boundary; otherwise PATH_INFO
-///   stays as sent.
+///   stays as sent. When the front end already split the path (`front_already_split`, see
+///   [`already_split`]), PATH_INFO is taken as it is: removing the prefix again would turn
+///   `/app/app/x` into `/x`.
 /// - Without one, the longest mount that prefixes PATH_INFO at a segment boundary wins and
 ///   becomes SCRIPT_NAME.
 /// - Else the default app (the one without a mount, or the first) with SCRIPT_NAME "".
 pub(crate) fn route<'a>(
     front: Option<&'a [u8]>,
+    front_already_split: bool,
     mounts: &[Option<&'a [u8]>],
     path_info: &'a [u8],
 ) -> (usize, &'a [u8], &'a [u8]) {
@@ -426,6 +448,9 @@ pub(crate) fn route<'a>(
         let index = (0..mounts.len())
             .find(|&i| mount_at(i) == Some(front))
             .unwrap_or(default);
+        if front_already_split {
+            return (index, front, path_info);
+        }
         return (
             index,
             front,
@@ -604,7 +629,7 @@ mod tests {
         p: &'static str,
     ) -> (usize, String, String) {
         let mounts: Vec<Option<&[u8]>> = mounts.iter().map(|m| m.map(str::as_bytes)).collect();
-        let (i, a, b) = route(f.map(str::as_bytes), &mounts, p.as_bytes());
+        let (i, a, b) = route(f.map(str::as_bytes), false, &mounts, p.as_bytes());
         (
             i,
             String::from_utf8_lossy(a).into_owned(),
@@ -655,6 +680,22 @@ mod tests {
             routed(None, &[Some("/a"), Some("/b")], "/c"),
             t(0, "", "/c")
         );
+    }
+
+    #[test]
+    fn path_info_split_by_the_front_end_is_not_split_again() {
+        let b = |s: &'static str| Some(s.as_bytes());
+        // Apache mod_proxy_uwsgi, ProxyPass /app, URL /app/app/x: PATH_INFO is already relative.
+        assert!(already_split(b("/app"), b"/app/app/x", b"/app/x"));
+        assert!(!already_split(b("/app"), b"/app/app%2Fx", b"/app/app/x"));
+        assert!(already_split(b("/app"), b"/app/%61pp/x", b"/app/x"));
+        // nginx: PATH_INFO is the whole path.
+        assert!(!already_split(b("/app"), b"/app/app/x", b"/app/app/x"));
+        assert!(!already_split(b("/app"), b"", b"/app/x"));
+        assert!(!already_split(None, b"/app/app/x", b"/app/x"));
+        let mounts = [Some(b"/app".as_slice())];
+        let (_, sn, pi) = route(b("/app"), true, &mounts, b"/app/x");
+        assert_eq!((sn, pi), (&b"/app"[..], &b"/app/x"[..]));
     }
 
     #[test]

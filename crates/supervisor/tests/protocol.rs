@@ -311,3 +311,22 @@ fn several_scripts_in_one_group() {
         "a path=/q script=/a"
     );
 }
+
+#[test]
+fn a_path_that_repeats_the_mount_is_stripped_once() {
+    let s = Server::start(
+        &["--processes", "1", "--threads", "1", "--mount", "/app"],
+        1,
+    );
+    let send = |path_info: &str| {
+        let mut v = vars("GET", path_info);
+        v.retain(|(k, _)| k != "REQUEST_URI");
+        v.push(("REQUEST_URI".into(), "/app/app/x?q=1".into()));
+        v.push(("SCRIPT_NAME".into(), "/app".into()));
+        request(&s.socket, &v, b"").unwrap().text()
+    };
+    // nginx (uwsgi_params + uwsgi_param SCRIPT_NAME /app): PATH_INFO is the whole path.
+    assert_eq!(send("/app/app/x"), "hello path=/app/x script=/app query=");
+    // Apache mod_proxy_uwsgi (ProxyPass /app): PATH_INFO is already the part after /app.
+    assert_eq!(send("/app/x"), "hello path=/app/x script=/app query=");
+}
