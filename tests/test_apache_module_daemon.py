@@ -30,6 +30,7 @@ for _name in dir(_embedded):
         "test_pass_authorization", "test_root_alias_has_empty_script_name",
         "test_graceful_restart_keeps_serving", "test_restrict_embedded_refuses",
         "test_late_exception_truncates_response", "test_sethandler_needs_execcgi",
+        "test_bad_python_home_is_logged_and_500",
     ):
         globals()[_name] = getattr(_embedded, _name)
 

@@ -362,3 +362,11 @@ def test_sethandler_needs_execcgi(launcher):
     env = requests.get(apache.url("/open/app.wsgi/environ"), timeout=10).json()
     assert env["SCRIPT_NAME"] == "/open/app.wsgi" and env["PATH_INFO"] == "/environ"
     assert "Options ExecCGI is off" in apache.error_log_text()
+
+
+def test_bad_python_home_is_logged_and_500(launcher):
+    d = app_dir(launcher, "badhome")
+    apache = rwsgi_apache(launcher, site_config(d, "WSGIPythonHome /nonexistent/venv"))
+    assert requests.get(apache.url("/app"), timeout=10).status_code == 500
+    log = apache.error_log_text()
+    assert "RW-AP001" in log and "/nonexistent/venv" in log
