@@ -55,7 +55,7 @@ pub struct Stream {
     /// We called `ngx_http_finalize_request`: nothing more may be done with this request.
     finished: bool,
     /// Chunks handed to nginx and not yet sent; the data must outlive nginx's use of the buffer.
-    inflight: VecDeque<(Vec<u8>, *mut ngx_chain_t)>,
+    inflight: VecDeque<(Piece, *mut ngx_chain_t)>,
     /// Spent chain links + buffers, reused so the pool does not grow with the response size.
     free: Vec<*mut ngx_chain_t>,
     /// A non-cancelable timer: while it is armed a gracefully stopping worker waits for this
@@ -294,8 +294,11 @@ fn pump(s: &mut Stream) {
                         return finalize(s, rc);
                     }
                 }
-                Msg::Data(data) if !s.discard => chunks.push(data),
-                Msg::Data(_) => {}
+                Msg::Data(data) if !s.discard => chunks.push(Piece::Memory(data)),
+                Msg::File { file, offset, len } if !s.discard => {
+                    chunks.push(Piece::File { file, offset, len })
+                }
+                Msg::Data(_) | Msg::File { .. } => {}
                 Msg::Done(o) => outcome = Some(o),
             }
         }
@@ -351,6 +354,16 @@ enum Sent {
     Done,
     Blocked,
     Error,
+}
+
+/// One piece of body handed to nginx: bytes we own, or a file region (sendfile).
+enum Piece {
+    Memory(Vec<u8>),
+    File {
+        file: std::fs::File,
+        offset: u64,
+        len: u64,
+    },
 }
 
 /// Sets the status and headers from the app and sends the head.
@@ -438,13 +451,13 @@ unsafe fn add_header(r: &mut ngx_http_request_t, name: &[u8], value: &[u8]) -> O
 ///
 /// # Safety
 /// `s.r` is live and the head was sent.
-unsafe fn send_chunks(s: &mut Stream, chunks: Vec<Vec<u8>>) -> Sent {
+unsafe fn send_chunks(s: &mut Stream, chunks: Vec<Piece>) -> Sent {
     // SAFETY: contract.
-    let pool = unsafe { (*s.r).pool };
+    let (pool, log) = unsafe { ((*s.r).pool, (*(*s.r).connection).log) };
     let mut head: *mut ngx_chain_t = std::ptr::null_mut();
     let mut tail: *mut *mut ngx_chain_t = &mut head;
     let count = chunks.len();
-    for (i, data) in chunks.into_iter().enumerate() {
+    for (i, piece) in chunks.into_iter().enumerate() {
         let link = match s.free.pop() {
             Some(l) => l,
             // SAFETY: pool is live; both allocations are checked.
@@ -460,17 +473,39 @@ unsafe fn send_chunks(s: &mut Stream, chunks: Vec<Vec<u8>>) -> Sent {
                 l
             },
         };
-        // SAFETY: link and its buf are ours (fresh or spent); the Vec's heap data does not move
-        // when the Vec is moved into `inflight`, and stays there until nginx consumed it.
+        // SAFETY: link and its buf are ours (fresh or spent); a Vec's heap data and a File's
+        // descriptor do not move when they are moved into `inflight`, where they stay until
+        // nginx has consumed the buffer.
         unsafe {
             let b = &mut *(*link).buf;
             *b = std::mem::zeroed();
-            let start = data.as_ptr().cast_mut();
-            b.start = start;
-            b.pos = start;
-            b.last = start.add(data.len());
-            b.end = b.last;
-            b.set_memory(1);
+            match &piece {
+                Piece::Memory(data) => {
+                    let start = data.as_ptr().cast_mut();
+                    b.start = start;
+                    b.pos = start;
+                    b.last = start.add(data.len());
+                    b.end = b.last;
+                    b.set_memory(1);
+                }
+                Piece::File { file, offset, len } => {
+                    let f = ngx_pcalloc(pool, std::mem::size_of::<ngx::ffi::ngx_file_t>())
+                        .cast::<ngx::ffi::ngx_file_t>();
+                    if f.is_null() {
+                        return Sent::Error;
+                    }
+                    (*f).fd = std::os::fd::AsRawFd::as_raw_fd(file);
+                    (*f).name = ngx_str_t {
+                        len: 17,
+                        data: c"wsgi.file_wrapper".as_ptr().cast_mut().cast(),
+                    };
+                    (*f).log = log;
+                    b.file = f;
+                    b.file_pos = *offset as _;
+                    b.file_last = (*offset + *len) as _;
+                    b.set_in_file(1);
+                }
+            }
             b.tag = write_handler as *mut c_void;
             // Flush at the end of each batch: streamed output goes out as it is produced
             // instead of waiting for postpone_output bytes.
@@ -479,7 +514,7 @@ unsafe fn send_chunks(s: &mut Stream, chunks: Vec<Vec<u8>>) -> Sent {
             *tail = link;
             tail = &mut (*link).next;
         }
-        s.inflight.push_back((data, link));
+        s.inflight.push_back((piece, link));
     }
     // SAFETY: s.r is live; head is a well-formed chain of our buffers.
     let rc = unsafe { ngx_http_output_filter(s.r, head) };
@@ -506,7 +541,12 @@ unsafe fn after_output(s: &mut Stream, rc: ngx_int_t) -> Sent {
     while let Some((_, link)) = s.inflight.front() {
         // SAFETY: our links and buffers live in the request pool.
         let b = unsafe { &*(**link).buf };
-        if b.pos != b.last {
+        let left = if b.in_file() != 0 {
+            b.file_pos != b.file_last
+        } else {
+            b.pos != b.last
+        };
+        if left {
             break;
         }
         if let Some((_, link)) = s.inflight.pop_front() {

@@ -32,11 +32,18 @@ pub struct HeadMsg {
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-/// What the Python side sends, in order: one `Head`, any number of `Data`, one `Done`.
+/// What the Python side sends, in order: one `Head`, any number of `Data`/`File`, one `Done`.
 #[derive(Debug)]
 pub enum Msg {
     Head(HeadMsg),
     Data(Vec<u8>),
+    /// `wsgi.file_wrapper`: `len` bytes of our own duplicate of the app's file from `offset`,
+    /// sent by nginx with sendfile(2).
+    File {
+        file: std::fs::File,
+        offset: u64,
+        len: u64,
+    },
     Done(Outcome),
 }
 
@@ -191,6 +198,26 @@ impl Responder for PyResponder {
         }
         self.exchange
             .push(Msg::Data(chunk.to_vec()), true, self.notifier)
+    }
+
+    /// The sendfile fast path: nginx sends the file itself, no bytes cross the queue. The
+    /// descriptor is duplicated, so the app may close its file as soon as this returns.
+    fn send_file(
+        &mut self,
+        file: &std::fs::File,
+        offset: u64,
+        len: u64,
+    ) -> Option<io::Result<u64>> {
+        let dup = match file.try_clone() {
+            Ok(f) => f,
+            Err(_) => return None, // pyhost falls back to read + write
+        };
+        let msg = Msg::File {
+            file: dup,
+            offset,
+            len,
+        };
+        Some(self.exchange.push(msg, true, self.notifier).map(|()| len))
     }
 }
 
