@@ -255,3 +255,21 @@ def test_one_group_serves_several_scripts_by_location(launcher, state_dir):
     assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/tools", "/environ")
     pid = int(r.text.split("pid=")[1].split()[0])
     assert int(requests.get(nginx.url("/hello/y"), timeout=5).text.split("pid=")[1].split()[0]) == pid
+
+
+def test_queue_timeout_answers_504_after_waiting(launcher, state_dir):
+    """One worker thread busy for 2.5 s: a second request waits in the group's backlog (no error
+    while it waits) and, once it has waited longer than queue-timeout=1, gets 504 without running
+    the app. nginx passes when it received the request (RWSGI_REQUEST_START)."""
+    nginx = daemon_nginx(launcher, state_dir, "processes=1 threads=1 queue-timeout=1")
+    first = []
+    t = threading.Thread(target=lambda: first.append(requests.get(nginx.url("/app/sleep?s=2.5"), timeout=10)))
+    t.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    second = requests.get(nginx.url("/app/environ"), timeout=10)
+    waited = time.monotonic() - t0
+    t.join()
+    assert first[0].status_code == 200
+    assert second.status_code == 504, second.text
+    assert waited > 1.5, f"answered after {waited:.2f}s: it should have waited for the busy worker"
