@@ -318,7 +318,19 @@ fn accept_loop(listener: &Listener, shared: &Shared<'_>, ctx: &Ctx<'_>, max_requ
                     ctx.board.set_retiring(ctx.slot);
                     shared.request_stop();
                 }
-                conn::serve(stream, ctx, &mut scratch);
+                // A panic is a bug, but it must cost one connection, not one of the threads.
+                let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    conn::serve(stream, ctx, &mut scratch)
+                }));
+                if served.is_err() {
+                    ctx.board.set_busy(ctx.slot, ctx.thread, 0);
+                    scratch = Scratch::new();
+                    rwlog!(
+                        "RW025",
+                        "request thread {} recovered from a panic; connection closed",
+                        ctx.thread
+                    );
+                }
             }
             Err(e) => match e.raw_os_error() {
                 // Another thread or process was faster, or the client gave up while queued.
