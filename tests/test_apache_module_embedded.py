@@ -121,6 +121,11 @@ def application(environ, start_response):
     if path == "/endless":
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return Endless(environ["QUERY_STRING"])
+    if path == "/file":
+        f = open(__file__, "rb")
+        f.seek(10)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return environ["wsgi.file_wrapper"](f)
     if path == "/sleep":
         time.sleep(float(environ["QUERY_STRING"]))
         start_response("200 OK", [("Content-Type", "text/plain")])
@@ -283,6 +288,12 @@ def test_late_exception_with_content_length_truncates(site):
     raw = http.request(apache.port, "GET", "/app/raise-late-cl")
     assert raw.status == 200 and raw.content_length == 100
     assert raw.body == b"partial" and raw.truncated
+
+
+def test_file_wrapper_from_an_offset(site):
+    apache, d, _ = site
+    r = requests.get(apache.url("/app/file"), timeout=10)
+    assert r.status_code == 200 and r.content == (d / "app.wsgi").read_bytes()[10:]
 
 
 def test_status_and_repeated_headers(site):

@@ -13,4 +13,5 @@
 #include <apr_buckets.h>
 #include <apr_tables.h>
 #include <apr_thread_proc.h>
+#include <apr_portable.h>
 #include <unixd.h>

@@ -301,6 +301,13 @@ unsafe fn add_cgi_vars(r: &mut request_rec) {
     }
 }
 
+/// Pool cleanup closing a descriptor duplicated for a file bucket.
+unsafe extern "C" fn close_fd(data: *mut std::ffi::c_void) -> apr_status_t {
+    // SAFETY: registered by send_file with the dup'd descriptor as its data; runs once.
+    unsafe { libc::close(data as isize as c_int) };
+    APR_SUCCESS as apr_status_t
+}
+
 /// Pointer wrapper for the loggers pyhost requires to be Send + Sync.
 struct RequestLog(*const request_rec);
 // SAFETY: pyhost only uses the logger during handle(), on the request's own thread, while the
@@ -524,6 +531,59 @@ impl Responder for Output {
             }
         }
         Ok(())
+    }
+
+    /// wsgi.file_wrapper: a file bucket over a duplicate of the app's descriptor (owned by
+    /// r->pool, so it stays valid however long httpd's filters keep the bucket), sent with
+    /// sendfile/mmap as the server's EnableSendfile/EnableMMAP say.
+    fn send_file(
+        &mut self,
+        file: &std::fs::File,
+        offset: u64,
+        len: u64,
+    ) -> Option<io::Result<u64>> {
+        use std::os::fd::AsRawFd;
+        let (Ok(start), Ok(size)) = (apr_off_t::try_from(offset), apr_size_t::try_from(len)) else {
+            return None;
+        };
+        if let Some(body) = self.held.take() {
+            if let Err(e) = self.send(&body, false) {
+                return Some(Err(e));
+            }
+        }
+        // SAFETY: dup of a descriptor the caller keeps open for this call.
+        let mut fd: c_int = unsafe { libc::dup(file.as_raw_fd()) };
+        if fd < 0 {
+            return None; // pyhost falls back to read() + write()
+        }
+        // SAFETY: r is live; the apr_file_t and the cleanup that closes `fd` live in r->pool;
+        // the bucket comes from the connection's allocator and joins our brigade.
+        unsafe {
+            let r = &mut *self.r;
+            let mut handle: *mut apr_file_t = std::ptr::null_mut();
+            if apr_os_file_put(&mut handle, &mut fd, APR_FOPEN_READ as i32, r.pool)
+                != APR_SUCCESS as apr_status_t
+            {
+                libc::close(fd);
+                return None;
+            }
+            apr_pool_cleanup_register(
+                r.pool,
+                fd as isize as *const std::ffi::c_void,
+                Some(close_fd),
+                Some(apr_pool_cleanup_null),
+            );
+            let alloc = (*r.connection).bucket_alloc;
+            brigade_insert_tail(
+                self.bb,
+                apr_bucket_file_create(handle, start, size, r.pool, alloc),
+            );
+            self.sent += len;
+            if self.content_length.is_none_or(|cl| self.sent < cl) {
+                brigade_insert_tail(self.bb, apr_bucket_flush_create(alloc));
+            }
+        }
+        Some(self.pass().map(|()| len))
     }
 
     fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
