@@ -271,12 +271,7 @@ unsafe fn add_cgi_vars(r: &mut request_rec) {
         };
         apr_table_setn(e, c"QUERY_STRING".as_ptr(), args);
         // REQUEST_URI: the target exactly as on the request line (not decoded).
-        let line = cstr_bytes(r.the_request);
-        let target = line
-            .split(|b| b.is_ascii_whitespace())
-            .filter(|w| !w.is_empty())
-            .nth(1)
-            .unwrap_or(b"");
+        let target = request_target(cstr_bytes(r.the_request));
         apr_table_setn(e, c"REQUEST_URI".as_ptr(), pool_str(r.pool, target));
         let path_info = cstr_bytes(r.path_info);
         if path_info.is_empty() {
@@ -299,6 +294,15 @@ unsafe fn add_cgi_vars(r: &mut request_rec) {
             pool_str(r.pool, &translated),
         );
     }
+}
+
+/// The request-target of a request line ("GET /a%20b?x HTTP/1.1" -> "/a%20b?x"), as httpd's
+/// ap_add_cgi_vars takes REQUEST_URI from it.
+fn request_target(line: &[u8]) -> &[u8] {
+    line.split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty())
+        .nth(1)
+        .unwrap_or(b"")
 }
 
 /// Pool cleanup closing a descriptor duplicated for a file bucket.
@@ -603,5 +607,18 @@ impl Responder for Output {
             self.send(&body, false)?;
         }
         self.send(chunk, !complete)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_target;
+
+    #[test]
+    fn request_target_is_the_raw_uri() {
+        assert_eq!(request_target(b"GET /a%20b?x=1 HTTP/1.1"), b"/a%20b?x=1");
+        assert_eq!(request_target(b"GET  /x  HTTP/1.0"), b"/x");
+        assert_eq!(request_target(b"GET"), b"");
+        assert_eq!(request_target(b""), b"");
     }
 }

@@ -388,3 +388,25 @@ fn relay_body(r: &mut request_rec, conn: &mut Conn, parsed: ParsedHead, group: &
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::mount_relative_path_info;
+
+    fn run(script: &str, path_info: &str) -> Vec<u8> {
+        let mut vars = vec![
+            (b"SCRIPT_NAME".to_vec(), script.as_bytes().to_vec()),
+            (b"PATH_INFO".to_vec(), path_info.as_bytes().to_vec()),
+        ];
+        mount_relative_path_info(&mut vars);
+        vars.remove(1).1
+    }
+
+    #[test]
+    fn path_info_carries_the_mount_for_the_worker_to_strip() {
+        assert_eq!(run("/app", "/app/x"), b"/app/app/x");
+        assert_eq!(run("/app", ""), b"/app");
+        assert_eq!(run("/app/", "/x"), b"/app/x");
+        assert_eq!(run("", "/x"), b"/x");
+    }
+}
