@@ -22,7 +22,7 @@ mod scoreboard;
 mod signals;
 mod worker;
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 pub use config::{AppConfig, ConfigError, GroupConfig, SocketSpec};
 
@@ -63,6 +63,7 @@ pub fn run_with_lifetime(cfg: &GroupConfig, lifetime: BorrowedFd<'_>) -> Result<
 
 fn run_inner(cfg: &GroupConfig, lifetime: Option<BorrowedFd<'_>>) -> Result<(), Error> {
     cfg.validate().map_err(Error::Config)?;
+    close_inherited_on_exec(lifetime.map(|fd| fd.as_raw_fd()));
     log::set_name(cfg.log_name());
     if let Some(name) = &cfg.display_name {
         worker::set_process_name(name);
@@ -89,4 +90,28 @@ fn run_inner(cfg: &GroupConfig, lifetime: Option<BorrowedFd<'_>>) -> Result<(), 
     let master = master::Master::new(cfg, listener, identity, lifetime).map_err(Error::Startup)?;
     master.run();
     Ok(())
+}
+
+/// Marks every descriptor this process inherited (beyond stdin/out/err and the lifetime pipe)
+/// close-on-exec: whatever the parent left open (a jobserver pipe, a web server's listening
+/// sockets, a log file...) must not reach the programs the app starts. They stay open here; a web
+/// server module that forks the supervisor should close the ones it knows about.
+fn close_inherited_on_exec(keep: Option<RawFd>) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<RawFd> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2 && Some(fd) != keep)
+        .collect();
+    for fd in fds {
+        // SAFETY: fcntl on a descriptor number only changes its flags; a number that is no longer
+        // open (the directory listing's own fd, closed by now) just fails with EBADF.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
 }

@@ -330,3 +330,24 @@ fn a_path_that_repeats_the_mount_is_stripped_once() {
     // Apache mod_proxy_uwsgi (ProxyPass /app): PATH_INFO is already the part after /app.
     assert_eq!(send("/app/x"), "hello path=/app/x script=/app query=");
 }
+
+#[test]
+fn no_descriptor_leaks_into_the_apps_subprocesses() {
+    let dir = common::TempDir::new();
+    let out = dir.path("fds.txt");
+    let app = format!(
+        "import os\ndef application(environ, start_response):\n    os.system('ls -l /proc/self/fd/ > {}')\n    start_response('200 OK', [('Content-Length', '2')])\n    return [b'ok']\n",
+        out.display()
+    );
+    let s = Server::start_with(dir, &app, &["--processes", "1", "--threads", "2"], 1);
+    assert_eq!(s.get("/").text(), "ok");
+    let listing = std::fs::read_to_string(&out).unwrap();
+    // ls's own directory fd aside, only stdin/stdout/stderr: no listening socket, no client
+    // connection, no pipes of the supervisor or the worker.
+    let leaked: Vec<&str> = listing
+        .lines()
+        .filter(|l| l.contains("socket:") || l.contains("pipe:") || l.contains("anon_inode"))
+        .filter(|l| !l.contains(" 0 -> ") && !l.contains(" 1 -> ") && !l.contains(" 2 -> "))
+        .collect();
+    assert!(leaked.is_empty(), "{listing}");
+}
