@@ -70,6 +70,14 @@ fn run_inner(cfg: &GroupConfig, lifetime: Option<BorrowedFd<'_>>) -> Result<(), 
     }
     let identity = privs::Identity::resolve(cfg.user.as_deref(), cfg.group.as_deref())
         .map_err(|e| Error::Config(ConfigError::new("user", e)))?;
+    // SAFETY: plain getter.
+    if identity.is_some() && unsafe { libc::geteuid() } != 0 {
+        // Said now, instead of every worker failing its setgid and being restarted forever.
+        return Err(Error::Config(ConfigError::new(
+            "user",
+            "switching users needs a supervisor started as root",
+        )));
+    }
     let listener = listener::Listener::bind(cfg).map_err(Error::Startup)?;
     let apps: Vec<String> = cfg
         .apps

@@ -247,3 +247,32 @@ fn socket_owner_is_applied() {
     );
     assert_eq!(std::fs::metadata(&s.socket).unwrap().uid(), 65534);
 }
+
+#[test]
+fn switching_users_without_root_is_a_config_error() {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: plain getter.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to start the binary as another user");
+        return;
+    }
+    let out = Command::new(common::bin())
+        .args([
+            "--socket",
+            "unix:/tmp/never.sock",
+            "--script",
+            "/tmp/never.py",
+            "--user",
+            "nobody",
+        ])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--user: switching users needs a supervisor started as root"),
+        "{err}"
+    );
+}
