@@ -6,8 +6,9 @@
 //! wake-up re-derives what to do from its table of workers: that keeps the state machine in one
 //! place (`tick`) instead of spread over signal handlers.
 //!
-//! - A worker that exits is replaced. Workers that die soon after they started (crash loop) are
-//!   replaced after an exponential back-off: 100 ms doubling up to 10 s.
+//! - A worker that exits is replaced. Workers that die before they are ready, or within a second
+//!   of starting (a crash loop), are replaced after an exponential back-off: 100 ms doubling up
+//!   to 10 s, reset after 30 s without such a death.
 //! - request-timeout: a worker with a request running longer is SIGKILLed (that request is lost,
 //!   as with uWSGI's harakiri) and replaced at once.
 //! - SIGTERM/SIGINT (or the lifetime pipe closing): the socket file is removed, every worker gets
@@ -28,8 +29,11 @@ use crate::scoreboard::Scoreboard;
 use crate::signals::{self, monotonic_ms, Pipe};
 use crate::worker;
 
-/// A worker that lived shorter than this and died unasked counts as a crash-loop failure.
-const EARLY_DEATH: Duration = Duration::from_secs(5);
+/// A worker that died unasked before it was ready (Python or the app failed to start), or that
+/// died this soon after it started, counts as a crash-loop failure. One that served for a while
+/// and then crashed on a request is replaced at once: backing off there would only stretch the
+/// outage that one bad request caused.
+const EARLY_DEATH: Duration = Duration::from_secs(1);
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// After this long without an early death the back-off starts again from zero.
@@ -204,7 +208,8 @@ impl<'a> Master<'a> {
                     "worker {pid} died unexpectedly: {how} after {:.1}s",
                     lived.as_secs_f64()
                 );
-                if lived < EARLY_DEATH {
+                let was_ready = self.board.is_ready(w.slot) || self.board.is_retiring(w.slot);
+                if !was_ready || lived < EARLY_DEATH {
                     self.note_failure();
                 }
             }

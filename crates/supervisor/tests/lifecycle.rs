@@ -432,3 +432,21 @@ fn inherited_blocked_signals_are_unblocked() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn repeated_crashes_of_ready_workers_are_not_a_crash_loop() {
+    let s = Server::start(&["--processes", "1", "--threads", "1"], 1);
+    for round in 0..4 {
+        // The worker has been serving for over a second: its death is the request's fault.
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(request(&s.socket, &vars("GET", "/die"), b"").is_err());
+        let died = Instant::now();
+        assert_eq!(s.get("/hello").status_line, "HTTP/1.1 200 OK");
+        let waited = died.elapsed();
+        assert!(
+            waited < Duration::from_secs(1),
+            "round {round}: next request took {waited:?}"
+        );
+    }
+    assert_eq!(s.count("RW005"), 0, "{}", s.log());
+}
