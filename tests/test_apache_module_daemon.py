@@ -81,8 +81,12 @@ def test_app_runs_in_the_group_as_apache_user(site):
 
 def test_socket_is_private_to_apache_user(site):
     apache, _, _ = site
-    sockets = list((apache.prefix / "run").glob("rwsgi.*.sock"))
-    assert len(sockets) == 1, sockets
+    entries = list((apache.prefix / "run").glob("rwsgi.*.sock"))
+    sockets = [p for p in entries if not p.is_symlink()]
+    links = [p for p in entries if p.is_symlink()]
+    assert len(sockets) == 1 and len(links) == 1, entries
+    # Children connect through the group's stable link, which names this generation's socket.
+    assert links[0].resolve() == sockets[0].resolve()
     st = sockets[0].stat()
     assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
     import pwd
@@ -165,7 +169,7 @@ def test_stop_leaves_no_daemon_behind(launcher_fn):
         return not any(Path(f"/proc/{p}").exists() and "zombie" not in Path(f"/proc/{p}/status").read_text().lower()
                        for p in pids)
     wait_for(gone, timeout=20, what="the group to exit after apache stopped")
-    assert not list(sockets.glob("g.*.sock"))
+    assert not list(sockets.glob("g.*"))  # neither the sockets nor the stable link
     sockets.rmdir()
 
 
@@ -255,3 +259,37 @@ def test_graceful_restart_lets_a_long_request_finish(launcher):
     assert requests.get(apache.url("/app"), timeout=10).status_code == 200  # new generation serves
     t.join(30)
     assert result.get("r") == (200, "slept")
+
+
+def test_graceful_restart_does_not_stall_keepalive_clients(launcher):
+    """Old-generation children finishing keep-alive connections reach the new group through the
+    stable socket link, and the old group serves until the new one listens: nothing stalls."""
+    d = app_dir(launcher, "nostall")
+    apache = rwsgi_apache(launcher, site_config(d, DAEMON))
+    slow, done, stop = [], [], threading.Event()
+
+    def client():
+        s = requests.Session()
+        while not stop.is_set():
+            t = time.monotonic()
+            try:
+                r = s.get(apache.url("/app/sleep"), params="0.01", timeout=20)
+                done.append(r.status_code)
+            except requests.ConnectionError:
+                s = requests.Session()  # httpd closed an idle keep-alive connection: its race
+                continue
+            if time.monotonic() - t > 1.0:
+                slow.append(time.monotonic() - t)
+
+    threads = [threading.Thread(target=client) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for _ in range(3):
+        time.sleep(1.0)
+        apache.graceful()
+    time.sleep(1.5)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert len(done) > 100 and set(done) == {200}
+    assert not slow, f"requests stalled during graceful restarts: {slow}"

@@ -311,16 +311,102 @@ struct Daemon {
     started: Instant,
     quick_deaths: u32,
     pool: *mut apr_pool_t,
+    process_pool: *mut apr_pool_t,
     server: *mut server_rec,
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if self.lifetime_w >= 0 {
+        if self.lifetime_w < 0 {
+            return;
+        }
+        // On a restart the old group keeps serving until the next generation's group listens
+        // (start_groups closes the retired pipes then); on exit it stops now.
+        // SAFETY: ap_state_query only reads httpd's state; process_pool outlives pconf.
+        let exiting =
+            unsafe { ap_state_query(AP_SQ_MAIN_STATE as c_int) } == AP_SQ_MS_EXITING as c_int;
+        // SAFETY: as above.
+        if exiting || !unsafe { retire(self.process_pool, self.lifetime_w) } {
             // SAFETY: our own pipe fd, closed exactly once.
             unsafe { libc::close(self.lifetime_w) };
         }
     }
+}
+
+/// Lifetime pipes of the previous generation's groups, kept open across a restart. Plain data
+/// in the process pool (no cleanup: this DSO is unloaded before that pool is destroyed).
+#[repr(C)]
+struct Retiring {
+    count: u32,
+    fds: [c_int; 64],
+}
+
+/// # Safety
+/// `process_pool` must be httpd's process pool.
+unsafe fn retiring(process_pool: *mut apr_pool_t) -> *mut Retiring {
+    let key = c"mod_rwsgi.retiring";
+    let mut data: *mut c_void = std::ptr::null_mut();
+    // SAFETY: userdata lookup/creation on the live process pool; Retiring is plain data,
+    // zero-initialised (count 0).
+    unsafe {
+        apr_pool_userdata_get(&mut data, key.as_ptr(), process_pool);
+        if data.is_null() {
+            // apr_pcalloc is a macro; palloc + write.
+            let fresh =
+                apr_palloc(process_pool, std::mem::size_of::<Retiring>()).cast::<Retiring>();
+            fresh.write(Retiring {
+                count: 0,
+                fds: [-1; 64],
+            });
+            data = fresh.cast();
+            apr_pool_userdata_set(
+                data,
+                key.as_ptr(),
+                Some(apr_pool_cleanup_null),
+                process_pool,
+            );
+        }
+    }
+    data.cast()
+}
+
+/// Keeps `fd` open for the next generation to close; false if there is no room.
+///
+/// # Safety
+/// `process_pool` must be httpd's process pool; single-threaded parent.
+unsafe fn retire(process_pool: *mut apr_pool_t, fd: c_int) -> bool {
+    // SAFETY: caller contract; the parent is single-threaded.
+    let list = unsafe { &mut *retiring(process_pool) };
+    match list.fds.get_mut(list.count as usize) {
+        Some(slot) => {
+            *slot = fd;
+            list.count += 1;
+            true
+        }
+        None => false,
+    }
+}
+
+/// Waits (briefly) until this generation's sockets exist, then closes the previous
+/// generation's lifetime pipes: its groups stop accepting, finish their in-flight requests and
+/// exit, while children reach the new groups through the stable links.
+///
+/// # Safety
+/// `process_pool` must be httpd's process pool; single-threaded parent.
+unsafe fn retire_previous(process_pool: *mut apr_pool_t, new_sockets: &[PathBuf]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && !new_sockets.iter().all(|p| p.exists()) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Let the old groups take what is already queued on their sockets.
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: caller contract.
+    let list = unsafe { &mut *retiring(process_pool) };
+    for fd in &list.fds[..list.count as usize] {
+        // SAFETY: fds retired by Daemon::drop, still open, closed once here.
+        unsafe { libc::close(*fd) };
+    }
+    list.count = 0;
 }
 
 /// Generation counter kept in the process pool (which survives restarts; our statics may not).
@@ -416,6 +502,7 @@ unsafe fn start_groups(pconf: *mut apr_pool_t, s: *mut server_rec) -> Result<(),
         ),
     };
     let mut routes = Vec::new();
+    let mut new_sockets = Vec::new();
     for (n, group) in groups.iter().enumerate() {
         // SAFETY: caller contract.
         let apps = unsafe { resolve_apps(s, &group.name, groups.len() == 1) }?;
@@ -435,9 +522,39 @@ unsafe fn start_groups(pconf: *mut apr_pool_t, s: *mut server_rec) -> Result<(),
             };
             format!("WSGIDaemonProcess {}: {e}{hint}", group.name)
         })?;
+        if let SocketSpec::Unix(path) = &cfg.socket {
+            new_sockets.push(path.clone());
+        }
+        // Children connect through a per-group link that outlives generations, so that a child
+        // of the old generation still finishing keep-alive requests after a graceful restart
+        // reaches the new group instead of the old one, which has stopped accepting.
+        let socket_for_children = match (&group.socket, &cfg.socket) {
+            (None, SocketSpec::Unix(path)) => {
+                let link = PathBuf::from(format!(
+                    "{}.{}.{}.sock",
+                    prefix.display(),
+                    std::process::id(),
+                    link_name(&group.name)
+                ));
+                // SAFETY: pconf is live; the parent is single-threaded here.
+                match unsafe { point_link(pconf, &link, path) } {
+                    Ok(()) => SocketSpec::Unix(link),
+                    Err(e) => {
+                        let message = format!(
+                            "RW-AP024 WSGIDaemonProcess {}: {e}; connecting directly",
+                            group.name
+                        );
+                        // SAFETY: s is live.
+                        unsafe { log_server(s, APLOG_WARNING, &message) };
+                        cfg.socket.clone()
+                    }
+                }
+            }
+            _ => cfg.socket.clone(),
+        };
         routes.push(Route {
             name: group.name.clone(),
-            socket: cfg.socket.clone(),
+            socket: socket_for_children,
             scripts: cfg.apps.iter().map(|a| a.script.clone()).collect(),
             connect_wait: cfg.queue_timeout.unwrap_or(timeout),
         });
@@ -453,6 +570,7 @@ unsafe fn start_groups(pconf: *mut apr_pool_t, s: *mut server_rec) -> Result<(),
                     started: Instant::now(),
                     quick_deaths: 0,
                     pool: pconf,
+                    process_pool,
                     server: s,
                 },
             );
@@ -460,6 +578,60 @@ unsafe fn start_groups(pconf: *mut apr_pool_t, s: *mut server_rec) -> Result<(),
         }
     }
     *ROUTES.write().unwrap_or_else(|e| e.into_inner()) = routes;
+    // SAFETY: caller contract.
+    unsafe { retire_previous(process_pool, &new_sockets) };
+    Ok(())
+}
+
+/// A file-name-safe form of a group name, for its stable socket link.
+fn link_name(group: &str) -> String {
+    group
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The stable link of one group; removed when the server exits (not on a restart, when the next
+/// generation re-points it at once).
+struct StableLink(PathBuf);
+
+impl Drop for StableLink {
+    fn drop(&mut self) {
+        // SAFETY: ap_state_query only reads httpd's global state.
+        if unsafe { ap_state_query(AP_SQ_MAIN_STATE as c_int) } == AP_SQ_MS_EXITING as c_int {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+/// Atomically (re)points `link` at this generation's socket `target` (symlink + rename).
+///
+/// # Safety
+/// `pconf` must be live; call in the single-threaded parent.
+unsafe fn point_link(
+    pconf: *mut apr_pool_t,
+    link: &std::path::Path,
+    target: &std::path::Path,
+) -> Result<(), String> {
+    if link.as_os_str().len() > supervisor::config::MAX_UNIX_PATH {
+        return Err(format!(
+            "socket link {} is longer than a unix socket path may be",
+            link.display()
+        ));
+    }
+    let tmp = link.with_extension("sock.new");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)
+        .map_err(|e| format!("symlink {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, link).map_err(|e| format!("rename {}: {e}", link.display()))?;
+    // SAFETY: caller contract; the StableLink lives in pconf and only removes the link at exit.
+    unsafe { pool_box(pconf, StableLink(link.to_owned())) };
     Ok(())
 }
 
