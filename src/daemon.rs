@@ -134,7 +134,7 @@ pub unsafe fn forward(r: *mut ngx_http_request_t, group: usize) -> ngx_int_t {
     if let Some(SocketAddr::Unix(path)) = &g.socket {
         if !path.exists() {
             let msg = format!(
-                "wsgi: daemon process group \"{}\" cannot be reached: its socket {} does not exist \
+                "wsgi: RW-NG020 daemon process group \"{}\" cannot be reached: its socket {} does not exist \
                  (the group is not running; its start-up errors are in nginx's error output)",
                 g.name,
                 path.display()
@@ -292,8 +292,9 @@ unsafe fn build_request(r: &mut ngx_http_request_t) -> Result<(), String> {
         format!("{}.{:03}", r.start_sec, r.start_msec).as_bytes(),
     );
     let mut packet = Vec::with_capacity(2048);
-    uwsgi::encode_request(0, 0, vars.pairs(), &mut packet)
-        .map_err(|e| format!("wsgi: cannot encode the request for the daemon group: {e}"))?;
+    uwsgi::encode_request(0, 0, vars.pairs(), &mut packet).map_err(|e| {
+        format!("wsgi: RW-NG021 cannot encode the request for the daemon group: {e}")
+    })?;
     // SAFETY: r->upstream is set (we are its create_request hook); allocations are checked.
     unsafe {
         let u = &mut *r.upstream;
@@ -394,7 +395,7 @@ unsafe fn parse_head(r: &mut ngx_http_request_t) -> ngx_int_t {
                 unsafe {
                     log(
                         r,
-                        "wsgi: the daemon's response head is larger than its buffer",
+                        "wsgi: RW-NG022 the daemon's response head is larger than its buffer",
                     )
                 };
                 return invalid;
@@ -406,7 +407,7 @@ unsafe fn parse_head(r: &mut ngx_http_request_t) -> ngx_int_t {
             unsafe {
                 log(
                     r,
-                    &format!("wsgi: invalid response head from the daemon group: {e}"),
+                    &format!("wsgi: RW-NG022 invalid response head from the daemon group: {e}"),
                 )
             };
             return invalid;

@@ -86,7 +86,7 @@ pub unsafe fn run(r: *mut ngx_http_request_t) -> ngx_int_t {
             log_request(
                 r,
                 NGX_LOG_ERR as _,
-                "wsgi: embedded mode is not running in this worker",
+                "wsgi: RW-NG010 embedded mode is not running in this worker",
             )
         };
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
@@ -127,18 +127,20 @@ unsafe extern "C" fn body_ready(r: *mut ngx_http_request_t) {
 /// # Safety
 /// `r` is live, on the event-loop thread, and its body has been read.
 unsafe fn start_job(r: *mut ngx_http_request_t) -> Result<(), String> {
-    let worker = worker::get().ok_or("wsgi: embedded mode is not running")?;
+    let worker = worker::get().ok_or("wsgi: RW-NG010 embedded mode is not running")?;
     // SAFETY: r is live (contract).
     let req = unsafe { &mut *r };
-    let lc = WsgiModule::location_conf(req).ok_or("wsgi: no location configuration")?;
-    let app = lc.app.ok_or("wsgi: location has no embedded app")?;
+    let lc = WsgiModule::location_conf(req).ok_or("wsgi: RW-NG090 no location configuration")?;
+    let app = lc
+        .app
+        .ok_or("wsgi: RW-NG090 location has no embedded app")?;
     // SAFETY: r is live and its body complete (contract).
     let body = unsafe { collect_body(req) }
-        .map_err(|e| format!("wsgi: cannot read the request body: {e}"))?;
+        .map_err(|e| format!("wsgi: RW-NG011 cannot read the request body: {e}"))?;
     // SAFETY: as above.
     let vars = unsafe { cgi_vars(req, lc, body.len(), true) };
     if req.connection.is_null() {
-        return Err("wsgi: request without a connection".to_string());
+        return Err("wsgi: RW-NG090 request without a connection".to_string());
     }
 
     let exchange = Exchange::new();
@@ -159,7 +161,7 @@ unsafe fn start_job(r: *mut ngx_http_request_t) -> Result<(), String> {
     // that drops the Stream then, after which nginx no longer calls our handlers for r.
     let stream = unsafe { Pool::from_ngx_pool(req.pool) }.allocate(stream);
     if stream.is_null() {
-        return Err("wsgi: out of memory".to_string());
+        return Err("wsgi: RW-NG091 out of memory".to_string());
     }
     exchange.set_stream(stream.cast());
     // SAFETY: r->ctx has one slot per http module; ours is at our ctx_index.

@@ -193,7 +193,7 @@ mod statics {
             Ok(Err(msg)) => (Vec::new(), Some(msg)),
             Err(_) => (
                 Vec::new(),
-                Some("wsgi: internal error while starting daemon groups".to_string()),
+                Some("wsgi: RW-NG090 internal error while starting daemon groups".to_string()),
             ),
         };
         for line in lines {
@@ -228,7 +228,7 @@ mod statics {
         let msg = match result {
             Ok(Ok(())) => return NGX_OK as ngx_int_t,
             Ok(Err(msg)) => msg,
-            Err(_) => "wsgi: internal error while starting the worker".to_string(),
+            Err(_) => "wsgi: RW-NG090 internal error while starting the worker".to_string(),
         };
         // SAFETY: the cycle log is valid during init_process.
         unsafe { ngx::log::log_error(NGX_LOG_EMERG as usize, (*cycle).log, 0, msg.as_bytes()) };

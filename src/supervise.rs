@@ -114,7 +114,7 @@ pub fn sync(wanted: Vec<GroupConfig>) -> Vec<String> {
             kept.push(r);
         } else {
             log.push(format!(
-                "wsgi: stopping daemon group {} (pid {})",
+                "wsgi: RW-NG031 stopping daemon group {} (pid {})",
                 r.config.log_name(),
                 r.pid
             ));
@@ -135,7 +135,7 @@ pub fn sync(wanted: Vec<GroupConfig>) -> Vec<String> {
         match start(&cfg) {
             Ok(r) => {
                 log.push(format!(
-                    "wsgi: started daemon group {} (pid {}) on {}",
+                    "wsgi: RW-NG030 started daemon group {} (pid {}) on {}",
                     cfg.log_name(),
                     r.pid,
                     cfg.socket
@@ -143,7 +143,7 @@ pub fn sync(wanted: Vec<GroupConfig>) -> Vec<String> {
                 kept.push(r);
             }
             Err(e) => log.push(format!(
-                "wsgi: cannot start daemon group {}: {e}",
+                "wsgi: RW-NG032 cannot start daemon group {}: {e}",
                 cfg.log_name()
             )),
         }
@@ -248,7 +248,7 @@ fn child(cfg: &GroupConfig, lifetime: OwnedFd) -> ! {
     let code = match supervisor::run_with_lifetime(cfg, lifetime) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("wsgi: daemon group {}: {e}", cfg.log_name());
+            eprintln!("wsgi: RW-NG032 daemon group {}: {e}", cfg.log_name());
             1
         }
     };
@@ -298,7 +298,7 @@ pub unsafe fn init_module(cycle: *mut ngx::ffi::ngx_cycle_t) -> Result<Vec<Strin
                 let first = addr.to_socket_addrs().ok().and_then(|mut a| a.next());
                 g.resolved = Some(first.ok_or_else(|| {
                     format!(
-                        "wsgi_daemon_process {}: cannot resolve socket address \"{addr}\"",
+                        "wsgi: RW-NG034 wsgi_daemon_process {}: cannot resolve socket address \"{addr}\"",
                         g.name
                     )
                 })?);
@@ -307,7 +307,7 @@ pub unsafe fn init_module(cycle: *mut ngx::ffi::ngx_cycle_t) -> Result<Vec<Strin
         }
         if g.apps.is_empty() {
             log.push(format!(
-                "wsgi: daemon group {} is not used by any location with wsgi_script: not started",
+                "wsgi: RW-NG033 daemon group {} is not used by any location with wsgi_script: not started",
                 g.name
             ));
         }

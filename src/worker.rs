@@ -142,7 +142,7 @@ impl Worker {
                 .unwrap_or_else(|_| {
                     self.log.write(
                         NGX_LOG_ERR as _,
-                        "wsgi: internal error (panic) while running the app",
+                        "wsgi: RW-NG090 internal error (panic) while running the app",
                     );
                     Outcome::Aborted
                 })
@@ -168,7 +168,7 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t) -> Result<(), String> {
     }
     // SAFETY: the cycle log lives as long as this worker process.
     let log = unsafe { NgxLog::new(cycle_ref.log) };
-    let notifier = Notifier::new().map_err(|e| format!("wsgi: eventfd() failed: {e}"))?;
+    let notifier = Notifier::new().map_err(|e| format!("wsgi: RW-NG001 eventfd() failed: {e}"))?;
 
     let cfg = PythonConfig {
         python_home: main.python_home.clone(),
@@ -177,7 +177,7 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t) -> Result<(), String> {
     let python_error = match pyhost::initialize(&cfg) {
         Ok(()) => None,
         Err(e) => {
-            let msg = format!("wsgi: cannot start Python in this worker: {e}");
+            let msg = format!("wsgi: RW-NG002 cannot start Python in this worker: {e}");
             log.write(NGX_LOG_ERR as _, &msg);
             Some(msg)
         }
@@ -211,10 +211,10 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t) -> Result<(), String> {
         python_error,
     };
     if WORKER.set(worker).is_err() {
-        return Err("wsgi: embedded mode started twice in one process".to_string());
+        return Err("wsgi: RW-NG090 embedded mode started twice in one process".to_string());
     }
     let Some(worker) = WORKER.get() else {
-        return Err("wsgi: worker state missing".to_string());
+        return Err("wsgi: RW-NG090 worker state missing".to_string());
     };
     // SAFETY: cycle is valid; we are on the event-loop thread.
     unsafe { register_wakeup(cycle, worker.notifier.fd()) }?;
@@ -228,7 +228,7 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t) -> Result<(), String> {
     worker.log.write(
         NGX_LOG_NOTICE as _,
         &format!(
-            "wsgi: embedded mode: {} app(s), {threads} Python thread(s) in this worker",
+            "wsgi: RW-NG005 embedded mode: {} app(s), {threads} Python thread(s) in this worker",
             worker.apps.len()
         ),
     );
@@ -265,7 +265,9 @@ fn spawn_threads(worker: &'static Worker, n: usize) -> Result<(), String> {
             .name(format!("wsgi-{i}"))
             .spawn(move || worker.serve());
         if let Err(e) = spawned {
-            result = Err(format!("wsgi: cannot start Python thread {i}: {e}"));
+            result = Err(format!(
+                "wsgi: RW-NG003 cannot start Python thread {i}: {e}"
+            ));
             break;
         }
     }
@@ -286,7 +288,7 @@ unsafe fn register_wakeup(cycle: *mut ngx_cycle_t, fd: i32) -> Result<(), String
         let log = (*cycle).log;
         let c = ngx::ffi::ngx_get_connection(fd, log);
         if c.is_null() {
-            return Err("wsgi: no free connection for the wake-up descriptor".to_string());
+            return Err("wsgi: RW-NG004 no free connection for the wake-up descriptor".to_string());
         }
         (*c).log = log;
         let rev = (*c).read;
@@ -295,7 +297,9 @@ unsafe fn register_wakeup(cycle: *mut ngx_cycle_t, fd: i32) -> Result<(), String
         (*rev).handler = Some(crate::embedded::on_wakeup);
         if ngx::ffi::ngx_handle_read_event(rev, 0) != NGX_OK as isize {
             ngx::ffi::ngx_free_connection(c);
-            return Err("wsgi: cannot add the wake-up descriptor to the event loop".to_string());
+            return Err(
+                "wsgi: RW-NG004 cannot add the wake-up descriptor to the event loop".to_string(),
+            );
         }
         if let Ok(mut slot) = WAKE_CONNECTION.lock() {
             slot.0 = c;
