@@ -87,13 +87,17 @@ fn main() {
         },
     };
     let mut sink = Sink(0);
-    for _ in 0..10_000 {
+    // PYHOST_BENCH_N lowers the count for instruction counting under valgrind.
+    let n: usize = std::env::var("PYHOST_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    for _ in 0..n.min(10_000) {
         assert_eq!(
             pyhost::handle(&app, &req, &mut Empty, &mut sink, &Quiet),
             Outcome::Complete
         );
     }
-    let n = 200_000;
     let start = Instant::now();
     for _ in 0..n {
         pyhost::handle(&app, &req, &mut Empty, &mut sink, &Quiet);

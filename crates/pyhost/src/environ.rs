@@ -35,10 +35,90 @@ fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> 
     }
 }
 
+/// Keys that nearly every request carries: made once as interned strings, so building environ
+/// costs a lookup per key instead of creating and interning a string (the single largest cost of
+/// a hello-world request before this table existed).
+macro_rules! common_keys {
+    ($($key:literal),* $(,)?) => {
+        const COMMON_KEYS: &[&str] = &[$($key),*];
+
+        /// Index into COMMON_KEYS: a chain of slice compares, most of which fail on the length.
+        fn common_index(key: &[u8]) -> Option<usize> {
+            let mut i = 0usize;
+            $(
+                if key == $key.as_bytes() {
+                    return Some(i);
+                }
+                i += 1;
+            )*
+            let _ = i;
+            None
+        }
+    };
+}
+
+common_keys!(
+    "REQUEST_METHOD",
+    "SCRIPT_NAME",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "CONTENT_TYPE",
+    "CONTENT_LENGTH",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "SERVER_PROTOCOL",
+    "SERVER_ADDR",
+    "SERVER_SOFTWARE",
+    "GATEWAY_INTERFACE",
+    "REMOTE_ADDR",
+    "REMOTE_PORT",
+    "REMOTE_USER",
+    "AUTH_TYPE",
+    "REQUEST_URI",
+    "REQUEST_SCHEME",
+    "DOCUMENT_ROOT",
+    "DOCUMENT_URI",
+    "PATH_TRANSLATED",
+    "HTTPS",
+    "HTTP_HOST",
+    "HTTP_USER_AGENT",
+    "HTTP_ACCEPT",
+    "HTTP_ACCEPT_LANGUAGE",
+    "HTTP_ACCEPT_ENCODING",
+    "HTTP_CONNECTION",
+    "HTTP_COOKIE",
+    "HTTP_CACHE_CONTROL",
+    "HTTP_PRAGMA",
+    "HTTP_REFERER",
+    "HTTP_ORIGIN",
+    "HTTP_AUTHORIZATION",
+    "HTTP_IF_NONE_MATCH",
+    "HTTP_IF_MODIFIED_SINCE",
+    "HTTP_X_FORWARDED_FOR",
+    "HTTP_X_FORWARDED_PROTO",
+    "HTTP_X_FORWARDED_HOST",
+    "HTTP_X_REAL_IP",
+    "HTTP_X_REQUESTED_WITH",
+    "HTTP_X_CSRFTOKEN",
+    "HTTP_UPGRADE_INSECURE_REQUESTS",
+    "HTTP_DNT",
+);
+
+static COMMON_STRINGS: PyOnceLock<Vec<Py<PyString>>> = PyOnceLock::new();
+
 fn key<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    if let Some(i) = common_index(bytes) {
+        let strings = COMMON_STRINGS.get_or_init(py, || {
+            COMMON_KEYS
+                .iter()
+                .map(|k| PyString::intern(py, k).unbind())
+                .collect()
+        });
+        return Ok(strings[i].bind(py).clone());
+    }
     match std::str::from_utf8(bytes) {
-        Ok(s) if s.is_ascii() => Ok(PyString::intern(py, s)),
-        _ => latin1(py, bytes),
+        Ok(s) => Ok(PyString::new(py, s)),
+        Err(_) => latin1(py, bytes),
     }
 }
 
@@ -60,6 +140,23 @@ pub(crate) fn is_head(req: &Request<'_>) -> bool {
         .any(|(k, v)| *k == b"REQUEST_METHOD" && *v == b"HEAD")
 }
 
+extern "C" {
+    /// CPython's dict constructor with room for `minused` items (exported by libpython since 3.0;
+    /// not in pyo3-ffi because of its leading underscore).
+    fn _PyDict_NewPresized(minused: ffi::Py_ssize_t) -> *mut ffi::PyObject;
+}
+
+/// A dict that holds all of environ without growing (each growth rehashes every key).
+fn presized_dict(py: Python<'_>, n: usize) -> PyResult<Bound<'_, PyDict>> {
+    let n = ffi::Py_ssize_t::try_from(n).unwrap_or(64);
+    // SAFETY: the GIL is held (we have `py`); the function returns a new reference to a dict or
+    // NULL with an exception set, which from_owned_ptr_or_err turns into Err.
+    unsafe {
+        let ptr = _PyDict_NewPresized(n);
+        Ok(Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked())
+    }
+}
+
 /// Build environ for one request.
 pub(crate) fn build<'py>(
     py: Python<'py>,
@@ -67,7 +164,7 @@ pub(crate) fn build<'py>(
     input: &Bound<'py, PyAny>,
     errors: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let env = PyDict::new(py);
+    let env = presized_dict(py, req.vars.len() + 12)?;
     let mut https = false;
     for (k, v) in req.vars {
         if dropped(k) {
@@ -160,6 +257,15 @@ mod tests {
         assert_eq!(http_header_var(b"content-length"), None);
         assert_eq!(http_header_var(b"X Foo"), None);
         assert_eq!(http_header_var(b""), None);
+    }
+
+    #[test]
+    fn common_keys_index_themselves() {
+        for (i, k) in COMMON_KEYS.iter().enumerate() {
+            assert_eq!(common_index(k.as_bytes()), Some(i), "{k}");
+        }
+        assert_eq!(common_index(b"HTTP_X_UNCOMMON"), None);
+        assert_eq!(common_index(b"request_method"), None);
     }
 
     #[test]

@@ -212,6 +212,9 @@ fn latin1(what: &str, obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
         ))
     })?;
     let text = s.to_cow()?;
+    if text.is_ascii() {
+        return Ok(text.as_bytes().to_vec());
+    }
     text.chars()
         .map(|c| u8::try_from(u32::from(c)).ok())
         .collect::<Option<Vec<u8>>>()

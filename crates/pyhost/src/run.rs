@@ -7,7 +7,8 @@ use std::sync::Arc;
 use pyo3::exceptions::PyTypeError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyIterator, PyList, PyTuple, PyType};
 
 use crate::environ;
 use crate::filewrapper::FileWrapper;
@@ -146,26 +147,15 @@ fn consume(py: Python<'_>, scope: &Scope, iterable: &Bound<'_, PyAny>) -> Outcom
         Ok(it) => it,
         Err(e) => return fail(py, scope, &e),
     };
+    if is_eager(py, &iter) {
+        return send_existing_chunks(py, scope, iter);
+    }
     for item in iter {
-        let item = match item {
-            Ok(i) => i,
+        let bytes = match item.and_then(|i| as_bytes(&i)) {
+            Ok(b) => b,
             Err(e) => return fail(py, scope, &e),
         };
-        let bytes = match item.cast::<PyBytes>() {
-            Ok(b) => b,
-            Err(_) => {
-                let kind = item
-                    .get_type()
-                    .name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default();
-                let e = PyTypeError::new_err(format!(
-                    "WSGI response iterable yielded {kind}, expected bytes"
-                ));
-                return fail(py, scope, &e);
-            }
-        };
-        match emit(py, scope, bytes) {
+        match emit(py, scope, &bytes) {
             Ok(()) => {}
             Err(SendError::Gone(_)) => return Outcome::ClientGone,
             Err(e @ SendError::NotStarted) => return fail(py, scope, &e.into_pyerr()),
@@ -174,12 +164,105 @@ fn consume(py: Python<'_>, scope: &Scope, iterable: &Bound<'_, PyAny>) -> Outcom
     finish(py, scope)
 }
 
+/// A chunk of the response body, which PEP 3333 requires to be bytes.
+fn as_bytes<'py>(item: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    match item.cast::<PyBytes>() {
+        Ok(b) => Ok(b.clone()),
+        Err(_) => {
+            let kind = item
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default();
+            Err(PyTypeError::new_err(format!(
+                "WSGI response iterable yielded {kind}, expected bytes"
+            )))
+        }
+    }
+}
+
+static LIST_ITERATOR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static TUPLE_ITERATOR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// True for iterators over a list or tuple: every chunk already exists, so taking them all
+/// before sending delays nothing. (Django's HttpResponse iterates its content list this way.)
+fn is_eager(py: Python<'_>, iter: &Bound<'_, PyIterator>) -> bool {
+    let ty = iter.get_type();
+    let of = |cell: &PyOnceLock<Py<PyType>>, empty: Bound<'_, PyAny>| {
+        cell.get_or_try_init(py, || empty.try_iter().map(|i| i.get_type().unbind()))
+            .is_ok_and(|t| ty.is(t.bind(py)))
+    };
+    of(&LIST_ITERATOR, PyList::empty(py).into_any())
+        || of(&TUPLE_ITERATOR, PyTuple::empty(py).into_any())
+}
+
+/// Send chunks that all exist already, and finish, in one release of the GIL: under load every
+/// release is a hand-off to another request thread that we then wait to get back.
+fn send_existing_chunks(py: Python<'_>, scope: &Scope, iter: Bound<'_, PyIterator>) -> Outcome {
+    let mut chunks = Vec::new();
+    for item in iter {
+        match item.and_then(|i| as_bytes(&i)) {
+            Ok(b) => chunks.push(b),
+            Err(e) => {
+                // Send what came before the bad item, as the streaming path would have.
+                return match send_all(py, scope, &chunks, false) {
+                    Ok(_) => fail(py, scope, &e),
+                    Err(SendError::Gone(_)) => Outcome::ClientGone,
+                    Err(e @ SendError::NotStarted) => fail(py, scope, &e.into_pyerr()),
+                };
+            }
+        }
+    }
+    let result = send_all(py, scope, &chunks, true);
+    finished(py, scope, result)
+}
+
+/// Send `chunks`; with `finish`, also the head of an empty body. Ok(short body?).
+fn send_all(
+    py: Python<'_>,
+    scope: &Scope,
+    chunks: &[Bound<'_, PyBytes>],
+    finish: bool,
+) -> Result<bool, SendError> {
+    let slices: Vec<SendSlice> = chunks
+        .iter()
+        .map(|b| b.as_bytes())
+        .filter(|b| !b.is_empty())
+        .map(|b| SendSlice(b.as_ptr(), b.len()))
+        .collect();
+    if slices.is_empty() && !finish {
+        return Ok(false);
+    }
+    py.detach(move || {
+        let mut side = scope.lock_output();
+        for s in &slices {
+            side.send(s.get())?;
+        }
+        if finish {
+            side.ensure_head()?;
+        }
+        Ok(side.short_body())
+    })
+}
+
 /// After the last chunk: send the head of an empty body, and check Content-Length was met.
 fn finish(py: Python<'_>, scope: &Scope) -> Outcome {
-    let result = py.detach(|| {
-        let mut side = scope.lock_output();
-        side.ensure_head().map(|()| side.short_body())
-    });
+    let sent = {
+        let side = scope.lock_output();
+        side.head_sent().then(|| side.short_body())
+    };
+    let result = match sent {
+        // Nothing left to send: no need to release the GIL.
+        Some(short) => Ok(short),
+        None => py.detach(|| {
+            let mut side = scope.lock_output();
+            side.ensure_head().map(|()| side.short_body())
+        }),
+    };
+    finished(py, scope, result)
+}
+
+fn finished(py: Python<'_>, scope: &Scope, result: Result<bool, SendError>) -> Outcome {
     match result {
         Ok(false) => Outcome::Complete,
         Ok(true) => {

@@ -780,3 +780,47 @@ def application(environ, start_response):
     );
     assert_eq!((out, rec.text()), (Outcome::Complete, len.to_string()));
 }
+
+#[test]
+fn list_responses_are_sent_whole_or_fail_like_streams() {
+    let app = app(
+        "lists",
+        r#"
+def application(environ, start_response):
+    p = environ['PATH_INFO']
+    start_response('200 OK', [])
+    if p == '/tuple':
+        return (b'a', b'', b'b')
+    if p == '/bad':
+        return [b'sent', 'not bytes']
+    if p == '/badfirst':
+        return ['not bytes']
+    return [b'x' * 1000] * 10
+"#,
+    );
+    let (out, rec, _) = get(&app, "/tuple");
+    assert_eq!(
+        (out, rec.text().as_str(), rec.writes),
+        (Outcome::Complete, "ab", 2)
+    );
+    let (out, rec, log) = get(&app, "/bad");
+    assert_eq!(
+        (out, rec.status, rec.text().as_str()),
+        (Outcome::Aborted, Some(200), "sent")
+    );
+    assert!(log.all().contains("expected bytes"), "{}", log.all());
+    let (out, rec, _) = get(&app, "/badfirst");
+    assert_eq!((out, rec.status), (Outcome::Failed, Some(500)));
+    let mut rec = Recorder {
+        fail_after: Some(2500),
+        ..Default::default()
+    };
+    let out = run_with(
+        &app,
+        &[("REQUEST_METHOD", "GET"), ("PATH_INFO", "/many")],
+        b"",
+        &mut rec,
+        &Log::default(),
+    );
+    assert_eq!((out, rec.writes), (Outcome::ClientGone, 2));
+}
