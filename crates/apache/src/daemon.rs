@@ -19,7 +19,7 @@
 use std::collections::HashSet;
 use std::ffi::{c_int, c_void};
 use std::path::PathBuf;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use supervisor::{AppConfig, GroupConfig, SocketSpec};
@@ -40,9 +40,9 @@ pub(crate) struct Route {
     pub connect_wait: Duration,
 }
 
-static ROUTES: RwLock<Vec<Route>> = RwLock::new(Vec::new());
+static ROUTES: RwLock<Vec<Arc<Route>>> = RwLock::new(Vec::new());
 
-pub(crate) fn route(name: &str) -> Option<Route> {
+pub(crate) fn route(name: &str) -> Option<Arc<Route>> {
     ROUTES
         .read()
         .unwrap_or_else(|e| e.into_inner())
@@ -552,12 +552,12 @@ unsafe fn start_groups(pconf: *mut apr_pool_t, s: *mut server_rec) -> Result<(),
             }
             _ => cfg.socket.clone(),
         };
-        routes.push(Route {
+        routes.push(Arc::new(Route {
             name: group.name.clone(),
             socket: socket_for_children,
             scripts: cfg.apps.iter().map(|a| a.script.clone()).collect(),
             connect_wait: cfg.queue_timeout.unwrap_or(timeout),
-        });
+        }));
         // SAFETY: pconf owns the Daemon; the parent is single-threaded here.
         unsafe {
             let daemon = pool_box(

@@ -5,6 +5,7 @@
 //! while Python runs; reading the body and writing the response happen without it, through
 //! httpd's own input (de-chunking included) and output filter chain.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ffi::c_int;
 use std::io;
@@ -211,39 +212,48 @@ pub(crate) fn run(r: &mut request_rec, conf: &DirConf) -> c_int {
 /// The CGI variables mod_wsgi gives an app: httpd's own ap_add_common_vars (see add_cgi_vars)
 /// (which already refuse header names with '_' and never export Authorization), SetEnv values,
 /// then mod_wsgi's adjustments.
-pub(crate) fn build_vars(r: &mut request_rec, conf: &DirConf) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// The variables borrow httpd's strings in r->pool (no copies); `'r` must not outlive the
+/// request, which holds as every caller drops them before its handler returns.
+pub(crate) type Vars<'r> = Vec<(Cow<'r, [u8]>, Cow<'r, [u8]>)>;
+
+pub(crate) fn build_vars<'r>(r: &mut request_rec, conf: &DirConf) -> Vars<'r> {
     // SAFETY: r is live; these fill r->subprocess_env from the request.
     unsafe {
         add_cgi_vars(r);
         ap_add_common_vars(r);
     }
-    // SAFETY: subprocess_env is a live table of NUL-terminated strings in r->pool.
+    // SAFETY: subprocess_env is a live table of NUL-terminated strings in r->pool, which lives
+    // (unmodified by us) until the request ends, beyond every use of the returned vars.
     let entries = unsafe { table_entries(r.subprocess_env) };
-    let mut vars: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(entries.len() + 2);
+    let mut vars: Vars<'r> = Vec::with_capacity(entries.len() + 2);
+    let mut has_path_info = false;
     for e in entries {
-        // SAFETY: keys and values of an apr table are NUL-terminated (val may be NULL).
-        let (key, value) = unsafe { (cstr_bytes(e.key), cstr_bytes(e.val)) };
+        // SAFETY: keys and values of an apr table are NUL-terminated (val may be NULL), in
+        // r->pool (see above).
+        let (key, value): (&'r [u8], &'r [u8]) = unsafe { (cstr_bytes(e.key), cstr_bytes(e.val)) };
         if key.is_empty() {
             continue;
         }
         let value = match key {
-            b"SCRIPT_NAME" | b"PATH_INFO" => collapse_slashes(value).into_owned(),
-            _ => value.to_vec(),
+            b"SCRIPT_NAME" => collapse_slashes(value),
+            b"PATH_INFO" => {
+                has_path_info = true;
+                collapse_slashes(value)
+            }
+            _ => Cow::Borrowed(value),
         };
-        vars.push((key.to_vec(), value));
+        vars.push((Cow::Borrowed(key), value));
     }
-    if !vars.iter().any(|(k, _)| k == b"PATH_INFO") {
-        vars.push((b"PATH_INFO".to_vec(), Vec::new()));
+    if !has_path_info {
+        vars.push((Cow::Borrowed(b"PATH_INFO"), Cow::Borrowed(b"")));
     }
     if conf.pass_authorization == Some(true) {
         // SAFETY: headers_in is a live table; apr_table_get returns NULL or a pool string.
         let auth = unsafe { apr_table_get(r.headers_in, c"Authorization".as_ptr()) };
         if !auth.is_null() {
-            // SAFETY: non-null, NUL-terminated.
-            vars.push((
-                b"HTTP_AUTHORIZATION".to_vec(),
-                unsafe { cstr_bytes(auth) }.to_vec(),
-            ));
+            // SAFETY: non-null, NUL-terminated, in r->pool.
+            let value: &'r [u8] = unsafe { cstr_bytes(auth) };
+            vars.push((Cow::Borrowed(b"HTTP_AUTHORIZATION"), Cow::Borrowed(value)));
         }
     }
     vars

@@ -7,6 +7,7 @@
 //! and are never answered 411. A group that is restarting (socket missing or refusing) makes the
 //! request wait up to queue-timeout (default: httpd's Timeout), then 504.
 
+use std::borrow::Cow;
 use std::ffi::c_int;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -17,7 +18,7 @@ use supervisor::SocketSpec;
 
 use crate::conf::DirConf;
 use crate::daemon::{route, Route};
-use crate::embedded::{build_vars, Output, RequestBody};
+use crate::embedded::{build_vars, Output, RequestBody, Vars};
 use crate::ffi::*;
 use crate::handler::log_request;
 
@@ -150,18 +151,18 @@ pub(crate) fn forward(r: &mut request_rec, conf: &DirConf, group: &str) -> c_int
                 }
             }
         }
-        vars.retain(|(k, _)| k != b"CONTENT_LENGTH");
+        vars.retain(|(k, _)| k.as_ref() != b"CONTENT_LENGTH");
         vars.push((
-            b"CONTENT_LENGTH".to_vec(),
-            all.len().to_string().into_bytes(),
+            Cow::Borrowed(b"CONTENT_LENGTH"),
+            Cow::Owned(all.len().to_string().into_bytes()),
         ));
         Some(all)
     } else {
         None
     };
     vars.push((
-        b"RWSGI_REQUEST_START".to_vec(),
-        r.request_time.to_string().into_bytes(),
+        Cow::Borrowed(b"RWSGI_REQUEST_START"),
+        Cow::Owned(r.request_time.to_string().into_bytes()),
     ));
     mount_relative_path_info(&mut vars);
 
@@ -224,20 +225,22 @@ pub(crate) fn forward(r: &mut request_rec, conf: &DirConf, group: &str) -> c_int
 /// uwsgi_params send the full path as PATH_INFO). httpd's PATH_INFO is already the part after
 /// the mount, so /app/app/x (PATH_INFO /app/x) would lose its second /app. Sending
 /// SCRIPT_NAME + PATH_INFO makes the worker's single strip give back exactly httpd's PATH_INFO.
-fn mount_relative_path_info(vars: &mut [(Vec<u8>, Vec<u8>)]) {
-    let script = vars
+fn mount_relative_path_info(vars: &mut Vars<'_>) {
+    let Some(script) = vars
         .iter()
-        .find(|(k, _)| k == b"SCRIPT_NAME")
+        .find(|(k, _)| k.as_ref() == b"SCRIPT_NAME")
         .map(|(_, v)| v.clone())
-        .unwrap_or_default();
+    else {
+        return;
+    };
     let end = script.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
     if end == 0 {
         return; // mounted at /: nothing is stripped
     }
-    if let Some((_, path_info)) = vars.iter_mut().find(|(k, _)| k == b"PATH_INFO") {
+    if let Some((_, path_info)) = vars.iter_mut().find(|(k, _)| k.as_ref() == b"PATH_INFO") {
         let mut full = script[..end].to_vec();
         full.extend_from_slice(path_info);
-        *path_info = full;
+        *path_info = Cow::Owned(full);
     }
 }
 
@@ -251,7 +254,7 @@ fn send_request(
     if let Some(all) = buffered {
         return conn.write_all(all);
     }
-    let mut chunk = vec![0u8; IO_CHUNK];
+    let mut chunk = [0u8; 16 * 1024]; // on the stack: most requests have no body
     loop {
         match body.read(&mut chunk)? {
             0 => return Ok(()),
@@ -291,7 +294,7 @@ impl HeadError {
 }
 
 fn read_head(conn: &mut Conn) -> Result<ParsedHead, HeadError> {
-    let mut buf = vec![0u8; IO_CHUNK];
+    let mut buf = vec![0u8; 16 * 1024]; // grows for big heads; the body relay widens it
     let mut filled = 0;
     loop {
         match conn.read(&mut buf[filled..]) {
@@ -362,6 +365,9 @@ fn relay_body(r: &mut request_rec, conn: &mut Conn, parsed: ParsedHead, group: &
         return out.finish(Outcome::Complete);
     }
     let expected = out.content_length();
+    if buf.len() < IO_CHUNK && expected.is_none_or(|cl| cl > (filled - head_len) as u64) {
+        buf.resize(IO_CHUNK, 0);
+    }
     let mut received = (filled - head_len) as u64;
     if filled > head_len && out.write(&buf[head_len..filled]).is_err() {
         return out.finish(Outcome::ClientGone);
@@ -391,15 +397,21 @@ fn relay_body(r: &mut request_rec, conn: &mut Conn, parsed: ParsedHead, group: &
 
 #[cfg(test)]
 mod tests {
-    use super::mount_relative_path_info;
+    use super::{mount_relative_path_info, Cow, Vars};
 
     fn run(script: &str, path_info: &str) -> Vec<u8> {
-        let mut vars = vec![
-            (b"SCRIPT_NAME".to_vec(), script.as_bytes().to_vec()),
-            (b"PATH_INFO".to_vec(), path_info.as_bytes().to_vec()),
+        let mut vars: Vars<'_> = vec![
+            (
+                Cow::Borrowed(b"SCRIPT_NAME"),
+                Cow::Borrowed(script.as_bytes()),
+            ),
+            (
+                Cow::Borrowed(b"PATH_INFO"),
+                Cow::Borrowed(path_info.as_bytes()),
+            ),
         ];
         mount_relative_path_info(&mut vars);
-        vars.remove(1).1
+        vars.remove(1).1.into_owned()
     }
 
     #[test]
