@@ -99,7 +99,8 @@ pub fn default_socket(run_dir: &Path, name: &str) -> PathBuf {
 }
 
 /// Brings the running groups in line with `wanted` (master only). Returns log lines.
-pub fn sync(wanted: Vec<GroupConfig>) -> Vec<String> {
+/// `log_fd`: nginx's error log, which becomes the supervisors' stdout and stderr.
+pub fn sync(wanted: Vec<GroupConfig>, log_fd: RawFd) -> Vec<String> {
     let mut log = Vec::new();
     let mut running = match RUNNING.lock() {
         Ok(g) => g,
@@ -132,7 +133,7 @@ pub fn sync(wanted: Vec<GroupConfig>) -> Vec<String> {
         if kept.iter().any(|r| r.config == cfg) {
             continue;
         }
-        match start(&cfg) {
+        match start(&cfg, log_fd) {
             Ok(r) => {
                 log.push(format!(
                     "wsgi: RW-NG030 started daemon group {} (pid {}) on {}",
@@ -180,7 +181,7 @@ fn wait_gone(path: &Path, limit: Duration) {
     }
 }
 
-fn start(cfg: &GroupConfig) -> Result<Running, String> {
+fn start(cfg: &GroupConfig, log_fd: RawFd) -> Result<Running, String> {
     cfg.validate().map_err(|e| e.to_string())?;
     let mut fds = [0 as RawFd; 2];
     // SAFETY: pipe2 writes two descriptors into the array; the result is checked.
@@ -198,7 +199,7 @@ fn start(cfg: &GroupConfig) -> Result<Running, String> {
     }
     if pid == 0 {
         drop(write_end);
-        child(cfg, read_end);
+        child(cfg, read_end, log_fd);
     }
     drop(read_end);
     Ok(Running {
@@ -209,11 +210,17 @@ fn start(cfg: &GroupConfig) -> Result<Running, String> {
 }
 
 /// The supervisor process: shed what it inherited from nginx's master, then supervise.
-fn child(cfg: &GroupConfig, lifetime: OwnedFd) -> ! {
-    // Keep the lifetime pipe at fd 3 and close everything else above stderr: the listening
+fn child(cfg: &GroupConfig, lifetime: OwnedFd, log_fd: RawFd) -> ! {
+    // Output goes to nginx's error log (nginx only points its own stderr there after this fork,
+    // and a daemonising nginx's original stderr may be a terminal or a pipe that must close).
+    // Then keep the lifetime pipe at fd 3 and close everything else above it: the listening
     // sockets, the log files and the other groups' pipes belong to nginx.
-    // SAFETY: plain descriptor syscalls on our own process; dup2 onto 3 then close_range above it.
+    // SAFETY: plain descriptor syscalls on our own process; dup2 onto 1..3 then close_range.
     let fd = unsafe {
+        if log_fd > 2 {
+            libc::dup2(log_fd, 1);
+            libc::dup2(log_fd, 2);
+        }
         let raw = lifetime.as_raw_fd();
         if raw != 3 {
             libc::dup2(raw, 3);
@@ -322,6 +329,14 @@ pub unsafe fn init_module(cycle: *mut ngx::ffi::ngx_cycle_t) -> Result<Vec<Strin
         .iter()
         .filter_map(|g| group_config(g, main, &host))
         .collect();
-    log.extend(sync(wanted));
+    // SAFETY: the cycle's log and its open file are valid during init_module.
+    let log_fd = unsafe {
+        cycle
+            .log
+            .as_ref()
+            .and_then(|l| l.file.as_ref())
+            .map_or(-1, |f| f.fd)
+    };
+    log.extend(sync(wanted, log_fd));
     Ok(log)
 }

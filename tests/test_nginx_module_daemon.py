@@ -220,7 +220,8 @@ def test_unreachable_group_is_503_with_a_reason(launcher, state_dir):
     log = nginx.error_log_text()
     assert 'daemon process group "broken" cannot be reached' in log
     assert "does not exist" in log
-    assert "/nonexistent-rwsgi-dir" in nginx.process.log_text()  # the supervisor's own reason
+    # The supervisor's own reason, in nginx's error log.
+    wait_for(lambda: "bind /nonexistent-rwsgi-dir" in nginx.error_log_text(), what="the reason")
 
 
 def test_killed_daemon_worker_is_replaced(site):
@@ -273,3 +274,39 @@ def test_queue_timeout_answers_504_after_waiting(launcher, state_dir):
     assert first[0].status_code == 200
     assert second.status_code == 504, second.text
     assert waited > 1.5, f"answered after {waited:.2f}s: it should have waited for the busy worker"
+
+
+def test_daemonised_nginx_start_reload_quit(launcher, state_dir):
+    """nginx's default `daemon on`: the groups start before nginx forks into the background and
+    still follow it: kept on `nginx -s reload`, gone after `nginx -s quit`."""
+    import subprocess
+    from test_nginx_module_embedded import make_nginx
+    d = app_dir(launcher)
+    app = write_app(d, "tools.py", TOOLS)
+    name = f"bg{os.getpid() % 1000}x{next(_groups)}"
+    nginx = make_nginx(launcher, f"location /app/ {{ wsgi_script {app}; wsgi_process_group {name}; }}",
+                       f"wsgi_daemon_process {name} processes=1 threads=2;", state_dir=state_dir)
+    nginx.group_name = name
+    nginx.conf_path.write_text(nginx.conf_path.read_text().replace("daemon off;", "daemon on;"))
+    base = ["/usr/sbin/nginx", "-p", str(nginx.prefix), "-e", str(nginx.error_log), "-c", str(nginx.conf_path)]
+    with open(nginx.prefix / "stderr.log", "ab") as out:
+        # Output to a file: pipes would be held open by the daemonised processes.
+        subprocess.run(base, check=True, timeout=20, stdout=out, stderr=out)
+    master = int(wait_for(lambda: nginx.pid_path.exists() and nginx.pid_path.read_text().strip(),
+                          what="the pid file"))
+    try:
+        ours = lambda: [p for p, i in processes().items() if i[2] == group_comm(nginx) and "daemon group" in i[3]]
+        first = wait_for(ours, what="the supervisor")
+        r = wait_for(lambda: (lambda x: x if x.status_code == 200 else None)(
+            requests.get(nginx.url("/app/environ"), timeout=5)), what="the app")
+        assert r.json()["SCRIPT_NAME"] == "/app"
+        subprocess.run(base + ["-s", "reload"], check=True, timeout=20, capture_output=True)
+        assert f"wsgi:{name}" in nginx.error_log_text()  # the supervisor logs to nginx's error log
+        time.sleep(1.5)
+        assert ours() == first
+        subprocess.run(base + ["-s", "quit"], check=True, timeout=20, capture_output=True)
+        wait_for(lambda: not ours() and not Path(f"/proc/{master}").exists(), timeout=15,
+                 what="nginx and the group to exit")
+    finally:
+        if Path(f"/proc/{master}").exists():
+            os.kill(master, signal.SIGTERM)
