@@ -131,7 +131,7 @@ def test_slow_app_does_not_block_nginx(site):
     time.sleep(0.2)
     t0 = time.monotonic()
     assert requests.get(site.url("/static"), timeout=5).text == "static\n"
-    assert time.monotonic() - t0 < 0.2
+    assert time.monotonic() - t0 < 0.5  # the app sleeps 1 s; margin for a loaded machine
     t.join()
     assert out[0].status_code == 200
 

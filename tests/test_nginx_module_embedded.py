@@ -284,7 +284,8 @@ def test_slow_app_does_not_delay_static_location(tools):
     static_time = time.monotonic() - t0
     t.join()
     assert r.text == "static\n"
-    assert static_time < 0.2, f"static location took {static_time:.3f}s behind a sleeping app"
+    # Far below the app's 1.5 s (the margin is for a loaded CI machine, not for waiting).
+    assert static_time < 0.5, f"static location took {static_time:.3f}s behind a sleeping app"
     assert results and results[0].status_code == 200
 
 
@@ -302,7 +303,7 @@ def test_sleeping_requests_overlap_across_the_pool(tools):
     elapsed = time.monotonic() - t0
     assert all(r.status_code == 200 for r in out)
     assert len({r.json()["thread"] for r in out}) == 4
-    assert elapsed < 1.9, f"4 x 1 s requests took {elapsed:.2f}s on 4 threads"
+    assert elapsed < 2.5, f"4 x 1 s requests took {elapsed:.2f}s on 4 threads (serial: 4 s)"
 
 
 def worker_pids(nginx) -> list:
