@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The README's main-job command: set up, then serve examples/hello/app.py with rwsgi-worker behind
-# Debian's stock nginx (uwsgi_pass) on 127.0.0.1, print the URL and stay in the foreground.
-# Ctrl-C stops both (by pid).
+# Main job, embedded mode: set up, then serve examples/hello/app.py INSIDE Debian's stock nginx
+# (load_module ngx_http_wsgi_module.so, wsgi_script) on 127.0.0.1, print the URL and stay in the
+# foreground. No separate Python server runs: the app lives in nginx's worker processes, on a pool
+# of Python threads per worker. Ctrl-C stops nginx (by pid).
 #
-#   sudo bash scripts/run-example.sh [--port N] [--no-setup]
+#   sudo bash scripts/run-embedded-example.sh [--port N] [--no-setup]
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,34 +22,33 @@ done
 
 ((setup)) && bash scripts/setup.sh
 
+module="$ROOT/target/release/libngx_http_wsgi_module.so"
+[[ -f $module ]] || { echo "$module missing: run scripts/setup.sh (or cargo build --release)" >&2; exit 1; }
+
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 [[ -n $port ]] || port=$(free_port)
-worker_port=$(free_port)
 
-# nginx's workers run as nobody: the run directory must be enterable by them.
-run_dir=$(mktemp -d /tmp/rwsgi-example.XXXXXX)
+# nginx's workers run as nobody: the app and the run directory must be readable by them (a
+# checkout under /root is not), so the app is copied next to the config.
+run_dir=$(mktemp -d /tmp/rwsgi-embedded-example.XXXXXX)
 chmod 0755 "$run_dir"
 mkdir -p "$run_dir/tmp"
+cp "$ROOT/examples/hello/app.py" "$run_dir/app.py"
+chmod 0644 "$run_dir/app.py"
 
-worker_pid=""
 nginx_pid=""
 cleanup() {
     trap - INT TERM EXIT
     echo
     echo "==> stopping"
     [[ -n $nginx_pid ]] && kill "$nginx_pid" 2>/dev/null && wait "$nginx_pid" 2>/dev/null
-    [[ -n $worker_pid ]] && kill "$worker_pid" 2>/dev/null && wait "$worker_pid" 2>/dev/null
     rm -rf "$run_dir"
 }
 trap cleanup EXIT
 trap 'cleanup; exit 0' INT TERM
 
-echo "==> starting rwsgi-worker on 127.0.0.1:$worker_port (log: $run_dir/worker.log)"
-target/release/rwsgi-worker --socket "127.0.0.1:$worker_port" --script "$ROOT/examples/hello/app.py" \
-    --processes 2 --threads 4 >"$run_dir/worker.log" 2>&1 &
-worker_pid=$!
-
 cat >"$run_dir/nginx.conf" <<CONF
+load_module $module;
 daemon off;
 worker_processes 2;
 pid $run_dir/nginx.pid;
@@ -61,34 +61,32 @@ http {
     fastcgi_temp_path $run_dir/tmp/fastcgi;
     uwsgi_temp_path $run_dir/tmp/uwsgi;
     scgi_temp_path $run_dir/tmp/scgi;
+    wsgi_threads 4;
     server {
         listen 127.0.0.1:$port;
         location / {
-            include /etc/nginx/uwsgi_params;
-            uwsgi_pass 127.0.0.1:$worker_port;
+            wsgi_script $run_dir/app.py;
         }
     }
 }
 CONF
 /usr/sbin/nginx -t -q -p "$run_dir" -e "$run_dir/error.log" -c "$run_dir/nginx.conf"
-echo "==> starting nginx on 127.0.0.1:$port (error log: $run_dir/error.log)"
+echo "==> starting nginx with the WSGI module on 127.0.0.1:$port (error log: $run_dir/error.log)"
 /usr/sbin/nginx -p "$run_dir" -e "$run_dir/error.log" -c "$run_dir/nginx.conf" &
 nginx_pid=$!
 
-# Wait until the page answers (or one of them died).
 for _ in $(seq 1 100); do
-    kill -0 "$worker_pid" 2>/dev/null || { echo "rwsgi-worker exited:" >&2; cat "$run_dir/worker.log" >&2; exit 1; }
     kill -0 "$nginx_pid" 2>/dev/null || { echo "nginx exited:" >&2; cat "$run_dir/error.log" >&2; exit 1; }
     curl -fsS -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null && break
     sleep 0.1
 done
-curl -fsS "http://127.0.0.1:$port/" >/dev/null || { echo "the example does not answer; logs:" >&2; cat "$run_dir/worker.log" "$run_dir/error.log" >&2; exit 1; }
+curl -fsS "http://127.0.0.1:$port/" >/dev/null || { echo "the example does not answer; log:" >&2; cat "$run_dir/error.log" >&2; exit 1; }
 
 echo
-echo "    rwsgi example running: http://127.0.0.1:$port/"
+echo "    rwsgi example (nginx embedded mode) running: http://127.0.0.1:$port/"
 echo "    (Ctrl-C to stop)"
 echo
-wait -n "$worker_pid" "$nginx_pid" || true
-echo "==> a server exited; logs:" >&2
-tail -n 20 "$run_dir/worker.log" "$run_dir/error.log" >&2
+wait "$nginx_pid" || true
+echo "==> nginx exited; log:" >&2
+tail -n 20 "$run_dir/error.log" >&2
 exit 1

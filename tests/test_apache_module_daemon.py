@@ -293,3 +293,24 @@ def test_graceful_restart_does_not_stall_keepalive_clients(launcher):
         t.join()
     assert len(done) > 100 and set(done) == {200}
     assert not slow, f"requests stalled during graceful restarts: {slow}"
+
+
+def test_maximum_requests_recycles_without_failures(launcher):
+    d = app_dir(launcher, "recycle")
+    apache = rwsgi_apache(launcher, site_config(d, "WSGIDaemonProcess web processes=1 threads=2 maximum-requests=5\nWSGIProcessGroup web"))
+    pids = set()
+    for _ in range(30):
+        r = requests.get(apache.url("/app/mode"), timeout=20)
+        assert r.status_code == 200
+        pids.add(r.json()["pid"])
+    assert len(pids) >= 4, pids  # a fresh worker at least every 5 requests
+
+
+def test_request_timeout_answers_502_and_group_recovers(launcher):
+    d = app_dir(launcher, "timeout")
+    apache = rwsgi_apache(launcher, site_config(d, "WSGIDaemonProcess web processes=1 threads=2 request-timeout=1\nWSGIProcessGroup web"))
+    start = time.monotonic()
+    r = requests.get(apache.url("/app/sleep"), params="10", timeout=30)
+    assert r.status_code == 502 and time.monotonic() - start < 8
+    assert "RW-AP016" in all_logs(apache)
+    assert requests.get(apache.url("/app"), timeout=20).text == "Hello, World!"
