@@ -70,15 +70,6 @@ def test_unsupported_or_invalid_config_fails_naming_it(launcher, line, needle):
     assert needle in err, err
 
 
-def test_mod_wsgi_and_mod_rwsgi_refuse_to_share_a_server(launcher):
-    lines = [f"LoadModule wsgi_module {paths.APACHE_MODULES / 'mod_wsgi.so'}",
-             f"LoadModule rwsgi_module {paths.TARGET / 'release' / 'libmod_rwsgi.so'}"]
-    rc, err = check(launcher, "", load_lines=lines)
-    assert rc != 0
-    assert "mod_rwsgi and mod_wsgi cannot be loaded into the same server" in err or \
-        "module wsgi_module" in err or "WSGI" in err, err
-
-
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "conf-examples").glob("apache-*.conf")))
 def test_conf_examples_pass_config_test(launcher, tmp_path, name):
     """Each conf-examples/apache-*.conf passes `apache2 -t` with the built module swapped in."""
