@@ -4,7 +4,7 @@
 # foreground. No separate Python server runs: the app lives in nginx's worker processes, on a pool
 # of Python threads per worker. Ctrl-C stops nginx (by pid).
 #
-#   sudo bash scripts/run-embedded-example.sh [--port N] [--no-setup]
+#   sudo bash scripts/run-example.sh [--port N] [--no-setup]
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The README's main-job command: set up, then serve examples/hello/app.py with rwsgi-worker behind
+# Serve examples/hello/app.py with the standalone rwsgi-worker behind
 # Debian's stock nginx (uwsgi_pass) on 127.0.0.1, print the URL and stay in the foreground.
 # Ctrl-C stops both (by pid).
 #
-#   sudo bash scripts/run-example.sh [--port N] [--no-setup]
+#   sudo bash scripts/run-worker-example.sh [--port N] [--no-setup]
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -1,4 +1,4 @@
-"""The example app served by scripts/run-example.sh: a plain WSGI hello world."""
+"""The example app served by scripts/run-example.sh (inside nginx) and scripts/run-worker-example.sh: a plain WSGI hello world."""
 
 import platform
 import sys
