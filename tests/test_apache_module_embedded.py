@@ -296,6 +296,14 @@ def test_file_wrapper_from_an_offset(site):
     assert r.status_code == 200 and r.content == (d / "app.wsgi").read_bytes()[10:]
 
 
+def test_mod_wsgi_environ_keys(site):
+    apache, _, label = site
+    env = requests.get(apache.url("/app/environ"), timeout=10).json()
+    assert env["mod_wsgi.process_group"] == ("web" if label.startswith("daemon") else "")
+    assert env["mod_wsgi.application_group"] == ""
+    assert env["mod_wsgi.callable_object"] == "application"
+
+
 def test_status_and_repeated_headers(site):
     apache, _, _ = site
     from harness import http

@@ -247,6 +247,20 @@ pub(crate) fn build_vars<'r>(r: &mut request_rec, conf: &DirConf) -> Vars<'r> {
     if !has_path_info {
         vars.push((Cow::Borrowed(b"PATH_INFO"), Cow::Borrowed(b"")));
     }
+    // mod_wsgi's own keys that apps test to tell embedded from daemon mode.
+    let group = match &conf.process_group {
+        Some(ProcessGroup::Daemon(name)) => Cow::Owned(name.as_bytes().to_vec()),
+        _ => Cow::Borrowed(&b""[..]),
+    };
+    vars.push((Cow::Borrowed(b"mod_wsgi.process_group"), group));
+    vars.push((
+        Cow::Borrowed(b"mod_wsgi.application_group"),
+        Cow::Borrowed(b""),
+    ));
+    vars.push((
+        Cow::Borrowed(b"mod_wsgi.callable_object"),
+        Cow::Owned(conf.callable_name().as_bytes().to_vec()),
+    ));
     if conf.pass_authorization == Some(true) {
         // SAFETY: headers_in is a live table; apr_table_get returns NULL or a pool string.
         let auth = unsafe { apr_table_get(r.headers_in, c"Authorization".as_ptr()) };
