@@ -1,9 +1,10 @@
 //! The typed configuration of one daemon process group.
 //!
-//! The same struct is filled by the `rwsgi-worker` command line (see `cli.rs`) and, later, by the
-//! nginx `wsgi_daemon_process` / Apache `WSGIDaemonProcess` directives, which use mod_wsgi's option
-//! names (`processes=`, `threads=`, `maximum-requests=`...). `validate` is the one place that checks
-//! the combination, so every front end reports the same sentence for the same mistake.
+//! The same struct is filled by the `rwsgi-worker` command line (see `cli.rs`) and by the nginx
+//! `wsgi_daemon_process` / Apache `WSGIDaemonProcess` directives, whose mod_wsgi-style options
+//! (`processes=`, `threads=`, `maximum-requests=`...) are parsed once, in `options.rs`.
+//! `validate` is the one place that checks the combination, so every front end reports the same
+//! sentence for the same mistake.
 
 use std::ffi::CString;
 use std::fmt;

@@ -6,7 +6,8 @@
 //! [`run_with_lifetime`], handing it the read end of a pipe whose write end the web server's
 //! master keeps open: when the master goes away, the pipe closes and the group drains and exits.
 //!
-//! Modules: `config` (the typed options), `cli` (the command line), `listener` (bind, mode, owner,
+//! Modules: `config` (the typed options), `options` (mod_wsgi's daemon group options, shared by
+//! both web server modules), `cli` (the command line), `listener` (bind, mode, owner,
 //! backlog, stale sockets), `master` (fork, reap, respawn, recycle, timeouts, signals), `worker`
 //! (one process: privileges, Python, request threads), `conn` (one uwsgi connection), `scoreboard`
 //! (shared memory between supervisor and workers), `signals`, `privs`, `log`.
@@ -17,6 +18,7 @@ mod conn;
 pub mod listener;
 pub mod log;
 mod master;
+pub mod options;
 mod privs;
 mod scoreboard;
 mod signals;
@@ -25,6 +27,7 @@ mod worker;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 pub use config::{AppConfig, ConfigError, GroupConfig, SocketSpec};
+pub use options::{DaemonOptions, OPTION_NAMES};
 
 /// Why the supervisor could not start (after it started, problems are logged, not returned).
 #[derive(Debug)]
