@@ -22,7 +22,9 @@ use ngx::ffi::{
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpUpstreamModule};
 
-use crate::daemon_options::{DaemonGroup, SocketAddr};
+use supervisor::SocketSpec;
+
+use crate::daemon_options::DaemonGroup;
 use crate::WsgiModule;
 
 /// Room for the worker's response head (status line + headers), like `uwsgi_buffer_size`.
@@ -63,6 +65,7 @@ pub unsafe fn make_upstream_conf(
         c.send_timeout = 60_000;
         // The group kills a request at request-timeout itself; without one, allow slow apps.
         c.read_timeout = group
+            .options
             .request_timeout
             .map_or(300_000, |t| (t.as_millis() as usize).saturating_add(10_000));
         c.buffer_size = HEAD_BUFFER;
@@ -131,7 +134,7 @@ pub unsafe fn forward(r: *mut ngx_http_request_t, group: usize) -> ngx_int_t {
     // A group whose socket file is missing is not running at all (it failed to start, or was
     // removed): say so and answer 503, rather than nginx's generic 502 for a failed connect.
     // A group whose workers are restarting keeps its socket, and requests queue in its backlog.
-    if let Some(SocketAddr::Unix(path)) = &g.socket {
+    if let Some(SocketSpec::Unix(path)) = &g.options.socket {
         if !path.exists() {
             let msg = format!(
                 "wsgi: RW-NG020 daemon process group \"{}\" cannot be reached: its socket {} does not exist \
@@ -190,42 +193,43 @@ unsafe fn resolved(
         }
         // nginx insists on a port for a non-unix address ("no port in upstream").
         (*res).port = g.resolved.map_or(0, |a| a.port());
-        let (sa, len, name): (*mut libc::sockaddr, usize, String) = match (&g.socket, g.resolved) {
-            (Some(SocketAddr::Unix(path)), _) => {
-                let sun = ngx_pcalloc(pool, std::mem::size_of::<libc::sockaddr_un>())
-                    .cast::<libc::sockaddr_un>();
-                if sun.is_null() {
-                    return None;
+        let (sa, len, name): (*mut libc::sockaddr, usize, String) =
+            match (&g.options.socket, g.resolved) {
+                (Some(SocketSpec::Unix(path)), _) => {
+                    let sun = ngx_pcalloc(pool, std::mem::size_of::<libc::sockaddr_un>())
+                        .cast::<libc::sockaddr_un>();
+                    if sun.is_null() {
+                        return None;
+                    }
+                    (*sun).sun_family = libc::AF_UNIX as _;
+                    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+                    if bytes.len() >= (*sun).sun_path.len() {
+                        return None;
+                    }
+                    for (i, b) in bytes.iter().enumerate() {
+                        (*sun).sun_path[i] = *b as c_char;
+                    }
+                    (
+                        sun.cast(),
+                        std::mem::size_of::<libc::sockaddr_un>(),
+                        format!("unix:{}", path.display()),
+                    )
                 }
-                (*sun).sun_family = libc::AF_UNIX as _;
-                let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
-                if bytes.len() >= (*sun).sun_path.len() {
-                    return None;
+                (Some(SocketSpec::Tcp(_)), Some(addr)) => {
+                    let (storage, len) = sockaddr_of(addr);
+                    let p = ngx_pcalloc(pool, len).cast::<u8>();
+                    if p.is_null() {
+                        return None;
+                    }
+                    std::ptr::copy_nonoverlapping(
+                        (&storage as *const libc::sockaddr_storage).cast::<u8>(),
+                        p,
+                        len,
+                    );
+                    (p.cast(), len, addr.to_string())
                 }
-                for (i, b) in bytes.iter().enumerate() {
-                    (*sun).sun_path[i] = *b as c_char;
-                }
-                (
-                    sun.cast(),
-                    std::mem::size_of::<libc::sockaddr_un>(),
-                    format!("unix:{}", path.display()),
-                )
-            }
-            (Some(SocketAddr::Tcp(_)), Some(addr)) => {
-                let (storage, len) = sockaddr_of(addr);
-                let p = ngx_pcalloc(pool, len).cast::<u8>();
-                if p.is_null() {
-                    return None;
-                }
-                std::ptr::copy_nonoverlapping(
-                    (&storage as *const libc::sockaddr_storage).cast::<u8>(),
-                    p,
-                    len,
-                );
-                (p.cast(), len, addr.to_string())
-            }
-            _ => return None,
-        };
+                _ => return None,
+            };
         let name = ngx_str_t::from_bytes(pool, name.as_bytes())?;
         (*res).sockaddr = sa.cast();
         (*res).socklen = len as _;

@@ -17,10 +17,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use pyhost::PythonConfig;
 use supervisor::{AppConfig, GroupConfig, SocketSpec};
 
 use crate::conf::MainConf;
-use crate::daemon_options::{DaemonGroup, SocketAddr};
+use crate::daemon_options::DaemonGroup;
 
 /// A running group, as the master knows it.
 struct Running {
@@ -42,15 +43,9 @@ pub struct Host {
 
 /// The supervisor configuration of `group`, with the host's defaults applied.
 pub fn group_config(group: &DaemonGroup, main: &MainConf, host: &Host) -> Option<GroupConfig> {
-    let first = group.apps.first()?;
-    let socket = match &group.socket {
-        Some(SocketAddr::Unix(p)) => SocketSpec::Unix(p.clone()),
-        Some(SocketAddr::Tcp(a)) => SocketSpec::Tcp(a.clone()),
-        None => SocketSpec::Unix(default_socket(&host.run_dir, &group.name)),
-    };
-    let mut cfg = GroupConfig::new(socket, first.entry.script.clone());
+    group.apps.first()?;
     // Every script assigned to the group, routed by the SCRIPT_NAME (location prefix) nginx sends.
-    cfg.apps = group
+    let apps = group
         .apps
         .iter()
         .map(|a| AppConfig {
@@ -59,37 +54,24 @@ pub fn group_config(group: &DaemonGroup, main: &MainConf, host: &Host) -> Option
             mount: a.mount.clone(),
         })
         .collect();
-    cfg.processes = group.processes;
-    cfg.threads = group.threads;
-    cfg.python_home = group
-        .python_home
-        .clone()
-        .or_else(|| main.python_home.clone());
-    cfg.python_path = if group.python_path.is_empty() {
-        main.python_path.clone()
-    } else {
-        group.python_path.clone()
+    let server_python = PythonConfig {
+        python_home: main.python_home.clone(),
+        python_path: main.python_path.clone(),
     };
-    // As mod_wsgi: without user=, the daemons run as the server's worker user.
-    cfg.user = group.user.clone().or_else(|| host.worker_user.clone());
-    cfg.group = if group.user.is_some() {
-        group.group.clone()
-    } else {
-        None
-    };
+    let default_socket = SocketSpec::Unix(default_socket(&host.run_dir, &group.name));
+    let mut cfg = group
+        .options
+        .group_config(&group.name, default_socket, apps, &server_python);
+    // As mod_wsgi: without user=, the daemons run as the server's worker user (group= without
+    // user= is refused when the directive is parsed).
+    if cfg.user.is_none() {
+        cfg.user.clone_from(&host.worker_user);
+    }
     // The workers of nginx connect to the socket: they must own it (mode 0600).
-    cfg.socket_owner = host.worker_user.clone();
-    cfg.maximum_requests = group.maximum_requests;
-    cfg.request_timeout = group.request_timeout;
-    cfg.graceful_timeout = group.graceful_timeout;
-    cfg.queue_timeout = group.queue_timeout;
-    cfg.listen_backlog = group.listen_backlog;
-    cfg.display_name = Some(
-        group
-            .display_name
-            .clone()
-            .unwrap_or_else(|| format!("wsgi:{}", group.name)),
-    );
+    cfg.socket_owner.clone_from(&host.worker_user);
+    if cfg.display_name.is_none() {
+        cfg.display_name = Some(format!("wsgi:{}", group.name));
+    }
     Some(cfg)
 }
 
@@ -298,9 +280,11 @@ pub unsafe fn init_module(cycle: *mut ngx::ffi::ngx_cycle_t) -> Result<Vec<Strin
     };
     let mut log = Vec::new();
     for g in main.groups.iter_mut() {
-        match &g.socket {
-            None => g.socket = Some(SocketAddr::Unix(default_socket(&host.run_dir, &g.name))),
-            Some(SocketAddr::Tcp(addr)) => {
+        match &g.options.socket {
+            None => {
+                g.options.socket = Some(SocketSpec::Unix(default_socket(&host.run_dir, &g.name)))
+            }
+            Some(SocketSpec::Tcp(addr)) => {
                 use std::net::ToSocketAddrs;
                 let first = addr.to_socket_addrs().ok().and_then(|mut a| a.next());
                 g.resolved = Some(first.ok_or_else(|| {
@@ -310,7 +294,7 @@ pub unsafe fn init_module(cycle: *mut ngx::ffi::ngx_cycle_t) -> Result<Vec<Strin
                     )
                 })?);
             }
-            Some(SocketAddr::Unix(_)) => {}
+            Some(SocketSpec::Unix(_)) => {}
         }
         if g.apps.is_empty() {
             log.push(format!(

@@ -38,7 +38,7 @@ BAD = [
     ("wsgi_threads many;", "", "wsgi_threads", r'invalid value "many"'),
     ("wsgi_threads 2;\nwsgi_threads 3;", "", "wsgi_threads 3", r'"wsgi_threads" directive is duplicate'),
     ("wsgi_daemon_process site bogus=1;", "", "wsgi_daemon_process",
-     r'unknown option "bogus" in wsgi_daemon_process: expected one of processes, threads, python-home'),
+     r'"wsgi_daemon_process" directive: unknown option "bogus": expected one of processes, threads, python-home'),
     ("wsgi_daemon_process site processes=zero;", "", "wsgi_daemon_process",
      r'invalid value "zero" for "processes": expected a number from 1 to 1024'),
     ("wsgi_daemon_process site threads;", "", "wsgi_daemon_process", r'invalid option "threads": expected key=value'),
