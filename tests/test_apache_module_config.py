@@ -58,7 +58,7 @@ def test_full_directive_set_is_accepted(launcher):
     ("WSGIScriptReloading Off", "WSGIScriptReloading is a mod_wsgi directive that mod_rwsgi does not support"),
     ("WSGILazyInitialization On", "WSGILazyInitialization is a mod_wsgi directive"),
     ("WSGIDaemonProcess web stack-size=524288", "option 'stack-size' is not supported"),
-    ("WSGIDaemonProcess web threads=zero", "threads= expects a whole number"),
+    ("WSGIDaemonProcess web threads=zero", 'invalid value "zero" for "threads": expected a number from 1 to 1024'),
     ("WSGIPassAuthorization Maybe", "expected On or Off"),
     ("WSGIScriptAlias /app", "takes a URL path and a script path"),
     ("<VirtualHost *:80>\nWSGIPythonHome /usr\n</VirtualHost>", "WSGIPythonHome cannot occur within"),

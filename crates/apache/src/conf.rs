@@ -11,6 +11,8 @@
 
 use std::path::PathBuf;
 
+use supervisor::{DaemonOptions, OPTION_NAMES};
+
 /// mod_wsgi's spelling of "the main interpreter" / "run in the Apache child itself".
 pub const GLOBAL: &str = "%{GLOBAL}";
 
@@ -173,46 +175,15 @@ impl ImportScript {
     }
 }
 
-/// `WSGIDaemonProcess NAME key=value...` (mod_wsgi's option names; see DESIGN.md).
+/// `WSGIDaemonProcess NAME key=value...` (mod_wsgi's option names; see DESIGN.md). The options
+/// are parsed by [`DaemonOptions`], the same code nginx's `wsgi_daemon_process` uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DaemonGroup {
     pub name: String,
-    /// None = mod_wsgi's default of one process with wsgi.multiprocess False.
-    pub processes: Option<u32>,
-    pub threads: u32,
-    pub python_home: Option<PathBuf>,
-    pub python_path: Vec<PathBuf>,
-    pub user: Option<String>,
-    pub group: Option<String>,
-    pub maximum_requests: Option<u64>,
-    pub request_timeout: Option<u64>,
-    pub graceful_timeout: u64,
-    pub queue_timeout: Option<u64>,
-    pub listen_backlog: u32,
-    pub socket: Option<String>,
-    pub display_name: Option<String>,
+    pub options: DaemonOptions,
 }
 
 impl DaemonGroup {
-    fn new(name: &str) -> Self {
-        Self {
-            name: name.to_owned(),
-            processes: None,
-            threads: 15,
-            python_home: None,
-            python_path: Vec::new(),
-            user: None,
-            group: None,
-            maximum_requests: None,
-            request_timeout: None,
-            graceful_timeout: 15,
-            queue_timeout: None,
-            listen_backlog: 100,
-            socket: None,
-            display_name: None,
-        }
-    }
-
     pub fn parse(args: &[&str]) -> Result<Self, String> {
         const D: &str = "WSGIDaemonProcess";
         let [name, opts @ ..] = args else {
@@ -221,33 +192,25 @@ impl DaemonGroup {
         if name.is_empty() || name.contains('=') || name.starts_with("%{") {
             return Err(format!("{D}: '{name}' is not a valid group name"));
         }
-        let mut g = Self::new(name);
+        let mut options = DaemonOptions::default();
         for opt in opts {
             let (key, value) = split_option(D, opt)?;
-            match key {
-                "processes" => g.processes = Some(parse_num(D, key, value, 1)?),
-                "threads" => g.threads = parse_num(D, key, value, 1)?,
-                "python-home" => g.python_home = Some(PathBuf::from(non_empty(D, key, value)?)),
-                "python-path" => g.python_path = split_path_list(value),
-                "user" => g.user = Some(non_empty(D, key, value)?.to_owned()),
-                "group" => g.group = Some(non_empty(D, key, value)?.to_owned()),
-                "maximum-requests" => {
-                    g.maximum_requests = Some(parse_num(D, key, value, 0)?).filter(|n| *n > 0)
-                }
-                "request-timeout" => {
-                    g.request_timeout = Some(parse_num(D, key, value, 0)?).filter(|n| *n > 0)
-                }
-                "graceful-timeout" => g.graceful_timeout = parse_num(D, key, value, 0)?,
-                "queue-timeout" => {
-                    g.queue_timeout = Some(parse_num(D, key, value, 0)?).filter(|n| *n > 0)
-                }
-                "listen-backlog" => g.listen_backlog = parse_num(D, key, value, 1)?,
-                "socket" => g.socket = Some(parse_socket(D, value)?),
-                "display-name" => g.display_name = Some(non_empty(D, key, value)?.to_owned()),
-                _ => return Err(unsupported_option(D, key)),
+            // Most unknown names are mod_wsgi options this module leaves out (stack-size=,
+            // inactivity-timeout=...): say so, rather than "unknown".
+            if !OPTION_NAMES.contains(&key) {
+                return Err(format!(
+                    "{D}: option '{key}' is not supported by mod_rwsgi; the accepted options are {}",
+                    OPTION_NAMES.join(", ")
+                ));
             }
+            options
+                .apply(key, value)
+                .map_err(|e| format!("{D} {name}: {e}"))?;
         }
-        Ok(g)
+        Ok(Self {
+            name: (*name).to_owned(),
+            options,
+        })
     }
 }
 
@@ -346,20 +309,6 @@ fn non_empty<'a>(directive: &str, key: &str, value: &'a str) -> Result<&'a str, 
     }
 }
 
-fn parse_num<T: std::str::FromStr + PartialOrd + From<u8>>(
-    directive: &str,
-    key: &str,
-    value: &str,
-    min: u8,
-) -> Result<T, String> {
-    match value.parse::<T>() {
-        Ok(n) if n >= T::from(min) => Ok(n),
-        _ => Err(format!(
-            "{directive}: {key}= expects a whole number >= {min}, found '{value}'"
-        )),
-    }
-}
-
 /// `On`/`Off`, case-insensitive, as httpd's FLAG directives accept.
 pub fn parse_on_off(directive: &str, value: &str) -> Result<bool, String> {
     if value.eq_ignore_ascii_case("on") {
@@ -378,21 +327,6 @@ pub fn split_path_list(value: &str) -> Vec<PathBuf> {
         .filter(|s| !s.is_empty())
         .map(PathBuf::from)
         .collect()
-}
-
-fn parse_socket(directive: &str, value: &str) -> Result<String, String> {
-    if let Some(path) = value.strip_prefix("unix:") {
-        if path.starts_with('/') {
-            return Ok(value.to_owned());
-        }
-    } else if let Some((host, port)) = value.rsplit_once(':') {
-        if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) {
-            return Ok(value.to_owned());
-        }
-    }
-    Err(format!(
-        "{directive}: socket= expects unix:/absolute/path or HOST:PORT, found '{value}'"
-    ))
 }
 
 /// mod_alias-style prefix match used by WSGIScriptAlias: runs of '/' in the alias match runs of
@@ -476,20 +410,40 @@ mod tests {
             "socket=unix:/run/x.sock",
         ])
         .unwrap();
-        assert_eq!((g.processes, g.threads), (Some(2), 4));
+        assert_eq!(g.name, "web");
+        assert_eq!((g.options.processes, g.options.threads), (2, 4));
         assert_eq!(
-            g.python_path,
+            g.options.python_path,
             vec![PathBuf::from("/a"), PathBuf::from("/b")]
         );
-        for bad in [
-            "threads=0",
-            "processes=x",
-            "stack-size=524288",
-            "socket=relative",
-            "inactivity-timeout=5",
+        // mod_wsgi's rule for a repeated option: the last one wins.
+        let g = DaemonGroup::parse(&["web", "threads=2", "threads=3"]).unwrap();
+        assert_eq!(g.options.threads, 3);
+        for (bad, want) in [
+            (
+                "threads=0",
+                "WSGIDaemonProcess web: invalid value \"0\" for \"threads\"",
+            ),
+            (
+                "processes=x",
+                "WSGIDaemonProcess web: invalid value \"x\" for \"processes\"",
+            ),
+            (
+                "stack-size=524288",
+                "WSGIDaemonProcess: option 'stack-size' is not supported",
+            ),
+            ("socket=relative", "expected unix:PATH or HOST:PORT"),
+            (
+                "inactivity-timeout=5",
+                "option 'inactivity-timeout' is not supported",
+            ),
+            ("threads", "WSGIDaemonProcess: expected key=value"),
         ] {
             let e = DaemonGroup::parse(&["web", bad]).unwrap_err();
-            assert!(e.starts_with("WSGIDaemonProcess:"), "{e}");
+            assert!(
+                e.starts_with("WSGIDaemonProcess") && e.contains(want),
+                "{e}"
+            );
         }
     }
 

@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use pyhost::PythonConfig;
 use supervisor::{AppConfig, GroupConfig, SocketSpec};
 
 use crate::conf::{DaemonGroup, DirConf, ProcessGroup, ServerConf};
@@ -255,50 +256,30 @@ fn group_config(
     default_socket: PathBuf,
     timeout: Duration,
 ) -> GroupConfig {
-    let socket = match &group.socket {
-        Some(spec) => SocketSpec::parse(spec).unwrap_or(SocketSpec::Unix(default_socket)),
-        None => SocketSpec::Unix(default_socket),
+    let server_python = PythonConfig {
+        python_home: main.python_home.clone(),
+        python_path: main.python_path.clone(),
     };
-    let mut cfg = GroupConfig::new(socket, PathBuf::new());
-    cfg.apps = apps;
+    let mut cfg = group.options.group_config(
+        &group.name,
+        SocketSpec::Unix(default_socket),
+        apps,
+        &server_python,
+    );
     let apache = apache_user();
     cfg.socket_owner = apache.as_ref().map(|(u, _)| u.clone());
-    cfg.listen_backlog = group.listen_backlog;
-    cfg.processes = group.processes.unwrap_or(1);
-    cfg.threads = group.threads;
-    cfg.python_home = group
-        .python_home
-        .clone()
-        .or_else(|| main.python_home.clone());
-    cfg.python_path = if group.python_path.is_empty() {
-        main.python_path.clone()
-    } else {
-        group.python_path.clone()
-    };
-    // mod_wsgi runs daemons as Apache's User unless user=/group= say otherwise.
-    match (&group.user, &apache) {
-        (Some(u), _) => {
-            cfg.user = Some(u.clone());
-            cfg.group = group.group.clone();
+    // mod_wsgi runs daemons as Apache's User (and Group, unless group= says otherwise) when
+    // user= is absent; a parent that is not root cannot switch, so group= alone is moot then.
+    if cfg.user.is_none() {
+        match apache {
+            Some((u, g)) => {
+                cfg.user = Some(u);
+                cfg.group = Some(cfg.group.take().unwrap_or(g));
+            }
+            None => cfg.group = None,
         }
-        (None, Some((u, g))) => {
-            cfg.user = Some(u.clone());
-            cfg.group = Some(group.group.clone().unwrap_or_else(|| g.clone()));
-        }
-        (None, None) => {}
     }
-    cfg.maximum_requests = group.maximum_requests.unwrap_or(0);
-    cfg.request_timeout = group.request_timeout.map(Duration::from_secs);
-    cfg.graceful_timeout = Duration::from_secs(group.graceful_timeout);
-    cfg.queue_timeout = group.queue_timeout.map(Duration::from_secs);
     cfg.socket_timeout = timeout;
-    cfg.display_name = group.display_name.as_ref().map(|d| {
-        if d == "%{GROUP}" {
-            format!("(wsgi:{})", group.name)
-        } else {
-            d.clone()
-        }
-    });
     cfg
 }
 
@@ -528,7 +509,7 @@ unsafe fn start_groups(pconf: *mut apr_pool_t, s: *mut server_rec) -> Result<(),
         // Children connect through a per-group link that outlives generations, so that a child
         // of the old generation still finishing keep-alive requests after a graceful restart
         // reaches the new group instead of the old one, which has stopped accepting.
-        let socket_for_children = match (&group.socket, &cfg.socket) {
+        let socket_for_children = match (&group.options.socket, &cfg.socket) {
             (None, SocketSpec::Unix(path)) => {
                 let link = PathBuf::from(format!(
                     "{}.{}.{}.sock",
