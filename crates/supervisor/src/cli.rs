@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::{AppConfig, GroupConfig, SocketSpec};
+use crate::options::{DaemonOptions, OPTION_NAMES};
 
 const DEFAULT_CALLABLE: &str = "application";
 
@@ -151,13 +152,42 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
             mount,
         });
     }
-    let Some(first) = apps.first() else {
+    if apps.is_empty() {
         return Err("--script is required (the WSGI script file)".to_owned());
-    };
-    let mut cfg = GroupConfig::new(socket, first.script.clone());
-    cfg.apps = apps;
-    for (name, value) in opts.iter().filter(|(n, _)| n != "mount") {
-        apply(&mut cfg, name, value).map_err(|msg| format!("--{name}: {msg}"))?;
+    }
+    // mod_wsgi's daemon group options go through the parser the web server directives use, so
+    // `--threads 0` and `threads=0` get the same answer; the rest are the command line's own.
+    let mut options = DaemonOptions::default();
+    let mut python_path: Vec<String> = Vec::new();
+    for (name, value) in &opts {
+        if name == "python-path" {
+            python_path.push(from_cwd(value)?); // repeatable: the entries add up
+        } else if OPTION_NAMES.contains(&name.as_str()) {
+            let value = if name == "python-home" {
+                from_cwd(value)?
+            } else {
+                value.clone()
+            };
+            options
+                .apply(name, &value)
+                .map_err(|msg| format!("--{name}: {msg}"))?;
+        }
+    }
+    if !python_path.is_empty() {
+        options
+            .apply("python-path", &python_path.join(":"))
+            .map_err(|msg| format!("--python-path: {msg}"))?;
+    }
+    let mut cfg = options.group_config(
+        "rwsgi-worker",
+        socket,
+        apps,
+        &pyhost::PythonConfig::default(),
+    );
+    for (name, value) in &opts {
+        if !OPTION_NAMES.contains(&name.as_str()) && name != "mount" {
+            apply(&mut cfg, name, value).map_err(|msg| format!("--{name}: {msg}"))?;
+        }
     }
     cfg.validate().map_err(|e| format!("--{e}"))?;
     Ok(Command::Run {
@@ -193,6 +223,7 @@ fn is_known(name: &str) -> bool {
     OPTIONS.contains(&name)
 }
 
+/// The options only the command line has (the daemon group options went to [`DaemonOptions`]).
 fn apply(cfg: &mut GroupConfig, name: &str, value: &str) -> Result<(), String> {
     match name {
         "callable" => {
@@ -201,23 +232,7 @@ fn apply(cfg: &mut GroupConfig, name: &str, value: &str) -> Result<(), String> {
                 app.callable = name.to_owned();
             }
         }
-        "python-home" => cfg.python_home = Some(PathBuf::from(non_empty(value)?)),
-        "python-path" => cfg.python_path.extend(
-            value
-                .split(':')
-                .filter(|p| !p.is_empty())
-                .map(PathBuf::from),
-        ),
-        "processes" => cfg.processes = number(value)?,
-        "threads" => cfg.threads = number(value)?,
-        "maximum-requests" => cfg.maximum_requests = number(value)?,
-        "request-timeout" => cfg.request_timeout = Some(seconds(value)?),
-        "graceful-timeout" => cfg.graceful_timeout = seconds(value)?,
-        "queue-timeout" => cfg.queue_timeout = Some(seconds(value)?),
         "socket-timeout" => cfg.socket_timeout = seconds(value)?,
-        "user" => cfg.user = Some(non_empty(value)?.to_owned()),
-        "group" => cfg.group = Some(non_empty(value)?.to_owned()),
-        "display-name" => cfg.display_name = Some(non_empty(value)?.to_owned()),
         "socket-mode" => {
             cfg.socket_mode = u32::from_str_radix(value, 8)
                 .ok()
@@ -225,10 +240,26 @@ fn apply(cfg: &mut GroupConfig, name: &str, value: &str) -> Result<(), String> {
                 .ok_or("expected octal permission bits, e.g. 0600 or 0660")?
         }
         "socket-owner" => cfg.socket_owner = Some(non_empty(value)?.to_owned()),
-        "listen-backlog" => cfg.listen_backlog = number(value)?,
         _ => return Err("unknown option".into()),
     }
     Ok(())
+}
+
+/// Relative `--python-home`/`--python-path` entries are taken from the current directory (a
+/// shell user's expectation); the shared option parser wants absolute paths.
+fn from_cwd(value: &str) -> Result<String, String> {
+    let parts: Result<Vec<String>, String> = value
+        .split(':')
+        .map(|part| {
+            if part.is_empty() || part.starts_with('/') {
+                return Ok(part.to_owned());
+            }
+            std::path::absolute(part)
+                .map(|p| p.to_string_lossy().into_owned())
+                .map_err(|e| format!("cannot make {part:?} absolute: {e}"))
+        })
+        .collect();
+    Ok(parts?.join(":"))
 }
 
 fn non_empty(v: &str) -> Result<&str, String> {
@@ -237,11 +268,6 @@ fn non_empty(v: &str) -> Result<&str, String> {
     } else {
         Ok(v)
     }
-}
-
-fn number<T: std::str::FromStr>(v: &str) -> Result<T, String> {
-    v.parse()
-        .map_err(|_| format!("expected a whole number, got {v:?}"))
 }
 
 /// Seconds, whole or fractional (`2`, `0.5`).
@@ -342,6 +368,35 @@ mod tests {
             parse(vec!["--help".to_string()]),
             Ok(Command::Help)
         ));
+    }
+
+    #[test]
+    fn relative_python_dirs_come_from_the_current_directory() {
+        let c = run(&[
+            "--socket",
+            "unix:/x",
+            "--script",
+            "a.py",
+            "--python-home",
+            "venv",
+            "--python-path",
+            "lib:/abs",
+        ])
+        .unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(c.python_home, Some(cwd.join("venv")));
+        assert_eq!(c.python_path, vec![cwd.join("lib"), PathBuf::from("/abs")]);
+        // 0 turns a timeout off, as in mod_wsgi's options.
+        let c = run(&[
+            "--socket",
+            "unix:/x",
+            "--script",
+            "a.py",
+            "--request-timeout",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(c.request_timeout, None);
     }
 
     #[test]

@@ -196,20 +196,24 @@ fn count(key: &str, value: &str, min: u64, max: u64) -> Result<u64, String> {
     }
 }
 
+/// Seconds, whole as mod_wsgi writes them or fractional (`0.5`) as the command line allows.
 fn seconds(key: &str, value: &str) -> Result<Duration, String> {
-    value.parse::<u64>().map(Duration::from_secs).map_err(|_| {
-        format!("invalid value \"{value}\" for \"{key}\": expected a whole number of seconds")
-    })
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| {
+            format!("invalid value \"{value}\" for \"{key}\": expected a number of seconds")
+        })
 }
 
 /// mod_wsgi's timeouts: a number of seconds, 0 meaning "no timeout" (its default).
 fn timeout(key: &str, value: &str) -> Result<Option<Duration>, String> {
-    match value.parse::<u64>() {
-        Ok(0) => Ok(None),
-        Ok(n) => Ok(Some(Duration::from_secs(n))),
-        Err(_) => Err(format!(
-            "invalid value \"{value}\" for \"{key}\": expected a whole number of seconds (0 = no timeout)"
-        )),
+    match seconds(key, value) {
+        Ok(d) if d.is_zero() => Ok(None),
+        Ok(d) => Ok(Some(d)),
+        Err(e) => Err(format!("{e} (0 = no timeout)")),
     }
 }
 
@@ -330,6 +334,8 @@ mod tests {
         // 0 turns a timeout off, as in mod_wsgi.
         let o = parse(&["request-timeout=0", "queue-timeout=0"]).unwrap();
         assert_eq!((o.request_timeout, o.queue_timeout), (None, None));
+        let o = parse(&["graceful-timeout=2.5"]).unwrap();
+        assert_eq!(o.graceful_timeout, Duration::from_millis(2500));
         // A later value replaces an earlier one.
         let o = parse(&[
             "python-path=/a:/b",
@@ -372,11 +378,11 @@ mod tests {
             ("socket=127.0.0.1:0", "port 0 is not allowed"),
             (
                 "request-timeout=-1",
-                "whole number of seconds (0 = no timeout)",
+                "expected a number of seconds (0 = no timeout)",
             ),
             (
                 "graceful-timeout=soon",
-                "\"graceful-timeout\": expected a whole number",
+                "\"graceful-timeout\": expected a number of seconds",
             ),
             (
                 "listen-backlog=0",

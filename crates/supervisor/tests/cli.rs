@@ -44,7 +44,7 @@ fn bad_arguments_exit_2_with_a_sentence() {
                 "--threads",
                 "lots",
             ],
-            "--threads: expected a whole number",
+            "--threads: invalid value \"lots\" for \"threads\": expected a number from 1 to 1024",
         ),
         (
             &[
@@ -55,7 +55,7 @@ fn bad_arguments_exit_2_with_a_sentence() {
                 "--processes",
                 "0",
             ],
-            "--processes: expected 1..1024",
+            "--processes: invalid value \"0\" for \"processes\": expected a number from 1 to 1024",
         ),
         (
             &[
@@ -88,7 +88,7 @@ fn bad_arguments_exit_2_with_a_sentence() {
                 "--user",
                 "root",
             ],
-            "--user: refusing",
+            "--user: invalid value \"root\" for \"user\": daemons never run as root",
         ),
         (
             &[
