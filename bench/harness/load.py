@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 
@@ -24,7 +25,18 @@ class Workload:
     expect: bytes  # exact body every correct server returns
     post_size: int = 0
     label: str = ""
+    # "wrk": measured with wrk at each c; "download": a few timed curl downloads (MB/s, PSS).
+    kind: str = "wrk"
+    default: bool = True  # part of a run without --workloads
 
+
+def _read_app_file(*parts):
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "apps", *parts), "rb") as f:
+        return f.read()
+
+
+STREAM_MIB = 1024  # the router's default for /stream (1 GiB)
+SMOKE_STREAM_MIB = 1
 
 # Must match bench/apps/router.py.
 WORKLOADS = [
@@ -32,6 +44,10 @@ WORKLOADS = [
     Workload("64k", "/64k", "GET", (b"0123456789abcdef" * 4096)[:65536], label="64 KiB response"),
     Workload("echo1m", "/echo", "POST", str(ECHO_SIZE).encode(), ECHO_SIZE, "1 MiB POST, read in full"),
     Workload("sleep10ms", "/sleep10ms", "GET", b"slept 10 ms\n", label="time.sleep(0.01)"),
+    Workload("django", "/django", "GET", _read_app_file("djangobench", "expected.html"),
+             label="Django view: template + SQLite query", default=False),
+    Workload("stream1g", "/stream", "GET", b"x" * (SMOKE_STREAM_MIB << 20),
+             label="1 GiB streamed download (64 KiB chunks), curl", kind="download", default=False),
 ]
 BY_NAME = {w.name: w for w in WORKLOADS}
 
@@ -61,6 +77,27 @@ def write_lua(workload, directory):
     return path
 
 
+def wait_app(port, path, timeout=30.0):
+    """Poll GET path until it answers 200; None, or why it did not within timeout."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status == 200:
+                return None
+            last = f"status {resp.status}"
+        except (OSError, http.client.HTTPException) as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        finally:
+            conn.close()
+        time.sleep(0.1)
+    return f"GET {path} did not answer 200 within {timeout:.0f} s (last: {last})"
+
+
 def smoke(port, workloads, timeout=10.0):
     """One request per workload over one keep-alive connection; returns a list of failures.
 
@@ -72,8 +109,10 @@ def smoke(port, workloads, timeout=10.0):
         for w in workloads:
             body = b"x" * w.post_size if w.post_size else None
             headers = {"Content-Type": "application/octet-stream"} if body else {}
+            # The download is checked on a 1 MiB stream; its full size is measured by curl.
+            path = f"{w.path}?mib={SMOKE_STREAM_MIB}" if w.kind == "download" else w.path
             try:
-                conn.request(w.method, w.path, body=body, headers=headers)
+                conn.request(w.method, path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
             except (OSError, http.client.HTTPException) as exc:
@@ -171,3 +210,60 @@ def wrk_version():
     out = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
     first = (out.stdout + out.stderr).strip().splitlines()
     return first[0] if first else "?"
+
+
+@dataclass
+class DownloadRun:
+    mib: int
+    ok: bool  # status 200 and every byte received
+    detail: str
+    seconds: float
+    mb_per_s: float  # 10^6 bytes per second, as curl reports
+    server_cpu_s: float
+    cpu_split: dict
+    pss_peak_mib: float  # largest PSS of the server trees sampled during the download
+    pss_before_mib: float
+    other_cores: float
+    wrk_cpu_s: float  # curl's CPU (named like wrk's for the shared accounting)
+
+
+def run_download(url, mib, servers, sample_every=0.1):
+    """One timed download of `mib` MiB with curl to /dev/null, server CPU and PSS sampled."""
+    roots = [pid for _, pid in servers]
+    argv = ["curl", "-s", "-S", "-o", "/dev/null", "--max-time", "300",
+            "-w", "%{http_code} %{size_download} %{time_total} %{speed_download}",
+            f"{url}?mib={mib}"]
+    pss_before = procs.tree_memory(roots)[2]
+    peak = [pss_before]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.wait(sample_every):
+            peak[0] = max(peak[0], procs.tree_memory(roots)[2])
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    before = {name: procs.tree_snapshot([pid]) for name, pid in servers}
+    busy0, t0 = procs.machine_busy()
+    sampler.start()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = proc.stdout.read().decode("utf-8", "replace")
+    _, status, rusage = os.wait4(proc.pid, 0)
+    stop.set()
+    sampler.join()
+    busy1, t1 = procs.machine_busy()
+    after = {name: procs.tree_snapshot([pid]) for name, pid in servers}
+    split = {name: procs.tree_cpu_delta(before[name], after[name])[0] for name, _ in servers}
+    server_cpu = sum(split.values())
+    curl_cpu = rusage.ru_utime + rusage.ru_stime
+    fields = out.split()
+    ok = False
+    seconds = speed = 0.0
+    if os.waitstatus_to_exitcode(status) == 0 and len(fields) == 4:
+        code, size, seconds, speed = fields[0], int(fields[1]), float(fields[2]), float(fields[3])
+        ok = code == "200" and size == mib << 20
+    return DownloadRun(
+        mib=mib, ok=ok, detail=out.strip()[:300], seconds=seconds, mb_per_s=speed / 1e6,
+        server_cpu_s=server_cpu, cpu_split=split, pss_peak_mib=peak[0], pss_before_mib=pss_before,
+        other_cores=max(0.0, (busy1 - busy0) - server_cpu - curl_cpu) / (t1 - t0),
+        wrk_cpu_s=curl_cpu,
+    )
