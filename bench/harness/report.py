@@ -18,6 +18,34 @@ TARGETS = [
 # Ratio columns, shown when the reference configuration took part in the run.
 REFERENCES = [("nginx-uwsgi", "x uWSGI"), ("apache-embedded", "x emb")]
 
+# Issue 5's targets. Ratios are same-round req/s ratios on hello at every c, against Debian's
+# mod_wsgi 4.9 and against mod_wsgi 6 from PyPI: (config, reference, minimum).
+ISSUE5_RATIOS = [
+    ("nginx-embedded", "apache-embedded", 2.5),
+    ("nginx-embedded", "apache-modwsgi6-embedded", 2.5),
+    ("nginx-daemon", "apache-daemon", 2.0),
+    ("nginx-daemon", "apache-modwsgi6-daemon", 2.0),
+    ("nginx-daemon", "nginx-uwsgi", 1.0),
+    ("apache-rwsgi-embedded", "apache-embedded", 1.3),
+    ("apache-rwsgi-embedded", "apache-modwsgi6-embedded", 1.3),
+    ("apache-rwsgi-daemon", "apache-daemon", 1.5),
+    ("apache-rwsgi-daemon", "apache-modwsgi6-daemon", 1.5),
+]
+ISSUE5_CPU = [("nginx-embedded", "hello", 25.0)]  # server CPU us/request at most
+# PSS of ours no higher than mod_wsgi's for the same processes x threads: (ours, mod_wsgi).
+ISSUE5_PSS = [
+    ("nginx-embedded", "apache-embedded"),
+    ("nginx-daemon", "apache-daemon"),
+    ("apache-rwsgi-embedded", "apache-embedded"),
+    ("apache-rwsgi-daemon", "apache-daemon"),
+    ("nginx-embedded", "apache-modwsgi6-embedded"),
+    ("nginx-daemon", "apache-modwsgi6-daemon"),
+    ("apache-rwsgi-embedded", "apache-modwsgi6-embedded"),
+    ("apache-rwsgi-daemon", "apache-modwsgi6-daemon"),
+]
+OURS = ("nginx-embedded", "nginx-daemon", "apache-rwsgi-embedded", "apache-rwsgi-daemon",
+        "nginx-rwsgi-worker")
+
 
 def _median(values):
     return statistics.median(values) if values else None
@@ -113,6 +141,77 @@ def target_lines(records):
     ]
 
 
+def _median_pss(run, cfg):
+    return _median([m["pss_mib"] for m in run["memory"] if m["config"] == cfg])
+
+
+def issue5_lines(run):
+    """Issue 5's target table: same-round ratios on hello, CPU/request, PSS, errors."""
+    records = run["records"]
+    present = {r["config"] for r in records}
+    lines = []
+    for cfg, ref, minimum in ISSUE5_RATIOS:
+        if cfg not in present or ref not in present:
+            continue
+        for c in sorted({r["c"] for r in records if r["workload"] == "hello"}):
+            med, per_round = ratio(records, cfg, ref, "hello", c)
+            if med is None:
+                continue
+            verdict = "met" if med >= minimum else "**missed**"
+            lines.append(f"| hello c={c}: {cfg} / {ref} req/s | >= {minimum:.1f} | {med:.2f} | "
+                         f"{verdict} | {', '.join(f'{x:.2f}' for x in per_round)} |")
+    for cfg, w, limit in ISSUE5_CPU:
+        for c in sorted({r["c"] for r in records if r["workload"] == w}):
+            vals = [r["server_us_per_req"] for r in records
+                    if r["config"] == cfg and r["workload"] == w and r["c"] == c]
+            if vals:
+                med = _median(vals)
+                verdict = "met" if med <= limit else "**missed**"
+                lines.append(f"| {w} c={c}: {cfg} server CPU us/req | <= {limit:.0f} | {med:.0f} | "
+                             f"{verdict} | {', '.join(f'{x:.0f}' for x in vals)} |")
+    for cfg, ref in ISSUE5_PSS:
+        ours, theirs = _median_pss(run, cfg), _median_pss(run, ref)
+        if ours is None or theirs is None:
+            continue
+        verdict = "met" if ours <= theirs else "**missed**"
+        lines.append(f"| PSS MiB: {cfg} vs {ref} | <= {theirs:.1f} | {ours:.1f} | {verdict} | |")
+    nginx_fronted = [c for c in run["config_order"] if c.startswith("nginx")]
+    for cfg in nginx_fronted:
+        errors = sum(r["errors"] for r in records if r["config"] == cfg)
+        if any(r["config"] == cfg for r in records):
+            lines.append(f"| wrk errors, {cfg} (all workloads, c, rounds) | 0 | {errors} | "
+                         f"{'met' if errors == 0 else '**missed**'} | |")
+    if not lines:
+        return []
+    return ["| target | wanted | median | verdict | per round |", "|---|---:|---:|---|---|", *lines]
+
+
+def download_lines(run):
+    """One row per configuration: the streamed download's MB/s, time, server CPU, PSS."""
+    downloads = run.get("downloads") or []
+    if not downloads:
+        return []
+    out = [
+        "| config | procs x thr | MB/s | seconds | srv CPU s | PSS before MiB | PSS peak MiB | ok | other cores | MB/s per run |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---|",
+    ]
+    for cfg in run["config_order"]:
+        ds = [d for d in downloads if d["config"] == cfg]
+        if not ds:
+            continue
+        out.append("| " + " | ".join([
+            cfg, ds[0]["shape"], _fmt(_median([d["mb_per_s"] for d in ds])),
+            _fmt(_median([d["seconds"] for d in ds]), 2),
+            _fmt(_median([d["server_cpu_s"] for d in ds]), 2),
+            _fmt(_median([d["pss_before_mib"] for d in ds]), 1),
+            _fmt(max(d["pss_peak_mib"] for d in ds), 1),
+            "yes" if all(d["ok"] for d in ds) else "**no**",
+            _fmt(_median([d["other_cores"] for d in ds]), 2),
+            ", ".join(_fmt(d["mb_per_s"]) for d in ds),
+        ]) + " |")
+    return out
+
+
 def markdown(run):
     """The whole report for one run (see bench/README.md for how to read it)."""
     records = run["records"]
@@ -140,6 +239,12 @@ def markdown(run):
         ]
     if run["failures"]:
         out += ["## Failures", ""] + [f"- {f}" for f in run["failures"]] + [""]
+    targets = issue5_lines(run)
+    if targets:
+        out += ["## Issue 5 targets", "",
+                "Same-round req/s ratios on hello (median over rounds, per-round values after), "
+                "server CPU per request, PSS of the server process trees (median over rounds), and "
+                "wrk errors of the nginx-fronted configurations.", ""] + targets + [""]
     targets = target_lines(records)
     if targets:
         out += ["## Issue 2 targets (same-round req/s ratios)", ""] + targets + [""]
@@ -173,6 +278,13 @@ def markdown(run):
             ", ".join(_fmt(v) for v in row["per_round"]),
         ]) + " |")
     out.append("")
+
+    downloads = download_lines(run)
+    if downloads:
+        mib = run.get("stream_mib", 1024)
+        out += [f"### Streamed download ({mib} MiB, 64 KiB chunks from a generator; curl to /dev/null)",
+                "", "Median over the runs of all rounds; PSS peak = the largest value sampled "
+                "every 0.1 s during any download.", ""] + downloads + [""]
 
     if run["memory"]:
         out += [
