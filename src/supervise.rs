@@ -2,7 +2,7 @@
 //!
 //! Called from the module's `init_module`, which nginx runs in the master at start and on every
 //! reload (and also for `nginx -t` and `nginx -s ...`, where we do nothing). The master stays
-//! single-threaded: each supervisor is a `fork()`ed child that runs `supervisor::run_with_lifetime`
+//! single-threaded: each supervisor is a `fork()`ed child that runs `supervisor::run_forked`
 //! and never returns to nginx code.
 //!
 //! Lifetime: the master keeps the write end of a pipe per group (close-on-exec, and closed in the
@@ -12,7 +12,7 @@
 //! modules before it closes the old cycle's, so the .so stays loaded) tells which groups are
 //! unchanged (kept running), changed (stopped, then started again) or gone (stopped).
 
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -191,50 +191,27 @@ fn start(cfg: &GroupConfig, log_fd: RawFd) -> Result<Running, String> {
     })
 }
 
-/// The supervisor process: shed what it inherited from nginx's master, then supervise.
+/// The supervisor process: output to nginx's error log, a title of its own, then the shared
+/// start-up of a forked supervisor (`supervisor::run_forked`).
 fn child(cfg: &GroupConfig, lifetime: OwnedFd, log_fd: RawFd) -> ! {
     // Output goes to nginx's error log (nginx only points its own stderr there after this fork,
     // and a daemonising nginx's original stderr may be a terminal or a pipe that must close).
-    // Then keep the lifetime pipe at fd 3 and close everything else above it: the listening
-    // sockets, the log files and the other groups' pipes belong to nginx.
-    // SAFETY: plain descriptor syscalls on our own process; dup2 onto 1..3 then close_range.
-    let fd = unsafe {
-        if log_fd > 2 {
+    if log_fd > 2 {
+        // SAFETY: dup2 onto our own stdout/stderr; log_fd is open (inherited from the master).
+        unsafe {
             libc::dup2(log_fd, 1);
             libc::dup2(log_fd, 2);
         }
-        let raw = lifetime.as_raw_fd();
-        if raw != 3 {
-            libc::dup2(raw, 3);
-        }
-        std::mem::forget(lifetime);
-        libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
-        libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC);
-        3
-    };
-    // nginx's master blocks most signals and has its own handlers: start clean.
-    // SAFETY: resetting dispositions and the mask of this single-threaded process.
-    unsafe {
-        for sig in 1..32 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-        }
-        let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-        // Our own session: a Ctrl-C to nginx's foreground terminal is nginx's, the lifetime pipe
-        // is what stops us.
-        libc::setsid();
     }
     // `ps` would otherwise show this process (and its workers) as "nginx: master process".
     if let Ok(title) = std::ffi::CString::new(format!("wsgi daemon group {}", cfg.log_name())) {
         // SAFETY: nginx's own title setter (the master initialised it), NUL-terminated input.
         unsafe { ngx::ffi::ngx_setproctitle(title.as_ptr().cast_mut()) };
     }
-    // SAFETY: fd 3 is the lifetime pipe's read end, open for the rest of this process.
-    let lifetime = unsafe { BorrowedFd::borrow_raw(fd) };
-    let code = match supervisor::run_with_lifetime(cfg, lifetime) {
+    // SAFETY: we are the freshly forked child of nginx's single-threaded master; the pipe's read
+    // end is handed over (run_forked moves it to fd 3 and closes the original).
+    let result = unsafe { supervisor::run_forked(cfg, lifetime.into_raw_fd()) };
+    let code = match result {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("wsgi: RW-NG032 daemon group {}: {e}", cfg.log_name());

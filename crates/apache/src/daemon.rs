@@ -4,7 +4,7 @@
 //!
 //! Lifecycle, as mod_wsgi does it with httpd's "other child" registration:
 //! - The supervisor is forked from the (single-threaded) parent and runs
-//!   `supervisor::run_with_lifetime` with the read end of a pipe whose write end only the parent
+//!   `supervisor::run_forked` with the read end of a pipe whose write end only the parent
 //!   holds, in a pool cleanup of pconf. `apachectl stop`, `graceful` and `restart` all clear
 //!   pconf: the pipe closes, the old group stops accepting, finishes its in-flight requests
 //!   (graceful-timeout) and exits; the next generation starts fresh groups.
@@ -676,47 +676,20 @@ unsafe fn spawn(d: *mut Daemon) -> Result<(), String> {
     Ok(())
 }
 
-/// The forked child: becomes the group's supervisor, then exits without running httpd's exit
-/// handlers or pool cleanups (they belong to the parent).
+/// The forked child: becomes the group's supervisor (`supervisor::run_forked` sheds httpd's
+/// signal handlers, session and descriptors), then exits without running httpd's exit handlers
+/// or pool cleanups (they belong to the parent).
 ///
 /// # Safety
 /// Call only in a freshly forked child of the single-threaded parent.
 unsafe fn run_supervisor(cfg: &GroupConfig, lifetime_r: c_int) -> ! {
-    // SAFETY: plain libc calls on our own process; fd 3 becomes the lifetime pipe, every other
-    // inherited fd except stdio (httpd's listeners, other groups' pipes, log files) is closed so
-    // this process holds nothing of httpd's.
-    unsafe {
-        for sig in [
-            libc::SIGHUP,
-            libc::SIGTERM,
-            libc::SIGINT,
-            libc::SIGUSR1,
-            libc::SIGWINCH,
-            libc::SIGPIPE,
-            libc::SIGCHLD,
-        ] {
-            libc::signal(sig, libc::SIG_DFL);
-        }
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut all);
-        libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
-        if lifetime_r == 3 {
-            libc::fcntl(3, libc::F_SETFD, 0);
-        } else {
-            libc::dup2(lifetime_r, 3);
-        }
-        libc::close_range(4, u32::MAX, 0);
-        libc::setsid();
-    }
-    // SAFETY: fd 3 is open (set up above) and stays open for the whole call.
-    let lifetime = unsafe { std::os::fd::BorrowedFd::borrow_raw(3) };
-    let code = match std::panic::catch_unwind(|| supervisor::run_with_lifetime(cfg, lifetime)) {
-        Ok(Ok(())) => 0,
-        Ok(Err(e)) => {
+    // SAFETY: caller contract; the pipe's read end is handed over.
+    let code = match unsafe { supervisor::run_forked(cfg, lifetime_r) } {
+        Ok(()) => 0,
+        Err(e) => {
             eprintln!("[error] mod_rwsgi: RW-AP021 daemon group could not start: {e}");
             1
         }
-        Err(_) => 2,
     };
     // SAFETY: _exit skips atexit handlers and stdio flushing that belong to httpd.
     unsafe { libc::_exit(code) }
