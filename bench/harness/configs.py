@@ -168,6 +168,7 @@ def _nginx_uwsgi_pass_location(sock):
     return f"""            uwsgi_pass unix:{sock};
             uwsgi_buffer_size 16k;
             uwsgi_buffers 8 16k;          # a 64 KiB response fits in memory buffers
+            uwsgi_max_temp_file_size 0;   # the 1 GiB download is relayed, not spooled to disk
 {_UWSGI_PARAMS}"""
 
 
@@ -447,7 +448,8 @@ def plan_nginx_gunicorn(s, d):
             proxy_set_header Connection "";
             proxy_set_header Host $host;
             proxy_buffer_size 16k;
-            proxy_buffers 8 16k;          # a 64 KiB response fits in memory buffers"""
+            proxy_buffers 8 16k;          # a 64 KiB response fits in memory buffers
+            proxy_max_temp_file_size 0;   # the 1 GiB download is relayed, not spooled to disk"""
     conf = _nginx_conf(s, d, port, location, upstream=upstream)
     return Plan([gunicorn, _nginx_service(d, port, conf, files)], port, files)
 
