@@ -478,9 +478,8 @@ def plan_granian(s, d):
 
 
 
-# Part of a run without --configs. False until the issue-2 run (worker vs uWSGI) is recorded,
-# so that its command keeps measuring the same four configurations.
-SUITE = False
+# Part of a run without --configs: the whole issue-5 suite.
+SUITE = True
 
 ALL_WORKLOADS = ("hello", "64k", "echo1m", "sleep10ms", "django", "stream1g")
 
