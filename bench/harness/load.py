@@ -45,9 +45,9 @@ WORKLOADS = [
     Workload("echo1m", "/echo", "POST", str(ECHO_SIZE).encode(), ECHO_SIZE, "1 MiB POST, read in full"),
     Workload("sleep10ms", "/sleep10ms", "GET", b"slept 10 ms\n", label="time.sleep(0.01)"),
     Workload("django", "/django", "GET", _read_app_file("djangobench", "expected.html"),
-             label="Django view: template + SQLite query", default=False),
+             label="Django view: template + SQLite query"),
     Workload("stream1g", "/stream", "GET", b"x" * (SMOKE_STREAM_MIB << 20),
-             label="1 GiB streamed download (64 KiB chunks), curl", kind="download", default=False),
+             label="1 GiB streamed download (64 KiB chunks), curl", kind="download"),
 ]
 BY_NAME = {w.name: w for w in WORKLOADS}
 
