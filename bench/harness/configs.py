@@ -583,6 +583,18 @@ def versions(s):
         "python": run(["/usr/bin/python3", "--version"]).replace("Python ", ""),
         "wrk": deb("wrk"),
     }
+    try:
+        pins = subprocess.run([s.venv_bin("python3"), "-m", "pip", "freeze"], capture_output=True,
+                              text=True, timeout=60).stdout.lower().splitlines()
+    except (OSError, subprocess.TimeoutExpired):
+        pins = []
+    for pkg in ("mod-wsgi", "gunicorn", "granian", "django"):
+        hit = [line.split("==", 1)[1] for line in pins if line.startswith(pkg + "==")]
+        v[f"{pkg} (PyPI)"] = hit[0] if hit else "not installed"
+    for label, path in (("ngx_http_wsgi_module", s.nginx_module), ("mod_rwsgi", s.apache_module)):
+        if os.path.exists(path):
+            built = datetime.datetime.fromtimestamp(os.path.getmtime(path), datetime.timezone.utc)
+            v[label] = f"{path} (built {built:%H:%M} UTC)"
     if os.access(s.rwsgi_worker, os.X_OK):
         repo = os.path.dirname(s.bench_dir)
         commit = run(["git", "-C", repo, "log", "-1", "--format=%h %cd", "--date=iso"])
