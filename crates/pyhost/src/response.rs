@@ -67,6 +67,11 @@ impl SendError {
 }
 
 impl OutputSide {
+    /// True once start_response has set a status.
+    pub(crate) fn started(&self) -> bool {
+        self.state.status.is_some()
+    }
+
     pub(crate) fn head_sent(&self) -> bool {
         self.state.head_sent
     }

@@ -83,15 +83,94 @@ pub fn handle(
     // while it is open.
     let scope = Arc::new(unsafe { Scope::open(body, out, log, input, response) });
     let _close = CloseOnDrop(&scope);
-    Python::attach(|py| run(py, app, req, &scope))
+    match Python::attach(|py| run(py, app, req, &scope)) {
+        Next::Done(outcome) => outcome,
+        Next::Send(body) => send_copied(&scope, &body),
+    }
 }
 
-fn run(py: Python<'_>, app: &App, req: &Request<'_>, scope: &Arc<Scope>) -> Outcome {
+/// What is left once Python is done with a request.
+enum Next {
+    Done(Outcome),
+    /// A small list/tuple response, copied out to be sent after the GIL is released: the request
+    /// then takes the GIL once, not twice (under load every extra take waits for another thread).
+    Send(Vec<u8>),
+}
+
+/// Largest list/tuple response copied out instead of sent from Python's own buffers.
+const COPY_LIMIT: usize = 64 * 1024;
+
+fn run(py: Python<'_>, app: &App, req: &Request<'_>, scope: &Arc<Scope>) -> Next {
+    match call_app(py, app, req, scope) {
+        Ok(iterable) => match copy_small_sequence(scope, &iterable) {
+            Some(body) => Next::Send(body),
+            None => Next::Done(respond(py, scope, &iterable)),
+        },
+        Err(outcome) => Next::Done(outcome),
+    }
+}
+
+/// The body of an exact list or tuple of bytes under COPY_LIMIT, once start_response was
+/// called. Such a response has no close() (builtins have none) and iterating it runs no Python
+/// code, so nothing is reordered by sending it after the GIL is released. None: take the
+/// general path (which also reports every error).
+fn copy_small_sequence(scope: &Scope, iterable: &Bound<'_, PyAny>) -> Option<Vec<u8>> {
+    let items: Vec<Bound<'_, PyAny>> = if let Ok(list) = iterable.cast_exact::<PyList>() {
+        list.iter().collect()
+    } else if let Ok(tuple) = iterable.cast_exact::<PyTuple>() {
+        tuple.iter().collect()
+    } else {
+        return None;
+    };
+    if !scope.lock_output().started() {
+        return None;
+    }
+    let mut body = Vec::new();
+    for item in &items {
+        let bytes = item.cast_exact::<PyBytes>().ok()?.as_bytes();
+        if body.len() + bytes.len() > COPY_LIMIT {
+            return None;
+        }
+        body.extend_from_slice(bytes);
+    }
+    Some(body)
+}
+
+/// Send a copied-out body and finish, without the GIL.
+fn send_copied(scope: &Scope, body: &[u8]) -> Outcome {
+    let result = {
+        let mut side = scope.lock_output();
+        side.send(body)
+            .and_then(|()| side.ensure_head())
+            .map(|()| side.short_body())
+    };
+    match result {
+        Ok(false) => Outcome::Complete,
+        Ok(true) => {
+            scope.log(Level::Error, SHORT_BODY);
+            Outcome::Aborted
+        }
+        Err(SendError::Gone(_)) => Outcome::ClientGone,
+        // copy_small_sequence checked that start_response was called.
+        Err(SendError::NotStarted) => Outcome::Aborted,
+    }
+}
+
+const SHORT_BODY: &str =
+    "RW-PY005 response body shorter than its Content-Length; closing the connection";
+
+/// Load the app, build environ, call it. Err: the outcome of a failure already answered.
+fn call_app<'py>(
+    py: Python<'py>,
+    app: &App,
+    req: &Request<'_>,
+    scope: &Arc<Scope>,
+) -> Result<Bound<'py, PyAny>, Outcome> {
     let callable = match app.get(py) {
         Ok(c) => c,
         Err(e) => {
             scope.log(Level::Error, &app.load_error_message(py, &e));
-            return send_500(py, scope);
+            return Err(send_500(py, scope));
         }
     };
     let result = (|| -> PyResult<Bound<'_, PyAny>> {
@@ -101,13 +180,14 @@ fn run(py: Python<'_>, app: &App, req: &Request<'_>, scope: &Arc<Scope>) -> Outc
         let start_response = Bound::new(py, StartResponse::new(scope.clone()))?;
         callable.call1((env, start_response))
     })();
-    let iterable = match result {
-        Ok(it) => it,
-        Err(e) => return fail(py, scope, &e),
-    };
-    let outcome = consume(py, scope, &iterable);
+    result.map_err(|e| fail(py, scope, &e))
+}
+
+/// Send the iterable's chunks and call its close().
+fn respond(py: Python<'_>, scope: &Scope, iterable: &Bound<'_, PyAny>) -> Outcome {
+    let outcome = consume(py, scope, iterable);
     // PEP 3333: close() exactly once, whatever happened while iterating.
-    let outcome = match call_close(py, &iterable) {
+    let outcome = match call_close(py, iterable) {
         Ok(()) => outcome,
         Err(e) => {
             scope.log(
@@ -266,10 +346,7 @@ fn finished(py: Python<'_>, scope: &Scope, result: Result<bool, SendError>) -> O
     match result {
         Ok(false) => Outcome::Complete,
         Ok(true) => {
-            scope.log(
-                Level::Error,
-                "RW-PY005 response body shorter than its Content-Length; closing the connection",
-            );
+            scope.log(Level::Error, SHORT_BODY);
             Outcome::Aborted
         }
         Err(SendError::Gone(_)) => Outcome::ClientGone,

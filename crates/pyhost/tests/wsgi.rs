@@ -795,14 +795,23 @@ def application(environ, start_response):
         return [b'sent', 'not bytes']
     if p == '/badfirst':
         return ['not bytes']
-    return [b'x' * 1000] * 10
+    if p == '/small':
+        return [b'x' * 1000] * 10
+    return [b'x' * 1000] * 100
 "#,
     );
+    // A small list or tuple is copied out and sent in one write once the GIL is released.
     let (out, rec, _) = get(&app, "/tuple");
     assert_eq!(
         (out, rec.text().as_str(), rec.writes),
-        (Outcome::Complete, "ab", 2)
+        (Outcome::Complete, "ab", 1)
     );
+    let (out, rec, _) = get(&app, "/small");
+    assert_eq!(
+        (out, rec.body.len(), rec.writes),
+        (Outcome::Complete, 10_000, 1)
+    );
+    // A bad item: what came before it is sent, then the response is cut.
     let (out, rec, log) = get(&app, "/bad");
     assert_eq!(
         (out, rec.status, rec.text().as_str()),
@@ -811,6 +820,7 @@ def application(environ, start_response):
     assert!(log.all().contains("expected bytes"), "{}", log.all());
     let (out, rec, _) = get(&app, "/badfirst");
     assert_eq!((out, rec.status), (Outcome::Failed, Some(500)));
+    // A large list goes out chunk by chunk: a client that leaves stops it at the first failure.
     let mut rec = Recorder {
         fail_after: Some(2500),
         ..Default::default()
