@@ -8,13 +8,25 @@ use std::io;
 use std::sync::Arc;
 
 use pyo3::exceptions::PyOSError;
+use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::sync::MutexExt;
 use pyo3::types::PyBytes;
 
 use crate::scope::{InputSide, Scope};
 
 /// How much is read from the transport at a time when the app does not say.
 const BLOCK: usize = 64 * 1024;
+
+/// Reads at least this large go straight into the app's bytes object (see `Input::read_direct`).
+const DIRECT_MIN: usize = 64 * 1024;
+
+/// A destination buffer handed into a `detach` closure.
+struct SendPtr(*mut u8, usize);
+
+// SAFETY: the pointer is into a bytes object that only the thread calling read_direct can reach
+// (it has not been returned to Python yet), and that thread waits for the closure to finish.
+unsafe impl Send for SendPtr {}
 
 /// Buffered bytes not yet handed to the app, and how much of the body is still to come.
 ///
@@ -121,6 +133,61 @@ impl InputSide {
         }
     }
 
+    /// The most bytes a read can still return (buffered + the rest of CONTENT_LENGTH); None when
+    /// the transport gives no length.
+    fn available(&self) -> Option<u64> {
+        let buffered = self.state.buffered().len() as u64;
+        if self.state.eof {
+            return Some(buffered);
+        }
+        self.state.remaining.map(|r| r + buffered)
+    }
+
+    /// Fill `dst` from the buffer, then straight from the transport, until it is full or the body
+    /// ends. Returns how many bytes were written. Used for large reads, so the body is copied
+    /// once (socket -> the app's bytes object) instead of twice through our buffer.
+    fn read_into(&mut self, dst: &mut [u8]) -> io::Result<usize> {
+        let from_buffer = self.state.take(dst.len());
+        dst[..from_buffer.len()].copy_from_slice(&from_buffer);
+        let mut filled = from_buffer.len();
+        while filled < dst.len() && !self.state.eof {
+            let mut want = dst.len() - filled;
+            if let Some(rem) = self.state.remaining {
+                want = want.min(usize::try_from(rem).unwrap_or(usize::MAX));
+            }
+            let result = match self.body.as_mut() {
+                // SAFETY: see InputSide::body: live while Some, exclusive under the input lock.
+                Some(b) => unsafe { &mut *b.0 }.read(&mut dst[filled..filled + want]),
+                None => Ok(0),
+            };
+            let n = match result {
+                Ok(n) => n,
+                Err(e) => {
+                    self.state.eof = true;
+                    return Err(e);
+                }
+            };
+            if n == 0 {
+                self.state.eof = true;
+                if let Some(rem) = self.state.remaining.filter(|&r| r > 0) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("request body ended {rem} bytes short of CONTENT_LENGTH"),
+                    ));
+                }
+                break;
+            }
+            filled += n;
+            if let Some(rem) = self.state.remaining.as_mut() {
+                *rem -= n as u64;
+                if *rem == 0 {
+                    self.state.eof = true;
+                }
+            }
+        }
+        Ok(filled)
+    }
+
     /// read(size): exactly `size` bytes unless the body ends first; everything when None.
     fn read(&mut self, size: Option<usize>) -> io::Result<Vec<u8>> {
         match size {
@@ -176,6 +243,66 @@ impl Input {
         Input { scope }
     }
 
+    /// The size of a read worth doing straight into a bytes object: at least DIRECT_MIN, and
+    /// bounded by what the body can still deliver (so `read(10**9)` never allocates a gigabyte).
+    fn direct_read_size(&self, py: Python<'_>, size: Option<usize>) -> Option<usize> {
+        // Nothing blocks while this lock is held except another thread reading the same body;
+        // lock_py_attached waits for that one with the GIL released.
+        let available = {
+            let side = self
+                .scope
+                .input
+                .lock_py_attached(py)
+                .unwrap_or_else(|e| e.into_inner());
+            side.body.as_ref()?;
+            side.available()
+        }?;
+        let n = match size {
+            Some(n) => (n as u64).min(available),
+            None => available,
+        };
+        let n = usize::try_from(n).ok()?;
+        (n >= DIRECT_MIN).then_some(n)
+    }
+
+    /// Read up to `n` bytes into a new bytes object, without zeroing it first and without an
+    /// intermediate buffer; the GIL is released while the transport fills it.
+    fn read_direct<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyBytes>> {
+        let len =
+            ffi::Py_ssize_t::try_from(n).map_err(|_| PyOSError::new_err("read size too large"))?;
+        // SAFETY: the GIL is held; a NULL source makes CPython allocate an uninitialised bytes
+        // object of `len` bytes (or return NULL with an exception set, turned into Err).
+        let obj = unsafe {
+            Bound::from_owned_ptr_or_err(py, ffi::PyBytes_FromStringAndSize(std::ptr::null(), len))?
+        };
+        // SAFETY: obj is a bytes object; PyBytes_AsString returns its data pointer, valid for
+        // `len` bytes while obj lives (we hold it until we return).
+        let data = unsafe { ffi::PyBytes_AsString(obj.as_ptr()) }.cast::<u8>();
+        let dst = SendPtr(data, n);
+        let scope = &self.scope;
+        let filled = py
+            .detach(move || {
+                let dst = dst;
+                // SAFETY: the object is new and not yet visible to any other code (no other
+                // reference exists), so writing its bytes without the GIL races with nothing;
+                // the pointer is valid for n bytes (see above).
+                let buf = unsafe { std::slice::from_raw_parts_mut(dst.0, dst.1) };
+                let mut side = scope.lock_input();
+                if side.body().is_none() {
+                    return Ok(0);
+                }
+                side.read_into(buf)
+            })
+            .map_err(io_error)?;
+        if filled == n {
+            return Ok(obj.cast_into::<PyBytes>()?);
+        }
+        // The body ended early: a bytes object of the right size (copying the short part).
+        // SAFETY: `filled` <= n bytes of obj's buffer were written above.
+        let part = unsafe { std::slice::from_raw_parts(data, filled) };
+        Ok(PyBytes::new(py, part))
+    }
+
     fn with_body<F>(&self, py: Python<'_>, f: F) -> PyResult<Vec<u8>>
     where
         F: FnOnce(&mut InputSide) -> io::Result<Vec<u8>> + Send,
@@ -198,6 +325,9 @@ impl Input {
     #[pyo3(signature = (size = None))]
     fn read<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
         let size = size_arg(size);
+        if let Some(n) = self.direct_read_size(py, size) {
+            return self.read_direct(py, n);
+        }
         let data = self.with_body(py, |side| side.read(size))?;
         Ok(PyBytes::new(py, &data))
     }

@@ -208,6 +208,11 @@ fn respond(py: Python<'_>, scope: &Scope, iterable: &Bound<'_, PyAny>) -> Outcom
 }
 
 fn call_close(py: Python<'_>, iterable: &Bound<'_, PyAny>) -> PyResult<()> {
+    // Builtin lists and tuples have no close(); asking would build and discard an
+    // AttributeError on every such response.
+    if iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>() {
+        return Ok(());
+    }
     if iterable.hasattr(intern!(py, "close"))? {
         iterable.call_method0(intern!(py, "close"))?;
     }

@@ -834,3 +834,73 @@ def application(environ, start_response):
     );
     assert_eq!((out, rec.writes), (Outcome::ClientGone, 2));
 }
+
+#[test]
+fn large_reads_go_straight_into_bytes() {
+    let app = app(
+        "directread",
+        r#"
+import hashlib
+def application(environ, start_response):
+    i = environ['wsgi.input']
+    p = environ['PATH_INFO']
+    if p == '/all':
+        data = i.read()
+    elif p == '/huge':
+        data = i.read(10**9)
+    elif p == '/mixed':
+        head = i.readline()
+        data = head + i.read(100000) + i.read()
+    elif p == '/short':
+        try:
+            i.read(10**6)
+            data = b'no error'
+        except OSError as e:
+            data = b'OSError'
+    start_response('200 OK', [])
+    return [b'%d %s' % (len(data), hashlib.md5(data).hexdigest().encode())]
+"#,
+    );
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let digest = |d: &[u8]| {
+        let out = std::process::Command::new("/usr/bin/python3")
+            .args(["-c", "import sys,hashlib; d=sys.stdin.buffer.read(); print(len(d), hashlib.md5(d).hexdigest())"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(d)?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let want = digest(&body);
+    for path in ["/all", "/huge", "/mixed"] {
+        let mut rec = Recorder::default();
+        let log = Log::default();
+        let vars = [
+            ("REQUEST_METHOD", "POST"),
+            ("PATH_INFO", path),
+            ("CONTENT_LENGTH", "300000"),
+        ];
+        let out = run_with(&app, &vars, &body, &mut rec, &log);
+        assert_eq!(
+            (out, rec.text()),
+            (Outcome::Complete, want.clone()),
+            "{path}: {}",
+            log.all()
+        );
+    }
+    // The transport delivers fewer bytes than CONTENT_LENGTH promised: the app sees OSError.
+    let mut rec = Recorder::default();
+    let vars = [
+        ("REQUEST_METHOD", "POST"),
+        ("PATH_INFO", "/short"),
+        ("CONTENT_LENGTH", "500000"),
+    ];
+    let out = run_with(&app, &vars, &body, &mut rec, &Log::default());
+    assert_eq!(out, Outcome::Complete);
+    assert!(rec.text().starts_with("7 "), "{}", rec.text());
+}
