@@ -97,8 +97,10 @@ def main(json_path, png_path):
         axes[-1][1].set_title("download: server PSS (lower is better)", fontsize=10)
     env = run.get("environment", {})
     fig.suptitle(
-        f"{run.get('title', 'bench/run')}\n* = rwsgi (ours, solid); hatched = peers. "
-        f"{env.get('cpus', '?')} CPUs, wall {env.get('wall_s', 0):.0f} s",
+        f"bench/run: {len(run['config_order'])} configurations, {len(run['workload_order'])} workloads, "
+        f"{len({r['round'] for r in run['records']})} round(s), "
+        f"{env.get('cpus', '?')} CPUs, wall {env.get('wall_s', 0):.0f} s\n"
+        f"* = rwsgi (ours, solid); hatched = peers; same 2 x 16 Python processes x threads everywhere",
         fontsize=11,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.97))
