@@ -103,6 +103,10 @@ impl Worker {
 
     /// The body of each Python thread.
     fn serve(&'static self) {
+        // One Python thread state for this thread's whole life: without it every request would
+        // create and destroy one, and the app's threading.local() data (Django's database
+        // connection among it) would be rebuilt on every request.
+        let _python_thread = pyhost::register_thread();
         while let Some(task) = self.next() {
             match task {
                 Task::Preload(i) => {
