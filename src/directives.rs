@@ -127,6 +127,28 @@ fn finish(cf: *mut ngx_conf_t, result: std::thread::Result<Result<(), String>>) 
     NGX_CONF_ERROR
 }
 
+/// The one shim behind every directive handler: the module's conf struct and the directive's
+/// arguments as safe references, a panic caught (it must not cross into nginx), and the result
+/// logged with the directive's name and mapped to nginx's return value by [`finish`].
+///
+/// # Safety
+/// `cf` is the valid `ngx_conf_t` of a directive handler call and `conf` points at the `C` that
+/// the directive's conf offset selects (our `MainConf` or `LocConf`).
+unsafe fn directive<C>(
+    cf: *mut ngx_conf_t,
+    conf: *mut c_void,
+    parse: impl FnOnce(&mut C, &[&[u8]]) -> Result<(), String>,
+) -> *mut c_char {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: the caller guarantees conf points at a C for the current level.
+        let conf = unsafe { &mut *conf.cast::<C>() };
+        // SAFETY: cf is valid during the handler.
+        let argv = unsafe { args(cf) };
+        parse(conf, &argv)
+    }));
+    finish(cf, result)
+}
+
 /// Where the directive being parsed was written.
 ///
 /// # Safety
@@ -178,14 +200,10 @@ pub unsafe extern "C" fn set_script(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    let result = std::panic::catch_unwind(|| {
-        // SAFETY: conf is this module's loc conf for the current location.
-        let lc = unsafe { &mut *conf.cast::<LocConf>() };
+    let parse = |lc: &mut LocConf, argv: &[&[u8]]| -> Result<(), String> {
         if lc.script.is_some() {
             return Err("is duplicate".to_string());
         }
-        // SAFETY: cf is valid during the handler.
-        let argv = unsafe { args(cf) };
         // SAFETY: as above.
         let script = unsafe { full_path(cf, argv[1]) }?;
         if !script.is_file() {
@@ -206,8 +224,9 @@ pub unsafe extern "C" fn set_script(
         // The content handler of this location: nginx calls it in the content phase.
         clcf.handler = Some(wsgi_content_handler);
         Ok(())
-    });
-    finish(cf, result)
+    };
+    // SAFETY: nginx calls this with a valid cf and, for this directive's conf offset, our LocConf.
+    unsafe { directive(cf, conf, parse) }
 }
 
 /// SCRIPT_NAME for the location being configured.
@@ -234,14 +253,11 @@ pub unsafe extern "C" fn set_callable(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    let result = std::panic::catch_unwind(|| {
-        // SAFETY: conf is this module's loc conf at the current level.
-        let lc = unsafe { &mut *conf.cast::<LocConf>() };
+    let parse = |lc: &mut LocConf, argv: &[&[u8]]| -> Result<(), String> {
         if lc.callable.is_some() {
             return Err("is duplicate".to_string());
         }
-        // SAFETY: cf is valid during the handler.
-        let value = unsafe { args(cf) }[1];
+        let value = argv[1];
         if !is_identifier(value) {
             return Err(format!(
                 "invalid value \"{}\": expected a Python identifier such as \"application\"",
@@ -250,8 +266,9 @@ pub unsafe extern "C" fn set_callable(
         }
         lc.callable = Some(text(value, "the callable")?);
         Ok(())
-    });
-    finish(cf, result)
+    };
+    // SAFETY: nginx calls this with a valid cf and, for this directive's conf offset, our LocConf.
+    unsafe { directive(cf, conf, parse) }
 }
 
 /// `wsgi_process_group NAME;` (http, server, location).
@@ -263,14 +280,11 @@ pub unsafe extern "C" fn set_process_group(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    let result = std::panic::catch_unwind(|| {
-        // SAFETY: conf is this module's loc conf at the current level.
-        let lc = unsafe { &mut *conf.cast::<LocConf>() };
+    let parse = |lc: &mut LocConf, argv: &[&[u8]]| -> Result<(), String> {
         if lc.process_group.is_some() {
             return Err("is duplicate".to_string());
         }
-        // SAFETY: cf is valid during the handler.
-        let value = unsafe { args(cf) }[1];
+        let value = argv[1];
         if value.is_empty() {
             return Err("expects a process group name, got an empty string".to_string());
         }
@@ -279,8 +293,9 @@ pub unsafe extern "C" fn set_process_group(
         let origin = unsafe { origin(cf) };
         lc.process_group = Some(GroupRef { name, origin });
         Ok(())
-    });
-    finish(cf, result)
+    };
+    // SAFETY: nginx calls this with a valid cf and, for this directive's conf offset, our LocConf.
+    unsafe { directive(cf, conf, parse) }
 }
 
 /// `wsgi_daemon_process NAME key=value...;` (http).
@@ -292,19 +307,16 @@ pub unsafe extern "C" fn set_daemon_process(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    let result = std::panic::catch_unwind(|| {
-        // SAFETY: conf is this module's main conf (NGX_HTTP_MAIN_CONF_OFFSET).
-        let mc = unsafe { &mut *conf.cast::<MainConf>() };
-        // SAFETY: cf is valid during the handler.
-        let argv = unsafe { args(cf) };
+    let parse = |mc: &mut MainConf, argv: &[&[u8]]| -> Result<(), String> {
         let group = parse_group(argv[1], &argv[2..])?;
         if mc.groups.iter().any(|g| g.name == group.name) {
             return Err(format!("duplicate process group \"{}\"", group.name));
         }
         mc.groups.push(group);
         Ok(())
-    });
-    finish(cf, result)
+    };
+    // SAFETY: nginx calls this with a valid cf and, for this directive's conf offset, our MainConf.
+    unsafe { directive(cf, conf, parse) }
 }
 
 /// `wsgi_python_home DIR;` (http).
@@ -316,14 +328,11 @@ pub unsafe extern "C" fn set_python_home(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    let result = std::panic::catch_unwind(|| {
-        // SAFETY: conf is this module's main conf.
-        let mc = unsafe { &mut *conf.cast::<MainConf>() };
+    let parse = |mc: &mut MainConf, argv: &[&[u8]]| -> Result<(), String> {
         if mc.python_home.is_some() {
             return Err("is duplicate".to_string());
         }
-        // SAFETY: cf is valid during the handler.
-        let value = unsafe { args(cf) }[1];
+        let value = argv[1];
         // SAFETY: as above.
         let home = unsafe { full_path(cf, value) }?;
         if !home.is_dir() {
@@ -334,8 +343,9 @@ pub unsafe extern "C" fn set_python_home(
         }
         mc.python_home = Some(home);
         Ok(())
-    });
-    finish(cf, result)
+    };
+    // SAFETY: nginx calls this with a valid cf and, for this directive's conf offset, our MainConf.
+    unsafe { directive(cf, conf, parse) }
 }
 
 /// `wsgi_python_path DIR[:DIR...];` (http). May be repeated; entries accumulate in order.
@@ -347,18 +357,16 @@ pub unsafe extern "C" fn set_python_path(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    let result = std::panic::catch_unwind(|| {
-        // SAFETY: conf is this module's main conf.
-        let mc = unsafe { &mut *conf.cast::<MainConf>() };
-        // SAFETY: cf is valid during the handler.
-        let value = unsafe { args(cf) }[1];
+    let parse = |mc: &mut MainConf, argv: &[&[u8]]| -> Result<(), String> {
+        let value = argv[1];
         for part in value.split(|c| *c == b':').filter(|p| !p.is_empty()) {
             // SAFETY: as above.
             mc.python_path.push(unsafe { full_path(cf, part) }?);
         }
         Ok(())
-    });
-    finish(cf, result)
+    };
+    // SAFETY: nginx calls this with a valid cf and, for this directive's conf offset, our MainConf.
+    unsafe { directive(cf, conf, parse) }
 }
 
 /// `wsgi_threads N;` (http).
@@ -370,14 +378,11 @@ pub unsafe extern "C" fn set_threads(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    let result = std::panic::catch_unwind(|| {
-        // SAFETY: conf is this module's main conf.
-        let mc = unsafe { &mut *conf.cast::<MainConf>() };
+    let parse = |mc: &mut MainConf, argv: &[&[u8]]| -> Result<(), String> {
         if mc.threads.is_some() {
             return Err("is duplicate".to_string());
         }
-        // SAFETY: cf is valid during the handler.
-        let value = unsafe { args(cf) }[1];
+        let value = argv[1];
         let n = std::str::from_utf8(value)
             .ok()
             .and_then(|s| s.parse::<usize>().ok());
@@ -391,6 +396,7 @@ pub unsafe extern "C" fn set_threads(
                 String::from_utf8_lossy(value)
             )),
         }
-    });
-    finish(cf, result)
+    };
+    // SAFETY: nginx calls this with a valid cf and, for this directive's conf offset, our MainConf.
+    unsafe { directive(cf, conf, parse) }
 }
