@@ -116,6 +116,8 @@ pub fn initialize(cfg: &PythonConfig) -> Result<(), Error> {
     }
     *started = Some(cfg.clone());
     drop(started);
+    // Freed request bodies go back to the kernel after a burst, not kept for good (memory.rs).
+    crate::memory::start_trimmer();
     Python::attach(|py| add_python_path(py, &cfg.python_path))
 }
 

@@ -17,6 +17,7 @@ mod filewrapper;
 mod init;
 mod input;
 mod log;
+mod memory;
 mod response;
 mod run;
 mod scope;
