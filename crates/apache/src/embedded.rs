@@ -465,7 +465,8 @@ impl Output {
             }
             Outcome::Complete | Outcome::Failed => {
                 if let Some(body) = self.held.take() {
-                    let _ = self.send(&body, false);
+                    // Flushed for the same reason as in write().
+                    let _ = self.send(&body, true);
                 }
                 OK_
             }
@@ -620,8 +621,6 @@ impl Responder for Output {
         }
         let first = self.sent == 0;
         self.sent += chunk.len() as u64;
-        // Streamed output goes to the client as produced; a body that has reached its
-        // Content-Length needs no flush (EOS follows immediately).
         let complete = self.content_length.is_some_and(|cl| self.sent >= cl);
         if first && complete && self.status >= 500 {
             self.held = Some(chunk.to_vec());
@@ -630,7 +629,15 @@ impl Responder for Output {
         if let Some(body) = self.held.take() {
             self.send(&body, false)?;
         }
-        self.send(chunk, !complete)
+        // Every chunk is flushed, the last one included. Streamed output must reach the client
+        // as produced; and a complete body left in the core filter's buffer would only be
+        // written after the handler returns, by the flush httpd sends behind its keep-alive
+        // check for a next (pipelined) request. That check would then always come too early
+        // to see the client's next request, and every request would cost a trip through the
+        // event MPM's listener (epoll add/remove, a futex wake-up, another worker thread).
+        // Written here, the response is usually answered by the time httpd checks, and this
+        // worker reads the next request itself, as under mod_wsgi (which flushes each write).
+        self.send(chunk, true)
     }
 }
 
