@@ -295,6 +295,8 @@ unsafe fn build_request(r: &mut ngx_http_request_t) -> Result<(), String> {
         b"RWSGI_REQUEST_START",
         format!("{}.{:03}", r.start_sec, r.start_msec).as_bytes(),
     );
+    // We send the abort mark (see `send_abort_mark`).
+    vars.add(b"RWSGI_ABORT_MARK", b"1");
     let mut packet = Vec::with_capacity(2048);
     uwsgi::encode_request(0, 0, vars.pairs(), &mut packet).map_err(|e| {
         format!("wsgi: RW-NG021 cannot encode the request for the daemon group: {e}")
@@ -436,9 +438,45 @@ unsafe fn parse_head(r: &mut ngx_http_request_t) -> ngx_int_t {
     }
     // SAFETY: `used` <= data.len(), so pos stays within the buffer.
     u.buffer.pos = unsafe { u.buffer.pos.add(used) };
-    // The worker ends the response by closing the connection.
-    u.length = -1;
+    u.length = match head.status {
+        // No body whatever the headers say (nginx's proxy module does the same).
+        204 | 304 => 0,
+        // A body shorter than its Content-Length then ends as an error, not as a whole response.
+        _ if u.headers_in.content_length_n >= 0 => u.headers_in.content_length_n,
+        // Otherwise only the worker's close ends the body.
+        _ => {
+            // SAFETY: the upstream is connected: the head came through it.
+            unsafe { send_abort_mark(u) };
+            -1
+        }
+    };
     NGX_OK as ngx_int_t
+}
+
+/// A body that only the close can end needs a way to tell a complete end from an aborted one.
+/// Over TCP the worker resets the connection; a unix socket has no reset, but a close with
+/// unread data is an error (`ECONNRESET`) for the reader. So once the request is sent, we send
+/// the worker one more byte: it reads that byte before a clean close and leaves it unread when
+/// the app failed (the worker knows we do this from `RWSGI_ABORT_MARK`).
+///
+/// # Safety
+/// `u` is a live upstream whose peer connection is open.
+unsafe fn send_abort_mark(u: &ngx::ffi::ngx_http_upstream_t) {
+    // Bytes in the middle of a request body that is still being sent would corrupt it; then the
+    // unsent rest of the body plays the same part.
+    if u.request_body_sent() == 0 || u.peer.connection.is_null() {
+        return;
+    }
+    // SAFETY: the connection is open (contract); one byte from a static, non-blocking. If it
+    // fails the worker has closed already and nothing is lost.
+    unsafe {
+        libc::send(
+            (*u.peer.connection).fd,
+            b"!".as_ptr().cast(),
+            1,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
 }
 
 /// Appends one header to `u->headers_in` (key, value and lowercase key NUL-terminated, as

@@ -2,10 +2,9 @@
 daemon mode: the conformance app in a `wsgi_daemon_process` group (2 processes x 4 threads)
 behind `location /app` with `wsgi_process_group`. Assertions imported unchanged.
 
-The group listens on TCP here (`socket=127.0.0.1:PORT`): a worker signals "response aborted after
-the head" by resetting the connection, which a unix socket cannot carry (close is always a clean
-EOF there), so test_exception_after_headers_without_length_aborts needs TCP. With the default
-unix socket such a response ends like a complete one; see docs/architecture.md.
+The group listens on TCP here (`socket=127.0.0.1:PORT`), where the worker signals "response
+aborted after the head" with a reset. The default unix socket, where the signal is the abort mark
+(docs/architecture.md, "Aborted responses"), runs the ways a response can end at the bottom.
 """
 
 import pytest
@@ -41,3 +40,51 @@ def stack(new_launcher, apps, state_dir):
         yield Stack("nginx-daemon", nginx, "/app", logs=logs)
     finally:
         lch.stop_all()
+
+
+# ---- the same endings over the default unix socket -------------------------------------------
+# A unix socket closes with a clean EOF whatever happened; the module's abort mark (one byte sent
+# to the worker after a head without Content-Length, left unread when the app fails) makes an
+# aborted body an error for nginx there too. A body shorter than its Content-Length is caught by
+# nginx counting the bytes.
+
+@pytest.fixture(scope="module")
+def unix_stack(new_launcher, apps, state_dir):
+    lch = new_launcher("nginx-module-daemon-unix-endings")
+    try:
+        http = "wsgi_daemon_process endings processes=1 threads=2;"
+        server = f"""
+            location /app {{
+                wsgi_script {apps}/conformance.py;
+                wsgi_process_group endings;
+            }}
+        """
+        nginx = rwsgi_nginx(lch, server, http, workers=1, state_dir=state_dir)
+        import requests
+        wait_for(lambda: requests.get(nginx.url("/app/pid"), timeout=5).status_code == 200,
+                 what="the daemon group")
+        yield Stack("nginx-daemon-unix", nginx, "/app",
+                    logs=[nginx.error_log_text, nginx.process.log_text])
+    finally:
+        lch.stop_all()
+
+
+@pytest.mark.parametrize("ending", [
+    "test_exception_after_headers_without_length_aborts",
+    "test_exception_after_headers_aborts",
+    "test_content_length_shorter_body_closes",
+    "test_content_length_longer_body_truncated",
+    "test_generator_streamed",
+])
+def test_endings_over_the_unix_socket(unix_stack, ending):
+    getattr(_suite, ending)(unix_stack)
+
+
+def test_complete_bodies_without_length_stay_whole_over_the_unix_socket(unix_stack):
+    """The clean side of the mark: many complete unframed responses, none cut, none reset."""
+    resets = unix_stack.log_text().count("reset by peer")
+    for _ in range(50):
+        resp = unix_stack.raw("GET", "/stream?n=3&delay=0")
+        assert resp.status == 200 and not resp.truncated, resp.raw[-200:]
+        assert resp.body.count(b"chunk ") == 3
+    assert unix_stack.log_text().count("reset by peer") == resets

@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::ffi::c_int;
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -164,6 +165,8 @@ pub(crate) fn forward(r: &mut request_rec, conf: &DirConf, group: &str) -> c_int
         Cow::Borrowed(b"RWSGI_REQUEST_START"),
         Cow::Owned(r.request_time.to_string().into_bytes()),
     ));
+    // We send the abort mark (see `send_abort_mark`).
+    vars.push((Cow::Borrowed(b"RWSGI_ABORT_MARK"), Cow::Borrowed(b"1")));
     mount_relative_path_info(&mut vars);
 
     let mut packet = Vec::with_capacity(4096);
@@ -213,7 +216,10 @@ pub(crate) fn forward(r: &mut request_rec, conf: &DirConf, group: &str) -> c_int
             return fail(r, HTTP_BAD_GATEWAY, &message);
         }
         match read_head(&mut conn) {
-            Ok(head) => break (conn, head),
+            Ok(head) => {
+                send_abort_mark(&mut conn, &head);
+                break (conn, head);
+            }
             Err(HeadError::Gone(_)) if retryable && attempt == 1 => continue,
             Err(e) => return fail(r, HTTP_BAD_GATEWAY, &e.message(group)),
         }
@@ -337,6 +343,36 @@ fn read_head(conn: &mut Conn) -> Result<ParsedHead, HeadError> {
             Err(e) => return Err(HeadError::Invalid(e.to_string())),
         }
     }
+}
+
+/// A body that only the close can end needs a way to tell a complete end from an aborted one.
+/// Over TCP the worker resets the connection; a unix socket has no reset, but a close with
+/// unread data is an error (`ECONNRESET`) for the reader. So, the request being sent whole, we
+/// send the worker one more byte once a head without Content-Length arrived: it reads that
+/// byte before a clean close and leaves it unread when the app failed (`RWSGI_ABORT_MARK`).
+fn send_abort_mark(conn: &mut Conn, head: &ParsedHead) {
+    let framed = head
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case(b"content-length"));
+    if framed {
+        return;
+    }
+    let fd = match conn {
+        Conn::Unix(s) => s.as_raw_fd(),
+        Conn::Tcp(s) => s.as_raw_fd(),
+    };
+    // Without waiting: if the socket is full, the worker has unread request bytes, which serve
+    // as the mark. An error means the worker has closed already; the body relay sees how.
+    // SAFETY: one byte from a static on the connection's open descriptor.
+    unsafe {
+        libc::send(
+            fd,
+            b"!".as_ptr().cast(),
+            1,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
 }
 
 /// Hands the head to httpd, then streams the body.

@@ -184,6 +184,7 @@ fn run_request(
     let mut request_uri = None;
     let mut content_length: Option<u64> = None;
     let mut request_start = None;
+    let mut abort_mark = false;
     // UWSGI_SCHEME is the one UWSGI_* var that loads no code: operators set it (`uwsgi_param
     // UWSGI_SCHEME https;`, `SetEnv UWSGI_SCHEME https`) to say the client used TLS. It wins over
     // HTTPS/REQUEST_SCHEME, as in uWSGI.
@@ -195,6 +196,7 @@ fn run_request(
             b"QUERY_STRING" => query_string = Some(v.value),
             b"REQUEST_URI" => request_uri = Some(v.value),
             b"RWSGI_REQUEST_START" => request_start = Some(v.value),
+            b"RWSGI_ABORT_MARK" => abort_mark = v.value == b"1",
             b"UWSGI_SCHEME" if matches!(v.value, b"http" | b"https") => scheme = Some(v.value),
             b"CONTENT_LENGTH" => {
                 let n = parse_content_length(v.value).ok_or(Bad::ContentLength)?;
@@ -233,7 +235,8 @@ fn run_request(
             continue;
         }
         match k {
-            b"SCRIPT_NAME" | b"PATH_INFO" | b"QUERY_STRING" | b"RWSGI_REQUEST_START" => {}
+            b"SCRIPT_NAME" | b"PATH_INFO" | b"QUERY_STRING" | b"RWSGI_REQUEST_START"
+            | b"RWSGI_ABORT_MARK" => {}
             b"HTTPS" | b"REQUEST_SCHEME" if scheme.is_some() => {}
             _ => env.push((k, v.value)),
         }
@@ -258,6 +261,7 @@ fn run_request(
         stream,
         head: head_buf,
         head_pending: false,
+        unframed: false,
     };
     out.head.clear();
 
@@ -281,7 +285,7 @@ fn run_request(
                 headers: &head,
             };
             if out.start(&head).and_then(|_| out.write(msg)).is_ok() {
-                finish_clean(stream, &mut body);
+                finish_clean(stream, &mut body, false);
             }
             return Ok(());
         }
@@ -295,23 +299,33 @@ fn run_request(
         .set_busy(ctx.slot, ctx.thread, monotonic_ms().max(1));
     let outcome = pyhost::handle(app.app, &request, &mut body, &mut out, ctx.log);
     ctx.board.set_busy(ctx.slot, ctx.thread, 0);
+    // Our own front ends (RWSGI_ABORT_MARK=1) send one byte once they have read a head without
+    // Content-Length, whose body only EOF can end: left unread, it turns our close into an
+    // error for them, over a unix socket as over TCP.
+    let marked = abort_mark && out.unframed;
     match outcome {
         Outcome::Complete | Outcome::Failed => {
             if out.flush_head().is_ok() {
-                finish_clean(stream, &mut body);
+                finish_clean(stream, &mut body, marked);
             }
         }
         Outcome::ClientGone => {}
         // uwsgi ends a body at EOF, so a clean close would pass a truncated body off as whole.
-        Outcome::Aborted => stream.set_reset_on_close(),
+        Outcome::Aborted => {
+            stream.set_reset_on_close();
+            if marked {
+                stream.wait_for_unread_byte();
+            }
+        }
     }
     Ok(())
 }
 
-/// After a complete response: signal the end (FIN), then consume the unread body so that the
-/// close does not turn into a reset that could destroy the response in flight.
-fn finish_clean(stream: &Stream, body: &mut SocketBody<'_>) {
-    if body.remaining == 0 || body.remaining > DRAIN_LIMIT {
+/// After a complete response: signal the end (FIN), then consume the unread body (and the
+/// front end's abort mark, if one is coming) so that the close does not turn into a reset that
+/// could destroy the response in flight.
+fn finish_clean(stream: &Stream, body: &mut SocketBody<'_>, marked: bool) {
+    if (body.remaining == 0 && !marked) || body.remaining > DRAIN_LIMIT {
         return; // the close itself ends the response
     }
     stream.shutdown_write();
@@ -320,6 +334,11 @@ fn finish_clean(stream: &Stream, body: &mut SocketBody<'_>) {
         if n == 0 {
             break;
         }
+    }
+    if marked {
+        let mut mark = [0u8; 1];
+        let mut s = stream;
+        let _ = s.read(&mut mark);
     }
 }
 
@@ -525,6 +544,8 @@ struct SocketResponder<'s> {
     stream: &'s Stream,
     head: &'s mut Vec<u8>,
     head_pending: bool,
+    /// The head has no Content-Length: the body ends at our close.
+    unframed: bool,
 }
 
 impl SocketResponder<'_> {
@@ -547,6 +568,10 @@ impl Responder for SocketResponder<'_> {
         uwsgi::encode_response_head(head.status_line, headers, self.head)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         self.head_pending = true;
+        self.unframed = !head
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(b"content-length"));
         Ok(())
     }
 

@@ -235,6 +235,32 @@ impl Stream {
     pub fn prepare_blocking(&self) -> io::Result<()> {
         self.arm()
     }
+
+    /// Waits (up to the read timeout) until the front end has sent at least one more byte, and
+    /// leaves it unread. Closing with unread data is what turns a close into an error for the
+    /// front end on a unix socket (`ECONNRESET`; a unix socket has no `SO_LINGER` reset).
+    pub fn wait_for_unread_byte(&self) -> bool {
+        if self.arm().is_err() {
+            return false;
+        }
+        let mut byte = 0u8;
+        loop {
+            // SAFETY: one writable byte; the fd is open for as long as self.
+            let n = unsafe {
+                libc::recv(
+                    self.as_raw_fd(),
+                    (&mut byte as *mut u8).cast(),
+                    1,
+                    libc::MSG_PEEK,
+                )
+            };
+            match would_block(n) {
+                None => return n == 1,
+                Some(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Some(_) => return false,
+            }
+        }
+    }
 }
 
 fn would_block(n: isize) -> Option<io::Error> {
