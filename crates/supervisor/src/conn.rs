@@ -235,7 +235,10 @@ fn run_request(
             continue;
         }
         match k {
-            b"SCRIPT_NAME" | b"PATH_INFO" | b"QUERY_STRING" | b"RWSGI_REQUEST_START"
+            b"SCRIPT_NAME"
+            | b"PATH_INFO"
+            | b"QUERY_STRING"
+            | b"RWSGI_REQUEST_START"
             | b"RWSGI_ABORT_MARK" => {}
             b"HTTPS" | b"REQUEST_SCHEME" if scheme.is_some() => {}
             _ => env.push((k, v.value)),
