@@ -86,6 +86,8 @@ pub fn initialize(cfg: &PythonConfig) -> Result<(), Error> {
                 .into(),
         ));
     }
+    // Before the request threads exist: they pick their malloc arenas at first use (memory.rs).
+    crate::memory::limit_arenas();
     let program = program_name(cfg.python_home.as_deref())?;
     let program = CString::new(program.as_os_str().as_bytes())
         .map_err(|_| Error("python-home contains a NUL byte".into()))?;

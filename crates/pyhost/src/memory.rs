@@ -18,6 +18,16 @@
 //! the kernel, once the process has gone quiet after doing work, and at most every
 //! [`BUSY_TRIM_EVERY`] ticks while it stays busy. A trim while busy costs what the next requests
 //! fault back in: at most ~30 MiB per 10 s, under 1% of a core on that machine.
+//!
+//! [`limit_arenas`] caps glibc at [`ARENA_MAX`] malloc arenas instead of 8 per core (16 on the
+//! bench machine, one per request thread). Python runs one thread at a time under the GIL, so
+//! per-thread arenas buy Python's allocations no parallelism, while each arena keeps its own free
+//! memory (a freed body, a free top that `malloc_trim` cannot return) and its own fragments of
+//! long-lived objects. The few arenas left serve the allocations made outside the GIL (transport
+//! copies, nginx's event thread). An operator's own setting wins: if `GLIBC_TUNABLES` names
+//! `glibc.malloc.arena_max` or `MALLOC_ARENA_MAX` is set, we leave the limit alone (nginx clears
+//! its workers' environment, but glibc applied the setting at exec, before nginx forked; pass it
+//! with `env MALLOC_ARENA_MAX;` so that we see it too).
 
 use std::sync::Once;
 use std::time::Duration;
@@ -34,6 +44,45 @@ const WORK_BEFORE_TRIM: Duration = Duration::from_millis(50);
 
 /// While the process stays busy, trim at most this often.
 const BUSY_TRIM_EVERY: u32 = 10; // ticks
+
+/// Most malloc arenas a Python-hosting process gets (glibc's default: 8 per core).
+pub(crate) const ARENA_MAX: usize = 4;
+
+/// Cap the malloc arenas, unless the operator set the cap. Call before the request threads
+/// start: a thread picks its arena at its first allocation. Returns whether the cap was applied.
+pub(crate) fn limit_arenas() -> bool {
+    let tunables = std::env::var("GLIBC_TUNABLES").ok();
+    let env_set = std::env::var_os("MALLOC_ARENA_MAX").is_some();
+    if operator_set("glibc.malloc.arena_max", tunables.as_deref(), env_set) {
+        return false;
+    }
+    set_arena_max(ARENA_MAX)
+}
+
+/// True when the operator set this malloc parameter through the environment.
+fn operator_set(tunable: &str, tunables: Option<&str>, env_var_set: bool) -> bool {
+    // GLIBC_TUNABLES=name=value:name=value...
+    env_var_set
+        || tunables.is_some_and(|t| {
+            t.split(':')
+                .any(|item| item.split('=').next() == Some(tunable))
+        })
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn set_arena_max(n: usize) -> bool {
+    let Ok(n) = libc::c_int::try_from(n) else {
+        return false;
+    };
+    // SAFETY: mallopt updates malloc's parameters under its own lock; it may be called from any
+    // thread at any time and affects later arena choices only.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, n) == 1 }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn set_arena_max(_n: usize) -> bool {
+    false
+}
 
 /// What the trimmer decides at the end of one tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +195,83 @@ mod tests {
 
     const BUSY: Duration = Duration::from_millis(900);
     const IDLE: Duration = Duration::from_millis(0);
+
+    #[test]
+    fn operator_arena_setting_wins() {
+        let name = "glibc.malloc.arena_max";
+        assert!(operator_set(
+            name,
+            Some("glibc.malloc.mmap_threshold=4096:glibc.malloc.arena_max=2"),
+            false
+        ));
+        assert!(operator_set(name, None, true));
+        assert!(!operator_set(
+            name,
+            Some("glibc.malloc.mmap_threshold=4096"),
+            false
+        ));
+        assert!(!operator_set(
+            name,
+            Some("glibc.malloc.arena_max_x=1"),
+            false
+        ));
+        assert!(!operator_set(name, None, false));
+    }
+
+    /// With the cap, many threads share a few arenas: count distinct arenas via malloc_info.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn threads_share_at_most_arena_max_arenas() {
+        if std::env::var_os("GLIBC_TUNABLES").is_some()
+            || std::env::var_os("MALLOC_ARENA_MAX").is_some()
+        {
+            return;
+        }
+        // Arenas made before the cap (this test binary's own threads) stay; count from there.
+        let before = arena_count();
+        assert!(limit_arenas());
+        // Threads that each allocate, all alive at once, so none hands its arena to the next.
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(17));
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    let v = std::hint::black_box(vec![1u8; 4096]);
+                    barrier.wait();
+                    barrier.wait();
+                    drop(v);
+                })
+            })
+            .collect();
+        barrier.wait();
+        let arenas = arena_count();
+        barrier.wait();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        assert!(
+            arenas <= before.max(ARENA_MAX),
+            "{arenas} arenas for 16 more threads ({before} before)"
+        );
+    }
+
+    /// Number of arenas malloc_info reports (`<heap nr=` elements).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn arena_count() -> usize {
+        let mut buf: *mut libc::c_char = std::ptr::null_mut();
+        let mut len: libc::size_t = 0;
+        // SAFETY: open_memstream allocates a growing buffer that buf/len describe after fclose;
+        // malloc_info writes to the stream; we free the buffer once read.
+        unsafe {
+            let f = libc::open_memstream(&mut buf, &mut len);
+            assert!(!f.is_null());
+            assert_eq!(libc::malloc_info(0, f), 0);
+            libc::fclose(f);
+            let text = std::slice::from_raw_parts(buf.cast::<u8>(), len).to_vec();
+            libc::free(buf.cast());
+            String::from_utf8_lossy(&text).matches("<heap nr=").count()
+        }
+    }
 
     #[test]
     fn trims_once_when_the_process_goes_quiet_after_work() {
