@@ -56,6 +56,9 @@ struct State {
     scheduled: bool,
     /// nginx is done with the request: pushes fail, waiting writers wake up.
     gone: bool,
+    /// A Python thread waits for space: only then must `take`/`close` notify (a notify is a
+    /// system call even when nobody waits, and `take` runs several times per request).
+    writer_waiting: bool,
 }
 
 /// Shared by the Python thread and the event loop for one request.
@@ -78,6 +81,7 @@ impl Exchange {
                 queued: 0,
                 scheduled: false,
                 gone: false,
+                writer_waiting: false,
             }),
             space: Condvar::new(),
             stream: AtomicPtr::new(std::ptr::null_mut()),
@@ -99,8 +103,11 @@ impl Exchange {
         st.scheduled = false;
         st.queued = 0;
         let msgs = std::mem::take(&mut st.msgs);
+        let waiting = std::mem::take(&mut st.writer_waiting);
         drop(st);
-        self.space.notify_all();
+        if waiting {
+            self.space.notify_all();
+        }
         msgs
     }
 
@@ -112,8 +119,11 @@ impl Exchange {
         st.gone = true;
         st.msgs.clear();
         st.queued = 0;
+        let waiting = std::mem::take(&mut st.writer_waiting);
         drop(st);
-        self.space.notify_all();
+        if waiting {
+            self.space.notify_all();
+        }
     }
 
     /// True once nginx is done with the request (so running the app is pointless).
@@ -142,6 +152,9 @@ impl Exchange {
         // Backpressure: wait while the queue is full. One chunk is always accepted into an
         // empty queue, however large, so progress never depends on chunk sizes.
         while bounded && !st.gone && st.queued >= HIGH_WATER {
+            // Set on every round: a take() clears it, and a writer that wakes to a still-full
+            // queue (a spurious wake-up) must be notified next time too.
+            st.writer_waiting = true;
             st = match self.space.wait(st) {
                 Ok(g) => g,
                 Err(poisoned) => poisoned.into_inner(),

@@ -16,6 +16,7 @@
 mod body;
 mod conf;
 mod daemon_options;
+mod dispatch;
 mod exchange;
 mod log;
 mod vars;

@@ -5,15 +5,15 @@
 //! embedded mode. The event loop hands [`Job`]s to the pool; a Python thread runs the app through
 //! pyhost and streams the response back through the job's [`Exchange`].
 
-use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use ngx::ffi::{ngx_connection_t, ngx_cycle_t, ngx_event_t, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_OK};
 use ngx::http::HttpModuleMainConf;
 use pyhost::{App, AppSpec, Mode, Outcome, PythonConfig};
 
 use crate::body::RequestBody;
+use crate::dispatch::Dispatch;
 use crate::exchange::{Exchange, PyResponder};
 use crate::log::NgxLog;
 use crate::vars::Vars;
@@ -34,17 +34,11 @@ enum Task {
     Preload(usize),
 }
 
-struct Queue {
-    tasks: VecDeque<Task>,
-    stopping: bool,
-}
-
 /// Everything embedded mode needs in a worker process.
 pub struct Worker {
     apps: Vec<App>,
     pub notifier: Notifier,
-    queue: Mutex<Queue>,
-    work: Condvar,
+    queue: Dispatch<Task>,
     mode: Mode,
     pub log: NgxLog,
     /// Why Python could not start in this worker (requests then get 500 and this line is logged).
@@ -72,33 +66,7 @@ impl Worker {
     }
 
     fn push(&self, task: Task) {
-        let mut q = match self.queue.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        q.tasks.push_back(task);
-        drop(q);
-        self.work.notify_one();
-    }
-
-    /// Next task, or None when the worker is stopping.
-    fn next(&self) -> Option<Task> {
-        let mut q = match self.queue.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        loop {
-            if q.stopping {
-                return None;
-            }
-            if let Some(t) = q.tasks.pop_front() {
-                return Some(t);
-            }
-            q = match self.work.wait(q) {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
-        }
+        self.queue.push(task);
     }
 
     /// The body of each Python thread.
@@ -107,7 +75,8 @@ impl Worker {
         // create and destroy one, and the app's threading.local() data (Django's database
         // connection among it) would be rebuilt on every request.
         let _python_thread = pyhost::register_thread();
-        while let Some(task) = self.next() {
+        let slot = self.queue.join();
+        while let Some(task) = self.queue.next(slot) {
             match task {
                 Task::Preload(i) => {
                     if let Some(app) = self.apps.get(i) {
@@ -205,11 +174,7 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t) -> Result<(), String> {
     let worker = Worker {
         apps,
         notifier,
-        queue: Mutex::new(Queue {
-            tasks: VecDeque::new(),
-            stopping: false,
-        }),
-        work: Condvar::new(),
+        queue: Dispatch::default(),
         mode,
         log,
         python_error,
@@ -319,11 +284,7 @@ unsafe fn register_wakeup(cycle: *mut ngx_cycle_t, fd: i32) -> Result<(), String
 /// exit anyway. The interpreter is not finalised for the same reason.
 pub fn stop() {
     let Some(worker) = WORKER.get() else { return };
-    if let Ok(mut q) = worker.queue.lock() {
-        q.stopping = true;
-        q.tasks.clear();
-    }
-    worker.work.notify_all();
+    worker.queue.stop();
     if let Ok(mut slot) = WAKE_CONNECTION.lock() {
         let c = std::mem::replace(&mut slot.0, std::ptr::null_mut());
         if !c.is_null() {
