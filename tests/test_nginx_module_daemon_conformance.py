@@ -19,27 +19,33 @@ for _name in dir(_suite):
         globals()[_name] = getattr(_suite, _name)
 
 
-@pytest.fixture(scope="module")
-def stack(new_launcher, apps, state_dir):
-    lch = new_launcher("nginx-module-daemon-conformance")
+def conformance_daemon(lch, apps, state_dir, group, kind, workers):
+    """nginx with the conformance app in daemon group `group` (its options included); yields the
+    Stack once the group answers."""
     try:
-        from harness.ports import free_port
-        http = f"wsgi_daemon_process conformance processes=2 threads=4 socket=127.0.0.1:{free_port()};"
         server = f"""
             client_max_body_size 64m;
             location /app {{
                 wsgi_script {apps}/conformance.py;
-                wsgi_process_group conformance;
+                wsgi_process_group {group.split()[0]};
             }}
         """
-        nginx = rwsgi_nginx(lch, server, http, workers=2, state_dir=state_dir)
+        nginx = rwsgi_nginx(lch, server, f"wsgi_daemon_process {group};", workers=workers,
+                            state_dir=state_dir)
         import requests
         wait_for(lambda: requests.get(nginx.url("/app/pid"), timeout=5).status_code == 200,
                  what="the daemon group")
-        logs = [nginx.error_log_text, nginx.process.log_text]
-        yield Stack("nginx-daemon", nginx, "/app", logs=logs)
+        yield Stack(kind, nginx, "/app", logs=[nginx.error_log_text, nginx.process.log_text])
     finally:
         lch.stop_all()
+
+
+@pytest.fixture(scope="module")
+def stack(new_launcher, apps, state_dir):
+    from harness.ports import free_port
+    group = f"conformance processes=2 threads=4 socket=127.0.0.1:{free_port()}"
+    yield from conformance_daemon(new_launcher("nginx-module-daemon-conformance"), apps,
+                                  state_dir, group, "nginx-daemon", workers=2)
 
 
 # ---- the same endings over the default unix socket -------------------------------------------
@@ -50,23 +56,9 @@ def stack(new_launcher, apps, state_dir):
 
 @pytest.fixture(scope="module")
 def unix_stack(new_launcher, apps, state_dir):
-    lch = new_launcher("nginx-module-daemon-unix-endings")
-    try:
-        http = "wsgi_daemon_process endings processes=1 threads=2;"
-        server = f"""
-            location /app {{
-                wsgi_script {apps}/conformance.py;
-                wsgi_process_group endings;
-            }}
-        """
-        nginx = rwsgi_nginx(lch, server, http, workers=1, state_dir=state_dir)
-        import requests
-        wait_for(lambda: requests.get(nginx.url("/app/pid"), timeout=5).status_code == 200,
-                 what="the daemon group")
-        yield Stack("nginx-daemon-unix", nginx, "/app",
-                    logs=[nginx.error_log_text, nginx.process.log_text])
-    finally:
-        lch.stop_all()
+    yield from conformance_daemon(new_launcher("nginx-module-daemon-unix-endings"), apps,
+                                  state_dir, "endings processes=1 threads=2", "nginx-daemon-unix",
+                                  workers=1)
 
 
 @pytest.mark.parametrize("ending", [
