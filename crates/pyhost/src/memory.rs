@@ -124,11 +124,30 @@ pub(crate) fn start_trimmer() {
         if !trim_supported() {
             return;
         }
+        // The thread starts with every signal blocked (it inherits the mask in force at spawn):
+        // the server's signals (nginx's reload and quit, httpd's graceful, the worker's TERM)
+        // must reach the thread that waits for them, not this one, which would leave them
+        // unnoticed until that thread wakes for another reason.
+        // SAFETY: sigset_t is plain data; sigfillset/sigdelset/pthread_sigmask only write the
+        // sets we pass, and the caller's mask is restored right after the spawn.
+        let old = unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            // Faults must still reach the faulting thread.
+            for sig in [libc::SIGILL, libc::SIGFPE, libc::SIGSEGV, libc::SIGBUS] {
+                libc::sigdelset(&mut all, sig);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+            old
+        };
         // A failed spawn only costs the trimming; the server works as before.
         let _ = std::thread::Builder::new()
             .name("rwsgi-trim".into())
             .stack_size(64 * 1024)
             .spawn(run_trimmer);
+        // SAFETY: restores the calling thread's own mask saved above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
     });
 }
 
@@ -370,5 +389,54 @@ mod tests {
             "malloc_trim released them: {before} -> {after} pages"
         );
         drop(kept);
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn the_trimmer_thread_blocks_the_servers_signals() {
+        start_trimmer();
+        let blocked = (0..200)
+            .find_map(|_| {
+                let found = std::fs::read_dir("/proc/self/task").ok()?.find_map(|t| {
+                    let dir = t.ok()?.path();
+                    let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+                    (comm.trim() == "rwsgi-trim")
+                        .then(|| std::fs::read_to_string(dir.join("status")).ok())
+                        .flatten()
+                });
+                if found.is_none() {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                found
+            })
+            .and_then(|status| {
+                let line = status
+                    .lines()
+                    .find(|l| l.starts_with("SigBlk:"))?
+                    .to_owned();
+                u64::from_str_radix(line.split_whitespace().nth(1)?, 16).ok()
+            })
+            .expect("the rwsgi-trim thread and its SigBlk line");
+        for sig in [
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGQUIT,
+            libc::SIGUSR1,
+            libc::SIGCHLD,
+        ] {
+            assert!(blocked & (1 << (sig - 1)) != 0, "signal {sig} not blocked");
+        }
+        assert!(
+            blocked & (1 << (libc::SIGSEGV - 1)) == 0,
+            "faults must stay deliverable"
+        );
+        // The calling thread got its own mask back.
+        // SAFETY: reads the current mask into a local set.
+        let mine = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut set);
+            libc::sigismember(&set, libc::SIGTERM)
+        };
+        assert_eq!(mine, 0, "the caller's mask must be restored");
     }
 }
