@@ -24,6 +24,7 @@ WORKER_BIN = Path(os.environ.get("RWSGI_WORKER_BIN", TARGET / "release" / "rwsgi
 NGINX_BIN = Path(os.environ.get("RWSGI_NGINX_BIN", "/usr/sbin/nginx"))
 NGINX_MODULE = Path(os.environ.get("RWSGI_NGINX_MODULE",
                                    TARGET / "release" / "libngx_http_wsgi_module.so"))
+SERVE_BIN = Path(os.environ.get("RWSGI_SERVE_BIN", TARGET / "release" / "rwsgi"))
 APACHE_BIN = Path("/usr/sbin/apache2")
 APACHE_MODULES = Path("/usr/lib/apache2/modules")
 UWSGI_BIN = Path("/usr/bin/uwsgi")
