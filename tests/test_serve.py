@@ -80,7 +80,8 @@ def python_pid(r) -> int:
 def test_flask_embedded_with_static_files(launcher_fn, apps, venv):
     d = site_dir(launcher_fn)
     serve = launcher_fn.serve([apps / "flask_app" / "app.py", "--python-home", venv,
-                               "--static", f"/static={d / 'static'}", "--threads", "4"], cwd=d)
+                               "--static", f"/static={d / 'static'}", "--threads", "4",
+                               "--access-log"], cwd=d)
     serve.check_config()
     r = get(serve, "/")
     assert r.status_code == 200 and "rwsgi flask test" in r.text
@@ -92,6 +93,10 @@ def test_flask_embedded_with_static_files(launcher_fn, apps, venv):
     assert r.json()["colour"] == "blue"
     assert_static_from_nginx(serve, "/static/hello.txt")
     assert get(serve, "/error").status_code == 500
+    # The traceback and the access log reach the terminal (here: rwsgi serve's output).
+    text = serve.log_text()
+    assert "RuntimeError: flask test error route" in text
+    assert '"GET /static/hello.txt HTTP/1.1" 200' in text and '"GET /error HTTP/1.1" 500' in text
 
 
 def test_django_project_is_one_line(launcher_fn, apps, venv):

@@ -13,7 +13,7 @@ use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// How many SIGINT/SIGTERM arrived (the first stops gracefully, the second at once).
+/// How many SIGINT/SIGTERM/SIGHUP arrived (the first stops gracefully, the second at once).
 static STOPS: AtomicU32 = AtomicU32::new(0);
 
 extern "C" fn on_stop(_sig: libc::c_int) {
@@ -21,10 +21,11 @@ extern "C" fn on_stop(_sig: libc::c_int) {
     STOPS.fetch_add(1, Ordering::Relaxed);
 }
 
-/// SIGINT (Ctrl-C) and SIGTERM (systemd, kill) ask us to stop; SIGPIPE is ignored so a closed
-/// terminal turns into write errors, not a silent death that would leave nginx running.
+/// SIGINT (Ctrl-C), SIGTERM (systemd, kill) and SIGHUP (the terminal closed) ask us to stop, so
+/// each ends with nginx stopped and the private directory removed; SIGPIPE is ignored so a closed
+/// terminal turns into write errors, not a death that would skip that.
 pub fn install_signals() -> io::Result<()> {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: an all-zero sigaction is a valid start (empty mask); the handler only touches
         // an atomic. No SA_RESTART: a sleep is cut short so a stop is seen at once.
         let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
