@@ -298,7 +298,10 @@ Listen 127.0.0.1:{port}
     assert r.returncode == 0, r.stderr
     server = SystemServer("apache", port, Path("/var/log/apache2/error.log"),
                           Path("/run/apache2/apache2.pid"))
-    subprocess.run(["apache2ctl", "start"], check=True, capture_output=True, timeout=30)
+    # apache2ctl start hands over to systemctl when systemd is PID 1; this variable makes it start
+    # apache2 itself (-k start, as the sysvinit script does), so the test owns what it stops.
+    subprocess.run(["apache2ctl", "start"], check=True, capture_output=True, timeout=30,
+                   env={**os.environ, "APACHE_STARTED_BY_SYSTEMD": "1"})
     return server.started()
 
 
@@ -358,6 +361,66 @@ def test_worker_unit_template_is_valid(installed):
     for line in ("EnvironmentFile=/etc/rwsgi/%i.conf", "NoNewPrivileges=yes", "ProtectSystem=full",
                  "PrivateTmp=yes", "SystemCallFilter=@system-service"):
         assert line in text
+
+
+def environment_file(text: str) -> dict:
+    """KEY=VALUE lines as systemd's EnvironmentFile= reads them (comments, outer quotes)."""
+    out = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")) or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        out[key.strip()] = value
+    return out
+
+
+def test_worker_unit_serves_django_as_the_unit_runs_it(installed, apps, venv, rwsgi_tmp):
+    """What the unit does, without systemd: ExecStart=/usr/bin/rwsgi-worker $RWSGI_WORKER_OPTIONS
+    (an options file in the example's format, the variable split on whitespace as systemd does),
+    User/Group=www-data, NoNewPrivileges=yes, CapabilityBoundingSet= (empty), the socket in a
+    www-data-owned runtime directory, ExecReload (SIGHUP) and the stop (SIGTERM to the main
+    process). The Django project answers through the socket all along. (ProtectSystem, PrivateTmp
+    and the system call filter need systemd itself; `systemd-analyze verify` above checks them.)"""
+    import pwd
+    from harness import uwsgi_client
+    unit = Path("/lib/systemd/system/rwsgi-worker@.service").read_text()
+    example = Path("/usr/share/doc/rwsgi-worker/examples/site.conf").read_text()
+    assert "RWSGI_WORKER_OPTIONS=" in example
+    www = pwd.getpwnam("www-data")
+    run_dir = rwsgi_tmp / "run-rwsgi-site"  # RuntimeDirectory=rwsgi/%i, owned by User=
+    run_dir.mkdir()
+    os.chown(run_dir, www.pw_uid, www.pw_gid)
+    project = apps / "django_project"
+    options_file = rwsgi_tmp / "site.conf"
+    options_file.write_text(
+        "# like /usr/share/doc/rwsgi-worker/examples/site.conf\n"
+        f'RWSGI_WORKER_OPTIONS="--socket unix:{run_dir}/app.sock --script {project}/testsite/wsgi.py '
+        f'--python-home {venv} --python-path {project} --processes 2 --threads 4"\n')
+    exec_start = re.search(r"^ExecStart=(.*)$", unit, re.M).group(1).split()
+    assert exec_start == ["/usr/bin/rwsgi-worker", "$RWSGI_WORKER_OPTIONS"]
+    argv = [exec_start[0]] + environment_file(options_file.read_text())["RWSGI_WORKER_OPTIONS"].split()
+    assert re.search(r"^User=www-data$", unit, re.M) and re.search(r"^CapabilityBoundingSet=$", unit, re.M)
+    worker = subprocess.Popen(
+        ["setpriv", "--reuid=www-data", "--regid=www-data", "--init-groups", "--no-new-privs",
+         "--bounding-set=-all", "--inh-caps=-all", *argv],
+        stdout=subprocess.DEVNULL, stderr=open(rwsgi_tmp / "unit-worker.log", "wb"))
+    sock = str(run_dir / "app.sock")
+    try:
+        wait_until(lambda: Path(sock).exists(), 30, alive=lambda: worker.poll() is None,
+                   what="the worker's socket")
+        status = Path(f"/proc/{worker.pid}/status").read_text()
+        assert re.search(r"^NoNewPrivs:\s+1$", status, re.M) and re.search(r"^CapBnd:\s+0+$", status, re.M)
+        r = uwsgi_client.get(sock, "/")
+        assert r.status == 200, (rwsgi_tmp / "unit-worker.log").read_text()
+        worker.send_signal(signal.SIGHUP)  # ExecReload: rolling restart
+        time.sleep(1)
+        assert uwsgi_client.get(sock, "/info").status == 200
+    finally:
+        worker.send_signal(signal.SIGTERM)  # KillMode=mixed: SIGTERM to the main process
+        assert worker.wait(30) == 0, (rwsgi_tmp / "unit-worker.log").read_text()
 
 
 # ---- purge ----------------------------------------------------------------------------------------
