@@ -61,6 +61,20 @@ pub enum AppSource {
     Module(String),
 }
 
+/// The options that go into the configuration as they are (no path to resolve).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Server {
+    pub host: String,
+    pub port: u16,
+    pub processes: u32,
+    pub threads: u32,
+    pub daemon: bool,
+    pub request_timeout: Option<f64>,
+    pub limit_request_body: u64,
+    pub access_log: bool,
+    pub reload_on_change: bool,
+}
+
 /// Everything the command line says, as written (paths not yet resolved).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
@@ -68,17 +82,9 @@ pub struct Options {
     pub callable: String,
     pub python_home: Option<PathBuf>,
     pub python_path: Vec<PathBuf>,
-    pub host: String,
-    pub port: u16,
-    pub processes: u32,
-    pub threads: u32,
-    pub daemon: bool,
-    pub request_timeout: Option<f64>,
+    pub server: Server,
     /// `(URL prefix, directory)` pairs, as written.
     pub statics: Vec<(String, PathBuf)>,
-    pub limit_request_body: u64,
-    pub access_log: bool,
-    pub reload_on_change: bool,
     pub user: Option<String>,
     pub setup_only: Option<PathBuf>,
     pub nginx: Option<PathBuf>,
@@ -178,16 +184,18 @@ fn build(
         callable: "application".to_owned(),
         python_home: None,
         python_path: Vec::new(),
-        host: "127.0.0.1".to_owned(),
-        port: 8000,
-        processes: 1,
-        threads: 5,
-        daemon: flags.iter().any(|f| f == "daemon"),
-        request_timeout: None,
+        server: Server {
+            host: "127.0.0.1".to_owned(),
+            port: 8000,
+            processes: 1,
+            threads: 5,
+            daemon: flags.iter().any(|f| f == "daemon"),
+            request_timeout: None,
+            limit_request_body: 10 * 1024 * 1024,
+            access_log: flags.iter().any(|f| f == "access-log"),
+            reload_on_change: flags.iter().any(|f| f == "reload-on-change"),
+        },
         statics: Vec::new(),
-        limit_request_body: 10 * 1024 * 1024,
-        access_log: flags.iter().any(|f| f == "access-log"),
-        reload_on_change: flags.iter().any(|f| f == "reload-on-change"),
         user: None,
         setup_only: None,
         nginx: None,
@@ -221,14 +229,14 @@ fn build(
                     o.python_path.push(PathBuf::from(part));
                 }
             }
-            "host" => o.host = host(&value)?,
-            "port" => o.port = number(&name, &value, 1, 65535)? as u16,
-            "processes" => o.processes = number(&name, &value, 1, MAX_COUNT as u64)? as u32,
-            "threads" => o.threads = number(&name, &value, 1, MAX_COUNT as u64)? as u32,
-            "request-timeout" => o.request_timeout = Some(seconds(&name, &value)?),
+            "host" => o.server.host = host(&value)?,
+            "port" => o.server.port = number(&name, &value, 1, 65535)? as u16,
+            "processes" => o.server.processes = number(&name, &value, 1, MAX_COUNT as u64)? as u32,
+            "threads" => o.server.threads = number(&name, &value, 1, MAX_COUNT as u64)? as u32,
+            "request-timeout" => o.server.request_timeout = Some(seconds(&name, &value)?),
             "static" => o.statics.push(static_mapping(&value)?),
             "limit-request-body" => {
-                o.limit_request_body = number(&name, &value, 0, u64::MAX)?;
+                o.server.limit_request_body = number(&name, &value, 0, u64::MAX)?;
             }
             "user" => o.user = Some(value),
             "setup-only" => o.setup_only = Some(non_empty_path(&name, value)?),
@@ -237,11 +245,26 @@ fn build(
             _ => unreachable!("VALUE_OPTIONS and this match list the same names"),
         }
     }
-    o.app = match (scripts.as_slice(), module) {
+    let (app, callable) = app_source(&scripts, module, callable)?;
+    o.app = app;
+    if let Some(c) = callable {
+        o.callable = c;
+    }
+    check_combinations(&o)?;
+    Ok(o)
+}
+
+/// The app (one script argument, or --module) and the callable the command line names, if any.
+fn app_source(
+    scripts: &[String],
+    module: Option<String>,
+    callable: Option<String>,
+) -> Result<(AppSource, Option<String>), String> {
+    match (scripts, module) {
         ([], None) => {
-            return Err("name the app: rwsgi serve APP.py, or --module PACKAGE.MODULE".to_owned())
+            Err("name the app: rwsgi serve APP.py, or --module PACKAGE.MODULE".to_owned())
         }
-        ([script], None) => AppSource::Script(PathBuf::from(script)),
+        ([script], None) => Ok((AppSource::Script(PathBuf::from(script)), callable)),
         ([], Some(m)) => {
             let (name, from_module) = module_spec(&m)?;
             if let (Some(a), Some(b)) = (&from_module, &callable) {
@@ -251,38 +274,36 @@ fn build(
                     ));
                 }
             }
-            callable = callable.or(from_module);
-            AppSource::Module(name)
+            Ok((AppSource::Module(name), callable.or(from_module)))
         }
-        ([_], Some(_)) => return Err("give either APP.py or --module, not both".to_owned()),
-        (many, _) => {
-            return Err(format!(
-                "one app per server: got {} script arguments ({})",
-                many.len(),
-                many.join(" ")
-            ))
-        }
-    };
-    if let Some(c) = callable {
-        o.callable = c;
+        ([_], Some(_)) => Err("give either APP.py or --module, not both".to_owned()),
+        (many, _) => Err(format!(
+            "one app per server: got {} script arguments ({})",
+            many.len(),
+            many.join(" ")
+        )),
     }
-    if o.request_timeout.is_some() && !o.daemon {
+}
+
+/// Options that are fine alone but not together.
+fn check_combinations(o: &Options) -> Result<(), String> {
+    if o.server.request_timeout.is_some() && !o.server.daemon {
         // Embedded mode has no per-request limit for Python yet; killing a request that runs
         // too long needs a process that can be replaced, which is what daemon mode has.
         return Err(
             "--request-timeout needs --daemon: only a daemon process group can replace \
-                    a process whose request runs too long (embedded mode has no request timeout)"
+             a process whose request runs too long (embedded mode has no request timeout)"
                 .to_owned(),
         );
     }
-    if o.reload_on_change && o.setup_only.is_some() {
+    if o.server.reload_on_change && o.setup_only.is_some() {
         return Err(
             "--reload-on-change is for the foreground server, not --setup-only \
-                    (reload a set-up server with `nginxctl reload`)"
+             (reload a set-up server with `nginxctl reload`)"
                 .to_owned(),
         );
     }
-    Ok(o)
+    Ok(())
 }
 
 fn non_empty_path(name: &str, value: String) -> Result<PathBuf, String> {
@@ -384,10 +405,13 @@ mod tests {
     fn defaults_follow_mod_wsgi_express() {
         let o = serve(&["app.py"]).unwrap();
         assert_eq!(o.app, AppSource::Script("app.py".into()));
-        assert_eq!((o.host.as_str(), o.port), ("127.0.0.1", 8000));
-        assert_eq!((o.processes, o.threads, o.daemon), (1, 5, false));
+        assert_eq!((o.server.host.as_str(), o.server.port), ("127.0.0.1", 8000));
+        assert_eq!(
+            (o.server.processes, o.server.threads, o.server.daemon),
+            (1, 5, false)
+        );
         assert_eq!(o.callable, "application");
-        assert_eq!(o.limit_request_body, 10 * 1024 * 1024);
+        assert_eq!(o.server.limit_request_body, 10 * 1024 * 1024);
     }
 
     #[test]
@@ -417,13 +441,16 @@ mod tests {
         .unwrap();
         assert_eq!(o.app, AppSource::Module("mysite.wsgi".into()));
         assert_eq!(o.callable, "app");
-        assert_eq!((o.port, o.host.as_str()), (9000, "0.0.0.0"));
-        assert_eq!((o.processes, o.threads, o.daemon), (2, 8, true));
-        assert_eq!(o.request_timeout, Some(2.5));
+        assert_eq!((o.server.port, o.server.host.as_str()), (9000, "0.0.0.0"));
+        assert_eq!(
+            (o.server.processes, o.server.threads, o.server.daemon),
+            (2, 8, true)
+        );
+        assert_eq!(o.server.request_timeout, Some(2.5));
         assert_eq!(o.statics.len(), 2);
         assert_eq!(o.python_path, ["/a", "/b", "/c"].map(PathBuf::from));
-        assert!(o.reload_on_change && o.access_log);
-        assert_eq!(o.limit_request_body, 0);
+        assert!(o.server.reload_on_change && o.server.access_log);
+        assert_eq!(o.server.limit_request_body, 0);
     }
 
     #[test]

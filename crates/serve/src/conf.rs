@@ -117,10 +117,10 @@ pub fn render(site: &Site, layout: &Layout) -> Result<String, String> {
     }
     // Embedded mode: Python runs in nginx's workers, so they are the processes. Daemon mode: the
     // workers only move bytes; one per core is what nginx recommends.
-    let workers = if site.daemon {
+    let workers = if site.server.daemon {
         "auto".to_owned()
     } else {
-        site.processes.to_string()
+        site.server.processes.to_string()
     };
     let _ = writeln!(w, "worker_processes {workers};");
     let _ = writeln!(w, "pid {};", q(&layout.pid())?);
@@ -144,12 +144,16 @@ pub fn render(site: &Site, layout: &Layout) -> Result<String, String> {
         "    default_type application/octet-stream;\n    sendfile on;\n    tcp_nopush on;\n",
     );
     w.push_str("    keepalive_timeout 65;\n    server_tokens off;\n");
-    if site.access_log {
+    if site.server.access_log {
         let _ = writeln!(w, "    access_log {} combined;", q(&layout.access_log())?);
     } else {
         w.push_str("    access_log off;\n");
     }
-    let _ = writeln!(w, "    client_max_body_size {};", site.limit_request_body);
+    let _ = writeln!(
+        w,
+        "    client_max_body_size {};",
+        site.server.limit_request_body
+    );
     // nginx's compiled-in temp paths are the system's (/var/lib/nginx): keep ours private.
     for kind in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
         let _ = writeln!(
@@ -173,7 +177,7 @@ fn python(w: &mut String, site: &Site, layout: &Layout) -> Result<(), String> {
     for p in &site.python_path {
         let _ = writeln!(w, "    wsgi_python_path {};", quote(p)?);
     }
-    if site.daemon {
+    if site.server.daemon {
         let socket = layout.socket();
         // sockaddr_un holds 107 bytes of path; say so here rather than let the group fail to
         // start behind a configuration that passed `nginx -t`.
@@ -186,16 +190,16 @@ fn python(w: &mut String, site: &Site, layout: &Layout) -> Result<(), String> {
         }
         let mut opts = format!(
             "processes={} threads={} socket=unix:{}",
-            site.processes,
-            site.threads,
+            site.server.processes,
+            site.server.threads,
             socket.display()
         );
-        if let Some(t) = site.request_timeout {
+        if let Some(t) = site.server.request_timeout {
             let _ = write!(opts, " request-timeout={t}");
         }
         let _ = writeln!(w, "    wsgi_daemon_process {GROUP} {opts};");
     } else {
-        let _ = writeln!(w, "    wsgi_threads {};", site.threads);
+        let _ = writeln!(w, "    wsgi_threads {};", site.server.threads);
     }
     Ok(())
 }
@@ -225,7 +229,7 @@ fn server(w: &mut String, site: &Site, layout: &Layout) -> Result<(), String> {
     if matches!(site.app, App::Script(_)) && site.callable != "application" {
         let _ = writeln!(w, "            wsgi_callable {};", site.callable);
     }
-    if site.daemon {
+    if site.server.daemon {
         let _ = writeln!(w, "            wsgi_process_group {GROUP};");
     }
     w.push_str("        }\n    }\n");
@@ -260,6 +264,7 @@ const FALLBACK_TYPES: &str = "    types {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::Server;
     use crate::site::{Nginx, Static};
 
     fn site() -> Site {
@@ -279,15 +284,17 @@ mod tests {
             },
             module: "/usr/lib/nginx/modules/ngx_http_wsgi_module.so".into(),
             user: Some("www-data".into()),
-            host: "127.0.0.1".into(),
-            port: 8000,
-            processes: 2,
-            threads: 5,
-            daemon: false,
-            request_timeout: None,
-            limit_request_body: 1024,
-            access_log: false,
-            reload_on_change: false,
+            server: Server {
+                host: "127.0.0.1".into(),
+                port: 8000,
+                processes: 2,
+                threads: 5,
+                daemon: false,
+                request_timeout: None,
+                limit_request_body: 1024,
+                access_log: false,
+                reload_on_change: false,
+            },
         }
     }
 
@@ -326,11 +333,11 @@ mod tests {
     #[test]
     fn daemon_module_and_files() {
         let mut s = site();
-        s.daemon = true;
-        s.request_timeout = Some(2.5);
+        s.server.daemon = true;
+        s.server.request_timeout = Some(2.5);
         s.app = App::Module("mysite.wsgi".into());
-        s.access_log = true;
-        s.host = "::1".into();
+        s.server.access_log = true;
+        s.server.host = "::1".into();
         s.nginx.mime_types = None;
         let l = Layout {
             dir: "/srv/run".into(),
@@ -367,7 +374,7 @@ mod tests {
     #[test]
     fn a_socket_path_too_long_is_refused() {
         let mut s = site();
-        s.daemon = true;
+        s.server.daemon = true;
         let l = Layout {
             dir: PathBuf::from("/").join("d".repeat(100)),
             logs: Logs::Files,

@@ -17,7 +17,7 @@ pub fn port_free(site: &Site) -> Result<(), String> {
         .map_err(|e| {
             format!(
                 "cannot listen on {}:{} ({e}): pick another port with --port",
-                site.host, site.port
+                site.server.host, site.server.port
             )
         })
 }

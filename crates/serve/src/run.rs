@@ -56,7 +56,7 @@ impl Drop for PrivateDir {
 pub fn serve(site: &Site) -> Result<(), String> {
     preflight::port_free(site)?;
     let module_file = preflight::module_file(site)?;
-    let dir = PrivateDir::create(site.port)?;
+    let dir = PrivateDir::create(site.server.port)?;
     setup::make_enterable(&dir.0)?;
     preflight::readable(site, module_file, &dir.0)?;
     let layout = Layout {
@@ -107,15 +107,15 @@ fn wait_ready(site: &Site, nginx: &mut Child) -> Result<(), String> {
 }
 
 fn banner(site: &Site, layout: &Layout) {
-    let mode = if site.daemon {
+    let mode = if site.server.daemon {
         format!(
             "daemon mode: {} process(es) x {} threads",
-            site.processes, site.threads
+            site.server.processes, site.server.threads
         )
     } else {
         format!(
             "embedded in nginx's workers: {} process(es) x {} threads",
-            site.processes, site.threads
+            site.server.processes, site.server.threads
         )
     };
     say(&format!("serving {} on {}", site.app_name(), site.url()));
@@ -136,7 +136,7 @@ fn banner(site: &Site, layout: &Layout) {
 
 /// The main loop: stop on a signal, fail when nginx dies, restart Python on a change.
 fn watch(site: &Site, nginx: &mut Child) -> Result<(), String> {
-    let mut watcher = site.reload_on_change.then(|| {
+    let mut watcher = site.server.reload_on_change.then(|| {
         let skip: Vec<PathBuf> = site.python_home.iter().cloned().collect();
         let w = Watcher::new(site.watch_roots(), skip);
         say(&format!(
@@ -181,7 +181,7 @@ fn restart_python(site: &Site, master: u32, changed: &[PathBuf]) {
         [one] => one.display().to_string(),
         many => format!("{} and {} more", many[0].display(), many.len() - 1),
     };
-    if site.daemon {
+    if site.server.daemon {
         let comm: String = format!("wsgi:{GROUP}").chars().take(15).collect();
         let sups = procs::children_named(master, &comm);
         if sups.is_empty() {

@@ -6,7 +6,7 @@ use std::env;
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
-use crate::cli::{AppSource, Options};
+use crate::cli::{AppSource, Options, Server};
 use crate::users;
 
 /// Where Debian's `libnginx-mod-http-wsgi` package installs the module.
@@ -57,15 +57,7 @@ pub struct Site {
     pub module: PathBuf,
     /// The `user` directive: set when nginx starts as root.
     pub user: Option<String>,
-    pub host: String,
-    pub port: u16,
-    pub processes: u32,
-    pub threads: u32,
-    pub daemon: bool,
-    pub request_timeout: Option<f64>,
-    pub limit_request_body: u64,
-    pub access_log: bool,
-    pub reload_on_change: bool,
+    pub server: Server,
 }
 
 impl Site {
@@ -117,15 +109,7 @@ impl Site {
             nginx,
             module,
             user,
-            host: opts.host.clone(),
-            port: opts.port,
-            processes: opts.processes,
-            threads: opts.threads,
-            daemon: opts.daemon,
-            request_timeout: opts.request_timeout,
-            limit_request_body: opts.limit_request_body,
-            access_log: opts.access_log,
-            reload_on_change: opts.reload_on_change,
+            server: opts.server.clone(),
         })
     }
 
@@ -139,30 +123,30 @@ impl Site {
 
     /// The address nginx listens on, as `listen` and bind(2) take it.
     pub fn listen_addr(&self) -> String {
-        match self.host.as_str() {
-            "localhost" => format!("127.0.0.1:{}", self.port),
-            h if h.contains(':') => format!("[{h}]:{}", self.port),
-            h => format!("{h}:{}", self.port),
+        match self.server.host.as_str() {
+            "localhost" => format!("127.0.0.1:{}", self.server.port),
+            h if h.contains(':') => format!("[{h}]:{}", self.server.port),
+            h => format!("{h}:{}", self.server.port),
         }
     }
 
     /// The address to connect to to see whether nginx listens (a wildcard means loopback).
     pub fn probe_addr(&self) -> String {
-        match self.host.as_str() {
-            "0.0.0.0" => format!("127.0.0.1:{}", self.port),
-            "::" => format!("[::1]:{}", self.port),
+        match self.server.host.as_str() {
+            "0.0.0.0" => format!("127.0.0.1:{}", self.server.port),
+            "::" => format!("[::1]:{}", self.server.port),
             _ => self.listen_addr(),
         }
     }
 
     /// The URL printed for the user.
     pub fn url(&self) -> String {
-        let host = match self.host.as_str() {
+        let host = match self.server.host.as_str() {
             "0.0.0.0" | "::" => "localhost".to_owned(),
             h if h.contains(':') => format!("[{h}]"),
             h => h.to_owned(),
         };
-        format!("http://{host}:{}/", self.port)
+        format!("http://{host}:{}/", self.server.port)
     }
 
     /// The directories whose .py files --reload-on-change watches: the app's sys.path entries
@@ -337,15 +321,17 @@ mod tests {
             },
             module: PACKAGED_MODULE.into(),
             user: None,
-            host: host.into(),
-            port: 8000,
-            processes: 1,
-            threads: 5,
-            daemon: false,
-            request_timeout: None,
-            limit_request_body: 0,
-            access_log: false,
-            reload_on_change: false,
+            server: Server {
+                host: host.into(),
+                port: 8000,
+                processes: 1,
+                threads: 5,
+                daemon: false,
+                request_timeout: None,
+                limit_request_body: 0,
+                access_log: false,
+                reload_on_change: false,
+            },
         }
     }
 
