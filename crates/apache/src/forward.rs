@@ -18,10 +18,10 @@ use pyhost::{Body, Head, Outcome, Responder};
 use supervisor::SocketSpec;
 
 use crate::conf::DirConf;
-use crate::daemon::{route, Route};
 use crate::embedded::{build_vars, Output, RequestBody, Vars};
 use crate::ffi::*;
 use crate::handler::log_request;
+use crate::supervise::{route, Route};
 
 /// Largest response head we accept from a group (status line + headers).
 const MAX_HEAD: usize = 64 * 1024;

@@ -13,12 +13,12 @@
 //! `child_init`, in each child.
 
 mod conf;
-mod daemon;
 mod directives;
 mod embedded;
 mod ffi;
 mod forward;
 mod handler;
+mod supervise;
 
 use std::ffi::{c_char, c_int, c_void};
 use std::ptr::{addr_of_mut, null, null_mut};
@@ -88,7 +88,7 @@ unsafe extern "C" fn register_hooks(_pool: *mut apr_pool_t) {
         );
         ap_hook_handler(Some(handler::handler), null(), null(), middle);
         ap_hook_check_config(Some(check_config), null(), null(), middle);
-        ap_hook_post_config(Some(daemon::post_config), null(), null(), middle);
+        ap_hook_post_config(Some(supervise::post_config), null(), null(), middle);
         ap_hook_child_init(Some(embedded::child_init), null(), null(), middle);
     }
 }
@@ -153,7 +153,7 @@ unsafe extern "C" fn check_config(
 ) -> c_int {
     let result = std::panic::catch_unwind(|| {
         // SAFETY: httpd passes the main server_rec; the vhost list hangs off it.
-        unsafe { daemon::validate(s) }
+        unsafe { supervise::validate(s) }
     });
     let problem = match result {
         Ok(Ok(())) => return OK_,
