@@ -11,7 +11,7 @@ use std::ffi::{c_char, c_int};
 
 use crate::conf::{alias_match_len, Alias, DirConf, ProcessGroup};
 use crate::ffi::*;
-use crate::{embedded, forward, module_ptr, server_conf};
+use crate::{daemon, embedded, module_ptr, server_conf};
 
 /// The handler names mod_wsgi answers to (`SetHandler wsgi-script` works too).
 const HANDLER_NAMES: [&[u8]; 2] = [b"wsgi-script", b"application/x-httpd-wsgi"];
@@ -160,7 +160,7 @@ unsafe fn handle(r: &mut request_rec) -> c_int {
         None => base,
     };
     match conf.process_group {
-        Some(ProcessGroup::Daemon(ref group)) => forward::forward(r, &conf, group),
+        Some(ProcessGroup::Daemon(ref group)) => daemon::forward(r, &conf, group),
         Some(ProcessGroup::Embedded) | None => embedded::run(r, &conf),
     }
 }

@@ -6,17 +6,17 @@
 //! - `conf`: typed directive values and their merge rule; `directives`: httpd's command table;
 //! - `handler`: URL mapping (`WSGIScriptAlias`) and the response handler, which picks the mode;
 //! - `embedded`: Python in the Apache child (pyhost), request body and response through httpd;
-//! - `daemon`: daemon-mode groups started by the parent; `forward`: the uwsgi request path.
+//! - `supervise`: daemon-mode groups started by the parent; `daemon`: the uwsgi request path.
 //!
 //! httpd calls `register_hooks` once per configuration pass, in the parent, and unloads and
 //! reloads this DSO between passes, so nothing process-wide is set up there: Python starts in
 //! `child_init`, in each child.
 
 mod conf;
+mod daemon;
 mod directives;
 mod embedded;
 mod ffi;
-mod forward;
 mod handler;
 mod supervise;
 

@@ -1,6 +1,6 @@
 //! Daemon mode, parent side: `WSGIDaemonProcess` groups are started by the Apache parent in
 //! `post_config`, one supervisor process per group (crates/supervisor), and the handler in the
-//! children forwards requests to them over uwsgi (see `forward.rs`).
+//! children forwards requests to them over uwsgi (see `daemon.rs`).
 //!
 //! Lifecycle, as mod_wsgi does it with httpd's "other child" registration:
 //! - The supervisor is forked from the (single-threaded) parent and runs
