@@ -18,9 +18,9 @@ use pyhost::{Body, Head, Outcome, Responder};
 use supervisor::SocketSpec;
 
 use crate::conf::DirConf;
-use crate::embedded::{build_vars, Output, RequestBody, Vars};
 use crate::ffi::*;
 use crate::handler::log_request;
+use crate::request::{build_vars, Output, RequestBody, Vars};
 use crate::supervise::{route, Route};
 
 /// Largest response head we accept from a group (status line + headers).

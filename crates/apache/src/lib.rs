@@ -18,6 +18,7 @@ mod directives;
 mod embedded;
 mod ffi;
 mod handler;
+mod request;
 mod supervise;
 
 use std::ffi::{c_char, c_int, c_void};
