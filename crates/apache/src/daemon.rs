@@ -19,7 +19,7 @@ use supervisor::SocketSpec;
 
 use crate::conf::DirConf;
 use crate::ffi::*;
-use crate::handler::log_request;
+use crate::log::log_request;
 use crate::request::{build_vars, Output, RequestBody, Vars};
 use crate::supervise::{route, Route};
 

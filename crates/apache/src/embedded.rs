@@ -11,13 +11,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, RwLock};
 
-use pyhost::{App, AppSpec, ErrorLog, Level, Mode, PythonConfig};
+use pyhost::{App, AppSpec, Mode, PythonConfig};
 
 use crate::conf::{DirConf, ProcessGroup};
 use crate::ffi::*;
-use crate::handler::log_request;
+use crate::log::{log_request, log_server, RequestLog, ServerLog};
 use crate::request::{build_vars, Output, RequestBody};
-use crate::{log_server, server_conf};
+use crate::server_conf;
 
 /// Per-child state, set once in child_init.
 struct Child {
@@ -202,41 +202,4 @@ pub(crate) fn run(r: &mut request_rec, conf: &DirConf) -> c_int {
     let mut out = Output::new(r);
     let outcome = pyhost::handle(&app, &request, &mut body, &mut out, &log);
     out.finish(outcome)
-}
-
-/// Pointer wrapper for the loggers pyhost requires to be Send + Sync.
-struct RequestLog(*const request_rec);
-// SAFETY: pyhost only uses the logger during handle(), on the request's own thread, while the
-// request is live; ap_log_rerror itself is thread-safe.
-unsafe impl Send for RequestLog {}
-// SAFETY: as above.
-unsafe impl Sync for RequestLog {}
-
-impl ErrorLog for RequestLog {
-    fn log(&self, level: Level, msg: &str) {
-        // SAFETY: the request outlives handle() (see the Send note).
-        unsafe { log_request(self.0, apache_level(level), msg) };
-    }
-}
-
-struct ServerLog(*const server_rec);
-// SAFETY: used only during child_init on the calling thread; ap_log_error is thread-safe.
-unsafe impl Send for ServerLog {}
-// SAFETY: as above.
-unsafe impl Sync for ServerLog {}
-
-impl ErrorLog for ServerLog {
-    fn log(&self, level: Level, msg: &str) {
-        // SAFETY: the main server_rec lives for the generation.
-        unsafe { log_server(self.0, apache_level(level), msg) };
-    }
-}
-
-fn apache_level(level: Level) -> u32 {
-    match level {
-        Level::Error => APLOG_ERR,
-        Level::Warn => APLOG_WARNING,
-        Level::Info => APLOG_INFO,
-        Level::Debug => APLOG_DEBUG,
-    }
 }

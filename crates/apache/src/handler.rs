@@ -7,10 +7,11 @@
 //!
 //! `handler` then chooses the mode, one visible branch: daemon group or embedded.
 
-use std::ffi::{c_char, c_int};
+use std::ffi::c_int;
 
 use crate::conf::{alias_match_len, Alias, DirConf, ProcessGroup};
 use crate::ffi::*;
+use crate::log::log_request;
 use crate::{daemon, embedded, module_ptr, server_conf};
 
 /// The handler names mod_wsgi answers to (`SetHandler wsgi-script` works too).
@@ -169,25 +170,4 @@ fn script_error(r: &request_rec, what: &str) -> String {
     // SAFETY: r->filename is NULL or NUL-terminated.
     let file = unsafe { cstr_bytes(r.filename) };
     format!("{what}: {}", String::from_utf8_lossy(file))
-}
-
-/// Writes one message to the error log in the context of request `r` (client address etc.).
-///
-/// # Safety
-/// `r` must be a live request_rec.
-pub(crate) unsafe fn log_request(r: *const request_rec, level: u32, message: &str) {
-    let text = std::ffi::CString::new(message.replace('\0', "\\0")).unwrap_or_default();
-    // SAFETY: "%s" with one NUL-terminated argument; httpd copies the text.
-    unsafe {
-        ap_log_rerror_(
-            c"mod_rwsgi".as_ptr(),
-            0,
-            crate::module_index(),
-            level as c_int,
-            0,
-            r,
-            c"%s".as_ptr() as *const c_char,
-            text.as_ptr(),
-        )
-    };
 }

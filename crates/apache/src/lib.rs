@@ -18,6 +18,7 @@ mod directives;
 mod embedded;
 mod ffi;
 mod handler;
+mod log;
 mod request;
 mod supervise;
 
@@ -26,6 +27,7 @@ use std::ptr::{addr_of_mut, null, null_mut};
 
 use conf::{DirConf, ServerConf};
 use ffi::*;
+use log::log_server;
 
 /// The module record httpd looks up by the name given to `LoadModule` (`rwsgi_module`).
 /// `static mut` because httpd writes `module_index`, `next` and `dynamic_load_handle`.
@@ -164,25 +166,4 @@ unsafe extern "C" fn check_config(
     // SAFETY: s is the live main server.
     unsafe { log_server(s, APLOG_ERR | APLOG_STARTUP, &problem) };
     HTTP_INTERNAL_SERVER_ERROR as c_int
-}
-
-/// Writes one message to httpd's error log for server `s` (at httpd's level filtering).
-///
-/// # Safety
-/// `s` must be NULL or a live server_rec.
-pub(crate) unsafe fn log_server(s: *const server_rec, level: u32, message: &str) {
-    let text = std::ffi::CString::new(message.replace('\0', "\\0")).unwrap_or_default();
-    // SAFETY: "%s" with one NUL-terminated argument; httpd copies the text.
-    unsafe {
-        ap_log_error_(
-            c"mod_rwsgi".as_ptr(),
-            0,
-            module_index(),
-            level as c_int,
-            0,
-            s,
-            c"%s".as_ptr(),
-            text.as_ptr(),
-        )
-    };
 }

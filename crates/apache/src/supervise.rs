@@ -27,7 +27,8 @@ use supervisor::{AppConfig, GroupConfig, SocketSpec};
 
 use crate::conf::{DaemonGroup, DirConf, ProcessGroup, ServerConf};
 use crate::ffi::*;
-use crate::{log_server, module_ptr, server_conf};
+use crate::log::log_server;
+use crate::{module_ptr, server_conf};
 
 /// What a child needs to reach a group: set by the parent in post_config before the children
 /// fork, so every child of this generation inherits it.
