@@ -3,7 +3,7 @@
 //! Load with `load_module .../libngx_http_wsgi_module.so;` and configure with the `wsgi_*`
 //! directives (docs/nginx/). Two modes, chosen per location (see handler.rs):
 //! - **embedded**: the app runs in the nginx worker, on a pool of Python threads owned by the
-//!   worker; the event loop never waits for Python (embedded.rs, worker.rs).
+//!   worker; the event loop never waits for Python (embedded/).
 //! - **daemon**: requests go to a supervised pool of Python processes over uwsgi (daemon.rs).
 //!
 //! This file holds only the C-shaped statics nginx looks up when it loads the module: the module
@@ -13,14 +13,11 @@
 #![cfg_attr(test, allow(dead_code))]
 
 // Plain Rust, unit-tested without nginx.
-mod body;
 mod conf;
 mod daemon_options;
-mod dispatch;
-mod exchange;
+mod embedded;
 mod log;
 mod vars;
-mod wake;
 
 // Code that calls into nginx. A unit-test executable has no nginx to link against, so these are
 // left out of `cargo test` and exercised by the end-to-end tests (tests/test_nginx_module_*.py).
@@ -29,15 +26,11 @@ mod daemon;
 #[cfg(not(test))]
 mod directives;
 #[cfg(not(test))]
-mod embedded;
-#[cfg(not(test))]
 mod handler;
 #[cfg(not(test))]
 mod request;
 #[cfg(not(test))]
 mod supervise;
-#[cfg(not(test))]
-mod worker;
 
 #[cfg(not(test))]
 pub use statics::{ngx_http_wsgi_module, WsgiModule};
@@ -45,7 +38,7 @@ pub use statics::{ngx_http_wsgi_module, WsgiModule};
 /// The module descriptor, directive table and http context: what nginx looks up in the .so.
 #[cfg(not(test))]
 mod statics {
-    use crate::{conf, directives, supervise, worker};
+    use crate::{conf, directives, embedded, supervise};
 
     use std::ffi::{c_char, c_void, CStr};
     use std::ptr::{addr_of, addr_of_mut};
@@ -225,7 +218,7 @@ mod statics {
             let _ = std::panic::catch_unwind(supervise::close_in_worker);
         }
         // SAFETY: nginx passes the worker's live cycle, on the event-loop thread.
-        let result = std::panic::catch_unwind(|| unsafe { worker::start(cycle) });
+        let result = std::panic::catch_unwind(|| unsafe { embedded::start(cycle) });
         let msg = match result {
             Ok(Ok(())) => return NGX_OK as ngx_int_t,
             Ok(Err(msg)) => msg,
@@ -238,6 +231,6 @@ mod statics {
 
     /// Runs in each worker process before it exits.
     extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
-        let _ = std::panic::catch_unwind(worker::stop);
+        let _ = std::panic::catch_unwind(embedded::stop);
     }
 }

@@ -12,8 +12,8 @@ use ngx::ffi::{
 };
 use ngx::http::{HttpModuleServerConf, NgxHttpCoreModule};
 
-use crate::body::{RequestBody, Segment};
 use crate::conf::{LocConf, Mount};
+use crate::embedded::body::{RequestBody, Segment};
 use crate::vars::{split_mount, Vars};
 
 /// The body nginx's reader collected, detached from nginx memory.

@@ -11,7 +11,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 
-use crate::exchange::Exchange;
+use super::exchange::Exchange;
 
 /// The ready list shared by the Python threads (producers) and the event loop (consumer).
 pub struct Notifier {

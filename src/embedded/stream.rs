@@ -4,7 +4,7 @@
 //! 1. [`run`] (content phase) asks nginx's body reader for the whole body (memory or temp file,
 //!    chunked bodies de-chunked) and returns `NGX_DONE`; the body reader's reference on the
 //!    request (`r->main->count`) is ours from then on.
-//! 2. [`body_ready`] builds the CGI vars, copies/dups the body ([`crate::body`]), allocates the
+//! 2. [`body_ready`] builds the CGI vars, copies/dups the body ([`super::body`]), allocates the
 //!    request's [`Stream`] in the request pool and queues a job for the Python threads.
 //! 3. A Python thread runs the app; the response arrives as [`Msg`]s in the [`Exchange`], and an
 //!    eventfd wakes the event loop ([`on_wakeup`]).
@@ -33,9 +33,9 @@ use ngx::ffi::{
 use ngx::http::{HttpModule, HttpModuleLocationConf, NgxHttpCoreModule};
 use pyhost::Outcome;
 
-use crate::exchange::{Exchange, HeadMsg, Msg};
+use super::exchange::{Exchange, HeadMsg, Msg};
+use super::worker::{self, Job};
 use crate::request::{cgi_vars, collect_body};
-use crate::worker::{self, Job};
 use crate::WsgiModule;
 
 /// How often the shutdown guard timer of an in-flight request fires (it only re-arms itself).

@@ -19,7 +19,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use pyhost::{Head, Outcome, Responder};
 
-use crate::wake::Notifier;
+use super::wake::Notifier;
 
 /// Bytes of body the queue holds before `write()` waits for the event loop to take them.
 pub const HIGH_WATER: usize = 256 * 1024;

@@ -12,12 +12,12 @@ use ngx::ffi::{ngx_connection_t, ngx_cycle_t, ngx_event_t, NGX_LOG_ERR, NGX_LOG_
 use ngx::http::HttpModuleMainConf;
 use pyhost::{App, AppSpec, Mode, Outcome, PythonConfig};
 
-use crate::body::RequestBody;
-use crate::dispatch::Dispatch;
-use crate::exchange::{Exchange, PyResponder};
+use super::body::RequestBody;
+use super::dispatch::Dispatch;
+use super::exchange::{Exchange, PyResponder};
+use super::wake::Notifier;
 use crate::log::NgxLog;
 use crate::vars::Vars;
-use crate::wake::Notifier;
 use crate::WsgiModule;
 
 /// One request for a Python thread. Owns everything it needs: no pointer into nginx memory.
@@ -263,7 +263,7 @@ unsafe fn register_wakeup(cycle: *mut ngx_cycle_t, fd: i32) -> Result<(), String
         let rev = (*c).read;
         (*rev).log = log;
         (*(*c).write).log = log;
-        (*rev).handler = Some(crate::embedded::on_wakeup);
+        (*rev).handler = Some(super::stream::on_wakeup);
         if ngx::ffi::ngx_handle_read_event(rev, 0) != NGX_OK as isize {
             ngx::ffi::ngx_free_connection(c);
             return Err(
