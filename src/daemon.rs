@@ -24,7 +24,7 @@ use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpUpstreamModul
 
 use supervisor::SocketSpec;
 
-use crate::daemon_options::DaemonGroup;
+use crate::conf::DaemonGroup;
 use crate::WsgiModule;
 
 /// Room for the worker's response head (status line + headers), like `uwsgi_buffer_size`.

@@ -14,7 +14,6 @@
 
 // Plain Rust, unit-tested without nginx.
 mod conf;
-mod daemon_options;
 mod embedded;
 mod log;
 mod vars;

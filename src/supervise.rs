@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use pyhost::PythonConfig;
 use supervisor::{AppConfig, GroupConfig, SocketSpec};
 
+use crate::conf::DaemonGroup;
 use crate::conf::MainConf;
-use crate::daemon_options::DaemonGroup;
 
 /// A running group, as the master knows it.
 struct Running {
