@@ -14,7 +14,7 @@
 //! `body`, `dispatch`, `exchange` and `wake` are plain Rust, unit-tested without nginx; `stream`
 //! and `worker` call into nginx and are exercised end to end (tests/test_nginx_module_*.py).
 
-pub(crate) mod body;
+mod body;
 mod dispatch;
 mod exchange;
 mod wake;

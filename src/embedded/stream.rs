@@ -33,9 +33,10 @@ use ngx::ffi::{
 use ngx::http::{HttpModule, HttpModuleLocationConf, NgxHttpCoreModule};
 use pyhost::Outcome;
 
+use super::body::collect_body;
 use super::exchange::{Exchange, HeadMsg, Msg};
 use super::worker::{self, Job};
-use crate::request::{cgi_vars, collect_body};
+use crate::request::cgi_vars;
 use crate::WsgiModule;
 
 /// How often the shutdown guard timer of an in-flight request fires (it only re-arms itself).

@@ -17,7 +17,7 @@ use super::dispatch::Dispatch;
 use super::exchange::{Exchange, PyResponder};
 use super::wake::Notifier;
 use crate::log::NgxLog;
-use crate::vars::Vars;
+use crate::request::Vars;
 use crate::WsgiModule;
 
 /// One request for a Python thread. Owns everything it needs: no pointer into nginx memory.
