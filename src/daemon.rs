@@ -25,6 +25,7 @@ use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpUpstreamModul
 use supervisor::SocketSpec;
 
 use crate::conf::DaemonGroup;
+use crate::log::log_request;
 use crate::WsgiModule;
 
 /// Room for the worker's response head (status line + headers), like `uwsgi_buffer_size`.
@@ -143,7 +144,7 @@ pub unsafe fn forward(r: *mut ngx_http_request_t, group: usize) -> ngx_int_t {
                 path.display()
             );
             // SAFETY: r is live.
-            unsafe { log(r, &msg) };
+            unsafe { log_request(r, NGX_LOG_ERR as _, &msg) };
             return NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t;
         }
     }
@@ -275,7 +276,7 @@ unsafe extern "C" fn create_request(r: *mut ngx_http_request_t) -> ngx_int_t {
         Ok(Ok(())) => NGX_OK as ngx_int_t,
         Ok(Err(msg)) => {
             // SAFETY: r is live.
-            unsafe { log(r, &msg) };
+            unsafe { log_request(r, NGX_LOG_ERR as _, &msg) };
             NGX_ERROR as ngx_int_t
         }
         Err(_) => NGX_ERROR as ngx_int_t,
@@ -399,8 +400,9 @@ unsafe fn parse_head(r: &mut ngx_http_request_t) -> ngx_int_t {
             if u.buffer.last == u.buffer.end {
                 // SAFETY: r is live.
                 unsafe {
-                    log(
+                    log_request(
                         r,
+                        NGX_LOG_ERR as _,
                         "wsgi: RW-NG022 the daemon's response head is larger than its buffer",
                     )
                 };
@@ -411,8 +413,9 @@ unsafe fn parse_head(r: &mut ngx_http_request_t) -> ngx_int_t {
         Err(e) => {
             // SAFETY: r is live.
             unsafe {
-                log(
+                log_request(
                     r,
+                    NGX_LOG_ERR as _,
                     &format!("wsgi: RW-NG022 invalid response head from the daemon group: {e}"),
                 )
             };
@@ -528,16 +531,4 @@ unsafe fn add_upstream_header(
         }
     }
     Some(())
-}
-
-/// # Safety
-/// `r` is live.
-unsafe fn log(r: *mut ngx_http_request_t, msg: &str) {
-    // SAFETY: a live request has a live connection log.
-    unsafe {
-        let log = (*(*r).connection).log;
-        if NGX_LOG_ERR as usize <= (*log).log_level {
-            ngx::log::log_error(NGX_LOG_ERR as usize, log, 0, msg.as_bytes());
-        }
-    }
 }

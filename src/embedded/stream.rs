@@ -36,6 +36,7 @@ use pyhost::Outcome;
 use super::body::collect_body;
 use super::exchange::{Exchange, HeadMsg, Msg};
 use super::worker::{self, Job};
+use crate::log::log_request;
 use crate::request::cgi_vars;
 use crate::WsgiModule;
 
@@ -591,20 +592,6 @@ unsafe fn wait_for_client(s: &mut Stream) {
         }
         if ngx::ffi::ngx_handle_write_event(wev, clcf.send_lowat) != NGX_OK as ngx_int_t {
             finalize(s, NGX_ERROR as ngx_int_t);
-        }
-    }
-}
-
-/// Logs through the request's connection log (adds client and request to the line).
-///
-/// # Safety
-/// `r` is live.
-unsafe fn log_request(r: *mut ngx_http_request_t, level: usize, msg: &str) {
-    // SAFETY: a live request has a live connection and log.
-    unsafe {
-        let log = (*(*r).connection).log;
-        if level <= (*log).log_level {
-            ngx::log::log_error(level, log, 0, msg.as_bytes());
         }
     }
 }
