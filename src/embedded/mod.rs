@@ -27,4 +27,15 @@ mod worker;
 #[cfg(not(test))]
 pub use stream::run;
 #[cfg(not(test))]
-pub use worker::{start, stop};
+pub use worker::stop;
+
+/// `init_process`: starts embedded mode in this worker if any location needs it, with the
+/// event-loop side's handler for the wake-up eventfd.
+///
+/// # Safety
+/// `cycle` is the worker's cycle, called on the event-loop thread.
+#[cfg(not(test))]
+pub unsafe fn start(cycle: *mut ngx::ffi::ngx_cycle_t) -> Result<(), String> {
+    // SAFETY: the caller's contract is worker::start's.
+    unsafe { worker::start(cycle, stream::on_wakeup) }
+}

@@ -37,7 +37,7 @@ enum Task {
 /// Everything embedded mode needs in a worker process.
 pub struct Worker {
     apps: Vec<App>,
-    pub notifier: Notifier,
+    pub notifier: Notifier<Arc<Exchange>>,
     queue: Dispatch<Task>,
     mode: Mode,
     pub log: NgxLog,
@@ -46,6 +46,9 @@ pub struct Worker {
 }
 
 static WORKER: OnceLock<Worker> = OnceLock::new();
+
+/// The read handler of the wake-up eventfd's nginx connection.
+pub type WakeupHandler = unsafe extern "C" fn(*mut ngx_event_t);
 
 /// The eventfd's nginx connection, for `exit_process`. Event-loop thread only.
 struct WakeConnection(*mut ngx_connection_t);
@@ -126,11 +129,13 @@ impl Worker {
     }
 }
 
-/// `init_process`: starts embedded mode in this worker if any location needs it.
+/// `init_process`: starts embedded mode in this worker if any location needs it. `on_wakeup` is
+/// the event loop's handler for the eventfd the Python threads signal (the event-loop side,
+/// stream.rs, passes it in: this file does not import that one).
 ///
 /// # Safety
 /// `cycle` is the worker's cycle, called on the event-loop thread.
-pub unsafe fn start(cycle: *mut ngx_cycle_t) -> Result<(), String> {
+pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result<(), String> {
     // SAFETY: init_process runs with the fully configured cycle.
     let cycle_ref = unsafe { &*cycle };
     let Some(main) = WsgiModule::main_conf(cycle_ref) else {
@@ -186,7 +191,7 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t) -> Result<(), String> {
         return Err("wsgi: RW-NG090 worker state missing".to_string());
     };
     // SAFETY: cycle is valid; we are on the event-loop thread.
-    unsafe { register_wakeup(cycle, worker.notifier.fd()) }?;
+    unsafe { register_wakeup(cycle, worker.notifier.fd(), on_wakeup) }?;
     if worker.python_error.is_some() {
         return Ok(()); // requests answer 500 with the reason; no threads to run
     }
@@ -250,7 +255,11 @@ fn spawn_threads(worker: &'static Worker, n: usize) -> Result<(), String> {
 /// # Safety
 /// `cycle` is valid; called on the event-loop thread after the event module's `init_process`
 /// (ours is an http module, which nginx initialises after the event modules).
-unsafe fn register_wakeup(cycle: *mut ngx_cycle_t, fd: i32) -> Result<(), String> {
+unsafe fn register_wakeup(
+    cycle: *mut ngx_cycle_t,
+    fd: i32,
+    on_wakeup: WakeupHandler,
+) -> Result<(), String> {
     // SAFETY: see the function contract; ngx_get_connection returns a zeroed connection slot
     // (or null when worker_connections are exhausted) whose read/write events we may set up.
     unsafe {
@@ -263,7 +272,7 @@ unsafe fn register_wakeup(cycle: *mut ngx_cycle_t, fd: i32) -> Result<(), String
         let rev = (*c).read;
         (*rev).log = log;
         (*(*c).write).log = log;
-        (*rev).handler = Some(super::stream::on_wakeup);
+        (*rev).handler = Some(on_wakeup);
         if ngx::ffi::ngx_handle_read_event(rev, 0) != NGX_OK as isize {
             ngx::ffi::ngx_free_connection(c);
             return Err(
