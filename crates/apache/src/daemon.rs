@@ -12,6 +12,7 @@ use std::ffi::c_int;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pyhost::{Body, Head, Outcome, Responder};
@@ -104,13 +105,41 @@ fn fail(r: &request_rec, status: u32, message: &str) -> c_int {
 }
 
 /// Runs one daemon-mode request. Returns the handler status for httpd.
+///
+/// Stages: the group's route, the uwsgi packet (after reading a chunked body whole), the
+/// request sent and the response head read (retried once where that is safe), the body relayed.
 pub(crate) fn forward(r: &mut request_rec, conf: &DirConf, group: &str) -> c_int {
+    let route = match checked_route(r, group) {
+        Ok(route) => route,
+        Err(status) => return status,
+    };
+    // SAFETY: r is live; once, before any body read.
+    let status = unsafe { ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK as c_int) };
+    if status != OK_ {
+        return status;
+    }
+    let vars = build_vars(r, conf);
+    let rp: *mut request_rec = r;
+    let mut body = RequestBody::new(rp);
+    let (packet, buffered) = match request_packet(r, vars, &mut body) {
+        Ok(packet) => packet,
+        Err(status) => return status,
+    };
+    let (mut conn, head) = match deliver(r, &route, &packet, buffered.as_deref(), &mut body) {
+        Ok(answer) => answer,
+        Err(status) => return status,
+    };
+    relay_body(r, &mut conn, head, group)
+}
+
+/// The route to `group`, which must serve the script this request was mapped to.
+fn checked_route(r: &request_rec, group: &str) -> Result<Arc<Route>, c_int> {
     let Some(route) = route(group) else {
-        return fail(
+        return Err(fail(
             r,
             HTTP_INTERNAL_SERVER_ERROR,
             &format!("RW-AP010 no WSGI daemon process group '{group}' runs in this server"),
-        );
+        ));
     };
     // SAFETY: r->filename is the script path after httpd's directory walk.
     let script = unsafe { cstr_bytes(r.filename) };
@@ -124,18 +153,18 @@ pub(crate) fn forward(r: &mut request_rec, conf: &DirConf, group: &str) -> c_int
              the scripts of the WSGIScriptAlias lines routed to it)",
             String::from_utf8_lossy(script),
         );
-        return fail(r, HTTP_INTERNAL_SERVER_ERROR, &message);
+        return Err(fail(r, HTTP_INTERNAL_SERVER_ERROR, &message));
     }
-    // SAFETY: r is live; once, before any body read.
-    let status = unsafe { ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK as c_int) };
-    if status != OK_ {
-        return status;
-    }
-    let mut vars = build_vars(r, conf);
-    let rp: *mut request_rec = r;
-    let mut body = RequestBody::new(rp);
+    Ok(route)
+}
 
-    // A chunked body is read whole first, so that CONTENT_LENGTH can be stated.
+/// The uwsgi packet for the group, and the whole body when it came chunked (read first, so that
+/// the packet can state CONTENT_LENGTH).
+fn request_packet(
+    r: &request_rec,
+    mut vars: Vars<'_>,
+    body: &mut RequestBody,
+) -> Result<(Vec<u8>, Option<Vec<u8>>), c_int> {
     let buffered = if r.read_chunked != 0 {
         let mut all = Vec::new();
         let mut chunk = vec![0u8; IO_CHUNK];
@@ -144,11 +173,11 @@ pub(crate) fn forward(r: &mut request_rec, conf: &DirConf, group: &str) -> c_int
                 Ok(0) => break,
                 Ok(n) => all.extend_from_slice(&chunk[..n]),
                 Err(_) => {
-                    return fail(
+                    return Err(fail(
                         r,
                         HTTP_BAD_REQUEST,
                         "RW-AP014 reading the chunked request body failed",
-                    )
+                    ))
                 }
             }
         }
@@ -176,55 +205,66 @@ pub(crate) fn forward(r: &mut request_rec, conf: &DirConf, group: &str) -> c_int
         vars.iter().map(|(k, v)| (&k[..], &v[..])),
         &mut packet,
     ) {
-        return fail(
+        return Err(fail(
             r,
             431,
             &format!("RW-AP015 request variables do not fit a uwsgi packet: {e}"),
-        );
+        ));
     }
+    Ok((packet, buffered))
+}
+
+/// Connects to the group, sends the request and reads the response head.
+///
+/// A bodiless GET/HEAD/OPTIONS whose connection is reset before any response byte (it sat in
+/// the backlog of a group that just died) is retried once, as proxies do for idempotent
+/// requests; anything with a body could have been acted on, so it is not.
+fn deliver(
+    r: &request_rec,
+    route: &Route,
+    packet: &[u8],
+    buffered: Option<&[u8]>,
+    body: &mut RequestBody,
+) -> Result<(Conn, ParsedHead), c_int> {
+    let group = route.name.as_str();
     // SAFETY: r->server is live; Timeout is in microseconds.
     let timeout =
         Duration::from_micros(u64::try_from(unsafe { (*r.server).timeout }).unwrap_or(60_000_000));
-    // A bodiless GET/HEAD/OPTIONS whose connection is reset before any response byte (it sat in
-    // the backlog of a group that just died) is retried once, as proxies do for idempotent
-    // requests; anything with a body could have been acted on, so it is not.
     // SAFETY: r->method is NUL-terminated.
     let method = unsafe { cstr_bytes(r.method) };
-    let no_body =
-        buffered.as_ref().is_none_or(|b| b.is_empty()) && r.remaining == 0 && r.read_chunked == 0;
+    let no_body = buffered.is_none_or(|b| b.is_empty()) && r.remaining == 0 && r.read_chunked == 0;
     let retryable = no_body && matches!(method, b"GET" | b"HEAD" | b"OPTIONS");
     let mut attempt = 0;
-    let (mut conn, head) = loop {
+    loop {
         attempt += 1;
-        let mut conn = match connect(&route) {
+        let mut conn = match connect(route) {
             Ok(c) => c,
             Err(e) => {
                 let message = format!(
                     "RW-AP012 daemon group '{group}' ({}) not reachable: {e}",
                     route.socket
                 );
-                return fail(r, HTTP_GATEWAY_TIME_OUT, &message);
+                return Err(fail(r, HTTP_GATEWAY_TIME_OUT, &message));
             }
         };
         let _ = conn.set_timeouts(timeout.max(Duration::from_secs(1)));
-        if let Err(e) = send_request(&mut conn, &packet, buffered.as_deref(), &mut body) {
+        if let Err(e) = send_request(&mut conn, packet, buffered, body) {
             if retryable && attempt == 1 {
                 continue;
             }
             let message =
                 format!("RW-AP013 sending the request to daemon group '{group}' failed: {e}");
-            return fail(r, HTTP_BAD_GATEWAY, &message);
+            return Err(fail(r, HTTP_BAD_GATEWAY, &message));
         }
         match read_head(&mut conn) {
             Ok(head) => {
                 send_abort_mark(&mut conn, &head);
-                break (conn, head);
+                return Ok((conn, head));
             }
             Err(HeadError::Gone(_)) if retryable && attempt == 1 => continue,
-            Err(e) => return fail(r, HTTP_BAD_GATEWAY, &e.message(group)),
+            Err(e) => return Err(fail(r, HTTP_BAD_GATEWAY, &e.message(group))),
         }
-    };
-    relay_body(r, &mut conn, head, group)
+    }
 }
 
 /// The worker strips SCRIPT_NAME from the front of PATH_INFO when it is there (nginx's stock
