@@ -442,6 +442,9 @@ pub(crate) unsafe extern "C" fn post_config(
     }
 }
 
+/// Starts this generation's groups: for each, its config (checked), the socket the children use
+/// and the supervisor process; then publishes the routes and lets the previous generation go.
+///
 /// # Safety
 /// `pconf`/`s` as httpd passes them to post_config, in the single-threaded parent.
 unsafe fn start_groups(pconf: *mut apr_pool_t, s: *mut server_rec) -> Result<(), String> {
@@ -464,25 +467,8 @@ unsafe fn start_groups(pconf: *mut apr_pool_t, s: *mut server_rec) -> Result<(),
     // SAFETY: caller contract; server timeout is in microseconds.
     let timeout =
         Duration::from_micros(u64::try_from(unsafe { (*s).timeout }).unwrap_or(60_000_000));
-    let prefix = match &main.socket_prefix {
-        // SAFETY: pconf is live; the result is a pool string.
-        Some(p) => PathBuf::from(
-            String::from_utf8_lossy(unsafe {
-                cstr_bytes(ap_server_root_relative(
-                    pconf,
-                    pool_str(pconf, p.as_os_str().as_encoded_bytes()),
-                ))
-            })
-            .into_owned(),
-        ),
-        // SAFETY: as above.
-        None => PathBuf::from(
-            String::from_utf8_lossy(unsafe {
-                cstr_bytes(ap_runtime_dir_relative(pconf, c"rwsgi".as_ptr()))
-            })
-            .into_owned(),
-        ),
-    };
+    // SAFETY: caller contract.
+    let prefix = unsafe { socket_prefix(pconf, main) };
     let mut routes = Vec::new();
     let mut new_sockets = Vec::new();
     for (n, group) in groups.iter().enumerate() {
@@ -507,62 +493,120 @@ unsafe fn start_groups(pconf: *mut apr_pool_t, s: *mut server_rec) -> Result<(),
         if let SocketSpec::Unix(path) = &cfg.socket {
             new_sockets.push(path.clone());
         }
-        // Children connect through a per-group link that outlives generations, so that a child
-        // of the old generation still finishing keep-alive requests after a graceful restart
-        // reaches the new group instead of the old one, which has stopped accepting.
-        let socket_for_children = match (&group.options.socket, &cfg.socket) {
-            (None, SocketSpec::Unix(path)) => {
-                let link = PathBuf::from(format!(
-                    "{}.{}.{}.sock",
-                    prefix.display(),
-                    std::process::id(),
-                    link_name(&group.name)
-                ));
-                // SAFETY: pconf is live; the parent is single-threaded here.
-                match unsafe { point_link(pconf, &link, path) } {
-                    Ok(()) => SocketSpec::Unix(link),
-                    Err(e) => {
-                        let message = format!(
-                            "RW-AP024 WSGIDaemonProcess {}: {e}; connecting directly",
-                            group.name
-                        );
-                        // SAFETY: s is live.
-                        unsafe { log_server(s, APLOG_WARNING, &message) };
-                        cfg.socket.clone()
-                    }
-                }
-            }
-            _ => cfg.socket.clone(),
-        };
+        // SAFETY: caller contract.
+        let socket_for_children = unsafe { socket_for_children(pconf, s, &prefix, group, &cfg) };
         routes.push(Arc::new(Route {
             name: group.name.clone(),
             socket: socket_for_children,
             scripts: cfg.apps.iter().map(|a| a.script.clone()).collect(),
             connect_wait: cfg.queue_timeout.unwrap_or(timeout),
         }));
-        // SAFETY: pconf owns the Daemon; the parent is single-threaded here.
-        unsafe {
-            let daemon = pool_box(
-                pconf,
-                Daemon {
-                    cfg,
-                    name: group.name.clone(),
-                    proc_: std::mem::zeroed(),
-                    lifetime_w: -1,
-                    started: Instant::now(),
-                    quick_deaths: 0,
-                    pool: pconf,
-                    process_pool,
-                    server: s,
-                },
-            );
-            spawn(daemon)?;
-        }
+        // SAFETY: caller contract.
+        unsafe { start_daemon(pconf, process_pool, s, group, cfg) }?;
     }
     *ROUTES.write().unwrap_or_else(|e| e.into_inner()) = routes;
     // SAFETY: caller contract.
     unsafe { retire_previous(process_pool, &new_sockets) };
     Ok(())
+}
+
+/// The directory and file-name start of this server's group sockets: `WSGISocketPrefix`
+/// (relative to ServerRoot), else `<runtime dir>/rwsgi`.
+///
+/// # Safety
+/// `pconf` must be live.
+unsafe fn socket_prefix(pconf: *mut apr_pool_t, main: &ServerConf) -> PathBuf {
+    match &main.socket_prefix {
+        // SAFETY: pconf is live; the result is a pool string.
+        Some(p) => PathBuf::from(
+            String::from_utf8_lossy(unsafe {
+                cstr_bytes(ap_server_root_relative(
+                    pconf,
+                    pool_str(pconf, p.as_os_str().as_encoded_bytes()),
+                ))
+            })
+            .into_owned(),
+        ),
+        // SAFETY: as above.
+        None => PathBuf::from(
+            String::from_utf8_lossy(unsafe {
+                cstr_bytes(ap_runtime_dir_relative(pconf, c"rwsgi".as_ptr()))
+            })
+            .into_owned(),
+        ),
+    }
+}
+
+/// The socket the children connect to for `group`.
+///
+/// Children connect through a per-group link that outlives generations, so that a child of the
+/// old generation still finishing keep-alive requests after a graceful restart reaches the new
+/// group instead of the old one, which has stopped accepting.
+///
+/// # Safety
+/// `pconf` and `s` (the main server) must be live; call in the single-threaded parent.
+unsafe fn socket_for_children(
+    pconf: *mut apr_pool_t,
+    s: *mut server_rec,
+    prefix: &std::path::Path,
+    group: &DaemonGroup,
+    cfg: &GroupConfig,
+) -> SocketSpec {
+    match (&group.options.socket, &cfg.socket) {
+        (None, SocketSpec::Unix(path)) => {
+            let link = PathBuf::from(format!(
+                "{}.{}.{}.sock",
+                prefix.display(),
+                std::process::id(),
+                link_name(&group.name)
+            ));
+            // SAFETY: pconf is live; the parent is single-threaded here.
+            match unsafe { point_link(pconf, &link, path) } {
+                Ok(()) => SocketSpec::Unix(link),
+                Err(e) => {
+                    let message = format!(
+                        "RW-AP024 WSGIDaemonProcess {}: {e}; connecting directly",
+                        group.name
+                    );
+                    // SAFETY: s is live.
+                    unsafe { log_server(s, APLOG_WARNING, &message) };
+                    cfg.socket.clone()
+                }
+            }
+        }
+        _ => cfg.socket.clone(),
+    }
+}
+
+/// Starts the supervisor of one group, owned by pconf (see [`Daemon`]).
+///
+/// # Safety
+/// `pconf`, `process_pool` and `s` as in [`start_groups`]; single-threaded parent.
+unsafe fn start_daemon(
+    pconf: *mut apr_pool_t,
+    process_pool: *mut apr_pool_t,
+    s: *mut server_rec,
+    group: &DaemonGroup,
+    cfg: GroupConfig,
+) -> Result<(), String> {
+    // SAFETY: pconf owns the Daemon; the parent is single-threaded here.
+    unsafe {
+        let daemon = pool_box(
+            pconf,
+            Daemon {
+                cfg,
+                name: group.name.clone(),
+                proc_: std::mem::zeroed(),
+                lifetime_w: -1,
+                started: Instant::now(),
+                quick_deaths: 0,
+                pool: pconf,
+                process_pool,
+                server: s,
+            },
+        );
+        spawn(daemon)
+    }
 }
 
 /// A file-name-safe form of a group name, for its stable socket link.
