@@ -269,6 +269,10 @@ fn sockaddr_of(addr: std::net::SocketAddr) -> (libc::sockaddr_storage, usize) {
 }
 
 /// `u->create_request`: the uwsgi packet, then the request body buffers.
+///
+/// # Safety
+/// Called by nginx's upstream module with the live request whose upstream [`forward`] set up,
+/// on the event-loop thread.
 unsafe extern "C" fn create_request(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls this with the live request whose upstream we set up.
     let rc = std::panic::catch_unwind(|| unsafe { build_request(&mut *r) });
@@ -363,16 +367,32 @@ unsafe fn body_length(r: &ngx_http_request_t) -> u64 {
     n
 }
 
+/// `u->reinit_request`: before a retry on another connection.
+///
+/// # Safety
+/// Called by nginx's upstream module with a live request; it is not read.
 unsafe extern "C" fn reinit_request(_r: *mut ngx_http_request_t) -> ngx_int_t {
     // process_header keeps no state between calls: nothing to reset for a retry.
     NGX_OK as ngx_int_t
 }
 
+/// `u->abort_request`: nothing of ours to release.
+///
+/// # Safety
+/// Called by nginx's upstream module with a live request; it is not read.
 unsafe extern "C" fn abort_request(_r: *mut ngx_http_request_t) {}
 
+/// `u->finalize_request`: nothing of ours to release (the pool frees what we allocated).
+///
+/// # Safety
+/// Called by nginx's upstream module with a live request; it is not read.
 unsafe extern "C" fn finalize_request(_r: *mut ngx_http_request_t, _rc: ngx_int_t) {}
 
 /// `u->process_header`: parse the worker's response head from `u->buffer`.
+///
+/// # Safety
+/// Called by nginx's upstream module with the live request, whose `u->buffer` holds what the
+/// worker has sent so far, on the event-loop thread.
 unsafe extern "C" fn process_header(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls this with the live request and its upstream buffer.
     let rc = std::panic::catch_unwind(|| unsafe { parse_head(&mut *r) });

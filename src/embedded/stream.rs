@@ -108,6 +108,10 @@ pub unsafe fn run(r: *mut ngx_http_request_t) -> ngx_int_t {
 }
 
 /// The body reader's completion handler.
+///
+/// # Safety
+/// Called by nginx (`ngx_http_read_client_request_body`) with the live request whose body has
+/// been read, on the event-loop thread; the body reader's reference on it is ours.
 unsafe extern "C" fn body_ready(r: *mut ngx_http_request_t) {
     // SAFETY: nginx calls this with the live request whose body was read.
     let result = catch_unwind(AssertUnwindSafe(|| unsafe { start_job(r) }));
@@ -187,6 +191,10 @@ unsafe fn start_job(r: *mut ngx_http_request_t) -> Result<(), String> {
 }
 
 /// Re-arms the shutdown guard (see [`Stream::guard`]).
+///
+/// # Safety
+/// Called by nginx's timer with `ev` = the `guard` event of a live [`Stream`] (its `Drop`
+/// deletes the timer before the Stream goes away).
 unsafe extern "C" fn guard_handler(ev: *mut ngx_event_t) {
     // SAFETY: ev is the guard event inside a live Stream (Drop deletes the timer before the
     // Stream goes away).
@@ -217,6 +225,9 @@ pub unsafe extern "C" fn on_wakeup(_ev: *mut ngx_event_t) {
 }
 
 /// The client connection's write event while we stream (`r->write_event_handler`).
+///
+/// # Safety
+/// Called by nginx with a live request (`r->write_event_handler`), on the event-loop thread.
 unsafe extern "C" fn write_handler(r: *mut ngx_http_request_t) {
     let _ = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: nginx calls the write handler with a live request.

@@ -66,6 +66,11 @@ fn mpm_query(code: u32) -> c_int {
     }
 }
 
+/// The `child_init` hook: starts Python in this Apache child (see [`start_child`]).
+///
+/// # Safety
+/// Called by httpd in each new child, before its worker threads start, with the live main
+/// server_rec.
 pub(crate) unsafe extern "C" fn child_init(_pool: *mut apr_pool_t, s: *mut server_rec) {
     // SAFETY: httpd passes the live main server_rec.
     let _ = std::panic::catch_unwind(|| unsafe { start_child(s) });

@@ -23,6 +23,11 @@ struct Matched {
     alias: *const Alias,
 }
 
+/// The `translate_name` hook: maps a `WSGIScriptAlias` URL onto its script (see [`translate`]).
+///
+/// # Safety
+/// Called by httpd with a live request_rec, on the request's thread, for the duration of the
+/// hook.
 pub(crate) unsafe extern "C" fn translate_name(r: *mut request_rec) -> c_int {
     // SAFETY: httpd passes a live request_rec for the duration of the hook.
     std::panic::catch_unwind(|| unsafe { translate(&mut *r) })
@@ -73,6 +78,10 @@ unsafe fn translate(r: &mut request_rec) -> c_int {
     DECLINED_
 }
 
+/// The `handler` hook: runs a `wsgi-script` request in its mode (see [`handle`]).
+///
+/// # Safety
+/// Called by httpd with a live request_rec, used only on this thread during the call.
 pub(crate) unsafe extern "C" fn handler(r: *mut request_rec) -> c_int {
     // SAFETY: httpd passes a live request_rec, used only on this thread during the call.
     match std::panic::catch_unwind(|| unsafe { handle(&mut *r) }) {

@@ -79,6 +79,10 @@ static TRANSLATE_BEFORE: NameList<3> = NameList([
     null(),
 ]);
 
+/// Registers our hooks with httpd (once per configuration pass, in the parent).
+///
+/// # Safety
+/// Called by httpd while loading the module; the pool is not used.
 unsafe extern "C" fn register_hooks(_pool: *mut apr_pool_t) {
     let middle = APR_HOOK_MIDDLE as c_int;
     // SAFETY: registering static callbacks and static, null-terminated name lists.
@@ -96,11 +100,20 @@ unsafe extern "C" fn register_hooks(_pool: *mut apr_pool_t) {
     }
 }
 
+/// `create_dir_config`: an empty [`DirConf`] owned by `pool`.
+///
+/// # Safety
+/// Called by httpd with a live pool that owns the per-directory config.
 unsafe extern "C" fn create_dir_config(pool: *mut apr_pool_t, _dir: *mut c_char) -> *mut c_void {
     // SAFETY: httpd passes a live pool that owns the per-dir config.
     unsafe { pool_box(pool, DirConf::default()).cast() }
 }
 
+/// `merge_dir_config`: the inner scope's values win ([`DirConf::merge`]).
+///
+/// # Safety
+/// Called by httpd with a live pool and two configs made by `create_dir_config` or this
+/// function, in pools that outlive `pool`.
 unsafe extern "C" fn merge_dir_config(
     pool: *mut apr_pool_t,
     base: *mut c_void,
@@ -114,6 +127,10 @@ unsafe extern "C" fn merge_dir_config(
     }
 }
 
+/// `create_server_config`: an empty [`ServerConf`] owned by `pool`.
+///
+/// # Safety
+/// Called by httpd with a live pool (pconf) that owns the server config.
 unsafe extern "C" fn create_server_config(
     pool: *mut apr_pool_t,
     _s: *mut server_rec,
@@ -122,6 +139,11 @@ unsafe extern "C" fn create_server_config(
     unsafe { pool_box(pool, ServerConf::default()).cast() }
 }
 
+/// `merge_server_config`: a virtual host over the main server ([`ServerConf::merge`]).
+///
+/// # Safety
+/// Called by httpd with a live pool and two configs made by `create_server_config` or this
+/// function, in pools that outlive `pool`.
 unsafe extern "C" fn merge_server_config(
     pool: *mut apr_pool_t,
     base: *mut c_void,
@@ -148,6 +170,10 @@ pub(crate) unsafe fn server_conf<'a>(s: *const server_rec) -> Option<&'a ServerC
 }
 
 /// Cross-directive checks that need the whole configuration; runs for `apachectl -t` too.
+///
+/// # Safety
+/// Called by httpd in the parent with the live main server_rec (the head of the virtual host
+/// list); the pools are not used.
 unsafe extern "C" fn check_config(
     _pconf: *mut apr_pool_t,
     _plog: *mut apr_pool_t,

@@ -135,6 +135,10 @@ fn request_target(line: &[u8]) -> &[u8] {
 }
 
 /// Pool cleanup closing a descriptor duplicated for a file bucket.
+///
+/// # Safety
+/// Called by APR once, when the request pool is cleared, with the descriptor [`Output`]'s
+/// `send_file` duplicated and registered as `data`.
 unsafe extern "C" fn close_fd(data: *mut std::ffi::c_void) -> apr_status_t {
     // SAFETY: registered by send_file with the dup'd descriptor as its data; runs once.
     unsafe { libc::close(data as isize as c_int) };

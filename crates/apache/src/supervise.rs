@@ -419,6 +419,12 @@ unsafe fn next_generation(process_pool: *mut apr_pool_t) -> u32 {
     }
 }
 
+/// The `post_config` hook: announces the module in SERVER_SOFTWARE and starts this
+/// generation's daemon groups.
+///
+/// # Safety
+/// Called by httpd in the single-threaded parent with its live configuration pool and the main
+/// server_rec.
 pub(crate) unsafe extern "C" fn post_config(
     pconf: *mut apr_pool_t,
     _plog: *mut apr_pool_t,
@@ -741,6 +747,10 @@ unsafe fn run_supervisor(cfg: &GroupConfig, lifetime_r: c_int) -> ! {
 }
 
 /// httpd's other-child callback: respawn a supervisor that died (with a limit for crash loops).
+///
+/// # Safety
+/// Called by APR in the parent's maintenance loop with `data` = the pool-owned [`Daemon`]
+/// registered in [`spawn`], whose pool (pconf) is still live.
 unsafe extern "C" fn on_child_event(reason: c_int, data: *mut c_void, status: c_int) {
     if reason != APR_OC_REASON_DEATH as c_int && reason != APR_OC_REASON_LOST as c_int {
         return; // restart/unregister: the lifetime pipe closes with pconf and the group drains
