@@ -15,7 +15,7 @@ use pyhost::{App, AppSpec, Mode, PythonConfig};
 
 use crate::conf::{DirConf, ProcessGroup};
 use crate::ffi::*;
-use crate::log::{log_request, log_server, RequestLog, ServerLog};
+use crate::log::{log_request, log_server, HttpdLog};
 use crate::request::{build_vars, Output, RequestBody};
 use crate::server_conf;
 
@@ -127,7 +127,7 @@ unsafe fn start_child(s: *mut server_rec) {
 /// # Safety
 /// `s` must be the live main server_rec.
 unsafe fn preload(s: *mut server_rec) {
-    let log = ServerLog(s);
+    let log = HttpdLog::Server(s);
     let mut server = s;
     while !server.is_null() {
         // SAFETY: the vhost list is live for this generation.
@@ -202,7 +202,7 @@ pub(crate) fn run(r: &mut request_rec, conf: &DirConf) -> c_int {
             *slot = pyhost::register_thread();
         }
     });
-    let log = RequestLog(r);
+    let log = HttpdLog::Request(r);
     let mut body = RequestBody::new(r);
     let mut out = Output::new(r);
     let outcome = pyhost::handle(&app, &request, &mut body, &mut out, &log);

@@ -1,5 +1,5 @@
 //! httpd's error log: for a request (client and request line added by httpd), for a server, and
-//! the same two as pyhost's [`ErrorLog`] for the app's messages and tracebacks.
+//! both as pyhost's [`ErrorLog`] ([`HttpdLog`]) for the app's messages and tracebacks.
 
 use std::ffi::{c_char, c_int};
 
@@ -50,31 +50,29 @@ pub(crate) unsafe fn log_server(s: *const server_rec, level: u32, message: &str)
     };
 }
 
-/// Pointer wrapper for the loggers pyhost requires to be Send + Sync.
-pub(crate) struct RequestLog(pub(crate) *const request_rec);
-// SAFETY: pyhost only uses the logger during handle(), on the request's own thread, while the
-// request is live; ap_log_rerror itself is thread-safe.
-unsafe impl Send for RequestLog {}
-// SAFETY: as above.
-unsafe impl Sync for RequestLog {}
-
-impl ErrorLog for RequestLog {
-    fn log(&self, level: Level, msg: &str) {
-        // SAFETY: the request outlives handle() (see the Send note).
-        unsafe { log_request(self.0, apache_level(level), msg) };
-    }
+/// pyhost's [`ErrorLog`] over httpd's: lines about a request carry its client and request line.
+/// A pointer wrapper, because pyhost requires its loggers to be Send + Sync.
+pub(crate) enum HttpdLog {
+    /// During `pyhost::handle`, on the request's own thread, while the request is live.
+    Request(*const request_rec),
+    /// During `child_init`, on the calling thread (the main server_rec lives for the generation).
+    Server(*const server_rec),
 }
-
-pub(crate) struct ServerLog(pub(crate) *const server_rec);
-// SAFETY: used only during child_init on the calling thread; ap_log_error is thread-safe.
-unsafe impl Send for ServerLog {}
+// SAFETY: each variant is used only as its comment says, on the thread that made it, while what
+// it points at is live; ap_log_rerror and ap_log_error themselves are thread-safe.
+unsafe impl Send for HttpdLog {}
 // SAFETY: as above.
-unsafe impl Sync for ServerLog {}
+unsafe impl Sync for HttpdLog {}
 
-impl ErrorLog for ServerLog {
+impl ErrorLog for HttpdLog {
     fn log(&self, level: Level, msg: &str) {
-        // SAFETY: the main server_rec lives for the generation.
-        unsafe { log_server(self.0, apache_level(level), msg) };
+        let level = apache_level(level);
+        match *self {
+            // SAFETY: the request outlives handle() (see the variant).
+            HttpdLog::Request(r) => unsafe { log_request(r, level, msg) },
+            // SAFETY: the main server_rec lives for the generation.
+            HttpdLog::Server(s) => unsafe { log_server(s, level, msg) },
+        }
     }
 }
 
