@@ -1,13 +1,26 @@
 //! `ngx_http_wsgi_module`: runs Python WSGI applications inside nginx.
 //!
 //! Load with `load_module .../libngx_http_wsgi_module.so;` and configure with the `wsgi_*`
-//! directives (docs/nginx/). Two modes, chosen per location (see handler.rs):
+//! directives (docs/nginx/). Two modes, chosen per location (handler.rs):
 //! - **embedded**: the app runs in the nginx worker, on a pool of Python threads owned by the
-//!   worker; the event loop never waits for Python (embedded/).
-//! - **daemon**: requests go to a supervised pool of Python processes over uwsgi (daemon.rs).
+//!   worker; the event loop never waits for Python.
+//! - **daemon**: requests go to a supervised pool of Python processes over uwsgi.
 //!
-//! This file holds only the C-shaped statics nginx looks up when it loads the module: the module
-//! descriptor, its directive table and its http context. Everything after them is typed Rust.
+//! Layout (the Apache module, crates/apache, has the same files for the same jobs):
+//! - `lib` (this file): the C-shaped statics nginx looks up when it loads the module (the module
+//!   descriptor, its directive table, its http context) and the process hooks;
+//! - `conf`: the typed configuration and its merge rule; `directives`: the directive handlers;
+//! - `handler`: the content handler, the one visible branch between the modes;
+//! - `request`: what both modes take from nginx's request (the CGI vars);
+//! - `embedded/`: embedded mode (the event-loop side, the Python threads, and the hand-off
+//!   between them; its mod.rs lists the files);
+//! - `daemon`: daemon mode, forwarding a request to its group through nginx's upstream module;
+//! - `supervise`: daemon mode in the master: starting, keeping and stopping the groups;
+//! - `log`: nginx's error log, for a request and for pyhost.
+//!
+//! lib.rs names the other files' callbacks and they reach their configuration through its
+//! descriptor ([`WsgiModule`]), as a C module's callbacks name its `ngx_module_t`; apart from that,
+//! no file imports a file that imports it back.
 
 // Unit tests build without the nginx-facing modules, so some items are unused there.
 #![cfg_attr(test, allow(dead_code))]

@@ -1,12 +1,22 @@
 //! mod_rwsgi: an Apache httpd 2.4 module hosting Python WSGI applications, a drop-in for
 //! mod_wsgi's core directives (`LoadModule rwsgi_module .../mod_rwsgi.so`).
 //!
-//! Layout (same file names as the nginx adapter):
+//! Layout (the nginx module, src/, has the same files for the same jobs):
+//! - `lib` (this file): the module record httpd looks up, `register_hooks`, the config
+//!   create/merge callbacks and the whole-configuration check;
 //! - `ffi`: generated httpd/APR bindings and the helpers C macros would provide;
 //! - `conf`: typed directive values and their merge rule; `directives`: httpd's command table;
-//! - `handler`: URL mapping (`WSGIScriptAlias`) and the response handler, which picks the mode;
-//! - `embedded`: Python in the Apache child (pyhost), request body and response through httpd;
-//! - `supervise`: daemon-mode groups started by the parent; `daemon`: the uwsgi request path.
+//! - `handler`: URL mapping (`WSGIScriptAlias`) and the response handler, the one visible branch
+//!   between the modes;
+//! - `request`: what both modes share: the CGI vars, the request body, the response output;
+//! - `embedded`: embedded mode, Python in the Apache child (pyhost);
+//! - `daemon`: daemon mode, forwarding a request to its group over uwsgi;
+//! - `supervise`: daemon mode in the parent: starting and restarting the groups;
+//! - `log`: httpd's error log, for a request, a server and pyhost.
+//!
+//! lib.rs names the other files' hooks and they reach their configuration through its module
+//! record (`module_ptr`), as a C module's hooks name its `module`; apart from that, no file
+//! imports a file that imports it back.
 //!
 //! httpd calls `register_hooks` once per configuration pass, in the parent, and unloads and
 //! reloads this DSO between passes, so nothing process-wide is set up there: Python starts in
