@@ -220,12 +220,12 @@ impl Output {
         }
     }
 
-    /// Ends the request according to pyhost's outcome; returns the handler status.
     /// The Content-Length the response head announced, if any.
     pub(crate) fn content_length(&self) -> Option<u64> {
         self.content_length
     }
 
+    /// Ends the request according to pyhost's outcome; returns the handler status.
     pub(crate) fn finish(&mut self, outcome: Outcome) -> c_int {
         match outcome {
             Outcome::Failed if self.held.is_some() => {
