@@ -21,6 +21,7 @@ pub mod log;
 mod master;
 pub mod options;
 mod privs;
+mod routing;
 mod scoreboard;
 mod signals;
 mod worker;
