@@ -1,11 +1,22 @@
-//! Long-lived Python thread states for the transports' worker threads.
+//! The threads a server process runs Python on: spawned with the server's signals blocked, and
+//! each given a long-lived Python thread state.
 //!
-//! `Python::attach` on a thread that Python does not know creates a thread state and destroys it
+//! Signals: nginx's reload and quit, httpd's graceful restart and the daemon worker's TERM are
+//! process-directed, so the kernel may deliver them to any thread that does not block them. The
+//! server waits for them on one thread (nginx's event loop in `epoll_wait`, httpd's listener);
+//! delivered to a Python thread instead, a signal goes unnoticed until that thread wakes for
+//! another reason. Threads we add to a server process therefore start with every signal blocked
+//! but the faults, which must still reach the faulting thread (nginx's own thread pool does the
+//! same). [`spawn_with_signals_blocked`] is that, once.
+//!
+//! Thread states: `Python::attach` on a thread that Python does not know creates a thread state and destroys it
 //! again when it detaches. Per request that costs an allocation and, worse, throws away the
 //! thread's `threading.local()` data (Django keeps its database connections there). A worker thread
 //! that serves many requests registers once; every `handle()` on it then reuses the same state.
 
+use std::io;
 use std::marker::PhantomData;
+use std::thread::{Builder, JoinHandle};
 
 use pyo3::ffi;
 
@@ -46,5 +57,95 @@ impl Drop for PythonThread {
             ffi::PyEval_RestoreThread(self.tstate);
             ffi::PyGILState_Release(self.gstate);
         }
+    }
+}
+
+/// Spawns a thread (named, sized, ... by `builder`) with every signal blocked except the faults
+/// (SIGILL, SIGFPE, SIGSEGV, SIGBUS), so the server's signals keep going to the thread that
+/// waits for them (module docs). The calling thread's own mask is unchanged when this returns.
+pub fn spawn_with_signals_blocked<F, T>(builder: Builder, f: F) -> io::Result<JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    // A new thread starts with the mask of the thread that creates it: block in the caller around
+    // the spawn (blocking inside the new thread would leave a window before it runs).
+    // SAFETY: sigset_t is plain data; sigfillset/sigdelset/pthread_sigmask only write the sets we
+    // pass, and the caller's mask is restored right after the spawn.
+    let old = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        for sig in [libc::SIGILL, libc::SIGFPE, libc::SIGSEGV, libc::SIGBUS] {
+            libc::sigdelset(&mut all, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        old
+    };
+    let spawned = builder.spawn(f);
+    // SAFETY: restores the calling thread's own mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    spawned
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `SigBlk` mask of this process's thread named `name`, from /proc.
+    fn blocked_mask(name: &str) -> Option<u64> {
+        let status = std::fs::read_dir("/proc/self/task").ok()?.find_map(|t| {
+            let dir = t.ok()?.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            (comm.trim() == name)
+                .then(|| std::fs::read_to_string(dir.join("status")).ok())
+                .flatten()
+        })?;
+        let line = status.lines().find(|l| l.starts_with("SigBlk:"))?;
+        u64::from_str_radix(line.split_whitespace().nth(1)?, 16).ok()
+    }
+
+    fn this_thread_blocks(sig: libc::c_int) -> bool {
+        // SAFETY: reads the current mask into a local set.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut set);
+            libc::sigismember(&set, sig) == 1
+        }
+    }
+
+    #[test]
+    fn spawned_threads_block_the_servers_signals_but_not_faults() {
+        let (ready, wait) = std::sync::mpsc::channel();
+        let (done, finish) = std::sync::mpsc::channel::<()>();
+        let handle =
+            spawn_with_signals_blocked(Builder::new().name("pyhost-sigtest".into()), move || {
+                let inside = (
+                    this_thread_blocks(libc::SIGTERM),
+                    this_thread_blocks(libc::SIGSEGV),
+                );
+                ready.send(inside).expect("test channel");
+                let _ = finish.recv();
+            })
+            .expect("spawn");
+        let (term, segv) = wait.recv().expect("thread reports");
+        assert!(term, "SIGTERM must be blocked in the new thread");
+        assert!(!segv, "faults must stay deliverable");
+        let mask = blocked_mask("pyhost-sigtest").expect("the thread's SigBlk line");
+        for sig in [
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGQUIT,
+            libc::SIGUSR1,
+            libc::SIGCHLD,
+        ] {
+            assert!(mask & (1 << (sig - 1)) != 0, "signal {sig} not blocked");
+        }
+        assert!(
+            !this_thread_blocks(libc::SIGTERM),
+            "the caller's mask must be restored"
+        );
+        done.send(()).expect("test channel");
+        handle.join().expect("thread");
     }
 }
