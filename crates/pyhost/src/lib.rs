@@ -18,6 +18,7 @@ mod init;
 mod input;
 mod log;
 mod memory;
+mod process;
 mod response;
 mod run;
 mod scope;
@@ -25,10 +26,11 @@ mod thread;
 
 pub use app::{App, AppSpec};
 pub use environ::http_header_var;
-pub use init::{initialize, is_initialized, Error, PythonConfig};
+pub use init::{is_initialized, Error, PythonConfig};
 pub use log::{ErrorLog, Level, StderrLog};
+pub use process::{initialize, ProcessApps};
 pub use run::handle;
-pub use thread::{register_thread, PythonThread};
+pub use thread::{register_thread, spawn_with_signals_blocked, PythonThread};
 
 /// The values of `wsgi.multithread`, `wsgi.multiprocess` and `wsgi.run_once` for this transport.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,6 +38,18 @@ pub struct Mode {
     pub multithread: bool,
     pub multiprocess: bool,
     pub run_once: bool,
+}
+
+impl Mode {
+    /// The mode of a pool of `processes` processes with `threads` request threads each, each
+    /// serving many requests (so never `run_once`).
+    pub fn pool(processes: usize, threads: usize) -> Mode {
+        Mode {
+            multithread: threads > 1,
+            multiprocess: processes > 1,
+            run_once: false,
+        }
+    }
 }
 
 /// One request as the transport sees it: CGI/WSGI variables exactly as the transport has them
