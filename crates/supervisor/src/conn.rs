@@ -36,6 +36,7 @@ pub struct MountedApp<'a> {
 }
 
 /// What a worker thread needs to serve connections.
+#[derive(Clone, Copy)]
 pub struct Ctx<'a> {
     /// The group's apps (at least one), in configuration order.
     pub apps: &'a [MountedApp<'a>],
