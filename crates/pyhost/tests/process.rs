@@ -100,7 +100,9 @@ fn a_process_starts_python_then_its_apps_in_order_and_preloads_them() {
         python_home: None,
         python_path: vec!["/nonexistent".into()],
     };
-    let err = ProcessApps::start(&other, []).err().expect("a second config");
+    let Err(err) = ProcessApps::start(&other, []) else {
+        panic!("a second configuration must be refused");
+    };
     assert!(err.to_string().contains("already initialised"), "{err}");
     if let Some(dir) = good.parent() {
         let _ = std::fs::remove_dir_all(dir);
