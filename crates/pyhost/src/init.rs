@@ -42,7 +42,7 @@ impl std::error::Error for Error {}
 /// The configuration the interpreter was started with, to refuse a different second one.
 static STARTED: Mutex<Option<PythonConfig>> = Mutex::new(None);
 
-/// True once [`initialize`] has succeeded in this process.
+/// True once [`crate::initialize`] has succeeded in this process.
 pub fn is_initialized() -> bool {
     // SAFETY: Py_IsInitialized only reads a global flag and may be called at any time.
     unsafe { ffi::Py_IsInitialized() != 0 }
