@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The README's test command (and what .ci/run runs): setup, Rust tests, a short fuzz run, then the
-# end-to-end suite against Debian's real nginx and Apache. Fails on the first failing stage.
+# The README's test command (and what .ci/run runs): setup, Rust tests, the lints the workspace
+# declares (clippy, warnings as errors), a short fuzz run, then the end-to-end suite against
+# Debian's real nginx and Apache. Fails on the first failing stage.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,6 +15,14 @@ fi
 
 say "cargo test --release --workspace"
 cargo test --release --workspace
+
+# [workspace.lints] in Cargo.toml (SAFETY notes, # Safety sections) are only checked by clippy.
+say "cargo clippy --release --workspace --all-targets -- -D warnings"
+if ! cargo clippy --version >/dev/null 2>&1; then
+    echo "test.sh: cargo clippy is missing; install it with: rustup component add clippy" >&2
+    exit 1
+fi
+cargo clippy --release --workspace --all-targets -- -D warnings
 
 if [[ -x crates/uwsgi/fuzz/run.sh || -f crates/uwsgi/fuzz/run.sh ]]; then
     say "fuzzing the uwsgi parsers briefly (crates/uwsgi/fuzz/run.sh 15)"
