@@ -3,8 +3,8 @@
 //! children forwards requests to them over uwsgi (see `daemon.rs`).
 //!
 //! Lifecycle, as mod_wsgi does it with httpd's "other child" registration:
-//! - The supervisor is forked from the (single-threaded) parent and runs
-//!   `supervisor::run_forked` with the read end of a pipe whose write end only the parent
+//! - The supervisor is forked from the (single-threaded) parent by
+//!   `supervisor::fork_supervisor`, with the read end of a pipe whose write end only the parent
 //!   holds, in a pool cleanup of pconf. `apachectl stop`, `graceful` and `restart` all clear
 //!   pconf: the pipe closes, the old group stops accepting, finishes its in-flight requests
 //!   (graceful-timeout) and exits; the next generation starts fresh groups.
@@ -18,12 +18,13 @@
 
 use std::collections::HashSet;
 use std::ffi::{c_int, c_void};
+use std::os::fd::IntoRawFd;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use pyhost::PythonConfig;
-use supervisor::{AppConfig, GroupConfig, SocketSpec};
+use supervisor::{AppConfig, GroupConfig, ServerDefaults, SocketSpec, WorkerAccount};
 
 use crate::conf::{DaemonGroup, DirConf, ProcessGroup, ServerConf};
 use crate::ffi::*;
@@ -257,31 +258,27 @@ fn group_config(
     default_socket: PathBuf,
     timeout: Duration,
 ) -> GroupConfig {
-    let server_python = PythonConfig {
-        python_home: main.python_home.clone(),
-        python_path: main.python_path.clone(),
+    // httpd's facts; the rules are the supervisor crate's, the same for both servers: as
+    // mod_wsgi, without user= the daemons run as Apache's User (and Group, unless group= says
+    // otherwise); a parent that is not root cannot switch, so group= alone is moot then.
+    let server = ServerDefaults {
+        python: PythonConfig {
+            python_home: main.python_home.clone(),
+            python_path: main.python_path.clone(),
+        },
+        worker: apache_user().map(|(user, group)| WorkerAccount {
+            user,
+            group: Some(group),
+        }),
+        socket_timeout: Some(timeout),
+        display_name_prefix: None,
     };
-    let mut cfg = group.options.group_config(
+    server.group_config(
         &group.name,
+        &group.options,
         SocketSpec::Unix(default_socket),
         apps,
-        &server_python,
-    );
-    let apache = apache_user();
-    cfg.socket_owner = apache.as_ref().map(|(u, _)| u.clone());
-    // mod_wsgi runs daemons as Apache's User (and Group, unless group= says otherwise) when
-    // user= is absent; a parent that is not root cannot switch, so group= alone is moot then.
-    if cfg.user.is_none() {
-        match apache {
-            Some((u, g)) => {
-                cfg.user = Some(u);
-                cfg.group = Some(cfg.group.take().unwrap_or(g));
-            }
-            None => cfg.group = None,
-        }
-    }
-    cfg.socket_timeout = timeout;
-    cfg
+    )
 }
 
 /// One running group, owned by pconf: dropping it (pool cleanup) closes the lifetime pipe.
@@ -674,38 +671,22 @@ unsafe fn point_link(
 unsafe fn spawn(d: *mut Daemon) -> Result<(), String> {
     // SAFETY: caller contract.
     let d = unsafe { &mut *d };
-    let mut fds = [0 as c_int; 2];
-    // SAFETY: pipe2 writes two fds; O_CLOEXEC keeps them out of anything httpd execs.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(format!(
-            "WSGIDaemonProcess {}: pipe: {}",
-            d.name,
-            std::io::Error::last_os_error()
-        ));
+    // SAFETY: the parent is single-threaded (post_config / MPM maintenance). Nothing is done in
+    // the child before the group starts: it keeps httpd's stderr, the error log.
+    let forked = unsafe {
+        supervisor::fork_supervisor(
+            &d.cfg,
+            || {},
+            |e| format!("[error] mod_rwsgi: RW-AP021 daemon group could not start: {e}"),
+        )
     }
-    // SAFETY: the parent is single-threaded (post_config / MPM maintenance), so the child may
-    // run arbitrary code until it _exits.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        // SAFETY: closing the fds we just made.
-        unsafe { (libc::close(fds[0]), libc::close(fds[1])) };
-        return Err(format!(
-            "WSGIDaemonProcess {}: fork: {}",
-            d.name,
-            std::io::Error::last_os_error()
-        ));
-    }
-    if pid == 0 {
-        // SAFETY: in the new child; never returns.
-        unsafe { run_supervisor(&d.cfg, fds[0]) }
-    }
-    // SAFETY: parent: the read end belongs to the child now.
-    unsafe { libc::close(fds[0]) };
+    .map_err(|e| format!("WSGIDaemonProcess {}: {e}", d.name))?;
+    let pid = forked.pid;
     if d.lifetime_w >= 0 {
         // SAFETY: the previous supervisor's pipe (respawn); closing it is harmless.
         unsafe { libc::close(d.lifetime_w) };
     }
-    d.lifetime_w = fds[1];
+    d.lifetime_w = forked.lifetime.into_raw_fd();
     d.started = Instant::now();
     d.proc_.pid = pid;
     // SAFETY: proc_ and d live in pconf; APR unregisters the entry when pconf is cleared.
@@ -725,25 +706,6 @@ unsafe fn spawn(d: *mut Daemon) -> Result<(), String> {
     // SAFETY: d.server is the live main server.
     unsafe { log_server(d.server, APLOG_INFO, &message) };
     Ok(())
-}
-
-/// The forked child: becomes the group's supervisor (`supervisor::run_forked` sheds httpd's
-/// signal handlers, session and descriptors), then exits without running httpd's exit handlers
-/// or pool cleanups (they belong to the parent).
-///
-/// # Safety
-/// Call only in a freshly forked child of the single-threaded parent.
-unsafe fn run_supervisor(cfg: &GroupConfig, lifetime_r: c_int) -> ! {
-    // SAFETY: caller contract; the pipe's read end is handed over.
-    let code = match unsafe { supervisor::run_forked(cfg, lifetime_r) } {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("[error] mod_rwsgi: RW-AP021 daemon group could not start: {e}");
-            1
-        }
-    };
-    // SAFETY: _exit skips atexit handlers and stdio flushing that belong to httpd.
-    unsafe { libc::_exit(code) }
 }
 
 /// httpd's other-child callback: respawn a supervisor that died (with a limit for crash loops).
