@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use ngx::ffi::{ngx_connection_t, ngx_cycle_t, ngx_event_t, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_OK};
 use ngx::http::HttpModuleMainConf;
-use pyhost::{App, AppSpec, Mode, Outcome, PythonConfig};
+use pyhost::{AppSpec, Mode, Outcome, ProcessApps, PythonConfig};
 
 use super::body::RequestBody;
 use super::dispatch::Dispatch;
@@ -36,7 +36,7 @@ enum Task {
 
 /// Everything embedded mode needs in a worker process.
 pub struct Worker {
-    apps: Vec<App>,
+    apps: ProcessApps,
     pub notifier: Notifier<Arc<Exchange>>,
     queue: Dispatch<Task>,
     mode: Mode,
@@ -152,30 +152,20 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result
         python_home: main.python_home.clone(),
         python_path: main.python_path.clone(),
     };
-    let python_error = match pyhost::initialize(&cfg) {
-        Ok(()) => None,
+    let specs = main.apps.iter().map(|a| AppSpec {
+        script: a.script.clone(),
+        callable: a.callable.clone(),
+    });
+    let (apps, python_error) = match ProcessApps::start(&cfg, specs) {
+        Ok(apps) => (apps, None),
         Err(e) => {
             let msg = format!("wsgi: RW-NG002 cannot start Python in this worker: {e}");
             log.write(NGX_LOG_ERR as _, &msg);
-            Some(msg)
+            (ProcessApps::default(), Some(msg))
         }
     };
-    let apps = main
-        .apps
-        .iter()
-        .map(|a| {
-            App::new(AppSpec {
-                script: a.script.clone(),
-                callable: a.callable.clone(),
-            })
-        })
-        .collect();
     let threads = main.threads();
-    let mode = Mode {
-        multithread: threads > 1,
-        multiprocess: worker_processes(cycle_ref) > 1,
-        run_once: false,
-    };
+    let mode = Mode::pool(worker_processes(cycle_ref), threads);
     let worker = Worker {
         apps,
         notifier,
@@ -210,44 +200,25 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result
 }
 
 /// Number of nginx worker processes (for `wsgi.multiprocess`).
-fn worker_processes(cycle: &ngx_cycle_t) -> i64 {
+fn worker_processes(cycle: &ngx_cycle_t) -> usize {
     use ngx::core::{CoreModuleMainConf, NgxCoreModule};
     NgxCoreModule::main_conf(cycle)
-        .map(|c| c.worker_processes as i64)
+        .and_then(|c| usize::try_from(c.worker_processes).ok())
         .unwrap_or(1)
 }
 
-/// Spawns the Python threads with every signal blocked, so nginx's signals (reload, quit...)
-/// keep going to the event-loop thread, whose `epoll_wait` they interrupt. nginx's own thread
-/// pool does the same.
+/// Spawns the Python threads with nginx's signals blocked (`pyhost::spawn_with_signals_blocked`),
+/// so they (reload, quit...) keep going to the event-loop thread, whose `epoll_wait` they
+/// interrupt. nginx's own thread pool does the same.
 fn spawn_threads(worker: &'static Worker, n: usize) -> Result<(), String> {
-    // SAFETY: sigset_t is plain data; sigfillset/pthread_sigmask only write the sets we pass.
-    let old = unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        // Faults must still reach the faulting thread (default action: crash with a core).
-        for sig in [libc::SIGILL, libc::SIGFPE, libc::SIGSEGV, libc::SIGBUS] {
-            libc::sigdelset(&mut all, sig);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
-        old
-    };
-    let mut result = Ok(());
     for i in 0..n {
-        let spawned = std::thread::Builder::new()
-            .name(format!("wsgi-{i}"))
-            .spawn(move || worker.serve());
-        if let Err(e) = spawned {
-            result = Err(format!(
-                "wsgi: RW-NG003 cannot start Python thread {i}: {e}"
-            ));
-            break;
-        }
+        pyhost::spawn_with_signals_blocked(
+            std::thread::Builder::new().name(format!("wsgi-{i}")),
+            move || worker.serve(),
+        )
+        .map_err(|e| format!("wsgi: RW-NG003 cannot start Python thread {i}: {e}"))?;
     }
-    // SAFETY: restores the event-loop thread's mask saved above.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
-    result
+    Ok(())
 }
 
 /// Registers the notifier's eventfd with nginx's event loop as a read event.
