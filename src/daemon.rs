@@ -23,6 +23,7 @@ use ngx::ffi::{
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpUpstreamModule};
 
 use supervisor::SocketSpec;
+use uwsgi::contract::{FrontEndVars, PathInfoForm, ABORT_MARK_BYTE};
 
 use crate::conf::DaemonGroup;
 use crate::log::log_request;
@@ -295,13 +296,13 @@ unsafe fn build_request(r: &mut ngx_http_request_t) -> Result<(), String> {
     let body_len = unsafe { body_length(r) };
     // SAFETY: as above.
     let mut vars = unsafe { crate::request::cgi_vars(r, lc, body_len, false) };
-    // For the group's queue-timeout: when nginx received the request ($msec format).
-    vars.add(
-        b"RWSGI_REQUEST_START",
-        format!("{}.{:03}", r.start_sec, r.start_msec).as_bytes(),
-    );
-    // We send the abort mark (see `send_abort_mark`).
-    vars.add(b"RWSGI_ABORT_MARK", b"1");
+    // The contract's vars (uwsgi::contract): when nginx received the request, for the group's
+    // queue-timeout; the abort mark (see `send_abort_mark`); and PATH_INFO as the whole path
+    // (cgi_vars(.., false) above).
+    let start_us = u64::try_from(r.start_sec).unwrap_or(0) * 1_000_000 + r.start_msec as u64 * 1000;
+    for (k, v) in FrontEndVars::new(start_us, PathInfoForm::Full).pairs() {
+        vars.add(k, v);
+    }
     let mut packet = Vec::with_capacity(2048);
     uwsgi::encode_request(0, 0, vars.pairs(), &mut packet).map_err(|e| {
         format!("wsgi: RW-NG021 cannot encode the request for the daemon group: {e}")
@@ -476,11 +477,9 @@ unsafe fn parse_head(r: &mut ngx_http_request_t) -> ngx_int_t {
     NGX_OK as ngx_int_t
 }
 
-/// A body that only the close can end needs a way to tell a complete end from an aborted one.
-/// Over TCP the worker resets the connection; a unix socket has no reset, but a close with
-/// unread data is an error (`ECONNRESET`) for the reader. So once the request is sent, we send
-/// the worker one more byte: it reads that byte before a clean close and leaves it unread when
-/// the app failed (the worker knows we do this from `RWSGI_ABORT_MARK`).
+/// Sends the abort mark ([`ABORT_MARK_BYTE`]) once the request is sent: a body that only the
+/// worker's close can end needs it to tell a complete end from an aborted one (`uwsgi::contract`,
+/// "Aborted responses").
 ///
 /// # Safety
 /// `u` is a live upstream whose peer connection is open.
@@ -495,7 +494,7 @@ unsafe fn send_abort_mark(u: &ngx::ffi::ngx_http_upstream_t) {
     unsafe {
         libc::send(
             (*u.peer.connection).fd,
-            b"!".as_ptr().cast(),
+            (&ABORT_MARK_BYTE as *const u8).cast(),
             1,
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         )

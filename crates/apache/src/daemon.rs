@@ -1,11 +1,12 @@
 //! Daemon mode, child side: forward one request to its group over uwsgi and stream the answer
 //! back through httpd's filters.
 //!
-//! The request packet carries the same CGI variables embedded mode gives the app, plus
-//! `RWSGI_REQUEST_START` (r->request_time, microseconds) for the group's queue-timeout. A chunked
-//! request body is read whole first so the packet can state CONTENT_LENGTH: chunked uploads work
-//! and are never answered 411. A group that is restarting (socket missing or refusing) makes the
-//! request wait up to queue-timeout (default: httpd's Timeout), then 504.
+//! The request packet carries the same CGI variables embedded mode gives the app, plus the
+//! contract's vars (`uwsgi::contract`: the start time for the group's queue-timeout, the abort
+//! mark, the PATH_INFO form). A chunked request body is read whole first so the packet can state
+//! CONTENT_LENGTH: chunked uploads work and are never answered 411. A group that is restarting
+//! (socket missing or refusing) makes the request wait up to queue-timeout (default: httpd's
+//! Timeout), then 504.
 
 use std::borrow::Cow;
 use std::ffi::c_int;
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use pyhost::{Body, Head, Outcome, Responder};
 use supervisor::SocketSpec;
+use uwsgi::contract::{FrontEndVars, PathInfoForm, ABORT_MARK_BYTE};
 
 use crate::conf::DirConf;
 use crate::ffi::*;
@@ -190,13 +192,16 @@ fn request_packet(
     } else {
         None
     };
-    vars.push((
-        Cow::Borrowed(b"RWSGI_REQUEST_START"),
-        Cow::Owned(r.request_time.to_string().into_bytes()),
-    ));
-    // We send the abort mark (see `send_abort_mark`).
-    vars.push((Cow::Borrowed(b"RWSGI_ABORT_MARK"), Cow::Borrowed(b"1")));
     mount_relative_path_info(&mut vars);
+    // The contract's vars (uwsgi::contract): when httpd received the request (r->request_time,
+    // microseconds), for the group's queue-timeout; the abort mark (see `send_abort_mark`); and
+    // PATH_INFO as the whole path (made so just above).
+    let start_us = u64::try_from(r.request_time).unwrap_or(0);
+    vars.extend(
+        FrontEndVars::new(start_us, PathInfoForm::Full)
+            .pairs()
+            .map(|(k, v)| (Cow::Borrowed(k), Cow::Owned(v.to_vec()))),
+    );
 
     let mut packet = Vec::with_capacity(4096);
     if let Err(e) = uwsgi::encode_request(
@@ -267,10 +272,10 @@ fn deliver(
     }
 }
 
-/// The worker strips SCRIPT_NAME from the front of PATH_INFO when it is there (nginx's stock
-/// uwsgi_params send the full path as PATH_INFO). httpd's PATH_INFO is already the part after
-/// the mount, so /app/app/x (PATH_INFO /app/x) would lose its second /app. Sending
-/// SCRIPT_NAME + PATH_INFO makes the worker's single strip give back exactly httpd's PATH_INFO.
+/// Both our front ends send PATH_INFO in one form, the whole path (`PathInfoForm::Full`, what
+/// nginx has), and the worker strips SCRIPT_NAME from its front once. httpd's PATH_INFO is the
+/// part after the mount, so SCRIPT_NAME goes back in front of it: the worker's strip then gives
+/// exactly httpd's PATH_INFO (/app/app/x, PATH_INFO /app/x, keeps its second /app).
 fn mount_relative_path_info(vars: &mut Vars<'_>) {
     let Some(script) = vars
         .iter()
@@ -385,11 +390,9 @@ fn read_head(conn: &mut Conn) -> Result<ParsedHead, HeadError> {
     }
 }
 
-/// A body that only the close can end needs a way to tell a complete end from an aborted one.
-/// Over TCP the worker resets the connection; a unix socket has no reset, but a close with
-/// unread data is an error (`ECONNRESET`) for the reader. So, the request being sent whole, we
-/// send the worker one more byte once a head without Content-Length arrived: it reads that
-/// byte before a clean close and leaves it unread when the app failed (`RWSGI_ABORT_MARK`).
+/// Sends the abort mark ([`ABORT_MARK_BYTE`]) once a head without Content-Length arrived (the
+/// request is sent whole by then): a body that only the worker's close can end needs it to tell
+/// a complete end from an aborted one (`uwsgi::contract`, "Aborted responses").
 fn send_abort_mark(conn: &mut Conn, head: &ParsedHead) {
     let framed = head
         .headers
@@ -408,7 +411,7 @@ fn send_abort_mark(conn: &mut Conn, head: &ParsedHead) {
     unsafe {
         libc::send(
             fd,
-            b"!".as_ptr().cast(),
+            (&ABORT_MARK_BYTE as *const u8).cast(),
             1,
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         )
