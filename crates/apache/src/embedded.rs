@@ -1,9 +1,10 @@
 //! Embedded mode: the app runs in the Apache child, on the worker thread that took the request.
 //!
-//! Python starts in `child_init` (each child, before its worker threads), never in the parent:
-//! httpd unloads and reloads this DSO between configuration passes. pyhost holds the GIL only
-//! while Python runs; reading the body and writing the response happen without it, through
-//! httpd's own input (de-chunking included) and output filter chain.
+//! Python starts in `child_init` (each child, before its worker threads; pyhost's per-process
+//! start-up, `pyhost::initialize`), never in the parent: httpd unloads and reloads this DSO
+//! between configuration passes. pyhost holds the GIL only while Python runs; reading the body
+//! and writing the response happen without it, through httpd's own input (de-chunking included)
+//! and output filter chain (request.rs, shared with daemon mode).
 
 use std::collections::HashMap;
 use std::ffi::c_int;
