@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The README's test command (and what .ci/run runs): setup, Rust tests, a short fuzz run, the
-# end-to-end suite against Debian's real nginx and Apache (the package test in it builds the
-# .debs with scripts/build-debs.sh, lintian included), then the nginx tests again against nginx
-# 1.28 built from source (scripts/test-nginx-1.28.sh). Fails on the first failing stage.
+# The README's test command (and what .ci/run runs): setup, Rust tests, the lints the workspace
+# declares (clippy, warnings as errors), a short fuzz run, the end-to-end suite against Debian's
+# real nginx and Apache (the package test in it builds the .debs with scripts/build-debs.sh,
+# lintian included), then the nginx tests again against nginx 1.28 built from source
+# (scripts/test-nginx-1.28.sh). Fails on the first failing stage.
 # PYTEST ARGS, when given, select tests of the Debian-nginx stage and skip the 1.28 stage.
 set -euo pipefail
 
@@ -17,6 +18,14 @@ fi
 
 say "cargo test --release --workspace"
 cargo test --release --workspace
+
+# [workspace.lints] in Cargo.toml (SAFETY notes, # Safety sections) are only checked by clippy.
+say "cargo clippy --release --workspace --all-targets -- -D warnings"
+if ! cargo clippy --version >/dev/null 2>&1; then
+    echo "test.sh: cargo clippy is missing; install it with: rustup component add clippy" >&2
+    exit 1
+fi
+cargo clippy --release --workspace --all-targets -- -D warnings
 
 if [[ -x crates/uwsgi/fuzz/run.sh || -f crates/uwsgi/fuzz/run.sh ]]; then
     say "fuzzing the uwsgi parsers briefly (crates/uwsgi/fuzz/run.sh 15)"

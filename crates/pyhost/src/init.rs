@@ -1,4 +1,5 @@
-//! Interpreter start-up: one CPython per process, initialised in the worker after fork.
+//! The interpreter: one CPython per process, started in the worker after fork (process.rs
+//! says what else a process starts with it).
 //!
 //! We use a `PyConfig` instead of `Py_Initialize` because CPython 3.11 derives `sys.prefix` from
 //! the first `python3` on `PATH` when `program_name` is not set: a pyenv python first on PATH made
@@ -41,7 +42,7 @@ impl std::error::Error for Error {}
 /// The configuration the interpreter was started with, to refuse a different second one.
 static STARTED: Mutex<Option<PythonConfig>> = Mutex::new(None);
 
-/// True once [`initialize`] has succeeded in this process.
+/// True once [`crate::initialize`] has succeeded in this process.
 pub fn is_initialized() -> bool {
     // SAFETY: Py_IsInitialized only reads a global flag and may be called at any time.
     unsafe { ffi::Py_IsInitialized() != 0 }
@@ -64,16 +65,19 @@ fn program_name(home: Option<&Path>) -> Result<PathBuf, Error> {
     )))
 }
 
-/// Initialise CPython once in this process and return with the GIL released.
-///
-/// Call it in the worker process (nginx `init_process`, Apache `child_init`, a daemon worker after
-/// fork), never in a master that forks afterwards. Calling it again with the same configuration
-/// is a no-op; with a different one it is an error (one interpreter per process).
-pub fn initialize(cfg: &PythonConfig) -> Result<(), Error> {
+/// Starts CPython once in this process with `cfg` and returns with the GIL released.
+/// `Ok(true)`: started now (`before_start` ran just before); `Ok(false)`: it already runs with
+/// this very configuration (nothing ran). A different configuration, or an interpreter someone
+/// else started, is an error: one interpreter per process. `crate::initialize` (process.rs)
+/// is the public entry point.
+pub(crate) fn start_interpreter(
+    cfg: &PythonConfig,
+    before_start: impl FnOnce(),
+) -> Result<bool, Error> {
     let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(previous) = started.as_ref() {
         if previous == cfg {
-            return Ok(());
+            return Ok(false);
         }
         return Err(Error(
             "Python is already initialised in this process with another python-home/python-path"
@@ -86,8 +90,7 @@ pub fn initialize(cfg: &PythonConfig) -> Result<(), Error> {
                 .into(),
         ));
     }
-    // Before the request threads exist: they pick their malloc arenas at first use (memory.rs).
-    crate::memory::limit_arenas();
+    before_start();
     let program = program_name(cfg.python_home.as_deref())?;
     let program = CString::new(program.as_os_str().as_bytes())
         .map_err(|_| Error("python-home contains a NUL byte".into()))?;
@@ -117,17 +120,18 @@ pub fn initialize(cfg: &PythonConfig) -> Result<(), Error> {
         ffi::PyEval_SaveThread();
     }
     *started = Some(cfg.clone());
-    drop(started);
-    // Freed request bodies go back to the kernel after a burst, not kept for good (memory.rs).
-    crate::memory::start_trimmer();
-    Python::attach(|py| add_python_path(py, &cfg.python_path))
+    Ok(true)
 }
 
 /// Append `python-path` entries with `site.addsitedir`, as mod_wsgi does (so `.pth` files work).
-fn add_python_path(py: Python<'_>, dirs: &[PathBuf]) -> Result<(), Error> {
+pub(crate) fn add_python_path(dirs: &[PathBuf]) -> Result<(), Error> {
     if dirs.is_empty() {
         return Ok(());
     }
+    Python::attach(|py| add_site_dirs(py, dirs))
+}
+
+fn add_site_dirs(py: Python<'_>, dirs: &[PathBuf]) -> Result<(), Error> {
     let site = py
         .import("site")
         .map_err(|e| Error(format!("import site: {e}")))?;

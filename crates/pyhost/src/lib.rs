@@ -10,25 +10,51 @@
 //! every wait: [`Body::read`], [`Responder::start`], [`Responder::write`] and
 //! [`Responder::send_file`] are always called with the GIL released, so a slow client or a slow
 //! upload never stalls the other Python threads of the process.
+//!
+//! Files, in layers: each file uses only files of the layers above it in this list (and the
+//! crate root's types), so no two files import each other.
+//!
+//! 1. Leaves: `log` (the [`ErrorLog`] trait, traceback formatting), `init` (the interpreter),
+//!    `borrowed` (the raw handle a scope keeps of the transport's borrows), `filewrapper`
+//!    (`wsgi.file_wrapper`).
+//! 2. Process: `thread` (threads with the server's signals blocked, long-lived thread states),
+//!    `memory` (malloc arenas and the trimmer thread), `app` (loading a script), `process`
+//!    (the per-process start-up every transport shares: [`initialize`], [`ProcessApps`]).
+//! 3. One request's state, no Python objects: `input` (the body buffer), `response` (head
+//!    validation, lazy head, Content-Length), `environ` (the environ dict).
+//! 4. `scope`: ties the two sides and the log to one `handle()` call and ends the borrows.
+//! 5. The Python objects a request hands the app, each holding the scope: `wsgi_input`,
+//!    `start_response` (and `write`), `wsgi_errors`.
+//! 6. `run`: [`handle`], the request from the app call to `close()`.
+//!
+//! The objects of layer 5 and the state of layer 3 were once one file per concern (the state
+//! machine and its Python object together), which made every such file and `scope` import each
+//! other; split by role, the dependencies point one way.
 
 mod app;
+mod borrowed;
 mod environ;
 mod filewrapper;
 mod init;
 mod input;
 mod log;
 mod memory;
+mod process;
 mod response;
 mod run;
 mod scope;
+mod start_response;
 mod thread;
+mod wsgi_errors;
+mod wsgi_input;
 
 pub use app::{App, AppSpec};
 pub use environ::http_header_var;
-pub use init::{initialize, is_initialized, Error, PythonConfig};
+pub use init::{is_initialized, Error, PythonConfig};
 pub use log::{ErrorLog, Level, StderrLog};
+pub use process::{initialize, ProcessApps};
 pub use run::handle;
-pub use thread::{register_thread, PythonThread};
+pub use thread::{register_thread, spawn_with_signals_blocked, PythonThread};
 
 /// The values of `wsgi.multithread`, `wsgi.multiprocess` and `wsgi.run_once` for this transport.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,6 +62,18 @@ pub struct Mode {
     pub multithread: bool,
     pub multiprocess: bool,
     pub run_once: bool,
+}
+
+impl Mode {
+    /// The mode of a pool of `processes` processes with `threads` request threads each, each
+    /// serving many requests (so never `run_once`).
+    pub fn pool(processes: usize, threads: usize) -> Mode {
+        Mode {
+            multithread: threads > 1,
+            multiprocess: processes > 1,
+            run_once: false,
+        }
+    }
 }
 
 /// One request as the transport sees it: CGI/WSGI variables exactly as the transport has them

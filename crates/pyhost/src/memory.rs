@@ -124,30 +124,15 @@ pub(crate) fn start_trimmer() {
         if !trim_supported() {
             return;
         }
-        // The thread starts with every signal blocked (it inherits the mask in force at spawn):
-        // the server's signals (nginx's reload and quit, httpd's graceful, the worker's TERM)
-        // must reach the thread that waits for them, not this one, which would leave them
-        // unnoticed until that thread wakes for another reason.
-        // SAFETY: sigset_t is plain data; sigfillset/sigdelset/pthread_sigmask only write the
-        // sets we pass, and the caller's mask is restored right after the spawn.
-        let old = unsafe {
-            let mut all: libc::sigset_t = std::mem::zeroed();
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut all);
-            // Faults must still reach the faulting thread.
-            for sig in [libc::SIGILL, libc::SIGFPE, libc::SIGSEGV, libc::SIGBUS] {
-                libc::sigdelset(&mut all, sig);
-            }
-            libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
-            old
-        };
+        // The server's signals must reach the thread that waits for them, not this one, which
+        // would leave them unnoticed until that thread wakes for another reason (thread.rs).
         // A failed spawn only costs the trimming; the server works as before.
-        let _ = std::thread::Builder::new()
-            .name("rwsgi-trim".into())
-            .stack_size(64 * 1024)
-            .spawn(run_trimmer);
-        // SAFETY: restores the calling thread's own mask saved above.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+        let _ = crate::thread::spawn_with_signals_blocked(
+            std::thread::Builder::new()
+                .name("rwsgi-trim".into())
+                .stack_size(64 * 1024),
+            run_trimmer,
+        );
     });
 }
 

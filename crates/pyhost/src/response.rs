@@ -1,27 +1,27 @@
-//! `start_response`, the `write()` callable, and the response state they share with the
-//! iterable loop: head validation, lazy head sending, Content-Length enforcement.
+//! The response state that `start_response`, the `write()` callable (start_response.rs) and
+//! the iterable loop (run.rs) share: head validation, lazy head sending, Content-Length
+//! enforcement.
 //!
 //! Validation is the security boundary between Python and the HTTP response: a status line or a
 //! header with CR, LF, NUL or another control character, a header name that is not an RFC 9110
 //! token, or a hop-by-hop header raises in the app (a 500 if uncaught) and nothing is sent.
 
 use std::io;
-use std::sync::Arc;
 
 use pyo3::exceptions::{PyAssertionError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::types::{PyList, PyString, PyTuple};
 
-use crate::scope::{OutputSide, Scope};
-use crate::Head;
+use crate::borrowed::Borrowed;
+use crate::{Head, Responder};
 
 /// Response progress, guarded by the scope's output lock.
 pub(crate) struct ResponseState {
     /// Set by start_response: numeric status and the status line as given.
-    status: Option<(u16, Vec<u8>)>,
-    headers: Vec<(Vec<u8>, Vec<u8>)>,
-    head_sent: bool,
-    content_length: Option<u64>,
+    pub(crate) status: Option<(u16, Vec<u8>)>,
+    pub(crate) headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub(crate) head_sent: bool,
+    pub(crate) content_length: Option<u64>,
     sent: u64,
     client_gone: bool,
     /// HEAD requests and 1xx/204/304 responses carry no body whatever Content-Length says.
@@ -66,7 +66,20 @@ impl SendError {
     }
 }
 
+/// The output half of a request's scope: the transport's responder while the request runs, and
+/// the response state. Guarded by the scope's output lock.
+pub(crate) struct OutputSide {
+    pub(crate) out: Option<Borrowed<dyn Responder + 'static>>,
+    pub(crate) state: ResponseState,
+}
+
 impl OutputSide {
+    /// The live responder, or None after the request ended.
+    pub(crate) fn out(&mut self) -> Option<&mut (dyn Responder + 'static)> {
+        // SAFETY: as for InputSide::body.
+        self.out.as_mut().map(|o| unsafe { &mut *o.0 })
+    }
+
     /// True once start_response has set a status.
     pub(crate) fn started(&self) -> bool {
         self.state.status.is_some()
@@ -299,9 +312,13 @@ fn parse_content_length(value: &[u8]) -> Result<u64, String> {
         })
 }
 
-type Validated = (u16, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>, Option<u64>);
+pub(crate) type Validated = (u16, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>, Option<u64>);
 
-fn validate(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<Validated> {
+/// Checks what the app passed to `start_response`: (code, status line, headers, Content-Length).
+pub(crate) fn validate(
+    status: &Bound<'_, PyAny>,
+    headers: &Bound<'_, PyAny>,
+) -> PyResult<Validated> {
     let line = latin1("status", status)?;
     let code = parse_status(&line).map_err(PyValueError::new_err)?;
     if !headers.is_instance_of::<PyList>() && !headers.is_instance_of::<PyTuple>() {
@@ -329,81 +346,6 @@ fn validate(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<V
         list.push((name, value));
     }
     Ok((code, line, list, content_length))
-}
-
-/// The `start_response` callable handed to the application.
-#[pyclass(module = "rwsgi", name = "StartResponse")]
-pub(crate) struct StartResponse {
-    scope: Arc<Scope>,
-}
-
-impl StartResponse {
-    pub(crate) fn new(scope: Arc<Scope>) -> Self {
-        StartResponse { scope }
-    }
-}
-
-#[pymethods]
-impl StartResponse {
-    #[pyo3(signature = (status, headers, exc_info = None))]
-    fn __call__(
-        &self,
-        py: Python<'_>,
-        status: &Bound<'_, PyAny>,
-        headers: &Bound<'_, PyAny>,
-        exc_info: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Py<Write>> {
-        let exc_info = exc_info.filter(|e| !e.is_none());
-        let has_exc = match exc_info {
-            Some(info) => !info.get_item(1)?.is_none(),
-            None => false,
-        };
-        // Validate before taking the lock: this runs Python code (str conversions).
-        let (code, line, list, content_length) = validate(status, headers)?;
-        {
-            let mut side = self.scope.lock_output();
-            if has_exc {
-                if side.state.head_sent {
-                    drop(side);
-                    // PEP 3333: too late to change the head; re-raise the app's exception.
-                    let value = exc_info.map(|i| i.get_item(1)).transpose()?;
-                    return Err(match value {
-                        Some(v) => PyErr::from_value(v),
-                        None => PyAssertionError::new_err("headers already sent"),
-                    });
-                }
-            } else if side.state.status.is_some() {
-                return Err(PyAssertionError::new_err(
-                    "start_response() called a second time without exc_info",
-                ));
-            }
-            side.state.status = Some((code, line));
-            side.state.headers = list;
-            side.state.content_length = content_length;
-        }
-        Py::new(
-            py,
-            Write {
-                scope: self.scope.clone(),
-            },
-        )
-    }
-}
-
-/// The legacy `write(data)` callable returned by start_response.
-#[pyclass(module = "rwsgi", name = "Write")]
-pub(crate) struct Write {
-    scope: Arc<Scope>,
-}
-
-#[pymethods]
-impl Write {
-    fn __call__(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let bytes = data
-            .cast::<PyBytes>()
-            .map_err(|_| PyTypeError::new_err("write() argument must be bytes"))?;
-        crate::run::emit(py, &self.scope, bytes).map_err(SendError::into_pyerr)
-    }
 }
 
 #[cfg(test)]

@@ -12,41 +12,16 @@ use pyo3::types::{PyBytes, PyIterator, PyList, PyTuple, PyType};
 
 use crate::environ;
 use crate::filewrapper::FileWrapper;
-use crate::input::{Input, InputState};
-use crate::log::{format_exception, ErrorLog, Errors, Level};
-use crate::response::{ResponseState, SendError, StartResponse};
-use crate::scope::Scope;
+use crate::input::InputState;
+use crate::log::{format_exception, ErrorLog, Level};
+use crate::response::{ResponseState, SendError};
+use crate::scope::{Scope, SendSlice};
+use crate::start_response::StartResponse;
+use crate::wsgi_errors::Errors;
+use crate::wsgi_input::Input;
 use crate::{App, Body, Outcome, Request, Responder};
 
 const ERROR_BODY: &[u8] = b"500 Internal Server Error\n";
-
-/// A byte slice that crosses into a `detach` closure.
-struct SendSlice(*const u8, usize);
-
-// SAFETY: the slice points into an immutable Python bytes object that the caller keeps alive (it
-// holds a reference across the detach call); nothing writes to it meanwhile.
-unsafe impl Send for SendSlice {}
-
-impl SendSlice {
-    fn get(&self) -> &[u8] {
-        // SAFETY: see the Send impl: pointer and length come from a live &[u8].
-        unsafe { std::slice::from_raw_parts(self.0, self.1) }
-    }
-}
-
-/// Send one body chunk from Python, with the GIL released for the transport's write.
-pub(crate) fn emit(
-    py: Python<'_>,
-    scope: &Scope,
-    bytes: &Bound<'_, PyBytes>,
-) -> Result<(), SendError> {
-    let data = bytes.as_bytes();
-    if data.is_empty() {
-        return Ok(());
-    }
-    let slice = SendSlice(data.as_ptr(), data.len());
-    py.detach(move || scope.lock_output().send(slice.get()))
-}
 
 /// Closes the scope when `handle` leaves, whatever the path (unwinding included).
 struct CloseOnDrop<'a>(&'a Scope);
@@ -240,7 +215,7 @@ fn consume(py: Python<'_>, scope: &Scope, iterable: &Bound<'_, PyAny>) -> Outcom
             Ok(b) => b,
             Err(e) => return fail(py, scope, &e),
         };
-        match emit(py, scope, &bytes) {
+        match scope.emit(py, &bytes) {
             Ok(()) => {}
             Err(SendError::Gone(_)) => return Outcome::ClientGone,
             Err(e @ SendError::NotStarted) => return fail(py, scope, &e.into_pyerr()),

@@ -7,34 +7,18 @@
 //! every access checks the flag under the same lock, so no pointer is used after the borrow ends.
 //!
 //! Lock discipline: nobody holds a scope lock while calling into Python or acquiring the GIL.
-//! Paths that do I/O take the lock with the GIL released (see `run::detached`).
+//! Paths that do I/O take the lock with the GIL released (`Scope::emit`, and run.rs).
 
 use std::sync::{Mutex, MutexGuard};
 
-use crate::input::InputState;
-use crate::log::{ErrorLog, Level};
-use crate::response::ResponseState;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::borrowed::Borrowed;
+use crate::input::{InputSide, InputState};
+use crate::log::{ErrorLog, Level, StderrLog};
+use crate::response::{OutputSide, ResponseState, SendError};
 use crate::{Body, Responder};
-
-/// Raw handles borrowed from `handle()`'s caller, valid while the scope is live.
-pub(crate) struct Borrowed<T: ?Sized>(pub(crate) *mut T);
-
-// SAFETY: a Borrowed pointer is only dereferenced while its scope is live, under the scope's
-// mutex, and handle() (the borrow's owner) blocks until the scope is closed; so at most one
-// thread uses the pointee at a time and never after the borrow ends. The transports' Body and
-// Responder types are only required to be usable from the thread running handle() or a thread
-// it waits for, which this discipline guarantees.
-unsafe impl<T: ?Sized> Send for Borrowed<T> {}
-
-pub(crate) struct InputSide {
-    pub(crate) body: Option<Borrowed<dyn Body + 'static>>,
-    pub(crate) state: InputState,
-}
-
-pub(crate) struct OutputSide {
-    pub(crate) out: Option<Borrowed<dyn Responder + 'static>>,
-    pub(crate) state: ResponseState,
-}
 
 pub(crate) struct Scope {
     pub(crate) input: Mutex<InputSide>,
@@ -103,24 +87,32 @@ impl Scope {
             // SAFETY: the pointer is live while it is Some (close() clears it under this lock
             // before the borrow ends), and ErrorLog is Sync, so a shared call is sound.
             Some(log) => unsafe { (*log.0).log(level, msg) },
-            None => crate::log::StderrLog.log(level, msg),
+            None => StderrLog.log(level, msg),
         }
     }
-}
 
-impl InputSide {
-    /// The live body, or None after the request ended.
-    pub(crate) fn body(&mut self) -> Option<&mut (dyn Body + 'static)> {
-        // SAFETY: Some only while the scope is live (see Scope::close); the &mut self borrow of
-        // the locked InputSide makes this the only reference to the body.
-        self.body.as_mut().map(|b| unsafe { &mut *b.0 })
+    /// Send one body chunk from Python, with the GIL released for the transport's write (the
+    /// `write()` callable and the iterable loop both send this way).
+    pub(crate) fn emit(&self, py: Python<'_>, bytes: &Bound<'_, PyBytes>) -> Result<(), SendError> {
+        let data = bytes.as_bytes();
+        if data.is_empty() {
+            return Ok(());
+        }
+        let slice = SendSlice(data.as_ptr(), data.len());
+        py.detach(move || self.lock_output().send(slice.get()))
     }
 }
 
-impl OutputSide {
-    /// The live responder, or None after the request ended.
-    pub(crate) fn out(&mut self) -> Option<&mut (dyn Responder + 'static)> {
-        // SAFETY: as for InputSide::body.
-        self.out.as_mut().map(|o| unsafe { &mut *o.0 })
+/// A byte slice that crosses into a `detach` closure.
+pub(crate) struct SendSlice(pub(crate) *const u8, pub(crate) usize);
+
+// SAFETY: the slice points into an immutable Python bytes object that the caller keeps alive (it
+// holds a reference across the detach call); nothing writes to it meanwhile.
+unsafe impl Send for SendSlice {}
+
+impl SendSlice {
+    pub(crate) fn get(&self) -> &[u8] {
+        // SAFETY: see the Send impl: pointer and length come from a live &[u8].
+        unsafe { std::slice::from_raw_parts(self.0, self.1) }
     }
 }

@@ -71,15 +71,62 @@ pub enum Command {
 
 /// Parses the arguments after the program name.
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
-    let mut socket = None;
-    let mut script = None;
-    let mut lifetime_fd = None;
-    let mut opts: Vec<(String, String)> = Vec::new();
+    let args = match read_args(args)? {
+        Read::Args(args) => args,
+        Read::Done(command) => return Ok(command),
+    };
+    let socket = args
+        .socket
+        .ok_or("--socket is required (unix:PATH or HOST:PORT)")?;
+    let apps = apps(args.script, &args.opts)?;
+    let options = daemon_options(&args.opts)?;
+    let mut cfg = options.group_config(
+        "rwsgi-worker",
+        socket,
+        apps,
+        &pyhost::PythonConfig::default(),
+    );
+    for (name, value) in &args.opts {
+        if !OPTION_NAMES.contains(&name.as_str()) && name != "mount" {
+            apply(&mut cfg, name, value).map_err(|msg| format!("--{name}: {msg}"))?;
+        }
+    }
+    cfg.validate().map_err(|e| format!("--{e}"))?;
+    Ok(Command::Run {
+        cfg: Box::new(cfg),
+        lifetime_fd: args.lifetime_fd,
+    })
+}
+
+/// The command line, split into options (before they are interpreted).
+struct Args {
+    socket: Option<SocketSpec>,
+    script: Option<PathBuf>,
+    lifetime_fd: Option<i32>,
+    /// Every other option, in order, as `(name, value)`.
+    opts: Vec<(String, String)>,
+}
+
+enum Read {
+    Args(Args),
+    /// `--help` or `--version`: nothing else matters.
+    Done(Command),
+}
+
+/// Splits the arguments into options (`--name VALUE` or `--name=VALUE`); `--socket`,
+/// `--script` and `--lifetime-fd` are read here, the rest later.
+fn read_args<I: IntoIterator<Item = String>>(args: I) -> Result<Read, String> {
+    let mut read = Args {
+        socket: None,
+        script: None,
+        lifetime_fd: None,
+        opts: Vec::new(),
+    };
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "-V" | "--version" => return Ok(Command::Version),
+            "-h" | "--help" => return Ok(Read::Done(Command::Help)),
+            "-V" | "--version" => return Ok(Read::Done(Command::Version)),
             _ => {}
         }
         let Some(body) = arg.strip_prefix("--") else {
@@ -100,22 +147,28 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
             }
         };
         match name.as_str() {
-            "socket" => socket = Some(SocketSpec::parse(&value).map_err(|e| format!("--{e}"))?),
-            "script" => script = Some(PathBuf::from(value)),
+            "socket" => {
+                read.socket = Some(SocketSpec::parse(&value).map_err(|e| format!("--{e}"))?)
+            }
+            "script" => read.script = Some(PathBuf::from(value)),
             "lifetime-fd" => {
-                lifetime_fd =
+                read.lifetime_fd =
                     Some(
                         value.parse::<i32>().ok().filter(|fd| *fd > 2).ok_or(
                             "--lifetime-fd: expected an inherited descriptor number above 2",
                         )?,
                     )
             }
-            n if is_known(n) => opts.push((name, value)),
+            n if is_known(n) => read.opts.push((name, value)),
             _ => return Err(format!("unknown option --{name} (see --help)")),
         }
     }
-    let socket = socket.ok_or("--socket is required (unix:PATH or HOST:PORT)")?;
-    // `--mount /PREFIX=FILE` adds an app (as in uWSGI); `--mount /PREFIX` mounts --script.
+    Ok(Read::Args(read))
+}
+
+/// The apps: `--script` (at `--mount /PREFIX` if given) and each `--mount /PREFIX=FILE`, as in
+/// uWSGI.
+fn apps(script: Option<PathBuf>, opts: &[(String, String)]) -> Result<Vec<AppConfig>, String> {
     let mut mounted = Vec::new();
     let mut script_mount = None;
     for (name, value) in opts.iter().filter(|(n, _)| n == "mount") {
@@ -155,11 +208,15 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
     if apps.is_empty() {
         return Err("--script is required (the WSGI script file)".to_owned());
     }
-    // mod_wsgi's daemon group options go through the parser the web server directives use, so
-    // `--threads 0` and `threads=0` get the same answer; the rest are the command line's own.
+    Ok(apps)
+}
+
+/// mod_wsgi's daemon group options go through the parser the web server directives use, so
+/// `--threads 0` and `threads=0` get the same answer; the rest are the command line's own.
+fn daemon_options(opts: &[(String, String)]) -> Result<DaemonOptions, String> {
     let mut options = DaemonOptions::default();
     let mut python_path: Vec<String> = Vec::new();
-    for (name, value) in &opts {
+    for (name, value) in opts {
         if name == "python-path" {
             python_path.push(from_cwd(value)?); // repeatable: the entries add up
         } else if OPTION_NAMES.contains(&name.as_str()) {
@@ -178,22 +235,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
             .apply("python-path", &python_path.join(":"))
             .map_err(|msg| format!("--python-path: {msg}"))?;
     }
-    let mut cfg = options.group_config(
-        "rwsgi-worker",
-        socket,
-        apps,
-        &pyhost::PythonConfig::default(),
-    );
-    for (name, value) in &opts {
-        if !OPTION_NAMES.contains(&name.as_str()) && name != "mount" {
-            apply(&mut cfg, name, value).map_err(|msg| format!("--{name}: {msg}"))?;
-        }
-    }
-    cfg.validate().map_err(|e| format!("--{e}"))?;
-    Ok(Command::Run {
-        cfg: Box::new(cfg),
-        lifetime_fd,
-    })
+    Ok(options)
 }
 
 const OPTIONS: &[&str] = &[

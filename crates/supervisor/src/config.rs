@@ -71,6 +71,16 @@ pub struct AppConfig {
     pub mount: Option<String>,
 }
 
+impl AppConfig {
+    /// What pyhost loads for this app (the mount is the worker's routing, not pyhost's).
+    pub fn spec(&self) -> pyhost::AppSpec {
+        pyhost::AppSpec {
+            script: self.script.clone(),
+            callable: self.callable.clone(),
+        }
+    }
+}
+
 /// All daemon options of one process group (DESIGN.md, "Daemon group options").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupConfig {

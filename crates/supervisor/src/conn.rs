@@ -10,9 +10,11 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pyhost::{App, Body, ErrorLog, Head, Mode, Outcome, Responder};
+use uwsgi::contract::{self, PathInfoForm};
 use uwsgi::{Var, EMPTY_VAR, HEADER_LEN, MAX_VARS_BLOCK};
 
 use crate::listener::Stream;
+use crate::routing::{self, Routed, SentPath};
 use crate::rwlog;
 use crate::scoreboard::Scoreboard;
 use crate::signals::monotonic_ms;
@@ -34,6 +36,7 @@ pub struct MountedApp<'a> {
 }
 
 /// What a worker thread needs to serve connections.
+#[derive(Clone, Copy)]
 pub struct Ctx<'a> {
     /// The group's apps (at least one), in configuration order.
     pub apps: &'a [MountedApp<'a>],
@@ -149,22 +152,53 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-/// Parses the packet in `packet`, runs the app and sends the response.
+/// Parses the packet in `packet`, runs the app and sends the response: the stages below, in
+/// order.
 fn run_request(
     stream: &Stream,
     packet: &[u8],
     ctx: &Ctx<'_>,
     head_buf: &mut Vec<u8>,
 ) -> Result<(), Bad> {
-    // Room for a typical request on the stack; a packet with more vars is parsed again into
-    // heap storage of the full limit.
     let mut small: [Var<'_>; SMALL_VARS] = [EMPTY_VAR; SMALL_VARS];
-    let mut large: Vec<Var<'_>>;
-    let mut req = uwsgi::Request::new(&mut small);
+    let mut large = Vec::new();
+    let (vars, consumed) = parse_vars(packet, &mut small, &mut large)?;
+    let front = FrontEnd::read(vars)?;
+    let mounts: Vec<Option<&[u8]>> = ctx.apps.iter().map(|a| a.mount).collect();
+    let mut decoded = Vec::new();
+    let routed = routing::resolve(&front.path, &mounts, &mut decoded);
+    let Some(app) = ctx.apps.get(routed.app) else {
+        return Err(Bad::NoApp);
+    };
+    let env = environ(vars, &front, &routed);
+    let mut body = SocketBody {
+        stream,
+        prefix: &packet[consumed..],
+        remaining: front.content_length.unwrap_or(0),
+    };
+    let mut out = SocketResponder::new(stream, head_buf);
+    if queued_too_long(ctx, front.request_start) {
+        answer_queue_timeout(stream, &mut body, &mut out);
+        return Ok(());
+    }
+    let outcome = run_app(ctx, app.app, &env, &mut body, &mut out);
+    end_response(stream, &mut body, &mut out, outcome, front.abort_mark);
+    Ok(())
+}
+
+/// Parses the packet head into `small` (room for a typical request, on the caller's stack) or,
+/// for a packet with more vars, again into `large` (the full limit, on the heap). Returns the
+/// vars and the bytes the head occupies (the body starts there).
+fn parse_vars<'p, 's>(
+    packet: &'p [u8],
+    small: &'s mut [Var<'p>],
+    large: &'s mut Vec<Var<'p>>,
+) -> Result<(&'s [Var<'p>], usize), Bad> {
+    let mut req = uwsgi::Request::new(small);
     let mut parsed = req.parse(packet);
     if parsed == Err(uwsgi::Error::TooManyVars) {
-        large = vec![EMPTY_VAR; MAX_VARS];
-        req = uwsgi::Request::new(&mut large);
+        *large = vec![EMPTY_VAR; MAX_VARS];
+        req = uwsgi::Request::new(large);
         parsed = req.parse(packet);
     }
     let consumed = match parsed.map_err(Bad::Parse)? {
@@ -175,59 +209,66 @@ fn run_request(
     if req.modifier1 != 0 {
         return Err(Bad::Modifier(req.modifier1, req.modifier2));
     }
-    let vars: &[Var<'_>] = req.vars;
+    Ok((req.vars, consumed))
+}
 
-    // First pass: the vars this layer interprets.
-    let mut front_script_name = None;
-    let mut path_info = None;
-    let mut query_string = None;
-    let mut request_uri = None;
-    let mut content_length: Option<u64> = None;
-    let mut request_start = None;
-    let mut abort_mark = false;
-    // UWSGI_SCHEME is the one UWSGI_* var that loads no code: operators set it (`uwsgi_param
-    // UWSGI_SCHEME https;`, `SetEnv UWSGI_SCHEME https`) to say the client used TLS. It wins over
-    // HTTPS/REQUEST_SCHEME, as in uWSGI.
-    let mut scheme: Option<&[u8]> = None;
-    for v in vars {
-        match v.key {
-            b"SCRIPT_NAME" => front_script_name = Some(v.value),
-            b"PATH_INFO" => path_info = Some(v.value),
-            b"QUERY_STRING" => query_string = Some(v.value),
-            b"REQUEST_URI" => request_uri = Some(v.value),
-            b"RWSGI_REQUEST_START" => request_start = Some(v.value),
-            b"RWSGI_ABORT_MARK" => abort_mark = v.value == b"1",
-            b"UWSGI_SCHEME" if matches!(v.value, b"http" | b"https") => scheme = Some(v.value),
-            b"CONTENT_LENGTH" => {
-                let n = parse_content_length(v.value).ok_or(Bad::ContentLength)?;
-                if content_length.is_some_and(|prev| prev != n) {
-                    return Err(Bad::ContentLength);
+/// The vars this layer interprets itself (a first pass over the packet).
+struct FrontEnd<'p> {
+    path: SentPath<'p>,
+    content_length: Option<u64>,
+    /// `RWSGI_REQUEST_START` (uwsgi::contract), for queue-timeout.
+    request_start: Option<&'p [u8]>,
+    /// `RWSGI_ABORT_MARK=1`: the front end sends the mark byte (uwsgi::contract).
+    abort_mark: bool,
+    /// `UWSGI_SCHEME`, when it says http or https.
+    scheme: Option<&'p [u8]>,
+}
+
+impl<'p> FrontEnd<'p> {
+    fn read(vars: &[Var<'p>]) -> Result<FrontEnd<'p>, Bad> {
+        let mut front = FrontEnd {
+            path: SentPath::default(),
+            content_length: None,
+            request_start: None,
+            abort_mark: false,
+            scheme: None,
+        };
+        for v in vars {
+            match v.key {
+                b"SCRIPT_NAME" => front.path.script_name = Some(v.value),
+                b"PATH_INFO" => front.path.path_info = Some(v.value),
+                b"QUERY_STRING" => front.path.query_string = Some(v.value),
+                b"REQUEST_URI" => front.path.request_uri = Some(v.value),
+                contract::REQUEST_START => front.request_start = Some(v.value),
+                contract::ABORT_MARK => front.abort_mark = v.value == contract::ABORT_MARK_ON,
+                contract::PATH_INFO_FORM => front.path.form = PathInfoForm::parse(v.value),
+                // UWSGI_SCHEME is the one UWSGI_* var that loads no code: operators set it
+                // (`uwsgi_param UWSGI_SCHEME https;`, `SetEnv UWSGI_SCHEME https`) to say the
+                // client used TLS. It wins over HTTPS/REQUEST_SCHEME, as in uWSGI.
+                b"UWSGI_SCHEME" if matches!(v.value, b"http" | b"https") => {
+                    front.scheme = Some(v.value)
                 }
-                content_length = Some(n);
+                b"CONTENT_LENGTH" => {
+                    let n = parse_content_length(v.value).ok_or(Bad::ContentLength)?;
+                    if front.content_length.is_some_and(|prev| prev != n) {
+                        return Err(Bad::ContentLength);
+                    }
+                    front.content_length = Some(n);
+                }
+                _ => {}
             }
-            _ => {}
         }
+        Ok(front)
     }
-    // nginx's stock uwsgi_params sends PATH_INFO; other front ends may send only REQUEST_URI.
-    let (uri_path, uri_query) = request_uri.map(split_request_uri).unwrap_or((b"", None));
-    let decoded;
-    let path_info_given = path_info.is_some();
-    let path_info = match path_info {
-        Some(p) => p,
-        None => {
-            decoded = percent_decode(uri_path);
-            &decoded[..]
-        }
-    };
-    let query_string = query_string.or(uri_query).unwrap_or(b"");
-    let split = path_info_given && already_split(front_script_name, uri_path, path_info);
-    let mounts: Vec<Option<&[u8]>> = ctx.apps.iter().map(|a| a.mount).collect();
-    let (app_index, script_name, path_info) = route(front_script_name, split, &mounts, path_info);
-    let Some(app) = ctx.apps.get(app_index) else {
-        return Err(Bad::NoApp);
-    };
+}
 
-    // Second pass: environ as pyhost gets it. UWSGI_* (uWSGI's code-loading vars) never pass.
+/// environ as pyhost gets it: the vars as sent, minus uWSGI's code-loading `UWSGI_*` vars and
+/// the contract's own, with the scheme and the routed SCRIPT_NAME / PATH_INFO / QUERY_STRING.
+fn environ<'p>(
+    vars: &[Var<'p>],
+    front: &FrontEnd<'p>,
+    routed: &Routed<'p>,
+) -> Vec<(&'p [u8], &'p [u8])> {
     let mut env: Vec<(&[u8], &[u8])> = Vec::with_capacity(vars.len() + 5);
     for v in vars {
         let k = v.key;
@@ -235,73 +276,88 @@ fn run_request(
             continue;
         }
         match k {
-            b"SCRIPT_NAME"
-            | b"PATH_INFO"
-            | b"QUERY_STRING"
-            | b"RWSGI_REQUEST_START"
-            | b"RWSGI_ABORT_MARK" => {}
-            b"HTTPS" | b"REQUEST_SCHEME" if scheme.is_some() => {}
+            b"SCRIPT_NAME" | b"PATH_INFO" | b"QUERY_STRING" => {}
+            _ if contract::is_contract_var(k) => {}
+            b"HTTPS" | b"REQUEST_SCHEME" if front.scheme.is_some() => {}
             _ => env.push((k, v.value)),
         }
     }
-    if let Some(scheme) = scheme {
+    if let Some(scheme) = front.scheme {
         env.push((b"REQUEST_SCHEME", scheme));
         if scheme == b"https" {
             env.push((b"HTTPS", b"on"));
         }
     }
-    env.push((b"SCRIPT_NAME", script_name));
-    env.push((b"PATH_INFO", path_info));
-    env.push((b"QUERY_STRING", query_string));
+    env.push((b"SCRIPT_NAME", routed.script_name));
+    env.push((b"PATH_INFO", routed.path_info));
+    env.push((b"QUERY_STRING", routed.query_string));
+    env
+}
 
-    let body_len = content_length.unwrap_or(0);
-    let mut body = SocketBody {
-        stream,
-        prefix: &packet[consumed..],
-        remaining: body_len,
+/// queue-timeout: did the request wait longer than the group allows since the front end
+/// received it? (Logged when so.)
+fn queued_too_long(ctx: &Ctx<'_>, request_start: Option<&[u8]>) -> bool {
+    let Some(limit) = ctx.queue_timeout else {
+        return false;
     };
-    let mut out = SocketResponder {
-        stream,
-        head: head_buf,
-        head_pending: false,
-        unframed: false,
+    let Some(waited) = request_start.and_then(queued_for).filter(|w| *w > limit) else {
+        return false;
     };
-    out.head.clear();
+    rwlog!(
+        "RW035",
+        "request queued for {:.3}s > queue-timeout {:.3}s: answering 504",
+        waited.as_secs_f64(),
+        limit.as_secs_f64()
+    );
+    true
+}
 
-    if let Some(limit) = ctx.queue_timeout {
-        if let Some(waited) = request_start.and_then(queued_for).filter(|w| *w > limit) {
-            rwlog!(
-                "RW035",
-                "request queued for {:.3}s > queue-timeout {:.3}s: answering 504",
-                waited.as_secs_f64(),
-                limit.as_secs_f64()
-            );
-            let msg = b"Request queued too long in the server.\n";
-            let len = msg.len().to_string();
-            let head = [
-                (b"Content-Type".to_vec(), b"text/plain".to_vec()),
-                (b"Content-Length".to_vec(), len.into_bytes()),
-            ];
-            let head = Head {
-                status: 504,
-                status_line: b"504 Gateway Timeout",
-                headers: &head,
-            };
-            if out.start(&head).and_then(|_| out.write(msg)).is_ok() {
-                finish_clean(stream, &mut body, false);
-            }
-            return Ok(());
-        }
+/// The 504 of a request that queued too long; the app does not run.
+fn answer_queue_timeout(stream: &Stream, body: &mut SocketBody<'_>, out: &mut SocketResponder<'_>) {
+    let msg = b"Request queued too long in the server.\n";
+    let len = msg.len().to_string();
+    let head = [
+        (b"Content-Type".to_vec(), b"text/plain".to_vec()),
+        (b"Content-Length".to_vec(), len.into_bytes()),
+    ];
+    let head = Head {
+        status: 504,
+        status_line: b"504 Gateway Timeout",
+        headers: &head,
+    };
+    if out.start(&head).and_then(|_| out.write(msg)).is_ok() {
+        finish_clean(stream, body, false);
     }
+}
 
+/// Runs the app, with this thread marked busy on the scoreboard (for request-timeout).
+fn run_app(
+    ctx: &Ctx<'_>,
+    app: &App,
+    env: &[(&[u8], &[u8])],
+    body: &mut SocketBody<'_>,
+    out: &mut SocketResponder<'_>,
+) -> Outcome {
     let request = pyhost::Request {
-        vars: &env,
+        vars: env,
         mode: ctx.mode,
     };
     ctx.board
         .set_busy(ctx.slot, ctx.thread, monotonic_ms().max(1));
-    let outcome = pyhost::handle(app.app, &request, &mut body, &mut out, ctx.log);
+    let outcome = pyhost::handle(app, &request, body, out, ctx.log);
     ctx.board.set_busy(ctx.slot, ctx.thread, 0);
+    outcome
+}
+
+/// Ends the response the way the front end can tell complete from aborted: a clean close after
+/// a complete one, a reset (and the abort mark left unread) after an aborted one.
+fn end_response(
+    stream: &Stream,
+    body: &mut SocketBody<'_>,
+    out: &mut SocketResponder<'_>,
+    outcome: Outcome,
+    abort_mark: bool,
+) {
     // Our own front ends (RWSGI_ABORT_MARK=1) send one byte once they have read a head without
     // Content-Length, whose body only EOF can end: left unread, it turns our close into an
     // error for them, over a unix socket as over TCP.
@@ -309,7 +365,7 @@ fn run_request(
     match outcome {
         Outcome::Complete | Outcome::Failed => {
             if out.flush_head().is_ok() {
-                finish_clean(stream, &mut body, marked);
+                finish_clean(stream, body, marked);
             }
         }
         Outcome::ClientGone => {}
@@ -321,7 +377,6 @@ fn run_request(
             }
         }
     }
-    Ok(())
 }
 
 /// After a complete response: signal the end (FIN), then consume the unread body (and the
@@ -356,141 +411,12 @@ fn parse_content_length(v: &[u8]) -> Option<u64> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
-/// How long ago the front end received the request, from `RWSGI_REQUEST_START`: microseconds
-/// since the epoch (`t=` prefix allowed, as in the common X-Request-Start header), or seconds with
-/// a fraction, which is what nginx's `$msec` gives.
+/// How long ago the front end received the request, from its `RWSGI_REQUEST_START` value
+/// (`uwsgi::contract::parse_request_start` says which forms are accepted).
 fn queued_for(v: &[u8]) -> Option<Duration> {
-    let v = std::str::from_utf8(v.strip_prefix(b"t=").unwrap_or(v)).ok()?;
-    let started = if v.contains('.') {
-        Duration::try_from_secs_f64(v.parse::<f64>().ok()?).ok()?
-    } else {
-        Duration::from_micros(v.parse().ok()?)
-    };
+    let started = contract::parse_request_start(v)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
     now.checked_sub(started)
-}
-
-/// Splits a REQUEST_URI into its path and query (absolute-form URIs lose scheme and authority).
-pub(crate) fn split_request_uri(uri: &[u8]) -> (&[u8], Option<&[u8]>) {
-    let mut uri = uri;
-    for scheme in [&b"http://"[..], b"https://"] {
-        if uri.len() > scheme.len() && uri[..scheme.len()].eq_ignore_ascii_case(scheme) {
-            let rest = &uri[scheme.len()..];
-            uri = rest
-                .iter()
-                .position(|&b| b == b'/')
-                .map_or(b"/", |i| &rest[i..]);
-        }
-    }
-    let uri = uri.split(|&b| b == b'#').next().unwrap_or(b"");
-    match uri.iter().position(|&b| b == b'?') {
-        Some(i) => (&uri[..i], Some(&uri[i + 1..])),
-        None => (uri, None),
-    }
-}
-
-/// `%XX` -> byte; a `%` not followed by two hex digits stays as it is.
-pub(crate) fn percent_decode(s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'%' && i + 2 < s.len() {
-            if let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(s[i]);
-        i += 1;
-    }
-    out
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Did the front end send SCRIPT_NAME and PATH_INFO already split, i.e. SCRIPT_NAME + PATH_INFO
-/// is the request path? Apache's mod_proxy_uwsgi does (PATH_INFO is the part after the ProxyPass
-/// prefix), nginx's uwsgi_params does not (PATH_INFO is the whole path). REQUEST_URI is the
-/// arbiter: it always holds the whole (percent-encoded) path.
-fn already_split(front: Option<&[u8]>, uri_path: &[u8], path_info: &[u8]) -> bool {
-    let Some(front) = front.map(trim_slashes).filter(|f| !f.is_empty()) else {
-        return false;
-    };
-    if uri_path.is_empty() || strip_prefix(front, path_info).is_none() {
-        return false; // no arbiter, or no prefix to remove twice
-    }
-    let full = percent_decode(uri_path);
-    full.len() == front.len() + path_info.len()
-        && full.starts_with(front)
-        && full.ends_with(path_info)
-}
-
-/// `/app/` -> `/app`; `/` -> empty.
-fn trim_slashes(p: &[u8]) -> &[u8] {
-    let end = p.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
-    &p[..end]
-}
-
-/// The rest of `path` after `prefix`, if `prefix` matches at a path-segment boundary (`/app`
-/// matches `/app` and `/app/x`, never `/application`).
-fn strip_prefix<'a>(prefix: &[u8], path: &'a [u8]) -> Option<&'a [u8]> {
-    let rest = path.strip_prefix(prefix)?;
-    (rest.is_empty() || rest[0] == b'/').then_some(rest)
-}
-
-/// Picks the app and splits SCRIPT_NAME / PATH_INFO, as uWSGI's mount + manage-script-name do.
-/// Returns (index into `mounts`, SCRIPT_NAME, PATH_INFO).
-///
-/// - A SCRIPT_NAME sent by the front end (nginx `uwsgi_param SCRIPT_NAME /app;`, our modules) is
-///   authoritative: the app mounted there (else the default app) serves the request, and the
-///   prefix is removed from PATH_INFO when it matches at a segment boundary; otherwise PATH_INFO
-///   stays as sent. When the front end already split the path (`front_already_split`, see
-///   [`already_split`]), PATH_INFO is taken as it is: removing the prefix again would turn
-///   `/app/app/x` into `/x`.
-/// - Without one, the longest mount that prefixes PATH_INFO at a segment boundary wins and
-///   becomes SCRIPT_NAME.
-/// - Else the default app (the one without a mount, or the first) with SCRIPT_NAME "".
-pub(crate) fn route<'a>(
-    front: Option<&'a [u8]>,
-    front_already_split: bool,
-    mounts: &[Option<&'a [u8]>],
-    path_info: &'a [u8],
-) -> (usize, &'a [u8], &'a [u8]) {
-    let default = mounts.iter().position(Option::is_none).unwrap_or(0);
-    let mount_at = |i: usize| mounts.get(i).copied().flatten().map(trim_slashes);
-    if let Some(front) = front.map(trim_slashes).filter(|p| !p.is_empty()) {
-        let index = (0..mounts.len())
-            .find(|&i| mount_at(i) == Some(front))
-            .unwrap_or(default);
-        if front_already_split {
-            return (index, front, path_info);
-        }
-        return (
-            index,
-            front,
-            strip_prefix(front, path_info).unwrap_or(path_info),
-        );
-    }
-    let mut best: Option<(usize, &'a [u8], &'a [u8])> = None;
-    for i in 0..mounts.len() {
-        let Some(m) = mount_at(i).filter(|m| !m.is_empty()) else {
-            continue;
-        };
-        if let Some(rest) = strip_prefix(m, path_info) {
-            if best.is_none_or(|(_, b, _)| m.len() > b.len()) {
-                best = Some((i, m, rest));
-            }
-        }
-    }
-    best.unwrap_or((default, b"", path_info))
 }
 
 /// `wsgi.input`: exactly CONTENT_LENGTH bytes, the ones already read with the head first.
@@ -551,7 +477,17 @@ struct SocketResponder<'s> {
     unframed: bool,
 }
 
-impl SocketResponder<'_> {
+impl<'s> SocketResponder<'s> {
+    fn new(stream: &'s Stream, head: &'s mut Vec<u8>) -> SocketResponder<'s> {
+        head.clear();
+        SocketResponder {
+            stream,
+            head,
+            head_pending: false,
+            unframed: false,
+        }
+    }
+
     fn flush_head(&mut self) -> io::Result<()> {
         if self.head_pending {
             self.head_pending = false;
@@ -650,97 +586,6 @@ fn sendfile_all(stream: &Stream, file: &std::fs::File, offset: u64, len: u64) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn routed(
-        f: Option<&'static str>,
-        mounts: &[Option<&'static str>],
-        p: &'static str,
-    ) -> (usize, String, String) {
-        let mounts: Vec<Option<&[u8]>> = mounts.iter().map(|m| m.map(str::as_bytes)).collect();
-        let (i, a, b) = route(f.map(str::as_bytes), false, &mounts, p.as_bytes());
-        (
-            i,
-            String::from_utf8_lossy(a).into_owned(),
-            String::from_utf8_lossy(b).into_owned(),
-        )
-    }
-
-    #[test]
-    fn script_name_stripping() {
-        let s = |f: Option<&'static str>, m: Option<&'static str>, p: &'static str| {
-            let (_, a, b) = routed(f, &[m], p);
-            (a, b)
-        };
-        let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
-        assert_eq!(s(None, None, "/x"), pair("", "/x"));
-        assert_eq!(s(Some("/app"), None, "/app/x"), pair("/app", "/x"));
-        assert_eq!(s(Some("/app"), None, "/app"), pair("/app", ""));
-        assert_eq!(s(Some("/app/"), None, "/app/x"), pair("/app", "/x"));
-        assert_eq!(
-            s(Some("/app"), None, "/application"),
-            pair("/app", "/application")
-        );
-        assert_eq!(s(Some("/app"), None, "/other"), pair("/app", "/other"));
-        assert_eq!(s(Some("/"), None, "/x"), pair("", "/x"));
-        assert_eq!(s(None, Some("/m"), "/m/a/b"), pair("/m", "/a/b"));
-        assert_eq!(s(None, Some("/m"), "/mm"), pair("", "/mm"));
-        assert_eq!(s(Some("/f"), Some("/m"), "/f/z"), pair("/f", "/z"));
-        assert_eq!(s(Some(""), Some("/m"), "/m/z"), pair("/m", "/z"));
-    }
-
-    #[test]
-    fn several_apps_are_routed_by_mount() {
-        let mounts = [None, Some("/a"), Some("/a/deep"), Some("/b")];
-        let r = |f, p| routed(f, &mounts, p);
-        let t = |i: usize, a: &str, b: &str| (i, a.to_owned(), b.to_owned());
-        assert_eq!(r(None, "/x"), t(0, "", "/x"));
-        assert_eq!(r(None, "/a/x"), t(1, "/a", "/x"));
-        assert_eq!(r(None, "/a/deep/x"), t(2, "/a/deep", "/x"));
-        assert_eq!(r(None, "/a/deeper"), t(1, "/a", "/deeper"));
-        assert_eq!(r(None, "/b"), t(3, "/b", ""));
-        assert_eq!(r(None, "/bb"), t(0, "", "/bb"));
-        // The front end's SCRIPT_NAME picks the app, even over a longer PATH_INFO match.
-        assert_eq!(r(Some("/a"), "/a/deep/x"), t(1, "/a", "/deep/x"));
-        assert_eq!(r(Some("/b/"), "/b/y"), t(3, "/b", "/y"));
-        assert_eq!(r(Some("/zzz"), "/zzz/q"), t(0, "/zzz", "/q"));
-        // No default app: the first one serves what no mount matches.
-        assert_eq!(
-            routed(None, &[Some("/a"), Some("/b")], "/c"),
-            t(0, "", "/c")
-        );
-    }
-
-    #[test]
-    fn path_info_split_by_the_front_end_is_not_split_again() {
-        let b = |s: &'static str| Some(s.as_bytes());
-        // Apache mod_proxy_uwsgi, ProxyPass /app, URL /app/app/x: PATH_INFO is already relative.
-        assert!(already_split(b("/app"), b"/app/app/x", b"/app/x"));
-        assert!(!already_split(b("/app"), b"/app/app%2Fx", b"/app/app/x"));
-        assert!(already_split(b("/app"), b"/app/%61pp/x", b"/app/x"));
-        // nginx: PATH_INFO is the whole path.
-        assert!(!already_split(b("/app"), b"/app/app/x", b"/app/app/x"));
-        assert!(!already_split(b("/app"), b"", b"/app/x"));
-        assert!(!already_split(None, b"/app/app/x", b"/app/x"));
-        let mounts = [Some(b"/app".as_slice())];
-        let (_, sn, pi) = route(b("/app"), true, &mounts, b"/app/x");
-        assert_eq!((sn, pi), (&b"/app"[..], &b"/app/x"[..]));
-    }
-
-    #[test]
-    fn request_uri_and_decoding() {
-        assert_eq!(
-            split_request_uri(b"/a%20b?x=1#f"),
-            (&b"/a%20b"[..], Some(&b"x=1"[..]))
-        );
-        assert_eq!(split_request_uri(b"/plain"), (&b"/plain"[..], None));
-        assert_eq!(
-            split_request_uri(b"http://h:1/p?q"),
-            (&b"/p"[..], Some(&b"q"[..]))
-        );
-        assert_eq!(split_request_uri(b"https://h"), (&b"/"[..], None));
-        assert_eq!(percent_decode(b"/a%20b%2F%zz%4"), b"/a b/%zz%4".to_vec());
-        assert_eq!(percent_decode(b"%e2%82%ac"), "\u{20ac}".as_bytes().to_vec());
-    }
 
     #[test]
     fn content_length_values() {

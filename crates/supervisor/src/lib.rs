@@ -3,24 +3,29 @@
 //!
 //! The `rwsgi-worker` binary is a thin command line over [`run`]; the nginx and Apache modules
 //! start the same supervisor for their `wsgi_daemon_process` / `WSGIDaemonProcess` groups with
-//! [`run_forked`] in a child forked from their master, handing it the read end of a pipe whose
-//! write end the master keeps open: when the master goes away, the pipe closes and the group
-//! drains and exits ([`run_with_lifetime`]).
+//! [`fork_supervisor`] from their master, which forks a child that runs [`run_forked`] with the
+//! read end of a pipe whose write end the master keeps open: when the master goes away, the pipe
+//! closes and the group drains and exits ([`run_with_lifetime`]). [`ServerDefaults`] gives both
+//! modules' groups the same defaults from the server's facts.
 //!
 //! Modules: `config` (the typed options), `options` (mod_wsgi's daemon group options, shared by
-//! both web server modules), `cli` (the command line), `listener` (bind, mode, owner,
-//! backlog, stale sockets), `master` (fork, reap, respawn, recycle, timeouts, signals), `worker`
-//! (one process: privileges, Python, request threads), `conn` (one uwsgi connection), `scoreboard`
-//! (shared memory between supervisor and workers), `signals`, `privs`, `log`.
+//! both web server modules), `host` (what the web server modules call: group defaults, forking
+//! the supervisor), `cli` (the command line), `listener` (bind, mode, owner, backlog, stale
+//! sockets), `master` (fork, reap, respawn, recycle, timeouts, signals), `worker` (one process:
+//! privileges, Python, request threads), `conn` (one uwsgi connection), `routing` (which app,
+//! SCRIPT_NAME and PATH_INFO), `scoreboard` (shared memory between supervisor and workers),
+//! `signals`, `privs`, `log`. The vars our front ends add to uwsgi are `uwsgi::contract`.
 
 pub mod cli;
 pub mod config;
 mod conn;
+mod host;
 pub mod listener;
 pub mod log;
 mod master;
 pub mod options;
 mod privs;
+mod routing;
 mod scoreboard;
 mod signals;
 mod worker;
@@ -28,6 +33,7 @@ mod worker;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 pub use config::{AppConfig, ConfigError, GroupConfig, SocketSpec};
+pub use host::{fork_supervisor, run_forked, ForkedSupervisor, ServerDefaults, WorkerAccount};
 pub use options::{DaemonOptions, OPTION_NAMES};
 
 /// Why the supervisor could not start (after it started, problems are logged, not returned).
@@ -63,52 +69,6 @@ pub fn run(cfg: &GroupConfig) -> Result<(), Error> {
 /// server's master holds the write end of that pipe and never writes to it.
 pub fn run_with_lifetime(cfg: &GroupConfig, lifetime: BorrowedFd<'_>) -> Result<(), Error> {
     run_inner(cfg, Some(lifetime))
-}
-
-/// For the web server modules: runs the group in a child just `fork()`ed from the server's
-/// single-threaded master (nginx) or parent (Apache), until the lifetime pipe closes.
-///
-/// First sheds what that process set up and the group must not keep: its signal dispositions
-/// and mask (the master's handlers would run in the supervisor), its session (a Ctrl-C to a
-/// foreground server is the server's; the pipe is what stops the group), and every descriptor
-/// above stderr but the pipe, which moves to fd 3 (listening sockets, log files and other groups'
-/// pipes belong to the server). A panic is caught and reported as an error: it must never
-/// unwind into the server's code, which would go on running as a second master.
-///
-/// The caller points stdout/stderr at its error log and sets the process title before, prints
-/// the error after, and then `_exit`s (never `exit`: the server's atexit handlers and stdio
-/// buffers are not this process's).
-///
-/// # Safety
-/// Call only in a freshly forked child of a single-threaded process. `lifetime` is the read end
-/// of the lifetime pipe (above stderr); this call takes it over.
-pub unsafe fn run_forked(cfg: &GroupConfig, lifetime: RawFd) -> Result<(), String> {
-    // SAFETY: resetting dispositions and the mask, moving and closing descriptors and starting a
-    // session only affect this (single-threaded, caller contract) process. Nothing else in it
-    // uses the descriptors above 3 (they are the server's, inherited).
-    unsafe {
-        for sig in 1..32 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-        }
-        let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-        if lifetime != 3 {
-            libc::dup2(lifetime, 3);
-        }
-        // The workers are forked, not exec'd: nothing the app runs needs the pipe.
-        libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC);
-        libc::close_range(4, u32::MAX, 0);
-        libc::setsid();
-    }
-    // SAFETY: fd 3 is the lifetime pipe's read end (above), open for the rest of this process.
-    let lifetime = unsafe { BorrowedFd::borrow_raw(3) };
-    match std::panic::catch_unwind(|| run_with_lifetime(cfg, lifetime)) {
-        Ok(result) => result.map_err(|e| e.to_string()),
-        Err(_) => Err("internal error (panic) in the supervisor".to_owned()),
-    }
 }
 
 fn run_inner(cfg: &GroupConfig, lifetime: Option<BorrowedFd<'_>>) -> Result<(), Error> {

@@ -1,6 +1,6 @@
 //! Log lines of the supervisor and its workers: `NAME[pid]: RWnnn message` on stderr.
 //!
-//! The code (`RWnnn`) is stable and listed in docs/rwsgi-worker.md, so operators can grep for it
+//! The code (`RWnnn`) is stable and listed in docs/errors.md, so operators can grep for it
 //! and tests can wait for it. Each line is formatted first and written with one `write` call, so
 //! lines from concurrent threads and processes sharing stderr do not interleave.
 

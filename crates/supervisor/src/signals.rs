@@ -11,6 +11,13 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 static PIPE_W: AtomicI32 = AtomicI32::new(-1);
 
+/// The handler of every signal the supervisor and its workers catch (installed by
+/// `set_handler`): the signal number, as one byte, on the pipe `PIPE_W` names.
+///
+/// # Signal safety
+/// Runs in signal context, on whatever thread the signal interrupted: it only loads an atomic,
+/// calls write(2) and saves/restores errno (all async-signal-safe), allocates nothing, takes no
+/// lock and cannot panic. Not `unsafe` to call: any thread may run it at any time.
 extern "C" fn on_signal(sig: libc::c_int) {
     let fd = PIPE_W.load(Ordering::Relaxed);
     if fd < 0 {

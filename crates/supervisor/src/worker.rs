@@ -12,9 +12,9 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use pyhost::{App, AppSpec, Mode, PythonConfig};
+use pyhost::{Mode, ProcessApps, PythonConfig};
 
-use crate::config::GroupConfig;
+use crate::config::{AppConfig, GroupConfig};
 use crate::conn::{self, Ctx, MountedApp, Scratch};
 use crate::listener::Listener;
 use crate::log::WorkerLog;
@@ -58,13 +58,20 @@ pub fn run(start: Start<'_>) -> ! {
 }
 
 fn setup_and_serve(start: &Start<'_>) -> Result<(), i32> {
-    let cfg = start.cfg;
+    let stop = prepare_process(start)?;
+    let apps = start_python(start.cfg)?;
+    serve(start, &apps, &stop)
+}
+
+/// Everything before Python: the stop pipe and signal handlers, the process name, the
+/// privilege drop, and dying with the supervisor. Returns the stop pipe.
+fn prepare_process(start: &Start<'_>) -> Result<Pipe, i32> {
     let stop = Pipe::new().map_err(|e| fail(EXIT_SETUP, "stop pipe", &e))?;
     signals::install_worker(&stop).map_err(|e| fail(EXIT_SETUP, "signal handlers", &e))?;
     // Signals were blocked across fork() (see master.rs); now that our handlers are in place,
     // start from an empty mask.
     signals::unblock_all();
-    if let Some(name) = &cfg.display_name {
+    if let Some(name) = &start.cfg.display_name {
         set_process_name(name);
     }
     if let Some(id) = start.identity {
@@ -94,33 +101,33 @@ fn setup_and_serve(start: &Start<'_>) -> Result<(), i32> {
     if unsafe { libc::getppid() } != start.parent {
         return Err(EXIT_SETUP);
     }
+    Ok(stop)
+}
+
+/// The interpreter and the group's apps (pyhost's per-process start-up), each preloaded: a
+/// failed import is logged and retried by the requests.
+fn start_python(cfg: &GroupConfig) -> Result<ProcessApps, i32> {
     let py = PythonConfig {
         python_home: cfg.python_home.clone(),
         python_path: cfg.python_path.clone(),
     };
-    pyhost::initialize(&py).map_err(|e| {
+    let apps = ProcessApps::start(&py, cfg.apps.iter().map(AppConfig::spec)).map_err(|e| {
         rwlog!("RW020", "cannot start Python: {e}");
         EXIT_PYTHON
     })?;
-    let apps: Vec<App> = cfg
-        .apps
-        .iter()
-        .map(|a| {
-            App::new(AppSpec {
-                script: a.script.clone(),
-                callable: a.callable.clone(),
-            })
-        })
-        .collect();
-    for (app, conf) in apps.iter().zip(&cfg.apps) {
-        if !app.preload(&WorkerLog) {
-            rwlog!(
-                "RW021",
-                "loading {} failed (traceback above); requests retry the import",
-                conf.script.display()
-            );
-        }
+    for app in apps.preload_all(&WorkerLog) {
+        rwlog!(
+            "RW021",
+            "loading {} failed (traceback above); requests retry the import",
+            app.spec().script.display()
+        );
     }
+    Ok(apps)
+}
+
+/// Runs the request threads until the worker stops (stop pipe or maximum-requests).
+fn serve(start: &Start<'_>, apps: &ProcessApps, stop: &Pipe) -> Result<(), i32> {
+    let cfg = start.cfg;
     let mounted: Vec<MountedApp<'_>> = apps
         .iter()
         .zip(&cfg.apps)
@@ -129,61 +136,37 @@ fn setup_and_serve(start: &Start<'_>) -> Result<(), i32> {
             app,
         })
         .collect();
-
     let shared = Shared {
         stopping: AtomicBool::new(false),
         accepted: AtomicU64::new(0),
-        stop: &stop,
-    };
-    let mode = Mode {
-        multithread: cfg.threads > 1,
-        multiprocess: cfg.processes > 1,
-        run_once: false,
+        stop,
     };
     let threads = cfg.threads as usize;
+    let ctx = Ctx {
+        apps: &mounted,
+        mode: Mode::pool(cfg.processes as usize, threads),
+        socket_timeout: cfg.socket_timeout,
+        queue_timeout: cfg.queue_timeout,
+        log: &WorkerLog,
+        board: start.board,
+        slot: start.slot,
+        thread: 0,
+    };
     let max_requests = jittered(cfg.maximum_requests);
-    let result = std::thread::scope(|scope| {
-        let mut spawned = 0;
-        for t in 0..threads {
-            let ctx = Ctx {
-                apps: &mounted,
-                mode,
-                socket_timeout: cfg.socket_timeout,
-                queue_timeout: cfg.queue_timeout,
-                log: &WorkerLog,
-                board: start.board,
-                slot: start.slot,
-                thread: t,
-            };
-            let shared = &shared;
-            let listener = start.listener;
-            let max = max_requests;
-            let spawn = std::thread::Builder::new()
-                .name(format!("rwsgi-req-{t}"))
-                .stack_size(THREAD_STACK)
-                .spawn_scoped(scope, move || accept_loop(listener, shared, &ctx, max));
-            match spawn {
-                Ok(_) => spawned += 1,
-                Err(e) => {
-                    rwlog!("RW023", "cannot start request thread {t}: {e}");
-                    shared.request_stop();
-                    break;
-                }
-            }
+    std::thread::scope(|scope| {
+        let spawned =
+            spawn_request_threads(scope, start.listener, &shared, ctx, threads, max_requests);
+        if spawned < threads {
+            return Err(EXIT_SETUP);
         }
-        if spawned == threads {
-            start.board.set_ready(start.slot);
-            rwlog!(
-                "RW022",
-                "worker ready: {threads} threads, {} app(s)",
-                apps.len()
-            );
-            Ok(())
-        } else {
-            Err(EXIT_SETUP)
-        }
-    });
-    result?;
+        start.board.set_ready(start.slot);
+        rwlog!(
+            "RW022",
+            "worker ready: {threads} threads, {} app(s)",
+            apps.len()
+        );
+        Ok(())
+    })?;
     if max_requests > 0 && shared.accepted.load(Ordering::Relaxed) >= max_requests {
         rwlog!(
             "RW011",
@@ -191,6 +174,33 @@ fn setup_and_serve(start: &Start<'_>) -> Result<(), i32> {
         );
     }
     Ok(())
+}
+
+/// Starts `threads` request threads in `scope`, each with its own copy of `ctx`; returns how
+/// many started. After a failure the ones started are told to stop.
+fn spawn_request_threads<'scope, 'env>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    listener: &'env Listener,
+    shared: &'env Shared<'env>,
+    ctx: Ctx<'env>,
+    threads: usize,
+    max_requests: u64,
+) -> usize {
+    for t in 0..threads {
+        let ctx = Ctx { thread: t, ..ctx };
+        let spawn = std::thread::Builder::new()
+            .name(format!("rwsgi-req-{t}"))
+            .stack_size(THREAD_STACK)
+            .spawn_scoped(scope, move || {
+                accept_loop(listener, shared, &ctx, max_requests)
+            });
+        if let Err(e) = spawn {
+            rwlog!("RW023", "cannot start request thread {t}: {e}");
+            shared.request_stop();
+            return t;
+        }
+    }
+    threads
 }
 
 fn fail(code: i32, what: &str, e: &io::Error) -> i32 {

@@ -332,6 +332,41 @@ fn a_path_that_repeats_the_mount_is_stripped_once() {
 }
 
 #[test]
+fn our_front_ends_state_the_path_info_form() {
+    let s = Server::start(
+        &["--processes", "1", "--threads", "1", "--mount", "/app"],
+        1,
+    );
+    let send = |path_info: &str, form: &str| {
+        let mut v = vars("GET", path_info);
+        // A REQUEST_URI that cannot arbitrate (an internal redirect): only the form can tell.
+        v.retain(|(k, _)| k != "REQUEST_URI");
+        v.push(("REQUEST_URI".into(), "/elsewhere".into()));
+        v.push(("SCRIPT_NAME".into(), "/app".into()));
+        v.push(("RWSGI_PATH_INFO_FORM".into(), form.into()));
+        request(&s.socket, &v, b"").unwrap().text()
+    };
+    // Our nginx module: the whole path, stripped once.
+    assert_eq!(
+        send("/app/app/x", "full"),
+        "hello path=/app/x script=/app query="
+    );
+    // Our Apache module: httpd's PATH_INFO, the part after the alias, taken as it is.
+    assert_eq!(
+        send("/app/x", "split"),
+        "hello path=/app/x script=/app query="
+    );
+    assert_eq!(send("/x", "split"), "hello path=/x script=/app query=");
+    // The contract's vars are the worker's, never the app's.
+    let mut v = vars("GET", "/env");
+    v.push(("RWSGI_REQUEST_START".into(), "1700000000000000".into()));
+    v.push(("RWSGI_ABORT_MARK".into(), "1".into()));
+    v.push(("RWSGI_PATH_INFO_FORM".into(), "full".into()));
+    let env = request(&s.socket, &v, b"").unwrap().text();
+    assert!(env.starts_with('{') && !env.contains("RWSGI_"), "{env}");
+}
+
+#[test]
 fn no_descriptor_leaks_into_the_apps_subprocesses() {
     let dir = common::TempDir::new();
     let out = dir.path("fds.txt");

@@ -41,9 +41,13 @@
 //! - the encoders never truncate or wrap a length: a vars block over [`MAX_VARS_BLOCK`]
 //!   bytes is [`Error::VarsTooLarge`] (Apache's mod_proxy_uwsgi once wrapped the 16-bit size,
 //!   CVE-2020-11984), and on any error the output buffer is left as it was.
+//!
+//! [`contract`] defines the vars rwsgi's own front ends and its worker add to the protocol
+//! (request start time, the abort mark, the form of PATH_INFO).
 
 use std::fmt;
 
+pub mod contract;
 mod request;
 mod response;
 

@@ -1,0 +1,345 @@
+//! For the web server modules that host daemon groups (nginx's master, httpd's parent): the
+//! defaults a server gives its groups ([`ServerDefaults`]), and starting a group's supervisor
+//! in a child forked from the server ([`fork_supervisor`], which runs [`run_forked`]).
+//!
+//! Both servers keep the write end of each group's lifetime pipe in the master/parent only:
+//! when it closes (the server stops, restarts, or dies), the group drains and exits. What stays
+//! in the adapters is their own bookkeeping: nginx's table of running groups kept across
+//! reloads, httpd's "other child" registration and generations.
+
+use std::io::Write as _;
+use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use pyhost::PythonConfig;
+
+use crate::config::{AppConfig, GroupConfig, SocketSpec};
+use crate::options::DaemonOptions;
+
+/// What a web server module knows about itself that decides its groups' defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerDefaults {
+    /// The server-level Python settings (`wsgi_python_home`/`wsgi_python_path`,
+    /// `WSGIPythonHome`/`WSGIPythonPath`): a group without `python-home=`/`python-path=` uses
+    /// them, as in mod_wsgi.
+    pub python: PythonConfig,
+    /// The account the server's workers run as, when the server runs as root and can switch to
+    /// it; `None` otherwise.
+    pub worker: Option<WorkerAccount>,
+    /// The server's connection timeout (httpd's `Timeout`) as the groups' socket timeout;
+    /// `None` keeps the supervisor's own default.
+    pub socket_timeout: Option<Duration>,
+    /// A group without `display-name=` is named this prefix followed by the group name
+    /// (nginx: `wsgi:`); `None` leaves the process name alone (httpd, as mod_wsgi).
+    pub display_name_prefix: Option<String>,
+}
+
+/// The user (and group) a server's workers run as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerAccount {
+    pub user: String,
+    /// The group the daemons get when `user=` is absent (httpd's `Group`); `None`: the user's
+    /// primary group (nginx, which refuses `group=` without `user=`).
+    pub group: Option<String>,
+}
+
+impl ServerDefaults {
+    /// The supervisor configuration of group `name`: its `options` over these defaults, serving
+    /// `apps`, listening on `default_socket` unless `socket=` says otherwise.
+    ///
+    /// - `python-home`/`python-path` not given: the server's ([`DaemonOptions::group_config`]).
+    /// - The socket is owned by the worker user: the server's workers connect to it (mode 0600).
+    /// - `user=` not given: the daemons run as the worker user, and with its group unless
+    ///   `group=` names one, as mod_wsgi does; a server that cannot switch users (not root)
+    ///   cannot switch groups either, so `group=` alone is dropped then.
+    pub fn group_config(
+        &self,
+        name: &str,
+        options: &DaemonOptions,
+        default_socket: SocketSpec,
+        apps: Vec<AppConfig>,
+    ) -> GroupConfig {
+        let mut cfg = options.group_config(name, default_socket, apps, &self.python);
+        cfg.socket_owner = self.worker.as_ref().map(|w| w.user.clone());
+        if cfg.user.is_none() {
+            match &self.worker {
+                Some(worker) => {
+                    cfg.user = Some(worker.user.clone());
+                    if cfg.group.is_none() {
+                        cfg.group.clone_from(&worker.group);
+                    }
+                }
+                None => cfg.group = None,
+            }
+        }
+        if let Some(timeout) = self.socket_timeout {
+            cfg.socket_timeout = timeout;
+        }
+        if cfg.display_name.is_none() {
+            if let Some(prefix) = &self.display_name_prefix {
+                cfg.display_name = Some(format!("{prefix}{name}"));
+            }
+        }
+        cfg
+    }
+}
+
+/// A group's supervisor just forked by [`fork_supervisor`]. The caller keeps both: the pid to
+/// watch or signal it, the lifetime pipe's write end to stop it (dropping it is the stop).
+#[derive(Debug)]
+pub struct ForkedSupervisor {
+    pub pid: libc::pid_t,
+    /// Write end of the lifetime pipe (close-on-exec). Only the master/parent may hold it: a
+    /// server's worker processes must close their inherited copy, so that the group notices
+    /// when the master dies.
+    pub lifetime: OwnedFd,
+}
+
+/// Forks the supervisor of group `cfg` from a web server's single-threaded master (nginx) or
+/// parent (httpd).
+///
+/// In the child: `prepare_child` runs first (nginx points stdout/stderr at its error log and
+/// sets the process title; httpd needs nothing), then [`run_forked`] until the lifetime pipe
+/// closes; on failure the line `error_line(reason)` goes to stderr; then the child `_exit`s
+/// (0 after a clean stop, 1 otherwise), never returning into the server's code, even on a
+/// panic.
+///
+/// In the parent: the pid and the pipe's write end. `Err` (nothing forked) when `cfg` is
+/// invalid (the [`GroupConfig::validate`] sentence) or the pipe or the fork fails
+/// (`pipe: ...`, `fork: ...`).
+///
+/// # Safety
+/// Call only in a single-threaded process: the child runs arbitrary code (allocation, Python
+/// later) after `fork`.
+pub unsafe fn fork_supervisor<P, E>(
+    cfg: &GroupConfig,
+    prepare_child: P,
+    error_line: E,
+) -> Result<ForkedSupervisor, String>
+where
+    P: FnOnce(),
+    E: FnOnce(&str) -> String,
+{
+    cfg.validate().map_err(|e| e.to_string())?;
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two descriptors into the array; the result is checked. O_CLOEXEC
+    // keeps both out of anything the server execs.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: the caller's process is single-threaded (contract), so the child may run
+    // arbitrary code; it never returns from become_supervisor.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        drop(write_end);
+        become_supervisor(cfg, read_end, prepare_child, error_line);
+    }
+    drop(read_end);
+    Ok(ForkedSupervisor {
+        pid,
+        lifetime: write_end,
+    })
+}
+
+/// The forked child: prepare, run the group, report, `_exit`.
+fn become_supervisor<P, E>(cfg: &GroupConfig, lifetime: OwnedFd, prepare: P, error_line: E) -> !
+where
+    P: FnOnce(),
+    E: FnOnce(&str) -> String,
+{
+    // A panic must never unwind into the server's code, which would go on as a second master.
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        prepare();
+        // SAFETY: we are the freshly forked child of a single-threaded process (fork_supervisor's
+        // contract); the pipe's read end is handed over.
+        unsafe { run_forked(cfg, lifetime.into_raw_fd()) }
+    }))
+    .unwrap_or_else(|_| Err("internal error (panic) while starting the supervisor".to_owned()));
+    let code = match result {
+        Ok(()) => 0,
+        Err(reason) => {
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                let line = error_line(&reason);
+                // Not eprintln!: it panics when stderr is gone.
+                let _ = writeln!(std::io::stderr(), "{line}");
+            }));
+            1
+        }
+    };
+    // SAFETY: leave without running the server's atexit handlers or flushing its stdio buffers
+    // (not this process's); terminating is always sound.
+    unsafe { libc::_exit(code) }
+}
+
+/// For the web server modules: runs the group in a child just `fork()`ed from the server's
+/// single-threaded master (nginx) or parent (Apache), until the lifetime pipe closes.
+///
+/// First sheds what that process set up and the group must not keep: its signal dispositions
+/// and mask (the master's handlers would run in the supervisor), its session (a Ctrl-C to a
+/// foreground server is the server's; the pipe is what stops the group), and every descriptor
+/// above stderr but the pipe, which moves to fd 3 (listening sockets, log files and other groups'
+/// pipes belong to the server). A panic is caught and reported as an error: it must never
+/// unwind into the server's code, which would go on running as a second master.
+///
+/// The caller points stdout/stderr at its error log and sets the process title before, prints
+/// the error after, and then `_exit`s (never `exit`: the server's atexit handlers and stdio
+/// buffers are not this process's). [`fork_supervisor`] does all of that around this call.
+///
+/// # Safety
+/// Call only in a freshly forked child of a single-threaded process. `lifetime` is the read end
+/// of the lifetime pipe (above stderr); this call takes it over.
+pub unsafe fn run_forked(cfg: &GroupConfig, lifetime: RawFd) -> Result<(), String> {
+    // SAFETY: resetting dispositions and the mask, moving and closing descriptors and starting a
+    // session only affect this (single-threaded, caller contract) process. Nothing else in it
+    // uses the descriptors above 3 (they are the server's, inherited).
+    unsafe {
+        for sig in 1..32 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        if lifetime != 3 {
+            libc::dup2(lifetime, 3);
+        }
+        // The workers are forked, not exec'd: nothing the app runs needs the pipe.
+        libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::close_range(4, u32::MAX, 0);
+        libc::setsid();
+    }
+    // SAFETY: fd 3 is the lifetime pipe's read end (above), open for the rest of this process.
+    let lifetime = unsafe { BorrowedFd::borrow_raw(3) };
+    match std::panic::catch_unwind(|| crate::run_with_lifetime(cfg, lifetime)) {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err("internal error (panic) in the supervisor".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn options(opts: &[&str]) -> DaemonOptions {
+        let mut o = DaemonOptions::default();
+        for opt in opts {
+            let (k, v) = opt.split_once('=').unwrap_or((opt, ""));
+            o.apply(k, v).expect("valid option");
+        }
+        o
+    }
+
+    fn apps() -> Vec<AppConfig> {
+        vec![AppConfig {
+            script: "/srv/app.py".into(),
+            callable: "application".into(),
+            mount: None,
+        }]
+    }
+
+    fn socket() -> SocketSpec {
+        SocketSpec::Unix(PathBuf::from("/run/g.sock"))
+    }
+
+    /// nginx as root: worker user `www-data`, groups named `wsgi:NAME`, no group default.
+    fn nginx() -> ServerDefaults {
+        ServerDefaults {
+            python: PythonConfig {
+                python_home: Some("/srv/venv".into()),
+                python_path: vec!["/srv/lib".into()],
+            },
+            worker: Some(WorkerAccount {
+                user: "www-data".into(),
+                group: None,
+            }),
+            socket_timeout: None,
+            display_name_prefix: Some("wsgi:".into()),
+        }
+    }
+
+    /// httpd as root: `User www-data`, `Group www-data`, `Timeout 30`.
+    fn apache() -> ServerDefaults {
+        ServerDefaults {
+            python: PythonConfig::default(),
+            worker: Some(WorkerAccount {
+                user: "www-data".into(),
+                group: Some("www-data".into()),
+            }),
+            socket_timeout: Some(Duration::from_secs(30)),
+            display_name_prefix: None,
+        }
+    }
+
+    #[test]
+    fn nginx_defaults() {
+        let cfg = nginx().group_config("site", &options(&[]), socket(), apps());
+        assert_eq!(cfg.python_home, Some(PathBuf::from("/srv/venv")));
+        assert_eq!(cfg.python_path, vec![PathBuf::from("/srv/lib")]);
+        assert_eq!(cfg.user.as_deref(), Some("www-data"));
+        assert_eq!(cfg.group, None, "the user's primary group");
+        assert_eq!(cfg.socket_owner.as_deref(), Some("www-data"));
+        assert_eq!(cfg.display_name.as_deref(), Some("wsgi:site"));
+        assert_eq!(
+            cfg.socket_timeout,
+            Duration::from_secs(60),
+            "supervisor default"
+        );
+        assert_eq!(cfg.socket, socket());
+        // What the directive says wins.
+        let o = options(&[
+            "user=app",
+            "group=apps",
+            "display-name=%{GROUP}",
+            "python-home=/v",
+        ]);
+        let cfg = nginx().group_config("site", &o, socket(), apps());
+        assert_eq!(
+            (cfg.user.as_deref(), cfg.group.as_deref()),
+            (Some("app"), Some("apps"))
+        );
+        assert_eq!(cfg.socket_owner.as_deref(), Some("www-data"));
+        assert_eq!(cfg.display_name.as_deref(), Some("(wsgi:site)"));
+        assert_eq!(cfg.python_home, Some(PathBuf::from("/v")));
+    }
+
+    #[test]
+    fn apache_defaults() {
+        let cfg = apache().group_config("site", &options(&[]), socket(), apps());
+        assert_eq!(
+            (cfg.user.as_deref(), cfg.group.as_deref()),
+            (Some("www-data"), Some("www-data"))
+        );
+        assert_eq!(cfg.socket_owner.as_deref(), Some("www-data"));
+        assert_eq!(cfg.socket_timeout, Duration::from_secs(30));
+        assert_eq!(cfg.display_name, None);
+        // group= alone keeps the worker user, with that group (mod_wsgi).
+        let cfg = apache().group_config("site", &options(&["group=apps"]), socket(), apps());
+        assert_eq!(
+            (cfg.user.as_deref(), cfg.group.as_deref()),
+            (Some("www-data"), Some("apps"))
+        );
+    }
+
+    #[test]
+    fn a_server_that_is_not_root_switches_nobody() {
+        let server = ServerDefaults {
+            worker: None,
+            ..apache()
+        };
+        let cfg = server.group_config("site", &options(&["group=apps"]), socket(), apps());
+        assert_eq!((cfg.user, cfg.group, cfg.socket_owner), (None, None, None));
+        // An explicit user= stays (the supervisor then refuses to start without root).
+        let cfg = server.group_config("site", &options(&["user=app"]), socket(), apps());
+        assert_eq!(cfg.user.as_deref(), Some("app"));
+    }
+}
