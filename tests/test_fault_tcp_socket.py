@@ -1,0 +1,122 @@
+"""Issue 10, case 10: a daemon group on a TCP socket trusts whoever connects. Any local user can
+send a uwsgi packet that sets REMOTE_USER, HTTPS or any other CGI variable the app trusts; a unix
+socket is protected by its mode (0600, owned by the server's worker user), a TCP port is not.
+
+Interface assumed (DESIGN.md names none; mod_wsgi's answer is the model: every request its
+Apache children send carries a `mod_wsgi.magic` token the daemon checks, "Request origin could not
+be validated"):
+  - Module-managed groups (`wsgi_daemon_process ... socket=HOST:PORT`, `WSGIDaemonProcess ...
+    socket=HOST:PORT`): the server's master makes a random secret per group start and hands it to
+    the supervisor at fork; the module sends it in every packet as the uwsgi var `RWSGI_SECRET`.
+    Nothing to configure. A packet without the right secret is refused: the connection is closed
+    without running the app, and one rate-limited log line says so.
+  - rwsgi-worker: `--secret-file FILE` (the secret is the file's first line; the file must not be
+    readable by others). Packets must carry `RWSGI_SECRET` with that value: stock nginx
+    `uwsgi_param RWSGI_SECRET "...";`, Apache mod_proxy_uwsgi `SetEnv RWSGI_SECRET ...`.
+  - The var never reaches environ. Compared in constant time.
+  - The daemon-group pages (docs/nginx/wsgi_daemon_process.md, docs/apache/WSGIDaemonProcess.md,
+    docs/rwsgi-worker.md) say in a warning box that a TCP socket without a secret lets any local
+    user forge requests.
+"""
+
+import json
+
+import pytest
+import requests
+
+from fault_common import apache_site, app_dir, lch, nginx_daemon, reference  # noqa: F401
+from harness import uwsgi_client as uc
+from harness.faults import wait_for
+from harness.ports import free_port
+
+FORGED = [("REMOTE_USER", "admin"), ("HTTPS", "on"), ("AUTH_TYPE", "Basic")]
+
+
+def forge(address):
+    """A local attacker's packet straight to the group's TCP port: (status or None, environ)."""
+    try:
+        r = uc.request(address, uc.request_vars(path="/app/environ", script_name="/app", extra=FORGED),
+                       timeout=5)
+    except OSError as e:
+        return None, str(e)
+    if r.status != 200:
+        return r.status, {}
+    return r.status, json.loads(r.body or b"{}")
+
+
+def assert_refused(address):
+    status, env = forge(address)
+    assert not (status == 200 and env.get("REMOTE_USER") == "admin"), \
+        "a forged packet reached the app with REMOTE_USER=admin and HTTPS=on"
+    assert status is None, f"a packet without the secret must be refused (closed), got {status}"
+
+
+@pytest.mark.xfail(strict=True, reason="issue 10 case 10: nginx daemon TCP socket: any local user's packet "
+                   "runs the app with the REMOTE_USER and HTTPS it chose")
+def test_nginx_daemon_tcp_socket_refuses_forged_packets(lch):
+    """Measured on main: the forged packet gets 200 and the app sees REMOTE_USER=admin, HTTPS=on."""
+    d = app_dir(lch)
+    port = free_port()
+    nginx = nginx_daemon(lch, d, f"processes=1 threads=2 socket=127.0.0.1:{port}")
+    env = requests.get(nginx.url("/app/environ"), timeout=10).json()
+    assert "RWSGI_SECRET" not in env
+    assert_refused(("127.0.0.1", port))
+    assert requests.get(nginx.url("/app/hello"), timeout=10).status_code == 200
+
+
+@pytest.mark.xfail(strict=True, reason="issue 10 case 10: Apache daemon TCP socket: forged packets run the app")
+def test_apache_daemon_tcp_socket_refuses_forged_packets(lch):
+    d = app_dir(lch)
+    port = free_port()
+    apache = apache_site(lch, d, f"processes=1 threads=2 socket=127.0.0.1:{port} display-name=%{{GROUP}}")
+    env = requests.get(apache.url("/app/environ"), timeout=10).json()
+    assert "RWSGI_SECRET" not in env
+    assert_refused(("127.0.0.1", port))
+
+
+@pytest.mark.xfail(strict=True, reason="issue 10 case 10: rwsgi-worker has no --secret-file: a TCP worker "
+                   "serves any local user's packet")
+def test_worker_secret_file_behind_stock_nginx(lch):
+    """rwsgi-worker --secret-file: stock nginx sending the secret is served (and the app does not
+    see it); a packet without it is refused."""
+    d = app_dir(lch)
+    secret = d.path / "secret"
+    secret.write_text("s3cret-for-the-test\n")
+    secret.chmod(0o600)
+    w = lch.worker(d.script(), processes=1, threads=2, extra_args=["--secret-file", str(secret)])
+    front = lch.front_end("nginx", w, extra_location='uwsgi_param RWSGI_SECRET "s3cret-for-the-test";')
+    r = requests.get(front.url("/app/environ"), timeout=10)
+    assert r.status_code == 200 and "RWSGI_SECRET" not in r.json()
+    assert_refused(w.address)
+
+
+def test_unix_socket_of_a_group_is_private(lch):
+    """The default unix socket is mode 0600 and owned by nginx's worker user: other local users
+    cannot connect (true on main; tests/test_nginx_module_daemon.py checks owner and mode)."""
+    import os
+    import stat
+    d = app_dir(lch)
+    nginx = nginx_daemon(lch, d, "processes=1 threads=2")
+    sock = nginx.prefix / f"nginx-wsgi-{nginx.group_name}.sock"
+    assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+
+
+@reference
+def test_reference_uwsgi_tcp_socket_trusts_any_packet(lch):
+    """Debian's uWSGI on TCP: no origin check at all. Measured: the forged packet runs the app
+    with REMOTE_USER=admin and HTTPS=on (uWSGI's own UWSGI_* vars can even load code).
+    mod_wsgi (not measured here: its daemons listen on unix sockets only, with a protocol of its
+    own) checks a per-start `mod_wsgi.magic` token on every request."""
+    import os
+    from harness.worker import Worker
+    d = app_dir(lch)
+    os.environ["RWSGI_TEST_WORKER"] = "uwsgi"
+    try:
+        w = Worker(lch._prefix("uwsgi"), d.script(), processes=1, threads=2)
+    finally:
+        del os.environ["RWSGI_TEST_WORKER"]
+    lch.started.append(w)
+    w.start()
+    status, env = wait_for(lambda: (lambda x: x if x[0] else None)(forge(w.address)), 10)
+    print(f"uWSGI forged packet: {status}, REMOTE_USER={env.get('REMOTE_USER')}, HTTPS={env.get('HTTPS')}")
+    assert status == 200 and env.get("REMOTE_USER") == "admin"
