@@ -137,7 +137,8 @@ def test_nginx_killed_supervisor_is_restarted(lch):
     assert statuses == [200] * 5
     new = nginx_supervisors(nginx)
     assert len(new) == 1 and new[0] != sup
-    assert "RW-NG03" in nginx.error_log_text()  # a restart line with a stable code
+    # A restart line with a stable code: RW-NG035 "daemon group NAME exited (...); restarting it".
+    assert "RW-NG035" in nginx.error_log_text()
 
 
 def test_apache_killed_supervisor_is_restarted(lch):

@@ -130,14 +130,18 @@ def test_apache_embedded_spinning_thread_answers_504_and_comes_back(lch):
 
 
 @pytest.mark.xfail(strict=True, reason="issue 10 case 5: Apache embedded mode has no request timeout")
-def test_apache_embedded_thread_stuck_in_c_answers_504(lch):
-    """WSGIRequestTimeout 2, a request in time.sleep(600): 504 within 8 s; the child is replaced
-    gracefully and the app keeps answering."""
+def test_apache_embedded_thread_stuck_in_c_is_released(lch):
+    """WSGIRequestTimeout 2, a request in time.sleep(600): the client is released within 8 s and
+    the app keeps answering. Here the stuck thread is Apache's own request thread, the only one
+    that may write to that connection (filters, TLS), so 504 is the target but a connection
+    closed without a response (the child exiting after its other requests) is accepted; see
+    docs/failure-modes.md. Measured on main: the directive is unknown; without it the client
+    waits forever."""
     d = app_dir(lch)
     apache = apache_site(lch, d, extra="WSGIRequestTimeout 2", threads=4)
     status, elapsed = timed_get(apache.url("/app/sleep?s=600"), 10)
-    assert status == 504 and elapsed < 8, (status, elapsed)
-    assert timed_get(apache.url("/app/hello"), 5)[0] == 200
+    assert status in (504, "ConnectionError") and elapsed < 8, (status, elapsed)
+    assert wait_for(lambda: timed_get(apache.url("/app/hello"), 3)[0] == 200, 10)
 
 
 @reference

@@ -122,3 +122,13 @@ def test_reference_mod_wsgi_daemon_large_requests(lch, headers):
     r = get(server.port, "/app/hello", headers())
     print(f"mod_wsgi daemon {headers.__name__}: {r.status_line}")
     assert r.status == 200
+
+
+def test_70k_header_through_stock_nginx_is_refused_by_nginx(lch):
+    """Stock nginx's own uwsgi module refuses the oversized packet before the worker sees it
+    (nginx's behaviour, not ours: measured 500); recorded so the table in docs/failure-modes.md
+    stays true."""
+    d = app_dir(lch)
+    server = deploy(lch, "worker-nginx", d)
+    r = get(server.port, "/app/hello", big_header())
+    assert r.status == 500, r.status_line
