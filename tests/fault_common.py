@@ -174,6 +174,20 @@ def apache_group(apache):
     return None, found
 
 
+def uwsgi_worker(lch, script, **kw):
+    """Debian's uWSGI in place of rwsgi-worker (the harness's RWSGI_TEST_WORKER=uwsgi switch,
+    for one worker), started and registered with `lch`."""
+    from harness.worker import Worker
+    os.environ["RWSGI_TEST_WORKER"] = "uwsgi"
+    try:
+        w = Worker(lch._prefix("uwsgi"), script, **kw)
+    finally:
+        del os.environ["RWSGI_TEST_WORKER"]
+    lch.started.append(w)
+    w.start()
+    return w
+
+
 # --- timing ----------------------------------------------------------------------------------
 
 class Clock:
@@ -188,6 +202,16 @@ def count_lines(text: str, pattern: str) -> int:
     return len(re.findall(pattern, text))
 
 
+def timed_get(url, timeout=12):
+    """(status or the exception's class name, seconds it took)."""
+    clock = Clock()
+    try:
+        r = requests.get(url, timeout=timeout)
+        return r.status_code, clock()
+    except requests.RequestException as e:
+        return type(e).__name__, clock()
+
+
 __all__ = ["lch", "reference", "app_dir", "nginx_daemon", "nginx_embedded", "apache_site",
            "apache_logs", "apache_group", "nginx_supervisors", "nginx_workers", "ok", "Clock",
-           "count_lines", "group_name", "paths"]
+           "count_lines", "group_name", "paths", "timed_get", "uwsgi_worker"]

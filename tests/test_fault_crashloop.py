@@ -11,26 +11,14 @@ bounds the wait when set. No new directive.
 """
 
 import re
-import threading
 import time
 
 import pytest
-import requests
 
 from fault_common import (Clock, apache_logs, apache_site, app_dir, lch, nginx_daemon, nginx_embedded,  # noqa: F401
-                          reference)
-from harness.faults import wait_for
+                          reference, timed_get, uwsgi_worker)
 
 SCRIPTS = ("faults.py", "exit_at_import.py")
-
-
-def timed_get(url, timeout=12):
-    clock = Clock()
-    try:
-        r = requests.get(url, timeout=timeout)
-        return r.status_code, clock()
-    except requests.RequestException as e:
-        return type(e).__name__, clock()
 
 
 @pytest.mark.xfail(strict=True, reason="issue 10 case 4: nginx daemon with no live worker: the request waits "
@@ -158,17 +146,9 @@ def test_reference_uwsgi_crash_loop_behind_nginx(lch):
     """Debian's uWSGI 2.0 (--lazy-apps, --master), the same script behind stock nginx. Measured:
     uWSGI's master respawns workers as they die, the request waits in the backlog: no answer in
     12 s (nginx's uwsgi_read_timeout, 60 s, would end it)."""
-    import os
-    from harness.worker import Worker
     d = app_dir(lch, SCRIPTS)
-    os.environ["RWSGI_TEST_WORKER"] = "uwsgi"
-    try:
-        w = Worker(lch._prefix("uwsgi"), d.script("exit_at_import.py"), processes=1, threads=2)
-    finally:
-        del os.environ["RWSGI_TEST_WORKER"]
-    lch.started.append(w)
-    w.process.start()
-    time.sleep(2)
+    w = uwsgi_worker(lch, d.script("exit_at_import.py"), processes=1, threads=2)
+    time.sleep(1)
     front = lch.front_end("nginx", w)
     status, elapsed = timed_get(front.url("/app/hello"))
     print(f"uWSGI crash loop: {status} after {elapsed:.1f}s")

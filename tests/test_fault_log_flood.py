@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from fault_common import Clock, apache_logs, apache_site, app_dir, lch, nginx_daemon, reference  # noqa: F401
+from fault_common import Clock, apache_logs, apache_site, app_dir, lch, nginx_daemon, reference, uwsgi_worker  # noqa: F401
 from harness import uwsgi_client as uc
 
 PACKETS = 3000
@@ -108,16 +108,8 @@ def test_worker_survives_the_flood(lch):
 def test_reference_uwsgi_logs_every_malformed_packet(lch):
     """Debian's uWSGI 2.0, the same flood (1,000 packets). Measured: one line per packet as well,
     no rate limit."""
-    import os
-    from harness.worker import Worker
     d = app_dir(lch)
-    os.environ["RWSGI_TEST_WORKER"] = "uwsgi"
-    try:
-        w = Worker(lch._prefix("uwsgi"), d.script(), processes=1, threads=4)
-    finally:
-        del os.environ["RWSGI_TEST_WORKER"]
-    lch.started.append(w)
-    w.start()
+    w = uwsgi_worker(lch, d.script(), processes=1, threads=4)
     before = len(w.log_text().splitlines())
     flood(w.address, 1000)
     time.sleep(1)

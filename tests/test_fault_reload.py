@@ -33,6 +33,24 @@ def hammer(url, stop: threading.Event, results: list, pause=0.05):
         time.sleep(pause)
 
 
+def stream_across(server, switch):
+    """Starts the 20-chunk stream, runs `switch()` once two chunks arrived while another client
+    GETs /app/hello in a loop; returns the stream's raw response and the loop's statuses."""
+    stream = Streamed(server.port, STREAM)
+    assert stream.read_until(b"chunk 1\n"), "the stream never started"
+    results, stop = [], threading.Event()
+    t = threading.Thread(target=hammer, args=(server.url("/app/hello"), stop, results))
+    t.start()
+    try:
+        switch()
+        raw = stream.read_all(timeout=30)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        t.join()
+    return raw, results
+
+
 def assert_whole_stream(raw):
     lines = raw.body.decode().splitlines()
     assert raw.status == 200, raw.raw[:300]
@@ -55,19 +73,11 @@ def test_nginx_reload_with_changed_group_lets_inflight_streams_finish(lch):
     Apache daemon (graceful restart, below) and mod_wsgi: see the next tests."""
     d = app_dir(lch)
     nginx = nginx_daemon(lch, d, "processes=1 threads=4 graceful-timeout=30")
-    stream = Streamed(nginx.port, STREAM)
-    assert stream.read_until(b"chunk 1\n"), "the stream never started"
-    results, stop = [], threading.Event()
-    t = threading.Thread(target=hammer, args=(nginx.url("/app/hello"), stop, results))
-    t.start()
-    try:
+
+    def change_and_reload():
         nginx.conf_path.write_text(nginx.conf_path.read_text().replace("threads=4", "threads=5"))
         nginx.reload()
-        raw = stream.read_all(timeout=30)
-        time.sleep(0.5)
-    finally:
-        stop.set()
-        t.join()
+    raw, results = stream_across(nginx, change_and_reload)
     assert_whole_stream(raw)
     assert results and all(x == 200 for x in results), f"during the reload: {results}"
 
@@ -78,17 +88,7 @@ def test_apache_graceful_restart_lets_inflight_streams_finish(lch):
     stable link, daemon.rs). Already true on main."""
     d = app_dir(lch)
     apache = apache_site(lch, d, "processes=1 threads=4 graceful-timeout=30 display-name=%{GROUP}")
-    stream = Streamed(apache.port, STREAM)
-    assert stream.read_until(b"chunk 1\n"), "the stream never started"
-    results, stop = [], threading.Event()
-    t = threading.Thread(target=hammer, args=(apache.url("/app/hello"), stop, results))
-    t.start()
-    try:
-        apache.graceful()
-        raw = stream.read_all(timeout=30)
-    finally:
-        stop.set()
-        t.join()
+    raw, results = stream_across(apache, apache.graceful)
     assert_whole_stream(raw)
     assert results and all(x == 200 for x in results), f"during the restart: {results}"
 

@@ -24,7 +24,7 @@ import json
 import pytest
 import requests
 
-from fault_common import apache_site, app_dir, lch, nginx_daemon, reference  # noqa: F401
+from fault_common import apache_site, app_dir, lch, nginx_daemon, reference, uwsgi_worker  # noqa: F401
 from harness import uwsgi_client as uc
 from harness.faults import wait_for
 from harness.ports import free_port
@@ -51,27 +51,27 @@ def assert_refused(address):
     assert status is None, f"a packet without the secret must be refused (closed), got {status}"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 10: nginx daemon TCP socket: any local user's packet "
-                   "runs the app with the REMOTE_USER and HTTPS it chose")
-def test_nginx_daemon_tcp_socket_refuses_forged_packets(lch):
-    """Measured on main: the forged packet gets 200 and the app sees REMOTE_USER=admin, HTTPS=on."""
+def tcp_group(lch, mode, port):
     d = app_dir(lch)
-    port = free_port()
-    nginx = nginx_daemon(lch, d, f"processes=1 threads=2 socket=127.0.0.1:{port}")
-    env = requests.get(nginx.url("/app/environ"), timeout=10).json()
-    assert "RWSGI_SECRET" not in env
-    assert_refused(("127.0.0.1", port))
-    assert requests.get(nginx.url("/app/hello"), timeout=10).status_code == 200
+    options = f"processes=1 threads=2 socket=127.0.0.1:{port}"
+    if mode == "nginx-daemon":
+        return nginx_daemon(lch, d, options)
+    return apache_site(lch, d, options + " display-name=%{GROUP}")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 10: Apache daemon TCP socket: forged packets run the app")
-def test_apache_daemon_tcp_socket_refuses_forged_packets(lch):
-    d = app_dir(lch)
+@pytest.mark.xfail(strict=True, reason="issue 10 case 10: a daemon group's TCP socket serves any local user's "
+                   "packet with the REMOTE_USER and HTTPS it chose")
+@pytest.mark.parametrize("mode", ["nginx-daemon", "apache-daemon"])
+def test_daemon_tcp_socket_refuses_forged_packets(lch, mode):
+    """`socket=127.0.0.1:PORT`: requests through the server work (and do not show the secret),
+    a packet sent straight to the port is refused. Measured on main: the forged packet gets 200
+    and the app sees REMOTE_USER=admin, HTTPS=on, in both servers."""
     port = free_port()
-    apache = apache_site(lch, d, f"processes=1 threads=2 socket=127.0.0.1:{port} display-name=%{{GROUP}}")
-    env = requests.get(apache.url("/app/environ"), timeout=10).json()
+    server = tcp_group(lch, mode, port)
+    env = requests.get(server.url("/app/environ"), timeout=10).json()
     assert "RWSGI_SECRET" not in env
     assert_refused(("127.0.0.1", port))
+    assert requests.get(server.url("/app/hello"), timeout=10).status_code == 200
 
 
 @pytest.mark.xfail(strict=True, reason="issue 10 case 10: rwsgi-worker has no --secret-file: a TCP worker "
@@ -107,16 +107,8 @@ def test_reference_uwsgi_tcp_socket_trusts_any_packet(lch):
     with REMOTE_USER=admin and HTTPS=on (uWSGI's own UWSGI_* vars can even load code).
     mod_wsgi (not measured here: its daemons listen on unix sockets only, with a protocol of its
     own) checks a per-start `mod_wsgi.magic` token on every request."""
-    import os
-    from harness.worker import Worker
     d = app_dir(lch)
-    os.environ["RWSGI_TEST_WORKER"] = "uwsgi"
-    try:
-        w = Worker(lch._prefix("uwsgi"), d.script(), processes=1, threads=2)
-    finally:
-        del os.environ["RWSGI_TEST_WORKER"]
-    lch.started.append(w)
-    w.start()
+    w = uwsgi_worker(lch, d.script(), processes=1, threads=2)
     status, env = wait_for(lambda: (lambda x: x if x[0] else None)(forge(w.address)), 10)
     print(f"uWSGI forged packet: {status}, REMOTE_USER={env.get('REMOTE_USER')}, HTTPS={env.get('HTTPS')}")
     assert status == 200 and env.get("REMOTE_USER") == "admin"

@@ -25,20 +25,11 @@ import time
 import pytest
 import requests
 
-from fault_common import (Clock, apache_logs, apache_site, app_dir, lch, nginx_daemon, nginx_embedded,  # noqa: F401
-                          nginx_workers, reference)
+from fault_common import (apache_logs, apache_site, app_dir, lch, nginx_daemon, nginx_embedded,  # noqa: F401
+                          nginx_workers, reference, timed_get)
 from harness.faults import alive, token, wait_for
 
 STACK = re.compile(r'faults\.py", line \d+, in application')
-
-
-def timed_get(url, timeout):
-    clock = Clock()
-    try:
-        r = requests.get(url, timeout=timeout)
-        return r.status_code, clock()
-    except requests.RequestException as e:
-        return type(e).__name__, clock()
 
 
 def parallel_gets(urls, timeout):
