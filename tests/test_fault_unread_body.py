@@ -18,7 +18,7 @@ Measured on main (81c8313), body size -> what the client got:
                     encoding is ended as if complete; 50 MiB to /hello: 200 (reference below).
 Why: the worker stops draining an unread body over 16 MiB (DRAIN_LIMIT in supervisor/conn.rs)
 and closes with unread input, so Linux resets the connection under the response; the Apache
-daemon handler (forward.rs) and mod_proxy_uwsgi write the whole body before they read, while the
+daemon handler (crates/apache/src/daemon.rs) and mod_proxy_uwsgi write the whole body before they read, while the
 worker writes the response before it reads: both block.
 
 Interface assumed: none new.
@@ -72,7 +72,7 @@ def xfail(why):
 
 @pytest.mark.parametrize("mode", [
     "nginx-embedded", "apache-embedded", "nginx-daemon", "worker-nginx", "worker-apache",
-    pytest.param("apache-daemon", marks=xfail("Apache daemon: forward.rs writes the whole body before "
+    pytest.param("apache-daemon", marks=xfail("Apache daemon: the handler writes the whole body before "
                                               "reading while the worker writes 10 MiB: deadlock, 502 after Timeout")),
 ])
 def test_unread_256k_body_then_10m_response(lch, mode):

@@ -2,7 +2,7 @@
 group its threads.
 
 Case 7: a chunked upload (`WSGIChunkedRequest On`) is held in the Apache child's RAM to learn its
-length (forward.rs), so a 200 MiB upload grows the child by 200 MiB. It must be spooled beyond a
+length (crates/apache/src/daemon.rs), so a 200 MiB upload grows the child by 200 MiB. It must be spooled beyond a
 bound (to a temp file, as nginx's request buffering does) or streamed with a framing that needs
 no length up front.
 Case 8: a slow upload pins a daemon thread for as long as the client dawdles: a handful of
@@ -46,7 +46,7 @@ def peak_growth_kib(pids, action):
     return growth, result
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 7: forward.rs reads a chunked body whole into memory "
+@pytest.mark.xfail(strict=True, reason="issue 10 case 7: the Apache daemon handler reads a chunked body whole into memory "
                    "to learn CONTENT_LENGTH: the child grows by the upload size")
 def test_apache_daemon_chunked_upload_does_not_grow_the_child(lch):
     """A 200 MiB chunked upload through a daemon group: the app gets every byte, and no Apache
