@@ -17,6 +17,7 @@ import pytest
 
 from fault_common import (Clock, apache_logs, apache_site, app_dir, lch, nginx_daemon, nginx_embedded,  # noqa: F401
                           reference, timed_get, uwsgi_worker)
+from harness.faults import children
 
 SCRIPTS = ("faults.py", "exit_at_import.py")
 
@@ -79,7 +80,8 @@ def test_nginx_embedded_crash_loop_is_not_a_fork_storm(lch):
     Over 6 s: at most 4 worker starts (a back-off between import attempts), the good locations
     answer 200 and /bad answers 500/503 while the worker backs off.
 
-    Measured on main: ~400 worker starts in 6 s (791 in 10 s in the issue). Apache embedded:
+    Measured on main: 118-462 worker starts in 6 s, depending on the machine's load (791 in 10 s
+    in the issue), and about every other request to the worker fails. Apache embedded:
     see the next test. mod_wsgi imports on the first request, so there it is one dead child per
     request (reference below)."""
     d = app_dir(lch, SCRIPTS)
@@ -104,15 +106,19 @@ def test_apache_embedded_crash_loop_is_contained(lch):
     """Apache embedded, the same two scripts: a request to /bad kills its child (nothing in the
     process can catch os._exit); httpd's parent restarts children at its own pace, and the good
     app and other URLs keep answering. Already true on main. Measured: the /bad client sees the
-    connection closed without a response; 4-8 child starts in 6 s (7 in 10 s in the issue)."""
+    connection closed without a response; 3 new children in 6 s (7 in 10 s in the issue), and
+    /app/hello waits up to ~1 s for the replacement child but always gets 200."""
     d = app_dir(lch, SCRIPTS)
     apache = apache_site(lch, d, extra=f"WSGIScriptAlias /bad {d.script('exit_at_import.py')}")
     clock = Clock()
-    good = []
+    good, bad, pids = [], [], set(children(apache.process.pid))
+    first = set(pids)
     while clock() < 6:
         good.append(timed_get(apache.url("/app/hello"), 5)[0])
-        timed_get(apache.url("/bad"), 5)
+        pids |= set(children(apache.process.pid))  # the child that served it
+        bad.append(timed_get(apache.url("/bad"), 5)[0])
         time.sleep(0.2)
+    print(f"Apache embedded crash loop: {len(pids - first)} new children in 6 s; /bad got {set(bad)}")
     assert sum(1 for s in good if s != 200) <= 2, good
 
 
