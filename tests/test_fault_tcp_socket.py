@@ -14,6 +14,9 @@ be validated"):
     readable by others). Packets must carry `RWSGI_SECRET` with that value: stock nginx
     `uwsgi_param RWSGI_SECRET "...";`, Apache mod_proxy_uwsgi `SetEnv RWSGI_SECRET ...`.
   - The var never reaches environ. Compared in constant time.
+  - Unix sockets stay as they are: mode 0600, owned by the server's worker user
+    (tests/test_nginx_module_daemon.py::test_socket_is_private_to_nginx_workers,
+    tests/test_apache_module_daemon.py::test_socket_is_private_to_apache_user).
   - The daemon-group pages (docs/nginx/wsgi_daemon_process.md, docs/apache/WSGIDaemonProcess.md,
     docs/rwsgi-worker.md) say in a warning box that a TCP socket without a secret lets any local
     user forge requests.
@@ -88,17 +91,6 @@ def test_worker_secret_file_behind_stock_nginx(lch):
     r = requests.get(front.url("/app/environ"), timeout=10)
     assert r.status_code == 200 and "RWSGI_SECRET" not in r.json()
     assert_refused(w.address)
-
-
-def test_unix_socket_of_a_group_is_private(lch):
-    """The default unix socket is mode 0600 and owned by nginx's worker user: other local users
-    cannot connect (true on main; tests/test_nginx_module_daemon.py checks owner and mode)."""
-    import os
-    import stat
-    d = app_dir(lch)
-    nginx = nginx_daemon(lch, d, "processes=1 threads=2")
-    sock = nginx.prefix / f"nginx-wsgi-{nginx.group_name}.sock"
-    assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
 
 
 @reference
