@@ -11,7 +11,7 @@
 //! both drop the app's `Content-Length` and frame the body themselves). Those are the front
 //! end's rules and are documented for users; this encoder only guarantees a well-formed head.
 
-use uwsgi::{is_header_name, is_header_value, Error};
+use uwsgi::Error;
 
 /// Appends `"Status: " + status_line + "\r\n"`, one `"Name: value\r\n"` per header, and the
 /// blank line to `out`.
@@ -26,37 +26,25 @@ pub fn encode_head<'a, I>(status_line: &[u8], headers: I, out: &mut Vec<u8>) -> 
 where
     I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
 {
-    if !is_status_line(status_line) {
-        return Err(Error::BadStatusLine);
-    }
+    // The uwsgi encoder checks the status and every header the same way; only the first line
+    // differs, and "HTTP/1.1 " is swapped for "Status: " afterwards.
     let start = out.len();
-    out.extend_from_slice(b"Status: ");
-    out.extend_from_slice(status_line);
-    out.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
-        if !is_header_name(name) || !is_header_value(value) || name.eq_ignore_ascii_case(b"status")
-        {
-            out.truncate(start);
-            return Err(Error::BadHeader);
-        }
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
+    let mut status_header = false;
+    let headers = headers
+        .into_iter()
+        .inspect(|(name, _)| status_header |= name.eq_ignore_ascii_case(b"status"));
+    uwsgi::encode_response_head(status_line, headers, out)?;
+    if status_header {
+        out.truncate(start);
+        return Err(Error::BadHeader);
     }
-    out.extend_from_slice(b"\r\n");
+    debug_assert!(out[start..].starts_with(HTTP_PREFIX));
+    out.splice(start..start + HTTP_PREFIX.len(), *b"Status: ");
     Ok(())
 }
 
-/// `NNN` or `NNN reason`: a status code 100..=999 (RFC 9110 section 15) and an optional reason
-/// phrase of header-value text.
-fn is_status_line(line: &[u8]) -> bool {
-    match line {
-        [b'1'..=b'9', b'0'..=b'9', b'0'..=b'9'] => true,
-        [b'1'..=b'9', b'0'..=b'9', b'0'..=b'9', b' ', reason @ ..] => is_header_value(reason),
-        _ => false,
-    }
-}
+/// What `uwsgi::encode_response_head` starts a head with.
+const HTTP_PREFIX: &[u8] = b"HTTP/1.1 ";
 
 #[cfg(test)]
 mod tests {

@@ -174,6 +174,19 @@ struct Scenario {
     error: Option<Error>,
 }
 
+/// The events of `request(1, &[(b"REQUEST_METHOD", b"GET")], b"")`.
+fn get_events() -> Vec<Event<'static>> {
+    vec![
+        Event::Begin {
+            request_id: 1,
+            keep_conn: false,
+        },
+        Event::Params(b"\x0e\x03REQUEST_METHODGET"),
+        Event::ParamsEnd,
+        Event::StdinEnd,
+    ]
+}
+
 fn scenarios() -> Vec<Scenario> {
     let get = request(1, &[(b"REQUEST_METHOD", b"GET")], b"");
     let mut second_begin = begin(1, role::RESPONDER, false);
@@ -190,15 +203,7 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "a whole GET",
             input: get.clone(),
-            events: vec![
-                Event::Begin {
-                    request_id: 1,
-                    keep_conn: false,
-                },
-                Event::Params(b"\x0e\x03REQUEST_METHODGET"),
-                Event::ParamsEnd,
-                Event::StdinEnd,
-            ],
+            events: get_events(),
             error: None,
         },
         Scenario {
@@ -254,20 +259,17 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "other roles are refused; their records ignored; the next request is served",
             input: authorizer,
-            events: vec![
-                Event::Refuse {
-                    request_id: 3,
-                    status: ProtocolStatus::UnknownRole,
-                },
-                Event::Ignored,
-                Event::Begin {
-                    request_id: 1,
-                    keep_conn: false,
-                },
-                Event::Params(b"\x0e\x03REQUEST_METHODGET"),
-                Event::ParamsEnd,
-                Event::StdinEnd,
-            ],
+            events: [
+                vec![
+                    Event::Refuse {
+                        request_id: 3,
+                        status: ProtocolStatus::UnknownRole,
+                    },
+                    Event::Ignored,
+                ],
+                get_events(),
+            ]
+            .concat(),
             error: None,
         },
         Scenario {
@@ -290,19 +292,6 @@ fn scenarios() -> Vec<Scenario> {
             error: None,
         },
         Scenario {
-            name: "STDIN before the PARAMS stream ended",
-            input: [
-                begin(1, role::RESPONDER, false),
-                record(kind::STDIN, 1, b"x"),
-            ]
-            .concat(),
-            events: vec![Event::Begin {
-                request_id: 1,
-                keep_conn: false,
-            }],
-            error: Some(Error::UnexpectedRecord),
-        },
-        Scenario {
             name: "PARAMS after the PARAMS stream ended",
             input: [
                 begin(1, role::RESPONDER, false),
@@ -322,54 +311,7 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "STDIN after the body ended",
             input: [get.clone(), record(kind::STDIN, 1, b"x")].concat(),
-            events: vec![
-                Event::Begin {
-                    request_id: 1,
-                    keep_conn: false,
-                },
-                Event::Params(b"\x0e\x03REQUEST_METHODGET"),
-                Event::ParamsEnd,
-                Event::StdinEnd,
-            ],
-            error: Some(Error::UnexpectedRecord),
-        },
-        Scenario {
-            name: "a record type only an application sends",
-            input: [
-                begin(1, role::RESPONDER, false),
-                record(kind::STDOUT, 1, b"x"),
-            ]
-            .concat(),
-            events: vec![Event::Begin {
-                request_id: 1,
-                keep_conn: false,
-            }],
-            error: Some(Error::UnexpectedRecord),
-        },
-        Scenario {
-            name: "DATA is for the filter role only",
-            input: [
-                begin(1, role::RESPONDER, false),
-                record(kind::DATA, 1, b"x"),
-            ]
-            .concat(),
-            events: vec![Event::Begin {
-                request_id: 1,
-                keep_conn: false,
-            }],
-            error: Some(Error::UnexpectedRecord),
-        },
-        Scenario {
-            name: "BEGIN_REQUEST again for the active id",
-            input: [
-                begin(1, role::RESPONDER, false),
-                begin(1, role::RESPONDER, false),
-            ]
-            .concat(),
-            events: vec![Event::Begin {
-                request_id: 1,
-                keep_conn: false,
-            }],
+            events: get_events(),
             error: Some(Error::UnexpectedRecord),
         },
         Scenario {
@@ -403,6 +345,46 @@ fn responder_scenarios() {
         if error.is_none() {
             assert_eq!(rest, 0, "{}: all consumed", scenario.name);
         }
+    }
+}
+
+#[test]
+fn one_record_out_of_place_after_begin_closes_the_connection() {
+    let cases: [(&str, Vec<u8>); 5] = [
+        (
+            "STDIN before the PARAMS stream ended",
+            record(kind::STDIN, 1, b"x"),
+        ),
+        (
+            "a type only an application sends",
+            record(kind::STDOUT, 1, b"x"),
+        ),
+        (
+            "END_REQUEST from the web server",
+            record(kind::END_REQUEST, 1, &[0; 8]),
+        ),
+        (
+            "DATA, for the filter role only",
+            record(kind::DATA, 1, b"x"),
+        ),
+        (
+            "BEGIN_REQUEST again for the active id",
+            begin(1, role::RESPONDER, false),
+        ),
+    ];
+    for (name, bad) in cases {
+        let input = [begin(1, role::RESPONDER, false), bad].concat();
+        let mut responder = Responder::default();
+        let (events, error, _) = drive(&mut responder, &input);
+        let begun = Event::Begin {
+            request_id: 1,
+            keep_conn: false,
+        };
+        assert_eq!(
+            (events, error),
+            (vec![begun], Some(Error::UnexpectedRecord)),
+            "{name}"
+        );
     }
 }
 

@@ -18,6 +18,17 @@ pub struct Entry {
     pub value: String,
 }
 
+impl Entry {
+    /// A problem on this line.
+    pub fn problem(&self, message: String) -> crate::Problem {
+        crate::Problem {
+            line: self.line,
+            key: self.key.clone(),
+            message,
+        }
+    }
+}
+
 /// The entries of `section`, in file order, and whether the section appeared at all.
 pub fn section_entries(text: &str, section: &str) -> (Vec<Entry>, bool) {
     let mut current: Option<&str> = None;

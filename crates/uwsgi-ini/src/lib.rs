@@ -328,47 +328,21 @@ pub fn read(spec: &str) -> Result<IniConfig, IniError> {
 /// `uwsgi --ini FILE --show-config` prints for them. Fails as [`parse`] does on a value whose
 /// substitutions cannot be made.
 pub fn substituted(text: &str, ctx: &Context) -> Result<Vec<(String, String)>, IniError> {
-    let (entries, found) = lexer::section_entries(text, &ctx.section);
-    if !found {
-        return Err(IniError::NoSection {
-            file: ctx.file.clone(),
-            section: ctx.section.clone(),
-        });
-    }
-    let expanded = expand::expand_all(&entries, ctx);
+    let (entries, expanded) = read_section(text, ctx)?;
     let mut lines = Vec::new();
     let mut problems = Vec::new();
     for (entry, value) in entries.iter().zip(expanded.values) {
         match value {
             Ok(value) => lines.push((entry.key.clone(), value)),
-            Err(message) => problems.push(Problem {
-                line: entry.line,
-                key: entry.key.clone(),
-                message,
-            }),
+            Err(message) => problems.push(entry.problem(message)),
         }
     }
-    if problems.is_empty() {
-        Ok(lines)
-    } else {
-        Err(IniError::Unsupported {
-            file: ctx.file.clone(),
-            section: ctx.section.clone(),
-            problems,
-        })
-    }
+    unsupported(ctx, problems).map(|()| lines)
 }
 
 /// Parses the text of an ini file in `ctx`.
 pub fn parse(text: &str, ctx: &Context) -> Result<IniConfig, IniError> {
-    let (entries, found) = lexer::section_entries(text, &ctx.section);
-    if !found {
-        return Err(IniError::NoSection {
-            file: ctx.file.clone(),
-            section: ctx.section.clone(),
-        });
-    }
-    let expanded = expand::expand_all(&entries, ctx);
+    let (entries, expanded) = read_section(text, ctx)?;
     let mut builder = options::Builder::new(&ctx.cwd);
     let mut problems = Vec::new();
     for (entry, value) in entries.iter().zip(&expanded.values) {
@@ -389,11 +363,7 @@ pub fn parse(text: &str, ctx: &Context) -> Result<IniConfig, IniError> {
             Ok(options::Meaning::Refused(why)) => why,
             Err(e) => e,
         };
-        problems.push(Problem {
-            line: entry.line,
-            key: entry.key.clone(),
-            message,
-        });
+        problems.push(entry.problem(message));
     }
     let (config, more) = builder.finish();
     problems.extend(
@@ -401,15 +371,35 @@ pub fn parse(text: &str, ctx: &Context) -> Result<IniConfig, IniError> {
             .map(|(line, key, message)| Problem { line, key, message }),
     );
     problems.sort_by_key(|p| p.line);
-    if problems.is_empty() {
-        Ok(config)
-    } else {
-        Err(IniError::Unsupported {
+    unsupported(ctx, problems).map(|()| config)
+}
+
+/// The section's lines and their substituted values; `NoSection` if the file has no such section.
+fn read_section(
+    text: &str,
+    ctx: &Context,
+) -> Result<(Vec<lexer::Entry>, expand::Expanded), IniError> {
+    let (entries, found) = lexer::section_entries(text, &ctx.section);
+    if !found {
+        return Err(IniError::NoSection {
             file: ctx.file.clone(),
             section: ctx.section.clone(),
-            problems,
-        })
+        });
     }
+    let expanded = expand::expand_all(&entries, ctx);
+    Ok((entries, expanded))
+}
+
+/// `Ok` without problems, else the one error that lists them all.
+fn unsupported(ctx: &Context, problems: Vec<Problem>) -> Result<(), IniError> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(IniError::Unsupported {
+        file: ctx.file.clone(),
+        section: ctx.section.clone(),
+        problems,
+    })
 }
 
 /// A key used as `%(key)` that is not an option uWSGI acts on. A refused *option* (say
