@@ -343,7 +343,14 @@ pub fn substituted(text: &str, ctx: &Context) -> Result<Vec<(String, String)>, I
 /// Parses the text of an ini file in `ctx`.
 pub fn parse(text: &str, ctx: &Context) -> Result<IniConfig, IniError> {
     let (entries, expanded) = read_section(text, ctx)?;
-    let mut builder = options::Builder::new(&ctx.cwd);
+    // The last `chdir` is the one uWSGI uses.
+    let chdir = entries
+        .iter()
+        .zip(&expanded.values)
+        .rev()
+        .filter(|(entry, _)| entry.key == "chdir")
+        .find_map(|(_, value)| value.as_deref().ok());
+    let mut builder = options::Builder::new(&ctx.cwd, chdir);
     let mut problems = Vec::new();
     for (entry, value) in entries.iter().zip(&expanded.values) {
         let meaning = match value {

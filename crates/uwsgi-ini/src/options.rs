@@ -280,6 +280,8 @@ const INCLUDES: &[&str] = &[
 pub struct Builder<'c> {
     pub config: IniConfig,
     cwd: &'c Path,
+    /// Where relative paths start: the file's (last) `chdir`, else the current directory.
+    base: PathBuf,
     /// (line, value, protocol); `None` for a plain `socket` line, whose protocol is `protocol =`.
     sockets: Vec<(usize, String, Option<Protocol>)>,
     protocol: Option<Protocol>,
@@ -290,25 +292,20 @@ pub struct Builder<'c> {
 }
 
 impl<'c> Builder<'c> {
-    pub fn new(cwd: &'c Path) -> Self {
+    /// `chdir` is the section's `chdir` value if it has one: uWSGI changes directory before it
+    /// binds sockets and loads apps, whatever the order of the lines, so every relative path
+    /// starts there.
+    pub fn new(cwd: &'c Path, chdir: Option<&str>) -> Self {
         Builder {
             config: IniConfig::default(),
             cwd,
+            base: chdir.map_or_else(|| cwd.to_path_buf(), |dir| cwd.join(dir)),
             sockets: Vec::new(),
             protocol: None,
             default_app: None,
             mounts: Vec::new(),
             callable: None,
             graceful: (None, None),
-        }
-    }
-
-    /// Where relative paths start: `chdir` once set (uWSGI changes directory before binding
-    /// sockets and loading apps), else the current directory.
-    fn base(&self) -> PathBuf {
-        match &self.config.chdir {
-            Some(dir) => dir.clone(),
-            None => self.cwd.to_path_buf(),
         }
     }
 
@@ -335,7 +332,7 @@ impl<'c> Builder<'c> {
 
     /// The mapped options; `Ok(false)` when `key` is not one.
     fn apply_mapped(&mut self, line: usize, key: &str, value: &str) -> Result<bool, String> {
-        let base = self.base();
+        let base = self.base.clone();
         let c = &mut self.config;
         match key {
             "socket" => self.sockets.push((line, value.to_owned(), None)),
@@ -448,7 +445,7 @@ impl<'c> Builder<'c> {
     /// the config and the (line, key, message) problems found here.
     pub fn finish(mut self) -> (IniConfig, Vec<(usize, String, String)>) {
         let mut problems = Vec::new();
-        let base = self.base();
+        let base = self.base.clone();
         match self.sockets.as_slice() {
             [] => {}
             [(line, value, protocol)] => {
@@ -570,7 +567,7 @@ mod tests {
     #[test]
     fn the_mapped_list_is_what_apply_mapped_handles() {
         for name in MAPPED {
-            let handled = Builder::new(Path::new("/")).apply_mapped(1, name, "x");
+            let handled = Builder::new(Path::new("/"), None).apply_mapped(1, name, "x");
             assert_ne!(
                 handled,
                 Ok(false),
@@ -578,7 +575,7 @@ mod tests {
             );
         }
         assert_eq!(
-            Builder::new(Path::new("/")).apply_mapped(1, "master", "x"),
+            Builder::new(Path::new("/"), None).apply_mapped(1, "master", "x"),
             Ok(false)
         );
         for (name, _) in ACCEPTED {

@@ -295,6 +295,11 @@ fn applications() {
         ]
     );
     assert_eq!(config("mount = /=root.py").apps[0].mount, None);
+    // uWSGI changes directory at startup: a later chdir line still applies.
+    assert_eq!(
+        config("wsgi-file = app.py\nchdir = /srv/late").apps[0].source,
+        AppSource::Script("/srv/late/app.py".into())
+    );
     for body in [
         "module = mysite/wsgi.py",
         "module = mysite.wsgi:create_app()",
