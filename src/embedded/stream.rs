@@ -339,14 +339,18 @@ fn pump(s: &mut Stream) {
 /// The app is done: end the response (nginx flushes what is still buffered, then finalises).
 fn finish(s: &mut Stream, outcome: Outcome) {
     let rc = match (outcome, s.header_rc) {
-        // The response (or pyhost's own 500) is complete: the last buffer ends it.
-        (Outcome::Complete | Outcome::Failed, Some(header_rc)) if s.discard => header_rc,
+        // The response (or pyhost's own 500 or 504) is complete: the last buffer ends it.
+        (Outcome::Complete | Outcome::Failed | Outcome::TimedOut, Some(header_rc)) if s.discard => {
+            header_rc
+        }
         // SAFETY: s.r is live.
-        (Outcome::Complete | Outcome::Failed, Some(_)) => unsafe {
+        (Outcome::Complete | Outcome::Failed | Outcome::TimedOut, Some(_)) => unsafe {
             ngx_http_send_special(s.r, NGX_HTTP_LAST as _)
         },
         // The head never went out (cannot happen with pyhost's contract): a plain 500.
-        (Outcome::Complete | Outcome::Failed, None) => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+        (Outcome::Complete | Outcome::Failed | Outcome::TimedOut, None) => {
+            NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t
+        }
         // Cut response (or the client already went away): close the connection so the client
         // sees it is incomplete.
         (Outcome::Aborted | Outcome::ClientGone, _) => NGX_ERROR as ngx_int_t,

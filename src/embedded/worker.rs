@@ -109,6 +109,7 @@ impl Worker {
                 let req = pyhost::Request {
                     vars: &pairs,
                     mode: self.mode,
+                    timeout: None,
                 };
                 // pyhost never panics on purpose; if it does, the thread survives and the
                 // response is cut (the event loop closes the connection).

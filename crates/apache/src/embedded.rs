@@ -190,6 +190,7 @@ pub(crate) fn run(r: &mut request_rec, conf: &DirConf) -> c_int {
     let request = pyhost::Request {
         vars: &pairs,
         mode: child.mode,
+        timeout: None,
     };
     // SAFETY: r->filename is the script path after httpd's directory walk split off path_info.
     let script = PathBuf::from(std::ffi::OsStr::from_bytes(unsafe {

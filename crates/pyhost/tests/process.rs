@@ -87,6 +87,7 @@ fn a_process_starts_python_then_its_apps_in_order_and_preloads_them() {
     let req = pyhost::Request {
         vars: &vars,
         mode: Mode::pool(1, 1),
+        timeout: None,
     };
     let mut out = Recorder::default();
     let app = apps.get(0).expect("app 0");

@@ -136,6 +136,7 @@ fn run_with(
     let req = Request {
         vars: &vars,
         mode: MODE,
+        timeout: None,
     };
     pyhost::handle(
         app,
@@ -693,6 +694,7 @@ fn gil_is_released_while_reading_the_body() {
             let req = Request {
                 vars: &vars,
                 mode: MODE,
+                timeout: None,
             };
             let out = pyhost::handle(
                 &app,
@@ -766,6 +768,7 @@ def application(environ, start_response):
     let req = Request {
         vars: &vars,
         mode: MODE,
+        timeout: None,
     };
     let mut rec = Recorder::default();
     let out = pyhost::handle(

@@ -341,6 +341,7 @@ fn run_app(
     let request = pyhost::Request {
         vars: env,
         mode: ctx.mode,
+        timeout: None,
     };
     ctx.board
         .set_busy(ctx.slot, ctx.thread, monotonic_ms().max(1));
@@ -363,7 +364,7 @@ fn end_response(
     // error for them, over a unix socket as over TCP.
     let marked = abort_mark && out.unframed;
     match outcome {
-        Outcome::Complete | Outcome::Failed => {
+        Outcome::Complete | Outcome::Failed | Outcome::TimedOut => {
             if out.flush_head().is_ok() {
                 finish_clean(stream, body, marked);
             }
