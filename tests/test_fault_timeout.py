@@ -147,8 +147,6 @@ def test_reference_mod_wsgi_embedded_has_no_timeout(lch):
 
 # --- daemon modes: 504, and the process survives a Python-level timeout ----------------------
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 5: nginx daemon: request-timeout SIGKILLs the worker, "
-                   "nginx sees the upstream close early and answers 502")
 def test_nginx_daemon_request_timeout_answers_504_and_worker_survives(lch):
     """request-timeout=2, a spinning request: 504 within 6 s, stack logged, same worker pid after
     (the exception brought the thread back; no SIGKILL). Measured on main: 502 after ~2.5 s
@@ -162,8 +160,6 @@ def test_nginx_daemon_request_timeout_answers_504_and_worker_survives(lch):
     assert pid_of(nginx.url("/app/pid")) == before
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 5: nginx daemon answers 502 when request-timeout "
-                   "kills a worker stuck in C")
 def test_nginx_daemon_request_timeout_in_c_answers_504(lch):
     """request-timeout=2, time.sleep(600): the exception cannot land, the worker is replaced
     (RW006), the client gets 504 (not 502) and the group serves on."""
@@ -174,8 +170,6 @@ def test_nginx_daemon_request_timeout_in_c_answers_504(lch):
     assert wait_for(lambda: timed_get(nginx.url("/app/hello"), 3)[0] == 200, 10)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 5: Apache daemon: request-timeout SIGKILLs the worker "
-                   "and the handler answers 502 (after retrying the GET once)")
 def test_apache_daemon_request_timeout_answers_504_and_worker_survives(lch):
     """As the nginx daemon test: 504, stack logged, same worker pid. Measured on main: 502 after
     ~4 s, two workers killed (the retry, test_fault_retry.py)."""
@@ -188,8 +182,6 @@ def test_apache_daemon_request_timeout_answers_504_and_worker_survives(lch):
     assert pid_of(apache.url("/app/pid")) == before
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 5: rwsgi-worker's request-timeout SIGKILLs the worker; "
-                   "stock nginx answers 502")
 def test_worker_request_timeout_behind_stock_nginx_answers_504(lch):
     """rwsgi-worker --request-timeout 2 behind stock nginx: the spinning request's thread gets the
     exception, the worker answers 504 itself (no head was sent yet), and stays the same process."""

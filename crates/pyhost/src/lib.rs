@@ -121,6 +121,10 @@ impl std::fmt::Debug for Timeout<'_> {
     }
 }
 
+/// The body of pyhost's 504 (text/plain), for a transport that answers a timed-out request
+/// itself ([`Stuck`]) and should say the same.
+pub const TIMEOUT_BODY: &[u8] = b"504 Gateway Timeout: the application did not answer in time\n";
+
 /// The transport's last resort for a request whose thread did not come back from the interrupt.
 pub trait Stuck: Sync {
     /// Called once, on pyhost's watchdog thread, while the request's own thread is still inside

@@ -21,10 +21,9 @@ use crate::start_response::StartResponse;
 use crate::watchdog::{self, Ended, Watch};
 use crate::wsgi_errors::Errors;
 use crate::wsgi_input::Input;
-use crate::{App, Body, Outcome, Request, Responder};
+use crate::{App, Body, Outcome, Request, Responder, TIMEOUT_BODY};
 
 const ERROR_BODY: &[u8] = b"500 Internal Server Error\n";
-const TIMEOUT_BODY: &[u8] = b"504 Gateway Timeout: the application did not answer in time\n";
 
 /// Closes the scope when `handle` leaves, whatever the path (unwinding included).
 struct CloseOnDrop<'a>(&'a Scope);

@@ -6,10 +6,11 @@
 //! CONTENT_LENGTH) closes that connection only: the app is never called and nothing is answered.
 
 use std::io::{self, IoSlice, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pyhost::{App, Body, ErrorLog, Head, Mode, Outcome, Responder};
+use pyhost::{App, Body, ErrorLog, Head, Mode, Outcome, Responder, Stuck, Timeout};
 use uwsgi::contract::{self, PathInfoForm};
 use uwsgi::{Var, EMPTY_VAR, HEADER_LEN, MAX_VARS_BLOCK};
 
@@ -43,6 +44,11 @@ pub struct Ctx<'a> {
     pub mode: Mode,
     pub socket_timeout: Duration,
     pub queue_timeout: Option<Duration>,
+    /// The group's request-timeout (pyhost's watchdog enforces it in this process).
+    pub request_timeout: Option<Duration>,
+    /// Called (on pyhost's watchdog thread) when a request's thread is stuck past its
+    /// request-timeout: the worker stops accepting and exits once its other requests are done.
+    pub retire: &'a (dyn Fn() + Sync),
     pub log: &'a dyn ErrorLog,
     pub board: &'a Scoreboard,
     pub slot: usize,
@@ -176,12 +182,20 @@ fn run_request(
         prefix: &packet[consumed..],
         remaining: front.content_length.unwrap_or(0),
     };
-    let mut out = SocketResponder::new(stream, head_buf);
+    // Who writes the response head: this thread (the app's response), or pyhost's watchdog
+    // thread (a 504 for a request stuck past its timeout); whoever comes first.
+    let head_claim = AtomicBool::new(false);
+    let mut out = SocketResponder::new(stream, head_buf, &head_claim);
     if queued_too_long(ctx, front.request_start) {
         answer_queue_timeout(stream, &mut body, &mut out);
         return Ok(());
     }
-    let outcome = run_app(ctx, app.app, &env, &mut body, &mut out);
+    let stuck = TakeOver {
+        fd: stream.as_raw_fd(),
+        head_claim: &head_claim,
+        ctx,
+    };
+    let outcome = run_app(ctx, app.app, &env, &mut body, &mut out, &stuck);
     end_response(stream, &mut body, &mut out, outcome, front.abort_mark);
     Ok(())
 }
@@ -330,24 +344,87 @@ fn answer_queue_timeout(stream: &Stream, body: &mut SocketBody<'_>, out: &mut So
     }
 }
 
-/// Runs the app, with this thread marked busy on the scoreboard (for request-timeout).
+/// Runs the app, with this thread marked busy on the scoreboard (the supervisor's backstop for
+/// request-timeout) and watched by pyhost's watchdog (which enforces it).
 fn run_app(
     ctx: &Ctx<'_>,
     app: &App,
     env: &[(&[u8], &[u8])],
     body: &mut SocketBody<'_>,
     out: &mut SocketResponder<'_>,
+    stuck: &TakeOver<'_>,
 ) -> Outcome {
     let request = pyhost::Request {
         vars: env,
         mode: ctx.mode,
-        timeout: None,
+        timeout: ctx.request_timeout.map(|after| Timeout {
+            after,
+            log: &crate::log::WorkerLog,
+            stuck,
+        }),
     };
     ctx.board
         .set_busy(ctx.slot, ctx.thread, monotonic_ms().max(1));
     let outcome = pyhost::handle(app, &request, body, out, ctx.log);
     ctx.board.set_busy(ctx.slot, ctx.thread, 0);
     outcome
+}
+
+/// The 504 the watchdog sends for a request whose thread is stuck past its request-timeout:
+/// pyhost's own 504, closing the connection.
+fn stuck_response() -> Vec<u8> {
+    let body = pyhost::TIMEOUT_BODY;
+    let mut msg = format!(
+        "HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    msg.extend_from_slice(body);
+    msg
+}
+
+/// pyhost's last resort for a request whose thread did not come back from the interrupt (stuck
+/// in C code): answer 504 on its connection if the app had not started the response (else the
+/// front end sees it cut), end the connection so the stuck thread can neither write to it nor
+/// wait on it, and retire this worker: the supervisor starts a replacement at once, and this
+/// process exits once its other requests are done (worker.rs).
+struct TakeOver<'a> {
+    /// The connection's descriptor: open while the request's thread is inside `handle`, which is
+    /// when pyhost calls `stuck` (a `Stream` is not `Sync`, its descriptor is).
+    fd: RawFd,
+    head_claim: &'a AtomicBool,
+    ctx: &'a Ctx<'a>,
+}
+
+impl Stuck for TakeOver<'_> {
+    fn stuck(&self) {
+        let answered = !self.head_claim.swap(true, Ordering::AcqRel);
+        if answered {
+            let msg = stuck_response();
+            // Without blocking: nothing was written yet, so the send buffer has room for it.
+            // SAFETY: fd is open (see the field); msg is a live buffer of msg.len() bytes.
+            unsafe {
+                libc::send(
+                    self.fd,
+                    msg.as_ptr().cast(),
+                    msg.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+        }
+        // Both directions: a thread blocked reading the request body wakes up with EOF.
+        // SAFETY: fd is open (see the field); shutdown does not close it, the owner does.
+        unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
+        // The supervisor's request-timeout backstop must not kill this worker for it now.
+        self.ctx.board.set_busy(self.ctx.slot, self.ctx.thread, 0);
+        rwlog!(
+            "RW041",
+            "request on thread {} is stuck in C code past its request-timeout: {}; this worker accepts no more and exits once its other requests are done",
+            self.ctx.thread,
+            if answered { "answered 504" } else { "its response is cut" }
+        );
+        (self.ctx.retire)();
+    }
 }
 
 /// Ends the response the way the front end can tell complete from aborted: a clean close after
@@ -476,22 +553,41 @@ struct SocketResponder<'s> {
     head_pending: bool,
     /// The head has no Content-Length: the body ends at our close.
     unframed: bool,
+    /// Shared with the watchdog's [`TakeOver`]: set by whoever writes a head first.
+    head_claim: &'s AtomicBool,
 }
 
 impl<'s> SocketResponder<'s> {
-    fn new(stream: &'s Stream, head: &'s mut Vec<u8>) -> SocketResponder<'s> {
+    fn new(
+        stream: &'s Stream,
+        head: &'s mut Vec<u8>,
+        head_claim: &'s AtomicBool,
+    ) -> SocketResponder<'s> {
         head.clear();
         SocketResponder {
             stream,
             head,
             head_pending: false,
             unframed: false,
+            head_claim,
         }
+    }
+
+    /// Before the head goes out: the watchdog may have answered for this request already.
+    fn claim_head(&self) -> io::Result<()> {
+        if self.head_claim.swap(true, Ordering::AcqRel) {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the request timed out and was answered without the app",
+            ));
+        }
+        Ok(())
     }
 
     fn flush_head(&mut self) -> io::Result<()> {
         if self.head_pending {
             self.head_pending = false;
+            self.claim_head()?;
             write_all_vectored(self.stream, &mut [IoSlice::new(self.head)])?;
         }
         Ok(())
@@ -521,6 +617,7 @@ impl Responder for SocketResponder<'_> {
         }
         if self.head_pending {
             self.head_pending = false;
+            self.claim_head()?;
             write_all_vectored(
                 self.stream,
                 &mut [IoSlice::new(self.head), IoSlice::new(chunk)],
