@@ -14,6 +14,7 @@
 //! process group) are done in the merge step and name the file and line recorded at parse time.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ngx::http::{Merge, MergeConfigError};
 use supervisor::DaemonOptions;
@@ -106,12 +107,20 @@ pub struct LocConf {
     /// Daemon locations: nginx's upstream settings (an `ngx_http_upstream_conf_t` in the
     /// configuration pool), made in the merge step.
     pub upstream: Option<std::ptr::NonNull<std::ffi::c_void>>,
+    /// `wsgi_request_timeout` (embedded mode): `Some(None)` is `off`, written to undo an outer
+    /// level's value.
+    pub request_timeout: Option<Option<Duration>>,
 }
 
 impl LocConf {
     /// The callable to look up, default applied.
     pub fn callable(&self) -> &str {
         self.callable.as_deref().unwrap_or(DEFAULT_CALLABLE)
+    }
+
+    /// The request timeout of an embedded request here, if any.
+    pub fn request_timeout(&self) -> Option<Duration> {
+        self.request_timeout.flatten()
     }
 }
 
@@ -128,7 +137,25 @@ impl Merge for LocConf {
         if self.process_group.is_none() {
             self.process_group.clone_from(&prev.process_group);
         }
+        if self.request_timeout.is_none() {
+            self.request_timeout = prev.request_timeout;
+        }
         Ok(())
+    }
+}
+
+/// A level that names a daemon group and sets `wsgi_request_timeout` itself: the timeout would
+/// not apply (the group's workers enforce its own `request-timeout=`), so say so at `nginx -t`.
+/// Checked before merging: a value inherited from an outer level is meant for its embedded
+/// locations.
+pub fn check_timeout_mode(conf: &LocConf) -> Result<(), String> {
+    match (&conf.process_group, conf.request_timeout) {
+        (Some(group), Some(Some(_))) => Err(format!(
+            "\"wsgi_request_timeout\" applies to embedded mode, and this level sends requests to \
+             daemon group \"{}\" (in {}:{}): set request-timeout= on its wsgi_daemon_process",
+            group.name, group.origin.file, group.origin.line
+        )),
+        _ => Ok(()),
     }
 }
 

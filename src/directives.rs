@@ -11,12 +11,14 @@ use std::path::PathBuf;
 
 use ngx::core::{Pool, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_str_t, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
+    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_parse_time, ngx_str_t, NGX_LOG_EMERG,
+    NGX_LOG_WARN, NGX_OK,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Merge, NgxHttpCoreModule};
 
 use crate::conf::{
-    is_identifier, parse_group, resolve, GroupRef, LocConf, MainConf, Mount, Origin, MAX_THREADS,
+    check_timeout_mode, is_identifier, parse_group, resolve, GroupRef, LocConf, MainConf, Mount,
+    Origin, MAX_THREADS,
 };
 use crate::handler::wsgi_content_handler;
 use crate::WsgiModule;
@@ -65,6 +67,7 @@ pub unsafe extern "C" fn merge_loc_conf(
         let Some(main) = WsgiModule::main_conf_mut(cf) else {
             return Err("wsgi module main configuration is missing".to_string());
         };
+        check_timeout_mode(conf)?;
         // Merge never fails for LocConf (every field has a default).
         let _ = conf.merge(prev);
         resolve(conf, main)?;
@@ -397,5 +400,45 @@ pub unsafe extern "C" fn set_threads(
         }
     };
     // SAFETY: nginx calls this with a valid cf and, for this directive's conf offset, our MainConf.
+    unsafe { directive(cf, conf, parse) }
+}
+
+/// `wsgi_request_timeout TIME | off;` (http, server, location): embedded requests running longer
+/// are interrupted and answered 504 (docs/nginx/wsgi_request_timeout.md).
+///
+/// # Safety
+/// Called by nginx with a valid `cf` and `conf` pointing at our [`LocConf`].
+pub unsafe extern "C" fn set_request_timeout(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let parse = |lc: &mut LocConf, argv: &[&[u8]]| -> Result<(), String> {
+        if lc.request_timeout.is_some() {
+            return Err("is duplicate".to_string());
+        }
+        let value = argv[1];
+        if value == b"off" {
+            lc.request_timeout = Some(None);
+            return Ok(());
+        }
+        let mut text = ngx_str_t {
+            len: value.len(),
+            data: value.as_ptr().cast_mut(),
+        };
+        // SAFETY: ngx_parse_time only reads the string (is_sec 0: the result is in ms).
+        let ms = unsafe { ngx_parse_time(&mut text, 0) };
+        match u64::try_from(ms) {
+            Ok(ms) if ms > 0 => {
+                lc.request_timeout = Some(Some(std::time::Duration::from_millis(ms)));
+                Ok(())
+            }
+            _ => Err(format!(
+                "invalid value \"{}\": expected a time such as 30s or 2m, or off",
+                String::from_utf8_lossy(value)
+            )),
+        }
+    };
+    // SAFETY: nginx calls this with a valid cf and, for this directive's conf offset, our LocConf.
     unsafe { directive(cf, conf, parse) }
 }

@@ -104,7 +104,7 @@ mod statics {
     const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
     /// The directive table (null-terminated, as nginx expects).
-    static mut COMMANDS: [ngx_command_t; 8] = [
+    static mut COMMANDS: [ngx_command_t; 9] = [
         command(
             c"wsgi_script",
             NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
@@ -146,6 +146,12 @@ mod statics {
             NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
             directives::set_threads,
             NGX_HTTP_MAIN_CONF_OFFSET,
+        ),
+        command(
+            c"wsgi_request_timeout",
+            ANY_LEVEL | NGX_CONF_TAKE1,
+            directives::set_request_timeout,
+            NGX_HTTP_LOC_CONF_OFFSET,
         ),
         // ngx_null_command
         ngx_command_t {

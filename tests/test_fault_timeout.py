@@ -51,8 +51,6 @@ def pid_of(url) -> int:
 
 # --- nginx embedded ---------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 5: embedded mode has no request timeout "
-                   "(wsgi_request_timeout is an unknown directive): stuck threads stay stuck")
 def test_nginx_embedded_spinning_threads_answer_504_and_come_back(lch):
     """wsgi_threads 2, wsgi_request_timeout 2s, both threads spinning in Python: both clients get
     504 within 6 s, each Python stack is logged, and the same worker (same pid) serves /hello
@@ -70,8 +68,6 @@ def test_nginx_embedded_spinning_threads_answer_504_and_come_back(lch):
     assert pid_of(nginx.url("/app/pid")) == before
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 5: embedded mode has no request timeout; a thread "
-                   "stuck in C never returns, and after a reload the old worker lingers 'shutting down'")
 def test_nginx_embedded_thread_stuck_in_c_answers_504_and_worker_is_replaced(lch):
     """wsgi_threads 1, a request in time.sleep(600): 504 within 8 s (the injected exception cannot
     land while the thread is in C), the worker is marked for a graceful exit and replaced: a new
@@ -87,7 +83,6 @@ def test_nginx_embedded_thread_stuck_in_c_answers_504_and_worker_is_replaced(lch
     assert wait_for(lambda: not alive(old), 15), "the worker with the stuck thread never exits"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 5: embedded mode has no request timeout")
 def test_nginx_embedded_timeout_does_not_fail_other_requests(lch):
     """One thread stuck in C (time.sleep(600)) while another request (2 s of sleep) is in flight
     on the second thread when the stuck one times out: the stuck one gets 504, the other one 200
@@ -106,8 +101,6 @@ def test_nginx_embedded_timeout_does_not_fail_other_requests(lch):
 
 # --- Apache embedded --------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 5: Apache embedded mode has no request timeout "
-                   "(WSGIRequestTimeout is an unknown directive)")
 def test_apache_embedded_spinning_thread_answers_504_and_comes_back(lch):
     """WSGIRequestTimeout 2: a request spinning in Python gets 504 within 6 s, its stack is in
     the error log, and the same child (pid) keeps serving."""
@@ -120,7 +113,6 @@ def test_apache_embedded_spinning_thread_answers_504_and_comes_back(lch):
     assert wait_for(lambda: pid_of(apache.url("/app/pid")) == before, 5)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 5: Apache embedded mode has no request timeout")
 def test_apache_embedded_thread_stuck_in_c_is_released(lch):
     """WSGIRequestTimeout 2, a request in time.sleep(600): the client is released within 8 s and
     the app keeps answering. Here the stuck thread is Apache's own request thread, the only one
@@ -132,6 +124,23 @@ def test_apache_embedded_thread_stuck_in_c_is_released(lch):
     apache = apache_site(lch, d, extra="WSGIRequestTimeout 2", threads=4)
     status, elapsed = timed_get(apache.url("/app/sleep?s=600"), 10)
     assert status in (504, "ConnectionError") and elapsed < 8, (status, elapsed)
+    assert wait_for(lambda: timed_get(apache.url("/app/hello"), 3)[0] == 200, 10)
+
+
+def test_apache_embedded_child_with_a_stuck_thread_exits_on_graceful_restart(lch):
+    """A request stuck in C past WSGIRequestTimeout, then a graceful restart: the old child, which
+    httpd would otherwise wait for until the stuck thread returns (never), exits once its other
+    threads are done (RW-AP041), and the new generation serves. Before the timeout existed the
+    stuck request kept its child "gracefully finishing" for good, as the nginx worker did."""
+    from harness.faults import children
+    d = app_dir(lch)
+    apache = apache_site(lch, d, extra="WSGIRequestTimeout 2", threads=4)
+    old = children(apache.process.pid)
+    status, _ = timed_get(apache.url("/app/sleep?s=600"), 10)
+    assert status in (504, "ConnectionError")
+    apache.graceful()
+    assert wait_for(lambda: not any(alive(p) for p in old), 15), "the child with the stuck thread lingers"
+    assert "RW-AP041" in apache_logs(apache)
     assert wait_for(lambda: timed_get(apache.url("/app/hello"), 3)[0] == 200, 10)
 
 

@@ -15,6 +15,12 @@
 //!
 //! If nginx ends the request first (client gone, timeout), the pool cleanup ([`Stream`]'s `Drop`)
 //! closes the exchange: the Python thread's next write fails and pyhost calls `close()`.
+//!
+//! `wsgi_request_timeout`: once a Python thread runs the request, pyhost's watchdog enforces it
+//! (an exception, and pyhost's own 504); a thread stuck in C code is reported here as
+//! [`Msg::TimedOut`] ([`timed_out`]: 504 or a cut response, then the worker retires). A request
+//! still waiting for a free thread at its timeout gets 504 from the guard timer
+//! ([`guard_handler`]): it could not finish in time anyway.
 
 use std::collections::VecDeque;
 use std::ffi::c_void;
@@ -26,9 +32,10 @@ use ngx::ffi::{
     add_to_ngx_table, ngx_add_timer, ngx_alloc_chain_link, ngx_buf_t, ngx_chain_t, ngx_del_timer,
     ngx_event_t, ngx_http_finalize_request, ngx_http_output_filter,
     ngx_http_read_client_request_body, ngx_http_request_t, ngx_http_run_posted_requests,
-    ngx_http_send_header, ngx_http_send_special, ngx_int_t, ngx_list_push, ngx_pcalloc, ngx_str_t,
-    ngx_table_elt_t, NGX_DONE, NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_LAST,
-    NGX_HTTP_REQUEST_TIME_OUT, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
+    ngx_http_send_header, ngx_http_send_special, ngx_int_t, ngx_list_push, ngx_msec_t, ngx_pcalloc,
+    ngx_str_t, ngx_table_elt_t, NGX_DONE, NGX_ERROR, NGX_HTTP_GATEWAY_TIME_OUT,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_LAST, NGX_HTTP_REQUEST_TIME_OUT,
+    NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, NgxHttpCoreModule};
 use pyhost::Outcome;
@@ -40,8 +47,9 @@ use crate::log::log_request;
 use crate::request::cgi_vars;
 use crate::WsgiModule;
 
-/// How often the shutdown guard timer of an in-flight request fires (it only re-arms itself).
-const GUARD_PERIOD_MS: usize = 60_000;
+/// How often the shutdown guard timer of an in-flight request fires (it re-arms itself, and
+/// checks the request's deadline while it waits for a Python thread).
+const GUARD_PERIOD_MS: ngx_msec_t = 60_000;
 
 /// The event-loop state of one request, allocated in the request pool (the pool's cleanup runs
 /// `Drop`). Reached from the request's module ctx and from the exchange.
@@ -63,6 +71,8 @@ pub struct Stream {
     /// A non-cancelable timer: while it is armed a gracefully stopping worker waits for this
     /// request (nginx exits once only cancelable timers are left).
     guard: ngx_event_t,
+    /// `wsgi_request_timeout`: when (`ngx_current_msec`) the request is due, if it has one.
+    deadline: Option<ngx_msec_t>,
 }
 
 impl Drop for Stream {
@@ -150,8 +160,11 @@ unsafe fn start_job(r: *mut ngx_http_request_t) -> Result<(), String> {
     }
 
     let exchange = Exchange::new();
+    let timeout = lc.request_timeout();
     // SAFETY: an all-zero ngx_event_t is its valid "unused" state (nginx callocs events).
     let guard: ngx_event_t = unsafe { std::mem::zeroed() };
+    // SAFETY: nginx's cached clock, read on the event-loop thread.
+    let now = unsafe { ngx::ffi::ngx_current_msec };
     let stream = Stream {
         r,
         exchange: Arc::clone(&exchange),
@@ -162,6 +175,7 @@ unsafe fn start_job(r: *mut ngx_http_request_t) -> Result<(), String> {
         inflight: VecDeque::new(),
         free: Vec::new(),
         guard,
+        deadline: timeout.map(|t| now + t.as_millis() as ngx_msec_t),
     };
     // SAFETY: the request pool lives until the request is freed; `allocate` registers a cleanup
     // that drops the Stream then, after which nginx no longer calls our handlers for r.
@@ -179,26 +193,61 @@ unsafe fn start_job(r: *mut ngx_http_request_t) -> Result<(), String> {
         s.guard.handler = Some(guard_handler);
         s.guard.log = (*req.connection).log;
         s.guard.data = stream.cast();
-        ngx_add_timer(&mut s.guard, GUARD_PERIOD_MS as _);
+        ngx_add_timer(&mut s.guard, guard_delay(s, now));
     }
     worker.submit(Job {
         app,
         vars,
         body,
         exchange,
+        timeout,
     });
     Ok(())
 }
 
-/// Re-arms the shutdown guard (see [`Stream::guard`]).
+/// When the guard fires next: its period, or the deadline of a request no thread has taken.
+fn guard_delay(s: &Stream, now: ngx_msec_t) -> ngx_msec_t {
+    match s.deadline {
+        Some(due) if !s.exchange.is_taken() => due.saturating_sub(now).clamp(1, GUARD_PERIOD_MS),
+        _ => GUARD_PERIOD_MS,
+    }
+}
+
+/// The shutdown guard (see [`Stream::guard`]): re-arms itself; a request still waiting for a
+/// Python thread at its deadline is answered 504 (every thread is busy, and it could not finish
+/// within its timeout any more).
 ///
 /// # Safety
 /// Called by nginx's timer with `ev` = the `guard` event of a live [`Stream`] (its `Drop`
 /// deletes the timer before the Stream goes away).
 unsafe extern "C" fn guard_handler(ev: *mut ngx_event_t) {
-    // SAFETY: ev is the guard event inside a live Stream (Drop deletes the timer before the
-    // Stream goes away).
-    unsafe { ngx_add_timer(ev, GUARD_PERIOD_MS as _) };
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: ev is the guard event inside a live Stream (see the contract); its data
+        // points at that Stream.
+        let s = unsafe { &mut *(*ev).data.cast::<Stream>() };
+        // SAFETY: nginx's cached clock, read on the event-loop thread.
+        let now = unsafe { ngx::ffi::ngx_current_msec };
+        let waited_too_long = s.deadline.is_some_and(|due| now >= due) && !s.exchange.is_taken();
+        if !waited_too_long {
+            // SAFETY: ev is live (see above) and not in the timer tree (it just fired).
+            unsafe { ngx_add_timer(ev, guard_delay(s, now)) };
+            return;
+        }
+        // SAFETY: s.r is live while s exists; its connection outlives the request.
+        let c = unsafe {
+            log_request(
+                s.r,
+                NGX_LOG_ERR as _,
+                "wsgi: RW-NG041 the request waited for a free Python thread (all wsgi_threads \
+                 busy) until its wsgi_request_timeout: answered 504",
+            );
+            (*s.r).connection
+        };
+        finalize(s, NGX_HTTP_GATEWAY_TIME_OUT as ngx_int_t);
+        // As nginx's own timer handlers do after finalising.
+        // SAFETY: c belongs to nginx's connection array, valid for the worker's lifetime.
+        unsafe { ngx_http_run_posted_requests(c) };
+    }));
 }
 
 /// The eventfd's read handler: service every request a Python thread has news for.
@@ -222,6 +271,7 @@ pub unsafe extern "C" fn on_wakeup(_ev: *mut ngx_event_t) {
         // SAFETY: c belongs to nginx's connection array, valid for the worker's lifetime.
         unsafe { ngx_http_run_posted_requests(c) };
     }
+    let _ = catch_unwind(worker::retire_if_asked);
 }
 
 /// The client connection's write event while we stream (`r->write_event_handler`).
@@ -315,6 +365,7 @@ fn pump(s: &mut Stream) {
                 }
                 Msg::Data(_) | Msg::File { .. } => {}
                 Msg::Done(o) => outcome = Some(o),
+                Msg::TimedOut => return timed_out(s),
             }
         }
         if !chunks.is_empty() {
@@ -354,6 +405,29 @@ fn finish(s: &mut Stream, outcome: Outcome) {
         // Cut response (or the client already went away): close the connection so the client
         // sees it is incomplete.
         (Outcome::Aborted | Outcome::ClientGone, _) => NGX_ERROR as ngx_int_t,
+    };
+    finalize(s, rc);
+}
+
+/// pyhost's watchdog took the request over: its Python thread is stuck in C code past the
+/// timeout. Answer 504 if nothing was sent, else cut the response; the thread is abandoned (it
+/// finds the exchange closed if it ever comes back) and the worker retires
+/// ([`worker::retire_if_asked`], run by [`on_wakeup`]).
+fn timed_out(s: &mut Stream) {
+    let (rc, what) = match s.header_rc {
+        None => (NGX_HTTP_GATEWAY_TIME_OUT as ngx_int_t, "answered 504"),
+        Some(_) => (NGX_ERROR as ngx_int_t, "its response is cut"),
+    };
+    // SAFETY: s.r is live while s exists.
+    unsafe {
+        log_request(
+            s.r,
+            NGX_LOG_ERR as _,
+            &format!(
+                "wsgi: RW-NG040 the request's Python thread is stuck in C code past \
+                 wsgi_request_timeout: {what}"
+            ),
+        )
     };
     finalize(s, rc);
 }

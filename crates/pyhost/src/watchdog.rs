@@ -447,7 +447,7 @@ fn abandon(slot: &Arc<Slot>, w: u64, ran: u64) {
         t.log.log(
             Level::Error,
             &format!(
-                "RW-PY042 request {} did not come back {:.1}s after its timeout (it is stuck in C code: a blocking call that does not return to Python): the server answers for it and replaces this process once its other requests are done",
+                "RW-PY042 request {} did not come back {:.1}s after its timeout (it is stuck in C code: a blocking call that does not return to Python): the server takes the request over",
                 describe(req),
                 Duration::from_millis(ran).saturating_sub(t.after).as_secs_f64()
             ),

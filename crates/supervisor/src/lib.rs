@@ -34,7 +34,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 pub use config::{AppConfig, ConfigError, GroupConfig, SocketSpec};
 pub use host::{fork_supervisor, run_forked, ForkedSupervisor, ServerDefaults, WorkerAccount};
-pub use options::{DaemonOptions, OPTION_NAMES};
+pub use options::{parse_timeout, DaemonOptions, OPTION_NAMES};
 
 /// Why the supervisor could not start (after it started, problems are logged, not returned).
 #[derive(Debug)]
