@@ -119,6 +119,22 @@ def test_django_project_is_one_line(launcher_fn, apps, venv):
     assert 'import_module("testsite.wsgi")' in shim
 
 
+def test_embedded_request_timeout(launcher_fn):
+    """--request-timeout without --daemon: wsgi_request_timeout in the generated config. A
+    request sleeping in C past it gets 504 (the worker is replaced; the next request works)."""
+    d = site_dir(launcher_fn)
+    app = write(d / "app.py", VERSIONED_APP)
+    serve = launcher_fn.serve([app, "--request-timeout", "1"], cwd=d)
+    serve.check_config()
+    t0 = time.monotonic()
+    r = get(serve, "/sleep?8", timeout=20)
+    assert r.status_code == 504 and time.monotonic() - t0 < 6, (r.status_code, r.text)
+    deadline = time.monotonic() + 15
+    while get(serve, "/").status_code != 200:
+        assert time.monotonic() < deadline, serve.log_text()
+        time.sleep(0.2)
+
+
 def test_daemon_mode_and_request_timeout(launcher_fn):
     d = site_dir(launcher_fn)
     app = write(d / "app.py", VERSIONED_APP)
@@ -277,7 +293,6 @@ def test_mistakes_are_one_sentence(launcher_fn, free_port):
     busy.bind(("127.0.0.1", 0))
     busy.listen()
     cases = [
-        ([app, "--request-timeout", "5"], 2, "--request-timeout needs --daemon"),
         ([app, "--port", str(busy.getsockname()[1])], 1, "pick another port"),
         (["--module", "nosuch.wsgi", "--port", str(free_port())], 1, "no module named nosuch.wsgi"),
         ([d / "missing.py"], 1, "does not exist"),
