@@ -82,9 +82,15 @@ fn main() {
         script,
         callable: "application".into(),
     });
-    let vars: Vec<(&[u8], &[u8])> = VARS
+    // Heap copies, as a transport has them: the strings' alignment then does not depend on
+    // where the linker put this binary's constants (CPython's latin-1 decoder reads words).
+    let owned: Vec<(Vec<u8>, Vec<u8>)> = VARS
         .iter()
-        .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect();
+    let vars: Vec<(&[u8], &[u8])> = owned
+        .iter()
+        .map(|(k, v)| (k.as_slice(), v.as_slice()))
         .collect();
     let req = Request {
         vars: &vars,
