@@ -242,6 +242,7 @@ impl<'p> FrontEnd<'p> {
                 contract::REQUEST_START => front.request_start = Some(v.value),
                 contract::ABORT_MARK => front.abort_mark = v.value == contract::ABORT_MARK_ON,
                 contract::PATH_INFO_FORM => front.path.form = PathInfoForm::parse(v.value),
+                contract::APP_MOUNT => front.path.app_mount = Some(v.value),
                 // UWSGI_SCHEME is the one UWSGI_* var that loads no code: operators set it
                 // (`uwsgi_param UWSGI_SCHEME https;`, `SetEnv UWSGI_SCHEME https`) to say the
                 // client used TLS. It wins over HTTPS/REQUEST_SCHEME, as in uWSGI.

@@ -11,6 +11,7 @@
 //! | [`REQUEST_START`] | integer microseconds since the Unix epoch | when the front end received the request (the group's `queue-timeout`) |
 //! | [`ABORT_MARK`] | `1` | the front end sends [`ABORT_MARK_BYTE`] after a head without Content-Length (see below) |
 //! | [`PATH_INFO_FORM`] | `full` or `split` ([`PathInfoForm`]) | whether `PATH_INFO` still holds `SCRIPT_NAME` |
+//! | [`APP_MOUNT`] | the mount of the app that serves the request (empty: the group's default app) | sent when `SCRIPT_NAME` is not that mount (an operator's `wsgi_param SCRIPT_NAME`, a rewritten URI): the worker picks the app by it and passes `SCRIPT_NAME` and `PATH_INFO` as sent |
 //!
 //! **Aborted responses.** uwsgi ends a response body at EOF, so "the app failed half-way" needs a
 //! signal of its own. Over TCP the worker resets the connection. A unix socket has no reset, but
@@ -63,8 +64,13 @@ pub const ABORT_MARK_BYTE: u8 = b'!';
 /// `RWSGI_PATH_INFO_FORM`: which form `PATH_INFO` has, [`PathInfoForm::as_bytes`].
 pub const PATH_INFO_FORM: &[u8] = b"RWSGI_PATH_INFO_FORM";
 
+/// `RWSGI_APP_MOUNT`: the URL prefix of the app that serves the request, as the front end
+/// routed it (empty: the group's default app). Without it the worker routes by `SCRIPT_NAME`,
+/// which an operator may have set to something else for the app to see.
+pub const APP_MOUNT: &[u8] = b"RWSGI_APP_MOUNT";
+
 /// Every contract var: the worker consumes them and never passes them to the app.
-pub const VARS: [&[u8]; 3] = [REQUEST_START, ABORT_MARK, PATH_INFO_FORM];
+pub const VARS: [&[u8]; 4] = [REQUEST_START, ABORT_MARK, PATH_INFO_FORM, APP_MOUNT];
 
 /// True for a var of this contract (exact, case-sensitive match: uwsgi keys are bytes).
 pub fn is_contract_var(key: &[u8]) -> bool {
