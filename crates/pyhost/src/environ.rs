@@ -272,7 +272,11 @@ fn server_name_fallback(vars: &[(&[u8], &[u8])]) -> Vec<u8> {
 /// The host name of a Host header value: `Example.com:8080` -> `example.com`, `[::1]:80` ->
 /// `[::1]` (host names are case-insensitive; nginx's `$host` is lower case too).
 fn host_name(host: &[u8]) -> Vec<u8> {
-    let host = host.split(|&b| b == b',').next().unwrap_or(b"").trim_ascii();
+    let host = host
+        .split(|&b| b == b',')
+        .next()
+        .unwrap_or(b"")
+        .trim_ascii();
     let name = if host.starts_with(b"[") {
         host.iter()
             .position(|&b| b == b']')
@@ -377,7 +381,8 @@ mod tests {
 
     #[test]
     fn server_name_falls_back_to_host_then_address() {
-        let host: [(&[u8], &[u8]); 2] = [(b"SERVER_NAME", b""), (b"HTTP_HOST", b"Example.COM:8080")];
+        let host: [(&[u8], &[u8]); 2] =
+            [(b"SERVER_NAME", b""), (b"HTTP_HOST", b"Example.COM:8080")];
         assert_eq!(server_name_fallback(&host), b"example.com");
         let v6: [(&[u8], &[u8]); 1] = [(b"HTTP_HOST", b"[::1]:8080")];
         assert_eq!(server_name_fallback(&v6), b"[::1]");

@@ -913,10 +913,18 @@ fn a_bare_bytes_or_bytearray_is_the_whole_body() {
         "def application(e, s):\n    s('200 OK', [])\n    if e['PATH_INFO'] == '/array':\n        return bytearray(b'from a bytearray')\n    if e['PATH_INFO'] == '/big':\n        return b'x' * 100000\n    return b'OK'\n",
     );
     let (out, rec, log) = get(&app, "/");
-    assert_eq!((out, rec.status), (Outcome::Complete, Some(200)), "{}", log.all());
+    assert_eq!(
+        (out, rec.status),
+        (Outcome::Complete, Some(200)),
+        "{}",
+        log.all()
+    );
     assert_eq!(rec.text(), "OK");
     let (out, rec, _) = get(&app, "/array");
-    assert_eq!((out, rec.text().as_str()), (Outcome::Complete, "from a bytearray"));
+    assert_eq!(
+        (out, rec.text().as_str()),
+        (Outcome::Complete, "from a bytearray")
+    );
     let (out, rec, _) = get(&app, "/big");
     assert_eq!((out, rec.body.len()), (Outcome::Complete, 100000));
 }
@@ -929,7 +937,11 @@ fn a_bare_str_stays_an_error() {
     );
     let (out, rec, log) = get(&app, "/");
     assert_eq!((out, rec.status), (Outcome::Failed, Some(500)));
-    assert!(log.all().contains("yielded str, expected bytes"), "{}", log.all());
+    assert!(
+        log.all().contains("yielded str, expected bytes"),
+        "{}",
+        log.all()
+    );
 }
 
 const ENV_APP: &str = "import json\ndef application(e, s):\n    s('200 OK', [])\n    return [json.dumps({k: v for k, v in e.items() if isinstance(v, str)}).encode()]\n";
