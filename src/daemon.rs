@@ -210,7 +210,8 @@ unsafe fn header_lists(
     Ok(())
 }
 
-/// An `ngx_array_t` of `ngx_str_t` in `pool`, pointing at copies of `names` in the pool.
+/// An `ngx_array_t` of `ngx_str_t` in `pool`, pointing at NUL-terminated copies of `names` in
+/// the pool (nginx compares header names with `ngx_strcasecmp`, which reads to the NUL).
 ///
 /// # Safety
 /// `pool` is a live pool.
@@ -226,12 +227,17 @@ unsafe fn str_array<'a>(
             return Err(oom());
         }
         for name in names {
-            let s = ngx_str_t::from_bytes(pool, name).ok_or_else(oom)?;
+            let data = ngx_pnalloc(pool, name.len() + 1).cast::<u8>();
             let slot = ngx_array_push(a).cast::<ngx_str_t>();
-            if slot.is_null() {
+            if data.is_null() || slot.is_null() {
                 return Err(oom());
             }
-            *slot = s;
+            std::ptr::copy_nonoverlapping(name.as_ptr(), data, name.len());
+            *data.add(name.len()) = 0;
+            *slot = ngx_str_t {
+                len: name.len(),
+                data,
+            };
         }
         Ok(a)
     }
@@ -507,9 +513,15 @@ unsafe fn build_request(r: &mut ngx_http_request_t) -> Result<(), String> {
         (*head).buf = b;
         (*head).next = std::ptr::null_mut();
         // The body follows as nginx's own buffers (memory or temp file, sent with sendfile),
-        // copied shallowly because the upstream may resend them on a retry.
+        // copied shallowly because the upstream may resend them on a retry. Unbuffered
+        // (wsgi_request_buffering off), nginx appends the body itself as it arrives, the part
+        // read so far included: the packet goes alone, as the uwsgi module sends it.
         let mut tail = head;
-        let mut body = u.request_bufs;
+        let mut body = if r.request_body_no_buffering() != 0 {
+            std::ptr::null_mut()
+        } else {
+            u.request_bufs
+        };
         while !body.is_null() {
             let nb = ngx_palloc(pool, std::mem::size_of::<ngx_buf_t>()).cast::<ngx_buf_t>();
             let cl = ngx_alloc_chain_link(pool);
