@@ -236,10 +236,9 @@ pub fn merge_level(conf: &mut LocConf, prev: &LocConf, main: &mut MainConf) -> R
     let _ = conf.merge(prev);
     resolve(conf, main)?;
     match (conf.app, local) {
-        (Some(_), Some((directive, at))) => Err(format!(
+        (Some(_), Some((directive, file, line))) => Err(format!(
             "\"{directive}\" applies to daemon mode only (a location with wsgi_process_group), \
-             but this location runs its app embedded in nginx, in {}:{}",
-            at.file, at.line
+             but this location runs its app embedded in nginx, in {file}:{line}"
         )),
         _ => Ok(()),
     }
@@ -536,17 +535,14 @@ mod tests {
     #[test]
     fn daemon_directives_in_an_embedded_location_are_refused() {
         use crate::upstream::At;
-        let origin = Origin {
-            file: "/etc/nginx/nginx.conf".into(),
-            line: 12,
-        };
         let mut main = MainConf::default();
         let http = LocConf {
             daemon: Upstream {
                 buffering: Some(At {
                     value: true,
                     directive: "wsgi_buffering",
-                    origin: origin.clone(),
+                    file: "/etc/nginx/nginx.conf".into(),
+                    line: 12,
                 }),
                 ..Default::default()
             },

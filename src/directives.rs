@@ -502,11 +502,12 @@ unsafe fn daemon_setting<T>(
         }
         let value = parse(argv)?;
         // SAFETY: cf is valid and parsing a file.
-        let origin = unsafe { origin(cf) };
+        let Origin { file, line } = unsafe { origin(cf) };
         *slot = Some(At {
             value,
             directive: name,
-            origin,
+            file,
+            line,
         });
         Ok(())
     };
@@ -669,11 +670,12 @@ unsafe fn header_list(
             Some(at) => at.value.push(header),
             None => {
                 // SAFETY: cf is valid and parsing a file.
-                let origin = unsafe { origin(cf) };
+                let Origin { file, line } = unsafe { origin(cf) };
                 *slot = Some(At {
                     value: vec![header],
                     directive: name,
-                    origin,
+                    file,
+                    line,
                 });
             }
         }
@@ -733,11 +735,12 @@ pub unsafe extern "C" fn set_temp_path(
             unsafe { ngx_conf_set_path_slot(cf, cmd, (&mut slot as *mut *mut ngx_path_t).cast()) };
         if let (true, Some(path)) = (rc.is_null(), NonNull::new(slot)) {
             // SAFETY: cf is valid and parsing a file.
-            let origin = unsafe { origin(cf) };
+            let Origin { file, line } = unsafe { origin(cf) };
             lc.daemon.temp_path = Some(At {
                 value: path.cast(),
                 directive: "wsgi_temp_path",
-                origin,
+                file,
+                line,
             });
         }
         rc

@@ -16,14 +16,20 @@
 
 use std::time::Duration;
 
-use crate::conf::Origin;
-
 /// A value and where its directive was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct At<T> {
     pub value: T,
     pub directive: &'static str,
-    pub origin: Origin,
+    pub file: String,
+    pub line: usize,
+}
+
+impl<T> At<T> {
+    /// " in FILE:LINE", for messages found after parsing.
+    pub fn place(&self) -> String {
+        format!(" in {}:{}", self.file, self.line)
+    }
 }
 
 /// `wsgi_hide_header` / `wsgi_pass_header` names of one level.
@@ -62,12 +68,12 @@ macro_rules! inherit {
     };
 }
 
-/// Calls `$f` with the origin of every set field, in declaration order.
+/// Calls `$f` with the directive, file and line of every set field, in declaration order.
 macro_rules! each_set {
     ($self:ident, $f:ident, $($field:ident),* $(,)?) => {
         $(
             if let Some(at) = &$self.$field {
-                $f(at.directive, &at.origin);
+                $f(at.directive, &at.file, at.line);
             }
         )*
     };
@@ -95,13 +101,13 @@ impl Upstream {
         );
     }
 
-    /// The first directive written at this level (call before [`Upstream::merge`]): an embedded
-    /// location's block must have none.
-    pub fn first_local(&self) -> Option<(&'static str, Origin)> {
-        let mut first: Option<(&'static str, Origin)> = None;
-        let mut note = |directive: &'static str, origin: &Origin| {
-            if first.as_ref().is_none_or(|(_, o)| o.line > origin.line) {
-                first = Some((directive, origin.clone()));
+    /// The first directive written at this level, with its file and line (call before
+    /// [`Upstream::merge`]): an embedded location's block must have none.
+    pub fn first_local(&self) -> Option<(&'static str, String, usize)> {
+        let mut first: Option<(&'static str, String, usize)> = None;
+        let mut note = |directive: &'static str, file: &str, line: usize| {
+            if first.as_ref().is_none_or(|(_, _, l)| *l > line) {
+                first = Some((directive, file.to_string(), line));
             }
         };
         each_set!(
@@ -147,15 +153,12 @@ impl Upstream {
         // buffers that cannot hold one largest buffer while another is read are refused.
         let busy = (2 * largest).min((num - 1) * size);
         if busy < largest {
-            let origin = self.buffers.as_ref().map(|a| &a.origin);
             return Err(format!(
                 "\"wsgi_buffers {num} {size}\" leave {} bytes for buffers being sent, less than \
                  the largest buffer ({largest} bytes, wsgi_buffer_size or one of wsgi_buffers): \
                  expected (NUMBER - 1) x SIZE >= {largest}{}",
                 (num - 1) * size,
-                origin
-                    .map(|o| format!(" in {}:{}", o.file, o.line))
-                    .unwrap_or_default()
+                self.buffers.as_ref().map(At::place).unwrap_or_default()
             ));
         }
         let max_temp = self
@@ -167,8 +170,7 @@ impl Upstream {
             return Err(format!(
                 "\"wsgi_max_temp_file_size\" must be 0 (no temporary files) or at least the largest \
                  buffer ({largest} bytes, wsgi_buffer_size or one of wsgi_buffers){}",
-                at.map(|a| format!(" in {}:{}", a.origin.file, a.origin.line))
-                    .unwrap_or_default()
+                at.map(At::place).unwrap_or_default()
             ));
         }
         Ok(Resolved {
@@ -236,10 +238,8 @@ mod tests {
         Some(At {
             value,
             directive,
-            origin: Origin {
-                file: "/etc/nginx/nginx.conf".into(),
-                line,
-            },
+            file: "/etc/nginx/nginx.conf".into(),
+            line,
         })
     }
 

@@ -70,6 +70,7 @@ BAD = [
     ("wsgi_param HTTP_x_forwarded_for x;", "", "wsgi_param", r'a request header is HTTP_ and the header name in upper case'),
     ("wsgi_param REMOTE_USER $remote_user if_empty;", "", "wsgi_param", r'invalid parameter "if_empty": expected if_not_empty'),
     ("wsgi_param REMOTE_USER;", "", "wsgi_param", r'invalid number of arguments in "wsgi_param"'),
+    ("wsgi_param REMOTE_USER \"${bad\";", "", "wsgi_param", r'the closing bracket in "bad" variable is missing'),
     # Daemon mode's upstream knobs.
     ("wsgi_read_timeout soon;", "", "wsgi_read_timeout", r'invalid value "soon": expected a time such as 30s'),
     ("wsgi_read_timeout 1s;\nwsgi_read_timeout 2s;", "", "wsgi_read_timeout 2s", r'"wsgi_read_timeout" directive is duplicate'),
