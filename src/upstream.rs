@@ -57,76 +57,40 @@ pub struct Upstream {
     pub next_upstream: Option<At<()>>,
 }
 
-/// Takes each unset field from `prev`.
-macro_rules! inherit {
-    ($self:ident, $prev:ident, $($field:ident),* $(,)?) => {
-        $(
-            if $self.$field.is_none() {
-                $self.$field.clone_from(&$prev.$field);
-            }
-        )*
+/// Runs `$body` once per field of [`Upstream`], with `$field` bound to its name: the one list of
+/// the knobs, so merging and the embedded-location check can never miss one.
+macro_rules! for_each_knob {
+    ($field:ident => $body:block) => {
+        for_each_knob!(@ $field $body; connect_timeout, send_timeout, read_timeout, buffering,
+            request_buffering, buffer_size, buffers, max_temp_file_size, temp_path,
+            intercept_errors, hide_headers, pass_headers, next_upstream)
     };
-}
-
-/// Calls `$f` with the directive, file and line of every set field, in declaration order.
-macro_rules! each_set {
-    ($self:ident, $f:ident, $($field:ident),* $(,)?) => {
-        $(
-            if let Some(at) = &$self.$field {
-                $f(at.directive, &at.file, at.line);
-            }
-        )*
+    (@ $field:ident $body:block; $($name:ident),*) => {
+        $( { macro_rules! $field { ($e:expr) => { $e.$name }; } $body } )*
     };
 }
 
 impl Upstream {
     /// nginx's merge: a value set at this level wins.
     pub fn merge(&mut self, prev: &Upstream) {
-        inherit!(
-            self,
-            prev,
-            connect_timeout,
-            send_timeout,
-            read_timeout,
-            buffering,
-            request_buffering,
-            buffer_size,
-            buffers,
-            max_temp_file_size,
-            temp_path,
-            intercept_errors,
-            hide_headers,
-            pass_headers,
-            next_upstream,
-        );
+        for_each_knob!(knob => {
+            if knob!(self).is_none() {
+                knob!(self).clone_from(&knob!(prev));
+            }
+        });
     }
 
     /// The first directive written at this level, with its file and line (call before
     /// [`Upstream::merge`]): an embedded location's block must have none.
     pub fn first_local(&self) -> Option<(&'static str, String, usize)> {
         let mut first: Option<(&'static str, String, usize)> = None;
-        let mut note = |directive: &'static str, file: &str, line: usize| {
-            if first.as_ref().is_none_or(|(_, _, l)| *l > line) {
-                first = Some((directive, file.to_string(), line));
+        for_each_knob!(knob => {
+            if let Some(at) = &knob!(self) {
+                if first.as_ref().is_none_or(|(_, _, line)| *line > at.line) {
+                    first = Some((at.directive, at.file.clone(), at.line));
+                }
             }
-        };
-        each_set!(
-            self,
-            note,
-            connect_timeout,
-            send_timeout,
-            read_timeout,
-            buffering,
-            request_buffering,
-            buffer_size,
-            buffers,
-            max_temp_file_size,
-            temp_path,
-            intercept_errors,
-            hide_headers,
-            pass_headers,
-            next_upstream,
-        );
+        });
         first
     }
 
