@@ -521,6 +521,14 @@ unsafe fn start_groups(pconf: *mut apr_pool_t, s: *mut server_rec) -> Result<(),
         let mut cfg = group_config(group, main, apps, socket, timeout);
         // SAFETY: caller contract.
         cfg.secret = unsafe { group_secret(process_pool, &group.name) };
+        if cfg.secret.is_none() {
+            let message = format!(
+                "RW-AP050 WSGIDaemonProcess {}: no random bytes for its secret; it runs without one",
+                group.name
+            );
+            // SAFETY: s is live (caller contract).
+            unsafe { log_server(s, APLOG_ERR, &message) };
+        }
         cfg.validate().map_err(|e| {
             let hint = if e.option == "socket" {
                 " (set WSGISocketPrefix to a shorter directory)"

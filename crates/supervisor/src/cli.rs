@@ -419,6 +419,32 @@ mod tests {
     }
 
     #[test]
+    fn secret_file() {
+        let base = [
+            "--socket",
+            "127.0.0.1:0",
+            "--script",
+            "a.py",
+            "--secret-file",
+        ];
+        let e = run(&[&base[..], &["/nonexistent/secret"]].concat()).unwrap_err();
+        assert!(e.starts_with("--secret-file: /nonexistent/secret:"), "{e}");
+        let dir = std::env::temp_dir().join(format!("rwsgi-cli-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s");
+        std::fs::write(&path, "0123456789abcdef0123\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let p = path.to_str().unwrap();
+        let e = run(&[&base[..], &[p]].concat()).unwrap_err();
+        assert!(e.contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = run(&[&base[..], &[p]].concat()).unwrap();
+        assert!(c.secret.is_some_and(|s| s.matches(b"0123456789abcdef0123")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn relative_python_dirs_come_from_the_current_directory() {
         let c = run(&[
             "--socket",
