@@ -170,19 +170,25 @@ impl Body for SocketBody<'_, '_> {
     }
 }
 
+/// For tests: everything `body` gives, read in `chunk`-sized pieces.
+#[cfg(test)]
+pub(crate) fn read_all(body: &mut SocketBody<'_, '_>, chunk: usize) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut buf = vec![0u8; chunk];
+    loop {
+        let n = body.read(&mut buf).unwrap();
+        if n == 0 {
+            return all;
+        }
+        all.extend_from_slice(&buf[..n]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stream::test_pair as pair;
     use std::io::Write;
-    use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
-
-    fn pair() -> (Stream, std::os::unix::net::UnixStream) {
-        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        a.set_nonblocking(true).unwrap();
-        // SAFETY: into_raw_fd hands over sole ownership of the descriptor.
-        let fd = unsafe { OwnedFd::from_raw_fd(a.into_raw_fd()) };
-        (Stream::new(fd), b)
-    }
 
     #[test]
     fn the_app_reads_prefix_stash_then_socket_in_order() {
@@ -198,16 +204,7 @@ mod tests {
         peer.write_all(b"ghi-and-the-mark").unwrap();
         let cell = RefCell::new(inbound);
         let mut body = SocketBody { inbound: &cell };
-        let mut all = Vec::new();
-        let mut buf = [0u8; 2];
-        loop {
-            let n = body.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            all.extend_from_slice(&buf[..n]);
-        }
-        assert_eq!(all, b"abcdefghi");
+        assert_eq!(read_all(&mut body, 2), b"abcdefghi");
     }
 
     #[test]

@@ -162,22 +162,16 @@ fn wait_writable(stream: &Stream, inbound: &RefCell<Inbound<'_>>) -> io::Result<
 mod tests {
     use super::*;
     use std::io::{Read, Write};
-    use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
     use std::time::Duration;
 
-    use pyhost::Body;
-
-    use crate::body::SocketBody;
+    use crate::body::{read_all, SocketBody};
 
     /// The deadlock of issue 10 case 6 in miniature: the peer sends a 4 MiB body before it
     /// reads anything, the app writes 4 MiB without reading: both must complete, and the app
     /// still finds the whole body afterwards.
     #[test]
     fn writing_takes_the_body_the_peer_sends_before_it_reads() {
-        let (a, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
-        a.set_nonblocking(true).unwrap();
-        // SAFETY: into_raw_fd hands over sole ownership of the descriptor.
-        let stream = Stream::new(unsafe { OwnedFd::from_raw_fd(a.into_raw_fd()) });
+        let (stream, mut peer) = crate::stream::test_pair();
         stream.set_timeouts(Duration::from_secs(10));
         const N: usize = 4 << 20;
         let body: Vec<u8> = (0..N).map(|i| (i % 253) as u8).collect();
@@ -201,16 +195,7 @@ mod tests {
         for _ in 0..64 {
             out.write(&[b'x'; 65_536]).unwrap();
         }
-        let mut got = Vec::new();
-        let mut input = SocketBody { inbound: &inbound };
-        let mut buf = vec![0u8; 100_000];
-        loop {
-            let n = input.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(&buf[..n]);
-        }
+        let got = read_all(&mut SocketBody { inbound: &inbound }, 100_000);
         assert!(got == body, "the app got the body back in order");
         stream.shutdown_write();
         let response = front_end.join().unwrap();

@@ -227,18 +227,21 @@ impl Write for &Stream {
     }
 }
 
+/// For tests: a [`Stream`] connected to a plain blocking peer.
+#[cfg(test)]
+pub(crate) fn test_pair() -> (Stream, std::os::unix::net::UnixStream) {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    // SAFETY: into_raw_fd hands over sole ownership of the descriptor.
+    let fd = unsafe { OwnedFd::from_raw_fd(a.into_raw_fd()) };
+    (Stream::new(fd), b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::FromRawFd;
-
-    fn pair() -> (Stream, std::os::unix::net::UnixStream) {
-        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        a.set_nonblocking(true).unwrap();
-        // SAFETY: into_raw_fd hands over sole ownership of the descriptor.
-        let fd = unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(a)) };
-        (Stream::new(fd), b)
-    }
+    use test_pair as pair;
 
     #[test]
     fn reads_wait_for_data_and_time_out() {

@@ -168,19 +168,17 @@ impl Server {
 
     /// Waits until `code` was logged `n` times, rate-limited repeats included.
     pub fn wait_log_events(&self, code: &str, n: usize, timeout: Duration) {
-        let start = Instant::now();
-        while self.events(code) < n {
-            if start.elapsed() > timeout {
-                panic!("timed out waiting for {n} x {code}; log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_log(code, n, timeout, Server::events);
     }
 
     /// Waits until the log holds at least `n` lines with `code`.
     pub fn wait_log_count(&self, code: &str, n: usize, timeout: Duration) {
+        self.wait_log(code, n, timeout, Server::count);
+    }
+
+    fn wait_log(&self, code: &str, n: usize, timeout: Duration, seen: fn(&Server, &str) -> usize) {
         let start = Instant::now();
-        while self.count(code) < n {
+        while seen(self, code) < n {
             if start.elapsed() > timeout {
                 panic!("timed out waiting for {n} x {code}; log:\n{}", self.log());
             }
