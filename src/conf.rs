@@ -341,6 +341,9 @@ pub struct DaemonGroup {
     /// `socket=HOST:PORT` resolved by the master at start-up (workers must not resolve names on
     /// the event loop).
     pub resolved: Option<std::net::SocketAddr>,
+    /// The group's secret, sent as `RWSGI_SECRET` in every packet: set by the master in
+    /// `init_module` (src/supervise.rs), before the workers fork.
+    pub secret: Option<supervisor::Secret>,
 }
 
 impl DaemonGroup {
@@ -356,6 +359,7 @@ impl DaemonGroup {
             },
             apps: Vec::new(),
             resolved: None,
+            secret: None,
         }
     }
 }

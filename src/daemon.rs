@@ -495,6 +495,11 @@ unsafe fn build_request(r: &mut ngx_http_request_t) -> Result<(), String> {
     if vars.get(b"SCRIPT_NAME") != Some(mount) {
         vars.add(contract::APP_MOUNT, mount);
     }
+    // The group's secret: its workers refuse packets without it (uwsgi::contract::SECRET).
+    let main = WsgiModule::main_conf(r).ok_or("no main configuration")?;
+    if let Some(secret) = lc.group.and_then(|i| main.groups.get(i)?.secret.as_ref()) {
+        vars.add(uwsgi::contract::SECRET, secret.as_bytes());
+    }
     let mut packet = Vec::with_capacity(2048);
     uwsgi::encode_request(0, 0, vars.pairs(), &mut packet).map_err(|e| {
         format!("wsgi: RW-NG021 cannot encode the request for the daemon group: {e}")
