@@ -127,6 +127,19 @@ def test_apache_embedded_thread_stuck_in_c_is_released(lch):
     assert wait_for(lambda: timed_get(apache.url("/app/hello"), 3)[0] == 200, 10)
 
 
+def test_apache_embedded_prefork_child_with_a_stuck_request_is_replaced(lch):
+    """prefork: the stuck request was its child's only one, so the child exits at once after
+    the connection is closed (RW-AP041) and httpd starts another; the app keeps answering."""
+    d = app_dir(lch)
+    apache = apache_site(lch, d, extra="WSGIRequestTimeout 2", mpm="prefork")
+    status, elapsed = timed_get(apache.url("/app/sleep?s=600"), 10)
+    assert status in (504, "ConnectionError") and elapsed < 8, (status, elapsed)
+    assert wait_for(lambda: "RW-AP041" in apache_logs(apache), 5)
+    exited = re.search(r"pid (\d+)[^\]]*\] RW-AP041", apache_logs(apache))
+    assert exited and wait_for(lambda: not alive(int(exited.group(1))), 5), "the stuck child lives on"
+    assert wait_for(lambda: timed_get(apache.url("/app/hello"), 3)[0] == 200, 10)
+
+
 def test_apache_embedded_child_with_a_stuck_thread_exits_on_graceful_restart(lch):
     """A request stuck in C past WSGIRequestTimeout, then a graceful restart: the old child, which
     httpd would otherwise wait for until the stuck thread returns (never), exits once its other
