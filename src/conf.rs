@@ -468,6 +468,45 @@ mod tests {
     }
 
     #[test]
+    fn request_timeouts_inherit_and_off_undoes_them() {
+        let http = LocConf {
+            request_timeout: Some(Some(Duration::from_secs(30))),
+            ..Default::default()
+        };
+        let mut inherits = LocConf::default();
+        inherits.merge(&http).unwrap();
+        assert_eq!(inherits.request_timeout(), Some(Duration::from_secs(30)));
+        let mut off = LocConf {
+            request_timeout: Some(None),
+            ..Default::default()
+        };
+        off.merge(&http).unwrap();
+        assert_eq!(off.request_timeout(), None);
+        // Set beside a daemon group, at the same level: refused (the group has its own).
+        let daemon = LocConf {
+            process_group: Some(GroupRef {
+                name: "g".into(),
+                origin: Origin {
+                    file: "nginx.conf".into(),
+                    line: 9,
+                },
+            }),
+            request_timeout: Some(Some(Duration::from_secs(5))),
+            ..Default::default()
+        };
+        let err = check_timeout_mode(&daemon).unwrap_err();
+        assert!(
+            err.contains("request-timeout= on its wsgi_daemon_process"),
+            "{err}"
+        );
+        assert!(check_timeout_mode(&LocConf {
+            request_timeout: Some(None),
+            ..daemon
+        })
+        .is_ok());
+    }
+
+    #[test]
     fn apps_are_shared_between_locations() {
         let mut main = MainConf::default();
         let a = AppEntry {

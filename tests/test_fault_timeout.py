@@ -99,6 +99,24 @@ def test_nginx_embedded_timeout_does_not_fail_other_requests(lch):
     assert other[0] == 200, other
 
 
+def test_nginx_embedded_request_waiting_for_a_thread_gets_504_at_its_timeout(lch):
+    """wsgi_threads 1, its thread stuck in C: a request queued behind it gets 504 at its own
+    timeout (RW-NG041: it could not finish in time any more) instead of waiting for a thread
+    that never comes; the stuck one gets its 504 after the grace, and the new worker serves."""
+    d = app_dir(lch)
+    nginx = nginx_embedded(lch, d, http="wsgi_threads 1;\nwsgi_request_timeout 2s;")
+    out = {}
+    t = threading.Thread(target=lambda: out.update(stuck=timed_get(nginx.url("/app/sleep?s=600"), 10)))
+    t.start()
+    time.sleep(0.5)
+    queued = timed_get(nginx.url("/app/hello"), 10)
+    t.join()
+    assert queued[0] == 504 and queued[1] < 4, queued
+    assert "RW-NG041" in nginx.error_log_text()
+    assert out["stuck"][0] == 504, out
+    assert wait_for(lambda: timed_get(nginx.url("/app/hello"), 2)[0] == 200, 10)
+
+
 # --- Apache embedded --------------------------------------------------------------------------
 
 def test_apache_embedded_spinning_thread_answers_504_and_comes_back(lch):

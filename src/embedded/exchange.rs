@@ -318,6 +318,22 @@ mod tests {
     }
 
     #[test]
+    fn a_timeout_reaches_the_event_loop_even_after_close() {
+        // A notifier of its own: the shared one sees the other tests' pushes.
+        let n = &Notifier::new().unwrap();
+        let ex = Exchange::new();
+        ex.time_out(n);
+        assert_eq!(n.take().len(), 1, "the event loop is woken");
+        assert!(matches!(ex.take().pop_front(), Some(Msg::TimedOut)));
+        // Once nginx is done with the request there is nothing to answer, but the event loop
+        // must still wake up: it retires the worker.
+        ex.close();
+        ex.time_out(n);
+        assert_eq!(n.take().len(), 1);
+        assert!(ex.take().is_empty());
+    }
+
+    #[test]
     fn only_the_first_push_schedules() {
         let ex = Exchange::new();
         let n = notifier();
