@@ -45,6 +45,18 @@ def parallel_gets(urls, timeout):
     return out
 
 
+def stuck_in_background(url, timeout=10):
+    """Starts a GET of `url` in a thread; returns a function that waits for (status, seconds)."""
+    out = {}
+    t = threading.Thread(target=lambda: out.update(result=timed_get(url, timeout)))
+    t.start()
+
+    def result():
+        t.join()
+        return out["result"]
+    return result
+
+
 def pid_of(url) -> int:
     return requests.get(url, timeout=10).json()["pid"]
 
@@ -89,13 +101,10 @@ def test_nginx_embedded_timeout_does_not_fail_other_requests(lch):
     (the worker's graceful exit waits for it)."""
     d = app_dir(lch)
     nginx = nginx_embedded(lch, d, http="wsgi_threads 2;\nwsgi_request_timeout 3s;")
-    out = {}
-    t = threading.Thread(target=lambda: out.update(stuck=timed_get(nginx.url("/app/sleep?s=600"), 10)))
-    t.start()
+    stuck = stuck_in_background(nginx.url("/app/sleep?s=600"))
     time.sleep(2)
     other = timed_get(nginx.url("/app/sleep?s=2"), 10)
-    t.join()
-    assert out["stuck"][0] == 504, out
+    assert stuck()[0] == 504
     assert other[0] == 200, other
 
 
@@ -105,15 +114,12 @@ def test_nginx_embedded_request_waiting_for_a_thread_gets_504_at_its_timeout(lch
     that never comes; the stuck one gets its 504 after the grace, and the new worker serves."""
     d = app_dir(lch)
     nginx = nginx_embedded(lch, d, http="wsgi_threads 1;\nwsgi_request_timeout 2s;")
-    out = {}
-    t = threading.Thread(target=lambda: out.update(stuck=timed_get(nginx.url("/app/sleep?s=600"), 10)))
-    t.start()
+    stuck = stuck_in_background(nginx.url("/app/sleep?s=600"))
     time.sleep(0.5)
     queued = timed_get(nginx.url("/app/hello"), 10)
-    t.join()
     assert queued[0] == 504 and queued[1] < 4, queued
     assert "RW-NG041" in nginx.error_log_text()
-    assert out["stuck"][0] == 504, out
+    assert stuck()[0] == 504
     assert wait_for(lambda: timed_get(nginx.url("/app/hello"), 2)[0] == 200, 10)
 
 

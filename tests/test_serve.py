@@ -71,6 +71,14 @@ def assert_static_from_nginx(serve, path):
     assert (r.status_code, r.text) == (206, "hello")
 
 
+def wait_until_served(serve, within=15):
+    """Until / answers 200 (after a process was replaced)."""
+    deadline = time.monotonic() + within
+    while get(serve, "/").status_code != 200:
+        assert time.monotonic() < deadline, serve.log_text()
+        time.sleep(0.2)
+
+
 def python_pid(r) -> int:
     return int(r.text.split("pid=")[1].split()[0])
 
@@ -129,10 +137,7 @@ def test_embedded_request_timeout(launcher_fn):
     t0 = time.monotonic()
     r = get(serve, "/sleep?8", timeout=20)
     assert r.status_code == 504 and time.monotonic() - t0 < 6, (r.status_code, r.text)
-    deadline = time.monotonic() + 15
-    while get(serve, "/").status_code != 200:
-        assert time.monotonic() < deadline, serve.log_text()
-        time.sleep(0.2)
+    wait_until_served(serve)
 
 
 def test_daemon_mode_and_request_timeout(launcher_fn):
@@ -151,10 +156,7 @@ def test_daemon_mode_and_request_timeout(launcher_fn):
     r = get(serve, "/sleep?5", timeout=20)
     assert r.status_code == 504 and time.monotonic() - t0 < 4.5, (r.status_code, r.text)
     # The group replaced the stuck process and serves again.
-    deadline = time.monotonic() + 15
-    while get(serve, "/").status_code != 200:
-        assert time.monotonic() < deadline, serve.log_text()
-        time.sleep(0.2)
+    wait_until_served(serve)
 
 
 # ---- --reload-on-change --------------------------------------------------------------------------

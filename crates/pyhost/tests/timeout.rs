@@ -3,52 +3,19 @@
 //! grace, and a response already started is cut. A test binary of its own: the watchdog is per
 //! process.
 
-use std::io;
+mod common;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use pyhost::{
-    App, AppSpec, ErrorLog, Head, Level, Mode, NoBody, Outcome, PythonConfig, Request, Responder,
-    Stuck, Timeout,
-};
-
-#[derive(Default)]
-struct Log(Mutex<Vec<String>>);
-
-impl ErrorLog for Log {
-    fn log(&self, _level: Level, msg: &str) {
-        self.0.lock().unwrap().push(msg.to_string());
-    }
-}
-
-impl Log {
-    fn all(&self) -> String {
-        self.0.lock().unwrap().join("\n")
-    }
-}
+use common::{Log, Recorder};
+use pyhost::{App, AppSpec, Mode, NoBody, Outcome, PythonConfig, Request, Stuck, Timeout};
 
 /// The watchdog's log must outlive the request: one per test, leaked.
 fn watchdog_log() -> &'static Log {
     Box::leak(Box::default())
-}
-
-#[derive(Default)]
-struct Recorder {
-    status: Option<u16>,
-    body: Vec<u8>,
-}
-
-impl Responder for Recorder {
-    fn start(&mut self, head: &Head<'_>) -> io::Result<()> {
-        self.status = Some(head.status);
-        Ok(())
-    }
-    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
-        self.body.extend_from_slice(chunk);
-        Ok(())
-    }
 }
 
 #[derive(Default)]

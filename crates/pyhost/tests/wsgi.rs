@@ -1,14 +1,15 @@
 //! pyhost against a real embedded CPython: each test writes a small WSGI script, runs requests
 //! through `handle` with an in-memory body and a recording responder, and checks what was sent.
 
+mod common;
+
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pyhost::{
-    App, AppSpec, Body, ErrorLog, Head, Level, Mode, Outcome, PythonConfig, Request, Responder,
-};
+use common::Log;
+use pyhost::{App, AppSpec, Body, Head, Mode, Outcome, PythonConfig, Request, Responder};
 
 fn init() {
     pyhost::initialize(&PythonConfig::default()).expect("python starts");
@@ -98,21 +99,6 @@ struct Bytes(io::Cursor<Vec<u8>>);
 impl Body for Bytes {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         io::Read::read(&mut self.0, buf)
-    }
-}
-
-#[derive(Default)]
-struct Log(Mutex<Vec<String>>);
-
-impl ErrorLog for Log {
-    fn log(&self, _level: Level, msg: &str) {
-        self.0.lock().unwrap().push(msg.to_string());
-    }
-}
-
-impl Log {
-    fn all(&self) -> String {
-        self.0.lock().unwrap().join("\n")
     }
 }
 
