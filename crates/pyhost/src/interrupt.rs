@@ -2,11 +2,12 @@
 //! that ran out of time, and the injection (watchdog.rs decides when, and calls these on its
 //! interrupter thread).
 //!
-//! Under the GIL the interrupter checks that the request is still in its thread, formats that
+//! Under the GIL the interrupter checks that the request is still in its thread and formats that
 //! thread's Python stack (`sys._current_frames()` + `traceback.format_stack`: what the thread
-//! was doing at the timeout, as mod_wsgi's stack dumps show), and raises `RequestTimeout` there
-//! with `PyThreadState_SetAsyncExc`, as mod_wsgi 6's `interrupt-timeout` does. The exception
-//! derives from `BaseException`, so `except Exception:` in the app does not swallow it.
+//! was doing at the timeout, as mod_wsgi's stack dumps show); once that is logged it raises
+//! `RequestTimeout` there with `PyThreadState_SetAsyncExc`, as mod_wsgi 6's
+//! `interrupt-timeout` does. The exception derives from `BaseException`, so `except
+//! Exception:` in the app does not swallow it.
 //!
 //! An exception can still be pending when the request ends on its own between the check and
 //! its next bytecode; the request's thread clears it ([`clear_pending`]) before it serves again.

@@ -411,27 +411,30 @@ fn run_interrupter() {
                 jobs = QUEUE.ready.wait(jobs).unwrap_or_else(|e| e.into_inner());
             }
         };
-        // The stack is formatted and the exception raised in one GIL hold (the thread cannot
-        // move on in between); the log line, which may block on I/O, is written after.
-        let line = Python::attach(|py| {
-            if !job.slot.still_running(job.seq) {
-                return None; // it ended on its own meanwhile
-            }
-            let stack = interrupt::stack_of(py, job.slot.ident);
-            interrupt::raise_in(py, job.slot.ident);
-            Some(stack)
+        // The stack first, then its log line (I/O, without the GIL), then the exception: so
+        // the line is in the log before the request's own 504 line and before its client has
+        // the answer. A request that ended meanwhile is left alone at either step.
+        let ident = job.slot.ident;
+        let stack = Python::attach(|py| {
+            job.slot
+                .still_running(job.seq)
+                .then(|| interrupt::stack_of(py, ident))
         });
-        if let Some(stack) = line {
-            job.log.log(
-                Level::Error,
-                &format!(
-                    "RW-PY040 request {} timed out after {:.1}s (request timeout {}s): raising RequestTimeout in its thread; its Python stack at the timeout:\n{stack}",
-                    job.what,
-                    job.ran.as_secs_f64(),
-                    job.after.as_secs_f64()
-                ),
-            );
-        }
+        let Some(stack) = stack else { continue };
+        job.log.log(
+            Level::Error,
+            &format!(
+                "RW-PY040 request {} timed out after {:.1}s (request timeout {}s): raising RequestTimeout in its thread; its Python stack at the timeout:\n{stack}",
+                job.what,
+                job.ran.as_secs_f64(),
+                job.after.as_secs_f64()
+            ),
+        );
+        Python::attach(|py| {
+            if job.slot.still_running(job.seq) {
+                interrupt::raise_in(py, ident);
+            }
+        });
     }
 }
 

@@ -474,6 +474,13 @@ struct TakeOver<'a> {
 impl Stuck for TakeOver<'_> {
     fn stuck(&self) {
         let answered = !self.head_claim.swap(true, Ordering::AcqRel);
+        // Logged first: once the client has its answer, the log already says why.
+        rwlog!(
+            "RW041",
+            "request on thread {} is stuck in C code past its request-timeout: {}; this worker accepts no more and exits once its other requests are done",
+            self.ctx.thread,
+            if answered { "answered 504" } else { "its response is cut" }
+        );
         if answered {
             let msg = stuck_response();
             // Without blocking: nothing was written yet, so the send buffer has room for it.
@@ -492,12 +499,6 @@ impl Stuck for TakeOver<'_> {
         unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
         // The supervisor's request-timeout backstop must not kill this worker for it now.
         self.ctx.board.set_busy(self.ctx.slot, self.ctx.thread, 0);
-        rwlog!(
-            "RW041",
-            "request on thread {} is stuck in C code past its request-timeout: {}; this worker accepts no more and exits once its other requests are done",
-            self.ctx.thread,
-            if answered { "answered 504" } else { "its response is cut" }
-        );
         (self.ctx.retire)();
     }
 }
