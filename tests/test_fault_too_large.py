@@ -86,8 +86,7 @@ def test_70k_header_answers_431_in_daemon_mode(lch, mode):
 
 @pytest.mark.parametrize("mode", [
     pytest.param("apache-daemon", marks=xfail("Apache daemon: the worker refuses the packet (over 512 vars) "
-                                              "by closing, and the handler answers 502 (once: no retry since "
-                                              "case 3); 431 needs the var limit in the encoder or the worker")),
+                                              "by closing; the handler retries the GET, then answers 502")),
     pytest.param("nginx-daemon", marks=xfail("nginx daemon: the worker closes the connection: 502")),
     pytest.param("worker-nginx", marks=xfail("rwsgi-worker behind stock nginx: closed without an answer: 502")),
 ])
