@@ -75,7 +75,16 @@ pub(crate) fn forward(r: &mut request_rec, conf: &DirConf, group: &str) -> c_int
     };
     let mut packet = match request_packet(r, &vars, announced) {
         Ok(packet) => packet,
-        Err(status) => return status,
+        Err(status) => {
+            if announced.is_some() {
+                // httpd would read (discard) the whole body before sending the error, for a
+                // next request on the connection; this one is refused, so it closes instead
+                // (after its lingering close, so the client still gets the answer).
+                // SAFETY: r->connection is live for the request.
+                unsafe { (*r.connection).keepalive = ap_conn_keepalive_e_AP_CONN_CLOSE };
+            }
+            return status;
+        }
     };
     let body = match spool_body(r) {
         Ok(body) => body,
