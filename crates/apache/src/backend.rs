@@ -445,6 +445,42 @@ mod tests {
         assert!(!ex.never_reached());
     }
 
+    /// What `daemon::deliver` relies on to retry a bodiless request over a unix socket: a reset
+    /// before any response byte means the worker never read the whole packet (a connection in
+    /// the backlog of a listener that goes away, or a worker that died before reading it all),
+    /// while a worker that read it all and then died gives a plain EOF.
+    #[test]
+    fn unix_resets_only_when_the_packet_was_not_read_whole() {
+        let read_after = |peer_reads: usize| -> io::ErrorKind {
+            let dir = std::env::temp_dir().join(format!(
+                "rwsgi-backend-test.{}.{peer_reads}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_file(&dir);
+            let listener = std::os::unix::net::UnixListener::bind(&dir).unwrap();
+            let conn = Conn::Unix(UnixStream::connect(&dir).unwrap());
+            let mut ex = Backend::start(conn, b"PACKET", None, Duration::from_secs(5)).unwrap();
+            if peer_reads == 0 {
+                drop(listener); // never accepted
+            } else {
+                let (mut worker, _) = listener.accept().unwrap();
+                let mut got = vec![0u8; peer_reads];
+                worker.read_exact(&mut got).unwrap();
+                drop(worker); // dies
+            }
+            let _ = std::fs::remove_file(&dir);
+            let mut buf = [0u8; 16];
+            match ex.read(&mut buf) {
+                Ok(0) => io::ErrorKind::UnexpectedEof,
+                Ok(_) => io::ErrorKind::Other,
+                Err(e) => e.kind(),
+            }
+        };
+        assert_eq!(read_after(0), io::ErrorKind::ConnectionReset);
+        assert_eq!(read_after(3), io::ErrorKind::ConnectionReset);
+        assert_eq!(read_after(6), io::ErrorKind::UnexpectedEof);
+    }
+
     fn tempfile_with(data: &[u8]) -> File {
         let mut f = crate::spool::anonymous_file(&std::env::temp_dir()).unwrap();
         f.write_all(data).unwrap();

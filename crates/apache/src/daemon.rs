@@ -15,10 +15,9 @@
 //!    can deadlock a response;
 //! 5. the head is parsed and the body relayed.
 //!
-//! A request is sent once. It is tried again only when it provably never reached the app (the
-//! connect failed, or the connection failed before the group took one byte); never once the
-//! group may have started it: a worker killed mid-request is a 502, a group silent for
-//! `Timeout` a 504, and the app never runs twice for one request.
+//! A request is sent once. It is tried again only when it provably never reached the app (see
+//! `deliver`); never once the group may have started it: a worker killed mid-request is a 502,
+//! a group silent for `Timeout` a 504, and the app never runs twice for one request.
 
 use std::borrow::Cow;
 use std::ffi::c_int;
@@ -27,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pyhost::{Head, Outcome, Responder};
+use supervisor::SocketSpec;
 use uwsgi::contract::{FrontEndVars, PathInfoForm};
 
 use crate::backend::{connect, Backend};
@@ -193,10 +193,16 @@ fn request_packet(
 
 /// Connects to the group, sends the request and reads the response head.
 ///
-/// Tried again only while the request provably never reached the app: the connect failed
-/// (inside `connect`), or the connection failed before the group took a byte; both until
-/// queue-timeout (default `Timeout`). Once a byte went out, a failure is final: the app may
-/// have run, and running it twice is worse than a 502 (issue 10, case 3).
+/// Tried again, until queue-timeout (default `Timeout`), only while the request provably never
+/// reached the app (issue 10, case 3: running it twice is worse than a 502):
+/// - the connect failed (inside `connect`: the group is restarting);
+/// - the connection failed before the group took a byte of it;
+/// - over a unix socket, a request without a body was reset before any response byte. A unix
+///   socket resets only when closed with data unread, so part of the packet was never read
+///   (or the connection still sat in the backlog of a group that went away, as when its
+///   supervisor is killed), and a worker runs the app only once it has read the whole packet.
+///   Over TCP a worker's abort resets too, and with a body the unread bytes may be body the app
+///   left, so neither is retried.
 fn deliver<'a>(
     r: &request_rec,
     route: &Route,
@@ -209,47 +215,53 @@ fn deliver<'a>(
         Duration::from_micros(u64::try_from(unsafe { (*r.server).timeout }).unwrap_or(60_000_000))
             .max(Duration::from_secs(1));
     let deadline = Instant::now() + route.connect_wait;
-    let unreachable = |e: &dyn std::fmt::Display| {
-        let message = format!(
-            "RW-AP012 daemon group '{group}' ({}) not reachable: {e}",
-            route.socket
-        );
-        fail(r, HTTP_GATEWAY_TIME_OUT, &message)
-    };
-    let mut backend = loop {
-        let conn = connect(route, deadline).map_err(|e| unreachable(&e))?;
-        let backend = Backend::start(conn, packet, body, timeout).map_err(|e| {
+    let unread_proves_it = body.is_none() && matches!(route.socket, SocketSpec::Unix(_));
+    loop {
+        let conn = connect(route, deadline).map_err(|e| {
+            let message = format!(
+                "RW-AP012 daemon group '{group}' ({}) not reachable: {e}",
+                route.socket
+            );
+            fail(r, HTTP_GATEWAY_TIME_OUT, &message)
+        })?;
+        let mut backend = Backend::start(conn, packet, body, timeout).map_err(|e| {
             let message =
                 format!("RW-AP013 sending the request to daemon group '{group}' failed: {e}");
             fail(r, HTTP_BAD_GATEWAY, &message)
         })?;
-        if !backend.never_reached() {
-            break backend;
-        }
-        if Instant::now() >= deadline {
-            let why = backend
-                .send_error()
-                .map_or(String::new(), |e| e.to_string());
-            return Err(unreachable(&format!(
-                "connection closed before the request: {why}"
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    match read_head(&mut backend) {
-        Ok(head) => {
-            if !head.framed() {
-                backend.send_abort_mark();
+        let head = if backend.never_reached() {
+            Err(HeadError::NotTaken)
+        } else {
+            read_head(&mut backend)
+        };
+        let error = match head {
+            Ok(head) => {
+                if !head.framed() {
+                    backend.send_abort_mark();
+                }
+                return Ok((backend, head));
             }
-            Ok((backend, head))
-        }
-        Err(e) => {
-            let status = match e {
-                HeadError::TimedOut => HTTP_GATEWAY_TIME_OUT,
+            Err(e) => e,
+        };
+        let unstarted = match error {
+            HeadError::NotTaken => true,
+            HeadError::Reset => unread_proves_it,
+            _ => false,
+        };
+        if !unstarted || Instant::now() >= deadline {
+            let status = match error {
+                HeadError::TimedOut | HeadError::NotTaken => HTTP_GATEWAY_TIME_OUT,
                 _ => HTTP_BAD_GATEWAY,
             };
-            Err(fail(r, status, &e.message(group, backend.send_error())))
+            return Err(fail(r, status, &error.message(group, backend.send_error())));
         }
+        let message = format!(
+            "RW-AP062 daemon group '{group}' dropped the request before reading it (its workers \
+             were going away); sending it again"
+        );
+        // SAFETY: r is live.
+        unsafe { log_request(r, APLOG_INFO, &message) };
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -296,7 +308,11 @@ impl ParsedHead {
 }
 
 enum HeadError {
-    /// EOF or a reset before any complete head: the group died or dropped the connection.
+    /// The connection failed before the group took a byte of the request.
+    NotTaken,
+    /// Reset before any response byte (see `deliver` for when that proves the app did not run).
+    Reset,
+    /// EOF or another error before any complete head: the group died or dropped the connection.
     Gone(String),
     /// Nothing for `Timeout`.
     TimedOut,
@@ -306,11 +322,18 @@ enum HeadError {
 
 impl HeadError {
     fn message(&self, group: &str, send_error: Option<&io::Error>) -> String {
+        let sending = send_error.map_or(String::new(), |e| {
+            format!(" (it stopped taking the request: {e})")
+        });
         match self {
+            HeadError::NotTaken => format!(
+                "RW-AP012 daemon group '{group}' closed every connection before taking the \
+                 request{sending}"
+            ),
+            HeadError::Reset => format!(
+                "RW-AP016 daemon group '{group}' gave no response head: connection reset{sending}"
+            ),
             HeadError::Gone(why) => {
-                let sending = send_error.map_or(String::new(), |e| {
-                    format!(" (it stopped taking the request: {e})")
-                });
                 format!("RW-AP016 daemon group '{group}' gave no response head: {why}{sending}")
             }
             HeadError::TimedOut => {
@@ -331,6 +354,9 @@ fn read_head(backend: &mut Backend<'_>) -> Result<ParsedHead, HeadError> {
             Ok(0) => return Err(HeadError::Gone("connection closed".into())),
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(HeadError::TimedOut),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && filled == 0 => {
+                return Err(HeadError::Reset)
+            }
             Err(e) => return Err(HeadError::Gone(e.to_string())),
         }
         let mut slots = [uwsgi::EMPTY_VAR; MAX_HEADERS];
