@@ -85,14 +85,16 @@ def test_70k_header_answers_431_in_daemon_mode(lch, mode):
 
 
 @pytest.mark.parametrize("mode", [
-    pytest.param("apache-daemon", marks=xfail("Apache daemon: the worker refuses the packet (over 512 vars) "
-                                              "by closing; the handler retries the GET, then answers 502")),
-    pytest.param("nginx-daemon", marks=xfail("nginx daemon: the worker closes the connection: 502")),
-    pytest.param("worker-nginx", marks=xfail("rwsgi-worker behind stock nginx: closed without an answer: 502")),
+    "apache-daemon",
+    pytest.param("nginx-daemon", marks=xfail("nginx daemon: the encoder refuses more than uwsgi::MAX_VARS "
+                                             "vars, which nginx's upstream turns into 500 (RW-NG021)")),
+    "worker-nginx",
 ])
 def test_600_headers_answer_431_once_in_daemon_mode(lch, mode):
     """600 request headers (the issue used 1,000 through Apache; nginx refuses that many itself
-    with 400): 431 and a log line saying why, at most one refusal (no retry). Measured on main:
+    with 400): 431 and a log line saying why, at most one refusal (no retry). Apache daemon: the
+    handler's encoder refuses more than uwsgi::MAX_VARS vars before sending (RW-AP015, 431);
+    stock nginx sends them and the worker answers 431 (RW030). Measured on main before the fix:
     Apache daemon 502 after the worker refused the packet twice (RW030 x2: the retry), nginx
     daemon and stock nginx 502. mod_wsgi 4.9 daemon: 200 (reference below)."""
     d = app_dir(lch)

@@ -63,6 +63,13 @@ pub(crate) fn forward(r: &mut request_rec, conf: &DirConf, group: &str) -> c_int
         return status;
     }
     let mut vars = build_vars(r, conf);
+    // The group's secret: its workers refuse packets without it (uwsgi::contract::SECRET).
+    if let Some(secret) = &route.secret {
+        vars.push((
+            Cow::Borrowed(uwsgi::contract::SECRET),
+            Cow::Owned(secret.as_bytes().to_vec()),
+        ));
+    }
     mount_relative_path_info(&mut vars);
     // The packet is made before the body is read, so a request too large for the daemon is
     // refused (431) without taking its upload first; a chunked body's length is only known
