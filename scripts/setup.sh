@@ -4,7 +4,9 @@
 # commands), so nothing relies on packages installed by hand.
 #
 #   1. apt packages (nginx, Apache, their -dev trees, clang for bindgen, Python, uWSGI + mod_wsgi
-#      as peers for comparisons, wrk, curl); the distro's own nginx/apache2 services are stopped
+#      as peers for comparisons, wrk, curl; gcc, make and the pcre2/zlib/OpenSSL headers to
+#      compile nginx 1.28 from source; debhelper + lintian for scripts/build-debs.sh; systemd's
+#      tools to check the packaged unit); the distro's own nginx/apache2 services are stopped
 #      and disabled if the install started them (they would hold port 80).
 #   2. build/venv: /usr/bin/python3 -m venv + the pinned packages of scripts/requirements-test.txt.
 #   3. build/nginx-src: a --with-compat configured copy of Debian's nginx tree (the nginx module's
@@ -19,7 +21,8 @@ say() { printf '==> %s\n' "$*"; }
 die() { printf 'setup.sh: ERROR: %s\n' "$*" >&2; exit 1; }
 
 APT_PACKAGES=(nginx nginx-dev apache2 apache2-dev libclang-dev clang python3-dev python3-venv
-              uwsgi uwsgi-plugin-python3 wrk libapache2-mod-wsgi-py3 curl)
+              uwsgi uwsgi-plugin-python3 wrk libapache2-mod-wsgi-py3 curl
+              gcc make libpcre2-dev zlib1g-dev libssl-dev debhelper lintian systemd)
 
 # ---- 1. apt packages --------------------------------------------------------------------------
 missing=()

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The README's test command (and what .ci/run runs): setup, Rust tests, the lints the workspace
-# declares (clippy, warnings as errors), a short fuzz run, then the end-to-end suite against
-# Debian's real nginx and Apache. Fails on the first failing stage.
+# declares (clippy, warnings as errors), a short fuzz run, the end-to-end suite against Debian's
+# real nginx and Apache (the package test in it builds the .debs with scripts/build-debs.sh,
+# lintian included), then the nginx tests again against nginx 1.28 built from source
+# (scripts/test-nginx-1.28.sh). Fails on the first failing stage.
+# PYTEST ARGS, when given, select tests of the Debian-nginx stage and skip the 1.28 stage.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,4 +41,9 @@ if [[ $rc -eq 5 ]]; then
     echo "test.sh: pytest collected no tests; that is a failure here" >&2
     exit 1
 fi
-exit $rc
+((rc == 0)) || exit $rc
+
+if (($# == 0)); then
+    say "the nginx tests against nginx 1.28 (scripts/test-nginx-1.28.sh)"
+    bash scripts/test-nginx-1.28.sh
+fi

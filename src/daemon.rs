@@ -23,8 +23,10 @@ use ngx::ffi::{
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpUpstreamModule};
 
 use supervisor::SocketSpec;
+use uwsgi::contract::{FrontEndVars, PathInfoForm, ABORT_MARK_BYTE};
 
-use crate::daemon_options::DaemonGroup;
+use crate::conf::DaemonGroup;
+use crate::log::log_request;
 use crate::WsgiModule;
 
 /// Room for the worker's response head (status line + headers), like `uwsgi_buffer_size`.
@@ -143,7 +145,7 @@ pub unsafe fn forward(r: *mut ngx_http_request_t, group: usize) -> ngx_int_t {
                 path.display()
             );
             // SAFETY: r is live.
-            unsafe { log(r, &msg) };
+            unsafe { log_request(r, NGX_LOG_ERR as _, &msg) };
             return NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t;
         }
     }
@@ -268,6 +270,10 @@ fn sockaddr_of(addr: std::net::SocketAddr) -> (libc::sockaddr_storage, usize) {
 }
 
 /// `u->create_request`: the uwsgi packet, then the request body buffers.
+///
+/// # Safety
+/// Called by nginx's upstream module with the live request whose upstream [`forward`] set up,
+/// on the event-loop thread.
 unsafe extern "C" fn create_request(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls this with the live request whose upstream we set up.
     let rc = std::panic::catch_unwind(|| unsafe { build_request(&mut *r) });
@@ -275,7 +281,7 @@ unsafe extern "C" fn create_request(r: *mut ngx_http_request_t) -> ngx_int_t {
         Ok(Ok(())) => NGX_OK as ngx_int_t,
         Ok(Err(msg)) => {
             // SAFETY: r is live.
-            unsafe { log(r, &msg) };
+            unsafe { log_request(r, NGX_LOG_ERR as _, &msg) };
             NGX_ERROR as ngx_int_t
         }
         Err(_) => NGX_ERROR as ngx_int_t,
@@ -290,13 +296,13 @@ unsafe fn build_request(r: &mut ngx_http_request_t) -> Result<(), String> {
     let body_len = unsafe { body_length(r) };
     // SAFETY: as above.
     let mut vars = unsafe { crate::request::cgi_vars(r, lc, body_len, false) };
-    // For the group's queue-timeout: when nginx received the request ($msec format).
-    vars.add(
-        b"RWSGI_REQUEST_START",
-        format!("{}.{:03}", r.start_sec, r.start_msec).as_bytes(),
-    );
-    // We send the abort mark (see `send_abort_mark`).
-    vars.add(b"RWSGI_ABORT_MARK", b"1");
+    // The contract's vars (uwsgi::contract): when nginx received the request, for the group's
+    // queue-timeout; the abort mark (see `send_abort_mark`); and PATH_INFO as the whole path
+    // (cgi_vars(.., false) above).
+    let start_us = u64::try_from(r.start_sec).unwrap_or(0) * 1_000_000 + r.start_msec as u64 * 1000;
+    for (k, v) in FrontEndVars::new(start_us, PathInfoForm::Full).pairs() {
+        vars.add(k, v);
+    }
     let mut packet = Vec::with_capacity(2048);
     uwsgi::encode_request(0, 0, vars.pairs(), &mut packet).map_err(|e| {
         format!("wsgi: RW-NG021 cannot encode the request for the daemon group: {e}")
@@ -362,16 +368,32 @@ unsafe fn body_length(r: &ngx_http_request_t) -> u64 {
     n
 }
 
+/// `u->reinit_request`: before a retry on another connection.
+///
+/// # Safety
+/// Called by nginx's upstream module with a live request; it is not read.
 unsafe extern "C" fn reinit_request(_r: *mut ngx_http_request_t) -> ngx_int_t {
     // process_header keeps no state between calls: nothing to reset for a retry.
     NGX_OK as ngx_int_t
 }
 
+/// `u->abort_request`: nothing of ours to release.
+///
+/// # Safety
+/// Called by nginx's upstream module with a live request; it is not read.
 unsafe extern "C" fn abort_request(_r: *mut ngx_http_request_t) {}
 
+/// `u->finalize_request`: nothing of ours to release (the pool frees what we allocated).
+///
+/// # Safety
+/// Called by nginx's upstream module with a live request; it is not read.
 unsafe extern "C" fn finalize_request(_r: *mut ngx_http_request_t, _rc: ngx_int_t) {}
 
 /// `u->process_header`: parse the worker's response head from `u->buffer`.
+///
+/// # Safety
+/// Called by nginx's upstream module with the live request, whose `u->buffer` holds what the
+/// worker has sent so far, on the event-loop thread.
 unsafe extern "C" fn process_header(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls this with the live request and its upstream buffer.
     let rc = std::panic::catch_unwind(|| unsafe { parse_head(&mut *r) });
@@ -399,8 +421,9 @@ unsafe fn parse_head(r: &mut ngx_http_request_t) -> ngx_int_t {
             if u.buffer.last == u.buffer.end {
                 // SAFETY: r is live.
                 unsafe {
-                    log(
+                    log_request(
                         r,
+                        NGX_LOG_ERR as _,
                         "wsgi: RW-NG022 the daemon's response head is larger than its buffer",
                     )
                 };
@@ -411,8 +434,9 @@ unsafe fn parse_head(r: &mut ngx_http_request_t) -> ngx_int_t {
         Err(e) => {
             // SAFETY: r is live.
             unsafe {
-                log(
+                log_request(
                     r,
+                    NGX_LOG_ERR as _,
                     &format!("wsgi: RW-NG022 invalid response head from the daemon group: {e}"),
                 )
             };
@@ -453,11 +477,9 @@ unsafe fn parse_head(r: &mut ngx_http_request_t) -> ngx_int_t {
     NGX_OK as ngx_int_t
 }
 
-/// A body that only the close can end needs a way to tell a complete end from an aborted one.
-/// Over TCP the worker resets the connection; a unix socket has no reset, but a close with
-/// unread data is an error (`ECONNRESET`) for the reader. So once the request is sent, we send
-/// the worker one more byte: it reads that byte before a clean close and leaves it unread when
-/// the app failed (the worker knows we do this from `RWSGI_ABORT_MARK`).
+/// Sends the abort mark ([`ABORT_MARK_BYTE`]) once the request is sent: a body that only the
+/// worker's close can end needs it to tell a complete end from an aborted one (`uwsgi::contract`,
+/// "Aborted responses").
 ///
 /// # Safety
 /// `u` is a live upstream whose peer connection is open.
@@ -472,7 +494,7 @@ unsafe fn send_abort_mark(u: &ngx::ffi::ngx_http_upstream_t) {
     unsafe {
         libc::send(
             (*u.peer.connection).fd,
-            b"!".as_ptr().cast(),
+            (&ABORT_MARK_BYTE as *const u8).cast(),
             1,
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         )
@@ -528,16 +550,4 @@ unsafe fn add_upstream_header(
         }
     }
     Some(())
-}
-
-/// # Safety
-/// `r` is live.
-unsafe fn log(r: *mut ngx_http_request_t, msg: &str) {
-    // SAFETY: a live request has a live connection log.
-    unsafe {
-        let log = (*(*r).connection).log;
-        if NGX_LOG_ERR as usize <= (*log).log_level {
-            ngx::log::log_error(NGX_LOG_ERR as usize, log, 0, msg.as_bytes());
-        }
-    }
 }

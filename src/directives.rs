@@ -16,9 +16,8 @@ use ngx::ffi::{
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Merge, NgxHttpCoreModule};
 
 use crate::conf::{
-    is_identifier, resolve, GroupRef, LocConf, MainConf, Mount, Origin, MAX_THREADS,
+    is_identifier, parse_group, resolve, GroupRef, LocConf, MainConf, Mount, Origin, MAX_THREADS,
 };
-use crate::daemon_options::parse_group;
 use crate::handler::wsgi_content_handler;
 use crate::WsgiModule;
 

@@ -1,26 +1,36 @@
 //! `ngx_http_wsgi_module`: runs Python WSGI applications inside nginx.
 //!
 //! Load with `load_module .../libngx_http_wsgi_module.so;` and configure with the `wsgi_*`
-//! directives (docs/nginx/). Two modes, chosen per location (see handler.rs):
+//! directives (docs/nginx/). Two modes, chosen per location (handler.rs):
 //! - **embedded**: the app runs in the nginx worker, on a pool of Python threads owned by the
-//!   worker; the event loop never waits for Python (embedded.rs, worker.rs).
-//! - **daemon**: requests go to a supervised pool of Python processes over uwsgi (daemon.rs).
+//!   worker; the event loop never waits for Python.
+//! - **daemon**: requests go to a supervised pool of Python processes over uwsgi.
 //!
-//! This file holds only the C-shaped statics nginx looks up when it loads the module: the module
-//! descriptor, its directive table and its http context. Everything after them is typed Rust.
+//! Layout (the Apache module, crates/apache, has the same files for the same jobs):
+//! - `lib` (this file): the C-shaped statics nginx looks up when it loads the module (the module
+//!   descriptor, its directive table, its http context) and the process hooks;
+//! - `conf`: the typed configuration and its merge rule; `directives`: the directive handlers;
+//! - `handler`: the content handler, the one visible branch between the modes;
+//! - `request`: what both modes take from nginx's request (the CGI vars);
+//! - `embedded/`: embedded mode (the event-loop side, the Python threads, and the hand-off
+//!   between them; its mod.rs lists the files);
+//! - `daemon`: daemon mode, forwarding a request to its group through nginx's upstream module;
+//! - `supervise`: daemon mode in the master: starting, keeping and stopping the groups;
+//! - `log`: nginx's error log, for a request and for pyhost.
+//!
+//! lib.rs names the other files' callbacks and they reach their configuration through its
+//! descriptor ([`WsgiModule`]), as a C module's callbacks name its `ngx_module_t`; apart from that,
+//! no file imports a file that imports it back.
 
 // Unit tests build without the nginx-facing modules, so some items are unused there.
 #![cfg_attr(test, allow(dead_code))]
 
-// Plain Rust, unit-tested without nginx.
-mod body;
+// Unit-tested without nginx (embedded/ and request.rs leave their nginx-facing parts out of test
+// builds themselves).
 mod conf;
-mod daemon_options;
-mod dispatch;
-mod exchange;
+mod embedded;
 mod log;
-mod vars;
-mod wake;
+mod request;
 
 // Code that calls into nginx. A unit-test executable has no nginx to link against, so these are
 // left out of `cargo test` and exercised by the end-to-end tests (tests/test_nginx_module_*.py).
@@ -29,15 +39,9 @@ mod daemon;
 #[cfg(not(test))]
 mod directives;
 #[cfg(not(test))]
-mod embedded;
-#[cfg(not(test))]
 mod handler;
 #[cfg(not(test))]
-mod request;
-#[cfg(not(test))]
 mod supervise;
-#[cfg(not(test))]
-mod worker;
 
 #[cfg(not(test))]
 pub use statics::{ngx_http_wsgi_module, WsgiModule};
@@ -45,7 +49,7 @@ pub use statics::{ngx_http_wsgi_module, WsgiModule};
 /// The module descriptor, directive table and http context: what nginx looks up in the .so.
 #[cfg(not(test))]
 mod statics {
-    use crate::{conf, directives, supervise, worker};
+    use crate::{conf, directives, embedded, supervise};
 
     use std::ffi::{c_char, c_void, CStr};
     use std::ptr::{addr_of, addr_of_mut};
@@ -225,7 +229,7 @@ mod statics {
             let _ = std::panic::catch_unwind(supervise::close_in_worker);
         }
         // SAFETY: nginx passes the worker's live cycle, on the event-loop thread.
-        let result = std::panic::catch_unwind(|| unsafe { worker::start(cycle) });
+        let result = std::panic::catch_unwind(|| unsafe { embedded::start(cycle) });
         let msg = match result {
             Ok(Ok(())) => return NGX_OK as ngx_int_t,
             Ok(Err(msg)) => msg,
@@ -238,6 +242,6 @@ mod statics {
 
     /// Runs in each worker process before it exits.
     extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
-        let _ = std::panic::catch_unwind(worker::stop);
+        let _ = std::panic::catch_unwind(embedded::stop);
     }
 }

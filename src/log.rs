@@ -1,4 +1,5 @@
-//! pyhost's error log, written to nginx's error log.
+//! nginx's error log: a request's line ([`log_request`], on the event loop) and pyhost's log
+//! ([`NgxLog`], from any thread).
 //!
 //! Python threads log through the cycle's `ngx_log_t`, as nginx's own thread-pool threads do:
 //! `ngx_log_error_core` formats into a stack buffer and issues one `write(2)` per line, which is
@@ -6,7 +7,10 @@
 //! request may already be freed by then.
 
 #[cfg(not(test))]
-use ngx::ffi::{ngx_log_t, ngx_uint_t, NGX_LOG_DEBUG, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_WARN};
+use ngx::ffi::{
+    ngx_http_request_t, ngx_log_t, ngx_uint_t, NGX_LOG_DEBUG, NGX_LOG_ERR, NGX_LOG_INFO,
+    NGX_LOG_WARN,
+};
 #[cfg(not(test))]
 use pyhost::{ErrorLog, Level};
 
@@ -59,6 +63,21 @@ impl ErrorLog for NgxLog {
             Level::Debug => NGX_LOG_DEBUG,
         };
         self.write(level as ngx_uint_t, msg);
+    }
+}
+
+/// Logs through the request's connection log (adds client and request to the line).
+///
+/// # Safety
+/// `r` is live.
+#[cfg(not(test))]
+pub unsafe fn log_request(r: *mut ngx_http_request_t, level: ngx_uint_t, msg: &str) {
+    // SAFETY: a live request has a live connection and log.
+    unsafe {
+        let log = (*(*r).connection).log;
+        if level <= (*log).log_level {
+            ngx::log::log_error(level, log, 0, msg.as_bytes());
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! Called from the module's `init_module`, which nginx runs in the master at start and on every
 //! reload (and also for `nginx -t` and `nginx -s ...`, where we do nothing). The master stays
-//! single-threaded: each supervisor is a `fork()`ed child that runs `supervisor::run_forked`
+//! single-threaded: each supervisor is a `fork()`ed child (`supervisor::fork_supervisor`)
 //! and never returns to nginx code.
 //!
 //! Lifetime: the master keeps the write end of a pipe per group (close-on-exec, and closed in the
@@ -12,16 +12,15 @@
 //! modules before it closes the old cycle's, so the .so stays loaded) tells which groups are
 //! unchanged (kept running), changed (stopped, then started again) or gone (stopped).
 
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use pyhost::PythonConfig;
-use supervisor::{AppConfig, GroupConfig, SocketSpec};
+use supervisor::{AppConfig, GroupConfig, ServerDefaults, SocketSpec, WorkerAccount};
 
-use crate::conf::MainConf;
-use crate::daemon_options::DaemonGroup;
+use crate::conf::{DaemonGroup, MainConf};
 
 /// A running group, as the master knows it.
 struct Running {
@@ -54,25 +53,23 @@ pub fn group_config(group: &DaemonGroup, main: &MainConf, host: &Host) -> Option
             mount: a.mount.clone(),
         })
         .collect();
-    let server_python = PythonConfig {
-        python_home: main.python_home.clone(),
-        python_path: main.python_path.clone(),
+    // nginx's facts; the rules are the supervisor crate's, the same for both servers. Without
+    // user=, the daemons run as nginx's worker user (group= without user= is refused when the
+    // directive is parsed, hence no group here), and the socket is theirs (mode 0600).
+    let server = ServerDefaults {
+        python: PythonConfig {
+            python_home: main.python_home.clone(),
+            python_path: main.python_path.clone(),
+        },
+        worker: host
+            .worker_user
+            .clone()
+            .map(|user| WorkerAccount { user, group: None }),
+        socket_timeout: None,
+        display_name_prefix: Some("wsgi:".into()),
     };
     let default_socket = SocketSpec::Unix(default_socket(&host.run_dir, &group.name));
-    let mut cfg = group
-        .options
-        .group_config(&group.name, default_socket, apps, &server_python);
-    // As mod_wsgi: without user=, the daemons run as the server's worker user (group= without
-    // user= is refused when the directive is parsed).
-    if cfg.user.is_none() {
-        cfg.user.clone_from(&host.worker_user);
-    }
-    // The workers of nginx connect to the socket: they must own it (mode 0600).
-    cfg.socket_owner.clone_from(&host.worker_user);
-    if cfg.display_name.is_none() {
-        cfg.display_name = Some(format!("wsgi:{}", group.name));
-    }
-    Some(cfg)
+    Some(server.group_config(&group.name, &group.options, default_socket, apps))
 }
 
 /// `<run dir>/nginx-wsgi-<group>.sock`.
@@ -163,63 +160,35 @@ fn wait_gone(path: &Path, limit: Duration) {
     }
 }
 
+/// Forks the group's supervisor (`supervisor::fork_supervisor`). In the child, before the
+/// group starts: output goes to nginx's error log (nginx only points its own stderr there after
+/// this fork, and a daemonising nginx's original stderr may be a terminal or a pipe that must
+/// close), and the process gets a title of its own (`ps` would otherwise show it and its workers
+/// as "nginx: master process").
 fn start(cfg: &GroupConfig, log_fd: RawFd) -> Result<Running, String> {
-    cfg.validate().map_err(|e| e.to_string())?;
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: pipe2 writes two descriptors into the array; the result is checked.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: both descriptors were just created and are owned by nobody else.
-    let (read_end, write_end) =
-        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: the nginx master is single-threaded, so the child may run arbitrary code; it never
-    // returns from `child` (it exits).
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(format!("fork: {}", std::io::Error::last_os_error()));
-    }
-    if pid == 0 {
-        drop(write_end);
-        child(cfg, read_end, log_fd);
-    }
-    drop(read_end);
-    Ok(Running {
-        config: cfg.clone(),
-        pid,
-        lifetime: write_end,
-    })
-}
-
-/// The supervisor process: output to nginx's error log, a title of its own, then the shared
-/// start-up of a forked supervisor (`supervisor::run_forked`).
-fn child(cfg: &GroupConfig, lifetime: OwnedFd, log_fd: RawFd) -> ! {
-    // Output goes to nginx's error log (nginx only points its own stderr there after this fork,
-    // and a daemonising nginx's original stderr may be a terminal or a pipe that must close).
-    if log_fd > 2 {
-        // SAFETY: dup2 onto our own stdout/stderr; log_fd is open (inherited from the master).
-        unsafe {
-            libc::dup2(log_fd, 1);
-            libc::dup2(log_fd, 2);
+    let name = cfg.log_name();
+    let title = std::ffi::CString::new(format!("wsgi daemon group {name}")).ok();
+    let prepare = || {
+        if log_fd > 2 {
+            // SAFETY: dup2 onto our own stdout/stderr; log_fd is open (inherited from the master).
+            unsafe {
+                libc::dup2(log_fd, 1);
+                libc::dup2(log_fd, 2);
+            }
         }
-    }
-    // `ps` would otherwise show this process (and its workers) as "nginx: master process".
-    if let Ok(title) = std::ffi::CString::new(format!("wsgi daemon group {}", cfg.log_name())) {
-        // SAFETY: nginx's own title setter (the master initialised it), NUL-terminated input.
-        unsafe { ngx::ffi::ngx_setproctitle(title.as_ptr().cast_mut()) };
-    }
-    // SAFETY: we are the freshly forked child of nginx's single-threaded master; the pipe's read
-    // end is handed over (run_forked moves it to fd 3 and closes the original).
-    let result = unsafe { supervisor::run_forked(cfg, lifetime.into_raw_fd()) };
-    let code = match result {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("wsgi: RW-NG032 daemon group {}: {e}", cfg.log_name());
-            1
+        if let Some(title) = &title {
+            // SAFETY: nginx's own title setter (the master initialised it), NUL-terminated input.
+            unsafe { ngx::ffi::ngx_setproctitle(title.as_ptr().cast_mut()) };
         }
     };
-    // SAFETY: leave without running nginx's atexit handlers or flushing its stdio (not ours).
-    unsafe { libc::_exit(code) }
+    let error_line = |e: &str| format!("wsgi: RW-NG032 daemon group {name}: {e}");
+    // SAFETY: the nginx master is single-threaded.
+    let forked = unsafe { supervisor::fork_supervisor(cfg, prepare, error_line) }?;
+    Ok(Running {
+        config: cfg.clone(),
+        pid: forked.pid,
+        lifetime: forked.lifetime,
+    })
 }
 
 /// `init_module` (master, also for `nginx -t` and `nginx -s`): fill in the groups' addresses,

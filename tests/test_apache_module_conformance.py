@@ -13,7 +13,7 @@ from test_apache_module_embedded import rwsgi_apache
 
 # Re-export every conformance test into this module so pytest collects them here too. The daemon
 # group listens on its default unix socket: an aborted body without Content-Length is still seen
-# as aborted there thanks to the abort mark (crates/apache/src/forward.rs, send_abort_mark).
+# as aborted there thanks to the abort mark (crates/apache/src/daemon.rs, send_abort_mark).
 for _name in dir(_suite):
     if _name.startswith("test_"):
         globals()[_name] = getattr(_suite, _name)

@@ -7,11 +7,12 @@ import subprocess
 
 import pytest
 
+from harness import paths
 from test_nginx_module_embedded import make_nginx, write_app, app_dir
 
 
 def nginx_t(nginx):
-    r = subprocess.run(["/usr/sbin/nginx", "-t", "-p", str(nginx.prefix), "-e", str(nginx.error_log),
+    r = subprocess.run([str(paths.NGINX_BIN), "-t", "-p", str(nginx.prefix), "-e", str(nginx.error_log),
                         "-c", str(nginx.conf_path)], capture_output=True, text=True)
     return r.returncode, r.stderr
 
@@ -95,7 +96,6 @@ def test_full_valid_configuration_passes(launcher, app):
 def test_conf_examples_pass_nginx_t(launcher, name):
     """Each conf-examples/nginx-*.conf passes `nginx -t` with the built module and a stand-in
     /srv/app tree (a venv directory and the scripts) swapped in."""
-    from harness import paths
     from test_nginx_module_embedded import module_path
     srv = launcher._prefix("srv-app")
     for sub in ("venv", "src", "static"):
@@ -107,6 +107,6 @@ def test_conf_examples_pass_nginx_t(launcher, name):
     text = text.replace("/srv/app", str(srv)).replace("/tmp/rwsgi-example", str(srv / "rwsgi-example"))
     conf = srv / name
     conf.write_text(text)
-    r = subprocess.run(["/usr/sbin/nginx", "-t", "-p", str(srv), "-e", str(srv / "error.log"),
+    r = subprocess.run([str(paths.NGINX_BIN), "-t", "-p", str(srv), "-e", str(srv / "error.log"),
                         "-c", str(conf)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness import paths
 from test_nginx_module_embedded import TOOLS, app_dir, rwsgi_nginx, write_app
 
 
@@ -288,7 +289,7 @@ def test_daemonised_nginx_start_reload_quit(launcher, state_dir):
                        f"wsgi_daemon_process {name} processes=1 threads=2;", state_dir=state_dir)
     nginx.group_name = name
     nginx.conf_path.write_text(nginx.conf_path.read_text().replace("daemon off;", "daemon on;"))
-    base = ["/usr/sbin/nginx", "-p", str(nginx.prefix), "-e", str(nginx.error_log), "-c", str(nginx.conf_path)]
+    base = [str(paths.NGINX_BIN), "-p", str(nginx.prefix), "-e", str(nginx.error_log), "-c", str(nginx.conf_path)]
     with open(nginx.prefix / "stderr.log", "ab") as out:
         # Output to a file: pipes would be held open by the daemonised processes.
         subprocess.run(base, check=True, timeout=20, stdout=out, stderr=out)

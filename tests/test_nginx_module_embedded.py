@@ -1,4 +1,5 @@
-"""ngx_http_wsgi_module in embedded mode, through Debian's real /usr/sbin/nginx.
+"""ngx_http_wsgi_module in embedded mode, through Debian's real /usr/sbin/nginx (or the nginx that
+RWSGI_NGINX_BIN names, see harness/paths.py).
 
 Each behaviour is one small WSGI app written next to the server's prefix (world-readable: the
 workers run as nobody) and one assertion. `rwsgi_nginx()` is the local helper the other
@@ -24,7 +25,7 @@ import requests
 from harness import paths
 from harness.nginx import Nginx
 
-MODULE = paths.TARGET / "release" / "libngx_http_wsgi_module.so"
+MODULE = paths.NGINX_MODULE
 
 
 def module_path() -> Path:
@@ -175,10 +176,10 @@ def tools(launcher, state_dir):
 
 def test_module_signature_matches_the_stock_binary():
     """The module was built for exactly this nginx: same version and module signature."""
-    binary = Path("/usr/sbin/nginx").read_bytes()
+    binary = paths.NGINX_BIN.read_bytes()
     ours = MODULE.read_bytes()
     sig = re.search(rb"\d+,\d+,\d+,[01]{30,}", binary)
-    assert sig, "no module signature in /usr/sbin/nginx"
+    assert sig, f"no module signature in {paths.NGINX_BIN}"
     assert sig.group(0) in ours, f"signature {sig.group(0)!r} not in {MODULE}"
 
 
@@ -200,7 +201,7 @@ def test_hello(launcher):
     assert r.headers["Content-Type"] == "text/plain"
     # The app runs inside an nginx worker process, not in a separate daemon.
     pid = int(r.text.split("pid=")[1].split()[0])
-    assert Path(f"/proc/{pid}/exe").resolve() == Path("/usr/sbin/nginx")
+    assert Path(f"/proc/{pid}/exe").resolve() == paths.NGINX_BIN.resolve()
 
 
 def test_mounts(tools):

@@ -11,6 +11,7 @@ from pathlib import Path
 from .apache import Apache
 from .frontends import front_end
 from .nginx import Nginx
+from .serve import Serve
 from .worker import Worker
 
 ACTIVE = []  # launchers alive right now, so a failing test can show their logs
@@ -55,6 +56,10 @@ class Launcher:
 
     def apache(self, config: str = "", **kw) -> Apache:
         return self._start(Apache(self._prefix("apache"), config, **kw))
+
+    def serve(self, args, cwd=None, **kw) -> Serve:
+        """`rwsgi serve ARGS` run from `cwd` (default: its own prefix)."""
+        return self._start(Serve(self._prefix("serve"), args, cwd=cwd, **kw))
 
     def front_end(self, kind: str, worker, mount: str = "/app", **kw):
         """nginx (uwsgi_pass) or Apache (mod_proxy_uwsgi) in front of `worker` at `mount`."""

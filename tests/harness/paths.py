@@ -18,7 +18,13 @@ BUILD = ROOT / "build"
 VENV = Path(os.environ.get("RWSGI_TEST_VENV", BUILD / "venv"))
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 WORKER_BIN = Path(os.environ.get("RWSGI_WORKER_BIN", TARGET / "release" / "rwsgi-worker"))
-NGINX_BIN = Path("/usr/sbin/nginx")
+# The nginx binary and the module built for it. Default: Debian's nginx and the workspace build.
+# scripts/test-nginx-1.28.sh points both at the nginx 1.28 built from source (build/nginx-1.28)
+# and the module compiled against that tree, to run the same nginx tests against it.
+NGINX_BIN = Path(os.environ.get("RWSGI_NGINX_BIN", "/usr/sbin/nginx"))
+NGINX_MODULE = Path(os.environ.get("RWSGI_NGINX_MODULE",
+                                   TARGET / "release" / "libngx_http_wsgi_module.so"))
+SERVE_BIN = Path(os.environ.get("RWSGI_SERVE_BIN", TARGET / "release" / "rwsgi"))
 APACHE_BIN = Path("/usr/sbin/apache2")
 APACHE_MODULES = Path("/usr/lib/apache2/modules")
 UWSGI_BIN = Path("/usr/bin/uwsgi")

@@ -1,734 +1,503 @@
-//! Daemon mode, parent side: `WSGIDaemonProcess` groups are started by the Apache parent in
-//! `post_config`, one supervisor process per group (crates/supervisor), and the handler in the
-//! children forwards requests to them over uwsgi (see `forward.rs`).
+//! Daemon mode, child side: forward one request to its group over uwsgi and stream the answer
+//! back through httpd's filters.
 //!
-//! Lifecycle, as mod_wsgi does it with httpd's "other child" registration:
-//! - The supervisor is forked from the (single-threaded) parent and runs
-//!   `supervisor::run_forked` with the read end of a pipe whose write end only the parent
-//!   holds, in a pool cleanup of pconf. `apachectl stop`, `graceful` and `restart` all clear
-//!   pconf: the pipe closes, the old group stops accepting, finishes its in-flight requests
-//!   (graceful-timeout) and exits; the next generation starts fresh groups.
-//! - Each generation's groups listen on their own socket path (prefix.PID.GEN.N.sock, like
-//!   mod_wsgi), so a new group never has to wait for the draining one to let go of the path.
-//! - A supervisor that dies is respawned by the parent (APR_OC_REASON_DEATH).
-//!
-//! A group serves the scripts of the aliases routed to it, each mounted at its alias URL (the
-//! workers preload them all and pick one per request by SCRIPT_NAME); two different scripts at
-//! the same URL in one group are refused at `apachectl -t` time.
+//! The request packet carries the same CGI variables embedded mode gives the app, plus the
+//! contract's vars (`uwsgi::contract`: the start time for the group's queue-timeout, the abort
+//! mark, the PATH_INFO form). A chunked request body is read whole first so the packet can state
+//! CONTENT_LENGTH: chunked uploads work and are never answered 411. A group that is restarting
+//! (socket missing or refusing) makes the request wait up to queue-timeout (default: httpd's
+//! Timeout), then 504.
 
-use std::collections::HashSet;
-use std::ffi::{c_int, c_void};
-use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::borrow::Cow;
+use std::ffi::c_int;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pyhost::PythonConfig;
-use supervisor::{AppConfig, GroupConfig, SocketSpec};
+use pyhost::{Body, Head, Outcome, Responder};
+use supervisor::SocketSpec;
+use uwsgi::contract::{FrontEndVars, PathInfoForm, ABORT_MARK_BYTE};
 
-use crate::conf::{DaemonGroup, DirConf, ProcessGroup, ServerConf};
+use crate::conf::DirConf;
 use crate::ffi::*;
-use crate::{log_server, module_ptr, server_conf};
+use crate::log::log_request;
+use crate::request::{build_vars, Output, RequestBody, Vars};
+use crate::supervise::{route, Route};
 
-/// What a child needs to reach a group: set by the parent in post_config before the children
-/// fork, so every child of this generation inherits it.
-#[derive(Clone, Debug)]
-pub(crate) struct Route {
-    pub name: String,
-    pub socket: SocketSpec,
-    /// Every script the group serves (a request for another script is refused).
-    pub scripts: Vec<PathBuf>,
-    /// How long a request waits for the group's socket to accept (a restarting group).
-    pub connect_wait: Duration,
+/// Largest response head we accept from a group (status line + headers).
+const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEADERS: usize = 128;
+const IO_CHUNK: usize = 64 * 1024;
+
+/// A connection to a group: unix or TCP, one request per connection.
+enum Conn {
+    Unix(UnixStream),
+    Tcp(std::net::TcpStream),
 }
 
-static ROUTES: RwLock<Vec<Arc<Route>>> = RwLock::new(Vec::new());
-
-pub(crate) fn route(name: &str) -> Option<Arc<Route>> {
-    ROUTES
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .find(|r| r.name == name)
-        .cloned()
-}
-
-/// The servers of this configuration: main server first, then the virtual hosts.
-///
-/// # Safety
-/// `s` must be the live main server_rec.
-unsafe fn servers<'a>(s: *mut server_rec) -> Vec<(*mut server_rec, &'a ServerConf)> {
-    let mut out = Vec::new();
-    let mut server = s;
-    while !server.is_null() {
-        // SAFETY: the vhost list is live for this configuration pass.
-        if let Some(conf) = unsafe { server_conf(server) } {
-            out.push((server, conf));
-        }
-        // SAFETY: as above.
-        server = unsafe { (*server).next };
-    }
-    out
-}
-
-/// Server-level (outside any section) per-directory settings of `s`.
-///
-/// # Safety
-/// `s` must be a live server_rec.
-unsafe fn server_dir_conf<'a>(s: *mut server_rec) -> Option<&'a DirConf> {
-    // SAFETY: lookup_defaults holds every module's server-level per-dir config.
-    unsafe {
-        ap_get_module_config((*s).lookup_defaults, module_ptr())
-            .cast::<DirConf>()
-            .as_ref()
-    }
-}
-
-/// The scripts group `name` serves, each at the URL of its alias (the worker picks the app
-/// whose mount equals the SCRIPT_NAME we send): aliases that name the group with process-group=,
-/// and aliases without it in servers whose server-level WSGIProcessGroup is this group (with a
-/// single group and no such alias: every alias without process-group=, since a
-/// `WSGIProcessGroup` inside `<Directory>`/`<Location>` cannot be read here). A
-/// `WSGIImportScript` for the group adds its script as the default app if the group has none.
-///
-/// # Safety
-/// `s` must be the live main server_rec.
-unsafe fn resolve_apps(
-    s: *mut server_rec,
-    name: &str,
-    single_group: bool,
-) -> Result<Vec<AppConfig>, String> {
-    let wanted = ProcessGroup::Daemon(name.to_owned());
-    let (mut routed, mut fallback, mut imports) = (Vec::new(), Vec::new(), Vec::new());
-    // SAFETY: caller contract.
-    let main_dir = unsafe { server_dir_conf(s) }.cloned().unwrap_or_default();
-    // SAFETY: caller contract.
-    for (server, conf) in unsafe { servers(s) } {
-        // SAFETY: server comes from the live list.
-        let own = unsafe { server_dir_conf(server) }
-            .cloned()
-            .unwrap_or_default();
-        let dir = DirConf::merge(&main_dir, &own);
-        for alias in &conf.aliases {
-            let url = alias.url.trim_end_matches('/');
-            let app = AppConfig {
-                script: alias.script.clone(),
-                callable: dir.with_alias(alias).callable_name().to_owned(),
-                mount: (!url.is_empty()).then(|| url.to_owned()),
-            };
-            match &alias.options.process_group {
-                Some(g) if *g == wanted => routed.push(app),
-                None if dir.process_group.as_ref() == Some(&wanted) => routed.push(app),
-                None => fallback.push(app),
-                _ => {}
-            }
-        }
-        for import in conf.imports.iter().filter(|i| i.process_group == wanted) {
-            imports.push(AppConfig {
-                script: import.script.clone(),
-                callable: dir.callable_name().to_owned(),
-                mount: None,
-            });
-        }
-    }
-    let mut apps: Vec<AppConfig> = Vec::new();
-    let chosen = if routed.is_empty() && single_group {
-        fallback
-    } else {
-        routed
-    };
-    for app in chosen {
-        if apps.contains(&app) {
-            continue;
-        }
-        if let Some(other) = apps.iter().find(|o| o.mount == app.mount) {
-            return Err(format!(
-                "WSGIDaemonProcess {name}: {} and {} are both mounted at {} in this group; use one \
-                 WSGIDaemonProcess per script for the same URL",
-                other.script.display(),
-                app.script.display(),
-                app.mount.as_deref().unwrap_or("/")
-            ));
-        }
-        apps.push(app);
-    }
-    for import in imports {
-        if !apps.iter().any(|a| a.script == import.script)
-            && !apps.iter().any(|a| a.mount.is_none())
-        {
-            apps.push(import);
-        }
-    }
-    if apps.is_empty() {
-        return Err(format!(
-            "WSGIDaemonProcess {name}: no WSGIScriptAlias routes to this group; add process-group={name} \
-             to the WSGIScriptAlias line (or WSGIProcessGroup {name} at server level)"
-        ));
-    }
-    Ok(apps)
-}
-
-/// Checks the whole configuration (all servers): daemon group names are unique, every
-/// `process-group=` names a declared group, each group serves one script, and mod_wsgi is not
-/// loaded beside us (both modules claim the same directive names).
-///
-/// # Safety
-/// `s` must be the live main server_rec (the head of the virtual host list).
-pub(crate) unsafe fn validate(s: *mut server_rec) -> Result<(), String> {
-    // SAFETY: ap_find_linked_module reads httpd's module list by name.
-    if !unsafe { ap_find_linked_module(c"mod_wsgi.c".as_ptr()) }.is_null() {
-        return Err("mod_rwsgi and mod_wsgi cannot be loaded into the same server; remove one LoadModule line".into());
-    }
-    // SAFETY: caller contract.
-    let all = unsafe { servers(s) };
-    let groups: Vec<&DaemonGroup> = all.iter().flat_map(|(_, c)| c.daemons.iter()).collect();
-    let mut names = HashSet::new();
-    for group in &groups {
-        if !names.insert(group.name.as_str()) {
-            return Err(format!(
-                "WSGIDaemonProcess: the group name '{}' is defined more than once",
-                group.name
-            ));
-        }
-    }
-    let mut referenced: Vec<&ProcessGroup> = Vec::new();
-    for (server, conf) in &all {
-        referenced.extend(
-            conf.aliases
-                .iter()
-                .filter_map(|a| a.options.process_group.as_ref()),
-        );
-        referenced.extend(conf.imports.iter().map(|i| &i.process_group));
-        // SAFETY: server comes from the live list.
-        if let Some(g) = unsafe { server_dir_conf(*server) }.and_then(|d| d.process_group.as_ref())
-        {
-            referenced.push(g);
-        }
-    }
-    for group in referenced {
-        if let ProcessGroup::Daemon(name) = group {
-            if !names.contains(name.as_str()) {
-                return Err(format!(
-                    "process-group={name}: no WSGIDaemonProcess group of that name is defined"
-                ));
-            }
-        }
-    }
-    for group in &groups {
-        // SAFETY: caller contract.
-        unsafe { resolve_apps(s, &group.name, groups.len() == 1) }?;
-    }
-    Ok(())
-}
-
-/// The user Apache's children run as (`User`), when the parent is root and can switch to it.
-fn apache_user() -> Option<(String, String)> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return None;
-    }
-    // SAFETY: ap_unixd_config is filled by mod_unixd while reading the config; read-only here.
-    let (name, gid) = unsafe {
-        (
-            cstr_bytes(ap_unixd_config.user_name),
-            ap_unixd_config.group_id,
-        )
-    };
-    let user = String::from_utf8(name.to_vec())
-        .ok()
-        .filter(|u| !u.is_empty() && u != "root")?;
-    // SAFETY: getgrgid returns NULL or a pointer into static storage, copied at once; the parent
-    // is single-threaded here.
-    let group = unsafe {
-        let g = libc::getgrgid(gid);
-        if g.is_null() {
-            return Some((user.clone(), user));
-        }
-        String::from_utf8_lossy(cstr_bytes((*g).gr_name)).into_owned()
-    };
-    Some((user, group))
-}
-
-/// Builds the supervisor's config for one group of this generation.
-fn group_config(
-    group: &DaemonGroup,
-    main: &ServerConf,
-    apps: Vec<AppConfig>,
-    default_socket: PathBuf,
-    timeout: Duration,
-) -> GroupConfig {
-    let server_python = PythonConfig {
-        python_home: main.python_home.clone(),
-        python_path: main.python_path.clone(),
-    };
-    let mut cfg = group.options.group_config(
-        &group.name,
-        SocketSpec::Unix(default_socket),
-        apps,
-        &server_python,
-    );
-    let apache = apache_user();
-    cfg.socket_owner = apache.as_ref().map(|(u, _)| u.clone());
-    // mod_wsgi runs daemons as Apache's User (and Group, unless group= says otherwise) when
-    // user= is absent; a parent that is not root cannot switch, so group= alone is moot then.
-    if cfg.user.is_none() {
-        match apache {
-            Some((u, g)) => {
-                cfg.user = Some(u);
-                cfg.group = Some(cfg.group.take().unwrap_or(g));
-            }
-            None => cfg.group = None,
-        }
-    }
-    cfg.socket_timeout = timeout;
-    cfg
-}
-
-/// One running group, owned by pconf: dropping it (pool cleanup) closes the lifetime pipe.
-struct Daemon {
-    cfg: GroupConfig,
-    name: String,
-    proc_: apr_proc_t,
-    lifetime_w: c_int,
-    started: Instant,
-    quick_deaths: u32,
-    pool: *mut apr_pool_t,
-    process_pool: *mut apr_pool_t,
-    server: *mut server_rec,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.lifetime_w < 0 {
-            return;
-        }
-        // On a restart the old group keeps serving until the next generation's group listens
-        // (start_groups closes the retired pipes then); on exit it stops now.
-        // SAFETY: ap_state_query only reads httpd's state; process_pool outlives pconf.
-        let exiting =
-            unsafe { ap_state_query(AP_SQ_MAIN_STATE as c_int) } == AP_SQ_MS_EXITING as c_int;
-        // SAFETY: as above.
-        if exiting || !unsafe { retire(self.process_pool, self.lifetime_w) } {
-            // SAFETY: our own pipe fd, closed exactly once.
-            unsafe { libc::close(self.lifetime_w) };
+impl Conn {
+    fn set_timeouts(&self, t: Duration) -> io::Result<()> {
+        match self {
+            Conn::Unix(s) => s
+                .set_read_timeout(Some(t))
+                .and_then(|()| s.set_write_timeout(Some(t))),
+            Conn::Tcp(s) => s
+                .set_read_timeout(Some(t))
+                .and_then(|()| s.set_write_timeout(Some(t))),
         }
     }
 }
 
-/// Lifetime pipes of the previous generation's groups, kept open across a restart. Plain data
-/// in the process pool (no cleanup: this DSO is unloaded before that pool is destroyed).
-#[repr(C)]
-struct Retiring {
-    count: u32,
-    fds: [c_int; 64],
-}
-
-/// # Safety
-/// `process_pool` must be httpd's process pool.
-unsafe fn retiring(process_pool: *mut apr_pool_t) -> *mut Retiring {
-    let key = c"mod_rwsgi.retiring";
-    let mut data: *mut c_void = std::ptr::null_mut();
-    // SAFETY: userdata lookup/creation on the live process pool; Retiring is plain data,
-    // zero-initialised (count 0).
-    unsafe {
-        apr_pool_userdata_get(&mut data, key.as_ptr(), process_pool);
-        if data.is_null() {
-            // apr_pcalloc is a macro; palloc + write.
-            let fresh =
-                apr_palloc(process_pool, std::mem::size_of::<Retiring>()).cast::<Retiring>();
-            fresh.write(Retiring {
-                count: 0,
-                fds: [-1; 64],
-            });
-            data = fresh.cast();
-            apr_pool_userdata_set(
-                data,
-                key.as_ptr(),
-                Some(apr_pool_cleanup_null),
-                process_pool,
-            );
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.read(buf),
+            Conn::Tcp(s) => s.read(buf),
         }
     }
-    data.cast()
 }
 
-/// Keeps `fd` open for the next generation to close; false if there is no room.
-///
-/// # Safety
-/// `process_pool` must be httpd's process pool; single-threaded parent.
-unsafe fn retire(process_pool: *mut apr_pool_t, fd: c_int) -> bool {
-    // SAFETY: caller contract; the parent is single-threaded.
-    let list = unsafe { &mut *retiring(process_pool) };
-    match list.fds.get_mut(list.count as usize) {
-        Some(slot) => {
-            *slot = fd;
-            list.count += 1;
-            true
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.write(buf),
+            Conn::Tcp(s) => s.write(buf),
         }
-        None => false,
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
-/// Waits (briefly) until this generation's sockets exist, then closes the previous
-/// generation's lifetime pipes: its groups stop accepting, finish their in-flight requests and
-/// exit, while children reach the new groups through the stable links.
-///
-/// # Safety
-/// `process_pool` must be httpd's process pool; single-threaded parent.
-unsafe fn retire_previous(process_pool: *mut apr_pool_t, new_sockets: &[PathBuf]) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline && !new_sockets.iter().all(|p| p.exists()) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    // Let the old groups take what is already queued on their sockets.
-    std::thread::sleep(Duration::from_millis(100));
-    // SAFETY: caller contract.
-    let list = unsafe { &mut *retiring(process_pool) };
-    for fd in &list.fds[..list.count as usize] {
-        // SAFETY: fds retired by Daemon::drop, still open, closed once here.
-        unsafe { libc::close(*fd) };
-    }
-    list.count = 0;
-}
-
-/// Generation counter kept in the process pool (which survives restarts; our statics may not).
-///
-/// # Safety
-/// `process_pool` must be httpd's process pool.
-unsafe fn next_generation(process_pool: *mut apr_pool_t) -> u32 {
-    let key = c"mod_rwsgi.generation";
-    let mut data: *mut c_void = std::ptr::null_mut();
-    // SAFETY: userdata lookup/creation on the live process pool; the counter is a pool-owned u32.
-    unsafe {
-        apr_pool_userdata_get(&mut data, key.as_ptr(), process_pool);
-        let counter = if data.is_null() {
-            let fresh = apr_palloc(process_pool, std::mem::size_of::<u32>()).cast::<u32>();
-            fresh.write(0);
-            apr_pool_userdata_set(
-                fresh.cast(),
-                key.as_ptr(),
-                Some(apr_pool_cleanup_null),
-                process_pool,
-            );
-            fresh
-        } else {
-            data.cast::<u32>()
+/// Connects, retrying while the group is (re)starting, until `wait` has passed.
+fn connect(route: &Route) -> io::Result<Conn> {
+    let deadline = Instant::now() + route.connect_wait;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let attempt = match &route.socket {
+            SocketSpec::Unix(path) => UnixStream::connect(path).map(Conn::Unix),
+            SocketSpec::Tcp(addr) => std::net::TcpStream::connect(addr.as_str()).map(Conn::Tcp),
         };
-        *counter += 1;
-        *counter
-    }
-}
-
-pub(crate) unsafe extern "C" fn post_config(
-    pconf: *mut apr_pool_t,
-    _plog: *mut apr_pool_t,
-    _ptemp: *mut apr_pool_t,
-    s: *mut server_rec,
-) -> c_int {
-    // "mod_rwsgi/x.y.z" in SERVER_SOFTWARE (and Server: under ServerTokens Full), as mod_wsgi
-    // announces itself.
-    let token = concat!("mod_rwsgi/", env!("CARGO_PKG_VERSION"), "\0");
-    // SAFETY: pconf is live for this generation; httpd copies the component string.
-    unsafe { ap_add_version_component(pconf, token.as_ptr().cast()) };
-    // SAFETY: httpd passes the live main server and pconf.
-    match std::panic::catch_unwind(|| unsafe { start_groups(pconf, s) }) {
-        Ok(Ok(())) => OK_,
-        Ok(Err(message)) => {
-            // SAFETY: s is live.
-            unsafe { log_server(s, APLOG_ERR | APLOG_STARTUP, &message) };
-            HTTP_INTERNAL_SERVER_ERROR as c_int
+        match attempt {
+            Ok(conn) => return Ok(conn),
+            Err(e) if Instant::now() + pause < deadline => {
+                let retry = matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound
+                        | io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::WouldBlock
+                );
+                if !retry {
+                    return Err(e);
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e),
         }
-        Err(_) => HTTP_INTERNAL_SERVER_ERROR as c_int,
     }
 }
 
-/// # Safety
-/// `pconf`/`s` as httpd passes them to post_config, in the single-threaded parent.
-unsafe fn start_groups(pconf: *mut apr_pool_t, s: *mut server_rec) -> Result<(), String> {
-    // SAFETY: caller contract.
-    let process_pool = unsafe { (*(*s).process).pool };
-    // httpd runs post_config once for the throw-away first configuration pass at start-up;
-    // mod_wsgi starts its daemons only from the second call on, and so do we.
-    // SAFETY: as above.
-    let generation = unsafe { next_generation(process_pool) };
-    if generation == 1 {
-        ROUTES.write().unwrap_or_else(|e| e.into_inner()).clear();
-        return Ok(());
+fn fail(r: &request_rec, status: u32, message: &str) -> c_int {
+    // SAFETY: r is live.
+    unsafe { log_request(r, APLOG_ERR, message) };
+    status as c_int
+}
+
+/// Runs one daemon-mode request. Returns the handler status for httpd.
+///
+/// Stages: the group's route, the uwsgi packet (after reading a chunked body whole), the
+/// request sent and the response head read (retried once where that is safe), the body relayed.
+pub(crate) fn forward(r: &mut request_rec, conf: &DirConf, group: &str) -> c_int {
+    let route = match checked_route(r, group) {
+        Ok(route) => route,
+        Err(status) => return status,
+    };
+    // SAFETY: r is live; once, before any body read.
+    let status = unsafe { ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK as c_int) };
+    if status != OK_ {
+        return status;
     }
-    // SAFETY: caller contract.
-    let all = unsafe { servers(s) };
-    let Some((_, main)) = all.first() else {
-        return Ok(());
+    let vars = build_vars(r, conf);
+    let rp: *mut request_rec = r;
+    let mut body = RequestBody::new(rp);
+    let (packet, buffered) = match request_packet(r, vars, &mut body) {
+        Ok(packet) => packet,
+        Err(status) => return status,
     };
-    let groups: Vec<&DaemonGroup> = all.iter().flat_map(|(_, c)| c.daemons.iter()).collect();
-    // SAFETY: caller contract; server timeout is in microseconds.
-    let timeout =
-        Duration::from_micros(u64::try_from(unsafe { (*s).timeout }).unwrap_or(60_000_000));
-    let prefix = match &main.socket_prefix {
-        // SAFETY: pconf is live; the result is a pool string.
-        Some(p) => PathBuf::from(
-            String::from_utf8_lossy(unsafe {
-                cstr_bytes(ap_server_root_relative(
-                    pconf,
-                    pool_str(pconf, p.as_os_str().as_encoded_bytes()),
-                ))
-            })
-            .into_owned(),
-        ),
-        // SAFETY: as above.
-        None => PathBuf::from(
-            String::from_utf8_lossy(unsafe {
-                cstr_bytes(ap_runtime_dir_relative(pconf, c"rwsgi".as_ptr()))
-            })
-            .into_owned(),
-        ),
+    let (mut conn, head) = match deliver(r, &route, &packet, buffered.as_deref(), &mut body) {
+        Ok(answer) => answer,
+        Err(status) => return status,
     };
-    let mut routes = Vec::new();
-    let mut new_sockets = Vec::new();
-    for (n, group) in groups.iter().enumerate() {
-        // SAFETY: caller contract.
-        let apps = unsafe { resolve_apps(s, &group.name, groups.len() == 1) }?;
-        let socket = PathBuf::from(format!(
-            "{}.{}.{}.{}.sock",
-            prefix.display(),
-            std::process::id(),
-            generation,
-            n
+    relay_body(r, &mut conn, head, group)
+}
+
+/// The route to `group`, which must serve the script this request was mapped to.
+fn checked_route(r: &request_rec, group: &str) -> Result<Arc<Route>, c_int> {
+    let Some(route) = route(group) else {
+        return Err(fail(
+            r,
+            HTTP_INTERNAL_SERVER_ERROR,
+            &format!("RW-AP010 no WSGI daemon process group '{group}' runs in this server"),
         ));
-        let cfg = group_config(group, main, apps, socket, timeout);
-        cfg.validate().map_err(|e| {
-            let hint = if e.option == "socket" {
-                " (set WSGISocketPrefix to a shorter directory)"
-            } else {
-                ""
-            };
-            format!("WSGIDaemonProcess {}: {e}{hint}", group.name)
-        })?;
-        if let SocketSpec::Unix(path) = &cfg.socket {
-            new_sockets.push(path.clone());
-        }
-        // Children connect through a per-group link that outlives generations, so that a child
-        // of the old generation still finishing keep-alive requests after a graceful restart
-        // reaches the new group instead of the old one, which has stopped accepting.
-        let socket_for_children = match (&group.options.socket, &cfg.socket) {
-            (None, SocketSpec::Unix(path)) => {
-                let link = PathBuf::from(format!(
-                    "{}.{}.{}.sock",
-                    prefix.display(),
-                    std::process::id(),
-                    link_name(&group.name)
-                ));
-                // SAFETY: pconf is live; the parent is single-threaded here.
-                match unsafe { point_link(pconf, &link, path) } {
-                    Ok(()) => SocketSpec::Unix(link),
-                    Err(e) => {
-                        let message = format!(
-                            "RW-AP024 WSGIDaemonProcess {}: {e}; connecting directly",
-                            group.name
-                        );
-                        // SAFETY: s is live.
-                        unsafe { log_server(s, APLOG_WARNING, &message) };
-                        cfg.socket.clone()
-                    }
+    };
+    // SAFETY: r->filename is the script path after httpd's directory walk.
+    let script = unsafe { cstr_bytes(r.filename) };
+    if !route
+        .scripts
+        .iter()
+        .any(|s| s.as_os_str().as_encoded_bytes() == script)
+    {
+        let message = format!(
+            "RW-AP011 {} was routed to daemon group '{group}', which does not serve it (a group serves \
+             the scripts of the WSGIScriptAlias lines routed to it)",
+            String::from_utf8_lossy(script),
+        );
+        return Err(fail(r, HTTP_INTERNAL_SERVER_ERROR, &message));
+    }
+    Ok(route)
+}
+
+/// The uwsgi packet for the group, and the whole body when it came chunked (read first, so that
+/// the packet can state CONTENT_LENGTH).
+fn request_packet(
+    r: &request_rec,
+    mut vars: Vars<'_>,
+    body: &mut RequestBody,
+) -> Result<(Vec<u8>, Option<Vec<u8>>), c_int> {
+    let buffered = if r.read_chunked != 0 {
+        let mut all = Vec::new();
+        let mut chunk = vec![0u8; IO_CHUNK];
+        loop {
+            match body.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => all.extend_from_slice(&chunk[..n]),
+                Err(_) => {
+                    return Err(fail(
+                        r,
+                        HTTP_BAD_REQUEST,
+                        "RW-AP014 reading the chunked request body failed",
+                    ))
                 }
             }
-            _ => cfg.socket.clone(),
-        };
-        routes.push(Arc::new(Route {
-            name: group.name.clone(),
-            socket: socket_for_children,
-            scripts: cfg.apps.iter().map(|a| a.script.clone()).collect(),
-            connect_wait: cfg.queue_timeout.unwrap_or(timeout),
-        }));
-        // SAFETY: pconf owns the Daemon; the parent is single-threaded here.
-        unsafe {
-            let daemon = pool_box(
-                pconf,
-                Daemon {
-                    cfg,
-                    name: group.name.clone(),
-                    proc_: std::mem::zeroed(),
-                    lifetime_w: -1,
-                    started: Instant::now(),
-                    quick_deaths: 0,
-                    pool: pconf,
-                    process_pool,
-                    server: s,
-                },
-            );
-            spawn(daemon)?;
         }
+        vars.retain(|(k, _)| k.as_ref() != b"CONTENT_LENGTH");
+        vars.push((
+            Cow::Borrowed(b"CONTENT_LENGTH"),
+            Cow::Owned(all.len().to_string().into_bytes()),
+        ));
+        Some(all)
+    } else {
+        None
+    };
+    mount_relative_path_info(&mut vars);
+    // The contract's vars (uwsgi::contract): when httpd received the request (r->request_time,
+    // microseconds), for the group's queue-timeout; the abort mark (see `send_abort_mark`); and
+    // PATH_INFO as the whole path (made so just above).
+    let start_us = u64::try_from(r.request_time).unwrap_or(0);
+    vars.extend(
+        FrontEndVars::new(start_us, PathInfoForm::Full)
+            .pairs()
+            .map(|(k, v)| (Cow::Borrowed(k), Cow::Owned(v.to_vec()))),
+    );
+
+    let mut packet = Vec::with_capacity(4096);
+    if let Err(e) = uwsgi::encode_request(
+        0,
+        0,
+        vars.iter().map(|(k, v)| (&k[..], &v[..])),
+        &mut packet,
+    ) {
+        return Err(fail(
+            r,
+            431,
+            &format!("RW-AP015 request variables do not fit a uwsgi packet: {e}"),
+        ));
     }
-    *ROUTES.write().unwrap_or_else(|e| e.into_inner()) = routes;
-    // SAFETY: caller contract.
-    unsafe { retire_previous(process_pool, &new_sockets) };
-    Ok(())
+    Ok((packet, buffered))
 }
 
-/// A file-name-safe form of a group name, for its stable socket link.
-fn link_name(group: &str) -> String {
-    group
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
+/// Connects to the group, sends the request and reads the response head.
+///
+/// A bodiless GET/HEAD/OPTIONS whose connection is reset before any response byte (it sat in
+/// the backlog of a group that just died) is retried once, as proxies do for idempotent
+/// requests; anything with a body could have been acted on, so it is not.
+fn deliver(
+    r: &request_rec,
+    route: &Route,
+    packet: &[u8],
+    buffered: Option<&[u8]>,
+    body: &mut RequestBody,
+) -> Result<(Conn, ParsedHead), c_int> {
+    let group = route.name.as_str();
+    // SAFETY: r->server is live; Timeout is in microseconds.
+    let timeout =
+        Duration::from_micros(u64::try_from(unsafe { (*r.server).timeout }).unwrap_or(60_000_000));
+    // SAFETY: r->method is NUL-terminated.
+    let method = unsafe { cstr_bytes(r.method) };
+    let no_body = buffered.is_none_or(|b| b.is_empty()) && r.remaining == 0 && r.read_chunked == 0;
+    let retryable = no_body && matches!(method, b"GET" | b"HEAD" | b"OPTIONS");
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut conn = match connect(route) {
+            Ok(c) => c,
+            Err(e) => {
+                let message = format!(
+                    "RW-AP012 daemon group '{group}' ({}) not reachable: {e}",
+                    route.socket
+                );
+                return Err(fail(r, HTTP_GATEWAY_TIME_OUT, &message));
             }
-        })
-        .collect()
-}
-
-/// The stable link of one group; removed when the server exits (not on a restart, when the next
-/// generation re-points it at once).
-struct StableLink(PathBuf);
-
-impl Drop for StableLink {
-    fn drop(&mut self) {
-        // SAFETY: ap_state_query only reads httpd's global state.
-        if unsafe { ap_state_query(AP_SQ_MAIN_STATE as c_int) } == AP_SQ_MS_EXITING as c_int {
-            let _ = std::fs::remove_file(&self.0);
+        };
+        let _ = conn.set_timeouts(timeout.max(Duration::from_secs(1)));
+        if let Err(e) = send_request(&mut conn, packet, buffered, body) {
+            if retryable && attempt == 1 {
+                continue;
+            }
+            let message =
+                format!("RW-AP013 sending the request to daemon group '{group}' failed: {e}");
+            return Err(fail(r, HTTP_BAD_GATEWAY, &message));
+        }
+        match read_head(&mut conn) {
+            Ok(head) => {
+                send_abort_mark(&mut conn, &head);
+                return Ok((conn, head));
+            }
+            Err(HeadError::Gone(_)) if retryable && attempt == 1 => continue,
+            Err(e) => return Err(fail(r, HTTP_BAD_GATEWAY, &e.message(group))),
         }
     }
 }
 
-/// Atomically (re)points `link` at this generation's socket `target` (symlink + rename).
-///
-/// # Safety
-/// `pconf` must be live; call in the single-threaded parent.
-unsafe fn point_link(
-    pconf: *mut apr_pool_t,
-    link: &std::path::Path,
-    target: &std::path::Path,
-) -> Result<(), String> {
-    if link.as_os_str().len() > supervisor::config::MAX_UNIX_PATH {
-        return Err(format!(
-            "socket link {} is longer than a unix socket path may be",
-            link.display()
-        ));
+/// Both our front ends send PATH_INFO in one form, the whole path (`PathInfoForm::Full`, what
+/// nginx has), and the worker strips SCRIPT_NAME from its front once. httpd's PATH_INFO is the
+/// part after the mount, so SCRIPT_NAME goes back in front of it: the worker's strip then gives
+/// exactly httpd's PATH_INFO (/app/app/x, PATH_INFO /app/x, keeps its second /app).
+fn mount_relative_path_info(vars: &mut Vars<'_>) {
+    let Some(script) = vars
+        .iter()
+        .find(|(k, _)| k.as_ref() == b"SCRIPT_NAME")
+        .map(|(_, v)| v.clone())
+    else {
+        return;
+    };
+    let end = script.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
+    if end == 0 {
+        return; // mounted at /: nothing is stripped
     }
-    let tmp = link.with_extension("sock.new");
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp)
-        .map_err(|e| format!("symlink {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, link).map_err(|e| format!("rename {}: {e}", link.display()))?;
-    // SAFETY: caller contract; the StableLink lives in pconf and only removes the link at exit.
-    unsafe { pool_box(pconf, StableLink(link.to_owned())) };
-    Ok(())
+    if let Some((_, path_info)) = vars.iter_mut().find(|(k, _)| k.as_ref() == b"PATH_INFO") {
+        let mut full = script[..end].to_vec();
+        full.extend_from_slice(path_info);
+        *path_info = Cow::Owned(full);
+    }
 }
 
-/// Forks the group's supervisor and registers it as an httpd "other child".
-///
-/// # Safety
-/// `d` must point to a live, pool-owned Daemon; call only in the single-threaded parent.
-unsafe fn spawn(d: *mut Daemon) -> Result<(), String> {
-    // SAFETY: caller contract.
-    let d = unsafe { &mut *d };
-    let mut fds = [0 as c_int; 2];
-    // SAFETY: pipe2 writes two fds; O_CLOEXEC keeps them out of anything httpd execs.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(format!(
-            "WSGIDaemonProcess {}: pipe: {}",
-            d.name,
-            std::io::Error::last_os_error()
-        ));
+fn send_request(
+    conn: &mut Conn,
+    packet: &[u8],
+    buffered: Option<&[u8]>,
+    body: &mut RequestBody,
+) -> io::Result<()> {
+    conn.write_all(packet)?;
+    if let Some(all) = buffered {
+        return conn.write_all(all);
     }
-    // SAFETY: the parent is single-threaded (post_config / MPM maintenance), so the child may
-    // run arbitrary code until it _exits.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        // SAFETY: closing the fds we just made.
-        unsafe { (libc::close(fds[0]), libc::close(fds[1])) };
-        return Err(format!(
-            "WSGIDaemonProcess {}: fork: {}",
-            d.name,
-            std::io::Error::last_os_error()
-        ));
+    let mut chunk = [0u8; 16 * 1024]; // on the stack: most requests have no body
+    loop {
+        match body.read(&mut chunk)? {
+            0 => return Ok(()),
+            n => conn.write_all(&chunk[..n])?,
+        }
     }
-    if pid == 0 {
-        // SAFETY: in the new child; never returns.
-        unsafe { run_supervisor(&d.cfg, fds[0]) }
+}
+
+/// The response head as the group sent it, plus the body bytes read along with it.
+struct ParsedHead {
+    status: u16,
+    status_line: Vec<u8>,
+    headers: Vec<(Vec<u8>, Vec<u8>)>,
+    buf: Vec<u8>,
+    head_len: usize,
+    filled: usize,
+}
+
+enum HeadError {
+    /// EOF or a reset before any complete head: the group died or dropped the connection.
+    Gone(String),
+    /// Something arrived, but not a valid head.
+    Invalid(String),
+}
+
+impl HeadError {
+    fn message(&self, group: &str) -> String {
+        match self {
+            HeadError::Gone(why) => {
+                format!("RW-AP016 daemon group '{group}' gave no response head: {why}")
+            }
+            HeadError::Invalid(why) => {
+                format!("RW-AP017 invalid response head from daemon group '{group}': {why}")
+            }
+        }
     }
-    // SAFETY: parent: the read end belongs to the child now.
-    unsafe { libc::close(fds[0]) };
-    if d.lifetime_w >= 0 {
-        // SAFETY: the previous supervisor's pipe (respawn); closing it is harmless.
-        unsafe { libc::close(d.lifetime_w) };
+}
+
+fn read_head(conn: &mut Conn) -> Result<ParsedHead, HeadError> {
+    let mut buf = vec![0u8; 16 * 1024]; // grows for big heads; the body relay widens it
+    let mut filled = 0;
+    loop {
+        match conn.read(&mut buf[filled..]) {
+            Ok(0) => return Err(HeadError::Gone("connection closed".into())),
+            Ok(n) => filled += n,
+            Err(e) => return Err(HeadError::Gone(e.to_string())),
+        }
+        let mut slots = [uwsgi::EMPTY_VAR; MAX_HEADERS];
+        let mut head = uwsgi::ResponseHead::new(&mut slots);
+        match head.parse(&buf[..filled]) {
+            Ok(uwsgi::Status::Complete(head_len)) => {
+                let mut status_line = head.status.to_string().into_bytes();
+                if !head.reason.is_empty() {
+                    status_line.push(b' ');
+                    status_line.extend_from_slice(head.reason);
+                }
+                let headers = head
+                    .headers
+                    .iter()
+                    .map(|h| (h.key.to_vec(), h.value.to_vec()))
+                    .collect();
+                let status = head.status;
+                return Ok(ParsedHead {
+                    status,
+                    status_line,
+                    headers,
+                    buf,
+                    head_len,
+                    filled,
+                });
+            }
+            Ok(uwsgi::Status::Partial) if filled < MAX_HEAD => {
+                if filled == buf.len() {
+                    buf.resize(buf.len() * 2, 0);
+                }
+            }
+            Ok(uwsgi::Status::Partial) => {
+                return Err(HeadError::Invalid(format!("over {MAX_HEAD} bytes")))
+            }
+            Err(e) => return Err(HeadError::Invalid(e.to_string())),
+        }
     }
-    d.lifetime_w = fds[1];
-    d.started = Instant::now();
-    d.proc_.pid = pid;
-    // SAFETY: proc_ and d live in pconf; APR unregisters the entry when pconf is cleared.
+}
+
+/// Sends the abort mark ([`ABORT_MARK_BYTE`]) once a head without Content-Length arrived (the
+/// request is sent whole by then): a body that only the worker's close can end needs it to tell
+/// a complete end from an aborted one (`uwsgi::contract`, "Aborted responses").
+fn send_abort_mark(conn: &mut Conn, head: &ParsedHead) {
+    let framed = head
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case(b"content-length"));
+    if framed {
+        return;
+    }
+    let fd = match conn {
+        Conn::Unix(s) => s.as_raw_fd(),
+        Conn::Tcp(s) => s.as_raw_fd(),
+    };
+    // Without waiting: if the socket is full, the worker has unread request bytes, which serve
+    // as the mark. An error means the worker has closed already; the body relay sees how.
+    // SAFETY: one byte from a static on the connection's open descriptor.
     unsafe {
-        apr_proc_other_child_register(
-            &mut d.proc_,
-            Some(on_child_event),
-            (d as *mut Daemon).cast(),
-            std::ptr::null_mut(),
-            d.pool,
+        libc::send(
+            fd,
+            (&ABORT_MARK_BYTE as *const u8).cast(),
+            1,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         )
     };
-    let message = format!(
-        "RW-AP020 WSGIDaemonProcess {} started (pid {pid}, {})",
-        d.name, d.cfg.socket
-    );
-    // SAFETY: d.server is the live main server.
-    unsafe { log_server(d.server, APLOG_INFO, &message) };
-    Ok(())
 }
 
-/// The forked child: becomes the group's supervisor (`supervisor::run_forked` sheds httpd's
-/// signal handlers, session and descriptors), then exits without running httpd's exit handlers
-/// or pool cleanups (they belong to the parent).
-///
-/// # Safety
-/// Call only in a freshly forked child of the single-threaded parent.
-unsafe fn run_supervisor(cfg: &GroupConfig, lifetime_r: c_int) -> ! {
-    // SAFETY: caller contract; the pipe's read end is handed over.
-    let code = match unsafe { supervisor::run_forked(cfg, lifetime_r) } {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("[error] mod_rwsgi: RW-AP021 daemon group could not start: {e}");
-            1
-        }
+/// Hands the head to httpd, then streams the body.
+fn relay_body(r: &mut request_rec, conn: &mut Conn, parsed: ParsedHead, group: &str) -> c_int {
+    let ParsedHead {
+        status,
+        status_line,
+        headers,
+        mut buf,
+        head_len,
+        filled,
+    } = parsed;
+    let rp: *const request_rec = &*r;
+    // HEAD: the worker sends the head only (its Content-Length describes the GET body).
+    let header_only = r.header_only != 0;
+    let mut out = Output::new(r);
+    let head = Head {
+        status,
+        status_line: &status_line,
+        headers: &headers,
     };
-    // SAFETY: _exit skips atexit handlers and stdio flushing that belong to httpd.
-    unsafe { libc::_exit(code) }
+    if out.start(&head).is_err() {
+        return out.finish(Outcome::ClientGone);
+    }
+    if header_only {
+        return out.finish(Outcome::Complete);
+    }
+    let expected = out.content_length();
+    if buf.len() < IO_CHUNK && expected.is_none_or(|cl| cl > (filled - head_len) as u64) {
+        buf.resize(IO_CHUNK, 0);
+    }
+    let mut received = (filled - head_len) as u64;
+    if filled > head_len && out.write(&buf[head_len..filled]).is_err() {
+        return out.finish(Outcome::ClientGone);
+    }
+    loop {
+        if expected.is_some_and(|cl| received >= cl) {
+            return out.finish(Outcome::Complete);
+        }
+        match conn.read(&mut buf) {
+            Ok(0) if expected.is_none() => return out.finish(Outcome::Complete),
+            Ok(0) | Err(_) => {
+                // The group stopped mid-body (a crash, request-timeout): an incomplete response.
+                let message = format!("RW-AP018 daemon group '{group}' ended the response early");
+                // SAFETY: the request is live for the whole handler call.
+                unsafe { log_request(rp, APLOG_ERR, &message) };
+                return out.finish(Outcome::Aborted);
+            }
+            Ok(n) => {
+                received += n as u64;
+                if out.write(&buf[..n]).is_err() {
+                    return out.finish(Outcome::ClientGone);
+                }
+            }
+        }
+    }
 }
 
-/// httpd's other-child callback: respawn a supervisor that died (with a limit for crash loops).
-unsafe extern "C" fn on_child_event(reason: c_int, data: *mut c_void, status: c_int) {
-    if reason != APR_OC_REASON_DEATH as c_int && reason != APR_OC_REASON_LOST as c_int {
-        return; // restart/unregister: the lifetime pipe closes with pconf and the group drains
+#[cfg(test)]
+mod tests {
+    use super::{mount_relative_path_info, Cow, Vars};
+
+    fn run(script: &str, path_info: &str) -> Vec<u8> {
+        let mut vars: Vars<'_> = vec![
+            (
+                Cow::Borrowed(b"SCRIPT_NAME"),
+                Cow::Borrowed(script.as_bytes()),
+            ),
+            (
+                Cow::Borrowed(b"PATH_INFO"),
+                Cow::Borrowed(path_info.as_bytes()),
+            ),
+        ];
+        mount_relative_path_info(&mut vars);
+        vars.remove(1).1.into_owned()
     }
-    let _ = std::panic::catch_unwind(|| {
-        // SAFETY: data is the pool-owned Daemon registered in spawn(); pconf is still live.
-        let d = unsafe { &mut *data.cast::<Daemon>() };
-        // SAFETY: unregistering the entry that just reported its death.
-        unsafe { apr_proc_other_child_unregister(data) };
-        if d.started.elapsed() < Duration::from_secs(5) {
-            d.quick_deaths += 1;
-        } else {
-            d.quick_deaths = 0;
-        }
-        if d.quick_deaths > 5 {
-            let message = format!(
-                "RW-AP022 WSGIDaemonProcess {} keeps exiting at start (status {status}); not restarting it",
-                d.name
-            );
-            // SAFETY: live main server.
-            unsafe { log_server(d.server, APLOG_ERR, &message) };
-            return;
-        }
-        let message = format!(
-            "RW-AP023 WSGIDaemonProcess {} exited (status {status}); restarting it",
-            d.name
-        );
-        // SAFETY: live main server.
-        unsafe { log_server(d.server, APLOG_WARNING, &message) };
-        // SAFETY: called from the parent's single-threaded maintenance loop.
-        if let Err(e) = unsafe { spawn(d) } {
-            // SAFETY: live main server.
-            unsafe { log_server(d.server, APLOG_ERR, &e) };
-        }
-    });
+
+    #[test]
+    fn path_info_carries_the_mount_for_the_worker_to_strip() {
+        assert_eq!(run("/app", "/app/x"), b"/app/app/x");
+        assert_eq!(run("/app", ""), b"/app");
+        assert_eq!(run("/app/", "/x"), b"/app/x");
+        assert_eq!(run("", "/x"), b"/x");
+    }
 }

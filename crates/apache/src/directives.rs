@@ -172,6 +172,11 @@ const fn build_table() -> [command_rec; N_ROWS] {
 pub static COMMANDS: CommandTable<N_ROWS> = CommandTable(build_table());
 
 /// The single `extern "C"` entry for every directive.
+///
+/// # Safety
+/// Called by httpd while reading the configuration: `cmd` is the live `cmd_parms` of a row of
+/// [`COMMANDS`] (its `cmd_data` names the directive), `mconfig` the per-directory config our
+/// `create_dir_config` made, and `line` the rest of the line (NUL-terminated).
 unsafe extern "C" fn directive_shim(
     cmd: *mut cmd_parms,
     mconfig: *mut c_void,

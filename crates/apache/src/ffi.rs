@@ -55,6 +55,11 @@ pub unsafe fn pool_box<T>(pool: *mut apr_pool_t, value: T) -> *mut T {
     slot
 }
 
+/// Pool cleanup registered by [`pool_box`]: drops the value in place.
+///
+/// # Safety
+/// Called by APR once, when the pool is cleared, with the pointer [`pool_box`] registered for
+/// this `T`.
 unsafe extern "C" fn drop_pool_value<T>(data: *mut c_void) -> apr_status_t {
     // SAFETY: registered by pool_box for exactly this T; pools run each cleanup once.
     unsafe { ptr::drop_in_place(data.cast::<T>()) };

@@ -7,11 +7,12 @@
 //!
 //! `handler` then chooses the mode, one visible branch: daemon group or embedded.
 
-use std::ffi::{c_char, c_int};
+use std::ffi::c_int;
 
 use crate::conf::{alias_match_len, Alias, DirConf, ProcessGroup};
 use crate::ffi::*;
-use crate::{embedded, forward, module_ptr, server_conf};
+use crate::log::log_request;
+use crate::{daemon, embedded, module_ptr, server_conf};
 
 /// The handler names mod_wsgi answers to (`SetHandler wsgi-script` works too).
 const HANDLER_NAMES: [&[u8]; 2] = [b"wsgi-script", b"application/x-httpd-wsgi"];
@@ -22,6 +23,11 @@ struct Matched {
     alias: *const Alias,
 }
 
+/// The `translate_name` hook: maps a `WSGIScriptAlias` URL onto its script (see [`translate`]).
+///
+/// # Safety
+/// Called by httpd with a live request_rec, on the request's thread, for the duration of the
+/// hook.
 pub(crate) unsafe extern "C" fn translate_name(r: *mut request_rec) -> c_int {
     // SAFETY: httpd passes a live request_rec for the duration of the hook.
     std::panic::catch_unwind(|| unsafe { translate(&mut *r) })
@@ -72,6 +78,10 @@ unsafe fn translate(r: &mut request_rec) -> c_int {
     DECLINED_
 }
 
+/// The `handler` hook: runs a `wsgi-script` request in its mode (see [`handle`]).
+///
+/// # Safety
+/// Called by httpd with a live request_rec, used only on this thread during the call.
 pub(crate) unsafe extern "C" fn handler(r: *mut request_rec) -> c_int {
     // SAFETY: httpd passes a live request_rec, used only on this thread during the call.
     match std::panic::catch_unwind(|| unsafe { handle(&mut *r) }) {
@@ -160,7 +170,7 @@ unsafe fn handle(r: &mut request_rec) -> c_int {
         None => base,
     };
     match conf.process_group {
-        Some(ProcessGroup::Daemon(ref group)) => forward::forward(r, &conf, group),
+        Some(ProcessGroup::Daemon(ref group)) => daemon::forward(r, &conf, group),
         Some(ProcessGroup::Embedded) | None => embedded::run(r, &conf),
     }
 }
@@ -169,25 +179,4 @@ fn script_error(r: &request_rec, what: &str) -> String {
     // SAFETY: r->filename is NULL or NUL-terminated.
     let file = unsafe { cstr_bytes(r.filename) };
     format!("{what}: {}", String::from_utf8_lossy(file))
-}
-
-/// Writes one message to the error log in the context of request `r` (client address etc.).
-///
-/// # Safety
-/// `r` must be a live request_rec.
-pub(crate) unsafe fn log_request(r: *const request_rec, level: u32, message: &str) {
-    let text = std::ffi::CString::new(message.replace('\0', "\\0")).unwrap_or_default();
-    // SAFETY: "%s" with one NUL-terminated argument; httpd copies the text.
-    unsafe {
-        ap_log_rerror_(
-            c"mod_rwsgi".as_ptr(),
-            0,
-            crate::module_index(),
-            level as c_int,
-            0,
-            r,
-            c"%s".as_ptr() as *const c_char,
-            text.as_ptr(),
-        )
-    };
 }

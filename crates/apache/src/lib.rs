@@ -1,12 +1,22 @@
 //! mod_rwsgi: an Apache httpd 2.4 module hosting Python WSGI applications, a drop-in for
 //! mod_wsgi's core directives (`LoadModule rwsgi_module .../mod_rwsgi.so`).
 //!
-//! Layout (same file names as the nginx adapter):
+//! Layout (the nginx module, src/, has the same files for the same jobs):
+//! - `lib` (this file): the module record httpd looks up, `register_hooks`, the config
+//!   create/merge callbacks and the whole-configuration check;
 //! - `ffi`: generated httpd/APR bindings and the helpers C macros would provide;
 //! - `conf`: typed directive values and their merge rule; `directives`: httpd's command table;
-//! - `handler`: URL mapping (`WSGIScriptAlias`) and the response handler, which picks the mode;
-//! - `embedded`: Python in the Apache child (pyhost), request body and response through httpd;
-//! - `daemon`: daemon-mode groups started by the parent; `forward`: the uwsgi request path.
+//! - `handler`: URL mapping (`WSGIScriptAlias`) and the response handler, the one visible branch
+//!   between the modes;
+//! - `request`: what both modes share: the CGI vars, the request body, the response output;
+//! - `embedded`: embedded mode, Python in the Apache child (pyhost);
+//! - `daemon`: daemon mode, forwarding a request to its group over uwsgi;
+//! - `supervise`: daemon mode in the parent: starting and restarting the groups;
+//! - `log`: httpd's error log, for a request, a server and pyhost.
+//!
+//! lib.rs names the other files' hooks and they reach their configuration through its module
+//! record (`module_ptr`), as a C module's hooks name its `module`; apart from that, no file
+//! imports a file that imports it back.
 //!
 //! httpd calls `register_hooks` once per configuration pass, in the parent, and unloads and
 //! reloads this DSO between passes, so nothing process-wide is set up there: Python starts in
@@ -17,14 +27,17 @@ mod daemon;
 mod directives;
 mod embedded;
 mod ffi;
-mod forward;
 mod handler;
+mod log;
+mod request;
+mod supervise;
 
 use std::ffi::{c_char, c_int, c_void};
 use std::ptr::{addr_of_mut, null, null_mut};
 
 use conf::{DirConf, ServerConf};
 use ffi::*;
+use log::log_server;
 
 /// The module record httpd looks up by the name given to `LoadModule` (`rwsgi_module`).
 /// `static mut` because httpd writes `module_index`, `next` and `dynamic_load_handle`.
@@ -76,6 +89,10 @@ static TRANSLATE_BEFORE: NameList<3> = NameList([
     null(),
 ]);
 
+/// Registers our hooks with httpd (once per configuration pass, in the parent).
+///
+/// # Safety
+/// Called by httpd while loading the module; the pool is not used.
 unsafe extern "C" fn register_hooks(_pool: *mut apr_pool_t) {
     let middle = APR_HOOK_MIDDLE as c_int;
     // SAFETY: registering static callbacks and static, null-terminated name lists.
@@ -88,16 +105,25 @@ unsafe extern "C" fn register_hooks(_pool: *mut apr_pool_t) {
         );
         ap_hook_handler(Some(handler::handler), null(), null(), middle);
         ap_hook_check_config(Some(check_config), null(), null(), middle);
-        ap_hook_post_config(Some(daemon::post_config), null(), null(), middle);
+        ap_hook_post_config(Some(supervise::post_config), null(), null(), middle);
         ap_hook_child_init(Some(embedded::child_init), null(), null(), middle);
     }
 }
 
+/// `create_dir_config`: an empty [`DirConf`] owned by `pool`.
+///
+/// # Safety
+/// Called by httpd with a live pool that owns the per-directory config.
 unsafe extern "C" fn create_dir_config(pool: *mut apr_pool_t, _dir: *mut c_char) -> *mut c_void {
     // SAFETY: httpd passes a live pool that owns the per-dir config.
     unsafe { pool_box(pool, DirConf::default()).cast() }
 }
 
+/// `merge_dir_config`: the inner scope's values win ([`DirConf::merge`]).
+///
+/// # Safety
+/// Called by httpd with a live pool and two configs made by `create_dir_config` or this
+/// function, in pools that outlive `pool`.
 unsafe extern "C" fn merge_dir_config(
     pool: *mut apr_pool_t,
     base: *mut c_void,
@@ -111,6 +137,10 @@ unsafe extern "C" fn merge_dir_config(
     }
 }
 
+/// `create_server_config`: an empty [`ServerConf`] owned by `pool`.
+///
+/// # Safety
+/// Called by httpd with a live pool (pconf) that owns the server config.
 unsafe extern "C" fn create_server_config(
     pool: *mut apr_pool_t,
     _s: *mut server_rec,
@@ -119,6 +149,11 @@ unsafe extern "C" fn create_server_config(
     unsafe { pool_box(pool, ServerConf::default()).cast() }
 }
 
+/// `merge_server_config`: a virtual host over the main server ([`ServerConf::merge`]).
+///
+/// # Safety
+/// Called by httpd with a live pool and two configs made by `create_server_config` or this
+/// function, in pools that outlive `pool`.
 unsafe extern "C" fn merge_server_config(
     pool: *mut apr_pool_t,
     base: *mut c_void,
@@ -145,6 +180,10 @@ pub(crate) unsafe fn server_conf<'a>(s: *const server_rec) -> Option<&'a ServerC
 }
 
 /// Cross-directive checks that need the whole configuration; runs for `apachectl -t` too.
+///
+/// # Safety
+/// Called by httpd in the parent with the live main server_rec (the head of the virtual host
+/// list); the pools are not used.
 unsafe extern "C" fn check_config(
     _pconf: *mut apr_pool_t,
     _plog: *mut apr_pool_t,
@@ -153,7 +192,7 @@ unsafe extern "C" fn check_config(
 ) -> c_int {
     let result = std::panic::catch_unwind(|| {
         // SAFETY: httpd passes the main server_rec; the vhost list hangs off it.
-        unsafe { daemon::validate(s) }
+        unsafe { supervise::validate(s) }
     });
     let problem = match result {
         Ok(Ok(())) => return OK_,
@@ -163,25 +202,4 @@ unsafe extern "C" fn check_config(
     // SAFETY: s is the live main server.
     unsafe { log_server(s, APLOG_ERR | APLOG_STARTUP, &problem) };
     HTTP_INTERNAL_SERVER_ERROR as c_int
-}
-
-/// Writes one message to httpd's error log for server `s` (at httpd's level filtering).
-///
-/// # Safety
-/// `s` must be NULL or a live server_rec.
-pub(crate) unsafe fn log_server(s: *const server_rec, level: u32, message: &str) {
-    let text = std::ffi::CString::new(message.replace('\0', "\\0")).unwrap_or_default();
-    // SAFETY: "%s" with one NUL-terminated argument; httpd copies the text.
-    unsafe {
-        ap_log_error_(
-            c"mod_rwsgi".as_ptr(),
-            0,
-            module_index(),
-            level as c_int,
-            0,
-            s,
-            c"%s".as_ptr(),
-            text.as_ptr(),
-        )
-    };
 }

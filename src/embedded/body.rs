@@ -53,6 +53,43 @@ impl RequestBody {
     }
 }
 
+/// The body nginx's reader collected, detached from nginx memory.
+///
+/// # Safety
+/// `r` is live and `ngx_http_read_client_request_body` has completed for it.
+#[cfg(not(test))] // reads nginx memory: exercised end to end, not by unit tests
+pub unsafe fn collect_body(r: &ngx::ffi::ngx_http_request_t) -> io::Result<RequestBody> {
+    let mut body = RequestBody::default();
+    if r.request_body.is_null() {
+        return Ok(body);
+    }
+    // SAFETY: request_body and its chain are valid and no longer change once reading is done.
+    let mut cl = unsafe { (*r.request_body).bufs };
+    while !cl.is_null() {
+        // SAFETY: cl is a link of the body chain (see above).
+        let b = unsafe { &*(*cl).buf };
+        if b.in_file() != 0 && !b.file.is_null() {
+            // SAFETY: the temp file is open while the request lives; we take our own descriptor.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw((*b.file).fd) };
+            let file = File::from(fd.try_clone_to_owned()?);
+            let len = (b.file_last - b.file_pos).max(0) as u64;
+            body.push(Segment::File {
+                file,
+                offset: b.file_pos.max(0) as u64,
+                len,
+            });
+        } else if !b.pos.is_null() && b.last > b.pos {
+            // SAFETY: pos..last is the buffer's valid content.
+            let data =
+                unsafe { std::slice::from_raw_parts(b.pos, b.last.offset_from(b.pos) as usize) };
+            body.push(Segment::Memory(data.to_vec()));
+        }
+        // SAFETY: as above.
+        cl = unsafe { (*cl).next };
+    }
+    Ok(body)
+}
+
 impl pyhost::Body for RequestBody {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while let Some(front) = self.segments.front() {

@@ -4,7 +4,7 @@
 //! 1. [`run`] (content phase) asks nginx's body reader for the whole body (memory or temp file,
 //!    chunked bodies de-chunked) and returns `NGX_DONE`; the body reader's reference on the
 //!    request (`r->main->count`) is ours from then on.
-//! 2. [`body_ready`] builds the CGI vars, copies/dups the body ([`crate::body`]), allocates the
+//! 2. [`body_ready`] builds the CGI vars, copies/dups the body ([`super::body`]), allocates the
 //!    request's [`Stream`] in the request pool and queues a job for the Python threads.
 //! 3. A Python thread runs the app; the response arrives as [`Msg`]s in the [`Exchange`], and an
 //!    eventfd wakes the event loop ([`on_wakeup`]).
@@ -33,9 +33,11 @@ use ngx::ffi::{
 use ngx::http::{HttpModule, HttpModuleLocationConf, NgxHttpCoreModule};
 use pyhost::Outcome;
 
-use crate::exchange::{Exchange, HeadMsg, Msg};
-use crate::request::{cgi_vars, collect_body};
-use crate::worker::{self, Job};
+use super::body::collect_body;
+use super::exchange::{Exchange, HeadMsg, Msg};
+use super::worker::{self, Job};
+use crate::log::log_request;
+use crate::request::cgi_vars;
 use crate::WsgiModule;
 
 /// How often the shutdown guard timer of an in-flight request fires (it only re-arms itself).
@@ -106,6 +108,10 @@ pub unsafe fn run(r: *mut ngx_http_request_t) -> ngx_int_t {
 }
 
 /// The body reader's completion handler.
+///
+/// # Safety
+/// Called by nginx (`ngx_http_read_client_request_body`) with the live request whose body has
+/// been read, on the event-loop thread; the body reader's reference on it is ours.
 unsafe extern "C" fn body_ready(r: *mut ngx_http_request_t) {
     // SAFETY: nginx calls this with the live request whose body was read.
     let result = catch_unwind(AssertUnwindSafe(|| unsafe { start_job(r) }));
@@ -185,6 +191,10 @@ unsafe fn start_job(r: *mut ngx_http_request_t) -> Result<(), String> {
 }
 
 /// Re-arms the shutdown guard (see [`Stream::guard`]).
+///
+/// # Safety
+/// Called by nginx's timer with `ev` = the `guard` event of a live [`Stream`] (its `Drop`
+/// deletes the timer before the Stream goes away).
 unsafe extern "C" fn guard_handler(ev: *mut ngx_event_t) {
     // SAFETY: ev is the guard event inside a live Stream (Drop deletes the timer before the
     // Stream goes away).
@@ -215,6 +225,9 @@ pub unsafe extern "C" fn on_wakeup(_ev: *mut ngx_event_t) {
 }
 
 /// The client connection's write event while we stream (`r->write_event_handler`).
+///
+/// # Safety
+/// Called by nginx with a live request (`r->write_event_handler`), on the event-loop thread.
 unsafe extern "C" fn write_handler(r: *mut ngx_http_request_t) {
     let _ = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: nginx calls the write handler with a live request.
@@ -590,20 +603,6 @@ unsafe fn wait_for_client(s: &mut Stream) {
         }
         if ngx::ffi::ngx_handle_write_event(wev, clcf.send_lowat) != NGX_OK as ngx_int_t {
             finalize(s, NGX_ERROR as ngx_int_t);
-        }
-    }
-}
-
-/// Logs through the request's connection log (adds client and request to the line).
-///
-/// # Safety
-/// `r` is live.
-unsafe fn log_request(r: *mut ngx_http_request_t, level: usize, msg: &str) {
-    // SAFETY: a live request has a live connection and log.
-    unsafe {
-        let log = (*(*r).connection).log;
-        if level <= (*log).log_level {
-            ngx::log::log_error(level, log, 0, msg.as_bytes());
         }
     }
 }

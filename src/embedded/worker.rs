@@ -10,14 +10,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use ngx::ffi::{ngx_connection_t, ngx_cycle_t, ngx_event_t, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_OK};
 use ngx::http::HttpModuleMainConf;
-use pyhost::{App, AppSpec, Mode, Outcome, PythonConfig};
+use pyhost::{AppSpec, Mode, Outcome, ProcessApps, PythonConfig};
 
-use crate::body::RequestBody;
-use crate::dispatch::Dispatch;
-use crate::exchange::{Exchange, PyResponder};
+use super::body::RequestBody;
+use super::dispatch::Dispatch;
+use super::exchange::{Exchange, PyResponder};
+use super::wake::Notifier;
 use crate::log::NgxLog;
-use crate::vars::Vars;
-use crate::wake::Notifier;
+use crate::request::Vars;
 use crate::WsgiModule;
 
 /// One request for a Python thread. Owns everything it needs: no pointer into nginx memory.
@@ -36,8 +36,8 @@ enum Task {
 
 /// Everything embedded mode needs in a worker process.
 pub struct Worker {
-    apps: Vec<App>,
-    pub notifier: Notifier,
+    apps: ProcessApps,
+    pub notifier: Notifier<Arc<Exchange>>,
     queue: Dispatch<Task>,
     mode: Mode,
     pub log: NgxLog,
@@ -46,6 +46,9 @@ pub struct Worker {
 }
 
 static WORKER: OnceLock<Worker> = OnceLock::new();
+
+/// The read handler of the wake-up eventfd's nginx connection.
+pub type WakeupHandler = unsafe extern "C" fn(*mut ngx_event_t);
 
 /// The eventfd's nginx connection, for `exit_process`. Event-loop thread only.
 struct WakeConnection(*mut ngx_connection_t);
@@ -126,11 +129,13 @@ impl Worker {
     }
 }
 
-/// `init_process`: starts embedded mode in this worker if any location needs it.
+/// `init_process`: starts embedded mode in this worker if any location needs it. `on_wakeup` is
+/// the event loop's handler for the eventfd the Python threads signal (the event-loop side,
+/// stream.rs, passes it in: this file does not import that one).
 ///
 /// # Safety
 /// `cycle` is the worker's cycle, called on the event-loop thread.
-pub unsafe fn start(cycle: *mut ngx_cycle_t) -> Result<(), String> {
+pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result<(), String> {
     // SAFETY: init_process runs with the fully configured cycle.
     let cycle_ref = unsafe { &*cycle };
     let Some(main) = WsgiModule::main_conf(cycle_ref) else {
@@ -147,30 +152,20 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t) -> Result<(), String> {
         python_home: main.python_home.clone(),
         python_path: main.python_path.clone(),
     };
-    let python_error = match pyhost::initialize(&cfg) {
-        Ok(()) => None,
+    let specs = main.apps.iter().map(|a| AppSpec {
+        script: a.script.clone(),
+        callable: a.callable.clone(),
+    });
+    let (apps, python_error) = match ProcessApps::start(&cfg, specs) {
+        Ok(apps) => (apps, None),
         Err(e) => {
             let msg = format!("wsgi: RW-NG002 cannot start Python in this worker: {e}");
             log.write(NGX_LOG_ERR as _, &msg);
-            Some(msg)
+            (ProcessApps::default(), Some(msg))
         }
     };
-    let apps = main
-        .apps
-        .iter()
-        .map(|a| {
-            App::new(AppSpec {
-                script: a.script.clone(),
-                callable: a.callable.clone(),
-            })
-        })
-        .collect();
     let threads = main.threads();
-    let mode = Mode {
-        multithread: threads > 1,
-        multiprocess: worker_processes(cycle_ref) > 1,
-        run_once: false,
-    };
+    let mode = Mode::pool(worker_processes(cycle_ref), threads);
     let worker = Worker {
         apps,
         notifier,
@@ -186,7 +181,7 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t) -> Result<(), String> {
         return Err("wsgi: RW-NG090 worker state missing".to_string());
     };
     // SAFETY: cycle is valid; we are on the event-loop thread.
-    unsafe { register_wakeup(cycle, worker.notifier.fd()) }?;
+    unsafe { register_wakeup(cycle, worker.notifier.fd(), on_wakeup) }?;
     if worker.python_error.is_some() {
         return Ok(()); // requests answer 500 with the reason; no threads to run
     }
@@ -205,44 +200,25 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t) -> Result<(), String> {
 }
 
 /// Number of nginx worker processes (for `wsgi.multiprocess`).
-fn worker_processes(cycle: &ngx_cycle_t) -> i64 {
+fn worker_processes(cycle: &ngx_cycle_t) -> usize {
     use ngx::core::{CoreModuleMainConf, NgxCoreModule};
     NgxCoreModule::main_conf(cycle)
-        .map(|c| c.worker_processes as i64)
+        .and_then(|c| usize::try_from(c.worker_processes).ok())
         .unwrap_or(1)
 }
 
-/// Spawns the Python threads with every signal blocked, so nginx's signals (reload, quit...)
-/// keep going to the event-loop thread, whose `epoll_wait` they interrupt. nginx's own thread
-/// pool does the same.
+/// Spawns the Python threads with nginx's signals blocked (`pyhost::spawn_with_signals_blocked`),
+/// so they (reload, quit...) keep going to the event-loop thread, whose `epoll_wait` they
+/// interrupt. nginx's own thread pool does the same.
 fn spawn_threads(worker: &'static Worker, n: usize) -> Result<(), String> {
-    // SAFETY: sigset_t is plain data; sigfillset/pthread_sigmask only write the sets we pass.
-    let old = unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        // Faults must still reach the faulting thread (default action: crash with a core).
-        for sig in [libc::SIGILL, libc::SIGFPE, libc::SIGSEGV, libc::SIGBUS] {
-            libc::sigdelset(&mut all, sig);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
-        old
-    };
-    let mut result = Ok(());
     for i in 0..n {
-        let spawned = std::thread::Builder::new()
-            .name(format!("wsgi-{i}"))
-            .spawn(move || worker.serve());
-        if let Err(e) = spawned {
-            result = Err(format!(
-                "wsgi: RW-NG003 cannot start Python thread {i}: {e}"
-            ));
-            break;
-        }
+        pyhost::spawn_with_signals_blocked(
+            std::thread::Builder::new().name(format!("wsgi-{i}")),
+            move || worker.serve(),
+        )
+        .map_err(|e| format!("wsgi: RW-NG003 cannot start Python thread {i}: {e}"))?;
     }
-    // SAFETY: restores the event-loop thread's mask saved above.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
-    result
+    Ok(())
 }
 
 /// Registers the notifier's eventfd with nginx's event loop as a read event.
@@ -250,7 +226,11 @@ fn spawn_threads(worker: &'static Worker, n: usize) -> Result<(), String> {
 /// # Safety
 /// `cycle` is valid; called on the event-loop thread after the event module's `init_process`
 /// (ours is an http module, which nginx initialises after the event modules).
-unsafe fn register_wakeup(cycle: *mut ngx_cycle_t, fd: i32) -> Result<(), String> {
+unsafe fn register_wakeup(
+    cycle: *mut ngx_cycle_t,
+    fd: i32,
+    on_wakeup: WakeupHandler,
+) -> Result<(), String> {
     // SAFETY: see the function contract; ngx_get_connection returns a zeroed connection slot
     // (or null when worker_connections are exhausted) whose read/write events we may set up.
     unsafe {
@@ -263,7 +243,7 @@ unsafe fn register_wakeup(cycle: *mut ngx_cycle_t, fd: i32) -> Result<(), String
         let rev = (*c).read;
         (*rev).log = log;
         (*(*c).write).log = log;
-        (*rev).handler = Some(crate::embedded::on_wakeup);
+        (*rev).handler = Some(on_wakeup);
         if ngx::ffi::ngx_handle_read_event(rev, 0) != NGX_OK as isize {
             ngx::ffi::ngx_free_connection(c);
             return Err(

@@ -19,7 +19,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use pyhost::{Head, Outcome, Responder};
 
-use crate::wake::Notifier;
+use super::wake::Notifier;
 
 /// Bytes of body the queue holds before `write()` waits for the event loop to take them.
 pub const HIGH_WATER: usize = 256 * 1024;
@@ -143,7 +143,12 @@ impl Exchange {
 
     /// Python side: queue `msg`, waiting for space first when `bounded`. Err when the client is
     /// gone.
-    fn push(self: &Arc<Self>, msg: Msg, bounded: bool, notifier: &Notifier) -> io::Result<()> {
+    fn push(
+        self: &Arc<Self>,
+        msg: Msg,
+        bounded: bool,
+        notifier: &Notifier<Arc<Exchange>>,
+    ) -> io::Result<()> {
         let len = match &msg {
             Msg::Data(d) => d.len(),
             _ => 0,
@@ -180,11 +185,11 @@ impl Exchange {
 /// The [`Responder`] pyhost writes the response to, on a Python thread.
 pub struct PyResponder {
     exchange: Arc<Exchange>,
-    notifier: &'static Notifier,
+    notifier: &'static Notifier<Arc<Exchange>>,
 }
 
 impl PyResponder {
-    pub fn new(exchange: Arc<Exchange>, notifier: &'static Notifier) -> PyResponder {
+    pub fn new(exchange: Arc<Exchange>, notifier: &'static Notifier<Arc<Exchange>>) -> PyResponder {
         PyResponder { exchange, notifier }
     }
 
@@ -240,8 +245,8 @@ mod tests {
     use std::sync::OnceLock;
     use std::time::Duration;
 
-    fn notifier() -> &'static Notifier {
-        static N: OnceLock<Notifier> = OnceLock::new();
+    fn notifier() -> &'static Notifier<Arc<Exchange>> {
+        static N: OnceLock<Notifier<Arc<Exchange>>> = OnceLock::new();
         N.get_or_init(|| Notifier::new().unwrap())
     }
 

@@ -1,0 +1,1 @@
+//! Empty on purpose: see Cargo.toml (this package only pins the `nginx-src` download).

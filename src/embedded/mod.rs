@@ -1,0 +1,41 @@
+//! Embedded mode: the app runs inside the nginx worker process, on a pool of Python threads, and
+//! the event loop never waits for Python.
+//!
+//! The hand-off between nginx's event loop and the Python threads, one concern per file:
+//! - `stream`: the event-loop side of one request: read the body, queue the job, stream the
+//!   response to the client as it arrives, with backpressure;
+//! - `worker`: per worker process: the interpreter, the loaded apps and the Python threads that
+//!   run the jobs;
+//! - `dispatch`: the job queue from the event loop to the Python threads;
+//! - `exchange`: the per-request channel back (response head, chunks, outcome), bounded in bytes;
+//! - `wake`: the eventfd that wakes the event loop when an exchange has news;
+//! - `body`: `wsgi.input` over the body nginx read (memory and temp-file segments).
+//!
+//! `body`, `dispatch`, `exchange` and `wake` are plain Rust, unit-tested without nginx; `stream`
+//! and `worker` call into nginx and are exercised end to end (tests/test_nginx_module_*.py).
+
+mod body;
+mod dispatch;
+mod exchange;
+mod wake;
+
+#[cfg(not(test))]
+mod stream;
+#[cfg(not(test))]
+mod worker;
+
+#[cfg(not(test))]
+pub use stream::run;
+#[cfg(not(test))]
+pub use worker::stop;
+
+/// `init_process`: starts embedded mode in this worker if any location needs it, with the
+/// event-loop side's handler for the wake-up eventfd.
+///
+/// # Safety
+/// `cycle` is the worker's cycle, called on the event-loop thread.
+#[cfg(not(test))]
+pub unsafe fn start(cycle: *mut ngx::ffi::ngx_cycle_t) -> Result<(), String> {
+    // SAFETY: the caller's contract is worker::start's.
+    unsafe { worker::start(cycle, stream::on_wakeup) }
+}
