@@ -104,7 +104,7 @@ mod statics {
     const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
     /// The directive table (null-terminated, as nginx expects).
-    static mut COMMANDS: [ngx_command_t; 8] = [
+    static mut COMMANDS: [ngx_command_t; 9] = [
         command(
             c"wsgi_script",
             NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
@@ -115,6 +115,12 @@ mod statics {
             c"wsgi_callable",
             ANY_LEVEL | NGX_CONF_TAKE1,
             directives::set_callable,
+            NGX_HTTP_LOC_CONF_OFFSET,
+        ),
+        command(
+            c"wsgi_interface",
+            ANY_LEVEL | NGX_CONF_TAKE1,
+            directives::set_interface,
             NGX_HTTP_LOC_CONF_OFFSET,
         ),
         command(

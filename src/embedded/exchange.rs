@@ -59,6 +59,11 @@ struct State {
     /// A Python thread waits for space: only then must `take`/`close` notify (a notify is a
     /// system call even when nobody waits, and `take` runs several times per request).
     writer_waiting: bool,
+    /// ASGI: the connection's handle on the loop thread, told when a sender paused at
+    /// [`HIGH_WATER`] may go on (`take`) and when the client is gone (`close`).
+    asgi: Option<pyhost::asgi::Handle>,
+    /// ASGI: `push_nowait` answered "over high water": the next `take` resumes the sender.
+    paused: bool,
 }
 
 /// Shared by the Python thread and the event loop for one request.
@@ -82,6 +87,8 @@ impl Exchange {
                 scheduled: false,
                 gone: false,
                 writer_waiting: false,
+                asgi: None,
+                paused: false,
             }),
             space: Condvar::new(),
             stream: AtomicPtr::new(std::ptr::null_mut()),
@@ -104,11 +111,25 @@ impl Exchange {
         st.queued = 0;
         let msgs = std::mem::take(&mut st.msgs);
         let waiting = std::mem::take(&mut st.writer_waiting);
+        let resume = if std::mem::take(&mut st.paused) {
+            st.asgi.clone()
+        } else {
+            None
+        };
         drop(st);
         if waiting {
             self.space.notify_all();
         }
+        if let Some(handle) = resume {
+            handle.resume();
+        }
         msgs
+    }
+
+    /// Event loop, before the ASGI connection is submitted: the handle to resume and
+    /// disconnect it through.
+    pub fn set_asgi(&self, handle: pyhost::asgi::Handle) {
+        self.lock().asgi = Some(handle);
     }
 
     /// Event loop: nginx has freed (or is freeing) the request. Drops queued data, makes further
@@ -120,9 +141,13 @@ impl Exchange {
         st.msgs.clear();
         st.queued = 0;
         let waiting = std::mem::take(&mut st.writer_waiting);
+        let asgi = st.asgi.take();
         drop(st);
         if waiting {
             self.space.notify_all();
+        }
+        if let Some(handle) = asgi {
+            handle.disconnect();
         }
     }
 
@@ -179,6 +204,39 @@ impl Exchange {
             notifier.schedule(Arc::clone(self));
         }
         Ok(())
+    }
+}
+
+impl Exchange {
+    /// ASGI loop thread: queue `msg` without waiting (the loop serves every other connection
+    /// meanwhile). Ok(true): the queue holds [`HIGH_WATER`] bytes or more, so the sender must
+    /// pause; the next `take` resumes it through the handle. Err when the client is gone.
+    pub fn push_nowait(
+        self: &Arc<Self>,
+        msg: Msg,
+        notifier: &Notifier<Arc<Exchange>>,
+    ) -> io::Result<bool> {
+        let len = match &msg {
+            Msg::Data(d) => d.len(),
+            _ => 0,
+        };
+        let mut st = self.lock();
+        if st.gone {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "client connection closed",
+            ));
+        }
+        st.msgs.push_back(msg);
+        st.queued += len;
+        let over = st.queued >= HIGH_WATER;
+        st.paused |= over;
+        let wake = !std::mem::replace(&mut st.scheduled, true);
+        drop(st);
+        if wake {
+            notifier.schedule(Arc::clone(self));
+        }
+        Ok(over)
     }
 }
 

@@ -9,7 +9,9 @@
 //! - `dispatch`: the job queue from the event loop to the Python threads;
 //! - `exchange`: the per-request channel back (response head, chunks, outcome), bounded in bytes;
 //! - `wake`: the eventfd that wakes the event loop when an exchange has news;
-//! - `body`: `wsgi.input` over the body nginx read (memory and temp-file segments).
+//! - `body`: `wsgi.input` over the body nginx read (memory and temp-file segments);
+//! - `asgi`: the transport of an ASGI request: the worker's asyncio loop answers through the
+//!   same exchange, without ever blocking.
 //!
 //! `body`, `dispatch`, `exchange` and `wake` are plain Rust, unit-tested without nginx; `stream`
 //! and `worker` call into nginx and are exercised end to end (tests/test_nginx_module_*.py).
@@ -19,6 +21,8 @@ mod dispatch;
 mod exchange;
 mod wake;
 
+#[cfg(not(test))]
+mod asgi;
 #[cfg(not(test))]
 mod stream;
 #[cfg(not(test))]

@@ -33,10 +33,14 @@ use ngx::ffi::{
 use ngx::http::{HttpModule, HttpModuleLocationConf, NgxHttpCoreModule};
 use pyhost::Outcome;
 
+use pyhost::asgi::Kind;
+
+use super::asgi::AsgiTransport;
 use super::body::collect_body;
 use super::exchange::{Exchange, HeadMsg, Msg};
 use super::worker::{self, Job};
 use crate::log::log_request;
+use crate::conf::AppRef;
 use crate::request::cgi_vars;
 use crate::WsgiModule;
 
@@ -140,6 +144,9 @@ unsafe fn start_job(r: *mut ngx_http_request_t) -> Result<(), String> {
     let app = lc
         .app
         .ok_or("wsgi: RW-NG090 location has no embedded app")?;
+    if matches!(app, AppRef::Asgi(_)) && worker.asgi.is_none() {
+        return Err("wsgi: RW-NG007 the asyncio loop is not running in this worker".to_string());
+    }
     // SAFETY: r is live and its body complete (contract).
     let body = unsafe { collect_body(req) }
         .map_err(|e| format!("wsgi: RW-NG011 cannot read the request body: {e}"))?;
@@ -181,13 +188,71 @@ unsafe fn start_job(r: *mut ngx_http_request_t) -> Result<(), String> {
         s.guard.data = stream.cast();
         ngx_add_timer(&mut s.guard, GUARD_PERIOD_MS as _);
     }
-    worker.submit(Job {
-        app,
-        vars,
-        body,
-        exchange,
-    });
+    match app {
+        AppRef::Wsgi(app) => worker.submit(Job {
+            app,
+            vars,
+            body,
+            exchange,
+        }),
+        AppRef::Asgi(app) => {
+            let host = worker
+                .asgi
+                .as_ref()
+                .ok_or("wsgi: RW-NG007 the asyncio loop is not running in this worker")?;
+            // The handle goes into the exchange before the loop can see the request, so a
+            // pause or a disconnect always finds it.
+            let handle = host.handle();
+            exchange.set_asgi(handle.clone());
+            // Watch the client while the app runs: a close becomes http.disconnect.
+            req.read_event_handler = Some(read_handler);
+            let transport = AsgiTransport::new(exchange, &worker.notifier, body);
+            host.submit(&handle, app, Kind::Http, Box::new(vars), Box::new(transport));
+        }
+    }
     Ok(())
+}
+
+/// The client connection's read event while an ASGI app runs (`r->read_event_handler`): a
+/// client that closes its connection ends the request (499), which tells the app through
+/// `http.disconnect`. nginx's upstream module watches its clients the same way
+/// (`ngx_http_upstream_check_broken_connection`); without it nginx would notice only at the next
+/// write, and an app waiting for a disconnect (a long poll, an event stream) never would.
+///
+/// # Safety
+/// Called by nginx with a live request, on the event-loop thread.
+unsafe extern "C" fn read_handler(r: *mut ngx_http_request_t) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: nginx calls the read handler with a live request.
+        let req = unsafe { &mut *r };
+        // SAFETY: req is live.
+        let Some(stream) = (unsafe { ctx(req) }) else {
+            return;
+        };
+        // HTTP/2 streams share the connection: its read events are not this request's.
+        if req.http_version >= ngx::ffi::NGX_HTTP_VERSION_20 as usize {
+            return;
+        }
+        // SAFETY: the connection of a live request is valid.
+        let fd = unsafe { (*req.connection).fd };
+        let mut byte = 0u8;
+        // SAFETY: peeks at most one byte into a live local; never consumes input.
+        let n = unsafe { libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK) };
+        let err = std::io::Error::last_os_error().raw_os_error();
+        let closed = n == 0 || (n < 0 && err != Some(libc::EAGAIN) && err != Some(libc::EINTR));
+        if closed {
+            // SAFETY: r is live.
+            unsafe {
+                log_request(
+                    r,
+                    NGX_LOG_INFO as _,
+                    "client prematurely closed connection while the ASGI app ran",
+                );
+                (*req.connection).set_error(1);
+            }
+            finalize(stream, ngx::ffi::NGX_HTTP_CLIENT_CLOSED_REQUEST as ngx_int_t);
+        }
+    }));
 }
 
 /// Re-arms the shutdown guard (see [`Stream::guard`]).

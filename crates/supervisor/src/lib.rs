@@ -32,7 +32,7 @@ mod worker;
 
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
-pub use config::{AppConfig, ConfigError, GroupConfig, SocketSpec};
+pub use config::{AppConfig, ConfigError, GroupConfig, Interface, SocketSpec};
 pub use host::{fork_supervisor, run_forked, ForkedSupervisor, ServerDefaults, WorkerAccount};
 pub use options::{DaemonOptions, OPTION_NAMES};
 

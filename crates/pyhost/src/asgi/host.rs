@@ -108,33 +108,38 @@ impl AsgiHost {
         self.apps == 0
     }
 
+    /// A handle for the next connection: make it first, give it to whatever must reach the
+    /// connection (the transport's own side), then [`submit`](Self::submit) with it, so no
+    /// event can arrive before its handle is in place.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            id: self.inbox.next_id(),
+            inbox: Arc::clone(&self.inbox),
+            backlog: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
     /// Hands one connection to app `app`. Returns at once; the app runs on the loop thread and
     /// answers through `transport`. Every connection submitted gets exactly one
     /// `Transport::finish`, unless the host is stopped first.
     pub fn submit(
         &self,
+        handle: &Handle,
         app: usize,
         kind: Kind,
         vars: Box<dyn VarSource>,
         transport: Box<dyn Transport>,
-    ) -> Handle {
-        let id = self.inbox.next_id();
-        let backlog = Arc::new(AtomicUsize::new(0));
+    ) {
         self.inbox.push(
-            id,
+            handle.id,
             Event::New(Box::new(NewConn {
                 app,
                 kind,
                 vars,
                 transport,
-                backlog: Arc::clone(&backlog),
+                backlog: Arc::clone(&handle.backlog),
             })),
         );
-        Handle {
-            id,
-            inbox: Arc::clone(&self.inbox),
-            backlog,
-        }
     }
 
     /// The process begins to stop: every open WebSocket hears `websocket.disconnect` 1001 and its

@@ -280,17 +280,14 @@ pub fn vars(method: &str, path: &str, extra: &[(&str, &str)]) -> Vec<(Vec<u8>, V
 /// Submits one HTTP request with `body` chunks and waits for its end.
 pub fn request(h: &Host, method: &str, path: &str, body: &[&[u8]]) -> Arc<Shared> {
     let (t, shared) = TestTransport::new(body);
-    h.host.submit(
-        0,
-        Kind::Http,
-        Box::new(vars(method, path, &[])),
-        Box::new(t),
-    );
+    submit(h, Kind::Http, vars(method, path, &[]), t);
     drop(shared.finished());
     shared
 }
 
 /// Submits with a prepared transport; returns the handle.
 pub fn submit(h: &Host, kind: Kind, v: Vec<(Vec<u8>, Vec<u8>)>, t: TestTransport) -> Handle {
-    h.host.submit(0, kind, Box::new(v), Box::new(t))
+    let handle = h.host.handle();
+    h.host.submit(&handle, 0, kind, Box::new(v), Box::new(t));
+    handle
 }

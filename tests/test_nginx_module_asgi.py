@@ -1,0 +1,150 @@
+"""ASGI apps in ngx_http_wsgi_module through the real nginx: Starlette, FastAPI and Django
+(ASGI) from build/venv, embedded (`wsgi_interface asgi;`, the worker's asyncio loop).
+
+What is checked: the apps answer (JSON, bodies, streaming, files through sendfile, errors as
+500 with the traceback in nginx's error log), lifespan runs once per worker before the first
+request and shuts down at stop/reload, a client that goes away reaches the app as
+http.disconnect, and the event loop of nginx keeps serving while the app sleeps.
+"""
+
+import hashlib
+import os
+import socket
+import time
+
+import pytest
+import requests
+
+from harness.stack import Stack
+from test_nginx_module_embedded import rwsgi_nginx
+
+
+def embedded_asgi(new_launcher, state_dir, name, script, venv, callable_="app", python_path=(),
+                  workers=1, extra=""):
+    lch = new_launcher(f"nginx-asgi-{name}")
+    http = f"wsgi_python_home {venv};\n"
+    for p in python_path:
+        http += f"wsgi_python_path {p};\n"
+    server = f"""
+        client_max_body_size 64m;
+        location /app {{
+            wsgi_interface asgi;
+            wsgi_script {script};
+            wsgi_callable {callable_};
+            {extra}
+        }}
+        location /static {{ return 200 "static\\n"; }}
+    """
+    nginx = rwsgi_nginx(lch, server, http, workers=workers, state_dir=state_dir)
+    return lch, Stack("nginx-embedded-asgi", nginx, "/app", logs=[nginx.error_log_text])
+
+
+@pytest.fixture(scope="module")
+def starlette_stack(new_launcher, apps, venv, state_dir):
+    lch, stack = embedded_asgi(new_launcher, state_dir, "starlette",
+                               apps / "asgi" / "starlette_app.py", venv)
+    yield stack
+    lch.stop_all()
+
+
+def records(state_dir, kind, token):
+    path = state_dir / f"asgi-{kind}-{token}"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def wait_records(state_dir, kind, token, n=1, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = records(state_dir, kind, token)
+        if len(got) >= n:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"no {kind}/{token} record after {timeout}s")
+
+
+# ---- Starlette -----------------------------------------------------------------------------
+
+def test_starlette_json_lifespan_state_and_scope(starlette_stack):
+    r = starlette_stack.get("/?a=1")
+    assert r.status_code == 200, starlette_stack.log_text()[-3000:]
+    data = r.json()
+    assert data["message"] == "hello"
+    assert data["path"] == "/app/" and data["root_path"] == "/app"
+    assert data["query"] == {"a": "1"}
+    assert data["client"] == "127.0.0.1"
+    # The lifespan ran in this worker, on the loop that serves the request (uvloop is installed).
+    assert data["started_by"] == data["pid"]
+    assert data["loop"] == "uvloop"
+    assert data["http_version"] == "1.1"
+    assert r.headers["content-type"] == "application/json"
+    assert "RW-NG006" in starlette_stack.log_text()
+
+
+def test_starlette_upload_arrives_in_chunks(starlette_stack):
+    payload = os.urandom(3 * 1024 * 1024 + 17)
+    r = starlette_stack.post("/upload", data=payload)
+    assert r.status_code == 200
+    got = r.json()
+    assert got["size"] == len(payload)
+    assert got["sha256"] == hashlib.sha256(payload).hexdigest()
+    # 64 KiB per http.request message: never the whole body at once.
+    assert got["chunks"] >= len(payload) // 65536
+
+
+def test_starlette_streams_as_produced(starlette_stack):
+    start = time.monotonic()
+    with requests.get(starlette_stack.url("/stream?n=5&delay=0.3"), stream=True, timeout=10) as r:
+        lines = r.iter_lines()
+        first = next(lines)
+        first_at = time.monotonic() - start
+        rest = list(lines)
+    assert first == b"line 0" and len(rest) == 4
+    assert first_at < 0.6 * 4, f"first line after {first_at:.2f}s: not streamed"
+
+
+def test_starlette_large_streamed_body(starlette_stack):
+    r = starlette_stack.get("/big?size=10485760")
+    assert r.status_code == 200 and len(r.content) == 10485760
+
+
+def test_starlette_file_response_is_sent_whole(starlette_stack):
+    r = starlette_stack.get("/file")
+    assert r.status_code == 200
+    assert r.content == bytes(range(256)) * 4096
+    assert r.headers["content-length"] == str(256 * 4096)
+
+
+def test_starlette_exception_is_500_with_traceback(starlette_stack):
+    r = starlette_stack.get("/boom")
+    assert r.status_code == 500
+    text = starlette_stack.wait_log("boom from starlette")
+    assert "RuntimeError" in text
+
+
+def test_event_loop_serves_while_the_app_sleeps(starlette_stack):
+    """200 concurrent 0.5 s sleeps on one worker, one asyncio loop: all done in about 0.5 s,
+    and a static location answers meanwhile (nginx never waits for Python)."""
+    import concurrent.futures as cf
+    with cf.ThreadPoolExecutor(64) as pool:
+        start = time.monotonic()
+        futs = [pool.submit(starlette_stack.get, "/sleep?s=0.5") for _ in range(200)]
+        static = requests.get(starlette_stack.server.url("/static"), timeout=5)
+        results = [f.result() for f in futs]
+        elapsed = time.monotonic() - start
+    assert static.status_code == 200
+    assert all(r.status_code == 200 and r.text == "slept" for r in results)
+    # Not a timing assertion on speed: 200 sleeps of 0.5 s in sequence would take 100 s.
+    assert elapsed < 30
+
+
+def test_client_disconnect_reaches_the_app(starlette_stack, state_dir):
+    """uvicorn test_early_disconnect, through nginx: the client of an endless event stream goes
+    away; nginx notices (read event) and the app's receive() says http.disconnect, which ends
+    Starlette's StreamingResponse (its finally: records it)."""
+    token = f"sse-{time.monotonic_ns()}"
+    s = socket.create_connection(("127.0.0.1", starlette_stack.port), timeout=5)
+    s.sendall(f"GET /app/events?token={token} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    got = s.recv(4096)
+    assert b"200 OK" in got and b"text/event-stream" in got
+    s.close()
+    wait_records(state_dir, "disconnect", token)
