@@ -148,3 +148,150 @@ def test_client_disconnect_reaches_the_app(starlette_stack, state_dir):
     assert b"200 OK" in got and b"text/event-stream" in got
     s.close()
     wait_records(state_dir, "disconnect", token)
+
+
+# ---- FastAPI -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fastapi_stack(new_launcher, apps, venv, state_dir):
+    lch, stack = embedded_asgi(new_launcher, state_dir, "fastapi",
+                               apps / "asgi" / "fastapi_app.py", venv)
+    yield stack
+    lch.stop_all()
+
+
+def test_fastapi_routes_validation_and_body(fastapi_stack, state_dir):
+    assert fastapi_stack.get("/").json()["hello"] == "fastapi"
+    assert fastapi_stack.get("/items/7?q=x&limit=3").json() == {"item_id": 7, "q": "x", "limit": 3}
+    r = fastapi_stack.get("/items/seven")
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["path", "item_id"]
+    name = f"widget{time.monotonic_ns()}"
+    r = fastapi_stack.post("/items", json={"name": name, "price": 2.5, "tags": ["a"]})
+    assert r.status_code == 201 and r.json()["created"] == name
+    assert fastapi_stack.post("/items", json={"name": name, "price": 1}).status_code == 409
+    # The background task runs after the response, on the same loop.
+    wait_records(state_dir, "fastapi-bg", name)
+    assert fastapi_stack.get("/nowhere").status_code == 404
+
+
+# ---- Django (ASGI) -------------------------------------------------------------------------
+
+import test_frameworks as _frameworks  # noqa: E402
+
+# All of the Django suite but streaming: under ASGI, Django reads a StreamingHttpResponse's
+# synchronous generator to the end before sending it (its warning says so), whatever the server.
+for _name in dir(_frameworks):
+    if _name.startswith("test_django") and _name != "test_django_streamed_response":
+        globals()[_name] = getattr(_frameworks, _name)
+
+
+@pytest.fixture(scope="module")
+def django_stack(new_launcher, apps, venv, state_dir):
+    project = apps / "django_project"
+    lch, stack = embedded_asgi(new_launcher, state_dir, "django",
+                               project / "testsite" / "asgi.py", venv,
+                               callable_="application", python_path=[project])
+    yield stack
+    lch.stop_all()
+
+
+def test_django_without_lifespan_is_served_and_says_so(django_stack):
+    assert django_stack.get("/").status_code == 200
+    text = django_stack.wait_log("RW-PY012")
+    assert "not lifespan" in text
+
+
+# ---- Lifespan and reload -------------------------------------------------------------------
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def wait_until(cond, what, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_reload_during_streaming_lifespan_per_generation(launcher_fn, apps, venv, state_dir):
+    """A reload while a response streams: the old worker finishes it whole, then runs its
+    lifespan shutdown and exits (no orphan); the new worker ran its startup before serving and
+    serves new requests; nginx's stop runs the new worker's shutdown (lifespan spec: once per
+    loop)."""
+    lch, stack = embedded_asgi(lambda name: launcher_fn, state_dir, "reload",
+                               apps / "asgi" / "starlette_app.py", venv)
+    old_pid = stack.get("/").json()["pid"]
+    assert str(old_pid) in records(state_dir, "lifespan", "startup")
+    streamed = {}
+
+    def stream():
+        with requests.get(stack.url("/stream?n=10&delay=0.2"), stream=True, timeout=30) as r:
+            streamed["lines"] = list(r.iter_lines())
+
+    t = __import__("threading").Thread(target=stream)
+    t.start()
+    time.sleep(0.5)
+    stack.server.reload()
+    wait_until(lambda: stack.get("/").json()["pid"] != old_pid, "the new generation")
+    new_pid = stack.get("/").json()["pid"]
+    assert str(new_pid) in records(state_dir, "lifespan", "startup")
+    t.join(30)
+    assert streamed["lines"] == [f"line {i}".encode() for i in range(10)]
+    wait_until(lambda: str(old_pid) in records(state_dir, "lifespan", "shutdown"),
+               "the old worker's lifespan shutdown")
+    wait_until(lambda: not pid_alive(old_pid), "the old worker to exit")
+    assert str(new_pid) not in records(state_dir, "lifespan", "shutdown")
+    stack.server.stop()
+    wait_until(lambda: str(new_pid) in records(state_dir, "lifespan", "shutdown"),
+               "the new worker's lifespan shutdown at stop")
+
+
+def test_failed_startup_answers_503_with_the_reason_logged(launcher_fn, venv, state_dir):
+    d = launcher_fn._prefix("apps")
+    d.chmod(0o755)
+    app = d / "failing.py"
+    app.write_text(
+        "async def app(scope, receive, send):\n"
+        "    assert scope['type'] == 'lifespan'\n"
+        "    await receive()\n"
+        "    await send({'type': 'lifespan.startup.failed', 'message': 'no database today'})\n")
+    app.chmod(0o644)
+    lch, stack = embedded_asgi(lambda name: launcher_fn, state_dir, "failing", app, venv)
+    r = stack.get("/")
+    assert r.status_code == 503
+    text = stack.wait_log("RW-PY011")
+    assert "no database today" in text
+
+
+def test_slow_client_pauses_send_and_memory_stays_flat(starlette_stack, state_dir):
+    """Back-pressure from the client to the app: a 1 GiB streamed response to a client that
+    stops reading. The app's send() waits (the generator stops producing), the worker's memory
+    stays flat, and when the client leaves the generator is stopped (http.disconnect)."""
+    from test_nginx_module_embedded import rss_kib
+    pid = starlette_stack.get("/").json()["pid"]
+    before = rss_kib(pid)
+    token = f"bp{time.monotonic_ns()}"
+    s = socket.create_connection(("127.0.0.1", starlette_stack.port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    s.sendall(f"GET /app/big?size={1 << 30}&token={token} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    s.recv(1024)
+    produced = state_dir / f"asgi-produced-{token}"
+    time.sleep(2.0)
+    first = int(produced.read_text())
+    time.sleep(1.0)
+    second = int(produced.read_text())
+    grown = rss_kib(pid) - before
+    print(f"asgi backpressure: produced {second} bytes, worker RSS grew {grown} KiB")
+    assert second == first, "the app kept producing while the client was not reading"
+    assert second < 32 * 1024 * 1024
+    assert grown < 40 * 1024, f"worker RSS grew by {grown} KiB"
+    s.close()
+    wait_records(state_dir, "stopped", token)
+    assert starlette_stack.get("/").status_code == 200

@@ -403,7 +403,7 @@ fn out_of_order_messages_raise_in_the_app() {
     assert_eq!(rec.text(), "ok");
     assert_eq!(rec.outcome, Some(Outcome::Complete));
     assert!(
-        h.log.has("after the response was complete"),
+        h.log.wait("after the response was complete"),
         "{}",
         h.log.all()
     );

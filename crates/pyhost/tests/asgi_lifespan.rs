@@ -271,3 +271,66 @@ async def app(scope, receive, send):
     assert!(!h.log.has("RW-PY012"), "{}", h.log.all());
     assert!(h.host.stop());
 }
+
+/// Stopping waits for tasks still running after their response (a background task), then runs
+/// the lifespan shutdown: nothing is cut while it has time (uvicorn waits for them too).
+#[test]
+fn stop_waits_for_running_tasks_before_the_lifespan_shutdown() {
+    let _ = std::fs::remove_file(events_file("background"));
+    let h = host(
+        "background",
+        r#"
+import asyncio, os
+LOG = os.path.join(os.path.dirname(__file__), "events.txt")
+def note(e):
+    with open(LOG, "a") as f:
+        f.write(e + "\n")
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        note("shutdown")
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await send({"type": "http.response.start", "status": 200})
+    await send({"type": "http.response.body", "body": b"answered"})
+    await asyncio.sleep(0.3)      # the background work goes on after the response
+    note("background done")
+"#,
+    );
+    let r = request(&h, "GET", "/", &[]);
+    assert_eq!(r.lock().text(), "answered");
+    assert!(h.host.stop());
+    let events = std::fs::read_to_string(events_file("background")).unwrap();
+    assert_eq!(
+        events.lines().collect::<Vec<_>>(),
+        ["background done", "shutdown"]
+    );
+}
+
+/// A task that outlives the shutdown timeout is left behind with a log line, and stop() returns.
+#[test]
+fn a_task_that_never_ends_is_cut_at_the_timeout() {
+    let h = host_with(
+        "endless",
+        r#"
+import asyncio
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        return
+    await send({"type": "http.response.start", "status": 200})
+    await send({"type": "http.response.body", "body": b"ok"})
+    await asyncio.sleep(3600)
+"#,
+        AsgiConfig {
+            loop_kind: LoopKind::Asyncio,
+            shutdown_timeout: Duration::from_millis(300),
+            ..AsgiConfig::default()
+        },
+    );
+    let r = request(&h, "GET", "/", &[]);
+    assert_eq!(r.lock().text(), "ok");
+    assert!(h.host.stop());
+    assert!(h.log.has("RW-PY014 1 ASGI connection(s) still running"), "{}", h.log.all());
+}

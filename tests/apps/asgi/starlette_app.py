@@ -69,15 +69,25 @@ async def stream(request):
 
 
 async def big(request):
+    """`size` bytes in 64 KiB chunks; with `token`, records how far it got (back-pressure) and
+    that it was stopped when the client went away."""
     size = int(request.query_params.get("size", str(1 << 20)))
+    token = request.query_params.get("token")
 
     async def chunks():
         block = b"x" * 65536
         sent = 0
-        while sent < size:
-            piece = block[: min(len(block), size - sent)]
-            sent += len(piece)
-            yield piece
+        try:
+            while sent < size:
+                piece = block[: min(len(block), size - sent)]
+                sent += len(piece)
+                if token:
+                    with open(os.path.join(STATE, f"asgi-produced-{token}"), "w") as f:
+                        f.write(str(sent))
+                yield piece
+        finally:
+            if token:
+                record("stopped", token)
 
     return StreamingResponse(chunks(), media_type="application/octet-stream")
 

@@ -275,6 +275,11 @@ fn complete(c: &mut Conn, py: Python<'_>) {
         Outcome::Complete
     };
     c.response = Response::Done(outcome);
+    // The response is whole: the transport ends it now (nginx finalises the request, the
+    // connection goes back to keep-alive) even if the app's task goes on, as Starlette's and
+    // FastAPI's background tasks do after the response; the host still waits for the task when
+    // it stops.
+    c.finish(outcome);
     // A receive() waiting for the end of the response learns it is over.
     if c.body_done {
         deliver_disconnect(c, py);

@@ -52,6 +52,8 @@ pub(crate) struct Pump {
     conns: HashMap<u64, Py<Conn>>,
     use_lifespan: bool,
     stopping: bool,
+    /// The lifespans were sent `shutdown` (stopping, after the connections ended).
+    lifespans_told: bool,
     shutdowns_pending: usize,
     shutdown_timeout: f64,
 }
@@ -82,6 +84,7 @@ impl Pump {
             conns: HashMap::new(),
             use_lifespan,
             stopping: false,
+            lifespans_told: false,
             shutdowns_pending: 0,
             shutdown_timeout,
         }
@@ -315,13 +318,35 @@ impl Pump {
         }
     }
 
-    /// Every app's lifespan hears `shutdown`; the loop stops when all answered, or after the
-    /// shutdown timeout.
+    /// Stopping: let the connections still running end (background tasks after a response
+    /// included, as uvicorn waits for them), then every app's lifespan hears `shutdown`; the
+    /// loop stops when all answered, or when the shutdown timeout ends the whole sequence.
     fn begin_stop(&mut self, me: &Py<Pump>, py: Python<'_>) {
         if self.stopping {
             return;
         }
         self.stopping = true;
+        let force = me.bind(py).getattr(intern!(py, "_force_stop"));
+        let timer = force.and_then(|f| {
+            self.event_loop
+                .bind(py)
+                .call_method1(intern!(py, "call_later"), (self.shutdown_timeout, f))
+        });
+        if timer.is_err() {
+            self.stop_loop(py);
+            return;
+        }
+        if self.conns.is_empty() {
+            self.shutdown_lifespans(py);
+        }
+    }
+
+    /// The second stage of stopping: `lifespan.shutdown` to every app that started one.
+    fn shutdown_lifespans(&mut self, py: Python<'_>) {
+        if self.lifespans_told {
+            return;
+        }
+        self.lifespans_told = true;
         let mut pending = 0;
         for slot in &self.apps {
             if let Some(l) = &slot.lifespan {
@@ -332,16 +357,6 @@ impl Pump {
         }
         self.shutdowns_pending = pending;
         if pending == 0 {
-            self.stop_loop(py);
-            return;
-        }
-        let force = me.bind(py).getattr(intern!(py, "_force_stop"));
-        let timer = force.and_then(|f| {
-            self.event_loop
-                .bind(py)
-                .call_method1(intern!(py, "call_later"), (self.shutdown_timeout, f))
-        });
-        if timer.is_err() {
             self.stop_loop(py);
         }
     }
@@ -394,9 +409,12 @@ impl Pump {
         }
     }
 
-    /// From a connection's done callback: forget it.
-    fn _forget(&mut self, id: u64) {
+    /// From a connection's done callback: forget it (the last one lets a stop go on).
+    fn _forget(&mut self, py: Python<'_>, id: u64) {
         self.conns.remove(&id);
+        if self.stopping && self.conns.is_empty() {
+            self.shutdown_lifespans(py);
+        }
     }
 
     /// From a lifespan: startup answered (or found unsupported; `why` None), or failed.
@@ -418,9 +436,19 @@ impl Pump {
         }
     }
 
-    /// The shutdown timeout passed before every lifespan answered.
+    /// The shutdown timeout passed before the connections ended or every lifespan answered.
     fn _force_stop(&mut self, py: Python<'_>) {
-        if self.shutdowns_pending > 0 {
+        if !self.lifespans_told {
+            self.log.log(
+                Level::Error,
+                &format!(
+                    "RW-PY014 {} ASGI connection(s) still running {} s after the stop began; \
+                     stopping without them",
+                    self.conns.len(),
+                    self.shutdown_timeout
+                ),
+            );
+        } else if self.shutdowns_pending > 0 {
             self.log.log(
                 Level::Error,
                 &format!(
@@ -428,8 +456,10 @@ impl Pump {
                     self.shutdown_timeout
                 ),
             );
-            self.shutdowns_pending = 0;
-            self.stop_loop(py);
+        } else {
+            return;
         }
+        self.shutdowns_pending = 0;
+        self.stop_loop(py);
     }
 }

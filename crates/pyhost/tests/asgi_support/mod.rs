@@ -58,6 +58,19 @@ impl Log {
     pub fn has(&self, needle: &str) -> bool {
         self.all().contains(needle)
     }
+
+    /// Waits (at most 10 s) for `needle`: what the app logs after its response is complete
+    /// comes after the transport's finish.
+    pub fn wait(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.has(needle) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
 }
 
 pub struct Host {
