@@ -19,30 +19,52 @@ from harness.stack import Stack
 from test_nginx_module_embedded import rwsgi_nginx
 
 
+MODES = ["embedded", "daemon"]
+
+
 def embedded_asgi(new_launcher, state_dir, name, script, venv, callable_="app", python_path=(),
-                  workers=1, extra=""):
-    lch = new_launcher(f"nginx-asgi-{name}")
+                  workers=1, mode="embedded"):
+    """nginx serving `script` at /app as ASGI: in the worker's own loop (`wsgi_interface
+    asgi`), or in a daemon group with `interface=asgi` (one process, its loop driving the
+    sockets)."""
+    lch = new_launcher(f"nginx-asgi-{name}-{mode}")
     http = f"wsgi_python_home {venv};\n"
     for p in python_path:
         http += f"wsgi_python_path {p};\n"
+    where = "wsgi_interface asgi;"
+    if mode == "daemon":
+        # The group's workers inherit the nginx master's environment (the `env` directive is
+        # for nginx's own workers): that is where the apps find the state dir.
+        os.environ["RWSGI_TEST_STATE_DIR"] = str(state_dir)
+        http += "wsgi_daemon_process g interface=asgi graceful-timeout=10;\n"
+        where = "wsgi_process_group g;"
     server = f"""
         client_max_body_size 64m;
         location /app {{
-            wsgi_interface asgi;
+            {where}
             wsgi_script {script};
             wsgi_callable {callable_};
-            {extra}
         }}
         location /static {{ return 200 "static\\n"; }}
     """
     nginx = rwsgi_nginx(lch, server, http, workers=workers, state_dir=state_dir)
-    return lch, Stack("nginx-embedded-asgi", nginx, "/app", logs=[nginx.error_log_text])
+    stack = Stack(f"nginx-{mode}-asgi", nginx, "/app", logs=[nginx.error_log_text])
+    if mode == "daemon":
+        wait_until(lambda: ready(stack), "the ASGI daemon group")
+    return lch, stack
 
 
-@pytest.fixture(scope="module")
-def starlette_stack(new_launcher, apps, venv, state_dir):
+def ready(stack):
+    try:
+        return stack.get("/").status_code != 502
+    except requests.RequestException:
+        return False
+
+
+@pytest.fixture(scope="module", params=MODES)
+def starlette_stack(request, new_launcher, apps, venv, state_dir):
     lch, stack = embedded_asgi(new_launcher, state_dir, "starlette",
-                               apps / "asgi" / "starlette_app.py", venv)
+                               apps / "asgi" / "starlette_app.py", venv, mode=request.param)
     yield stack
     lch.stop_all()
 
@@ -77,7 +99,10 @@ def test_starlette_json_lifespan_state_and_scope(starlette_stack):
     assert data["loop"] == "uvloop"
     assert data["http_version"] == "1.1"
     assert r.headers["content-type"] == "application/json"
-    assert "RW-NG006" in starlette_stack.log_text()
+    if starlette_stack.kind == "nginx-embedded-asgi":
+        assert "RW-NG006" in starlette_stack.log_text()
+    else:
+        assert "RW022 worker ready: ASGI, one event loop" in starlette_stack.log_text()
 
 
 def test_starlette_upload_arrives_in_chunks(starlette_stack):
@@ -152,10 +177,10 @@ def test_client_disconnect_reaches_the_app(starlette_stack, state_dir):
 
 # ---- FastAPI -------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def fastapi_stack(new_launcher, apps, venv, state_dir):
+@pytest.fixture(scope="module", params=MODES)
+def fastapi_stack(request, new_launcher, apps, venv, state_dir):
     lch, stack = embedded_asgi(new_launcher, state_dir, "fastapi",
-                               apps / "asgi" / "fastapi_app.py", venv)
+                               apps / "asgi" / "fastapi_app.py", venv, mode=request.param)
     yield stack
     lch.stop_all()
 
@@ -185,12 +210,12 @@ for _name in dir(_frameworks):
         globals()[_name] = getattr(_frameworks, _name)
 
 
-@pytest.fixture(scope="module")
-def django_stack(new_launcher, apps, venv, state_dir):
+@pytest.fixture(scope="module", params=MODES)
+def django_stack(request, new_launcher, apps, venv, state_dir):
     project = apps / "django_project"
     lch, stack = embedded_asgi(new_launcher, state_dir, "django",
                                project / "testsite" / "asgi.py", venv,
-                               callable_="application", python_path=[project])
+                               callable_="application", python_path=[project], mode=request.param)
     yield stack
     lch.stop_all()
 

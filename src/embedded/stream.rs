@@ -39,8 +39,8 @@ use super::asgi::AsgiTransport;
 use super::body::collect_body;
 use super::exchange::{Exchange, HeadMsg, Msg};
 use super::worker::{self, Job};
-use crate::log::log_request;
 use crate::conf::AppRef;
+use crate::log::log_request;
 use crate::request::cgi_vars;
 use crate::WsgiModule;
 
@@ -207,7 +207,13 @@ unsafe fn start_job(r: *mut ngx_http_request_t) -> Result<(), String> {
             // Watch the client while the app runs: a close becomes http.disconnect.
             req.read_event_handler = Some(read_handler);
             let transport = AsgiTransport::new(exchange, &worker.notifier, body);
-            host.submit(&handle, app, Kind::Http, Box::new(vars), Box::new(transport));
+            host.submit(
+                &handle,
+                app,
+                Kind::Http,
+                Box::new(vars),
+                Box::new(transport),
+            );
         }
     }
     Ok(())
@@ -250,7 +256,10 @@ unsafe extern "C" fn read_handler(r: *mut ngx_http_request_t) {
                 );
                 (*req.connection).set_error(1);
             }
-            finalize(stream, ngx::ffi::NGX_HTTP_CLIENT_CLOSED_REQUEST as ngx_int_t);
+            finalize(
+                stream,
+                ngx::ffi::NGX_HTTP_CLIENT_CLOSED_REQUEST as ngx_int_t,
+            );
         }
     }));
 }

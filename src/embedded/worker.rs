@@ -168,7 +168,11 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result
         }
     };
     // Python threads only for WSGI apps: the ASGI ones run on the loop thread.
-    let threads = if main.apps.is_empty() { 0 } else { main.threads() };
+    let threads = if main.apps.is_empty() {
+        0
+    } else {
+        main.threads()
+    };
     let mode = Mode::pool(worker_processes(cycle_ref), threads);
     let (asgi, python_error) = match python_error {
         Some(e) => (None, Some(e)),

@@ -332,5 +332,9 @@ async def app(scope, receive, send):
     let r = request(&h, "GET", "/", &[]);
     assert_eq!(r.lock().text(), "ok");
     assert!(h.host.stop());
-    assert!(h.log.has("RW-PY014 1 ASGI connection(s) still running"), "{}", h.log.all());
+    assert!(
+        h.log.has("RW-PY014 1 ASGI connection(s) still running"),
+        "{}",
+        h.log.all()
+    );
 }

@@ -20,9 +20,9 @@ use crate::scoreboard::Scoreboard;
 use crate::signals::monotonic_ms;
 
 /// Vars one packet may carry (uWSGI's default is 64; a browser request through nginx has ~30).
-const MAX_VARS: usize = 512;
+pub(crate) const MAX_VARS: usize = 512;
 /// Vars parsed into stack storage before falling back to the heap.
-const SMALL_VARS: usize = 96;
+pub(crate) const SMALL_VARS: usize = 96;
 
 /// Body bytes read and thrown away after the response when the app did not read them: closing a
 /// socket with unread input makes Linux send a reset, which can destroy the response still in
@@ -74,7 +74,7 @@ impl Default for Scratch {
 
 /// Why a packet was refused.
 #[derive(Debug)]
-enum Bad {
+pub(crate) enum Bad {
     Eof(usize),
     Timeout(usize),
     Io(io::Error),
@@ -189,7 +189,7 @@ fn run_request(
 /// Parses the packet head into `small` (room for a typical request, on the caller's stack) or,
 /// for a packet with more vars, again into `large` (the full limit, on the heap). Returns the
 /// vars and the bytes the head occupies (the body starts there).
-fn parse_vars<'p, 's>(
+pub(crate) fn parse_vars<'p, 's>(
     packet: &'p [u8],
     small: &'s mut [Var<'p>],
     large: &'s mut Vec<Var<'p>>,
@@ -213,19 +213,19 @@ fn parse_vars<'p, 's>(
 }
 
 /// The vars this layer interprets itself (a first pass over the packet).
-struct FrontEnd<'p> {
-    path: SentPath<'p>,
-    content_length: Option<u64>,
+pub(crate) struct FrontEnd<'p> {
+    pub(crate) path: SentPath<'p>,
+    pub(crate) content_length: Option<u64>,
     /// `RWSGI_REQUEST_START` (uwsgi::contract), for queue-timeout.
-    request_start: Option<&'p [u8]>,
+    pub(crate) request_start: Option<&'p [u8]>,
     /// `RWSGI_ABORT_MARK=1`: the front end sends the mark byte (uwsgi::contract).
-    abort_mark: bool,
+    pub(crate) abort_mark: bool,
     /// `UWSGI_SCHEME`, when it says http or https.
     scheme: Option<&'p [u8]>,
 }
 
 impl<'p> FrontEnd<'p> {
-    fn read(vars: &[Var<'p>]) -> Result<FrontEnd<'p>, Bad> {
+    pub(crate) fn read(vars: &[Var<'p>]) -> Result<FrontEnd<'p>, Bad> {
         let mut front = FrontEnd {
             path: SentPath::default(),
             content_length: None,
@@ -264,7 +264,7 @@ impl<'p> FrontEnd<'p> {
 
 /// environ as pyhost gets it: the vars as sent, minus uWSGI's code-loading `UWSGI_*` vars and
 /// the contract's own, with the scheme and the routed SCRIPT_NAME / PATH_INFO / QUERY_STRING.
-fn environ<'p>(
+pub(crate) fn environ<'p>(
     vars: &[Var<'p>],
     front: &FrontEnd<'p>,
     routed: &Routed<'p>,
@@ -413,7 +413,7 @@ fn parse_content_length(v: &[u8]) -> Option<u64> {
 
 /// How long ago the front end received the request, from its `RWSGI_REQUEST_START` value
 /// (`uwsgi::contract::parse_request_start` says which forms are accepted).
-fn queued_for(v: &[u8]) -> Option<Duration> {
+pub(crate) fn queued_for(v: &[u8]) -> Option<Duration> {
     let started = contract::parse_request_start(v)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
     now.checked_sub(started)

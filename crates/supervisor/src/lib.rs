@@ -12,10 +12,12 @@
 //! both web server modules), `host` (what the web server modules call: group defaults, forking
 //! the supervisor), `cli` (the command line), `listener` (bind, mode, owner, backlog, stale
 //! sockets), `master` (fork, reap, respawn, recycle, timeouts, signals), `worker` (one process:
-//! privileges, Python, request threads), `conn` (one uwsgi connection), `routing` (which app,
+//! privileges, Python, request threads), `conn` (one uwsgi connection), `asgi` (an ASGI worker:
+//! one asyncio loop that also drives the sockets), `routing` (which app,
 //! SCRIPT_NAME and PATH_INFO), `scoreboard` (shared memory between supervisor and workers),
 //! `signals`, `privs`, `log`. The vars our front ends add to uwsgi are `uwsgi::contract`.
 
+mod asgi;
 pub mod cli;
 pub mod config;
 mod conn;
@@ -97,12 +99,15 @@ fn run_inner(cfg: &GroupConfig, lifetime: Option<BorrowedFd<'_>>) -> Result<(), 
             None => a.script.display().to_string(),
         })
         .collect();
+    let per_process = match cfg.interface {
+        Interface::Wsgi => format!("{} threads", cfg.threads),
+        Interface::Asgi => "an ASGI event loop".to_string(),
+    };
     rwlog!(
         "RW001",
-        "listening on {}: {} processes x {} threads, app {}",
+        "listening on {}: {} processes x {per_process}, app {}",
         listener.describe(),
         cfg.processes,
-        cfg.threads,
         apps.join(" ")
     );
     let master = master::Master::new(cfg, listener, identity, lifetime).map_err(Error::Startup)?;

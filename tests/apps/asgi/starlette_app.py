@@ -20,7 +20,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def record(kind, token, text=""):
-    with open(os.path.join(STATE, f"asgi-{kind}-{token}"), "a") as f:
+    # 0666: the same record may be written by processes of several users (root-run workers,
+    # www-data daemon groups) in one test session.
+    fd = os.open(os.path.join(STATE, f"asgi-{kind}-{token}"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    os.fchmod(fd, 0o666) if os.fstat(fd).st_uid == os.geteuid() else None
+    with os.fdopen(fd, "a") as f:
         f.write(text + "\n")
 
 
@@ -65,7 +69,9 @@ async def stream(request):
             yield f"line {i}\n"
             await asyncio.sleep(delay)
 
-    return StreamingResponse(lines(), media_type="text/plain")
+    # As streaming apps do behind nginx: a buffering uwsgi_pass would hold the lines back.
+    return StreamingResponse(lines(), media_type="text/plain",
+                             headers={"X-Accel-Buffering": "no"})
 
 
 async def big(request):
@@ -106,7 +112,8 @@ async def events(request):
         finally:
             record("disconnect", token)
 
-    return StreamingResponse(gen(), media_type="text/event-stream")
+    return StreamingResponse(gen(), media_type="text/event-stream",
+                             headers={"X-Accel-Buffering": "no"})
 
 
 async def sleep(request):

@@ -229,7 +229,7 @@ impl Conn {
             Event::WsMessage(msg) => websocket::on_message(self, py, msg),
             Event::WsClosed { code, reason } => websocket::on_closed(self, py, code, reason),
             Event::GoingAway => websocket::going_away(self, py),
-            Event::New(_) | Event::Stop => {}
+            Event::New(_) | Event::Stop | Event::Watch(_) | Event::Unwatch(_) => {}
         }
     }
 

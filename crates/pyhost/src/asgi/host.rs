@@ -1,7 +1,7 @@
 //! The loop thread: one asyncio event loop per [`AsgiHost`], started after the interpreter
 //! (`crate::initialize`), stopped with a lifespan shutdown.
 
-use std::sync::atomic::AtomicUsize;
+use std::os::fd::RawFd;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -10,7 +10,8 @@ use std::time::Duration;
 use pyo3::intern;
 use pyo3::prelude::*;
 
-use super::inbox::{Event, Handle, Inbox, NewConn};
+use super::fdwatch::{FdHandler, NewWatch};
+use super::inbox::{Event, Handle, Inbox};
 use super::pump::Pump;
 use super::{Kind, Transport, VarSource};
 use crate::log::{format_exception, ErrorLog, Level};
@@ -112,11 +113,7 @@ impl AsgiHost {
     /// connection (the transport's own side), then [`submit`](Self::submit) with it, so no
     /// event can arrive before its handle is in place.
     pub fn handle(&self) -> Handle {
-        Handle {
-            id: self.inbox.next_id(),
-            inbox: Arc::clone(&self.inbox),
-            backlog: Arc::new(AtomicUsize::new(0)),
-        }
+        self.inbox.handle()
     }
 
     /// Hands one connection to app `app`. Returns at once; the app runs on the loop thread and
@@ -130,16 +127,27 @@ impl AsgiHost {
         vars: Box<dyn VarSource>,
         transport: Box<dyn Transport>,
     ) {
+        self.inbox.submit(handle, app, kind, vars, transport);
+    }
+
+    /// Has the loop watch `fd` (for reading, and writing when `write`) and call `handler` on
+    /// the loop thread when it is ready: for transports that do their socket I/O on the loop
+    /// itself (the daemon worker's listening socket and connections).
+    pub fn watch(&self, fd: RawFd, handler: Box<dyn FdHandler>, write: bool) {
         self.inbox.push(
-            handle.id,
-            Event::New(Box::new(NewConn {
-                app,
-                kind,
-                vars,
-                transport,
-                backlog: Arc::clone(&handle.backlog),
+            0,
+            Event::Watch(Box::new(NewWatch {
+                fd,
+                handler,
+                read: true,
+                write,
             })),
         );
+    }
+
+    /// Stops watching a descriptor given to [`watch`](Self::watch) and drops its handler.
+    pub fn unwatch(&self, fd: RawFd) {
+        self.inbox.push(0, Event::Unwatch(fd));
     }
 
     /// The process begins to stop: every open WebSocket hears `websocket.disconnect` 1001 and its

@@ -45,6 +45,10 @@ pub(crate) enum Event {
     GoingAway,
     /// Stop the loop: lifespan shutdown (bounded by the host's timeout), then `loop.stop()`.
     Stop,
+    /// Watch a descriptor on the loop (`AsgiHost::watch`).
+    Watch(Box<super::fdwatch::NewWatch>),
+    /// Stop watching a descriptor given to `AsgiHost::watch`, and drop its handler.
+    Unwatch(std::os::fd::RawFd),
 }
 
 struct Queue {
@@ -87,8 +91,34 @@ impl Inbox {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+    /// A handle for the next connection (see `AsgiHost::handle`).
+    pub(crate) fn handle(self: &Arc<Self>) -> Handle {
+        Handle {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            inbox: Arc::clone(self),
+            backlog: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Queues connection `handle` for app `app` (see `AsgiHost::submit`).
+    pub(crate) fn submit(
+        &self,
+        handle: &Handle,
+        app: usize,
+        kind: Kind,
+        vars: Box<dyn VarSource>,
+        transport: Box<dyn Transport>,
+    ) {
+        self.push(
+            handle.id,
+            Event::New(Box::new(NewConn {
+                app,
+                kind,
+                vars,
+                transport,
+                backlog: Arc::clone(&handle.backlog),
+            })),
+        );
     }
 
     pub(crate) fn push(&self, id: u64, event: Event) {

@@ -16,10 +16,12 @@
 //!    `websocket`: each protocol's messages and end of task.
 //! 4. `lifespan`: startup/shutdown per app; `pump`: the loop thread's add_reader callback, which
 //!    turns inbox events into tasks and resolved futures, and keeps each app's readiness.
-//! 5. `host`: starting and stopping the loop thread.
+//! 5. `host`: starting and stopping the loop thread; `fdwatch`: descriptors the loop watches for
+//!    transports that do their socket I/O on the loop thread (the daemon worker).
 
 mod awaitable;
 mod conn;
+mod fdwatch;
 mod host;
 mod http;
 mod inbox;
@@ -31,6 +33,7 @@ mod websocket;
 
 use std::io;
 
+pub use fdwatch::{FdHandler, Io, Waker};
 pub use host::{AsgiConfig, AsgiHost, LoopKind};
 pub use inbox::{Handle, WS_BACKLOG_LIMIT};
 

@@ -16,6 +16,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::conn::{Conn, ERROR_500, ERROR_503};
+use super::fdwatch::Watch;
 use super::inbox::{Event, Inbox, NewConn};
 use super::lifespan::Lifespan;
 use super::{scope, Kind};
@@ -50,6 +51,8 @@ pub(crate) struct Pump {
     log: Arc<dyn ErrorLog>,
     apps: Vec<Slot>,
     conns: HashMap<u64, Py<Conn>>,
+    /// Descriptors given to `AsgiHost::watch`, for `unwatch`.
+    watches: HashMap<std::os::fd::RawFd, Py<Watch>>,
     use_lifespan: bool,
     stopping: bool,
     /// The lifespans were sent `shutdown` (stopping, after the connections ended).
@@ -82,6 +85,7 @@ impl Pump {
                 })
                 .collect(),
             conns: HashMap::new(),
+            watches: HashMap::new(),
             use_lifespan,
             stopping: false,
             lifespans_told: false,
@@ -390,6 +394,23 @@ impl Pump {
         for (id, event) in p.inbox.take() {
             match event {
                 Event::New(new) => p.accept(&me, py, id, *new),
+                Event::Watch(new) => {
+                    let fd = new.fd;
+                    match Watch::start(py, &p.event_loop, &p.inbox, *new) {
+                        Ok(w) => {
+                            p.watches.insert(fd, w);
+                        }
+                        Err(e) => p.log.log(
+                            Level::Error,
+                            &format!("RW-PY016 cannot watch descriptor {fd}: {e}"),
+                        ),
+                    }
+                }
+                Event::Unwatch(fd) => {
+                    if let Some(w) = p.watches.remove(&fd) {
+                        w.bind(py).borrow().close(py);
+                    }
+                }
                 Event::Stop => p.begin_stop(&me, py),
                 Event::GoingAway => {
                     let conns: Vec<Py<Conn>> = p.conns.values().map(|c| c.clone_ref(py)).collect();
