@@ -31,6 +31,10 @@ if [[ -x crates/uwsgi/fuzz/run.sh || -f crates/uwsgi/fuzz/run.sh ]]; then
     say "fuzzing the uwsgi parsers briefly (crates/uwsgi/fuzz/run.sh 15)"
     bash crates/uwsgi/fuzz/run.sh 15
 fi
+if [[ -f crates/websocket/fuzz/run.sh ]]; then
+    say "fuzzing the WebSocket decoder briefly (crates/websocket/fuzz/run.sh 15)"
+    bash crates/websocket/fuzz/run.sh 15
+fi
 
 say "end-to-end tests: build/venv/bin/pytest -q tests/"
 set +e
