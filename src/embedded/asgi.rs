@@ -11,8 +11,9 @@
 use std::io;
 use std::sync::Arc;
 
-use pyhost::asgi::{BodyRead, Flow, Transport, VarSource};
+use pyhost::asgi::{BodyRead, Flow, Transport, VarSource, WsOut};
 use pyhost::{Body, Head, Outcome};
+use websocket::{encode_close, encode_frame, Opcode};
 
 use super::body::RequestBody;
 use super::exchange::{Exchange, HeadMsg, Msg};
@@ -107,6 +108,26 @@ impl Transport for AsgiTransport {
             offset,
             len,
         }))
+    }
+
+    /// One WebSocket message, framed here (on the loop thread), written by the event loop.
+    fn ws_send(&mut self, msg: &WsOut<'_>) -> io::Result<Flow> {
+        let mut frame = Vec::new();
+        match msg {
+            WsOut::Text(t) => encode_frame(Opcode::Text, t.as_bytes(), &mut frame),
+            WsOut::Binary(b) => encode_frame(Opcode::Binary, b, &mut frame),
+        }
+        self.push(Msg::Data(frame))
+    }
+
+    fn ws_close(&mut self, code: u16, reason: &str) {
+        let mut frame = Vec::new();
+        encode_close(code, reason, &mut frame);
+        let _ = self.push(Msg::WsClose(frame));
+    }
+
+    fn ws_resume_reading(&mut self) {
+        let _ = self.push(Msg::Resume);
     }
 
     fn finish(&mut self, outcome: Outcome) {

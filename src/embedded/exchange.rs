@@ -45,6 +45,10 @@ pub enum Msg {
         len: u64,
     },
     Done(Outcome),
+    /// WebSocket: the app's close frame (encoded); nothing may follow it on the wire.
+    WsClose(Vec<u8>),
+    /// WebSocket: the app caught up with its messages; read the client again.
+    Resume,
 }
 
 struct State {

@@ -10,6 +10,8 @@
 //! - `exchange`: the per-request channel back (response head, chunks, outcome), bounded in bytes;
 //! - `wake`: the eventfd that wakes the event loop when an exchange has news;
 //! - `body`: `wsgi.input` over the body nginx read (memory and temp-file segments);
+//! - `head`: the response head into nginx's `headers_out`;
+//! - `ws`: WebSocket handshake checks and the client's frames (no nginx: unit-tested);
 //! - `asgi`: the transport of an ASGI request: the worker's asyncio loop answers through the
 //!   same exchange, without ever blocking.
 //!
@@ -21,8 +23,12 @@ mod dispatch;
 mod exchange;
 mod wake;
 
+mod ws;
+
 #[cfg(not(test))]
 mod asgi;
+#[cfg(not(test))]
+mod head;
 #[cfg(not(test))]
 mod stream;
 #[cfg(not(test))]

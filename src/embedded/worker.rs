@@ -212,6 +212,10 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result
             ),
         );
     }
+    if worker.asgi.is_some() {
+        // SAFETY: on the event-loop thread, with the worker's cycle log.
+        unsafe { arm_exit_watch(cycle_ref.log) };
+    }
     if let Some(host) = &worker.asgi {
         worker.log.write(
             NGX_LOG_NOTICE as _,
@@ -222,6 +226,43 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result
         );
     }
     Ok(())
+}
+
+/// How often the exit watch looks at `ngx_exiting`.
+const EXIT_WATCH_MS: usize = 250;
+
+/// Arms the exit watch: a cancelable timer (it never holds the worker back) that notices when
+/// nginx starts a graceful stop (reload, `nginx -s quit`) and closes the ASGI apps' WebSockets
+/// with 1001, so that their connections end and the old worker can exit; HTTP requests in
+/// flight hold the worker with their guard timers and finish.
+///
+/// # Safety
+/// On the event-loop thread; `log` lives as long as the worker.
+unsafe fn arm_exit_watch(log: *mut ngx::ffi::ngx_log_t) {
+    // SAFETY: an all-zero ngx_event_t is its valid unused state; leaked: the timer may fire
+    // until the process exits.
+    let ev: &'static mut ngx_event_t = Box::leak(Box::new(unsafe { std::mem::zeroed() }));
+    ev.handler = Some(exit_watch);
+    ev.log = log;
+    ev.set_cancelable(1);
+    // SAFETY: ev lives for the process; we are on the event-loop thread.
+    unsafe { ngx::ffi::ngx_add_timer(ev, EXIT_WATCH_MS as _) };
+}
+
+/// The exit watch's timer (see [`arm_exit_watch`]).
+///
+/// # Safety
+/// Called by nginx's timer with the leaked event.
+unsafe extern "C" fn exit_watch(ev: *mut ngx_event_t) {
+    // SAFETY: reading nginx's process flag on the event-loop thread.
+    if unsafe { ngx::ffi::ngx_exiting } != 0 {
+        if let Some(host) = get().and_then(|w| w.asgi.as_ref()) {
+            host.going_away();
+        }
+        return;
+    }
+    // SAFETY: ev is the leaked event (contract).
+    unsafe { ngx::ffi::ngx_add_timer(ev, EXIT_WATCH_MS as _) };
 }
 
 /// The asyncio loop for the ASGI apps, started after the interpreter: it imports them and runs

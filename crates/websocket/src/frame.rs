@@ -184,9 +184,16 @@ mod tests {
             out.clear();
             encode_header(Opcode::Binary, len, &mut out);
             let h = header(&out);
-            assert_eq!((h.len, h.header_len, h.fin, h.mask), (len as u64, out.len(), true, None));
+            assert_eq!(
+                (h.len, h.header_len, h.fin, h.mask),
+                (len as u64, out.len(), true, None)
+            );
             for cut in 0..out.len() {
-                assert_eq!(parse_header(&out[..cut]), Ok(Status::Partial), "{len} cut {cut}");
+                assert_eq!(
+                    parse_header(&out[..cut]),
+                    Ok(Status::Partial),
+                    "{len} cut {cut}"
+                );
             }
         }
     }
@@ -194,7 +201,9 @@ mod tests {
     #[test]
     fn masked_client_frame() {
         // RFC 6455 5.7: a single-frame masked text message "Hello".
-        let frame = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+        let frame = [
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
         let h = header(&frame);
         assert_eq!((h.opcode, h.len, h.header_len), (Opcode::Text, 5, 6));
         let mut payload = frame[6..].to_vec();
@@ -208,7 +217,10 @@ mod tests {
         assert_eq!(parse_header(&[0xC1, 0x80]), Err(Error::ReservedBits));
         assert_eq!(parse_header(&[0x83, 0x80]), Err(Error::UnknownOpcode(3)));
         assert_eq!(parse_header(&[0x09, 0x80]), Err(Error::BadControlFrame));
-        assert_eq!(parse_header(&[0x89, 0xFE, 0, 200]), Err(Error::BadControlFrame));
+        assert_eq!(
+            parse_header(&[0x89, 0xFE, 0, 200]),
+            Err(Error::BadControlFrame)
+        );
         assert_eq!(parse_header(&[0x82, 0xFE, 0, 5]), Err(Error::BadLength));
         assert_eq!(
             parse_header(&[0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0]),

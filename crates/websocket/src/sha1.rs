@@ -3,7 +3,13 @@
 
 /// The SHA-1 digest of the concatenation of `parts`.
 pub fn digest(parts: &[&[u8]]) -> [u8; 20] {
-    let mut h: [u32; 5] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0];
+    let mut h: [u32; 5] = [
+        0x6745_2301,
+        0xEFCD_AB89,
+        0x98BA_DCFE,
+        0x1032_5476,
+        0xC3D2_E1F0,
+    ];
     let total: usize = parts.iter().map(|p| p.len()).sum();
     let mut data = Vec::with_capacity(total + 72);
     for p in parts {
@@ -63,13 +69,24 @@ mod tests {
 
     #[test]
     fn fips_vectors() {
-        assert_eq!(hex(digest(&[b"abc"])), "a9993e364706816aba3e25717850c26c9cd0d89d");
-        assert_eq!(hex(digest(&[b""])), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
         assert_eq!(
-            hex(digest(&[b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"])),
+            hex(digest(&[b"abc"])),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
+        assert_eq!(
+            hex(digest(&[b""])),
+            "da39a3ee5e6b4b0d3255bfef95601890afd80709"
+        );
+        assert_eq!(
+            hex(digest(&[
+                b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"
+            ])),
             "84983e441c3bd26ebaae4aa1f95129e5e54670f1"
         );
         let million = vec![b'a'; 1_000_000];
-        assert_eq!(hex(digest(&[&million])), "34aa973cd4c4daa4f61eeb2bdbad27316534016f");
+        assert_eq!(
+            hex(digest(&[&million])),
+            "34aa973cd4c4daa4f61eeb2bdbad27316534016f"
+        );
     }
 }

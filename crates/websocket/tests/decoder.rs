@@ -54,7 +54,11 @@ fn messages_survive_any_split() {
         Event::Close(Some((1000, "ok".into()))),
     ];
     for step in [1, 2, 3, 7, 64, 1000, stream.len()] {
-        assert_eq!(decode_in_steps(&stream, step, 1 << 20).unwrap(), want, "step {step}");
+        assert_eq!(
+            decode_in_steps(&stream, step, 1 << 20).unwrap(),
+            want,
+            "step {step}"
+        );
     }
 }
 
@@ -73,44 +77,123 @@ fn nothing_is_consumed_after_close() {
 fn violations_and_their_close_codes() {
     let cases: Vec<(&str, Vec<u8>, Error, u16)> = vec![
         ("unmasked", vec![0x81, 0x01, b'x'], Error::Unmasked, 1002),
-        ("reserved bit", {
-            let mut f = client_frame(true, 0x1, b"x");
-            f[0] |= 0x40;
-            f
-        }, Error::ReservedBits, 1002),
-        ("opcode 3", client_frame(true, 0x3, b""), Error::UnknownOpcode(3), 1002),
-        ("opcode 0xB", client_frame(true, 0xB, b""), Error::UnknownOpcode(0xB), 1002),
-        ("continuation first", client_frame(true, 0x0, b"x"), Error::BadFragmentation, 1002),
-        ("text inside a message", {
-            let mut f = client_frame(false, 0x1, b"a");
-            f.extend(client_frame(true, 0x1, b"b"));
-            f
-        }, Error::BadFragmentation, 1002),
-        ("fragmented ping", client_frame(false, 0x9, b"x"), Error::BadControlFrame, 1002),
-        ("long ping", client_frame(true, 0x9, &[0; 126]), Error::BadControlFrame, 1002),
-        ("bad utf-8", client_frame(true, 0x1, &[0xff, 0xfe]), Error::InvalidUtf8, 1007),
-        ("utf-8 split badly across fragments", {
-            let mut f = client_frame(false, 0x1, &[0xce]);
-            f.extend(client_frame(true, 0x0, &[0x41]));
-            f
-        }, Error::InvalidUtf8, 1007),
-        ("too big", client_frame(true, 0x2, &[0; 2000]), Error::TooBig, 1009),
-        ("too big in fragments", {
-            let mut f = client_frame(false, 0x2, &[0; 800]);
-            f.extend(client_frame(true, 0x0, &[0; 800]));
-            f
-        }, Error::TooBig, 1009),
-        ("close with one byte", client_frame(true, 0x8, &[3]), Error::BadClose, 1002),
-        ("close code 1005", client_frame(true, 0x8, &[0x03, 0xED]), Error::BadClose, 1002),
-        ("close code 999", client_frame(true, 0x8, &[0x03, 0xE7]), Error::BadClose, 1002),
-        ("close reason not utf-8", client_frame(true, 0x8, &[0x03, 0xE8, 0xff]), Error::InvalidUtf8, 1007),
+        (
+            "reserved bit",
+            {
+                let mut f = client_frame(true, 0x1, b"x");
+                f[0] |= 0x40;
+                f
+            },
+            Error::ReservedBits,
+            1002,
+        ),
+        (
+            "opcode 3",
+            client_frame(true, 0x3, b""),
+            Error::UnknownOpcode(3),
+            1002,
+        ),
+        (
+            "opcode 0xB",
+            client_frame(true, 0xB, b""),
+            Error::UnknownOpcode(0xB),
+            1002,
+        ),
+        (
+            "continuation first",
+            client_frame(true, 0x0, b"x"),
+            Error::BadFragmentation,
+            1002,
+        ),
+        (
+            "text inside a message",
+            {
+                let mut f = client_frame(false, 0x1, b"a");
+                f.extend(client_frame(true, 0x1, b"b"));
+                f
+            },
+            Error::BadFragmentation,
+            1002,
+        ),
+        (
+            "fragmented ping",
+            client_frame(false, 0x9, b"x"),
+            Error::BadControlFrame,
+            1002,
+        ),
+        (
+            "long ping",
+            client_frame(true, 0x9, &[0; 126]),
+            Error::BadControlFrame,
+            1002,
+        ),
+        (
+            "bad utf-8",
+            client_frame(true, 0x1, &[0xff, 0xfe]),
+            Error::InvalidUtf8,
+            1007,
+        ),
+        (
+            "utf-8 split badly across fragments",
+            {
+                let mut f = client_frame(false, 0x1, &[0xce]);
+                f.extend(client_frame(true, 0x0, &[0x41]));
+                f
+            },
+            Error::InvalidUtf8,
+            1007,
+        ),
+        (
+            "too big",
+            client_frame(true, 0x2, &[0; 2000]),
+            Error::TooBig,
+            1009,
+        ),
+        (
+            "too big in fragments",
+            {
+                let mut f = client_frame(false, 0x2, &[0; 800]);
+                f.extend(client_frame(true, 0x0, &[0; 800]));
+                f
+            },
+            Error::TooBig,
+            1009,
+        ),
+        (
+            "close with one byte",
+            client_frame(true, 0x8, &[3]),
+            Error::BadClose,
+            1002,
+        ),
+        (
+            "close code 1005",
+            client_frame(true, 0x8, &[0x03, 0xED]),
+            Error::BadClose,
+            1002,
+        ),
+        (
+            "close code 999",
+            client_frame(true, 0x8, &[0x03, 0xE7]),
+            Error::BadClose,
+            1002,
+        ),
+        (
+            "close reason not utf-8",
+            client_frame(true, 0x8, &[0x03, 0xE8, 0xff]),
+            Error::InvalidUtf8,
+            1007,
+        ),
     ];
     for (what, stream, error, code) in cases {
         let got = decode_in_steps(&stream, 1, 1024);
         assert_eq!(got, Err(error.clone()), "{what}");
         assert_eq!(error.close_code(), code, "{what}");
         // Whole at once: the same answer.
-        assert_eq!(decode_in_steps(&stream, stream.len(), 1024), Err(error), "{what}");
+        assert_eq!(
+            decode_in_steps(&stream, stream.len(), 1024),
+            Err(error),
+            "{what}"
+        );
     }
 }
 

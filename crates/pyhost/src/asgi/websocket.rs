@@ -139,17 +139,14 @@ pub(crate) fn send(c: &mut Conn, _py: Python<'_>, msg: Msg<'_>) -> PyResult<bool
             "ASGI message sent after websocket.close",
         )),
         (_, _) if c.disconnected => Err(client_gone()),
-        (Msg::WsAccept { .. }, WsState::Fresh) | (Msg::WsClose { .. }, WsState::Fresh) => {
-            Err(PyRuntimeError::new_err(
-                "websocket.accept/close sent before receiving websocket.connect",
-            ))
-        }
+        // The app may answer the handshake without reading websocket.connect first (Starlette
+        // denies unknown routes that way).
         (
             Msg::WsAccept {
                 subprotocol,
                 mut headers,
             },
-            WsState::Connecting,
+            WsState::Fresh | WsState::Connecting,
         ) => {
             if let Some(p) = subprotocol {
                 headers.push((b"sec-websocket-protocol".to_vec(), p.into_bytes()));
@@ -169,7 +166,7 @@ pub(crate) fn send(c: &mut Conn, _py: Python<'_>, msg: Msg<'_>) -> PyResult<bool
                 }
             }
         }
-        (Msg::WsClose { .. }, WsState::Connecting) => {
+        (Msg::WsClose { .. }, WsState::Fresh | WsState::Connecting) => {
             deny(c);
             Ok(false)
         }
