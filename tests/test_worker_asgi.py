@@ -89,3 +89,30 @@ def test_worker_behind_stock_front_ends(stack):
 
 def test_apache_daemon_group_interface_asgi(apache_group):
     check_app(apache_group)
+
+
+def test_websocket_through_stock_uwsgi_pass(stack):
+    """nginx's stock uwsgi module turns a 101 into its upgrade tunnel when the client asked to
+    upgrade, so the worker's WebSockets work behind plain `uwsgi_pass` too. Apache's
+    mod_proxy_uwsgi has no tunnel: the handshake is not answered with a 101 there."""
+    from websockets.exceptions import InvalidHandshake
+    from websockets.sync.client import connect
+    url = f"ws://127.0.0.1:{stack.port}/app/ws"
+    if stack.kind == "apache":
+        # httpd drops the 101's Connection header: the client refuses the handshake.
+        with pytest.raises(InvalidHandshake):
+            connect(url, open_timeout=5)
+        return
+    with connect(url) as ws:
+        for i in range(1000):
+            ws.send(f"m{i}")
+            assert ws.recv(timeout=5) == f"m{i}"
+
+
+def test_apache_group_refuses_websocket_handshakes(apache_group):
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+    with pytest.raises(InvalidStatus) as e:
+        connect(f"ws://127.0.0.1:{apache_group.port}/app/ws", open_timeout=5)
+    assert e.value.response.status_code == 501
+    assert "RW-AP019" in apache_group.wait_log("RW-AP019")

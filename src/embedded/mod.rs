@@ -11,7 +11,7 @@
 //! - `wake`: the eventfd that wakes the event loop when an exchange has news;
 //! - `body`: `wsgi.input` over the body nginx read (memory and temp-file segments);
 //! - `head`: the response head into nginx's `headers_out`;
-//! - `ws`: WebSocket handshake checks and the client's frames (no nginx: unit-tested);
+//! - `ws`: the client's WebSocket frames to the app (the `websocket` crate's session);
 //! - `asgi`: the transport of an ASGI request: the worker's asyncio loop answers through the
 //!   same exchange, without ever blocking.
 //!

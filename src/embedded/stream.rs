@@ -40,11 +40,12 @@ use super::body::collect_body;
 use super::exchange::{Exchange, HeadMsg, Msg};
 use super::head::send_head;
 use super::worker::{self, Job};
-use super::ws::{handshake, Handshake, WsSide};
+use super::ws::WsSide;
 use crate::conf::AppRef;
 use crate::log::log_request;
 use crate::request::{cgi_vars, request_header};
 use crate::WsgiModule;
+use websocket::handshake::{check as handshake, Handshake};
 
 /// How often the shutdown guard timer of an in-flight request fires (it only re-arms itself).
 const GUARD_PERIOD_MS: usize = 60_000;
@@ -439,7 +440,7 @@ fn ws_read(s: &mut Stream) {
     let mut buf = [0u8; 16 * 1024];
     loop {
         let Some(ws) = s.ws.as_mut() else { return };
-        if s.finished || ws.done_reading || ws.handle.ws_backlogged() {
+        if s.finished || ws.session.done_reading || ws.handle.ws_backlogged() {
             return;
         }
         // SAFETY: s.r is live while s exists.
@@ -554,15 +555,15 @@ fn pump(s: &mut Stream) {
                     }
                 }
                 // Nothing follows a close frame on a WebSocket.
-                Msg::Data(_) if s.ws.as_ref().is_some_and(|w| w.close_sent) => {}
+                Msg::Data(_) if s.ws.as_ref().is_some_and(|w| w.session.close_sent) => {}
                 Msg::Data(data) if !s.discard => chunks.push(Piece::Memory(data)),
                 Msg::File { file, offset, len } if !s.discard => {
                     chunks.push(Piece::File { file, offset, len })
                 }
                 Msg::Data(_) | Msg::File { .. } => {}
                 Msg::WsClose(frame) => {
-                    if let Some(ws) = s.ws.as_mut().filter(|w| !w.close_sent) {
-                        ws.close_sent = true;
+                    if let Some(ws) = s.ws.as_mut().filter(|w| !w.session.close_sent) {
+                        ws.session.close_sent = true;
                         chunks.push(Piece::Memory(frame));
                     }
                 }

@@ -22,6 +22,44 @@ pub fn accept_key(key: &[u8]) -> String {
     base64(&sha1::digest(&[key.trim_ascii(), GUID]))
 }
 
+/// What a request's headers say about a WebSocket handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handshake {
+    /// Not a WebSocket request.
+    No,
+    /// A valid handshake: the `Sec-WebSocket-Accept` value to answer with.
+    Yes(String),
+    /// It asks for a WebSocket but is malformed: answer this status (400, or 426 for a
+    /// version other than 13).
+    Bad(u16),
+}
+
+/// Checks a request's `Upgrade`, `Connection`, `Sec-WebSocket-Version` and `Sec-WebSocket-Key`
+/// (RFC 6455 4.2.1). `method_get`: the method is GET; `http11`: HTTP/1.1 (HTTP/2 has its own
+/// WebSocket mechanism, RFC 8441, not offered here).
+pub fn check(
+    method_get: bool,
+    http11: bool,
+    upgrade: Option<&[u8]>,
+    connection: Option<&[u8]>,
+    version: Option<&[u8]>,
+    key: Option<&[u8]>,
+) -> Handshake {
+    if !upgrade.is_some_and(|u| has_token(u, b"websocket")) {
+        return Handshake::No;
+    }
+    if !method_get || !http11 || !connection.is_some_and(|c| has_token(c, b"upgrade")) {
+        return Handshake::Bad(400);
+    }
+    if version.map(<[u8]>::trim_ascii) != Some(b"13") {
+        return Handshake::Bad(426);
+    }
+    match key {
+        Some(k) if key_is_valid(k) => Handshake::Yes(accept_key(k)),
+        _ => Handshake::Bad(400),
+    }
+}
+
 /// True when `value` (a `Connection` or `Upgrade` header) lists `token`, ignoring case.
 pub fn has_token(value: &[u8], token: &[u8]) -> bool {
     value
@@ -62,6 +100,31 @@ mod tests {
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
         assert!(key_is_valid(b"dGhlIHNhbXBsZSBub25jZQ=="));
+    }
+
+    #[test]
+    fn handshakes() {
+        let key = Some(&b"dGhlIHNhbXBsZSBub25jZQ=="[..]);
+        let ws = Some(&b"websocket"[..]);
+        let up = Some(&b"keep-alive, Upgrade"[..]);
+        let v13 = Some(&b"13"[..]);
+        assert_eq!(
+            check(true, true, ws, up, v13, key),
+            Handshake::Yes("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into())
+        );
+        assert_eq!(check(true, true, None, up, v13, key), Handshake::No);
+        assert_eq!(check(true, true, Some(b"h2c"), up, v13, key), Handshake::No);
+        assert_eq!(check(false, true, ws, up, v13, key), Handshake::Bad(400));
+        assert_eq!(check(true, false, ws, up, v13, key), Handshake::Bad(400));
+        assert_eq!(check(true, true, ws, None, v13, key), Handshake::Bad(400));
+        assert_eq!(
+            check(true, true, ws, up, Some(b"8"), key),
+            Handshake::Bad(426)
+        );
+        assert_eq!(
+            check(true, true, ws, up, v13, Some(b"x")),
+            Handshake::Bad(400)
+        );
     }
 
     #[test]

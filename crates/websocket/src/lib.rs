@@ -7,7 +7,9 @@
 //!   whole messages (fragments reassembled, text checked to be UTF-8, a size limit), pings,
 //!   pongs and the close. Every protocol violation is an [`Error`] that says which close code
 //!   to answer with (1002 protocol error, 1007 invalid UTF-8, 1009 too big).
-//! - [`handshake`]: the `Sec-WebSocket-Accept` value for a client's key, and the key check.
+//! - [`handshake`]: which requests are handshakes, the `Sec-WebSocket-Accept` value.
+//! - [`Session`]: one upgraded connection as a server runs it: the client's bytes into what the
+//!   application hears, the frames the server answers by itself (pongs, the close reply).
 //!
 //! Both transports use it: nginx's embedded mode on its event loop, and the daemon worker on its
 //! asyncio loop after nginx's upgrade tunnel.
@@ -16,10 +18,12 @@ pub mod frame;
 pub mod handshake;
 
 mod decoder;
+mod session;
 mod sha1;
 
 pub use decoder::{Decoder, Event};
 pub use frame::{encode_close, encode_frame, Opcode};
+pub use session::{Delivery, Reaction, Session};
 
 /// Whether a parser has what it needs yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

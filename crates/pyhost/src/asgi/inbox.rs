@@ -190,6 +190,15 @@ impl Handle {
         self.inbox.push(self.id, Event::WsMessage(msg));
     }
 
+    /// What a transport's `websocket::Session` says the app must hear.
+    pub fn ws_deliver(&self, delivery: websocket::Delivery) {
+        match delivery {
+            websocket::Delivery::Text(t) => self.ws_message(WsMessage::Text(t)),
+            websocket::Delivery::Binary(b) => self.ws_message(WsMessage::Binary(b)),
+            websocket::Delivery::Closed(code, reason) => self.ws_closed(code, reason),
+        }
+    }
+
     /// True while the app has [`WS_BACKLOG_LIMIT`] bytes of messages or more that it has not
     /// received: stop reading the client until `ws_resume_reading`.
     pub fn ws_backlogged(&self) -> bool {

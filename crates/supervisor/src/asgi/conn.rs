@@ -20,9 +20,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use pyhost::asgi::{BodyRead, FdHandler, Flow, Handle, Io, Kind, Transport, Waker};
+use pyhost::asgi::{BodyRead, FdHandler, Flow, Handle, Io, Kind, Transport, Waker, WsOut};
 use pyhost::{Head, Outcome};
 use uwsgi::{Var, EMPTY_VAR, HEADER_LEN, MAX_VARS_BLOCK};
+use websocket::handshake::{check as handshake, Handshake};
+use websocket::{encode_frame, Opcode, Session};
 
 use crate::conn::{environ, parse_vars, queued_for, Bad, FrontEnd, SMALL_VARS};
 use crate::listener::Stream;
@@ -33,6 +35,8 @@ use crate::rwlog;
 const HIGH_WATER: usize = 256 * 1024;
 /// Most body bytes one `http.request` message carries.
 const BODY_CHUNK: usize = 64 * 1024;
+/// Largest WebSocket message a client may send (reassembled); bigger closes with 1009.
+const MAX_WS_MESSAGE: usize = 16 << 20;
 /// Unread request body a complete response still reads and throws away before closing, so the
 /// close is not a reset that could destroy the response in flight (as conn.rs, DRAIN_LIMIT).
 const DRAIN_LIMIT: u64 = 16 << 20;
@@ -88,6 +92,10 @@ struct ConnIo {
     mark_seen: bool,
     eof: bool,
     outcome: Option<Outcome>,
+    /// A WebSocket handshake: the `Sec-WebSocket-Accept` value for the app's 101.
+    ws_accept: Option<String>,
+    /// After the 101: the WebSocket session (frames, close state).
+    ws: Option<Session>,
     shared: Arc<Shared>,
 }
 
@@ -153,6 +161,8 @@ impl ConnIo {
             mark_seen: false,
             eof: false,
             outcome: None,
+            ws_accept: None,
+            ws: None,
             shared,
         }
     }
@@ -163,6 +173,10 @@ impl ConnIo {
 
     /// Should the loop tell us when the socket is readable?
     fn want_read(&self) -> bool {
+        if let Some(ws) = &self.ws {
+            let backlogged = self.handle.as_ref().is_some_and(|h| h.ws_backlogged());
+            return !ws.done_reading && !backlogged;
+        }
         match self.phase {
             Phase::Head => true,
             Phase::Running if self.body_left > 0 => self.body_wanted,
@@ -456,11 +470,23 @@ fn start_request(c: &mut ConnIo, io: &Io<'_>, shared_io: &Arc<Mutex<ConnIo>>) ->
                 waited.as_secs_f64(),
                 limit.as_secs_f64()
             );
-            answer_queue_timeout(c);
+            answer_plain(c, 504);
             return Ok(());
         }
     }
-    let kind = Kind::Http;
+    let kind = match websocket_handshake(&env) {
+        Handshake::No => Kind::Http,
+        Handshake::Yes(accept) => {
+            // After a 101 every byte is the WebSocket's: no abort mark.
+            c.abort_mark = false;
+            c.ws_accept = Some(accept);
+            Kind::WebSocket
+        }
+        Handshake::Bad(status) => {
+            answer_plain(c, status);
+            return Ok(());
+        }
+    };
     let handle = io.handle();
     c.handle = Some(handle.clone());
     let transport = SocketTransport {
@@ -476,24 +502,85 @@ fn start_request(c: &mut ConnIo, io: &Io<'_>, shared_io: &Arc<Mutex<ConnIo>>) ->
     Ok(())
 }
 
-/// The 504 of a request that queued too long; the app does not run (conn.rs does the same).
-fn answer_queue_timeout(c: &mut ConnIo) {
-    let msg = b"Request queued too long in the server.\n";
+/// A plain-text answer the app never sees: 504 for a request that queued too long (conn.rs
+/// does the same), 400/426 for a malformed WebSocket handshake.
+fn answer_plain(c: &mut ConnIo, status: u16) {
+    let (line, msg): (&[u8], &[u8]) = match status {
+        504 => (
+            b"504 Gateway Timeout",
+            b"Request queued too long in the server.\n",
+        ),
+        426 => (
+            b"426 Upgrade Required",
+            b"WebSocket version 13 is required.\n",
+        ),
+        _ => (b"400 Bad Request", b"Malformed WebSocket handshake.\n"),
+    };
     let mut head = Vec::new();
     let length = msg.len().to_string();
-    let headers = [
+    let mut headers = vec![
         (&b"Content-Type"[..], &b"text/plain"[..]),
         (b"Content-Length", length.as_bytes()),
     ];
-    if uwsgi::encode_response_head(b"504 Gateway Timeout", headers, &mut head).is_ok() {
+    if status == 426 {
+        headers.push((b"Sec-WebSocket-Version", b"13"));
+    }
+    if uwsgi::encode_response_head(line, headers, &mut head).is_ok() {
         c.head = Some(head);
         let _ = c.queue(Some(Out::Bytes(msg.to_vec(), 0)));
     }
     c.outcome = Some(Outcome::Complete);
 }
 
+/// Is the request (its CGI variables, as the front end sent them) a WebSocket handshake?
+fn websocket_handshake(env: &[(Vec<u8>, Vec<u8>)]) -> Handshake {
+    let var = |name: &[u8]| {
+        env.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    };
+    handshake(
+        var(b"REQUEST_METHOD") == Some(b"GET"),
+        var(b"SERVER_PROTOCOL") == Some(b"HTTP/1.1"),
+        var(b"HTTP_UPGRADE"),
+        var(b"HTTP_CONNECTION"),
+        var(b"HTTP_SEC_WEBSOCKET_VERSION"),
+        var(b"HTTP_SEC_WEBSOCKET_KEY"),
+    )
+}
+
+/// The client's frames after the 101 (through the front end's upgrade tunnel).
+fn ws_readable(c: &mut ConnIo) {
+    let mut buf = [0u8; 16 * 1024];
+    let n = match recv(c.fd, &mut buf) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+        Err(_) => 0,
+    };
+    let Some(ws) = c.ws.as_mut() else { return };
+    if n == 0 {
+        c.eof = true;
+        if let (Some(d), Some(h)) = (ws.eof(), &c.handle) {
+            h.ws_deliver(d);
+        }
+        return;
+    }
+    let reaction = ws.received(&buf[..n]);
+    if let Some(h) = &c.handle {
+        for d in reaction.deliveries {
+            h.ws_deliver(d);
+        }
+    }
+    if !reaction.replies.is_empty() {
+        let _ = c.queue(Some(Out::Bytes(reaction.replies, 0)));
+    }
+}
+
 /// The socket is readable while the app runs or the response ends.
 fn on_readable(c: &mut ConnIo) {
+    if c.ws.is_some() {
+        return ws_readable(c);
+    }
     if matches!(c.phase, Phase::Closing) && c.outcome == Some(Outcome::Aborted) {
         return; // the abort mark arrived: it stays unread (`end` closes now)
     }
@@ -576,18 +663,61 @@ impl Transport for SocketTransport {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
         let mut bytes = Vec::with_capacity(256);
+        let mut extra: Vec<(&[u8], &[u8])> = Vec::new();
+        let accept = if head.status == 101 {
+            c.ws_accept.take()
+        } else {
+            None
+        };
+        if let Some(accept) = &accept {
+            extra.push((b"Upgrade", b"websocket"));
+            extra.push((b"Connection", b"Upgrade"));
+            extra.push((b"Sec-WebSocket-Accept", accept.as_bytes()));
+        }
         let headers = head
             .headers
             .iter()
-            .map(|(k, v)| (k.as_slice(), v.as_slice()));
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .chain(extra);
         uwsgi::encode_response_head(head.status_line, headers, &mut bytes)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        if accept.is_some() {
+            // The 101 goes out now, and the connection is a WebSocket from here on.
+            c.head = Some(bytes);
+            c.ws = Some(Session::new(MAX_WS_MESSAGE));
+            c.queue(None)?;
+            return Ok(());
+        }
         c.unframed = !head
             .headers
             .iter()
             .any(|(k, _)| k.eq_ignore_ascii_case(b"content-length"));
         c.head = Some(bytes);
         Ok(())
+    }
+
+    fn ws_send(&mut self, msg: &WsOut<'_>) -> io::Result<Flow> {
+        let mut c = lock(&self.io);
+        if c.ws.as_ref().is_none_or(|w| w.close_sent) {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        let mut frame = Vec::new();
+        match msg {
+            WsOut::Text(t) => encode_frame(Opcode::Text, t.as_bytes(), &mut frame),
+            WsOut::Binary(b) => encode_frame(Opcode::Binary, b, &mut frame),
+        }
+        c.queue(Some(Out::Bytes(frame, 0)))
+    }
+
+    fn ws_close(&mut self, code: u16, reason: &str) {
+        let mut c = lock(&self.io);
+        if let Some(frame) = c.ws.as_mut().and_then(|w| w.app_close(code, reason)) {
+            let _ = c.queue(Some(Out::Bytes(frame, 0)));
+        }
+    }
+
+    fn ws_resume_reading(&mut self) {
+        lock(&self.io).sync();
     }
 
     fn body(&mut self, chunk: &[u8]) -> io::Result<Flow> {
