@@ -4,6 +4,7 @@ the module parses the frames) and in an `interface=asgi` daemon group (nginx's u
 carries the frames to the worker, which parses them). The client is the `websockets` package.
 """
 
+import contextlib
 import os
 import threading
 import time
@@ -85,3 +86,44 @@ def test_a_route_without_websocket_denies_the_handshake(ws_stack):
     with pytest.raises(InvalidStatus) as e:
         connect(ws_url(ws_stack, "/"))
     assert e.value.response.status_code == 403
+
+
+def children(pid):
+    import subprocess
+    out = subprocess.run(["ps", "-o", "pid=,comm=", "--ppid", str(pid)],
+                         capture_output=True, text=True).stdout
+    return [(int(p), c.strip()) for p, c in (line.split(None, 1) for line in out.splitlines())]
+
+
+def test_reload_closes_open_websockets_with_1001_and_serves_new_ones(
+        new_launcher, apps, venv, state_dir):
+    """A reload while WebSockets are open (embedded: `nginx -s reload`; daemon: the group's
+    rolling restart, SIGHUP): each open one is closed cleanly with 1001 (going away), a new
+    one reaches the new generation, and the old process exits (no orphan)."""
+    for mode in MODES:
+        lch, stack = embedded_asgi(new_launcher, state_dir, "ws-reload",
+                                   apps / "asgi" / "starlette_app.py", venv, mode=mode)
+        try:
+            old_pid = stack.get("/").json()["pid"]
+            exits = contextlib.ExitStack()
+            open_ws = [exits.enter_context(connect(ws_url(stack, "/ws"))) for _ in range(3)]
+            for ws in open_ws:
+                ws.send("before")
+                assert ws.recv(timeout=5) == "before"
+            if mode == "embedded":
+                stack.server.reload()
+            else:
+                (sup,) = [p for p, c in children(stack.server.process.pid) if c.startswith("wsgi:")]
+                os.kill(sup, 1)
+            for ws in open_ws:
+                with pytest.raises(ConnectionClosed) as e:
+                    ws.recv(timeout=15)
+                assert e.value.rcvd is not None and e.value.rcvd.code == 1001, mode
+            exits.close()
+            wait_until(lambda: stack.get("/").json()["pid"] != old_pid, "the new generation")
+            with connect(ws_url(stack, "/ws")) as ws:
+                ws.send("after")
+                assert ws.recv(timeout=5) == "after"
+            wait_until(lambda: not pid_alive(old_pid), f"the old {mode} process to exit")
+        finally:
+            lch.stop_all()
