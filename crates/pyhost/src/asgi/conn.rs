@@ -339,14 +339,22 @@ impl Conn {
     fn _done(mut slf: PyRefMut<'_, Self>, py: Python<'_>, task: Bound<'_, PyAny>) {
         slf.finished = true;
         let error = task_error(py, &task);
-        if let Some(e) = &error {
-            slf.log(
+        match &error {
+            // The OSError our send() raised because the client left, let through by the app:
+            // the client's doing, not a bug to log with a traceback (uvicorn drops such sends
+            // silently instead of raising).
+            Some(e) if slf.disconnected && e.is_instance_of::<PyOSError>(py) => slf.log(
+                Level::Info,
+                "RW-PY018 the client went away while the ASGI app was answering",
+            ),
+            Some(e) => slf.log(
                 Level::Error,
                 &format!(
                     "RW-PY010 exception in ASGI application:\n{}",
                     format_exception(py, e)
                 ),
-            );
+            ),
+            None => {}
         }
         // Nobody will receive() or send() any more.
         slf.recv_waiter = None;
