@@ -13,23 +13,18 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from test_nginx_module_asgi import MODES, embedded_asgi, pid_alive, records, wait_records, wait_until
-
-
-@pytest.fixture(scope="module", params=MODES)
-def ws_stack(request, new_launcher, apps, venv, state_dir):
-    lch, stack = embedded_asgi(new_launcher, state_dir, "ws",
-                               apps / "asgi" / "starlette_app.py", venv, mode=request.param)
-    yield stack
-    lch.stop_all()
+# The Starlette stacks of test_nginx_module_asgi (embedded and daemon), reused.
+from test_nginx_module_asgi import (  # noqa: F401
+    MODES, embedded_asgi, pid_alive, starlette_stack, wait_records, wait_until,
+)
 
 
 def ws_url(stack, path):
     return f"ws://127.0.0.1:{stack.port}/app{path}"
 
 
-def test_ten_thousand_messages_echo_in_order(ws_stack):
-    with connect(ws_url(ws_stack, "/ws"), max_size=None) as ws:
+def test_ten_thousand_messages_echo_in_order(starlette_stack):
+    with connect(ws_url(starlette_stack, "/ws"), max_size=None) as ws:
         for i in range(10_000):
             ws.send(f"message {i}")
             assert ws.recv(timeout=10) == f"message {i}"
@@ -40,8 +35,8 @@ def test_ten_thousand_messages_echo_in_order(ws_stack):
             assert ws.recv(timeout=10) == data
 
 
-def test_pipelined_messages_and_unicode(ws_stack):
-    with connect(ws_url(ws_stack, "/ws")) as ws:
+def test_pipelined_messages_and_unicode(starlette_stack):
+    with connect(ws_url(starlette_stack, "/ws")) as ws:
         texts = [f"héllo wörld {i} ✓" for i in range(2000)]
         sender = threading.Thread(target=lambda: [ws.send(t) for t in texts])
         sender.start()
@@ -50,41 +45,41 @@ def test_pipelined_messages_and_unicode(ws_stack):
         assert got == texts
 
 
-def test_client_close_reaches_the_app(ws_stack, state_dir):
+def test_client_close_reaches_the_app(starlette_stack, state_dir):
     token = f"cc{time.monotonic_ns()}"
-    with connect(ws_url(ws_stack, f"/ws?token={token}")) as ws:
+    with connect(ws_url(starlette_stack, f"/ws?token={token}")) as ws:
         ws.send("hi")
         assert ws.recv(timeout=5) == "hi"
         ws.close(code=4321, reason="bye")
     assert wait_records(state_dir, "ws-closed", token) == ["4321"]
 
 
-def test_client_vanishing_is_1006_for_the_app(ws_stack, state_dir):
+def test_client_vanishing_is_1006_for_the_app(starlette_stack, state_dir):
     token = f"gone{time.monotonic_ns()}"
-    with connect(ws_url(ws_stack, f"/ws?token={token}")) as ws:
+    with connect(ws_url(starlette_stack, f"/ws?token={token}")) as ws:
         ws.send("hi")
         assert ws.recv(timeout=5) == "hi"
         ws.socket.shutdown(2)   # no close frame: the TCP connection just ends
     assert wait_records(state_dir, "ws-closed", token) == ["1006"]
 
 
-def test_ping_is_answered(ws_stack):
-    with connect(ws_url(ws_stack, "/ws")) as ws:
+def test_ping_is_answered(starlette_stack):
+    with connect(ws_url(starlette_stack, "/ws")) as ws:
         pong = ws.ping(b"are you there")
         assert pong.wait(timeout=5)
 
 
-def test_http_routes_still_answer_next_to_websockets(ws_stack):
-    with connect(ws_url(ws_stack, "/ws")) as ws:
+def test_http_routes_still_answer_next_to_websockets(starlette_stack):
+    with connect(ws_url(starlette_stack, "/ws")) as ws:
         ws.send("x")
         assert ws.recv(timeout=5) == "x"
-        assert ws_stack.get("/").status_code == 200
+        assert starlette_stack.get("/").status_code == 200
 
 
-def test_a_route_without_websocket_denies_the_handshake(ws_stack):
+def test_a_route_without_websocket_denies_the_handshake(starlette_stack):
     """Starlette closes a handshake it has no WebSocket route for before accepting: 403."""
     with pytest.raises(InvalidStatus) as e:
-        connect(ws_url(ws_stack, "/"))
+        connect(ws_url(starlette_stack, "/"))
     assert e.value.response.status_code == 403
 
 

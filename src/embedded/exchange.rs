@@ -170,14 +170,14 @@ impl Exchange {
         self.stream.load(Ordering::Relaxed)
     }
 
-    /// Python side: queue `msg`, waiting for space first when `bounded`. Err when the client is
-    /// gone.
+    /// Python side: queue `msg`, waiting for space first when `bounded`. Ok(true) when the queue
+    /// is at or over [`HIGH_WATER`] afterwards; Err when the client is gone.
     fn push(
         self: &Arc<Self>,
         msg: Msg,
         bounded: bool,
         notifier: &Notifier<Arc<Exchange>>,
-    ) -> io::Result<()> {
+    ) -> io::Result<bool> {
         let len = match &msg {
             Msg::Data(d) => d.len(),
             _ => 0,
@@ -202,16 +202,19 @@ impl Exchange {
         }
         st.msgs.push_back(msg);
         st.queued += len;
+        let over = st.queued >= HIGH_WATER;
+        if !bounded {
+            // An ASGI sender never waits here: it pauses, and `take` resumes it.
+            st.paused |= over;
+        }
         let wake = !std::mem::replace(&mut st.scheduled, true);
         drop(st);
         if wake {
             notifier.schedule(Arc::clone(self));
         }
-        Ok(())
+        Ok(over)
     }
-}
 
-impl Exchange {
     /// ASGI loop thread: queue `msg` without waiting (the loop serves every other connection
     /// meanwhile). Ok(true): the queue holds [`HIGH_WATER`] bytes or more, so the sender must
     /// pause; the next `take` resumes it through the handle. Err when the client is gone.
@@ -220,27 +223,7 @@ impl Exchange {
         msg: Msg,
         notifier: &Notifier<Arc<Exchange>>,
     ) -> io::Result<bool> {
-        let len = match &msg {
-            Msg::Data(d) => d.len(),
-            _ => 0,
-        };
-        let mut st = self.lock();
-        if st.gone {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "client connection closed",
-            ));
-        }
-        st.msgs.push_back(msg);
-        st.queued += len;
-        let over = st.queued >= HIGH_WATER;
-        st.paused |= over;
-        let wake = !std::mem::replace(&mut st.scheduled, true);
-        drop(st);
-        if wake {
-            notifier.schedule(Arc::clone(self));
-        }
-        Ok(over)
+        self.push(msg, false, notifier)
     }
 }
 
@@ -269,7 +252,7 @@ impl Responder for PyResponder {
             status_line: head.status_line.to_vec(),
             headers: head.headers.to_vec(),
         });
-        self.exchange.push(msg, false, self.notifier)
+        self.exchange.push(msg, false, self.notifier).map(|_| ())
     }
 
     fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
@@ -278,6 +261,7 @@ impl Responder for PyResponder {
         }
         self.exchange
             .push(Msg::Data(chunk.to_vec()), true, self.notifier)
+            .map(|_| ())
     }
 
     /// The sendfile fast path: nginx sends the file itself, no bytes cross the queue. The
@@ -297,7 +281,7 @@ impl Responder for PyResponder {
             offset,
             len,
         };
-        Some(self.exchange.push(msg, true, self.notifier).map(|()| len))
+        Some(self.exchange.push(msg, true, self.notifier).map(|_| len))
     }
 }
 

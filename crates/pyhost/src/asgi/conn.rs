@@ -17,7 +17,7 @@ use pyo3::types::PyDict;
 
 use super::awaitable::{ready, ready_none};
 use super::inbox::Event;
-use super::{http, websocket, Kind, Transport, VarSource, WsMessage};
+use super::{http, websocket, Flow, Kind, Transport, VarSource, WsMessage};
 use crate::log::{format_exception, ErrorLog, Level};
 use crate::Outcome;
 
@@ -230,6 +230,22 @@ impl Conn {
             Event::WsClosed { code, reason } => websocket::on_closed(self, py, code, reason),
             Event::GoingAway => websocket::going_away(self, py),
             Event::New(_) | Event::Stop | Event::Watch(_) | Event::Unwatch(_) => {}
+        }
+    }
+
+    /// What a transport answered to a body chunk or message: Ok(true) when `send()` must wait
+    /// for a resume; the client-gone error when the transport failed.
+    pub(crate) fn flow(&mut self, result: Option<std::io::Result<Flow>>) -> PyResult<bool> {
+        match result {
+            Some(Ok(Flow::Ready)) => Ok(self.paused),
+            Some(Ok(Flow::Paused)) => {
+                self.paused = true;
+                Ok(true)
+            }
+            Some(Err(_)) | None => {
+                self.disconnected = true;
+                Err(client_gone())
+            }
         }
     }
 

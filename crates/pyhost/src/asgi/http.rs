@@ -20,7 +20,7 @@ use pyo3::types::{PyBool, PyBytes};
 
 use super::conn::{client_gone, ready_message, Conn, Response, ERROR_500};
 use super::message::{status_line, Bytes, Msg};
-use super::{BodyRead, Flow};
+use super::BodyRead;
 use crate::log::Level;
 use crate::{Head, Outcome};
 
@@ -286,20 +286,6 @@ fn complete(c: &mut Conn, py: Python<'_>) {
     }
 }
 
-fn flow(c: &mut Conn, result: Option<io::Result<Flow>>) -> PyResult<bool> {
-    match result {
-        Some(Ok(Flow::Ready)) => Ok(c.paused),
-        Some(Ok(Flow::Paused)) => {
-            c.paused = true;
-            Ok(true)
-        }
-        Some(Err(_)) | None => {
-            c.disconnected = true;
-            Err(client_gone())
-        }
-    }
-}
-
 fn send_body(c: &mut Conn, body: &Bytes<'_>, more: bool) -> PyResult<bool> {
     let py = match body {
         Bytes::Bytes(b) => b.py(),
@@ -319,7 +305,7 @@ fn send_body(c: &mut Conn, body: &Bytes<'_>, more: bool) -> PyResult<bool> {
     let mut waits = c.paused;
     if !chunk.is_empty() {
         let result = c.transport().map(|t| t.body(chunk));
-        waits = flow(c, result)?;
+        waits = c.flow(result)?;
         record(c, chunk.len() as u64);
     }
     if !more {
@@ -367,7 +353,7 @@ fn send_file(
     if len > 0 {
         let sent = c.transport().and_then(|t| t.file(file, offset, len));
         waits = match sent {
-            Some(result) => flow(c, Some(result))?,
+            Some(result) => c.flow(Some(result))?,
             None => copy_file(c, file, offset, len)?,
         };
         record(c, len);
@@ -396,7 +382,7 @@ fn copy_file(c: &mut Conn, file: &File, offset: u64, len: u64) -> PyResult<bool>
             break;
         }
         let result = c.transport().map(|t| t.body(&buf[..n]));
-        waits = flow(c, result)?;
+        waits = c.flow(result)?;
         left -= n as u64;
     }
     Ok(waits)

@@ -131,18 +131,11 @@ impl Pump {
         let started = (|| -> PyResult<Py<Lifespan>> {
             let lifespan = Bound::new(py, lifespan)?;
             let scope = Lifespan::scope(py, &state)?;
-            let coro = callable.call1((
+            run_app(
+                self.event_loop.bind(py),
+                &callable,
                 scope,
-                lifespan.getattr(intern!(py, "receive"))?,
-                lifespan.getattr(intern!(py, "send"))?,
-            ))?;
-            let task = self
-                .event_loop
-                .bind(py)
-                .call_method1(intern!(py, "create_task"), (coro,))?;
-            task.call_method1(
-                intern!(py, "add_done_callback"),
-                (lifespan.getattr(intern!(py, "_done"))?,),
+                lifespan.as_any(),
             )?;
             Ok(lifespan.unbind())
         })();
@@ -295,20 +288,7 @@ impl Pump {
                 Some(c) => c.bind(py).clone(),
                 None => self.apps[i].app.get(py)?,
             };
-            let coro = callable.call1((
-                scope,
-                b.getattr(intern!(py, "receive"))?,
-                b.getattr(intern!(py, "send"))?,
-            ))?;
-            let task = self
-                .event_loop
-                .bind(py)
-                .call_method1(intern!(py, "create_task"), (coro,))?;
-            task.call_method1(
-                intern!(py, "add_done_callback"),
-                (b.getattr(intern!(py, "_done"))?,),
-            )?;
-            Ok(())
+            run_app(self.event_loop.bind(py), &callable, scope, b.as_any())
         })();
         if let Err(e) = started {
             self.log.log(
@@ -373,6 +353,28 @@ impl Pump {
             );
         }
     }
+}
+
+/// Calls the app with `scope` and `conn`'s `receive` and `send`, and runs it as a task whose
+/// end `conn._done` hears (`conn`: a connection or a lifespan).
+fn run_app<'py>(
+    event_loop: &Bound<'py, PyAny>,
+    callable: &Bound<'py, PyAny>,
+    scope: Bound<'py, PyDict>,
+    conn: &Bound<'py, PyAny>,
+) -> PyResult<()> {
+    let py = event_loop.py();
+    let coro = callable.call1((
+        scope,
+        conn.getattr(intern!(py, "receive"))?,
+        conn.getattr(intern!(py, "send"))?,
+    ))?;
+    let task = event_loop.call_method1(intern!(py, "create_task"), (coro,))?;
+    task.call_method1(
+        intern!(py, "add_done_callback"),
+        (conn.getattr(intern!(py, "_done"))?,),
+    )?;
+    Ok(())
 }
 
 /// ASGI 2 apps (a class or callable taking only the scope) made into ASGI 3 ones with asgiref's

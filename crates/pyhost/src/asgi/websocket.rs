@@ -16,7 +16,7 @@ use pyo3::types::{PyBytes, PyInt, PyString};
 use super::conn::{client_gone, message, ready_message, Conn, WsState, ERROR_500};
 use super::inbox::WS_BACKLOG_LIMIT;
 use super::message::{status_line, Msg};
-use super::{Flow, WsMessage, WsOut};
+use super::{WsMessage, WsOut};
 use crate::{Head, Outcome};
 
 /// `receive()` on a WebSocket.
@@ -117,20 +117,6 @@ pub(crate) fn going_away(c: &mut Conn, py: Python<'_>) {
     on_closed(c, py, 1001, String::new());
 }
 
-fn flow(c: &mut Conn, result: Option<std::io::Result<Flow>>) -> PyResult<bool> {
-    match result {
-        Some(Ok(Flow::Ready)) => Ok(c.paused),
-        Some(Ok(Flow::Paused)) => {
-            c.paused = true;
-            Ok(true)
-        }
-        Some(Err(_)) | None => {
-            c.disconnected = true;
-            Err(client_gone())
-        }
-    }
-}
-
 /// `send()` on a WebSocket. Ok(true): the transport paused, the caller waits.
 pub(crate) fn send(c: &mut Conn, _py: Python<'_>, msg: Msg<'_>) -> PyResult<bool> {
     match (msg, c.ws) {
@@ -186,7 +172,7 @@ pub(crate) fn send(c: &mut Conn, _py: Python<'_>, msg: Msg<'_>) -> PyResult<bool
                     ))
                 }
             };
-            flow(c, result)
+            c.flow(result)
         }
         (Msg::WsClose { code, reason }, WsState::Accepted) => {
             if let Some(t) = c.transport() {
