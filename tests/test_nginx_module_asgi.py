@@ -33,9 +33,6 @@ def embedded_asgi(new_launcher, state_dir, name, script, venv, callable_="app", 
         http += f"wsgi_python_path {p};\n"
     where = "wsgi_interface asgi;"
     if mode == "daemon":
-        # The group's workers inherit the nginx master's environment (the `env` directive is
-        # for nginx's own workers): that is where the apps find the state dir.
-        os.environ["RWSGI_TEST_STATE_DIR"] = str(state_dir)
         http += "wsgi_daemon_process g interface=asgi graceful-timeout=10;\n"
         where = "wsgi_process_group g;"
     server = f"""
@@ -47,7 +44,18 @@ def embedded_asgi(new_launcher, state_dir, name, script, venv, callable_="app", 
         }}
         location /static {{ return 200 "static\\n"; }}
     """
-    nginx = rwsgi_nginx(lch, server, http, workers=workers, state_dir=state_dir)
+    # The group's workers inherit the nginx master's environment (the `env` directive is for
+    # nginx's own workers): the state dir is put there for the start only, so that it does not
+    # leak into the servers later tests start.
+    saved = os.environ.pop("RWSGI_TEST_STATE_DIR", None)
+    if mode == "daemon" and state_dir is not None:
+        os.environ["RWSGI_TEST_STATE_DIR"] = str(state_dir)
+    try:
+        nginx = rwsgi_nginx(lch, server, http, workers=workers, state_dir=state_dir)
+    finally:
+        os.environ.pop("RWSGI_TEST_STATE_DIR", None)
+        if saved is not None:
+            os.environ["RWSGI_TEST_STATE_DIR"] = saved
     stack = Stack(f"nginx-{mode}-asgi", nginx, "/app", logs=[nginx.error_log_text])
     if mode == "daemon":
         wait_until(lambda: ready(stack), "the ASGI daemon group")
@@ -56,17 +64,23 @@ def embedded_asgi(new_launcher, state_dir, name, script, venv, callable_="app", 
 
 def ready(stack):
     try:
-        return stack.get("/").status_code != 502
+        return stack.get("/").status_code == 200
     except requests.RequestException:
         return False
 
 
-@pytest.fixture(scope="module", params=MODES)
-def starlette_stack(request, new_launcher, apps, venv, state_dir):
-    lch, stack = embedded_asgi(new_launcher, state_dir, "starlette",
+def starlette_stacks(request, new_launcher, apps, venv, state_dir, name="starlette"):
+    """The Starlette app in the mode `request.param` names (a fixture body other modules
+    reuse under their own launcher name)."""
+    lch, stack = embedded_asgi(new_launcher, state_dir, name,
                                apps / "asgi" / "starlette_app.py", venv, mode=request.param)
     yield stack
     lch.stop_all()
+
+
+@pytest.fixture(scope="module", params=MODES)
+def starlette_stack(request, new_launcher, apps, venv, state_dir):
+    yield from starlette_stacks(request, new_launcher, apps, venv, state_dir)
 
 
 def records(state_dir, kind, token):
@@ -213,7 +227,9 @@ for _name in dir(_frameworks):
 @pytest.fixture(scope="module", params=MODES)
 def django_stack(request, new_launcher, apps, venv, state_dir):
     project = apps / "django_project"
-    lch, stack = embedded_asgi(new_launcher, state_dir, "django",
+    # No state dir: Django's SQLite file there may belong to another user by now (rwsgi-worker
+    # runs as root in other test files); its default, like the WSGI Django stacks' one.
+    lch, stack = embedded_asgi(new_launcher, None, "django",
                                project / "testsite" / "asgi.py", venv,
                                callable_="application", python_path=[project], mode=request.param)
     yield stack

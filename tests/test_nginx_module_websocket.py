@@ -13,10 +13,15 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-# The Starlette stacks of test_nginx_module_asgi (embedded and daemon), reused.
-from test_nginx_module_asgi import (  # noqa: F401
-    MODES, embedded_asgi, pid_alive, starlette_stack, wait_records, wait_until,
+from test_nginx_module_asgi import (
+    MODES, embedded_asgi, pid_alive, starlette_stacks, wait_records, wait_until,
 )
+
+
+@pytest.fixture(scope="module", params=MODES)
+def starlette_stack(request, new_launcher, apps, venv, state_dir):
+    """test_nginx_module_asgi's Starlette stacks (embedded and daemon), under our own name."""
+    yield from starlette_stacks(request, new_launcher, apps, venv, state_dir, name="ws")
 
 
 def ws_url(stack, path):
