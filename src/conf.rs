@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ngx::http::{Merge, MergeConfigError};
-use supervisor::DaemonOptions;
+use supervisor::{DaemonOptions, Interface};
 
 use crate::upstream::Upstream;
 
@@ -47,11 +47,14 @@ pub struct MainConf {
     pub threads: Option<usize>,
     /// `wsgi_daemon_process` declarations, in file order.
     pub groups: Vec<DaemonGroup>,
-    /// Embedded apps, registered while locations are merged; indexed by [`LocConf::app`].
+    /// Embedded WSGI apps, registered while locations are merged; indexed by [`AppRef::Wsgi`].
     pub apps: Vec<AppEntry>,
     /// Daemon mode's default temp directory for buffered responses (an `ngx_path_t`, made with
     /// the first daemon location that needs it; `wsgi_temp_path` overrides it).
     pub default_temp_path: Option<std::ptr::NonNull<std::ffi::c_void>>,
+    /// Embedded ASGI apps (`wsgi_interface asgi`), indexed by [`AppRef::Asgi`]: they run on
+    /// the worker's asyncio loop, not its Python threads.
+    pub asgi_apps: Vec<AppEntry>,
 }
 
 impl MainConf {
@@ -63,12 +66,28 @@ impl MainConf {
     /// The index of `entry` in the app table, adding it if new: locations that serve the same
     /// script with the same callable share one loaded app per worker.
     pub fn register_app(&mut self, entry: AppEntry) -> usize {
-        if let Some(i) = self.apps.iter().position(|a| *a == entry) {
-            return i;
-        }
-        self.apps.push(entry);
-        self.apps.len() - 1
+        register(&mut self.apps, entry)
     }
+
+    /// As [`register_app`](Self::register_app), in the ASGI table.
+    pub fn register_asgi_app(&mut self, entry: AppEntry) -> usize {
+        register(&mut self.asgi_apps, entry)
+    }
+}
+
+fn register(table: &mut Vec<AppEntry>, entry: AppEntry) -> usize {
+    if let Some(i) = table.iter().position(|a| *a == entry) {
+        return i;
+    }
+    table.push(entry);
+    table.len() - 1
+}
+
+/// An embedded location's app: an index into [`MainConf::apps`] or [`MainConf::asgi_apps`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppRef {
+    Wsgi(usize),
+    Asgi(usize),
 }
 
 /// How the request URI splits into SCRIPT_NAME and PATH_INFO for a location.
@@ -105,8 +124,11 @@ pub struct LocConf {
     pub callable: Option<String>,
     /// `wsgi_process_group`: absent = embedded mode.
     pub process_group: Option<GroupRef>,
-    /// Resolved in the merge step: index into [`MainConf::apps`] (embedded locations).
-    pub app: Option<usize>,
+    /// `wsgi_interface`: what an embedded app speaks (daemon groups have their own
+    /// `interface=`); unset = WSGI.
+    pub interface: Option<Interface>,
+    /// Resolved in the merge step: the app of an embedded location.
+    pub app: Option<AppRef>,
     /// Resolved in the merge step: index into [`MainConf::groups`] (daemon locations).
     pub group: Option<usize>,
     /// Daemon locations: nginx's upstream settings (an `ngx_http_upstream_conf_t` in the
@@ -236,6 +258,9 @@ impl Merge for LocConf {
             self.request_timeout = prev.request_timeout;
         }
         self.daemon.merge(&prev.daemon);
+        if self.interface.is_none() {
+            self.interface = prev.interface;
+        }
         Ok(())
     }
 }
@@ -257,19 +282,29 @@ pub fn merge_level(conf: &mut LocConf, prev: &LocConf, main: &mut MainConf) -> R
     }
 }
 
-/// A level that names a daemon group and sets `wsgi_request_timeout` itself: the timeout would
-/// not apply (the group's workers enforce its own `request-timeout=`), so say so at `nginx -t`.
-/// Checked before merging: a value inherited from an outer level is meant for its embedded
-/// locations.
+/// A level that sets `wsgi_request_timeout` where it cannot apply, so `nginx -t` says so: beside
+/// a daemon group (the group's workers enforce its own `request-timeout=`) or `wsgi_interface
+/// asgi` (an exception raised in the asyncio loop's thread would hit every request). Checked
+/// before merging: a value inherited from an outer level is meant for its WSGI locations.
 fn check_timeout_mode(conf: &LocConf) -> Result<(), String> {
-    match (&conf.process_group, conf.request_timeout) {
-        (Some(group), Some(Some(_))) => Err(format!(
+    if conf.request_timeout.flatten().is_none() {
+        return Ok(());
+    }
+    if let Some(group) = &conf.process_group {
+        return Err(format!(
             "\"wsgi_request_timeout\" applies to embedded mode, and this level sends requests to \
              daemon group \"{}\" (in {}:{}): set request-timeout= on its wsgi_daemon_process",
             group.name, group.origin.file, group.origin.line
-        )),
-        _ => Ok(()),
+        ));
     }
+    if conf.interface == Some(Interface::Asgi) {
+        return Err(
+            "\"wsgi_request_timeout\" applies to WSGI apps, and this level runs an ASGI \
+                    app (wsgi_interface asgi): its requests are tasks on one asyncio loop thread"
+                .to_string(),
+        );
+    }
+    Ok(())
 }
 
 /// Binds a merged location to its daemon group (which must be declared) and registers its app.
@@ -322,7 +357,10 @@ pub fn resolve(conf: &mut LocConf, main: &mut MainConf) -> Result<(), String> {
             script: script.clone(),
             callable: conf.callable().to_string(),
         };
-        conf.app = Some(main.register_app(entry));
+        conf.app = Some(match conf.interface.unwrap_or_default() {
+            Interface::Wsgi => AppRef::Wsgi(main.register_app(entry)),
+            Interface::Asgi => AppRef::Asgi(main.register_asgi_app(entry)),
+        });
     }
     Ok(())
 }
@@ -504,6 +542,13 @@ mod tests {
             ..daemon
         })
         .is_ok());
+        let asgi = LocConf {
+            interface: Some(Interface::Asgi),
+            request_timeout: Some(Some(Duration::from_secs(5))),
+            ..Default::default()
+        };
+        let err = check_timeout_mode(&asgi).unwrap_err();
+        assert!(err.contains("applies to WSGI apps"), "{err}");
     }
 
     #[test]
@@ -520,6 +565,29 @@ mod tests {
         assert_eq!(main.register_app(a.clone()), 0);
         assert_eq!(main.register_app(b), 1);
         assert_eq!(main.register_app(a), 0);
+    }
+
+    #[test]
+    fn asgi_locations_get_their_own_app_table() {
+        let mut main = MainConf::default();
+        let mut wsgi = LocConf {
+            script: Some("/a.py".into()),
+            ..Default::default()
+        };
+        let parent = LocConf {
+            interface: Some(Interface::Asgi),
+            ..Default::default()
+        };
+        let mut asgi = LocConf {
+            script: Some("/a.py".into()),
+            ..Default::default()
+        };
+        asgi.merge(&parent).unwrap();
+        resolve(&mut wsgi, &mut main).unwrap();
+        resolve(&mut asgi, &mut main).unwrap();
+        assert_eq!(wsgi.app, Some(AppRef::Wsgi(0)));
+        assert_eq!(asgi.app, Some(AppRef::Asgi(0)));
+        assert_eq!((main.apps.len(), main.asgi_apps.len()), (1, 1));
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! - `request`: what both modes share: the CGI vars, the request body, the response output;
 //! - `embedded`: embedded mode, Python in the Apache child (pyhost); `timeout`: its request
 //!   timeout's last resort, for a request thread stuck in C code;
-//! - `daemon`: daemon mode, forwarding a request to its group over uwsgi;
+//! - `daemon`: daemon mode, forwarding a request to its group over uwsgi, with `spool` (the
+//!   request body read whole first) and `backend` (the connection to the group: the request
+//!   sent while the response is read);
 //! - `supervise`: daemon mode in the parent: starting and restarting the groups;
 //! - `log`: httpd's error log, for a request, a server and pyhost.
 //!
@@ -23,6 +25,7 @@
 //! reloads this DSO between passes, so nothing process-wide is set up there: Python starts in
 //! `child_init`, in each child.
 
+mod backend;
 mod conf;
 mod daemon;
 mod directives;
@@ -31,6 +34,7 @@ mod ffi;
 mod handler;
 mod log;
 mod request;
+mod spool;
 mod supervise;
 mod timeout;
 
