@@ -14,21 +14,26 @@
 //!   computes is busy all the time when it runs alone; `n` of them admitted together share the
 //!   GIL and are each busy `1/n` of the time. A request that waits on I/O is busy a small share
 //!   however many run.
+//! - `cost`: CPU of the whole process per request. It also sees what more threads cost outside
+//!   the GIL: waking and switching between them, which short requests pay even when they never
+//!   meet in Python (a single admitted thread serves a queue of them back to back, asleep never).
 //! - `contention`: the share of admitted time spent waiting for the GIL at pyhost's own attach
 //!   points (waits inside the app are invisible; this is the visible part of the convoy).
 //!
-//! Every change of the limit is a probe, judged on `busy` one window later (after a window for
-//! the change to settle): going from `L` to `M` threads, compute-bound requests change their busy
-//! share by `L/M`, requests blocked outside Python keep it. The probe is kept when the measured
-//! change is nearer the second, i.e. when `busy_after / busy_before` is at least halfway between
-//! 1 and `L/M` for more threads, or at least halfway between 1 and `L/M` for fewer. A probe that
-//! was taken back doubles the wait before the next one in that direction (up to [`HOLD_MAX`]
-//! windows), so a compute-bound app settles at one thread and probes rarely; a kept one halves it.
+//! Every change of the limit is a probe, judged one window later (after a window for the change
+//! to settle): going from `L` to `M` threads, compute-bound requests change their busy share by
+//! `L/M`, requests blocked outside Python keep it. More threads are kept when the measured change
+//! is nearer "blocked" and the cost rose by at most [`COST_TOLERANCE`]; fewer threads when it is
+//! nearer "compute-bound" or the cost fell by that much. A probe taken back doubles the wait
+//! before the next one in that direction (up to [`HOLD_MAX`] windows); a kept one halves it. So a
+//! compute-bound app settles at one thread and probes every few seconds, an app that waits
+//! outside Python keeps all its threads and tries a quarter fewer as rarely.
 //!
 //! - up (one more thread, or twice as many when requests are on a CPU under a quarter of their
-//!   time): when work waited for admission and contention is below [`UNCONTENDED`];
-//! - down (half as many): when contention is at least [`CONTENDED`]; at once, without waiting
-//!   for a verdict, when it is above [`CONVOY`];
+//!   time; without a verdict when even then the GIL would be idle most of the time): when work
+//!   waited for admission and contention is below [`UNCONTENDED`];
+//! - down (a quarter fewer, at least one): whenever the hold-off allows; at once and by half,
+//!   without waiting for a verdict, when contention is above [`CONVOY`];
 //! - a stall: work has waited for [`STALL`] and the whole process used under a quarter of a core
 //!   meanwhile without being preempted (the admitted requests all wait on something outside
 //!   Python and none finishes to close a window, e.g. an app calling its own server): one more
@@ -49,8 +54,8 @@ pub const ADMISSION_ENV: &str = "RWSGI_ADMISSION";
 /// Contention (GIL wait at the attach points / admitted time) below which more threads may be
 /// tried, when work waits.
 pub(crate) const UNCONTENDED: f64 = 0.01;
-/// Contention at or above which fewer threads are tried.
-pub(crate) const CONTENDED: f64 = 0.01;
+/// A probe that changes the process's CPU per request by more than this share is judged on it.
+const COST_TOLERANCE: f64 = 0.10;
 /// Contention above which the limit is halved at once.
 pub(crate) const CONVOY: f64 = 0.5;
 /// Busy share under which a probe doubles the threads instead of adding one.
@@ -62,8 +67,8 @@ const ROOMY: f64 = 0.1;
 /// Longest wait between two probes in one direction, in windows.
 const HOLD_MAX: u32 = 64;
 /// A window closes after this long, once it holds [`WINDOW_REQUESTS`] requests...
-const WINDOW: Duration = Duration::from_millis(20);
-const WINDOW_REQUESTS: u64 = 8;
+const WINDOW: Duration = Duration::from_millis(50);
+const WINDOW_REQUESTS: u64 = 16;
 /// ... or after this long with fewer requests (but at least one).
 const WINDOW_MAX: Duration = Duration::from_millis(200);
 /// Work waiting this long, with the process nearly idle, raises the limit.
@@ -81,15 +86,36 @@ pub(crate) struct Window {
     pub admitted: Duration,
     pub cpu: Duration,
     pub gil_wait: Duration,
+    /// CPU the whole process used during the window (request threads, the server's own
+    /// threads, waking and switching between them).
+    pub process_cpu: Duration,
     /// Work (a request) waited for an admitted thread during the window.
     pub waited: bool,
+}
+
+/// What a probe is judged on, measured at one limit (smoothed over its windows).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Measure {
+    /// Share of admitted time the requests spent on a CPU.
+    busy: f64,
+    /// CPU of the whole process per request, seconds.
+    cost: f64,
+}
+
+impl Measure {
+    fn blend(self, other: Measure) -> Measure {
+        Measure {
+            busy: (self.busy + other.busy) / 2.0,
+            cost: (self.cost + other.cost) / 2.0,
+        }
+    }
 }
 
 /// A change of the limit waiting for its verdict.
 #[derive(Clone, Copy, Debug)]
 struct Probe {
     from: usize,
-    busy_before: f64,
+    before: Measure,
 }
 
 /// Windows to wait before the next probe in each direction.
@@ -107,8 +133,8 @@ pub(crate) struct Policy {
     /// Windows since the limit last changed (the first one after a change only settles).
     since_change: u32,
     probe: Option<Probe>,
-    /// The busy share measured at the current limit (smoothed).
-    busy: Option<f64>,
+    /// Measured at the current limit.
+    measured: Option<Measure>,
 }
 
 impl Policy {
@@ -118,7 +144,7 @@ impl Policy {
             hold: Hold { up: 1, down: 1 },
             since_change: 0,
             probe: None,
-            busy: None,
+            measured: None,
         }
     }
 
@@ -137,19 +163,22 @@ impl Policy {
             return self.limit;
         }
         let contention = (w.gil_wait.as_secs_f64() / admitted).min(1.0);
-        let busy = (w.cpu.as_secs_f64() / admitted).clamp(1e-6, 1.0);
+        let now = Measure {
+            busy: (w.cpu.as_secs_f64() / admitted).clamp(1e-6, 1.0),
+            cost: (w.process_cpu.as_secs_f64() / w.requests as f64).max(1e-9),
+        };
         self.since_change += 1;
         if self.since_change == 1 {
             return self.limit; // the window a change happened in: mixed, not a measurement
         }
         if let Some(p) = self.probe.take() {
-            return self.verdict(p, busy);
+            return self.verdict(p, now);
         }
-        self.busy = Some(self.busy.map_or(busy, |b| (b + busy) / 2.0));
-        let before = self.busy.unwrap_or(busy);
+        let before = self.measured.map_or(now, |m| m.blend(now));
+        self.measured = Some(before);
         let limit = self.limit.min(wanting.max(1));
         if contention > CONVOY && limit > 1 {
-            self.busy = None;
+            self.measured = None;
             return self.change(limit / 2, None);
         }
         if w.waited
@@ -157,7 +186,7 @@ impl Policy {
             && limit < wanting
             && self.since_change > self.hold.up
         {
-            let to = if busy < MOSTLY_BLOCKED {
+            let to = if now.busy < MOSTLY_BLOCKED {
                 limit * 2
             } else {
                 limit + 1
@@ -165,35 +194,58 @@ impl Policy {
             let to = to.min(wanting);
             // Far from what the GIL can serve even if every new thread were as busy: nothing to
             // judge (and a change by a few percent could not be judged on a noisy busy share).
-            if to as f64 * before < ROOMY {
-                return self.change(to, None);
+            if to as f64 * before.busy < ROOMY {
+                self.change(to, None);
+                // Nothing to judge, so no window to settle either: the next one may raise again.
+                self.since_change = 1;
+                return self.limit;
             }
-            let probe = Probe {
-                from: limit,
-                busy_before: before,
-            };
-            return self.change(to, Some(probe));
+            return self.change(
+                to,
+                Some(Probe {
+                    from: limit,
+                    before,
+                }),
+            );
         }
-        if contention >= CONTENDED && limit > 1 && self.since_change > self.hold.down {
-            let probe = Probe {
-                from: limit,
-                busy_before: before,
-            };
-            return self.change(limit / 2, Some(probe));
+        if limit > 1 && self.since_change > self.hold.down {
+            // A quarter fewer (at least one): a step an app that needs its threads hardly
+            // notices for the two windows of the probe.
+            let to = limit - (limit / 4).max(1);
+            return self.change(
+                to,
+                Some(Probe {
+                    from: limit,
+                    before,
+                }),
+            );
         }
         self.limit
     }
 
-    /// Keep or take back a probe: was the change of the busy share nearer "compute-bound" or
-    /// nearer "blocked outside Python"?
-    fn verdict(&mut self, p: Probe, busy: f64) -> usize {
+    /// Keep or take back a probe.
+    ///
+    /// Busy share: going from `from` to `limit` threads, compute-bound requests change it by
+    /// `from/limit`, requests blocked outside Python keep it; the verdict takes whichever the
+    /// measured change is nearer. Cost: CPU of the whole process per request, which also sees
+    /// what more threads cost outside the GIL (waking and switching between them: short
+    /// requests that a single thread serves back to back pay it although they never wait for
+    /// the GIL). More threads are kept when the requests are not compute-bound and cost no more
+    /// than [`COST_TOLERANCE`] extra; fewer when they are compute-bound or cost that much less.
+    fn verdict(&mut self, p: Probe, now: Measure) -> usize {
         let up = self.limit > p.from;
-        let compute_bound = p.from as f64 / self.limit as f64; // busy_after / busy_before if so
-        let halfway = (1.0 + compute_bound) / 2.0;
-        // More threads pay off when requests stayed as busy (ratio near 1, above halfway down to
-        // from/limit); fewer threads when requests got busier in proportion (ratio near
-        // from/limit, above halfway up from 1).
-        let keep = busy / p.busy_before >= halfway;
+        let compute_bound = p.from as f64 / self.limit as f64; // busy ratio if compute-bound
+        let nearer_compute_bound = if up {
+            now.busy / p.before.busy < (1.0 + compute_bound) / 2.0
+        } else {
+            now.busy / p.before.busy >= (1.0 + compute_bound) / 2.0
+        };
+        let cost = now.cost / p.before.cost;
+        let keep = if up {
+            !nearer_compute_bound && cost <= 1.0 + COST_TOLERANCE
+        } else {
+            nearer_compute_bound || cost <= 1.0 - COST_TOLERANCE
+        };
         let hold = if up {
             &mut self.hold.up
         } else {
@@ -201,12 +253,12 @@ impl Policy {
         };
         if keep {
             *hold = (*hold / 2).max(1);
-            self.busy = Some(busy);
+            self.measured = Some(now);
             self.since_change = 1;
             self.limit
         } else {
             *hold = (*hold * 2).min(HOLD_MAX);
-            self.busy = Some(p.busy_before);
+            self.measured = Some(p.before);
             self.change(p.from, None)
         }
     }
@@ -214,7 +266,7 @@ impl Policy {
     /// A stall (see the module docs): one more.
     pub(crate) fn stalled(&mut self) -> usize {
         self.hold.up = 1;
-        self.busy = None;
+        self.measured = None;
         self.change(self.limit + 1, None)
     }
 }
@@ -223,8 +275,9 @@ impl Policy {
 struct Controller {
     policy: Policy,
     start: Instant,
-    /// The stats counters at the start of the window.
+    /// The stats counters and the process's CPU time at the start of the window.
     base: stats::Stats,
+    base_cpu: Duration,
     /// Since when work has waited for a thread (as the first waiter saw it), and the process's
     /// CPU and preemptions then.
     streak: Option<Sample>,
@@ -273,6 +326,7 @@ pub(crate) fn init() -> Setting {
             policy: Policy::new(usize::MAX / 2),
             start: Instant::now(),
             base: stats::stats(),
+            base_cpu: process_cpu(),
             streak: None,
         });
         DUE_NS.store(since_start() + WINDOW.as_nanos() as u64, Ordering::Relaxed);
@@ -304,16 +358,19 @@ pub(crate) fn on_request(gate: &dyn Fn() -> (usize, usize, bool)) -> Option<Chan
         return None;
     }
     let (held, waiting, waited) = gate();
+    let cpu = process_cpu();
     let w = Window {
         requests,
         admitted: Duration::from_nanos(now.admitted_ns - c.base.admitted_ns),
         cpu: Duration::from_nanos(now.cpu_ns - c.base.cpu_ns),
         gil_wait: Duration::from_nanos(now.gil_wait_ns - c.base.gil_wait_ns),
+        process_cpu: cpu.saturating_sub(c.base_cpu),
         waited,
     };
     let before = c.policy.limit;
     let limit = c.policy.decide(&w, held + waiting);
     c.base = now;
+    c.base_cpu = cpu;
     c.start = Instant::now();
     DUE_NS.store(since_start() + WINDOW.as_nanos() as u64, Ordering::Relaxed);
     changed(before, limit)
@@ -408,8 +465,9 @@ mod tests {
     use super::*;
 
     /// A model app: each request needs `cpu` seconds on the GIL and waits `io` seconds outside
-    /// Python; `limit` of them admitted at once on one free core.
-    fn window(limit: usize, cpu: f64, io: f64) -> Window {
+    /// Python; `limit` of them admitted at once on one free core. Every thread beyond the first
+    /// adds `switch` seconds of CPU per request (waking, switching, cold caches).
+    fn window(limit: usize, cpu: f64, io: f64, switch: f64) -> Window {
         let alone = cpu / (cpu + io);
         // Admitted requests share the GIL once they ask for more than it has.
         let demand = limit as f64 * alone;
@@ -421,27 +479,34 @@ mod tests {
         // A tenth of the waiting for the GIL is at pyhost's attach points (the rest is inside
         // the app), as measured for Django.
         let contention = (1.0 - busy - (1.0 - alone) * busy / alone).max(0.0) * 0.1;
+        let requests = 50;
+        let cost = cpu + switch * (limit.min(16) - 1) as f64;
         Window {
-            requests: 50,
+            requests,
             admitted: Duration::from_secs(1),
             cpu: Duration::from_secs_f64(busy),
             gil_wait: Duration::from_secs_f64(contention),
+            process_cpu: Duration::from_secs_f64(cost * requests as f64),
             waited: true,
         }
     }
 
     /// The limits over `n` windows of a model app, starting from `start`.
     fn run(start: usize, cpu: f64, io: f64, n: usize) -> Vec<usize> {
+        run_with(start, cpu, io, 0.0, n)
+    }
+
+    fn run_with(start: usize, cpu: f64, io: f64, switch: f64, n: usize) -> Vec<usize> {
         let mut p = Policy::new(start);
         (0..n)
-            .map(|_| p.decide(&window(p.limit, cpu, io), 16))
+            .map(|_| p.decide(&window(p.limit, cpu, io, switch), 16))
             .collect()
     }
 
     #[test]
     fn a_compute_bound_app_comes_down_to_one_thread_and_stays() {
         let limits = run(16, 1e-3, 0.0, 200);
-        let settled = &limits[20..];
+        let settled = &limits[40..];
         let at_one = settled.iter().filter(|&&l| l == 1).count();
         assert!(at_one * 10 >= settled.len() * 9, "{limits:?}");
         assert!(settled.iter().all(|&l| l <= 2), "{limits:?}");
@@ -449,10 +514,24 @@ mod tests {
 
     #[test]
     fn an_io_bound_app_keeps_or_gets_all_its_threads() {
-        let from_all = run(16, 30e-6, 10e-3, 100);
-        assert!(from_all.iter().all(|&l| l == 16), "{from_all:?}");
-        let from_one = run(1, 30e-6, 10e-3, 100);
-        assert_eq!(from_one[20..].iter().min(), Some(&16), "{from_one:?}");
+        for start in [16, 1] {
+            let limits = run(start, 30e-6, 10e-3, 200);
+            let settled = &limits[20..];
+            // All 16, but for the rare probe of a quarter fewer (two windows each).
+            let all = settled.iter().filter(|&&l| l == 16).count();
+            assert!(all * 10 >= settled.len() * 9, "{limits:?}");
+            assert!(settled.iter().all(|&l| l >= 12), "{limits:?}");
+        }
+    }
+
+    #[test]
+    fn short_requests_that_cost_more_on_more_threads_get_one() {
+        // 5 us of Python, and every extra thread adds 2 us of waking and switching: they never
+        // meet in Python (no contention, busy unchanged), but one thread serves them cheapest.
+        let limits = run_with(16, 5e-6, 2e-6, 2e-6, 300);
+        let settled = &limits[100..];
+        let at_one = settled.iter().filter(|&&l| l == 1).count();
+        assert!(at_one * 10 >= settled.len() * 8, "{limits:?}");
     }
 
     #[test]
@@ -472,6 +551,7 @@ mod tests {
             admitted: Duration::from_secs(1),
             cpu: Duration::from_millis(60),
             gil_wait: Duration::from_millis(800),
+            process_cpu: Duration::from_millis(60),
             waited: true,
         };
         p.decide(&convoy, 16); // settling window
@@ -481,18 +561,20 @@ mod tests {
     #[test]
     fn no_waiting_work_means_no_probe_up() {
         let mut p = Policy::new(2);
-        let mut idle = window(2, 30e-6, 10e-3);
+        let mut idle = window(2, 30e-6, 10e-3, 0.0);
         idle.waited = false;
-        for _ in 0..20 {
-            assert_eq!(p.decide(&idle, 16), 2);
+        for _ in 0..40 {
+            assert!(p.decide(&idle, 16) <= 2);
         }
+        // (A probe down may run, and is taken back: the requests were not compute-bound.)
+        assert_eq!(p.limit, 2);
     }
 
     #[test]
     fn the_limit_does_not_grow_past_the_threads_that_want_permits() {
         let mut p = Policy::new(4);
         for _ in 0..20 {
-            let w = window(p.limit, 30e-6, 10e-3);
+            let w = window(p.limit, 30e-6, 10e-3, 0.0);
             assert!(p.decide(&w, 6) <= 6);
         }
         assert_eq!(p.limit, 6);
