@@ -63,13 +63,16 @@ pub fn handle(
     // Into Python only when admitted (admit.rs); a thread holding a permit already goes on.
     let admitted = admit::ForRequest::enter();
     let account = Account::start();
-    let outcome = match gil::attach(|py| run(py, app, req, &scope)) {
+    let next = gil::attach(|py| run(py, app, req, &scope));
+    account.end();
+    // Done with Python: a thread admitted for this request alone lets the next one in before
+    // sending the copied-out body, so that its wake-up overlaps this send instead of leaving
+    // the GIL idle (a thread holding a Permit across requests keeps it).
+    drop(admitted);
+    match next {
         Next::Done(outcome) => outcome,
         Next::Send(body) => send_copied(&scope, &body),
-    };
-    account.end();
-    drop(admitted);
-    outcome
+    }
 }
 
 /// What one admitted request cost, for the stats and the admission controller.
