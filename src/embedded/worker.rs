@@ -92,7 +92,20 @@ impl Worker {
         // connection among it) would be rebuilt on every request.
         let _python_thread = pyhost::register_thread();
         let slot = self.queue.join();
-        while let Some(task) = self.queue.next(slot) {
+        // Only threads admitted into Python take jobs (pyhost's admission: as many as the GIL
+        // serves, more while requests wait outside Python); the others wait in pyhost, and a job
+        // nobody can take yet stays queued for the next admitted thread that is done.
+        let mut permit = None;
+        loop {
+            if permit.is_none() {
+                permit = pyhost::admit(&|| self.queue.demand());
+                if permit.is_none() {
+                    return; // stopping
+                }
+            }
+            let Some(task) = self.queue.next(slot) else {
+                return;
+            };
             match task {
                 Task::Preload(i) => {
                     if let Some(app) = self.apps.get(i) {
@@ -100,6 +113,9 @@ impl Worker {
                     }
                 }
                 Task::Request(job) => self.run(job),
+            }
+            if permit.as_ref().is_some_and(pyhost::Permit::over_limit) {
+                permit = None;
             }
         }
     }

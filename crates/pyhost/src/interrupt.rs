@@ -56,7 +56,7 @@ fn format_stack(py: Python<'_>, ident: std::ffi::c_ulong) -> PyResult<String> {
 /// The request's own thread, after a request that was interrupted: drops an exception that was
 /// raised for it but has not reached a bytecode yet.
 pub(crate) fn clear_pending(ident: std::ffi::c_ulong) {
-    Python::attach(|_py| {
+    crate::gil::attach(|_py| {
         // SAFETY: we hold the GIL; a null exception clears the pending one of thread `ident`
         // (this very thread), which is all this call does.
         unsafe { ffi::PyThreadState_SetAsyncExc(ident as std::ffi::c_long, std::ptr::null_mut()) };

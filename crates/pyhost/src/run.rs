@@ -3,6 +3,7 @@
 use std::mem::ManuallyDrop;
 use std::os::fd::FromRawFd;
 use std::sync::Arc;
+use std::time::Instant;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::intern;
@@ -18,10 +19,11 @@ use crate::log::{format_exception, ErrorLog, Level};
 use crate::response::{ResponseState, SendError};
 use crate::scope::{Scope, SendSlice};
 use crate::start_response::StartResponse;
+use crate::stats::{self, Field};
 use crate::watchdog::{self, Ended, Watch};
 use crate::wsgi_errors::Errors;
 use crate::wsgi_input::Input;
-use crate::{App, Body, Outcome, Request, Responder, TIMEOUT_BODY};
+use crate::{admit, gil, App, Body, Outcome, Request, Responder, TIMEOUT_BODY};
 
 const ERROR_BODY: &[u8] = b"500 Internal Server Error\n";
 
@@ -60,9 +62,19 @@ pub fn handle(
     // while it is open.
     let scope = Arc::new(unsafe { Scope::open(body, out, log, input, response) });
     let _close = CloseOnDrop(&scope);
-    // Ended (and the borrows of req released by the watchdog) before the scope closes.
+    // Into Python only when admitted (admit.rs); a thread holding a permit already goes on.
+    let admitted = admit::ForRequest::enter();
+    // The request timeout counts from here (the wait for admission is not the app's time), and
+    // the watch ends (the watchdog done with req's borrows) before the scope closes.
     let watch = watchdog::begin(req);
-    let outcome = match Python::attach(|py| run(py, app, req, &scope)) {
+    let account = Account::start();
+    let next = gil::attach(|py| run(py, app, req, &scope));
+    account.end();
+    // Done with Python: a thread admitted for this request alone lets the next one in before
+    // sending the copied-out body, so that its wake-up overlaps this send instead of leaving
+    // the GIL idle (a thread holding a Permit across requests keeps it).
+    drop(admitted);
+    let outcome = match next {
         Next::Done(outcome) => outcome,
         Next::Send(body) => send_copied(&scope, &body),
     };
@@ -89,6 +101,31 @@ fn end_watch(watch: Watch, req: &Request<'_>, log: &dyn ErrorLog) {
                 ),
             );
         }
+    }
+}
+
+/// What one admitted request cost, for the stats and the admission controller.
+struct Account {
+    at: Instant,
+    cpu_ns: u64,
+}
+
+impl Account {
+    fn start() -> Account {
+        Account {
+            at: Instant::now(),
+            cpu_ns: gil::thread_cpu_ns(),
+        }
+    }
+
+    fn end(self) {
+        stats::add(Field::Requests, 1);
+        stats::add_duration(Field::AdmittedNs, self.at.elapsed());
+        stats::add(
+            Field::CpuNs,
+            gil::thread_cpu_ns().saturating_sub(self.cpu_ns),
+        );
+        admit::request_done();
     }
 }
 
@@ -344,7 +381,7 @@ fn send_all(
     if slices.is_empty() && !finish {
         return Ok(false);
     }
-    py.detach(move || {
+    gil::detach(py, move || {
         let mut side = scope.lock_output();
         for s in &slices {
             side.send(s.get())?;
@@ -365,7 +402,7 @@ fn finish(py: Python<'_>, scope: &Scope) -> Outcome {
     let result = match sent {
         // Nothing left to send: no need to release the GIL.
         Some(short) => Ok(short),
-        None => py.detach(|| {
+        None => gil::detach(py, || {
             let mut side = scope.lock_output();
             side.ensure_head().map(|()| side.short_body())
         }),
@@ -408,7 +445,7 @@ fn send_wrapped_file(
         Ok(o) => o,
         Err(_) => return Ok(None),
     };
-    let result = py.detach(|| {
+    let result = gil::detach(py, || {
         // SAFETY: fd belongs to the Python file object, which the caller keeps alive for this
         // call; ManuallyDrop makes sure we never close it.
         let file = ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
@@ -491,7 +528,7 @@ fn send_500(py: Python<'_>, scope: &Scope) -> Outcome {
 
 /// pyhost's own error response (Outcome::Failed), unless the head already went out.
 fn send_error(py: Python<'_>, scope: &Scope, status: u16, line: &[u8], body: &[u8]) -> Outcome {
-    py.detach(|| {
+    gil::detach(py, || {
         let mut side = scope.lock_output();
         if side.head_sent() {
             return Outcome::Aborted;

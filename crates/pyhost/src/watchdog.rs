@@ -415,6 +415,8 @@ fn run_interrupter() {
         // the line is in the log before the request's own 504 line and before its client has
         // the answer. A request that ended meanwhile is left alone at either step.
         let ident = job.slot.ident;
+        // Python::attach, not gil::attach: this is no request thread, and its waits for the
+        // GIL are not the requests' (stats.rs).
         let stack = Python::attach(|py| {
             job.slot
                 .still_running(job.seq)
