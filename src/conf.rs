@@ -229,6 +229,8 @@ pub struct DaemonGroup {
     /// `socket=HOST:PORT` resolved by the master at start-up (workers must not resolve names on
     /// the event loop).
     pub resolved: Option<std::net::SocketAddr>,
+    /// Where the directive was written (errors found once the whole configuration is read).
+    pub origin: Option<Origin>,
 }
 
 impl DaemonGroup {
@@ -244,6 +246,7 @@ impl DaemonGroup {
             },
             apps: Vec::new(),
             resolved: None,
+            origin: None,
         }
     }
 }

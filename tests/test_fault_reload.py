@@ -60,9 +60,6 @@ def assert_whole_stream(raw):
 
 # --- case 1: reload with a changed group ------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 1: a changed group is killed at once on reload "
-                   "(lifetime pipe closed, then SIGTERM = 'signal 15 again: killing the workers now') "
-                   "and its socket path is gone until the new group binds it")
 def test_nginx_reload_with_changed_group_lets_inflight_streams_finish(lch):
     """nginx daemon: a stream in flight, `threads=4` -> `threads=5`, `nginx -s reload`: all 20
     chunks arrive (the old group drains for graceful-timeout), and /hello requests sent during
@@ -113,8 +110,6 @@ def test_reference_mod_wsgi_graceful_restart_cuts_streams_after_shutdown_timeout
 
 # --- case 2: a killed supervisor --------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 2: nobody restarts a dead nginx group supervisor; "
-                   "its workers exit, the socket file stays and every request is 502 until a reload")
 def test_nginx_killed_supervisor_is_restarted(lch):
     """SIGKILL "nginx: wsgi daemon group": within 10 s a new supervisor runs and requests succeed
     again, without a reload. Apache restarts its supervisor in ~0.7 s (next test); mod_wsgi's

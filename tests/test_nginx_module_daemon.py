@@ -5,6 +5,7 @@ and kill -9 of the master leave nothing behind).
 """
 
 import os
+import re
 import signal
 import threading
 import time
@@ -38,11 +39,19 @@ def group_comm(nginx) -> str:
     return f"wsgi:{nginx.group_name}"[:15]
 
 
-def supervisors(nginx) -> dict:
-    """The group's supervisor(s): direct children of the master named after the group."""
+def keepers(nginx) -> dict:
+    """The group's keeper(s): direct children of the master named after the group, which start
+    the supervisor (again when it dies)."""
     master = nginx.process.pid
     return {pid: info for pid, info in processes().items()
             if info[0] == master and info[2] == group_comm(nginx)}
+
+
+def supervisors(nginx) -> dict:
+    """The group's supervisor(s): children of the keepers, named after the group."""
+    procs = processes()
+    ks = keepers(nginx)
+    return {pid: info for pid, info in procs.items() if info[0] in ks and info[2] == group_comm(nginx)}
 
 
 def group_workers(nginx, sup: int) -> list:
@@ -101,6 +110,10 @@ def test_requests_run_in_the_daemon_not_in_nginx(site):
     # The app's process is a worker of the group's supervisor, not an nginx worker.
     assert len(group_workers(site, sup)) == 2
     assert "wsgi daemon group" in processes()[sup][3]  # what ps shows
+    # Between the master and the supervisor: the group's keeper (restarts a dead supervisor).
+    (keeper,) = keepers(site)
+    assert processes()[sup][0] == keeper
+    assert "wsgi keeper" in processes()[keeper][3]
 
 
 def test_post_and_streaming_through_the_daemon(site):
@@ -181,6 +194,8 @@ def test_master_exit_leaves_no_daemon_behind(launcher, state_dir, how):
                 pass
     wait_for(lambda: not leftovers(nginx), timeout=10, what=f"no processes left after {how}")
     assert not [p for p in nginx_workers if p in processes()]
+    # The group's socket (bound by the master, kept by the keeper) is removed with the group.
+    assert not (Path(nginx.prefix) / f"nginx-wsgi-{nginx.group_name}.sock").exists()
 
 
 def test_daemon_user_and_group(launcher, state_dir):
@@ -221,8 +236,8 @@ def test_unreachable_group_is_503_with_a_reason(launcher, state_dir):
     log = nginx.error_log_text()
     assert 'daemon process group "broken" cannot be reached' in log
     assert "does not exist" in log
-    # The supervisor's own reason, in nginx's error log.
-    wait_for(lambda: "bind /nonexistent-rwsgi-dir" in nginx.error_log_text(), what="the reason")
+    # The reason, in nginx's error log at [error]: the master binds the group's socket itself.
+    assert re.search(r"\[error\] .*RW-NG032 cannot start daemon group broken: bind /nonexistent-rwsgi-dir", log), log
 
 
 def test_killed_daemon_worker_is_replaced(site):

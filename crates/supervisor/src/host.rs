@@ -8,7 +8,7 @@
 //! reloads, httpd's "other child" registration and generations.
 
 use std::io::Write as _;
-use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
@@ -96,8 +96,39 @@ pub struct ForkedSupervisor {
     pub lifetime: OwnedFd,
 }
 
+/// What a server hands to a supervisor it forks, besides the configuration and the lifetime pipe
+/// (nginx's keeper does; httpd's parent hands nothing: [`Handoff::default`]).
+#[derive(Debug, Default)]
+pub struct Handoff<'a> {
+    /// The group's listening socket, bound by the server's master with `Listener::bind` and kept
+    /// there: the supervisor adopts it instead of binding, so the socket outlives the supervisor
+    /// (connections queue while a new one starts) and its file is never removed by it.
+    pub listener: Option<BorrowedFd<'a>>,
+    /// The lifetime pipe (write end) of the group this one replaces on the same socket: the new
+    /// supervisor closes it once one of its workers is ready, and the old group drains then.
+    pub predecessor: Option<OwnedFd>,
+}
+
 /// Forks the supervisor of group `cfg` from a web server's single-threaded master (nginx) or
-/// parent (httpd).
+/// parent (httpd): [`fork_supervisor_with`] and nothing handed over (the supervisor binds the
+/// group's socket itself).
+///
+/// # Safety
+/// As [`fork_supervisor_with`].
+pub unsafe fn fork_supervisor<P, E>(
+    cfg: &GroupConfig,
+    prepare_child: P,
+    error_line: E,
+) -> Result<ForkedSupervisor, String>
+where
+    P: FnOnce(),
+    E: FnOnce(&str) -> String,
+{
+    // SAFETY: the caller's contract is ours.
+    unsafe { fork_supervisor_with(cfg, Handoff::default(), prepare_child, error_line) }
+}
+
+/// Forks the supervisor of group `cfg`, handing it `handoff`.
 ///
 /// In the child: `prepare_child` runs first (nginx points stdout/stderr at its error log and
 /// sets the process title; httpd needs nothing), then [`run_forked`] until the lifetime pipe
@@ -105,15 +136,17 @@ pub struct ForkedSupervisor {
 /// (0 after a clean stop, 1 otherwise), never returning into the server's code, even on a
 /// panic.
 ///
-/// In the parent: the pid and the pipe's write end. `Err` (nothing forked) when `cfg` is
-/// invalid (the [`GroupConfig::validate`] sentence) or the pipe or the fork fails
+/// In the parent: the pid and the pipe's write end; the parent's copy of
+/// `handoff.predecessor` is closed (the child holds it now). `Err` (nothing forked) when `cfg`
+/// is invalid (the [`GroupConfig::validate`] sentence) or the pipe or the fork fails
 /// (`pipe: ...`, `fork: ...`).
 ///
 /// # Safety
 /// Call only in a single-threaded process: the child runs arbitrary code (allocation, Python
-/// later) after `fork`.
-pub unsafe fn fork_supervisor<P, E>(
+/// later) after `fork`. `handoff.listener` must be a listening socket bound for `cfg.socket`.
+pub unsafe fn fork_supervisor_with<P, E>(
     cfg: &GroupConfig,
+    handoff: Handoff<'_>,
     prepare_child: P,
     error_line: E,
 ) -> Result<ForkedSupervisor, String>
@@ -139,9 +172,10 @@ where
     }
     if pid == 0 {
         drop(write_end);
-        become_supervisor(cfg, read_end, prepare_child, error_line);
+        become_supervisor(cfg, read_end, handoff, prepare_child, error_line);
     }
     drop(read_end);
+    drop(handoff);
     Ok(ForkedSupervisor {
         pid,
         lifetime: write_end,
@@ -149,7 +183,13 @@ where
 }
 
 /// The forked child: prepare, run the group, report, `_exit`.
-fn become_supervisor<P, E>(cfg: &GroupConfig, lifetime: OwnedFd, prepare: P, error_line: E) -> !
+fn become_supervisor<P, E>(
+    cfg: &GroupConfig,
+    lifetime: OwnedFd,
+    handoff: Handoff<'_>,
+    prepare: P,
+    error_line: E,
+) -> !
 where
     P: FnOnce(),
     E: FnOnce(&str) -> String,
@@ -157,9 +197,11 @@ where
     // A panic must never unwind into the server's code, which would go on as a second master.
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
         prepare();
+        let listener = handoff.listener.map(|fd| fd.as_raw_fd());
+        let predecessor = handoff.predecessor.map(IntoRawFd::into_raw_fd);
         // SAFETY: we are the freshly forked child of a single-threaded process (fork_supervisor's
-        // contract); the pipe's read end is handed over.
-        unsafe { run_forked(cfg, lifetime.into_raw_fd()) }
+        // contract); the descriptors are handed over.
+        unsafe { run_forked_with(cfg, lifetime.into_raw_fd(), listener, predecessor) }
     }))
     .unwrap_or_else(|_| Err("internal error (panic) while starting the supervisor".to_owned()));
     let code = match result {
@@ -196,6 +238,25 @@ where
 /// Call only in a freshly forked child of a single-threaded process. `lifetime` is the read end
 /// of the lifetime pipe (above stderr); this call takes it over.
 pub unsafe fn run_forked(cfg: &GroupConfig, lifetime: RawFd) -> Result<(), String> {
+    // SAFETY: the caller's contract is ours.
+    unsafe { run_forked_with(cfg, lifetime, None, None) }
+}
+
+/// [`run_forked`] with what [`Handoff`] carries: `listener` (kept open, adopted) and
+/// `predecessor` (taken over), both above stderr.
+///
+/// # Safety
+/// As [`run_forked`]; `listener` is a listening socket bound for `cfg.socket`, `predecessor` a
+/// descriptor this call may own.
+unsafe fn run_forked_with(
+    cfg: &GroupConfig,
+    lifetime: RawFd,
+    listener: Option<RawFd>,
+    predecessor: Option<RawFd>,
+) -> Result<(), String> {
+    let mut keep = vec![lifetime];
+    keep.extend(listener);
+    keep.extend(predecessor);
     // SAFETY: resetting dispositions and the mask, moving and closing descriptors and starting a
     // session only affect this (single-threaded, caller contract) process. Nothing else in it
     // uses the descriptors above 3 (they are the server's, inherited).
@@ -208,19 +269,54 @@ pub unsafe fn run_forked(cfg: &GroupConfig, lifetime: RawFd) -> Result<(), Strin
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-        if lifetime != 3 {
-            libc::dup2(lifetime, 3);
-        }
+        keep_only(&keep);
         // The workers are forked, not exec'd: nothing the app runs needs the pipe.
         libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC);
-        libc::close_range(4, u32::MAX, 0);
         libc::setsid();
     }
+    // The descriptors are now 3 (the pipe), then the listener, then the predecessor's pipe.
+    let mut next = 4;
+    let mut take = |present: bool| {
+        present.then(|| {
+            next += 1;
+            // SAFETY: keep_only moved the descriptor there; nothing else owns it.
+            unsafe { OwnedFd::from_raw_fd(next - 1) }
+        })
+    };
+    let inherited = crate::Inherited {
+        listener: take(listener.is_some())
+            .map(|fd| crate::listener::Listener::adopt(fd, &cfg.socket)),
+        predecessor: take(predecessor.is_some()),
+    };
     // SAFETY: fd 3 is the lifetime pipe's read end (above), open for the rest of this process.
     let lifetime = unsafe { BorrowedFd::borrow_raw(3) };
-    match std::panic::catch_unwind(|| crate::run_with_lifetime(cfg, lifetime)) {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| {
+        crate::run_inner(cfg, Some(lifetime), inherited)
+    })) {
         Ok(result) => result.map_err(|e| e.to_string()),
         Err(_) => Err("internal error (panic) in the supervisor".to_owned()),
+    }
+}
+
+/// Moves `fds` to 3, 4, ... in order and closes every other descriptor above stderr.
+///
+/// # Safety
+/// Single-threaded process; the descriptors in `fds` are open and nothing else in this process
+/// uses any descriptor above stderr.
+pub unsafe fn keep_only(fds: &[RawFd]) {
+    let floor = 3 + fds.len() as RawFd;
+    // SAFETY: caller contract. Lift every descriptor above the target range first, so that a
+    // dup2 onto 3, 4... never closes one still to be moved; then close the lifted copies and
+    // everything else.
+    unsafe {
+        let lifted: Vec<RawFd> = fds
+            .iter()
+            .map(|&fd| libc::fcntl(fd, libc::F_DUPFD, floor))
+            .collect();
+        for (i, fd) in lifted.iter().enumerate() {
+            libc::dup2(*fd, 3 + i as RawFd);
+        }
+        libc::close_range(floor as u32, u32::MAX, 0);
     }
 }
 
