@@ -319,6 +319,14 @@ pub unsafe fn init_module(cycle: *mut ngx::ffi::ngx_cycle_t) -> Result<Vec<Line>
     if testing != 0 || role == ngx::ffi::NGX_PROCESS_SIGNALLER as usize {
         return Ok(Vec::new());
     }
+    // Embedded mode's record of deadly imports, shared with every worker forked from now on.
+    if !main.apps.is_empty() && crate::embedded::imports::Ledger::create_shared().is_none() {
+        log.push(error(format!(
+            "wsgi: RW-NG061 cannot map the shared import record ({}): an app that kills its \
+             worker at import is not held back",
+            std::io::Error::last_os_error()
+        )));
+    }
     // SAFETY: the cycle's log and its open file are valid during init_module.
     let log_fd = unsafe {
         cycle

@@ -16,8 +16,8 @@ import time
 import pytest
 
 from fault_common import (Clock, apache_logs, apache_site, app_dir, lch, nginx_daemon, nginx_embedded,  # noqa: F401
-                          reference, timed_get, uwsgi_worker)
-from harness.faults import children
+                          ok, reference, timed_get, uwsgi_worker)
+from harness.faults import children, wait_for
 
 SCRIPTS = ("faults.py", "exit_at_import.py")
 
@@ -73,8 +73,6 @@ def worker_starts(nginx) -> int:
     return len(re.findall(r"start worker process \d+", nginx.error_log_text()))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 4: nginx embedded: the import's os._exit kills the "
-                   "worker, the master respawns it at once, and the next one imports again: a fork storm")
 def test_nginx_embedded_crash_loop_is_not_a_fork_storm(lch):
     """One nginx worker; /bad runs the crashing script, /app/ a good one, /static is nginx's own.
     Over 6 s: at most 4 worker starts (a back-off between import attempts), the good locations
@@ -100,6 +98,34 @@ def test_nginx_embedded_crash_loop_is_not_a_fork_storm(lch):
     assert starts <= 4, seen
     assert sum(1 for s in good if s != 200) <= 2, seen
     assert any(s in (500, 503) for s in bad), seen
+
+
+def test_nginx_embedded_crash_loop_answers_503_then_recovers_when_the_app_is_fixed(lch):
+    """While the back-off holds, the app answers 503 with Retry-After (the worker lives); once the
+    script is fixed, the next import attempt succeeds and the app answers 200, no reload needed.
+    mod_wsgi has no back-off: each request retries the import (and kills a process)."""
+    d = app_dir(lch, SCRIPTS)
+    nginx = nginx_embedded(lch, d, server=f"location /bad {{ wsgi_script {d.script('exit_at_import.py')}; }}",
+                           wait=False)
+    import requests
+
+    def held_back():
+        try:
+            r = requests.get(nginx.url("/bad"), timeout=5)
+        except requests.RequestException:
+            return None  # this request was the retry that killed its worker
+        return [r] if r.status_code == 503 else None  # (a 503 Response is falsy)
+    (r,) = wait_for(held_back, 10) or [None]
+    assert r is not None, "no 503 while the import is held back"
+    assert int(r.headers["Retry-After"]) >= 1
+    assert "RW-NG061" in nginx.error_log_text()
+    d.script("exit_at_import.py").write_text(
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'fixed']\n")
+    fixed = wait_for(lambda: ok(nginx.url("/bad"), timeout=3), 20, interval=0.2)
+    assert fixed, nginx.error_log_text()[-3000:]
+    assert requests.get(nginx.url("/bad"), timeout=5).text == "fixed"
 
 
 def test_apache_embedded_crash_loop_is_contained(lch):

@@ -9,14 +9,17 @@
 //! - `dispatch`: the job queue from the event loop to the Python threads;
 //! - `exchange`: the per-request channel back (response head, chunks, outcome), bounded in bytes;
 //! - `wake`: the eventfd that wakes the event loop when an exchange has news;
-//! - `body`: `wsgi.input` over the body nginx read (memory and temp-file segments).
+//! - `body`: `wsgi.input` over the body nginx read (memory and temp-file segments);
+//! - `imports`: import attempts shared by all workers, so an app whose import kills its worker
+//!   is retried with back-off instead of in a fork storm.
 //!
-//! `body`, `dispatch`, `exchange` and `wake` are plain Rust, unit-tested without nginx; `stream`
+//! `body`, `dispatch`, `exchange`, `imports` and `wake` are plain Rust, unit-tested without nginx; `stream`
 //! and `worker` call into nginx and are exercised end to end (tests/test_nginx_module_*.py).
 
 mod body;
 mod dispatch;
 mod exchange;
+pub mod imports;
 mod wake;
 
 #[cfg(not(test))]

@@ -53,7 +53,7 @@ pub use environ::http_header_var;
 pub use init::{is_initialized, Error, PythonConfig};
 pub use log::{ErrorLog, Level, StderrLog};
 pub use process::{initialize, ProcessApps};
-pub use run::handle;
+pub use run::{answer_500, handle};
 pub use thread::{register_thread, spawn_with_signals_blocked, PythonThread};
 
 /// The values of `wsgi.multithread`, `wsgi.multiprocess` and `wsgi.run_once` for this transport.
