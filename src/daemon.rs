@@ -149,6 +149,18 @@ pub unsafe fn forward(r: *mut ngx_http_request_t, group: usize) -> ngx_int_t {
             return NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t;
         }
     }
+    // A request whose vars cannot reach the daemon: 431 now, before its body is read.
+    // SAFETY: r is live.
+    if let Some(e) = unsafe { too_large(req) } {
+        let msg = format!(
+            "wsgi: RW-NG021 request too large for daemon process group \"{}\": {e}; answered 431",
+            g.name
+        );
+        // SAFETY: r is live.
+        unsafe { log_request(r, NGX_LOG_ERR as _, &msg) };
+        // SAFETY: r is live, in its content phase, nothing sent yet.
+        return unsafe { send_431(r) };
+    }
     // SAFETY: r is live; ngx_http_upstream_create allocates r->upstream from the request pool.
     if unsafe { ngx_http_upstream_create(r) } != NGX_OK as ngx_int_t {
         return internal;
@@ -175,6 +187,99 @@ pub unsafe fn forward(r: *mut ngx_http_request_t, group: usize) -> ngx_int_t {
         return rc;
     }
     ngx::ffi::NGX_DONE as ngx_int_t
+}
+
+/// `431 Request Header Fields Too Large`, sent here because nginx's own error responses have
+/// no reason phrase for 431 (its table stops at 429, and an error status clears ours).
+///
+/// # Safety
+/// `r` is live, in its content phase, and nothing has been sent for it.
+unsafe fn send_431(r: *mut ngx_http_request_t) -> ngx_int_t {
+    static STATUS: &[u8] = b"431 Request Header Fields Too Large";
+    static BODY: &[u8] = b"431 Request Header Fields Too Large\n";
+    // SAFETY: r is live (contract); the buffer and chain live in its pool, the data is static.
+    unsafe {
+        let req = &mut *r;
+        if ngx::ffi::ngx_http_discard_request_body(r) != NGX_OK as ngx_int_t {
+            req.set_keepalive(0);
+        }
+        let out = &mut req.headers_out;
+        out.status = 431;
+        out.status_line = ngx_str_t {
+            len: STATUS.len(),
+            data: STATUS.as_ptr().cast_mut(),
+        };
+        out.content_length_n = BODY.len() as _;
+        out.content_type = ngx_str_t {
+            len: 10,
+            data: c"text/plain".as_ptr().cast_mut().cast(),
+        };
+        out.content_type_len = 10;
+        let rc = ngx::ffi::ngx_http_send_header(r);
+        if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || req.header_only() != 0 {
+            return rc;
+        }
+        let b = ngx_pcalloc(req.pool, std::mem::size_of::<ngx_buf_t>()).cast::<ngx_buf_t>();
+        let cl = ngx_alloc_chain_link(req.pool);
+        if b.is_null() || cl.is_null() {
+            return NGX_ERROR as ngx_int_t;
+        }
+        (*b).pos = BODY.as_ptr().cast_mut();
+        (*b).last = (*b).pos.add(BODY.len());
+        (*b).set_memory(1);
+        (*b).set_last_buf(1);
+        (*b).set_last_in_chain(1);
+        (*cl).buf = b;
+        (*cl).next = std::ptr::null_mut();
+        ngx::ffi::ngx_http_output_filter(r, cl)
+    }
+}
+
+/// Why the request's uwsgi vars cannot be sent to a daemon, if they cannot: the encoder's own
+/// limits (a vars block of at most 65,535 bytes, a field of at most 65,535; and any limit it
+/// enforces on the number of vars), checked with the vars [`build_request`] will send and the
+/// longest possible CONTENT_LENGTH. Requests whose head is small enough that the block cannot
+/// reach the limit skip the encoding.
+///
+/// # Safety
+/// `r` is live, in its content phase.
+unsafe fn too_large(r: &mut ngx_http_request_t) -> Option<uwsgi::Error> {
+    // Every var's value comes from the request head (the URI is in at most four of them: the
+    // path twice, the query, the raw URI) or is short (addresses, ports, names); each header
+    // adds "HTTP_" and the two length fields of its name and value.
+    // SAFETY: the header list of a live request.
+    let headers = unsafe { list_len(&r.headers_in.headers.part) };
+    let head = usize::try_from(r.request_length).unwrap_or(usize::MAX);
+    let bound = head
+        .saturating_mul(4)
+        .saturating_add(headers.saturating_mul(9))
+        .saturating_add(8192);
+    if bound <= uwsgi::MAX_VARS_BLOCK && headers < 256 {
+        return None;
+    }
+    let lc = WsgiModule::location_conf(r)?;
+    // SAFETY: r is live (contract).
+    let mut vars = unsafe { crate::request::cgi_vars(r, lc, u64::MAX, false) };
+    for (k, v) in FrontEndVars::new(u64::MAX, PathInfoForm::Full).pairs() {
+        vars.add(k, v);
+    }
+    let mut packet = Vec::new();
+    uwsgi::encode_request(0, 0, vars.pairs(), &mut packet).err()
+}
+
+/// Elements in an `ngx_list_t` (from its first part).
+///
+/// # Safety
+/// `part` is the first part of a live list.
+unsafe fn list_len(mut part: *const ngx::ffi::ngx_list_part_t) -> usize {
+    let mut n = 0;
+    while !part.is_null() {
+        // SAFETY: a live list's parts (contract).
+        let p = unsafe { &*part };
+        n += p.nelts;
+        part = p.next;
+    }
+    n
 }
 
 /// The group's address as nginx's upstream wants it.
