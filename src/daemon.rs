@@ -23,7 +23,7 @@ use ngx::ffi::{
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpUpstreamModule};
 
 use supervisor::SocketSpec;
-use uwsgi::contract::{FrontEndVars, PathInfoForm, ABORT_MARK_BYTE};
+use uwsgi::contract::{FrontEndVars, PathInfoForm};
 
 use crate::conf::DaemonGroup;
 use crate::log::log_request;
@@ -79,6 +79,8 @@ pub unsafe fn make_upstream_conf(
         // Responses are streamed as the app produces them (no temp files, no proxy buffering).
         c.buffering = 0;
         c.request_buffering = 1;
+        // Keep sending the body after the response head went to the client (daemon_send.rs).
+        c.set_preserve_output(1);
         c.pass_request_headers = 1;
         c.pass_request_body = 1;
         c.module = ngx_str_t {
@@ -175,6 +177,10 @@ pub unsafe fn forward(r: *mut ngx_http_request_t, group: usize) -> ngx_int_t {
     u.abort_request = Some(abort_request);
     u.finalize_request = Some(finalize_request);
     u.set_buffering(0);
+    // SAFETY: r is live and has its upstream.
+    if unsafe { crate::daemon_send::install(r) }.is_none() {
+        return internal;
+    }
     // SAFETY: r is live; the address lives in the request pool.
     match unsafe { resolved(req, g) } {
         Some(res) => u.resolved = res,
@@ -443,6 +449,7 @@ unsafe fn build_request(r: &mut ngx_http_request_t) -> Result<(), String> {
             body = (*body).next;
         }
         u.request_bufs = head;
+        crate::daemon_send::start(r, packet.len() as u64 + body_len);
     }
     Ok(())
 }
@@ -476,9 +483,11 @@ unsafe fn body_length(r: &ngx_http_request_t) -> u64 {
 /// `u->reinit_request`: before a retry on another connection.
 ///
 /// # Safety
-/// Called by nginx's upstream module with a live request; it is not read.
-unsafe extern "C" fn reinit_request(_r: *mut ngx_http_request_t) -> ngx_int_t {
-    // process_header keeps no state between calls: nothing to reset for a retry.
+/// Called by nginx's upstream module with the live request whose upstream [`forward`] set up.
+unsafe extern "C" fn reinit_request(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // process_header keeps no state between calls; the sending side starts over.
+    // SAFETY: contract.
+    unsafe { crate::daemon_send::restart(r) };
     NGX_OK as ngx_int_t
 }
 
@@ -572,38 +581,12 @@ unsafe fn parse_head(r: &mut ngx_http_request_t) -> ngx_int_t {
         204 | 304 => 0,
         // A body shorter than its Content-Length then ends as an error, not as a whole response.
         _ if u.headers_in.content_length_n >= 0 => u.headers_in.content_length_n,
-        // Otherwise only the worker's close ends the body.
-        _ => {
-            // SAFETY: the upstream is connected: the head came through it.
-            unsafe { send_abort_mark(u) };
-            -1
-        }
+        // Otherwise only the worker's close ends the body (and the abort mark is due).
+        _ => -1,
     };
+    // SAFETY: r is live with its upstream connected (the head came through it).
+    unsafe { crate::daemon_send::head_received(r, u.length == -1) };
     NGX_OK as ngx_int_t
-}
-
-/// Sends the abort mark ([`ABORT_MARK_BYTE`]) once the request is sent: a body that only the
-/// worker's close can end needs it to tell a complete end from an aborted one (`uwsgi::contract`,
-/// "Aborted responses").
-///
-/// # Safety
-/// `u` is a live upstream whose peer connection is open.
-unsafe fn send_abort_mark(u: &ngx::ffi::ngx_http_upstream_t) {
-    // Bytes in the middle of a request body that is still being sent would corrupt it; then the
-    // unsent rest of the body plays the same part.
-    if u.request_body_sent() == 0 || u.peer.connection.is_null() {
-        return;
-    }
-    // SAFETY: the connection is open (contract); one byte from a static, non-blocking. If it
-    // fails the worker has closed already and nothing is lost.
-    unsafe {
-        libc::send(
-            (*u.peer.connection).fd,
-            (&ABORT_MARK_BYTE as *const u8).cast(),
-            1,
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
 }
 
 /// Appends one header to `u->headers_in` (key, value and lowercase key NUL-terminated, as

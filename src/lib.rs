@@ -15,6 +15,7 @@
 //! - `embedded/`: embedded mode (the event-loop side, the Python threads, and the hand-off
 //!   between them; its mod.rs lists the files);
 //! - `daemon`: daemon mode, forwarding a request to its group through nginx's upstream module;
+//!   `daemon_send`: its sending side (the body while the response comes back, the abort mark);
 //! - `supervise`: daemon mode in the master: starting, keeping and stopping the groups;
 //! - `keeper`: the small process per group, between the master and the group's supervisor,
 //!   that starts the supervisor again when it dies;
@@ -39,6 +40,8 @@ mod request;
 // left out of `cargo test` and exercised by the end-to-end tests (tests/test_nginx_module_*.py).
 #[cfg(not(test))]
 mod daemon;
+#[cfg(not(test))]
+mod daemon_send;
 #[cfg(not(test))]
 mod directives;
 #[cfg(not(test))]
