@@ -79,6 +79,23 @@ def test_nginx_reload_with_changed_group_lets_inflight_streams_finish(lch):
     assert results and all(x == 200 for x in results), f"during the reload: {results}"
 
 
+def test_nginx_reload_with_changed_tcp_group_lets_inflight_streams_finish(lch):
+    """The same on a TCP socket (`socket=127.0.0.1:PORT`): the master keeps the listening socket
+    across the reload and hands it to the new group, so no port has to be freed and bound again
+    in between (two listeners cannot share a port)."""
+    from harness.ports import free_port
+    d = app_dir(lch)
+    port = free_port()
+    nginx = nginx_daemon(lch, d, f"processes=1 threads=4 graceful-timeout=30 socket=127.0.0.1:{port}")
+
+    def change_and_reload():
+        nginx.conf_path.write_text(nginx.conf_path.read_text().replace("threads=4", "threads=5"))
+        nginx.reload()
+    raw, results = stream_across(nginx, change_and_reload)
+    assert_whole_stream(raw)
+    assert results and all(x == 200 for x in results), f"during the reload: {results}"
+
+
 def test_apache_graceful_restart_lets_inflight_streams_finish(lch):
     """Apache daemon: the same stream across a graceful restart (every group is restarted on
     one): the old group drains while the new one serves (per-generation socket paths and a
@@ -111,8 +128,8 @@ def test_reference_mod_wsgi_graceful_restart_cuts_streams_after_shutdown_timeout
 # --- case 2: a killed supervisor --------------------------------------------------------------
 
 def test_nginx_killed_supervisor_is_restarted(lch):
-    """SIGKILL "nginx: wsgi daemon group": within 10 s a new supervisor runs and requests succeed
-    again, without a reload. Apache restarts its supervisor in ~0.7 s (next test); mod_wsgi's
+    """SIGKILL "nginx: wsgi daemon group": the group's keeper starts a new supervisor on the same
+    socket, requests succeed again without a reload, and one sent in between waits for it. Apache restarts its supervisor in ~0.7 s (next test); mod_wsgi's
     daemon processes are restarted by Apache's parent the same way (reference test below)."""
     d = app_dir(lch)
     nginx = nginx_daemon(lch, d, "processes=2 threads=2")
@@ -120,6 +137,11 @@ def test_nginx_killed_supervisor_is_restarted(lch):
     kill(sup, signal.SIGKILL)
     clock = Clock()
     assert wait_for(lambda: not alive(sup), 5)
+    # Sent while no supervisor runs: the socket stays (the master and the group's keeper hold
+    # it), so the request waits in its backlog for the new group instead of failing.
+    first = requests.get(nginx.url("/app/hello"), timeout=15)
+    print(f"the first request after the kill: {first.status_code} after {clock():.1f}s")
+    assert first.status_code == 200
     back = wait_for(lambda: ok(nginx.url("/app/hello"), timeout=2), 10, interval=0.1)
     statuses = []
     for _ in range(5):
