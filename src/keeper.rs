@@ -69,8 +69,9 @@ pub struct Start<'a> {
     /// The group's listening socket, bound and kept by the master.
     pub listener: BorrowedFd<'a>,
     /// The lifetime pipe of the group this one replaces, for the first supervisor to close once
-    /// it is ready (`supervisor::Handoff::predecessor`).
-    pub predecessor: Option<OwnedFd>,
+    /// it is ready (`supervisor::Handoff::predecessor`); the master closes its own copy after
+    /// the fork.
+    pub predecessor: Option<BorrowedFd<'a>>,
     /// nginx's error log: the keeper's and the group's stdout and stderr.
     pub log_fd: RawFd,
     /// Sets the process title (nginx's `ngx_setproctitle`: "nginx: " + the text).
@@ -166,7 +167,7 @@ impl<'a> Keeper<'a> {
             unsafe { libc::prctl(libc::PR_SET_NAME, comm.as_ptr() as libc::c_ulong, 0, 0, 0) };
         }
         let mut keep = vec![master.as_raw_fd(), listener.as_raw_fd()];
-        keep.extend(predecessor.as_ref().map(AsRawFd::as_raw_fd));
+        keep.extend(predecessor.map(|fd| fd.as_raw_fd()));
         // SAFETY: this process is single-threaded (contract); the descriptors are ours or
         // nginx's (inherited), and nothing here uses nginx's any more. Signals: nginx's
         // handlers must not run here; the ones we act on are read from a signalfd instead.
@@ -184,7 +185,8 @@ impl<'a> Keeper<'a> {
             // A Ctrl-C to a foreground nginx is nginx's; our pipe says when to stop.
             libc::setsid();
             supervisor::keep_only(&keep);
-            std::mem::forget((master, predecessor));
+            // Its number is 3 now (keep_only); the old one was closed there.
+            std::mem::forget(master);
             signal_fd()
         };
         let socket_file = match &cfg.socket {

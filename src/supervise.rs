@@ -145,18 +145,28 @@ fn sync(wanted: Vec<(String, GroupConfig)>, log_fd: RawFd) -> Vec<Line> {
             groups.push(old.swap_remove(i));
             continue;
         }
-        let replaced = old
+        // A changed group on the same socket is handed over; on another socket it just stops.
+        let mut replaced = old
             .iter()
-            .position(|r| r.name == name)
+            .position(|r| r.name == name && r.config.socket == cfg.socket)
             .map(|i| old.swap_remove(i));
-        match start(&name, &cfg, sockets, replaced, log_fd) {
+        match start(&name, &cfg, sockets, &mut replaced, log_fd) {
             Ok((running, line)) => {
                 log.push(notice(line));
                 groups.push(running);
             }
-            Err(e) => log.push(error(format!(
-                "wsgi: RW-NG032 cannot start daemon group {name}: {e}"
-            ))),
+            Err(e) => {
+                let kept = match replaced {
+                    Some(r) => {
+                        groups.push(r);
+                        "; the running group keeps serving with its previous configuration"
+                    }
+                    None => "",
+                };
+                log.push(error(format!(
+                    "wsgi: RW-NG032 cannot start daemon group {name}: {e}{kept}"
+                )));
+            }
         }
     }
     for r in old {
@@ -165,6 +175,11 @@ fn sync(wanted: Vec<(String, GroupConfig)>, log_fd: RawFd) -> Vec<Line> {
              (graceful-timeout) and exits",
             r.name, r.keeper
         )));
+        // Its socket may serve a group of this configuration (a renamed group): then the file
+        // stays where it is.
+        if groups.iter().any(|g| g.config.socket == r.config.socket) {
+            keep_socket(&r.pipe);
+        }
         drop(r.pipe);
     }
     // Sockets no group listens on any more: closed here (the stopping groups keep their
@@ -179,13 +194,21 @@ fn sync(wanted: Vec<(String, GroupConfig)>, log_fd: RawFd) -> Vec<Line> {
     log
 }
 
-/// Starts the keeper of one group on its socket (bound now, or kept from before), handing it
-/// the pipe of the group it `replaces`, if any. Returns the running group and its log line.
+/// Tells a keeper that its socket file stays (a successor serves on it), before its pipe closes.
+fn keep_socket(pipe: &OwnedFd) {
+    // SAFETY: one byte from a static into our own pipe's write end (never full: nothing else
+    // is written to it).
+    unsafe { libc::write(pipe.as_raw_fd(), [keeper::KEEP_SOCKET].as_ptr().cast(), 1) };
+}
+
+/// Starts the keeper of one group on its socket (bound now, or kept from before). `replaces`: the
+/// running group of the same name on the same socket, taken (and handed its pipe) only once the
+/// new keeper runs. Returns the running group and its log line.
 fn start(
     name: &str,
     cfg: &GroupConfig,
     sockets: &mut Vec<Bound>,
-    replaces: Option<Running>,
+    replaces: &mut Option<Running>,
     log_fd: RawFd,
 ) -> Result<(Running, String), String> {
     // What a supervisor would refuse (unknown user...): said now, and no socket is bound that
@@ -205,46 +228,31 @@ fn start(
             &sockets[sockets.len() - 1].listener
         }
     };
-    let (predecessor, replacing) = match replaces {
-        Some(old) if old.config.socket == cfg.socket => {
-            // Same socket: the old keeper leaves the file to us when it stops.
-            // SAFETY: one byte from a static into our own pipe's write end.
-            unsafe {
-                libc::write(
-                    old.pipe.as_raw_fd(),
-                    [keeper::KEEP_SOCKET].as_ptr().cast(),
-                    1,
-                )
-            };
-            let line = format!(
-                "; the group it replaces (keeper pid {}) serves until a new worker is ready, \
-                 then finishes its requests (graceful-timeout) and exits",
-                old.keeper
-            );
-            (Some(old.pipe), line)
-        }
-        Some(old) => {
-            drop(old.pipe);
-            let line = format!("; the old group (keeper pid {}) is stopping", old.keeper);
-            (None, line)
-        }
-        None => (None, String::new()),
-    };
     // SAFETY: the nginx master is single-threaded.
     let forked = unsafe {
         keeper::fork(keeper::Start {
             name,
             cfg,
             listener: listener.as_fd(),
-            predecessor,
+            predecessor: replaces.as_ref().map(|r| r.pipe.as_fd()),
             log_fd,
             set_title,
         })
     }?;
-    let line = format!(
-        "wsgi: RW-NG030 started daemon group {name} (keeper pid {}) on {}{replacing}",
+    let mut line = format!(
+        "wsgi: RW-NG030 started daemon group {name} (keeper pid {}) on {}",
         forked.pid, cfg.socket
     );
+    if let Some(old) = replaces.take() {
+        // The new keeper holds the old one's pipe now; ours goes, after saying that the socket
+        // file stays.
+        keep_socket(&old.pipe);
+        line += &format!(
+            "; the group it replaces (keeper pid {}) serves until a new worker is ready, then \
+             finishes its requests (graceful-timeout) and exits",
+            old.keeper
+        );
+    }
     let running = Running {
         name: name.to_owned(),
         config: cfg.clone(),

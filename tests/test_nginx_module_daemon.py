@@ -175,6 +175,44 @@ def test_reload_keeps_unchanged_group_restarts_changed_and_stops_removed(launche
     assert second
 
 
+def test_reload_that_cannot_start_the_changed_group_keeps_the_old_one(launcher, state_dir):
+    """A reload whose changed group cannot start (here: its user does not exist) says why at
+    [error] and leaves the running group serving with its previous options."""
+    nginx = daemon_nginx(launcher, state_dir)
+    (first,) = supervisors(nginx)
+    text = nginx.conf_path.read_text()
+    nginx.conf_path.write_text(text.replace("processes=2 threads=4", "processes=2 threads=4 user=rwsgi-no-such-user"))
+    nginx.reload()
+    wait_for(lambda: "RW-NG032 cannot start daemon group" in nginx.error_log_text(), what="the reason")
+    assert re.search(r"\[error\] .*RW-NG032 cannot start daemon group .*rwsgi-no-such-user.*keeps serving",
+                     nginx.error_log_text())
+    time.sleep(1)
+    assert set(supervisors(nginx)) == {first}
+    assert requests.get(nginx.url("/app/environ"), timeout=10).status_code == 200
+
+
+def test_renamed_group_on_the_same_socket_keeps_serving(launcher, state_dir):
+    """A group renamed by a reload, with the same socket=: the old group stops, the new one takes
+    over the socket, and its file stays (the old group's keeper leaves it)."""
+    d = app_dir(launcher)
+    app = write_app(d, "tools.py", TOOLS)
+    sock = Path(d) / "same.sock"
+    old, new = f"r{os.getpid() % 1000}x{next(_groups)}", f"r{os.getpid() % 1000}x{next(_groups)}"
+    server = f"location /app/ {{ wsgi_script {app}; wsgi_process_group {old}; }}"
+    http = f"wsgi_daemon_process {old} processes=1 threads=2 socket=unix:{sock};"
+    nginx = rwsgi_nginx(launcher, server, http, state_dir=state_dir)
+    nginx.group_name = old
+    wait_for(lambda: requests.get(nginx.url("/app/environ"), timeout=5).status_code == 200, what="the group")
+    nginx.conf_path.write_text(nginx.conf_path.read_text().replace(old, new))
+    nginx.reload()
+    nginx.group_name = new
+    wait_for(lambda: supervisors(nginx), what="the renamed group")
+    nginx.group_name = old
+    wait_for(lambda: not supervisors(nginx), timeout=20, what="the old group to exit")
+    assert sock.exists()
+    assert requests.get(nginx.url("/app/environ"), timeout=10).status_code == 200
+
+
 @pytest.mark.parametrize("how", ["stop", "quit", "kill9"])
 def test_master_exit_leaves_no_daemon_behind(launcher, state_dir, how):
     nginx = daemon_nginx(launcher, state_dir)
