@@ -128,6 +128,38 @@ def test_nginx_embedded_crash_loop_answers_503_then_recovers_when_the_app_is_fix
     assert requests.get(nginx.url("/bad"), timeout=5).text == "fixed"
 
 
+def test_nginx_embedded_python_start_that_kills_the_worker_is_held_back(lch):
+    """The same when starting Python itself kills the worker: a virtualenv with a .pth file that
+    calls os._exit(3) (any code that runs at interpreter start-up could). The
+    worker started after such a death does not start Python for a while: embedded locations
+    answer 503, nginx's own locations 200; when the wait is over it exits gracefully and the
+    next worker tries again: two worker starts per back-off period (1 s, 2 s, 4 s...), so at
+    most 6 in 6 s. Without this: the same fork storm as an import."""
+    import subprocess
+    d = app_dir(lch, SCRIPTS)
+    venv = d.path / "venv"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next(venv.glob("lib/python3*/site-packages"))
+    (site / "exit.pth").write_text("import os; os._exit(3)\n")
+    for p in [venv, *venv.rglob("*")]:
+        if not p.is_symlink():  # bin/python3 -> /usr/bin/python3: never chmod through it
+            p.chmod(0o755 if p.is_dir() or p.parent.name == "bin" else 0o644)
+    nginx = nginx_embedded(lch, d, http=f"wsgi_threads 2;\nwsgi_python_home {venv};", wait=False)
+    clock = Clock()
+    app, static = [], []
+    while clock() < 6:
+        app.append(timed_get(nginx.url("/app/hello"), 3)[0])
+        static.append(timed_get(nginx.url("/static"), 3)[0])
+        time.sleep(0.2)
+    starts = worker_starts(nginx)
+    seen = f"{starts} worker starts in 6 s; app: {app}; static: {static}"
+    print(seen)
+    assert starts <= 6, seen
+    assert sum(1 for s in static if s != 200) <= 2, seen
+    assert 503 in app, seen
+    assert "RW-NG061 starting Python killed worker" in nginx.error_log_text()
+
+
 def test_apache_embedded_crash_loop_is_contained(lch):
     """Apache embedded, the same two scripts: a request to /bad kills its child (nothing in the
     process can catch os._exit); httpd's parent restarts children at its own pace, and the good
