@@ -67,10 +67,6 @@ def deploy(lch, mode, d):
     raise ValueError(mode)
 
 
-def xfail(why):
-    return pytest.mark.xfail(strict=True, reason=f"issue 10, 'request too large for the daemon': {why}")
-
-
 def test_a_large_header_that_fits_still_reaches_the_nginx_daemon(lch):
     """60 KB of header and 300 headers fit the uwsgi packet: nginx checks them exactly (not by an
     estimate) and sends them; a POST body after a refused head is drained, not misread."""
@@ -104,16 +100,17 @@ def test_70k_header_answers_431_in_daemon_mode(lch, mode):
 
 
 @pytest.mark.parametrize("mode", [
-    pytest.param("apache-daemon", marks=xfail("Apache daemon: the worker refuses the packet (over 512 vars) "
-                                              "by closing; the handler retries the GET, then answers 502")),
-    pytest.param("nginx-daemon", marks=xfail("nginx daemon: the worker closes the connection: 502 (nginx "
-                                             "checks the packet with the uwsgi encoder before it connects: "
-                                             "431 once the encoder knows the worker's var limit)")),
-    pytest.param("worker-nginx", marks=xfail("rwsgi-worker behind stock nginx: closed without an answer: 502")),
+    "apache-daemon",
+    "nginx-daemon",
+    "worker-nginx",
 ])
 def test_600_headers_answer_431_once_in_daemon_mode(lch, mode):
     """600 request headers (the issue used 1,000 through Apache; nginx refuses that many itself
-    with 400): 431 and a log line saying why, at most one refusal (no retry). Measured on main:
+    with 400): 431 and a log line saying why, at most one refusal (no retry). Apache daemon: the
+    handler's encoder refuses more than uwsgi::MAX_VARS vars before sending (RW-AP015, 431);
+    nginx daemon: the content handler checks the packet with the same encoder before it reads the
+    body or connects (RW-NG021, 431); stock nginx sends them and the worker answers 431 (RW030).
+    Measured on main before the fix:
     Apache daemon 502 after the worker refused the packet twice (RW030 x2: the retry), nginx
     daemon and stock nginx 502. mod_wsgi 4.9 daemon: 200 (reference below)."""
     d = app_dir(lch)

@@ -120,7 +120,14 @@ pub(crate) fn forward(r: &mut request_rec, conf: &DirConf, group: &str) -> c_int
     if status != OK_ {
         return status;
     }
-    let vars = build_vars(r, conf);
+    let mut vars = build_vars(r, conf);
+    // The group's secret: its workers refuse packets without it (uwsgi::contract::SECRET).
+    if let Some(secret) = &route.secret {
+        vars.push((
+            Cow::Borrowed(uwsgi::contract::SECRET),
+            Cow::Owned(secret.as_bytes().to_vec()),
+        ));
+    }
     let rp: *mut request_rec = r;
     let mut body = RequestBody::new(rp);
     let (packet, buffered) = match request_packet(r, vars, &mut body) {
