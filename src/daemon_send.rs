@@ -14,10 +14,14 @@
 //!
 //! So the upstream's output goes through [`send_to_daemon`], which counts what is handed to
 //! nginx's chain writer: once the packet and the whole body are out, and a head without
-//! Content-Length has come back (before or after that), it sends the mark. When the worker stops
-//! reading after it has answered (its bounded discard gave up), a failed write ends the sending
-//! quietly instead of failing the response: how the response ends (the worker's clean end, or
-//! its reset) then decides whether the client gets it whole or sees it cut.
+//! Content-Length has come back (before or after that), it sends the mark (again on the next
+//! write event if the socket was full).
+//!
+//! A framed response is judged by its length (nginx's own check); there a write that fails
+//! after the head (the worker answered, then stopped reading) ends the sending quietly, and what
+//! the worker sent is still read. A response without Content-Length is judged by how the worker
+//! ends it: a clean end (it half-closes, then discards what is left of the request) or a reset;
+//! a write failing under it is the reset seen from the other side, and fails it.
 
 use std::ffi::c_void;
 
@@ -141,31 +145,26 @@ unsafe extern "C" fn send_to_daemon(data: *mut c_void, chain: *mut ngx_chain_t) 
 unsafe fn send(r: *mut ngx_http_request_t, chain: *mut ngx_chain_t) -> ngx_int_t {
     // SAFETY: contract: r is live with its upstream.
     let u = unsafe { &mut *(*r).upstream };
+    let writer = (&mut u.writer as *mut ngx::ffi::ngx_chain_writer_ctx_t).cast();
     // SAFETY: as above.
     let Some(st) = (unsafe { state(r) }) else {
         // SAFETY: the writer of this upstream and the chain nginx passed.
-        return unsafe {
-            ngx_chain_writer(
-                (&mut u.writer as *mut ngx::ffi::ngx_chain_writer_ctx_t).cast(),
-                chain,
-            )
-        };
+        return unsafe { ngx_chain_writer(writer, chain) };
     };
     if st.done {
-        return NGX_OK as ngx_int_t; // nothing more goes to a worker that stopped reading
+        // Everything is out, or nothing more goes to a worker that stopped reading; a mark
+        // that did not fit last time goes now.
+        send_mark_if_due(st, u);
+        return NGX_OK as ngx_int_t;
     }
     // SAFETY: the chain's buffers are valid (contract).
     st.handed += unsafe { chain_len(chain) };
     // SAFETY: the writer of this upstream (set up by nginx before the first send).
-    let rc = unsafe {
-        ngx_chain_writer(
-            (&mut u.writer as *mut ngx::ffi::ngx_chain_writer_ctx_t).cast(),
-            chain,
-        )
-    };
-    if rc == NGX_ERROR as ngx_int_t && st.head {
-        // The worker answered and then stopped reading (it closed): the rest of the body is
-        // not needed; the response decides by its own end. Drop what was queued.
+    let rc = unsafe { ngx_chain_writer(writer, chain) };
+    if rc == NGX_ERROR as ngx_int_t && st.head && !st.mark_due {
+        // The worker answered with a framed response and then stopped reading (it closed): the
+        // rest of the body is not needed, and nginx judges the response by its length. Drop
+        // what was queued.
         st.done = true;
         u.writer.out = std::ptr::null_mut();
         u.writer.last = &mut u.writer.out;
@@ -184,10 +183,10 @@ fn send_mark_if_due(st: &mut Sending, u: &ngx_http_upstream_t) {
     if !(st.done && st.mark_due) || st.mark_sent || u.peer.connection.is_null() {
         return;
     }
-    st.mark_sent = true;
     // SAFETY: the peer connection is open (checked non-null; nginx nulls it when it closes);
-    // one byte from a static, non-blocking. If it fails the worker has closed already.
-    unsafe {
+    // one byte from a static, non-blocking. A full socket (EAGAIN) is tried again on the next
+    // write event (send_to_daemon); any other failure means the worker closed.
+    let n = unsafe {
         libc::send(
             (*u.peer.connection).fd,
             (&ABORT_MARK_BYTE as *const u8).cast(),
@@ -195,6 +194,7 @@ fn send_mark_if_due(st: &mut Sending, u: &ngx_http_upstream_t) {
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         )
     };
+    st.mark_sent = n == 1;
 }
 
 /// Bytes in a chain (memory and file buffers).
