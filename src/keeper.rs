@@ -35,7 +35,6 @@
 use std::io::Write as _;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
-use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -89,33 +88,10 @@ pub struct Forked {
 /// # Safety
 /// Call only in nginx's single-threaded master (or the single process of `master_process off`).
 pub unsafe fn fork(start: Start<'_>) -> Result<Forked, String> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: pipe2 fills the array; checked. Close-on-exec: nothing nginx execs may hold it.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: both descriptors were just created and are owned by nobody else.
-    let (read_end, write_end) =
-        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: single-threaded caller (contract); the child never returns into nginx.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(format!("fork: {}", std::io::Error::last_os_error()));
-    }
-    if pid == 0 {
-        drop(write_end);
-        let code = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            // SAFETY: freshly forked child of a single-threaded process.
-            unsafe { Keeper::set_up(start, read_end) }.run()
-        }))
-        .unwrap_or(1);
-        // SAFETY: leave without nginx's atexit handlers; always sound.
-        unsafe { libc::_exit(code) }
-    }
-    Ok(Forked {
-        pid,
-        pipe: write_end,
-    })
+    // SAFETY: single-threaded caller (contract); the child is freshly forked when set_up runs.
+    let (pid, pipe) =
+        unsafe { supervisor::fork_with_lifetime(|pipe| Keeper::set_up(start, pipe).run()) }?;
+    Ok(Forked { pid, pipe })
 }
 
 /// The supervisor the keeper runs now.

@@ -70,6 +70,17 @@ def worker_starts(nginx) -> int:
     return len(re.findall(r"start worker process \d+", nginx.error_log_text()))
 
 
+def statuses_for(nginx, paths, seconds=6) -> dict:
+    """GETs each of `paths` in turn, every 0.2 s for `seconds`: path -> statuses."""
+    clock = Clock()
+    seen = {p: [] for p in paths}
+    while clock() < seconds:
+        for p in paths:
+            seen[p].append(timed_get(nginx.url(p), 3)[0])
+        time.sleep(0.2)
+    return seen
+
+
 def test_nginx_embedded_crash_loop_is_not_a_fork_storm(lch):
     """One nginx worker; /bad runs the crashing script, /app/ a good one, /static is nginx's own.
     Over 6 s: at most 4 worker starts (a back-off between import attempts), the good locations
@@ -82,13 +93,8 @@ def test_nginx_embedded_crash_loop_is_not_a_fork_storm(lch):
     d = app_dir(lch, SCRIPTS)
     nginx = nginx_embedded(lch, d, server=f"location /bad {{ wsgi_script {d.script('exit_at_import.py')}; }}",
                            wait=False)
-    clock = Clock()
-    good, bad = [], []
-    while clock() < 6:
-        good.append(timed_get(nginx.url("/static"), 3)[0])
-        good.append(timed_get(nginx.url("/app/hello"), 3)[0])
-        bad.append(timed_get(nginx.url("/bad"), 3)[0])
-        time.sleep(0.2)
+    seen = statuses_for(nginx, ["/static", "/app/hello", "/bad"])
+    good, bad = seen["/static"] + seen["/app/hello"], seen["/bad"]
     starts = worker_starts(nginx)
     seen = f"{starts} worker starts in 6 s; good: {good}; bad: {bad}"
     print(seen)
@@ -142,12 +148,8 @@ def test_nginx_embedded_python_start_that_kills_the_worker_is_held_back(lch):
         if not p.is_symlink():  # bin/python3 -> /usr/bin/python3: never chmod through it
             p.chmod(0o755 if p.is_dir() or p.parent.name == "bin" else 0o644)
     nginx = nginx_embedded(lch, d, http=f"wsgi_threads 2;\nwsgi_python_home {venv};", wait=False)
-    clock = Clock()
-    app, static = [], []
-    while clock() < 6:
-        app.append(timed_get(nginx.url("/app/hello"), 3)[0])
-        static.append(timed_get(nginx.url("/static"), 3)[0])
-        time.sleep(0.2)
+    seen = statuses_for(nginx, ["/app/hello", "/static"])
+    app, static = seen["/app/hello"], seen["/static"]
     starts = worker_starts(nginx)
     seen = f"{starts} worker starts in 6 s; app: {app}; static: {static}"
     print(seen)

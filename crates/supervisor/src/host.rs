@@ -155,6 +155,28 @@ where
     E: FnOnce(&str) -> String,
 {
     cfg.validate().map_err(|e| e.to_string())?;
+    let mut handoff = Some(handoff);
+    let child = |lifetime| {
+        let handoff = handoff.take().unwrap_or_default();
+        become_supervisor(cfg, lifetime, handoff, prepare_child, error_line)
+    };
+    // SAFETY: the caller's process is single-threaded (contract).
+    let (pid, lifetime) = unsafe { fork_with_lifetime(child) }?;
+    drop(handoff);
+    Ok(ForkedSupervisor { pid, lifetime })
+}
+
+/// Forks a child that runs `child` with the read end of a new lifetime pipe and then `_exit`s
+/// with the code it returns (1 after a panic): it never returns into the caller's code. The
+/// parent gets the child's pid and the pipe's write end (close-on-exec; dropping it is the
+/// child's stop notice). `Err` (`pipe: ...`, `fork: ...`) when nothing was forked.
+///
+/// # Safety
+/// Call only in a single-threaded process: the child runs arbitrary code after `fork`.
+pub unsafe fn fork_with_lifetime<F>(child: F) -> Result<(libc::pid_t, OwnedFd), String>
+where
+    F: FnOnce(OwnedFd) -> i32,
+{
     let mut fds = [0 as RawFd; 2];
     // SAFETY: pipe2 writes two descriptors into the array; the result is checked. O_CLOEXEC
     // keeps both out of anything the server execs.
@@ -165,36 +187,36 @@ where
     let (read_end, write_end) =
         unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     // SAFETY: the caller's process is single-threaded (contract), so the child may run
-    // arbitrary code; it never returns from become_supervisor.
+    // arbitrary code; it leaves through _exit below, never into the caller's code.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(format!("fork: {}", std::io::Error::last_os_error()));
     }
     if pid == 0 {
         drop(write_end);
-        become_supervisor(cfg, read_end, handoff, prepare_child, error_line);
+        // A panic must never unwind into the server's code, which would go on as a second
+        // master.
+        let code = std::panic::catch_unwind(AssertUnwindSafe(|| child(read_end))).unwrap_or(1);
+        // SAFETY: leave without running the server's atexit handlers or flushing its stdio
+        // buffers (not this process's); terminating is always sound.
+        unsafe { libc::_exit(code) }
     }
     drop(read_end);
-    drop(handoff);
-    Ok(ForkedSupervisor {
-        pid,
-        lifetime: write_end,
-    })
+    Ok((pid, write_end))
 }
 
-/// The forked child: prepare, run the group, report, `_exit`.
+/// The forked child: prepare, run the group, report; returns the exit code.
 fn become_supervisor<P, E>(
     cfg: &GroupConfig,
     lifetime: OwnedFd,
     handoff: Handoff<'_>,
     prepare: P,
     error_line: E,
-) -> !
+) -> i32
 where
     P: FnOnce(),
     E: FnOnce(&str) -> String,
 {
-    // A panic must never unwind into the server's code, which would go on as a second master.
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
         prepare();
         let listener = handoff.listener.map(|fd| fd.as_raw_fd());
@@ -204,7 +226,7 @@ where
         unsafe { run_forked_with(cfg, lifetime.into_raw_fd(), listener, predecessor) }
     }))
     .unwrap_or_else(|_| Err("internal error (panic) while starting the supervisor".to_owned()));
-    let code = match result {
+    match result {
         Ok(()) => 0,
         Err(reason) => {
             let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -214,10 +236,7 @@ where
             }));
             1
         }
-    };
-    // SAFETY: leave without running the server's atexit handlers or flushing its stdio buffers
-    // (not this process's); terminating is always sound.
-    unsafe { libc::_exit(code) }
+    }
 }
 
 /// For the web server modules: runs the group in a child just `fork()`ed from the server's

@@ -43,8 +43,8 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 pub use config::{AppConfig, ConfigError, GroupConfig, SocketSpec};
 pub use host::{
-    fork_supervisor, fork_supervisor_with, keep_only, run_forked, ForkedSupervisor, Handoff,
-    ServerDefaults, WorkerAccount,
+    fork_supervisor, fork_supervisor_with, fork_with_lifetime, keep_only, run_forked,
+    ForkedSupervisor, Handoff, ServerDefaults, WorkerAccount,
 };
 pub use options::{DaemonOptions, OPTION_NAMES};
 pub use secret::Secret;
