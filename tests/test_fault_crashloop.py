@@ -30,7 +30,9 @@ def test_nginx_daemon_crash_loop_answers_503_fast(lch, queue_timeout):
     d = app_dir(lch, SCRIPTS)
     options = "processes=1 threads=2" + (f" queue-timeout={queue_timeout}" if queue_timeout else "")
     nginx = nginx_daemon(lch, d, options, script="exit_at_import.py", wait=False)
-    time.sleep(1)
+    # Time the answer from when the first worker has died (a loaded machine can take seconds to
+    # start Python): the claim is "503 at once while no worker lives".
+    assert wait_for(lambda: "exited with status 3" in nginx.error_log_text(), timeout=30)
     bound = (queue_timeout or 0) + 3
     status, elapsed = timed_get(nginx.url("/app/hello"), bound + 1)
     assert status == 503 and elapsed < bound, f"{status} after {elapsed:.1f}s"
@@ -46,7 +48,7 @@ def test_apache_daemon_crash_loop_answers_503_fast(lch):
     d = app_dir(lch, SCRIPTS)
     options = "processes=1 threads=2 queue-timeout=3 display-name=%{GROUP}"
     apache = apache_site(lch, d, options, script="exit_at_import.py", wait=False)
-    time.sleep(1)
+    assert wait_for(lambda: "exited with status 3" in apache_logs(apache), timeout=30)
     bound = 6
     status, elapsed = timed_get(apache.url("/app/hello"), bound + 1)
     assert status == 503 and elapsed < bound, f"{status} after {elapsed:.1f}s"
