@@ -84,20 +84,22 @@ fn error(text: String) -> Line {
     }
 }
 
-/// Each group's secret (`supervisor::Secret`), by group name: made the first time the master
-/// starts the group and kept for the master's life, across reloads, so that a changed group's
-/// new supervisor and the old generation's workers still agree on it.
-static SECRETS: Mutex<Vec<(String, supervisor::Secret)>> = Mutex::new(Vec::new());
+/// Each socket's secret (`supervisor::Secret`): made the first time the master starts a group on
+/// that socket and kept for the master's life, across reloads. Keyed by the socket, not the
+/// group's name, because the socket is what a request reaches: a changed group's new supervisor,
+/// a renamed group that takes over the socket, and the old generation's nginx workers (and
+/// daemon workers, while they drain on the same socket) all agree on it.
+static SECRETS: Mutex<Vec<(SocketSpec, supervisor::Secret)>> = Mutex::new(Vec::new());
 
-/// The secret of group `name` (made now if it has none yet); `None` if the system cannot give
+/// The secret of `socket` (made now if it has none yet); `None` if the system cannot give
 /// random bytes, and then the group runs without one (logged by the caller).
-fn secret_for(name: &str) -> Option<supervisor::Secret> {
+fn secret_for(socket: &SocketSpec) -> Option<supervisor::Secret> {
     let mut secrets = SECRETS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, s)) = secrets.iter().find(|(n, _)| n == name) {
+    if let Some((_, s)) = secrets.iter().find(|(k, _)| k == socket) {
         return Some(s.clone());
     }
     let secret = supervisor::Secret::generate().ok()?;
-    secrets.push((name.to_owned(), secret.clone()));
+    secrets.push((socket.clone(), secret.clone()));
     Some(secret)
 }
 
@@ -357,7 +359,7 @@ pub unsafe fn init_module(cycle: *mut ngx::ffi::ngx_cycle_t) -> Result<Vec<Line>
     }
     // Before the workers fork: they send each group's secret (src/daemon.rs).
     for g in main.groups.iter_mut() {
-        g.secret = secret_for(&g.name);
+        g.secret = g.options.socket.as_ref().and_then(secret_for);
         if g.secret.is_none() {
             log.push(error(format!(
                 "wsgi: RW-NG050 daemon group {}: no random bytes for its secret; it runs without one",

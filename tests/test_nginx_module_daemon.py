@@ -193,7 +193,8 @@ def test_reload_that_cannot_start_the_changed_group_keeps_the_old_one(launcher, 
 
 def test_renamed_group_on_the_same_socket_keeps_serving(launcher, state_dir):
     """A group renamed by a reload, with the same socket=: the old group stops, the new one takes
-    over the socket, and its file stays (the old group's keeper leaves it)."""
+    over the socket, and its file stays (the old group's keeper leaves it). Requests sent all the
+    while succeed: the group secret belongs to the socket, not to the group's name."""
     d = app_dir(launcher)
     app = write_app(d, "tools.py", TOOLS)
     sock = Path(d) / "same.sock"
@@ -203,13 +204,25 @@ def test_renamed_group_on_the_same_socket_keeps_serving(launcher, state_dir):
     nginx = rwsgi_nginx(launcher, server, http, state_dir=state_dir)
     nginx.group_name = old
     wait_for(lambda: requests.get(nginx.url("/app/environ"), timeout=5).status_code == 200, what="the group")
-    nginx.conf_path.write_text(nginx.conf_path.read_text().replace(old, new))
-    nginx.reload()
-    nginx.group_name = new
-    wait_for(lambda: supervisors(nginx), what="the renamed group")
-    nginx.group_name = old
-    wait_for(lambda: not supervisors(nginx), timeout=20, what="the old group to exit")
+    statuses, stop = [], threading.Event()
+
+    def hammer():  # old and new nginx workers, old and new group: one socket, one secret
+        while not stop.is_set():
+            statuses.append(requests.get(nginx.url("/app/environ"), timeout=10).status_code)
+    t = threading.Thread(target=hammer)
+    t.start()
+    try:
+        nginx.conf_path.write_text(nginx.conf_path.read_text().replace(old, new))
+        nginx.reload()
+        nginx.group_name = new
+        wait_for(lambda: supervisors(nginx), what="the renamed group")
+        nginx.group_name = old
+        wait_for(lambda: not supervisors(nginx), timeout=20, what="the old group to exit")
+    finally:
+        stop.set()
+        t.join()
     assert sock.exists()
+    assert statuses and set(statuses) == {200}, statuses
     assert requests.get(nginx.url("/app/environ"), timeout=10).status_code == 200
 
 
