@@ -802,6 +802,17 @@ unsafe fn parse_head(r: &mut ngx_http_request_t) -> ngx_int_t {
     }
     // SAFETY: `used` <= data.len(), so pos stays within the buffer.
     u.buffer.pos = unsafe { u.buffer.pos.add(used) };
+    if head.status == 101 {
+        // A WebSocket the worker accepted: nginx's upgrade tunnel carries the frames both ways
+        // (what the stock uwsgi module does for a 101 when the client asked to upgrade). No
+        // abort mark: after a 101 every byte belongs to the WebSocket.
+        if !r.headers_in.upgrade.is_null() {
+            u.set_upgrade(1);
+        }
+        u.set_keepalive(0);
+        u.length = -1;
+        return NGX_OK as ngx_int_t;
+    }
     u.length = match head.status {
         // No body whatever the headers say (nginx's proxy module does the same).
         204 | 304 => 0,

@@ -117,7 +117,7 @@ mod statics {
     }
 
     /// The directive table (null-terminated, as nginx expects).
-    static mut COMMANDS: [ngx_command_t; 22] = [
+    static mut COMMANDS: [ngx_command_t; 23] = [
         command(
             c"wsgi_script",
             NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
@@ -128,6 +128,12 @@ mod statics {
             c"wsgi_callable",
             ANY_LEVEL | NGX_CONF_TAKE1,
             directives::set_callable,
+            NGX_HTTP_LOC_CONF_OFFSET,
+        ),
+        command(
+            c"wsgi_interface",
+            ANY_LEVEL | NGX_CONF_TAKE1,
+            directives::set_interface,
             NGX_HTTP_LOC_CONF_OFFSET,
         ),
         command(

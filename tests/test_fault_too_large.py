@@ -150,3 +150,21 @@ def test_70k_header_through_stock_nginx_is_refused_by_nginx(lch):
     server = deploy(lch, "worker-nginx", d)
     r = get(server.port, "/app/hello", big_header())
     assert r.status == 500, r.status_line
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_apache_daemon_refuses_before_reading_the_body(lch, framing):
+    """A POST whose 70 KB header cannot fit a uwsgi packet, announcing a 50 MiB body the client
+    has not sent: 431 at once, without waiting for the body (the handler checks the packet first,
+    and closes the connection instead of letting httpd read and discard the upload). Measured on
+    main: 408 (Content-Length) or 400 (chunked) after Timeout (30 s here), waiting for the body.
+    mod_wsgi 4.9: no such limit (200 once the body is in)."""
+    d = app_dir(lch)
+    server = deploy(lch, "apache-daemon", d)
+    te = f"Content-Length: {50 << 20}" if framing == "content-length" else "Transfer-Encoding: chunked"
+    head = f"POST /app/drain HTTP/1.1\r\nHost: x\r\n{te}\r\nX-Big: {'b' * 70_000}\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(head.encode() + b"x" * 1000)
+        status_line = s.recv(200).split(b"\r\n")[0]
+    assert status_line.startswith(b"HTTP/1.1 431 "), status_line
+    assert "RW-AP015" in apache_logs(server)

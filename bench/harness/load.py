@@ -25,7 +25,8 @@ class Workload:
     expect: bytes  # exact body every correct server returns
     post_size: int = 0
     label: str = ""
-    # "wrk": measured with wrk at each c; "download": a few timed curl downloads (MB/s, PSS).
+    # "wrk": measured with wrk at each c; "download": a few timed curl downloads (MB/s, PSS);
+    # "ws": WebSocket echo round trips at each c (harness/wsload.py).
     kind: str = "wrk"
     default: bool = True  # part of a run without --workloads
 
@@ -48,6 +49,17 @@ WORKLOADS = [
              label="Django view: template + SQLite query"),
     Workload("stream1g", "/stream", "GET", b"x" * (SMOKE_STREAM_MIB << 20),
              label="1 GiB streamed download (64 KiB chunks), curl", kind="download"),
+]
+# ASGI workloads (bench/apps/asgi_app.py, FastAPI), for the ASGI configurations only.
+ASGI_HELLO = b'{"message":"Hello World!"}'
+WORKLOADS += [
+    Workload("asgi-hello", "/hello", "GET", ASGI_HELLO, label="FastAPI hello JSON", default=False),
+    Workload("asgi-64k", "/64k", "GET", (b"0123456789abcdef" * 4096)[:65536],
+             label="FastAPI 64 KiB response", default=False),
+    Workload("asgi-sleep10ms", "/sleep10ms", "GET", b"slept 10 ms\n",
+             label="FastAPI await asyncio.sleep(0.01)", default=False),
+    Workload("asgi-ws", "/ws", "GET", b"", label="FastAPI WebSocket echo (messages/s)",
+             kind="ws", default=False),
 ]
 BY_NAME = {w.name: w for w in WORKLOADS}
 
@@ -107,6 +119,8 @@ def smoke(port, workloads, timeout=10.0):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         for w in workloads:
+            if w.kind == "ws":
+                continue  # checked by wsload itself: every echo must match
             body = b"x" * w.post_size if w.post_size else None
             headers = {"Content-Type": "application/octet-stream"} if body else {}
             # The download is checked on a 1 MiB stream; its full size is measured by curl.
@@ -163,6 +177,18 @@ def run_wrk(url, lua, connections, seconds, servers, threads=2):
         "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s",
         "--latency", "--timeout", "5s", "-s", lua, url,
     ]
+    return _measure(argv, servers)
+
+
+def run_ws(python, url, connections, seconds, servers):
+    """The WebSocket echo load (harness/wsload.py, a Python client: its own CPU is accounted as
+    wrk's is), measured like run_wrk: a "request" is one message echoed."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "wsload.py")
+    return _measure([python, script, url, str(connections), str(seconds)], servers)
+
+
+def _measure(argv, servers):
+    """Runs a load generator that prints one BENCH-RESULT line, accounting CPU around it."""
     before = {name: procs.tree_snapshot([pid]) for name, pid in servers}
     busy0, t0 = procs.machine_busy()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -177,7 +203,7 @@ def run_wrk(url, lua, connections, seconds, servers, threads=2):
         if line.startswith("BENCH-RESULT "):
             result = json.loads(line[len("BENCH-RESULT "):])
     if proc.returncode != 0 or result is None:
-        raise RuntimeError(f"wrk failed (exit {proc.returncode}): {' '.join(argv)}\n{text}")
+        raise RuntimeError(f"load failed (exit {proc.returncode}): {' '.join(argv)}\n{text}")
     wall = t1 - t0
     split, changed = {}, False
     for name, _ in servers:

@@ -20,6 +20,7 @@ use ngx::ffi::{
     ngx_connection_t, ngx_cycle_t, ngx_event_t, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK,
 };
 use ngx::http::HttpModuleMainConf;
+use pyhost::asgi::{AsgiConfig, AsgiHost};
 use pyhost::{AppSpec, Mode, Outcome, ProcessApps, PythonConfig};
 
 use super::body::RequestBody;
@@ -68,6 +69,8 @@ pub struct Worker {
     quitting: AtomicBool,
     /// Held while an app is imported (see [`Worker::import`]).
     importing: Mutex<()>,
+    /// The asyncio loop of the `wsgi_interface asgi` apps (None when there are none).
+    pub asgi: Option<AsgiHost>,
 }
 
 static WORKER: OnceLock<Worker> = OnceLock::new();
@@ -281,7 +284,7 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result
     let Some(main) = WsgiModule::main_conf(cycle_ref) else {
         return Ok(()); // no http block
     };
-    if main.apps.is_empty() {
+    if main.apps.is_empty() && main.asgi_apps.is_empty() {
         return Ok(()); // nothing embedded: no interpreter in this worker
     }
     // SAFETY: the cycle log lives as long as this worker process.
@@ -352,8 +355,20 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result
         }
         started
     };
-    let threads = main.threads();
+    // Python threads only for WSGI apps: the ASGI ones run on the loop thread.
+    let threads = if main.apps.is_empty() {
+        0
+    } else {
+        main.threads()
+    };
     let mode = Mode::pool(worker_processes(cycle_ref), threads);
+    let (asgi, python_error) = match python_error {
+        Some(e) => (None, Some(e)),
+        // Held back from starting Python (imports.rs): no asyncio loop either.
+        None if start_held_until.is_some() => (None, None),
+        // SAFETY: the cycle log lives as long as this worker process.
+        None => start_asgi(main, unsafe { NgxLog::new(cycle_ref.log) }),
+    };
     let worker = Worker {
         told_until: keys.iter().map(|_| AtomicU64::new(0)).collect(),
         apps,
@@ -368,6 +383,7 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result
         start_held_until,
         quitting: AtomicBool::new(false),
         importing: Mutex::new(()),
+        asgi,
     };
     if WORKER.set(worker).is_err() {
         return Err("wsgi: RW-NG090 embedded mode started twice in one process".to_string());
@@ -393,14 +409,91 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result
     }
     spawn_threads(worker, threads)?;
     worker.push(Task::Preload);
-    worker.log.write(
-        NGX_LOG_NOTICE as _,
-        &format!(
-            "wsgi: RW-NG005 embedded mode: {} app(s), {threads} Python thread(s) in this worker",
-            worker.apps.len()
-        ),
-    );
+    if threads > 0 {
+        worker.log.write(
+            NGX_LOG_NOTICE as _,
+            &format!(
+                "wsgi: RW-NG005 embedded mode: {} app(s), {threads} Python thread(s) in this worker",
+                worker.apps.len()
+            ),
+        );
+    }
+    if worker.asgi.is_some() {
+        // SAFETY: on the event-loop thread, with the worker's cycle log.
+        unsafe { arm_exit_watch(cycle_ref.log) };
+    }
+    if let Some(host) = &worker.asgi {
+        worker.log.write(
+            NGX_LOG_NOTICE as _,
+            &format!(
+                "wsgi: RW-NG006 embedded mode: {} ASGI app(s) on one asyncio loop in this worker",
+                host.len()
+            ),
+        );
+    }
     Ok(())
+}
+
+/// How often the exit watch looks at `ngx_exiting`.
+const EXIT_WATCH_MS: usize = 250;
+
+/// Arms the exit watch: a cancelable timer (it never holds the worker back) that notices when
+/// nginx starts a graceful stop (reload, `nginx -s quit`) and closes the ASGI apps' WebSockets
+/// with 1001, so that their connections end and the old worker can exit; HTTP requests in
+/// flight hold the worker with their guard timers and finish.
+///
+/// # Safety
+/// On the event-loop thread; `log` lives as long as the worker.
+unsafe fn arm_exit_watch(log: *mut ngx::ffi::ngx_log_t) {
+    // SAFETY: an all-zero ngx_event_t is its valid unused state; leaked: the timer may fire
+    // until the process exits.
+    let ev: &'static mut ngx_event_t = Box::leak(Box::new(unsafe { std::mem::zeroed() }));
+    ev.handler = Some(exit_watch);
+    ev.log = log;
+    ev.set_cancelable(1);
+    // SAFETY: ev lives for the process; we are on the event-loop thread.
+    unsafe { ngx::ffi::ngx_add_timer(ev, EXIT_WATCH_MS as _) };
+}
+
+/// The exit watch's timer (see [`arm_exit_watch`]).
+///
+/// # Safety
+/// Called by nginx's timer with the leaked event.
+unsafe extern "C" fn exit_watch(ev: *mut ngx_event_t) {
+    // SAFETY: reading nginx's process flag on the event-loop thread.
+    if unsafe { ngx::ffi::ngx_exiting } != 0 {
+        if let Some(host) = get().and_then(|w| w.asgi.as_ref()) {
+            host.going_away();
+        }
+        return;
+    }
+    // SAFETY: ev is the leaked event (contract).
+    unsafe { ngx::ffi::ngx_add_timer(ev, EXIT_WATCH_MS as _) };
+}
+
+/// The asyncio loop for the ASGI apps, started after the interpreter: it imports them and runs
+/// their lifespan startup on its own thread. Err is the line requests answer 500 with.
+fn start_asgi(main: &crate::conf::MainConf, log: NgxLog) -> (Option<AsgiHost>, Option<String>) {
+    if main.asgi_apps.is_empty() {
+        return (None, None);
+    }
+    let specs = main
+        .asgi_apps
+        .iter()
+        .map(|a| AppSpec {
+            script: a.script.clone(),
+            callable: a.callable.clone(),
+        })
+        .collect();
+    let log = Arc::new(log);
+    match AsgiHost::start(specs, AsgiConfig::default(), log.clone()) {
+        Ok(host) => (Some(host), None),
+        Err(e) => {
+            let msg = format!("wsgi: RW-NG007 cannot start the asyncio loop in this worker: {e}");
+            log.write(NGX_LOG_ERR as _, &msg);
+            (None, Some(msg))
+        }
+    }
 }
 
 /// Number of nginx worker processes (for `wsgi.multiprocess`).
@@ -469,6 +562,11 @@ unsafe fn register_wakeup(
 pub fn stop() {
     let Some(worker) = WORKER.get() else { return };
     worker.queue.stop();
+    // The last requests are done (nginx waited for their guard timers): the apps' lifespan
+    // shutdown runs now, bounded by the host's timeout, while nginx waits to exit.
+    if let Some(host) = &worker.asgi {
+        host.stop();
+    }
     if let Ok(mut slot) = WAKE_CONNECTION.lock() {
         let c = std::mem::replace(&mut slot.0, std::ptr::null_mut());
         if !c.is_null() {

@@ -32,6 +32,7 @@
 //! other; split by role, the dependencies point one way.
 
 mod app;
+pub mod asgi;
 mod borrowed;
 mod environ;
 mod filewrapper;

@@ -16,9 +16,11 @@
 //! request threads), `conn` (one uwsgi connection), `stream` (its socket), `body` and `stash`
 //! (the request body), `respond` (the response), `routing` (which app, SCRIPT_NAME and
 //! PATH_INFO), `scoreboard` (shared memory between supervisor and workers), `secret` (the
-//! group's proof of origin), `signals`, `privs`, `log`. The vars our front ends add to uwsgi
+//! group's proof of origin), `asgi` (an ASGI worker: one asyncio loop that also drives the
+//! sockets), `signals`, `privs`, `log`. The vars our front ends add to uwsgi
 //! are `uwsgi::contract`.
 
+mod asgi;
 mod body;
 pub mod cli;
 pub mod config;
@@ -41,7 +43,7 @@ mod worker;
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-pub use config::{AppConfig, ConfigError, GroupConfig, SocketSpec};
+pub use config::{AppConfig, ConfigError, GroupConfig, Interface, SocketSpec};
 pub use host::{
     fork_supervisor, fork_supervisor_with, fork_with_lifetime, keep_only, run_forked,
     ForkedSupervisor, Handoff, ServerDefaults, WorkerAccount,
@@ -141,12 +143,15 @@ pub(crate) fn run_inner(
             None => a.script.display().to_string(),
         })
         .collect();
+    let per_process = match cfg.interface {
+        Interface::Wsgi => format!("{} threads", cfg.threads),
+        Interface::Asgi => "an ASGI event loop".to_string(),
+    };
     rwlog!(
         "RW001",
-        "listening on {}: {} processes x {} threads, app {}",
+        "listening on {}: {} processes x {per_process}, app {}",
         listener.describe(),
         cfg.processes,
-        cfg.threads,
         apps.join(" ")
     );
     let mut master =

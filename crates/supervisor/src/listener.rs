@@ -138,6 +138,27 @@ impl Listener {
         Ok(Stream::new(fd))
     }
 
+    /// A second handle on the same listening socket (`dup`), for an accept loop that must own
+    /// its listener (the ASGI worker's, on its event loop thread).
+    pub fn try_clone(&self) -> io::Result<Listener> {
+        Ok(match self {
+            Listener::Unix {
+                sock,
+                path,
+                dev,
+                ino,
+                adopted,
+            } => Listener::Unix {
+                sock: sock.try_clone()?,
+                path: path.clone(),
+                dev: *dev,
+                ino: *ino,
+                adopted: *adopted,
+            },
+            Listener::Tcp(sock) => Listener::Tcp(sock.try_clone()?),
+        })
+    }
+
     /// Removes the unix socket file if it is still the one we created (a newer server may have
     /// replaced it meanwhile). TCP, or an adopted socket: nothing to do.
     pub fn remove_file(&self) {

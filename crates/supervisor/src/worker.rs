@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pyhost::{Mode, ProcessApps, PythonConfig};
 
-use crate::config::{AppConfig, GroupConfig};
+use crate::config::{AppConfig, GroupConfig, Interface};
 use crate::conn::{self, Ctx, MountedApp, Scratch};
 use crate::listener::Listener;
 use crate::log::WorkerLog;
@@ -59,6 +59,9 @@ pub fn run(start: Start<'_>) -> ! {
 
 fn setup_and_serve(start: &Start<'_>) -> Result<(), i32> {
     let stop = prepare_process(start)?;
+    if start.cfg.interface == Interface::Asgi {
+        return crate::asgi::serve(start, &stop);
+    }
     let apps = start_python(start.cfg)?;
     serve(start, &apps, &stop)
 }
@@ -365,7 +368,7 @@ fn accept_loop(listener: &Listener, shared: &Shared<'_>, ctx: &Ctx<'_>, max_requ
 
 /// maximum-requests plus up to 10% more, different per process, so that workers started together
 /// do not all recycle at the same moment (gunicorn's max_requests_jitter idea).
-fn jittered(max: u64) -> u64 {
+pub(crate) fn jittered(max: u64) -> u64 {
     if max == 0 {
         return 0;
     }
