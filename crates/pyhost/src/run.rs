@@ -51,7 +51,7 @@ pub fn handle(
             Level::Error,
             "RW-PY002 request received before Python was initialised",
         );
-        return answer_500_directly(out);
+        return answer_500(out);
     }
     let input = InputState::new(environ::content_length(req));
     let response = ResponseState::new(environ::is_head(req));
@@ -478,7 +478,9 @@ fn send_500(py: Python<'_>, scope: &Scope) -> Outcome {
 }
 
 /// The 500 for when there is no interpreter to run anything.
-fn answer_500_directly(out: &mut dyn Responder) -> Outcome {
+/// A plain `500 Internal Server Error` without running anything (for a transport that already
+/// logged why: Python not started, the script failed to load).
+pub fn answer_500(out: &mut dyn Responder) -> Outcome {
     let len = ERROR_BODY.len().to_string().into_bytes();
     let headers = [
         (

@@ -27,10 +27,10 @@ use websocket::handshake::{check as handshake, Handshake};
 use websocket::{encode_frame, Opcode, Session};
 
 use crate::conn::{environ, log_refusal, parse_vars, queued_for, Bad, FrontEnd, SMALL_VARS};
-use crate::secret::Secret;
-use crate::stream::Stream;
 use crate::routing;
 use crate::rwlog;
+use crate::secret::Secret;
+use crate::stream::Stream;
 
 /// Response bytes queued for the socket before the app's `send()` pauses.
 const HIGH_WATER: usize = 256 * 1024;
