@@ -407,6 +407,8 @@ pub struct DaemonGroup {
     /// `socket=HOST:PORT` resolved by the master at start-up (workers must not resolve names on
     /// the event loop).
     pub resolved: Option<std::net::SocketAddr>,
+    /// Where the directive was written (errors found once the whole configuration is read).
+    pub origin: Option<Origin>,
     /// The group's secret, sent as `RWSGI_SECRET` in every packet: set by the master in
     /// `init_module` (src/supervise.rs), before the workers fork.
     pub secret: Option<supervisor::Secret>,
@@ -425,6 +427,7 @@ impl DaemonGroup {
             },
             apps: Vec::new(),
             resolved: None,
+            origin: None,
             secret: None,
         }
     }

@@ -341,7 +341,9 @@ pub unsafe extern "C" fn set_daemon_process(
     conf: *mut c_void,
 ) -> *mut c_char {
     let parse = |mc: &mut MainConf, argv: &[&[u8]]| -> Result<(), String> {
-        let group = parse_group(argv[1], &argv[2..])?;
+        let mut group = parse_group(argv[1], &argv[2..])?;
+        // SAFETY: cf is valid while the directive is parsed.
+        group.origin = Some(unsafe { origin(cf) });
         if mc.groups.iter().any(|g| g.name == group.name) {
             return Err(format!("duplicate process group \"{}\"", group.name));
         }

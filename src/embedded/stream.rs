@@ -29,12 +29,13 @@ use std::sync::Arc;
 
 use ngx::core::Pool;
 use ngx::ffi::{
-    ngx_add_timer, ngx_alloc_chain_link, ngx_buf_t, ngx_chain_t, ngx_del_timer, ngx_event_t,
-    ngx_http_finalize_request, ngx_http_output_filter, ngx_http_read_client_request_body,
-    ngx_http_request_t, ngx_http_run_posted_requests, ngx_http_send_special, ngx_int_t, ngx_msec_t,
-    ngx_pcalloc, ngx_str_t, ngx_table_elt_t, NGX_AGAIN, NGX_DONE, NGX_ERROR, NGX_HTTP_FLUSH,
+    add_to_ngx_table, ngx_add_timer, ngx_alloc_chain_link, ngx_buf_t, ngx_chain_t, ngx_del_timer,
+    ngx_event_t, ngx_http_finalize_request, ngx_http_output_filter,
+    ngx_http_read_client_request_body, ngx_http_request_t, ngx_http_run_posted_requests,
+    ngx_http_send_special, ngx_int_t, ngx_list_push, ngx_msec_t, ngx_pcalloc, ngx_str_t,
+    ngx_table_elt_t, NGX_AGAIN, NGX_DONE, NGX_ERROR, NGX_HTTP_FLUSH,
     NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_LAST, NGX_HTTP_REQUEST_TIME_OUT,
-    NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
+    NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, NgxHttpCoreModule};
 use pyhost::Outcome;
@@ -121,6 +122,23 @@ pub unsafe fn run(r: *mut ngx_http_request_t) -> ngx_int_t {
         unsafe { log_request(r, NGX_LOG_ERR as _, err) };
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     }
+    // An import (or Python's start) that killed a worker lately is not tried again yet: 503
+    // for that app only (the worker logged why, imports.rs).
+    // SAFETY: r is valid (contract).
+    let app = WsgiModule::location_conf(unsafe { &*r }).and_then(|lc| match lc.app {
+        Some(AppRef::Wsgi(i)) => Some(i),
+        _ => None,
+    });
+    let held = worker.start_held().or_else(|| {
+        let app = app?;
+        let wait = worker.unavailable(app)?;
+        worker.tell_held_back(app, wait);
+        Some(wait)
+    });
+    if let Some(wait) = held {
+        // SAFETY: r is valid (contract).
+        return unsafe { unavailable(r, wait) };
+    }
     // SAFETY: r is valid; body_ready is called (now or later) on the event loop with r alive,
     // and the reader takes a reference on the request (r->main->count) that we keep.
     let rc = unsafe { ngx_http_read_client_request_body(r, Some(body_ready)) };
@@ -128,6 +146,24 @@ pub unsafe fn run(r: *mut ngx_http_request_t) -> ngx_int_t {
         return rc;
     }
     NGX_DONE as ngx_int_t
+}
+
+/// `503 Service Unavailable` with `Retry-After` (whole seconds, at least 1).
+///
+/// # Safety
+/// `r` is a live request whose response has not started.
+unsafe fn unavailable(r: *mut ngx_http_request_t, wait: std::time::Duration) -> ngx_int_t {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let value = secs.max(1).to_string();
+    // SAFETY: r is live (contract); its headers list and pool are valid.
+    unsafe {
+        let out = &mut (*r).headers_out;
+        let h = ngx_list_push(&mut out.headers).cast::<ngx_table_elt_t>();
+        if !h.is_null() {
+            let _ = add_to_ngx_table(h, (*r).pool, b"Retry-After", value.as_bytes());
+        }
+    }
+    NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t
 }
 
 /// The body reader's completion handler.

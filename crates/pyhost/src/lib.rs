@@ -65,7 +65,7 @@ pub use environ::http_header_var;
 pub use init::{is_initialized, Error, PythonConfig};
 pub use log::{ErrorLog, Level, StderrLog};
 pub use process::{initialize, ProcessApps};
-pub use run::handle;
+pub use run::{answer_500, handle};
 pub use stats::{stats, Stats, FIELD_NAMES as STATS_FIELDS, STATS_DIR_ENV};
 pub use thread::{register_thread, spawn_with_signals_blocked, PythonThread};
 pub use watchdog::{interrupt_grace, stuck_threads};

@@ -53,7 +53,7 @@ pub fn handle(
             Level::Error,
             "RW-PY002 request received before Python was initialised",
         );
-        return answer_500_directly(out);
+        return answer_500(out);
     }
     let input = InputState::new(environ::content_length(req));
     let response = ResponseState::new(environ::is_head(req));
@@ -542,7 +542,9 @@ fn send_error(py: Python<'_>, scope: &Scope, status: u16, line: &[u8], body: &[u
 }
 
 /// The 500 for when there is no interpreter to run anything.
-fn answer_500_directly(out: &mut dyn Responder) -> Outcome {
+/// A plain `500 Internal Server Error` without running anything (for a transport that already
+/// logged why: Python not started, the script failed to load).
+pub fn answer_500(out: &mut dyn Responder) -> Outcome {
     let len = ERROR_BODY.len().to_string().into_bytes();
     let headers = [
         (
