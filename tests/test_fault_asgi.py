@@ -95,6 +95,7 @@ def test_nginx_embedded_asgi_request_timeout_cancels_the_task_and_answers_504(lc
     nginx = nginx_embedded_asgi(lch, d)
     before = pid_of(nginx.url("/app/pid"))
     status, took = timed_get(nginx.url("/app/sleep?s=600"), 10)
+    print(f"sleep: {status} after {took:.1f}s")
     assert status == 504 and took < 6, (status, took)
     log = nginx.error_log_text()
     assert "RW-PY045 ASGI request GET /app/sleep?s=600 passed its request timeout" in log, log[-2000:]
@@ -102,6 +103,7 @@ def test_nginx_embedded_asgi_request_timeout_cancels_the_task_and_answers_504(lc
     assert pid_of(nginx.url("/app/pid")) == before
     # An app that catches the CancelledError and goes on is answered all the same.
     status, took = timed_get(nginx.url("/app/swallow?s=600"), 10)
+    print(f"sleep: {status} after {took:.1f}s")
     assert status == 504 and took < 6, (status, took)
     assert pid_of(nginx.url("/app/pid")) == before
 
@@ -124,6 +126,7 @@ def test_nginx_daemon_asgi_request_timeout_answers_504_and_worker_survives(lch):
     nginx = nginx_daemon_asgi(lch, d)
     before = pid_of(nginx.url("/app/pid"))
     status, took = timed_get(nginx.url("/app/sleep?s=600"), 10)
+    print(f"sleep: {status} after {took:.1f}s")
     assert status == 504 and took < 6, (status, took)
     assert "RW-PY045" in nginx.error_log_text()
     assert pid_of(nginx.url("/app/pid")) == before
@@ -139,6 +142,7 @@ def test_apache_daemon_asgi_request_timeout_answers_504(lch):
                          extra="WSGICallableObject app")
     before = pid_of(apache.url("/app/pid"))
     status, took = timed_get(apache.url("/app/sleep?s=600"), 10)
+    print(f"sleep: {status} after {took:.1f}s")
     assert status == 504 and took < 6, (status, took)
     assert "RW-PY045" in apache_logs(apache)
     assert pid_of(apache.url("/app/pid")) == before
@@ -155,6 +159,7 @@ def test_nginx_embedded_asgi_blocked_loop_answers_504_and_worker_is_replaced(lch
     nginx = nginx_embedded_asgi(lch, d)
     (old,) = nginx_workers(nginx)
     status, took = timed_get(nginx.url("/app/block?s=600"), 12)
+    print(f"block: {status} after {took:.1f}s")
     assert status == 504 and took < 9, (status, took)
     log = nginx.error_log_text()
     assert "RW-PY046" in log and "RW-NG040 a coroutine blocks the asyncio loop" in log, log[-2000:]
@@ -172,6 +177,7 @@ def test_nginx_daemon_asgi_blocked_loop_answers_504_and_worker_is_replaced(lch):
     nginx = nginx_daemon_asgi(lch, d, "processes=1 interface=asgi request-timeout=2 graceful-timeout=3")
     old = pid_of(nginx.url("/app/pid"))
     status, took = timed_get(nginx.url("/app/block?s=600"), 12)
+    print(f"block: {status} after {took:.1f}s")
     assert status == 504 and took < 9, (status, took)
     log = nginx.error_log_text()
     assert "RW-PY046" in log and "RW043" in log, log[-2000:]
