@@ -21,6 +21,7 @@
 //! request and looks five times a second; requests without a timeout cost nothing.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -55,6 +56,8 @@ pub(crate) struct Deadlines {
     entries: Mutex<HashMap<u64, Entry>>,
     /// Requests the monitor took over, until the loop hears of it (`taken_over`).
     taken: Mutex<HashSet<u64>>,
+    /// `taken`'s size, so that a send() asks without a lock while nothing was taken over.
+    taken_count: AtomicUsize,
     log: Arc<dyn ErrorLog>,
     monitor: OnceLock<()>,
 }
@@ -64,6 +67,7 @@ impl Deadlines {
         Arc::new(Deadlines {
             entries: Mutex::new(HashMap::new()),
             taken: Mutex::new(HashSet::new()),
+            taken_count: AtomicUsize::new(0),
             log,
             monitor: OnceLock::new(),
         })
@@ -99,10 +103,18 @@ impl Deadlines {
     /// True once if the monitor took connection `id` over: the loop came back from whatever
     /// blocked it, and the app must not answer any more (its transport already did).
     pub(crate) fn taken_over(&self, id: u64) -> bool {
-        self.taken
+        if self.taken_count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let removed = self
+            .taken
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&id)
+            .remove(&id);
+        if removed {
+            self.taken_count.fetch_sub(1, Ordering::AcqRel);
+        }
+        removed
     }
 
     fn start_monitor(self: &Arc<Self>) {
@@ -142,10 +154,14 @@ impl Deadlines {
                 .collect()
         };
         for (id, e) in overdue {
-            self.taken
+            if self
+                .taken
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(id);
+                .insert(id)
+            {
+                self.taken_count.fetch_add(1, Ordering::AcqRel);
+            }
             self.log.log(
                 Level::Error,
                 &format!(
