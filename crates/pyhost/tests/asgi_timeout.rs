@@ -189,3 +189,42 @@ fn an_app_held_back_by_its_gate_answers_503_then_imports() {
     assert_eq!(*gate.watched.lock().unwrap(), vec![0]);
     assert!(h.host.stop());
 }
+
+const TASKS: &str = r#"
+import asyncio, gc, weakref
+
+TASKS = []
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        return
+    if scope["path"] == "/alive":
+        gc.collect()
+        alive = sum(1 for t in TASKS if t() is not None)
+        body = str(alive).encode()
+    else:
+        TASKS.append(weakref.ref(asyncio.current_task()))
+        if scope["path"] == "/fail":
+            raise RuntimeError("boom")
+        body = b"ok"
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+"#;
+
+#[test]
+fn finished_tasks_are_freed_timed_or_not() {
+    // The connection keeps its task (for the timeout's cancel) only until the task is done: a
+    // task that raised holds frames that hold the connection, a cycle gc cannot see through Rust.
+    let h = host("tasks_freed", TASKS);
+    let taken = Arc::new(AtomicUsize::new(0));
+    for path in ["/", "/fail"] {
+        for _ in 0..10 {
+            request(&h, "GET", path, &[]).finished();
+            timed(&h, path, Duration::from_secs(30), &taken).finished();
+        }
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let r = request(&h, "GET", "/alive", &[]);
+    assert_eq!(r.finished().text(), "0", "{}", h.log.all());
+    assert!(h.host.stop());
+}

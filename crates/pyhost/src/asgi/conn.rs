@@ -534,9 +534,13 @@ impl Conn {
             ),
             None => {}
         }
-        // Nobody will receive() or send() any more.
+        // Nobody will receive() or send() any more. The task goes too: it holds its exception,
+        // whose frames hold this connection (its receive and send), a cycle the garbage collector
+        // cannot see through a Rust field; and an async generator the app left unfinished is
+        // finalised (its `finally:` runs) only once nothing holds those frames.
         slf.recv_waiter = None;
         slf.send_waiter = None;
+        slf.task = None;
         match slf.kind {
             Kind::Http => http::done(&mut slf, error.is_some()),
             Kind::WebSocket => websocket::done(&mut slf, error.is_some()),
