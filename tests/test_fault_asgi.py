@@ -72,6 +72,17 @@ def pid_of(url) -> int:
     return requests.get(url, timeout=10).json()["pid"]
 
 
+def times_out_in_place(server, path, log_text):
+    """GET `path`: 504 within 6 s (the timeout is 2 s), RW-PY045 logged, and the same process
+    serves the next request: only the task was cancelled."""
+    before = pid_of(server.url("/app/pid"))
+    status, took = timed_get(server.url(path), 10)
+    print(f"{path}: {status} after {took:.1f}s")
+    assert status == 504 and took < 6, (status, took)
+    assert "RW-PY045" in log_text()
+    assert pid_of(server.url("/app/pid")) == before
+
+
 def read_stream(url, timeout=15):
     """(status, bytes read, how it ended: "complete" or the exception's class name)."""
     got = b""
@@ -93,19 +104,12 @@ def test_nginx_embedded_asgi_request_timeout_cancels_the_task_and_answers_504(lc
     without it the request waited 600 s. uvicorn / granian: no request timeout (module doc)."""
     d = app_dir(lch, SCRIPTS)
     nginx = nginx_embedded_asgi(lch, d)
-    before = pid_of(nginx.url("/app/pid"))
-    status, took = timed_get(nginx.url("/app/sleep?s=600"), 10)
-    print(f"sleep: {status} after {took:.1f}s")
-    assert status == 504 and took < 6, (status, took)
+    times_out_in_place(nginx, "/app/sleep?s=600", nginx.error_log_text)
     log = nginx.error_log_text()
     assert "RW-PY045 ASGI request GET /app/sleep?s=600 passed its request timeout" in log, log[-2000:]
     assert WHERE in log, "the task's stack is not logged"
-    assert pid_of(nginx.url("/app/pid")) == before
     # An app that catches the CancelledError and goes on is answered all the same.
-    status, took = timed_get(nginx.url("/app/swallow?s=600"), 10)
-    print(f"sleep: {status} after {took:.1f}s")
-    assert status == 504 and took < 6, (status, took)
-    assert pid_of(nginx.url("/app/pid")) == before
+    times_out_in_place(nginx, "/app/swallow?s=600", nginx.error_log_text)
 
 
 def test_nginx_embedded_asgi_started_response_past_its_timeout_is_cut(lch):
@@ -124,12 +128,7 @@ def test_nginx_daemon_asgi_request_timeout_answers_504_and_worker_survives(lch):
     option was ignored for ASGI groups and the request waited 600 s)."""
     d = app_dir(lch, SCRIPTS)
     nginx = nginx_daemon_asgi(lch, d)
-    before = pid_of(nginx.url("/app/pid"))
-    status, took = timed_get(nginx.url("/app/sleep?s=600"), 10)
-    print(f"sleep: {status} after {took:.1f}s")
-    assert status == 504 and took < 6, (status, took)
-    assert "RW-PY045" in nginx.error_log_text()
-    assert pid_of(nginx.url("/app/pid")) == before
+    times_out_in_place(nginx, "/app/sleep?s=600", nginx.error_log_text)
     status, got, end = read_stream(nginx.url("/app/stream"))
     assert got == b"first chunk\n" and end != "complete", (status, got, end)
 
@@ -140,12 +139,7 @@ def test_apache_daemon_asgi_request_timeout_answers_504(lch):
     d = app_dir(lch, SCRIPTS)
     apache = apache_site(lch, d, "processes=1 interface=asgi request-timeout=2", script="asgi_faults.py",
                          extra="WSGICallableObject app")
-    before = pid_of(apache.url("/app/pid"))
-    status, took = timed_get(apache.url("/app/sleep?s=600"), 10)
-    print(f"sleep: {status} after {took:.1f}s")
-    assert status == 504 and took < 6, (status, took)
-    assert "RW-PY045" in apache_logs(apache)
-    assert pid_of(apache.url("/app/pid")) == before
+    times_out_in_place(apache, "/app/sleep?s=600", lambda: apache_logs(apache))
 
 
 # --- request timeout: a coroutine blocks the loop ---------------------------------------------
