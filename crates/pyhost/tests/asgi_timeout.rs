@@ -30,6 +30,9 @@ async def app(scope, receive, send):
         await asyncio.sleep(30)
     elif path == "/block":
         time.sleep(3)  # blocks the loop: no cancel can reach it
+    elif path == "/block-then-return":
+        time.sleep(3)
+        return  # (without a response: the server had answered for it)
     elif path == "/slow":
         await asyncio.sleep(30)
     await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -116,6 +119,20 @@ fn a_coroutine_blocking_the_loop_is_taken_over_by_the_monitor() {
     assert_eq!(rec.status, None);
     drop(rec);
     assert_eq!(taken.load(Ordering::SeqCst), 1);
+    assert!(h.host.stop());
+}
+
+#[test]
+fn a_taken_over_request_whose_app_returns_is_not_answered_again() {
+    let h = host("timeout_block_return", SLOW);
+    let taken = Arc::new(AtomicUsize::new(0));
+    let r = timed(&h, "/block-then-return", Duration::from_millis(200), &taken);
+    let rec = r.finished();
+    assert_eq!((rec.status, rec.outcome), (None, Some(Outcome::Aborted)), "{rec:?}");
+    drop(rec);
+    assert_eq!(taken.load(Ordering::SeqCst), 1);
+    assert!(h.log.has("the server had answered for it"), "{}", h.log.all());
+    assert!(!h.log.has("RW-PY015"), "{}", h.log.all());
     assert!(h.host.stop());
 }
 
@@ -219,8 +236,8 @@ fn finished_tasks_are_freed_timed_or_not() {
     let taken = Arc::new(AtomicUsize::new(0));
     for path in ["/", "/fail"] {
         for _ in 0..10 {
-            request(&h, "GET", path, &[]).finished();
-            timed(&h, path, Duration::from_secs(30), &taken).finished();
+            drop(request(&h, "GET", path, &[]).finished());
+            drop(timed(&h, path, Duration::from_secs(30), &taken).finished());
         }
     }
     std::thread::sleep(Duration::from_millis(100));

@@ -512,6 +512,11 @@ impl Conn {
 
     /// The task's done callback: log what went wrong and end the connection.
     fn _done(mut slf: PyRefMut<'_, Self>, py: Python<'_>, task: Bound<'_, PyAny>) {
+        if slf.timer.is_some() && slf.deadlines.taken_over(slf.id) {
+            // The loop was blocked past the timeout, the monitor answered, and the app ended
+            // before its timer ran: nothing more goes to the client (no RW-PY015 500).
+            slf.time_out(py, false);
+        }
         slf.finished = true;
         let error = task_error(py, &task);
         match &error {
