@@ -171,10 +171,15 @@ impl Conn {
         });
         match armed {
             Ok(handle) => b.borrow_mut().timer = Some(handle.unbind()),
-            Err(e) => b.borrow().log(
-                Level::Error,
-                &format!("RW-PY016 cannot arm the request timeout: {e}"),
-            ),
+            Err(e) => {
+                let c = b.borrow();
+                // Untimed, then: the monitor must not take it over either.
+                c.deadlines.remove(c.id);
+                c.log(
+                    Level::Error,
+                    &format!("RW-PY016 cannot arm the request timeout: {e}"),
+                );
+            }
         }
     }
 

@@ -235,6 +235,8 @@ impl Pump {
             Err(e) => {
                 self.log
                     .log(Level::Error, &format!("RW-PY016 internal error: {e}"));
+                // No timer will cover it: neither may the monitor (deadline.rs).
+                self.inbox.deadlines.remove(id);
                 return;
             }
         };
@@ -257,6 +259,7 @@ impl Pump {
                     Level::Error,
                     &format!("RW-PY010 cannot set up a connection: {e}"),
                 );
+                self.inbox.deadlines.remove(id);
                 return;
             }
         };
