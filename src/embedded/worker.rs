@@ -152,10 +152,10 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result
         python_home: main.python_home.clone(),
         python_path: main.python_path.clone(),
     };
-    let specs = main.apps.iter().map(|a| AppSpec {
-        script: a.script.clone(),
-        callable: a.callable.clone(),
-    });
+    let specs = main
+        .apps
+        .iter()
+        .map(|a| AppSpec::script(a.script.clone(), a.callable.clone()));
     let (apps, python_error) = match ProcessApps::start(&cfg, specs) {
         Ok(apps) => (apps, None),
         Err(e) => {

@@ -70,10 +70,7 @@ fn main() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let script = dir.join("hello.py");
     std::fs::write(&script, "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '13')])\n    return [b'Hello, World!']\n").expect("script");
-    let app = App::new(AppSpec {
-        script,
-        callable: "application".into(),
-    });
+    let app = App::new(AppSpec::script(script, "application"));
     let vars: Vec<(&[u8], &[u8])> = VARS
         .iter()
         .map(|(k, v)| (k.as_bytes(), v.as_bytes()))

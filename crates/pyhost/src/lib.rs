@@ -48,7 +48,7 @@ mod thread;
 mod wsgi_errors;
 mod wsgi_input;
 
-pub use app::{App, AppSpec};
+pub use app::{App, AppSource, AppSpec};
 pub use environ::http_header_var;
 pub use init::{is_initialized, Error, PythonConfig};
 pub use log::{ErrorLog, Level, StderrLog};

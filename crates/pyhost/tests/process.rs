@@ -42,10 +42,7 @@ fn script(name: &str, source: &str) -> PathBuf {
 }
 
 fn spec(script: PathBuf) -> AppSpec {
-    AppSpec {
-        script,
-        callable: "application".into(),
-    }
+    AppSpec::script(script, "application")
 }
 
 const HELLO: &str = r#"
@@ -65,8 +62,8 @@ fn a_process_starts_python_then_its_apps_in_order_and_preloads_them() {
     .expect("python starts");
     assert!(pyhost::is_initialized());
     assert_eq!(apps.len(), 2);
-    assert_eq!(apps.get(0).map(|a| &a.spec().script), Some(&good));
-    assert_eq!(apps.get(1).map(|a| &a.spec().script), Some(&broken));
+    assert_eq!(apps.get(0).map(|a| a.spec()), Some(&spec(good.clone())));
+    assert_eq!(apps.get(1).map(|a| a.spec()), Some(&spec(broken.clone())));
     assert!(apps.get(2).is_none());
 
     // Preloading reports the script that failed, with its traceback in the log.
@@ -74,7 +71,7 @@ fn a_process_starts_python_then_its_apps_in_order_and_preloads_them() {
     let failed: Vec<PathBuf> = apps
         .preload_all(&log)
         .iter()
-        .map(|a| a.spec().script.clone())
+        .filter_map(|a| a.spec().source.script().map(PathBuf::from))
         .collect();
     assert_eq!(failed, vec![broken]);
     let lines = log.0.lock().unwrap().join("\n");

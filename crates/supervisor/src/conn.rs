@@ -1,25 +1,30 @@
-//! One front-end connection: read the uwsgi packet, run the app through pyhost, send the response,
-//! close. The front ends (nginx `uwsgi_pass`, Apache `mod_proxy_uwsgi`, our modules) send one
-//! request per connection and read the response until EOF, so the end of the body is the close.
+//! One front-end connection: read the request head, run the app through pyhost, send the
+//! response, close. Every front end (nginx `uwsgi_pass`/`scgi_pass`/`fastcgi_pass`, Apache
+//! `mod_proxy_uwsgi`/`mod_proxy_scgi`/`mod_proxy_fcgi`, our modules) sends one request per
+//! connection. What differs between uwsgi, SCGI and FastCGI is the wire (`proto/`: the head,
+//! the body's framing, the response's framing); everything here is the same for the three.
 //!
-//! A malformed packet (parse error, modifier1 other than 0, EOF or timeout inside the head, bad
-//! CONTENT_LENGTH) closes that connection only: the app is never called and nothing is answered.
-//! So does a packet without the group's secret, when it has one (`secret.rs`). A well-formed
-//! packet with more vars than the worker takes ([`uwsgi::MAX_VARS`]) is answered 431 (Request
-//! Header Fields Too Large), so that any front end gives its client a clear status. The lines
-//! for these go through the log's rate limit: an outsider can send them at will.
+//! A malformed head (parse error, uwsgi modifier1 other than 0, FastCGI records out of order,
+//! EOF or timeout inside the head, bad CONTENT_LENGTH) closes that connection only: the app is
+//! never called and nothing is answered. So does a request without the group's secret, when it
+//! has one (`secret.rs`). A well-formed head with more vars than the worker takes
+//! ([`uwsgi::MAX_VARS`]) is answered 431 (Request Header Fields Too Large), so that any front
+//! end gives its client a clear status. The lines for these go through the log's rate limit: an
+//! outsider can send them at will.
 //!
 //! The request body is `body.rs`, the response `respond.rs`.
 
 use std::cell::RefCell;
-use std::io::{self, Read};
+use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pyhost::{App, ErrorLog, Head, Mode, Outcome, Responder};
 use uwsgi::contract::{self, PathInfoForm};
-use uwsgi::{Var, EMPTY_VAR, HEADER_LEN, MAX_VARS, MAX_VARS_BLOCK};
+use uwsgi::{Var, EMPTY_VAR, MAX_VARS};
 
 use crate::body::{Inbound, SocketBody};
+use crate::config::Protocol;
+use crate::proto::{self, Bad};
 use crate::respond::SocketResponder;
 use crate::routing::{self, Routed, SentPath};
 use crate::rwlog_limited;
@@ -52,12 +57,16 @@ pub struct Ctx<'a> {
     pub thread: usize,
     /// The group's secret: packets without it are refused.
     pub secret: Option<&'a Secret>,
+    /// What the socket speaks.
+    pub protocol: Protocol,
 }
 
 /// Per-thread buffers, reused from one connection to the next.
 pub struct Scratch {
-    /// Packet head and the first body bytes.
+    /// Request head and the first body bytes.
     buf: Vec<u8>,
+    /// FastCGI: the PARAMS stream.
+    params: Vec<u8>,
     /// The encoded response head.
     head: Vec<u8>,
 }
@@ -66,6 +75,7 @@ impl Scratch {
     pub fn new() -> Self {
         Scratch {
             buf: vec![0; 8192],
+            params: Vec::new(),
             head: Vec::with_capacity(512),
         }
     }
@@ -77,47 +87,17 @@ impl Default for Scratch {
     }
 }
 
-/// Why a packet was refused.
-#[derive(Debug)]
-enum Bad {
-    Eof(usize),
-    Timeout(usize),
-    Io(io::Error),
-    Parse(uwsgi::Error),
-    Modifier(u8, u8),
-    ContentLength,
-    NoApp,
-    /// Without the group's secret (`RWSGI_SECRET` missing or wrong).
-    Origin,
-}
-
-impl std::fmt::Display for Bad {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Bad::Eof(n) => write!(f, "connection closed after {n} bytes of the packet head"),
-            Bad::Timeout(n) => write!(f, "timed out reading the packet head ({n} bytes so far)"),
-            Bad::Io(e) => write!(f, "reading the packet head: {e}"),
-            Bad::Parse(e) => write!(f, "malformed uwsgi packet: {e}"),
-            Bad::Modifier(m1, m2) => {
-                write!(f, "unsupported uwsgi modifiers {m1}/{m2} (only 0 = WSGI)")
-            }
-            Bad::ContentLength => f.write_str("invalid or conflicting CONTENT_LENGTH"),
-            Bad::NoApp => f.write_str("no application configured"),
-            Bad::Origin => f.write_str("the packet does not carry the group's secret"),
-        }
-    }
-}
-
 /// Serves one connection to the end and closes it (by dropping `stream`).
 pub fn serve(stream: Stream, ctx: &Ctx<'_>, scratch: &mut Scratch) {
     stream.set_timeouts(ctx.socket_timeout);
-    let filled = match read_packet(&stream, &mut scratch.buf) {
-        Ok(Some(n)) => n,
+    let Scratch { buf, params, head } = scratch;
+    let bufs = proto::Buffers { read: buf, params };
+    let request = match proto::read_head(ctx.protocol, &stream, bufs) {
+        Ok(Some(request)) => request,
         Ok(None) => return, // connected and closed without a byte: a health check
         Err(bad) => return log_refusal(&bad),
     };
-    let Scratch { buf, head } = scratch;
-    if let Err(bad) = run_request(&stream, &buf[..filled], ctx, head) {
+    if let Err(bad) = run_request(&stream, &request, ctx, head) {
         log_refusal(&bad);
     }
 }
@@ -132,55 +112,17 @@ fn log_refusal(bad: &Bad) {
     }
 }
 
-/// Reads until `buf` holds the whole packet head (4 bytes + vars block); returns the bytes read,
-/// which may include the start of the body. `None`: EOF before the first byte.
-fn read_packet(mut stream: &Stream, buf: &mut Vec<u8>) -> Result<Option<usize>, Bad> {
-    let mut filled = 0;
-    loop {
-        let need = if filled < HEADER_LEN {
-            HEADER_LEN
-        } else {
-            HEADER_LEN + usize::from(u16::from_le_bytes([buf[1], buf[2]]))
-        };
-        if filled >= need {
-            return Ok(Some(filled));
-        }
-        if buf.len() < need {
-            // At most HEADER_LEN + 65,535 bytes: the 16-bit size field bounds it.
-            buf.resize(need.min(HEADER_LEN + MAX_VARS_BLOCK), 0);
-        }
-        match stream.read(&mut buf[filled..]) {
-            Ok(0) if filled == 0 => return Ok(None),
-            Ok(0) => return Err(Bad::Eof(filled)),
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if is_timeout(&e) => return Err(Bad::Timeout(filled)),
-            Err(e) => return Err(Bad::Io(e)),
-        }
-    }
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
-
-/// Parses the packet in `packet`, runs the app and sends the response: the stages below, in
-/// order.
+/// Parses the head's vars, runs the app and sends the response: the stages below, in order.
 fn run_request(
     stream: &Stream,
-    packet: &[u8],
+    request: &proto::Head<'_>,
     ctx: &Ctx<'_>,
     head_buf: &mut Vec<u8>,
 ) -> Result<(), Bad> {
     let mut small: [Var<'_>; SMALL_VARS] = [EMPTY_VAR; SMALL_VARS];
     let mut large = Vec::new();
-    let (vars, consumed) = match parse_vars(packet, &mut small, &mut large) {
-        Err(Bad::Parse(uwsgi::Error::TooManyVars)) => {
-            return refuse_too_many_vars(stream, packet, ctx, head_buf)
-        }
+    let vars = match request.parse_vars(&mut small, &mut large) {
+        Err(Bad::TooManyVars) => return refuse_too_many_vars(stream, request, ctx, head_buf),
         parsed => parsed?,
     };
     let front = FrontEnd::read(vars)?;
@@ -190,15 +132,20 @@ fn run_request(
         }
     }
     let mounts: Vec<Option<&[u8]>> = ctx.apps.iter().map(|a| a.mount).collect();
-    let mut decoded = Vec::new();
-    let routed = routing::resolve(&front.path, &mounts, &mut decoded);
+    let (mut decoded, mut cgi_path) = (Vec::new(), Vec::new());
+    let sent = match request.protocol() {
+        Protocol::Uwsgi => front.path,
+        // SCGI and FastCGI front ends send the CGI view of the path (routing.rs).
+        Protocol::Scgi | Protocol::FastCgi => routing::cgi_gateway(&front.path, &mut cgi_path),
+    };
+    let routed = routing::resolve(&sent, &mounts, &mut decoded);
     let Some(app) = ctx.apps.get(routed.app) else {
         return Err(Bad::NoApp);
     };
     let env = environ(vars, &front, &routed);
     let length = front.content_length.unwrap_or(0);
-    let inbound = RefCell::new(Inbound::new(stream, &packet[consumed..], length));
-    let mut out = SocketResponder::new(stream, &inbound, head_buf);
+    let inbound = RefCell::new(Inbound::from_source(stream, request.body(length)));
+    let mut out = SocketResponder::new(stream, &inbound, head_buf, request.framing());
     if queued_too_long(ctx, front.request_start) {
         let msg = b"Request queued too long in the server.\n";
         if answer(&mut out, b"504 Gateway Timeout", msg).is_ok() {
@@ -208,40 +155,40 @@ fn run_request(
     }
     let mut body = SocketBody { inbound: &inbound };
     let outcome = run_app(ctx, app.app, &env, &mut body, &mut out);
-    end_response(stream, &inbound, &mut out, outcome, front.abort_mark);
+    // The abort mark is our own front ends' addition to uwsgi (uwsgi::contract).
+    let abort_mark = front.abort_mark && request.protocol() == Protocol::Uwsgi;
+    end_response(stream, &inbound, &mut out, outcome, abort_mark);
     Ok(())
 }
 
-/// A packet with more vars than [`MAX_VARS`]: 431, without running the app ("a request too
+/// A head with more vars than [`MAX_VARS`]: 431, without running the app ("a request too
 /// large for the daemon answers 431", as the front ends answer when they cannot encode one).
 /// Only the vars this needs are looked up, without storing the others.
 fn refuse_too_many_vars(
     stream: &Stream,
-    packet: &[u8],
+    request: &proto::Head<'_>,
     ctx: &Ctx<'_>,
     head_buf: &mut Vec<u8>,
 ) -> Result<(), Bad> {
-    if let [m1, _, _, m2, ..] = *packet {
-        if m1 != 0 {
-            return Err(Bad::Modifier(m1, m2));
-        }
-    }
     if let Some(secret) = ctx.secret {
-        if !uwsgi::find_var(packet, contract::SECRET).is_some_and(|s| secret.matches(s)) {
+        if !request
+            .find_var(contract::SECRET)
+            .is_some_and(|s| secret.matches(s))
+        {
             return Err(Bad::Origin);
         }
     }
-    let length = match uwsgi::find_var(packet, b"CONTENT_LENGTH") {
+    let length = match request.find_var(b"CONTENT_LENGTH") {
         Some(v) => parse_content_length(v).ok_or(Bad::ContentLength)?,
         None => 0,
     };
     rwlog_limited!(
         "RW030",
-        "answering 431: the request has more than {MAX_VARS} uwsgi vars (headers), the most a worker takes"
+        "answering 431: the request has more than {MAX_VARS} {} vars (headers), the most a worker takes",
+        request.protocol()
     );
-    let consumed = uwsgi::packet_len(packet).map_or(packet.len(), |n| n.min(packet.len()));
-    let inbound = RefCell::new(Inbound::new(stream, &packet[consumed..], length));
-    let mut out = SocketResponder::new(stream, &inbound, head_buf);
+    let inbound = RefCell::new(Inbound::from_source(stream, request.body(length)));
+    let mut out = SocketResponder::new(stream, &inbound, head_buf, request.framing());
     let msg = b"Request header fields too large for the application server.\n";
     if answer(&mut out, b"431 Request Header Fields Too Large", msg).is_ok() {
         finish_clean(stream, &inbound, false);
@@ -268,33 +215,8 @@ fn answer(out: &mut SocketResponder<'_, '_>, status_line: &[u8], msg: &[u8]) -> 
         headers: &headers,
     };
     out.start(&head)?;
-    out.write(msg)
-}
-
-/// Parses the packet head into `small` (room for a typical request, on the caller's stack) or,
-/// for a packet with more vars, again into `large` (the full limit, on the heap). Returns the
-/// vars and the bytes the head occupies (the body starts there).
-fn parse_vars<'p, 's>(
-    packet: &'p [u8],
-    small: &'s mut [Var<'p>],
-    large: &'s mut Vec<Var<'p>>,
-) -> Result<(&'s [Var<'p>], usize), Bad> {
-    let mut req = uwsgi::Request::new(small);
-    let mut parsed = req.parse(packet);
-    if parsed == Err(uwsgi::Error::TooManyVars) {
-        *large = vec![EMPTY_VAR; MAX_VARS];
-        req = uwsgi::Request::new(large);
-        parsed = req.parse(packet);
-    }
-    let consumed = match parsed.map_err(Bad::Parse)? {
-        uwsgi::Status::Complete(n) => n,
-        // read_packet already holds the whole declared block, so this cannot be short.
-        uwsgi::Status::Partial => return Err(Bad::Parse(uwsgi::Error::Truncated)),
-    };
-    if req.modifier1 != 0 {
-        return Err(Bad::Modifier(req.modifier1, req.modifier2));
-    }
-    Ok((req.vars, consumed))
+    out.write(msg)?;
+    out.finish()
 }
 
 /// The vars this layer interprets itself (a first pass over the packet).
@@ -327,6 +249,7 @@ impl<'p> FrontEnd<'p> {
                 b"PATH_INFO" => front.path.path_info = Some(v.value),
                 b"QUERY_STRING" => front.path.query_string = Some(v.value),
                 b"REQUEST_URI" => front.path.request_uri = Some(v.value),
+                b"DOCUMENT_URI" => front.path.document_uri = Some(v.value),
                 contract::REQUEST_START => front.request_start = Some(v.value),
                 contract::ABORT_MARK => front.abort_mark = v.value == contract::ABORT_MARK_ON,
                 contract::PATH_INFO_FORM => front.path.form = PathInfoForm::parse(v.value),
@@ -436,12 +359,17 @@ fn end_response(
     let marked = abort_mark && out.unframed;
     match outcome {
         Outcome::Complete | Outcome::Failed => {
-            if out.flush_head().is_ok() {
+            if out.finish().is_ok() {
                 finish_clean(stream, inbound, marked);
             }
         }
+        // FastCGI's ABORT_REQUEST is answered with END_REQUEST (spec 5.4).
+        Outcome::ClientGone if out.front_end_aborted() => {
+            let _ = out.finish();
+        }
         Outcome::ClientGone => {}
-        // uwsgi ends a body at EOF, so a clean close would pass a truncated body off as whole.
+        // uwsgi and SCGI end a body at EOF, so a clean close would pass a truncated body off as
+        // whole; FastCGI's front end sees no END_REQUEST, and the reset too.
         Outcome::Aborted => {
             stream.set_reset_on_close();
             if marked {
@@ -456,7 +384,7 @@ fn end_response(
 /// into a reset that could destroy the response in flight. Bounded in time (`body.rs`).
 fn finish_clean(stream: &Stream, inbound: &RefCell<Inbound<'_>>, marked: bool) {
     let mut inbound = inbound.borrow_mut();
-    if inbound.on_socket() == 0 && !marked {
+    if !inbound.pending() && !marked {
         return; // the close itself ends the response
     }
     stream.shutdown_write();

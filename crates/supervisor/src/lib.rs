@@ -24,11 +24,13 @@ pub mod cli;
 pub mod config;
 mod conn;
 mod host;
+mod ini;
 pub mod listener;
 pub mod log;
 mod master;
 pub mod options;
 mod privs;
+mod proto;
 mod refuse;
 mod respond;
 mod routing;
@@ -37,11 +39,12 @@ mod secret;
 mod signals;
 mod stash;
 mod stream;
+mod workdir;
 mod worker;
 
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
-pub use config::{AppConfig, ConfigError, GroupConfig, SocketSpec};
+pub use config::{AppConfig, ConfigError, GroupConfig, Protocol, SocketSpec};
 pub use host::{fork_supervisor, run_forked, ForkedSupervisor, ServerDefaults, WorkerAccount};
 pub use options::{DaemonOptions, OPTION_NAMES};
 pub use secret::Secret;
@@ -103,13 +106,19 @@ fn run_inner(cfg: &GroupConfig, lifetime: Option<BorrowedFd<'_>>) -> Result<(), 
         .apps
         .iter()
         .map(|a| match &a.mount {
-            Some(m) => format!("{m}={}", a.script.display()),
-            None => a.script.display().to_string(),
+            Some(m) => format!("{m}={}", a.source),
+            None => a.source.to_string(),
         })
         .collect();
+    // Written as --socket takes it: a protocol prefix unless it is uwsgi.
+    let protocol = match cfg.protocol {
+        Protocol::Uwsgi => "",
+        Protocol::Scgi => "scgi:",
+        Protocol::FastCgi => "fcgi:",
+    };
     rwlog!(
         "RW001",
-        "listening on {}: {} processes x {} threads, app {}",
+        "listening on {protocol}{}: {} processes x {} threads, app {}",
         listener.describe(),
         cfg.processes,
         cfg.threads,
