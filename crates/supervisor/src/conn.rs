@@ -25,7 +25,7 @@ use uwsgi::{Var, EMPTY_VAR, MAX_VARS};
 use crate::body::{Inbound, SocketBody};
 use crate::config::Protocol;
 use crate::proto::{self, Bad};
-use crate::respond::SocketResponder;
+use crate::respond::{Framing, SocketResponder};
 use crate::routing::{self, Routed, SentPath};
 use crate::rwlog_limited;
 use crate::scoreboard::Scoreboard;
@@ -368,14 +368,39 @@ fn end_response(
             let _ = out.finish();
         }
         Outcome::ClientGone => {}
-        // uwsgi and SCGI end a body at EOF, so a clean close would pass a truncated body off as
-        // whole; FastCGI's front end sees no END_REQUEST, and the reset too.
-        Outcome::Aborted => {
-            stream.set_reset_on_close();
-            if marked {
-                stream.wait_for_unread_byte();
-            }
+        Outcome::Aborted => abort(stream, inbound, out, marked),
+    }
+}
+
+/// Ends a response the app failed in the middle of, so that the front end cuts it:
+///
+/// - uwsgi and SCGI end a body at EOF, so a clean close would pass a truncated body off as
+///   whole: the connection is reset (over a unix socket, which has no reset, our own front ends'
+///   abort mark is left unread, which makes the close an error for them);
+/// - FastCGI over TCP: the same reset (nginx takes a bare EOF without END_REQUEST as the end);
+/// - FastCGI over a unix socket: a record the front end refuses (`proto::abort_record`).
+///
+/// SCGI and FastCGI front ends are let finish sending the request first: Apache's proxies
+/// that are still writing when the reset comes fail that write and answer 503 instead of
+/// passing on what the app sent.
+fn abort(
+    stream: &Stream,
+    inbound: &RefCell<Inbound<'_>>,
+    out: &mut SocketResponder<'_, '_>,
+    marked: bool,
+) {
+    if out.framing() != Framing::Http {
+        inbound.borrow_mut().discard_rest(0);
+    }
+    if matches!(out.framing(), Framing::FastCgi { .. }) && stream.is_unix() {
+        if out.abort().is_ok() {
+            stream.shutdown_write();
         }
+        return;
+    }
+    stream.set_reset_on_close();
+    if marked {
+        stream.wait_for_unread_byte();
     }
 }
 

@@ -16,8 +16,12 @@ use gateway::fastcgi::HEADER_LEN;
 use pyhost::{Head, Responder};
 
 use crate::body::Inbound;
-use crate::proto::{abort_answer, end_records, stdout_headers};
+use crate::proto::{abort_answer, abort_record, end_records, stdout_headers};
 use crate::stream::Stream;
+
+/// The longest an aborted FastCGI response waits for the front end to take what was sent
+/// before the record that ends it.
+const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How a response goes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +88,26 @@ impl<'a, 's> SocketResponder<'a, 's> {
             end_records(request_id, &mut tail);
         }
         self.send(&[], &tail)
+    }
+
+    /// FastCGI, after the app failed mid-response: the record that makes the front end cut the
+    /// response (`proto::abort_record`) instead of END_REQUEST. Ok(false) for other framings.
+    pub fn abort(&mut self) -> io::Result<bool> {
+        let Framing::FastCgi { request_id } = self.framing else {
+            return Ok(false);
+        };
+        self.flush_head()?;
+        // In a read of its own: a front end that meets the bad record in the same read as the
+        // last body bytes (nginx) drops those bytes, and the client would get no response at
+        // all instead of a cut one.
+        self.stream.wait_sent(ABORT_WAIT);
+        self.send(&[], &abort_record(request_id))?;
+        Ok(true)
+    }
+
+    /// How this response goes on the wire.
+    pub fn framing(&self) -> Framing {
+        self.framing
     }
 
     /// FastCGI: the front end sent ABORT_REQUEST.

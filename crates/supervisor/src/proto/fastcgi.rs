@@ -17,6 +17,8 @@
 //!   chunked), and `wsgi.input` ends where the stream ends.
 //! - **ABORT_REQUEST** ends the body with an error for the app, makes its next write fail (the
 //!   app's iterable is closed), and is answered with END_REQUEST, as the spec says.
+//! - **An app that fails mid-response** gets no END_REQUEST but a record the front end refuses
+//!   ([`abort_record`]), so the client sees the response cut.
 
 use std::io::{self, Read, Write};
 
@@ -343,6 +345,18 @@ pub(crate) fn stdout_headers(request_id: u16, len: usize, headers: &mut Vec<[u8;
 pub(crate) fn end_records(request_id: u16, out: &mut Vec<u8>) {
     let _ = fastcgi::encode_record(fastcgi::kind::STDOUT, request_id, b"", out);
     fastcgi::encode_end_request(request_id, 0, ProtocolStatus::RequestComplete, out);
+}
+
+/// How a response the app failed in the middle of ends: with a record header of version 0,
+/// then a clean close. A FastCGI response has no "aborted" end (END_REQUEST's status is
+/// ignored by nginx), and a front end takes a bare EOF as the end of the body (nginx 1.22 does,
+/// over TCP as over a unix socket); a reset would do over TCP but can destroy the response head
+/// before httpd has read it. A record of another version is refused by both, at once, as an
+/// upstream error ("upstream sent unsupported FastCGI protocol version: 0"; httpd: "Got bogus
+/// version 0"), so the client sees the response cut, deterministically, on any socket.
+pub(crate) fn abort_record(request_id: u16) -> [u8; HEADER_LEN] {
+    let [id_hi, id_lo] = request_id.to_be_bytes();
+    [0, fastcgi::kind::STDOUT, id_hi, id_lo, 0, 0, 0, 0]
 }
 
 /// The answer to ABORT_REQUEST: END_REQUEST alone.

@@ -27,7 +27,7 @@ use crate::config::Protocol;
 use crate::respond::Framing;
 use crate::stream::Stream;
 
-pub(crate) use fastcgi::{abort_answer, end_records, stdout_headers, StdinRecords};
+pub(crate) use fastcgi::{abort_answer, abort_record, end_records, stdout_headers, StdinRecords};
 
 /// Why a connection was closed without an answer (or, for [`Bad::TooManyVars`], answered 431).
 #[derive(Debug)]
