@@ -3,6 +3,7 @@
 use std::mem::ManuallyDrop;
 use std::os::fd::FromRawFd;
 use std::sync::Arc;
+use std::time::Instant;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::intern;
@@ -17,9 +18,10 @@ use crate::log::{format_exception, ErrorLog, Level};
 use crate::response::{ResponseState, SendError};
 use crate::scope::{Scope, SendSlice};
 use crate::start_response::StartResponse;
+use crate::stats::{self, Field};
 use crate::wsgi_errors::Errors;
 use crate::wsgi_input::Input;
-use crate::{App, Body, Outcome, Request, Responder};
+use crate::{admit, gil, App, Body, Outcome, Request, Responder};
 
 const ERROR_BODY: &[u8] = b"500 Internal Server Error\n";
 
@@ -49,7 +51,7 @@ pub fn handle(
             Level::Error,
             "RW-PY002 request received before Python was initialised",
         );
-        return answer_500_directly(out);
+        return answer_500(out);
     }
     let input = InputState::new(environ::content_length(req));
     let response = ResponseState::new(environ::is_head(req));
@@ -58,9 +60,43 @@ pub fn handle(
     // while it is open.
     let scope = Arc::new(unsafe { Scope::open(body, out, log, input, response) });
     let _close = CloseOnDrop(&scope);
-    match Python::attach(|py| run(py, app, req, &scope)) {
+    // Into Python only when admitted (admit.rs); a thread holding a permit already goes on.
+    let admitted = admit::ForRequest::enter();
+    let account = Account::start();
+    let next = gil::attach(|py| run(py, app, req, &scope));
+    account.end();
+    // Done with Python: a thread admitted for this request alone lets the next one in before
+    // sending the copied-out body, so that its wake-up overlaps this send instead of leaving
+    // the GIL idle (a thread holding a Permit across requests keeps it).
+    drop(admitted);
+    match next {
         Next::Done(outcome) => outcome,
         Next::Send(body) => send_copied(&scope, &body),
+    }
+}
+
+/// What one admitted request cost, for the stats and the admission controller.
+struct Account {
+    at: Instant,
+    cpu_ns: u64,
+}
+
+impl Account {
+    fn start() -> Account {
+        Account {
+            at: Instant::now(),
+            cpu_ns: gil::thread_cpu_ns(),
+        }
+    }
+
+    fn end(self) {
+        stats::add(Field::Requests, 1);
+        stats::add_duration(Field::AdmittedNs, self.at.elapsed());
+        stats::add(
+            Field::CpuNs,
+            gil::thread_cpu_ns().saturating_sub(self.cpu_ns),
+        );
+        admit::request_done();
     }
 }
 
@@ -311,7 +347,7 @@ fn send_all(
     if slices.is_empty() && !finish {
         return Ok(false);
     }
-    py.detach(move || {
+    gil::detach(py, move || {
         let mut side = scope.lock_output();
         for s in &slices {
             side.send(s.get())?;
@@ -332,7 +368,7 @@ fn finish(py: Python<'_>, scope: &Scope) -> Outcome {
     let result = match sent {
         // Nothing left to send: no need to release the GIL.
         Some(short) => Ok(short),
-        None => py.detach(|| {
+        None => gil::detach(py, || {
             let mut side = scope.lock_output();
             side.ensure_head().map(|()| side.short_body())
         }),
@@ -375,7 +411,7 @@ fn send_wrapped_file(
         Ok(o) => o,
         Err(_) => return Ok(None),
     };
-    let result = py.detach(|| {
+    let result = gil::detach(py, || {
         // SAFETY: fd belongs to the Python file object, which the caller keeps alive for this
         // call; ManuallyDrop makes sure we never close it.
         let file = ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
@@ -428,7 +464,7 @@ fn fail(py: Python<'_>, scope: &Scope, err: &PyErr) -> Outcome {
 }
 
 fn send_500(py: Python<'_>, scope: &Scope) -> Outcome {
-    py.detach(|| {
+    gil::detach(py, || {
         let mut side = scope.lock_output();
         if side.head_sent() {
             return Outcome::Aborted;
@@ -442,7 +478,9 @@ fn send_500(py: Python<'_>, scope: &Scope) -> Outcome {
 }
 
 /// The 500 for when there is no interpreter to run anything.
-fn answer_500_directly(out: &mut dyn Responder) -> Outcome {
+/// A plain `500 Internal Server Error` without running anything (for a transport that already
+/// logged why: Python not started, the script failed to load).
+pub fn answer_500(out: &mut dyn Responder) -> Outcome {
     let len = ERROR_BODY.len().to_string().into_bytes();
     let headers = [
         (

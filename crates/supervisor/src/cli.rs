@@ -22,7 +22,7 @@ const DEFAULT_CALLABLE: &str = "application";
 
 /// The text printed by `--help`.
 pub const USAGE: &str = "\
-rwsgi-worker: a WSGI server for nginx and Apache, speaking uwsgi, SCGI or FastCGI
+rwsgi-worker: a WSGI and ASGI server for nginx and Apache, speaking uwsgi, SCGI or FastCGI
 (nginx uwsgi_pass, scgi_pass, fastcgi_pass; Apache mod_proxy_uwsgi, mod_proxy_scgi, mod_proxy_fcgi)
 
 Usage: rwsgi-worker --socket [PROTO:]unix:PATH|HOST:PORT --script app.py [options]
@@ -40,6 +40,8 @@ Required:
 
 Application:
   --callable NAME                callable in the scripts (default: application)
+  --interface wsgi|asgi          what the apps speak (default wsgi; asgi: one asyncio loop per
+                                 process, uwsgi sockets only)
   --mount /PREFIX                URL prefix of --script/--module: becomes SCRIPT_NAME
   --mount /PREFIX=FILE           one more app, mounted at /PREFIX (repeatable); FILE may be
                                  PKG.MOD:CALLABLE for a module
@@ -381,6 +383,7 @@ const OPTIONS: &[&str] = &[
     "user",
     "group",
     "display-name",
+    "interface",
     "socket-mode",
     "socket-owner",
     "listen-backlog",
@@ -676,6 +679,17 @@ mod tests {
         assert!(e.starts_with("--socket: unknown protocol \"http\""), "{e}");
         let e = socket("scgi:fcgi:127.0.0.1:80").unwrap_err();
         assert!(e.starts_with("--socket: unknown protocol \"fcgi\""), "{e}");
+        let e = run(&[
+            "--socket",
+            "fcgi:/x",
+            "--script",
+            "a.py",
+            "--interface",
+            "asgi",
+        ]);
+        assert!(e
+            .unwrap_err()
+            .starts_with("--interface: asgi serves uwsgi sockets only, not fcgi"));
         let e = socket("scgi:nowhere").unwrap_err();
         assert!(e.contains("after scgi:, fcgi: or uwsgi:"), "{e}");
     }

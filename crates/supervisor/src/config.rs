@@ -149,9 +149,39 @@ impl AppConfig {
     }
 }
 
+/// The Python interface of an app: `wsgi` (PEP 3333, the default) or `asgi` (ASGI 3.0). The
+/// one vocabulary of nginx's `wsgi_interface`, the daemon option `interface=` and
+/// rwsgi-worker's `--interface`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Interface {
+    #[default]
+    Wsgi,
+    Asgi,
+}
+
+impl Interface {
+    /// `wsgi` or `asgi`, as written in a configuration.
+    pub fn parse(value: &str) -> Option<Interface> {
+        match value {
+            "wsgi" => Some(Interface::Wsgi),
+            "asgi" => Some(Interface::Asgi),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interface::Wsgi => "wsgi",
+            Interface::Asgi => "asgi",
+        }
+    }
+}
+
 /// All daemon options of one process group (DESIGN.md, "Daemon group options").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupConfig {
+    /// Which interface the apps speak (`interface=`): WSGI threads, or one asyncio loop.
+    pub interface: Interface,
     /// Where to listen.
     pub socket: SocketSpec,
     /// What the socket speaks: uwsgi for every web server module's group; rwsgi-worker's
@@ -209,6 +239,7 @@ impl GroupConfig {
     /// A config with mod_wsgi's defaults for everything but the socket and the script.
     pub fn new(socket: SocketSpec, script: PathBuf) -> Self {
         GroupConfig {
+            interface: Interface::Wsgi,
             socket,
             protocol: Protocol::Uwsgi,
             socket_mode: 0o600,
@@ -324,8 +355,19 @@ impl GroupConfig {
     }
 
     /// `chdir` and `env`: checked before any worker starts, so a mistake is one clear error
-    /// instead of every worker failing its start-up.
+    /// instead of every worker failing its start-up. And the protocol: the ASGI connection
+    /// (`asgi/`) reads uwsgi only.
     fn validate_process_setup(&self) -> Result<(), ConfigError> {
+        if self.interface == Interface::Asgi && self.protocol != Protocol::Uwsgi {
+            return Err(ConfigError::new(
+                "interface",
+                format!(
+                    "asgi serves uwsgi sockets only, not {} (put nginx's uwsgi_pass or Apache's \
+                     mod_proxy_uwsgi in front)",
+                    self.protocol
+                ),
+            ));
+        }
         if let Some(dir) = &self.chdir {
             if !dir.is_absolute() {
                 return Err(ConfigError::new("chdir", "expected an absolute directory"));

@@ -24,7 +24,8 @@ use uwsgi::{Var, EMPTY_VAR, MAX_VARS};
 
 use crate::body::{Inbound, SocketBody};
 use crate::config::Protocol;
-use crate::proto::{self, Bad};
+use crate::proto;
+pub(crate) use crate::proto::Bad;
 use crate::respond::{Framing, SocketResponder};
 use crate::routing::{self, Routed, SentPath};
 use crate::rwlog_limited;
@@ -35,7 +36,7 @@ use crate::stream::Stream;
 
 /// Vars parsed into stack storage before falling back to the heap (a browser request through
 /// nginx has ~30).
-const SMALL_VARS: usize = 96;
+pub(crate) const SMALL_VARS: usize = 96;
 
 /// One app of the group and the URL prefix it is mounted at (`None` = the default app).
 pub struct MountedApp<'a> {
@@ -102,7 +103,9 @@ pub fn serve(stream: Stream, ctx: &Ctx<'_>, scratch: &mut Scratch) {
     }
 }
 
-fn log_refusal(bad: &Bad) {
+/// Logs why a connection was closed unanswered, through the log's rate limit (an outsider can
+/// send such packets at will). The ASGI worker's connections use it too.
+pub(crate) fn log_refusal(bad: &Bad) {
     match bad {
         Bad::Origin => rwlog_limited!(
             "RW051",
@@ -126,11 +129,7 @@ fn run_request(
         parsed => parsed?,
     };
     let front = FrontEnd::read(vars)?;
-    if let Some(secret) = ctx.secret {
-        if !front.secret.is_some_and(|s| secret.matches(s)) {
-            return Err(Bad::Origin);
-        }
-    }
+    front.check_origin(ctx.secret)?;
     let mounts: Vec<Option<&[u8]>> = ctx.apps.iter().map(|a| a.mount).collect();
     let (mut decoded, mut cgi_path) = (Vec::new(), Vec::new());
     let sent = match request.protocol() {
@@ -219,14 +218,36 @@ fn answer(out: &mut SocketResponder<'_, '_>, status_line: &[u8], msg: &[u8]) -> 
     out.finish()
 }
 
+/// A uwsgi packet's vars and the length of its head (the body starts there), for the ASGI
+/// connection (`asgi/conn.rs`), which reads uwsgi only.
+pub(crate) fn parse_vars<'p, 's>(
+    packet: &'p [u8],
+    small: &'s mut [Var<'p>],
+    large: &'s mut Vec<Var<'p>>,
+) -> Result<(&'s [Var<'p>], usize), Bad> {
+    if let [m1, _, _, m2, ..] = *packet {
+        if (m1, m2) != (0, 0) {
+            return Err(Bad::Modifier(m1, m2));
+        }
+    }
+    let consumed = uwsgi::packet_len(packet)
+        .filter(|n| *n <= packet.len())
+        .ok_or(Bad::Uwsgi(uwsgi::Error::Truncated))?;
+    let head = proto::Head::Uwsgi {
+        packet: &packet[..consumed],
+        rest: &packet[consumed..],
+    };
+    Ok((head.parse_vars(small, large)?, consumed))
+}
+
 /// The vars this layer interprets itself (a first pass over the packet).
-struct FrontEnd<'p> {
-    path: SentPath<'p>,
-    content_length: Option<u64>,
+pub(crate) struct FrontEnd<'p> {
+    pub(crate) path: SentPath<'p>,
+    pub(crate) content_length: Option<u64>,
     /// `RWSGI_REQUEST_START` (uwsgi::contract), for queue-timeout.
-    request_start: Option<&'p [u8]>,
+    pub(crate) request_start: Option<&'p [u8]>,
     /// `RWSGI_ABORT_MARK=1`: the front end sends the mark byte (uwsgi::contract).
-    abort_mark: bool,
+    pub(crate) abort_mark: bool,
     /// `UWSGI_SCHEME`, when it says http or https.
     scheme: Option<&'p [u8]>,
     /// `RWSGI_SECRET` (uwsgi::contract), the first one sent.
@@ -234,7 +255,15 @@ struct FrontEnd<'p> {
 }
 
 impl<'p> FrontEnd<'p> {
-    fn read(vars: &[Var<'p>]) -> Result<FrontEnd<'p>, Bad> {
+    /// `Err(Bad::Origin)` unless the packet carries the group's secret (when it has one).
+    pub(crate) fn check_origin(&self, secret: Option<&Secret>) -> Result<(), Bad> {
+        match secret {
+            Some(secret) if !self.secret.is_some_and(|s| secret.matches(s)) => Err(Bad::Origin),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn read(vars: &[Var<'p>]) -> Result<FrontEnd<'p>, Bad> {
         let mut front = FrontEnd {
             path: SentPath::default(),
             content_length: None,
@@ -277,7 +306,7 @@ impl<'p> FrontEnd<'p> {
 
 /// environ as pyhost gets it: the vars as sent, minus uWSGI's code-loading `UWSGI_*` vars and
 /// the contract's own, with the scheme and the routed SCRIPT_NAME / PATH_INFO / QUERY_STRING.
-fn environ<'p>(
+pub(crate) fn environ<'p>(
     vars: &[Var<'p>],
     front: &FrontEnd<'p>,
     routed: &Routed<'p>,
@@ -429,7 +458,7 @@ fn parse_content_length(v: &[u8]) -> Option<u64> {
 
 /// How long ago the front end received the request, from its `RWSGI_REQUEST_START` value
 /// (`uwsgi::contract::parse_request_start` says which forms are accepted).
-fn queued_for(v: &[u8]) -> Option<Duration> {
+pub(crate) fn queued_for(v: &[u8]) -> Option<Duration> {
     let started = contract::parse_request_start(v)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
     now.checked_sub(started)
