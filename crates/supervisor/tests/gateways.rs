@@ -602,3 +602,50 @@ fn fastcgi_too_many_vars_is_431() {
     assert!(r.completed());
     assert_eq!(r.cgi().status, "431 Request Header Fields Too Large");
 }
+
+/// While no worker lives (an app that exits at import), the supervisor answers 503 itself, in
+/// the socket's protocol: a CGI head over SCGI; STDOUT records and END_REQUEST for the
+/// request's own id over FastCGI.
+#[test]
+fn the_supervisors_own_503_speaks_the_sockets_protocol() {
+    for protocol in ["scgi:", "fcgi:"] {
+        let s = Server::start_speaking(
+            protocol,
+            TempDir::new(),
+            "import os\nos._exit(3)\n",
+            &["--processes", "1", "--threads", "1"],
+            0,
+        );
+        s.wait_log_count("exited with status 3", 1, Duration::from_secs(20));
+        let (status, headers) = if protocol == "scgi:" {
+            let r = Cgi::parse(&exchange(&s.socket, &scgi(&cgi_vars("GET", "/"), b"")).unwrap());
+            (r.status, r.headers)
+        } else {
+            let mut req = Vec::new();
+            fastcgi::encode_get_values([&b"FCGI_MPXS_CONNS"[..]], &mut req).unwrap();
+            req.extend(fcgi(3, &cgi_vars("POST", "/"), &[b'x'; 100_000], 8192));
+            let raw = exchange(&s.socket, &req).unwrap();
+            let mut records = &raw[..];
+            let mut stdout = Vec::new();
+            let mut end = None;
+            while let Ok(uwsgi::Status::Complete((rec, n))) = fastcgi::parse_record(records) {
+                assert_eq!(rec.header.request_id, 3, "the request's own id");
+                match rec.header.kind {
+                    kind::STDOUT => stdout.extend_from_slice(rec.content),
+                    kind::END_REQUEST => end = Some(rec.content[4]),
+                    other => panic!("record type {other}"),
+                }
+                records = &records[n..];
+            }
+            assert_eq!(end, Some(ProtocolStatus::RequestComplete as u8));
+            let r = Cgi::parse(&stdout);
+            (r.status, r.headers)
+        };
+        assert_eq!(status, "503 Service Unavailable", "{protocol}");
+        assert!(
+            headers.iter().any(|(k, _)| k == "Retry-After"),
+            "{headers:?}"
+        );
+        s.wait_log_count("RW052", 1, Duration::from_secs(5));
+    }
+}

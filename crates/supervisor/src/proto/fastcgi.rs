@@ -359,7 +359,69 @@ pub(crate) fn abort_record(request_id: u16) -> [u8; HEADER_LEN] {
     [0, fastcgi::kind::STDOUT, id_hi, id_lo, 0, 0, 0, 0]
 }
 
+/// The id of the first request on a connection, from the records as they come, skipping
+/// management records (id 0): for an answer of the supervisor's own, which reads nothing else
+/// of the request (`refuse.rs`).
+#[derive(Debug, Default)]
+pub(crate) struct FirstRequestId {
+    header: [u8; HEADER_LEN],
+    have: usize,
+    skip: usize,
+}
+
+impl FirstRequestId {
+    /// Takes the next bytes read; `Some(id)` once a record of a request has begun.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Option<u16> {
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len());
+                self.skip -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (HEADER_LEN - self.have).min(bytes.len());
+            self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+            self.have += n;
+            bytes = &bytes[n..];
+            if self.have == HEADER_LEN {
+                let h = fastcgi::Header::parse(&self.header)?;
+                if h.request_id != fastcgi::NULL_REQUEST_ID {
+                    return Some(h.request_id);
+                }
+                self.skip = h.record_len() - HEADER_LEN;
+                self.have = 0;
+            }
+        }
+        None
+    }
+}
+
 /// The answer to ABORT_REQUEST: END_REQUEST alone.
 pub(crate) fn abort_answer(request_id: u16, out: &mut Vec<u8>) {
     fastcgi::encode_end_request(request_id, 0, ProtocolStatus::RequestComplete, out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_request_id_skips_management_records() {
+        let mut stream = Vec::new();
+        fastcgi::encode_get_values([&b"FCGI_MPXS_CONNS"[..]], &mut stream).unwrap();
+        fastcgi::encode_begin_request(7, fastcgi::role::RESPONDER, false, &mut stream);
+        for cut in 0..stream.len() {
+            let mut first = FirstRequestId::default();
+            let got = first
+                .feed(&stream[..cut])
+                .or_else(|| first.feed(&stream[cut..]));
+            assert_eq!(got, Some(7), "cut at {cut}");
+        }
+        // Byte by byte: found with the last byte of the BEGIN_REQUEST header, not before.
+        let mut byte_by_byte = FirstRequestId::default();
+        let at = stream
+            .iter()
+            .position(|b| byte_by_byte.feed(&[*b]).is_some());
+        assert_eq!(at, Some(stream.len() - 16 + HEADER_LEN - 1));
+    }
 }

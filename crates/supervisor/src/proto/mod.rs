@@ -27,7 +27,9 @@ use crate::config::Protocol;
 use crate::respond::Framing;
 use crate::stream::Stream;
 
-pub(crate) use fastcgi::{abort_answer, abort_record, end_records, stdout_headers, StdinRecords};
+pub(crate) use fastcgi::{
+    abort_answer, abort_record, end_records, stdout_headers, FirstRequestId, StdinRecords,
+};
 
 /// Why a connection was closed without an answer (or, for [`Bad::TooManyVars`], answered 431).
 #[derive(Debug)]
@@ -65,6 +67,34 @@ impl std::fmt::Display for Bad {
             Bad::Origin => f.write_str("the request does not carry the group's secret"),
         }
     }
+}
+
+/// A whole answer of the worker's or the supervisor's own (the app does not run), framed for
+/// `protocol`; `request_id` is FastCGI's. Statuses and headers are ours, so they encode.
+pub(crate) fn own_answer(
+    protocol: Protocol,
+    request_id: u16,
+    status_line: &[u8],
+    headers: &[(&[u8], &[u8])],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + body.len());
+    let headers = headers.iter().copied();
+    let encoded = match protocol {
+        Protocol::Uwsgi => ::uwsgi::encode_response_head(status_line, headers, &mut out),
+        Protocol::Scgi | Protocol::FastCgi => {
+            gateway::cgi::encode_head(status_line, headers, &mut out)
+        }
+    };
+    debug_assert!(encoded.is_ok(), "our own answers encode");
+    out.extend_from_slice(body);
+    if protocol == Protocol::FastCgi {
+        let mut records = Vec::with_capacity(out.len() + 64);
+        gateway::fastcgi::encode_stdout(request_id, &out, &mut records);
+        end_records(request_id, &mut records);
+        return records;
+    }
+    out
 }
 
 /// A read error while waiting for the head, as a refusal.
