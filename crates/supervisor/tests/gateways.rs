@@ -137,6 +137,18 @@ fn exchange(socket: &Path, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Each of `cases` is closed without an answer, and logged (RW030, rate limit included).
+fn each_closed_without_answer(s: &Server, cases: &[(&str, Vec<u8>)]) {
+    for (name, bytes) in cases {
+        let out = exchange(&s.socket, bytes);
+        assert!(
+            out.as_ref().map_or(true, |b| b.is_empty()),
+            "{name}: {out:?}"
+        );
+    }
+    s.wait_log_events("RW030", cases.len(), Duration::from_secs(5));
+}
+
 // ---- SCGI ---------------------------------------------------------------------------------
 
 fn scgi(vars: &[(String, String)], body: &[u8]) -> Vec<u8> {
@@ -237,14 +249,7 @@ fn scgi_malformed_heads_close_only_that_connection() {
         ("no comma", b"3:a\x00b;".to_vec()),
         ("without SCGI=1", no_scgi),
     ];
-    for (name, bytes) in &cases {
-        let out = exchange(&s.socket, bytes);
-        assert!(
-            out.as_ref().map_or(true, |b| b.is_empty()),
-            "{name}: {out:?}"
-        );
-    }
-    s.wait_log_events("RW030", cases.len(), Duration::from_secs(5));
+    each_closed_without_answer(&s, &cases);
     assert!(s.log().contains("malformed SCGI request"), "{}", s.log());
     let r = Cgi::parse(&exchange(&s.socket, &scgi(&cgi_vars("GET", "/ok"), b"")).unwrap());
     assert_eq!(r.status, "200 OK");
@@ -578,14 +583,7 @@ fn fastcgi_malformed_records_close_only_that_connection() {
             vec![1, 1, 0, 1, 0, 3, 0, 0, 0, 1, 0],
         ),
     ];
-    for (name, bytes) in &cases {
-        let out = exchange(&s.socket, bytes);
-        assert!(
-            out.as_ref().map_or(true, |b| b.is_empty()),
-            "{name}: {out:?}"
-        );
-    }
-    s.wait_log_events("RW030", cases.len(), Duration::from_secs(5));
+    each_closed_without_answer(&s, &cases);
     assert!(s.log().contains("malformed FastCGI request"), "{}", s.log());
     let r = Reply::parse(&exchange(&s.socket, &fcgi(1, &cgi_vars("GET", "/ok"), b"", 1)).unwrap());
     assert!(r.completed());

@@ -23,9 +23,9 @@
 use std::io::{self, Read, Write};
 
 use gateway::fastcgi::{self, Event, ProtocolStatus, Responder, HEADER_LEN, MAX_RECORD_LEN};
-use uwsgi::{Status, Var, EMPTY_VAR, MAX_VARS};
+use uwsgi::{Status, Var};
 
-use super::{read_error, Bad, Buffers, Head};
+use super::{parse_in, read_error, Bad, Buffers, Head};
 use crate::stream::Stream;
 
 /// What `GET_VALUES` is told: this application does not multiplex. (`FCGI_MAX_CONNS` and
@@ -146,18 +146,16 @@ pub(super) fn parse_vars<'p, 's>(
     small: &'s mut [Var<'p>],
     large: &'s mut Vec<Var<'p>>,
 ) -> Result<&'s [Var<'p>], Bad> {
-    let parsed = match fastcgi::parse_params(params, small) {
-        Err(fastcgi::Error::TooManyVars) => {
-            *large = vec![EMPTY_VAR; MAX_VARS];
-            fastcgi::parse_params(params, large).map(|n| &large[..n])
+    parse_in(small, large, |storage| {
+        match fastcgi::parse_params(params, &mut *storage) {
+            Ok(n) => {
+                let vars: &'s [Var<'p>] = storage;
+                Ok(&vars[..n])
+            }
+            Err(fastcgi::Error::TooManyVars) => Err(Bad::TooManyVars),
+            Err(e) => Err(Bad::FastCgi(e)),
         }
-        other => other.map(|n| &small[..n]),
-    };
-    match parsed {
-        Ok(vars) => Ok(vars),
-        Err(fastcgi::Error::TooManyVars) => Err(Bad::TooManyVars),
-        Err(e) => Err(Bad::FastCgi(e)),
-    }
+    })
 }
 
 /// The first var named `name` in the PARAMS stream (any number of pairs).

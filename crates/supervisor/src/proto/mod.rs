@@ -105,6 +105,56 @@ fn read_error(e: io::Error, filled: usize) -> Bad {
     }
 }
 
+/// Reads into `buf` until it holds a whole head of a length-prefixed protocol (uwsgi, SCGI):
+/// `head_len` says, from what is in so far, how long the head is (`None`: not known yet; an
+/// error refuses it at once). Returns the bytes read (the head and maybe the body's start) and
+/// the head's length; `None` at EOF before the first byte. `buf` grows to the head's length,
+/// at least 8 KiB (so the body's start comes along), at most `max`.
+fn read_prefixed(
+    mut stream: &Stream,
+    buf: &mut Vec<u8>,
+    max: usize,
+    head_len: impl Fn(&[u8]) -> Result<Option<usize>, Bad>,
+) -> Result<Option<(usize, usize)>, Bad> {
+    use std::io::Read;
+    let mut filled = 0;
+    loop {
+        let need = head_len(&buf[..filled])?;
+        if let Some(need) = need.filter(|n| filled >= *n) {
+            return Ok(Some((filled, need)));
+        }
+        // Unknown yet: a length prefix fits in 16 bytes in both protocols.
+        let want = need.unwrap_or(filled + 16).clamp(8192, max);
+        if buf.len() < want {
+            buf.resize(want, 0);
+        }
+        match stream.read(&mut buf[filled..]) {
+            Ok(0) if filled == 0 => return Ok(None),
+            Ok(0) => return Err(Bad::Eof(filled)),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(read_error(e, filled)),
+        }
+    }
+}
+
+/// Parses vars into `small` (room for a typical request, on the caller's stack) or, when they
+/// do not fit, again into `large` (the full limit, [`::uwsgi::MAX_VARS`], on the heap). `parse`
+/// is the protocol's parser over one storage, [`Bad::TooManyVars`] when it is too small.
+fn parse_in<'p, 's>(
+    small: &'s mut [Var<'p>],
+    large: &'s mut Vec<Var<'p>>,
+    parse: impl Fn(&'s mut [Var<'p>]) -> Result<&'s [Var<'p>], Bad>,
+) -> Result<&'s [Var<'p>], Bad> {
+    match parse(small) {
+        Err(Bad::TooManyVars) => {
+            *large = vec![::uwsgi::EMPTY_VAR; ::uwsgi::MAX_VARS];
+            parse(large)
+        }
+        parsed => parsed,
+    }
+}
+
 /// A request head, read whole, borrowed from the connection's buffers.
 pub(crate) enum Head<'b> {
     /// The packet (header and vars block) and the bytes read after it (the body's start).

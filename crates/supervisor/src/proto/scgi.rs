@@ -4,12 +4,10 @@
 //! Apache's `mod_proxy_scgi` both send one request per connection and always a length (nginx
 //! buffers a chunked upload to learn it; httpd answers 411 to one itself).
 
-use std::io::{self, Read};
-
 use gateway::scgi;
-use uwsgi::{Var, EMPTY_VAR, MAX_VARS};
+use uwsgi::Var;
 
-use super::{read_error, Bad, Head};
+use super::{parse_in, read_prefixed, Bad, Head};
 use crate::stream::Stream;
 
 /// The largest head read: the SCGI parser's own bound (1 MiB), far above what nginx or httpd
@@ -19,31 +17,16 @@ const MAX_HEAD: usize = scgi::MAX_HEADER_LEN + 16;
 /// Reads until `buf` holds the whole netstring; an over-long or malformed length is refused
 /// as soon as it is seen. `None`: EOF before the first byte.
 pub(super) fn read_head<'b>(
-    mut stream: &Stream,
+    stream: &Stream,
     buf: &'b mut Vec<u8>,
 ) -> Result<Option<Head<'b>>, Bad> {
-    let mut filled = 0;
-    loop {
-        // The length prefix is at most 7 digits and a colon: 16 bytes always hold it.
-        let need = match scgi::header_len(&buf[..filled]).map_err(Bad::Scgi)? {
-            Some(len) => len,
-            None => filled + 16,
-        };
-        if filled >= need {
-            let (netstring, rest) = buf[..filled].split_at(need);
-            return Ok(Some(Head::Scgi { netstring, rest }));
-        }
-        if buf.len() < need {
-            buf.resize(need.clamp(8192, MAX_HEAD), 0);
-        }
-        match stream.read(&mut buf[filled..]) {
-            Ok(0) if filled == 0 => return Ok(None),
-            Ok(0) => return Err(Bad::Eof(filled)),
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(read_error(e, filled)),
-        }
-    }
+    let read = read_prefixed(stream, buf, MAX_HEAD, |got| {
+        scgi::header_len(got).map_err(Bad::Scgi)
+    })?;
+    Ok(read.map(|(filled, need)| {
+        let (netstring, rest) = buf[..filled].split_at(need);
+        Head::Scgi { netstring, rest }
+    }))
 }
 
 /// The netstring's vars, `CONTENT_LENGTH` and `SCGI` included (see [`Head::parse_vars`]).
@@ -52,20 +35,16 @@ pub(super) fn parse_vars<'p, 's>(
     small: &'s mut [Var<'p>],
     large: &'s mut Vec<Var<'p>>,
 ) -> Result<&'s [Var<'p>], Bad> {
-    let mut req = scgi::Request::new(small);
-    let mut parsed = req.parse(netstring);
-    if parsed == Err(scgi::Error::TooManyVars) {
-        *large = vec![EMPTY_VAR; MAX_VARS];
-        req = scgi::Request::new(large);
-        parsed = req.parse(netstring);
-    }
-    match parsed {
-        Ok(uwsgi::Status::Complete(_)) => Ok(req.vars),
-        Err(scgi::Error::TooManyVars) => Err(Bad::TooManyVars),
-        Err(e) => Err(Bad::Scgi(e)),
-        // read_head holds the whole netstring, so this cannot be short.
-        Ok(uwsgi::Status::Partial) => Err(Bad::Scgi(scgi::Error::MissingComma)),
-    }
+    parse_in(small, large, |storage| {
+        let mut req = scgi::Request::new(storage);
+        match req.parse(netstring) {
+            Ok(uwsgi::Status::Complete(_)) => Ok(req.vars),
+            Err(scgi::Error::TooManyVars) => Err(Bad::TooManyVars),
+            Err(e) => Err(Bad::Scgi(e)),
+            // read_head holds the whole netstring, so this cannot be short.
+            Ok(uwsgi::Status::Partial) => Err(Bad::Scgi(scgi::Error::MissingComma)),
+        }
+    })
 }
 
 /// The first var named `name` in a netstring read whole (any number of vars).
