@@ -396,8 +396,10 @@ fn end_response(
         Outcome::ClientGone if out.front_end_aborted() => {
             let _ = out.finish();
         }
-        Outcome::ClientGone => {}
-        Outcome::Aborted => abort(stream, inbound, out, marked),
+        // A failed write is not always the front end going away: it can be ours (no room for
+        // the body stash, a write that timed out), and the front end must then see the
+        // response cut too. When it has gone, the cut costs nothing.
+        Outcome::Aborted | Outcome::ClientGone => abort(stream, inbound, out, marked),
     }
 }
 
