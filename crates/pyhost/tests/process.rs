@@ -3,43 +3,12 @@
 //! one interpreter per process, and a test that changes the process's working directory (the
 //! others use absolute paths only).
 
-use std::io;
+mod common;
+
 use std::path::PathBuf;
-use std::sync::Mutex;
 
-use pyhost::{AppSpec, ErrorLog, Head, Level, Mode, NoBody, Outcome, ProcessApps, PythonConfig};
-
-#[derive(Default)]
-struct Log(Mutex<Vec<String>>);
-
-impl ErrorLog for Log {
-    fn log(&self, _level: Level, msg: &str) {
-        self.0.lock().unwrap().push(msg.to_string());
-    }
-}
-
-impl Log {
-    fn all(&self) -> String {
-        self.0.lock().unwrap().join("\n")
-    }
-}
-
-#[derive(Default)]
-struct Recorder {
-    status: Option<u16>,
-    body: Vec<u8>,
-}
-
-impl pyhost::Responder for Recorder {
-    fn start(&mut self, head: &Head<'_>) -> io::Result<()> {
-        self.status = Some(head.status);
-        Ok(())
-    }
-    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
-        self.body.extend_from_slice(chunk);
-        Ok(())
-    }
-}
+use common::{Log, Recorder};
+use pyhost::{AppSpec, Mode, NoBody, Outcome, ProcessApps, PythonConfig};
 
 fn script(name: &str, source: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("pyhost-process-{}", std::process::id()));
@@ -48,6 +17,10 @@ fn script(name: &str, source: &str) -> PathBuf {
     std::fs::write(&path, source).unwrap();
     path
 }
+
+/// The two tests that start Python take turns: a second `initialize` returns at once, while the
+/// first may still be setting the process up, and an import racing it can fail.
+static PYTHON: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn spec(script: PathBuf) -> AppSpec {
     AppSpec::script(script, "application")
@@ -61,6 +34,7 @@ def application(environ, start_response):
 
 #[test]
 fn a_process_starts_python_then_its_apps_in_order_and_preloads_them() {
+    let _turn = PYTHON.lock().unwrap_or_else(|e| e.into_inner());
     let good = script("good", HELLO);
     let broken = script("broken", "raise ImportError('no such thing')\n");
     let apps = ProcessApps::start(
@@ -92,6 +66,7 @@ fn a_process_starts_python_then_its_apps_in_order_and_preloads_them() {
     let req = pyhost::Request {
         vars: &vars,
         mode: Mode::pool(1, 1),
+        timeout: None,
     };
     let mut out = Recorder::default();
     let app = apps.get(0).expect("app 0");
@@ -143,6 +118,7 @@ fn get(app: &pyhost::App) -> (Outcome, Recorder, Log) {
     let req = pyhost::Request {
         vars: &vars,
         mode: Mode::default(),
+        timeout: None,
     };
     let (mut rec, log) = (Recorder::default(), Log::default());
     let out = pyhost::handle(app, &req, &mut NoBody, &mut rec, &log);
@@ -151,6 +127,7 @@ fn get(app: &pyhost::App) -> (Outcome, Recorder, Log) {
 
 #[test]
 fn a_module_is_imported_from_the_working_directory_and_retried_until_it_loads() {
+    let _turn = PYTHON.lock().unwrap_or_else(|e| e.into_inner());
     let dir = std::env::temp_dir().join(format!("pyhost-module-{}", std::process::id()));
     let pkg = dir.join("rwsgi_modtest");
     std::fs::create_dir_all(&dir).unwrap();

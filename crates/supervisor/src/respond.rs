@@ -11,6 +11,7 @@
 
 use std::cell::RefCell;
 use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use gateway::fastcgi::HEADER_LEN;
 use pyhost::{Head, Responder};
@@ -43,6 +44,9 @@ pub struct SocketResponder<'a, 's> {
     framing: Framing,
     /// The head has no Content-Length: the body ends at our close.
     pub unframed: bool,
+    /// Set by whoever writes a head first: this writer, or pyhost's watchdog answering for a
+    /// request stuck past its timeout (conn.rs, `TakeOver`).
+    head_claim: &'a AtomicBool,
 }
 
 impl<'a, 's> SocketResponder<'a, 's> {
@@ -52,6 +56,7 @@ impl<'a, 's> SocketResponder<'a, 's> {
         inbound: &'a RefCell<Inbound<'s>>,
         head: &'a mut Vec<u8>,
         framing: Framing,
+        head_claim: &'a AtomicBool,
     ) -> SocketResponder<'a, 's> {
         head.clear();
         SocketResponder {
@@ -61,7 +66,19 @@ impl<'a, 's> SocketResponder<'a, 's> {
             head_pending: false,
             framing,
             unframed: false,
+            head_claim,
         }
+    }
+
+    /// Before the head goes out: the watchdog may have answered for this request already.
+    fn claim_head(&self) -> io::Result<()> {
+        if self.head_claim.swap(true, Ordering::AcqRel) {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the request timed out and was answered without the app",
+            ));
+        }
+        Ok(())
     }
 
     /// Sends the head if no body byte has taken it along yet.
@@ -120,8 +137,10 @@ impl<'a, 's> SocketResponder<'a, 's> {
 
     /// Writes, in order: the FastCGI management answers waiting (between two records), the head
     /// if pending, `body` (framed), then `tail` as it is (already framed).
+    /// The pending head is claimed first (`claim_head`): every head goes out through here.
     fn send(&mut self, body: &[u8], tail: &[u8]) -> io::Result<()> {
         let head: &[u8] = if std::mem::take(&mut self.head_pending) {
+            self.claim_head()?;
             self.head
         } else {
             &[]
@@ -308,7 +327,8 @@ mod tests {
         });
         let inbound = RefCell::new(Inbound::new(&stream, b"", N as u64));
         let mut head = Vec::new();
-        let mut out = SocketResponder::new(&stream, &inbound, &mut head, Framing::Http);
+        let claim = AtomicBool::new(false);
+        let mut out = SocketResponder::new(&stream, &inbound, &mut head, Framing::Http, &claim);
         let headers = [(b"Content-Type".to_vec(), b"text/plain".to_vec())];
         let h = Head {
             status: 200,
