@@ -270,6 +270,35 @@ def test_worker_request_timeout_on_gateway_sockets_answers_504(lch, kind):
     assert wait_for(lambda: timed_get(front.url("/app/hello"), 3)[0] == 200, 10)
     assert pid_of(front.url("/app/pid")) != before
 
+
+def cut_or_complete(url, timeout=15):
+    """("complete", body) when the client got a whole response, else ("cut", what it got)."""
+    got = b""
+    try:
+        with requests.get(url, stream=True, timeout=timeout) as r:
+            for piece in r.iter_content(None):
+                got += piece
+        return "complete", got
+    except requests.RequestException:
+        return "cut", got
+
+
+@pytest.mark.parametrize("kind", ["nginx-fcgi", "apache-fcgi"])
+def test_worker_request_stuck_in_c_after_its_head_on_fastcgi_is_cut(lch, kind):
+    """A FastCGI response that started (one chunk, no Content-Length), then a thread stuck in C
+    (`time.sleep(600)`) past --request-timeout 2: the watchdog ends the record stream with a
+    record the front end refuses, so the client sees the response cut, never a short body
+    passed off as whole (a bare EOF would be: nginx 1.22 takes it as the end). The worker is
+    replaced. (mod_wsgi's daemon mode: the process is killed, the client sees the cut.)"""
+    d = app_dir(lch)
+    w = lch.worker(d.script(), processes=1, threads=2, protocol="fcgi", mount="/app",
+                   extra_args=["--request-timeout", "2"])
+    front = lch.front_end(kind, w)
+    how, got = cut_or_complete(front.url("/app/stream?n=2&gap=600"))
+    assert how == "cut", (how, got)
+    assert "RW041" in w.log_text() and "response is cut" in w.log_text()
+    assert wait_for(lambda: timed_get(front.url("/app/hello"), 3)[0] == 200, 10)
+
 @reference
 def test_reference_mod_wsgi_daemon_spinning_request(lch):
     """mod_wsgi 4.9 daemon, request-timeout=2, a spinning request. Measured: 500 after ~10 s

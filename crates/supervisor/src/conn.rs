@@ -28,7 +28,7 @@ use uwsgi::{Var, EMPTY_VAR, MAX_VARS};
 
 use crate::body::{Inbound, SocketBody};
 use crate::config::Protocol;
-use crate::proto;
+use crate::proto::{self, abort_record};
 pub(crate) use crate::proto::Bad;
 use crate::respond::{Framing, SocketResponder};
 use crate::routing::{self, Routed, SentPath};
@@ -442,9 +442,19 @@ impl Stuck for TakeOver<'_> {
             self.ctx.thread,
             if answered { "answered 504" } else { "its response is cut" }
         );
-        if answered {
-            let msg = stuck_response(self.framing);
-            // Without blocking: nothing was written yet, so the send buffer has room for it.
+        let msg = match self.framing {
+            _ if answered => stuck_response(self.framing),
+            // A started FastCGI response would end at our EOF as if whole (nginx takes a bare
+            // EOF for the end): the record both front ends refuse cuts it (proto::abort_record).
+            // Should the stuck thread have stopped inside a record, the record's bytes land in
+            // its content and the EOF comes mid-record: cut as well. uwsgi and SCGI have no
+            // such record: their response ends at the EOF.
+            Framing::FastCgi { request_id } => abort_record(request_id).to_vec(),
+            Framing::Http | Framing::Cgi => Vec::new(),
+        };
+        if !msg.is_empty() {
+            // Without blocking: the 504 goes before anything else was written, so the send
+            // buffer has room for it; the abort record is best effort.
             // SAFETY: fd is open (see the field); msg is a live buffer of msg.len() bytes.
             unsafe {
                 libc::send(
