@@ -28,8 +28,8 @@ use uwsgi::{Var, EMPTY_VAR, MAX_VARS};
 
 use crate::body::{Inbound, SocketBody};
 use crate::config::Protocol;
-use crate::proto::{self, abort_record};
 pub(crate) use crate::proto::Bad;
+use crate::proto::{self, abort_record};
 use crate::respond::{Framing, SocketResponder};
 use crate::routing::{self, Routed, SentPath};
 use crate::scoreboard::Scoreboard;

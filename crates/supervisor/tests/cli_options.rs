@@ -1,8 +1,9 @@
-//! The command line's newer words, through `supervisor::cli::parse` as the binary calls it:
-//! the protocol prefix of `--socket`, `--module` and callables, `--chdir`/`--env`, and `--ini`
-//! (a real file, the command line overriding it, every refusal in one error).
+//! rwsgi-worker's command line, through `supervisor::cli::parse` as the binary calls it: every
+//! option, errors naming the option, `--secret-file`, relative python dirs, mounts, the protocol
+//! prefix of `--socket`, `--module` and callables, `--chdir`/`--env`, and `--ini` (a real file,
+//! the command line overriding it, every refusal in one error).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pyhost::AppSource;
@@ -208,4 +209,192 @@ fn an_ini_file_gives_options_that_the_command_line_overrides() {
         "{e}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn full_command_line() {
+    let c = run(&[
+        "--socket=unix:/tmp/x.sock",
+        "--script",
+        "app.py",
+        "--processes",
+        "3",
+        "--threads=4",
+        "--mount",
+        "/app/",
+        "--python-path",
+        "/a:/b",
+        "--python-path=/c",
+        "--maximum-requests",
+        "10",
+        "--socket-mode",
+        "0660",
+        "--request-timeout",
+        "2.5",
+        "--callable",
+        "app",
+    ])
+    .unwrap();
+    assert_eq!(c.processes, 3);
+    assert_eq!(c.threads, 4);
+    assert_eq!(c.apps[0].mount.as_deref(), Some("/app"));
+    assert_eq!(c.apps[0].callable, "app");
+    assert_eq!(
+        c.python_path,
+        vec![PathBuf::from("/a"), "/b".into(), "/c".into()]
+    );
+    assert_eq!(c.socket_mode, 0o660);
+    assert_eq!(c.request_timeout, Some(Duration::from_millis(2500)));
+    assert_eq!(c.maximum_requests, 10);
+}
+
+#[test]
+fn errors_name_the_option() {
+    let e = run(&[
+        "--socket",
+        "unix:/x",
+        "--script",
+        "a.py",
+        "--processes",
+        "many",
+    ]);
+    assert!(e.unwrap_err().starts_with("--processes:"));
+    let e = run(&["--socket", "unix:/x"]);
+    assert!(e.unwrap_err().contains("--script is required"));
+    let e = run(&[
+        "--socket",
+        "unix:/x",
+        "--script",
+        "a.py",
+        "--frobnicate",
+        "1",
+    ]);
+    assert!(e.unwrap_err().contains("unknown option --frobnicate"));
+    let e = run(&["--socket", "unix:/x", "--script"]);
+    assert!(e.unwrap_err().contains("needs a value"));
+    let e = run(&["--socket", "nowhere", "--script", "a.py"]);
+    assert!(e.unwrap_err().starts_with("--socket:"));
+    let e = run(&[
+        "--socket",
+        "unix:/x",
+        "--script",
+        "a.py",
+        "--socket-mode",
+        "999",
+    ]);
+    assert!(e.unwrap_err().starts_with("--socket-mode:"));
+    let e = run(&["--socket", "unix:/x", "--script", "a.py", "--threads", "0"]);
+    assert!(e.unwrap_err().starts_with("--threads:"));
+    assert!(matches!(
+        parse(vec!["--help".to_string()]),
+        Ok(Command::Help)
+    ));
+}
+
+#[test]
+fn secret_file() {
+    let base = [
+        "--socket",
+        "127.0.0.1:0",
+        "--script",
+        "a.py",
+        "--secret-file",
+    ];
+    let e = run(&[&base[..], &["/nonexistent/secret"]].concat()).unwrap_err();
+    assert!(e.starts_with("--secret-file: /nonexistent/secret:"), "{e}");
+    let dir = std::env::temp_dir().join(format!("rwsgi-cli-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("s");
+    std::fs::write(&path, "0123456789abcdef0123\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let p = path.to_str().unwrap();
+    let e = run(&[&base[..], &[p]].concat()).unwrap_err();
+    assert!(e.contains("chmod 600"), "{e}");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let c = run(&[&base[..], &[p]].concat()).unwrap();
+    assert!(c.secret.is_some_and(|s| s.matches(b"0123456789abcdef0123")));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn relative_python_dirs_come_from_the_current_directory() {
+    let c = run(&[
+        "--socket",
+        "unix:/x",
+        "--script",
+        "a.py",
+        "--python-home",
+        "venv",
+        "--python-path",
+        "lib:/abs",
+    ])
+    .unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(c.python_home, Some(cwd.join("venv")));
+    assert_eq!(c.python_path, vec![cwd.join("lib"), PathBuf::from("/abs")]);
+    // 0 turns a timeout off, as in mod_wsgi's options.
+    let c = run(&[
+        "--socket",
+        "unix:/x",
+        "--script",
+        "a.py",
+        "--request-timeout",
+        "0",
+    ])
+    .unwrap();
+    assert_eq!(c.request_timeout, None);
+}
+
+#[test]
+fn mount_errors() {
+    let e = run(&["--socket", "unix:/x", "--mount", "/a"]);
+    assert!(e.unwrap_err().contains("needs --script"));
+    let e = run(&["--socket", "unix:/x", "--mount", "/a="]);
+    assert!(e.unwrap_err().starts_with("--mount:"));
+    let e = run(&[
+        "--socket", "unix:/x", "--mount", "/a=a.py", "--mount", "/a/=b.py",
+    ]);
+    assert!(e.unwrap_err().contains("two scripts mounted at /a"));
+    let e = run(&["--socket", "unix:/x"]);
+    assert!(e.unwrap_err().contains("--script is required"));
+}
+
+#[test]
+fn several_mounted_scripts() {
+    let c = run(&[
+        "--socket",
+        "unix:/x",
+        "--mount",
+        "/a=a.py",
+        "--script",
+        "root.py",
+        "--mount",
+        "/b/=b.py",
+        "--callable",
+        "app",
+    ])
+    .unwrap();
+    let apps: Vec<(Option<&str>, &str, &str)> = c
+        .apps
+        .iter()
+        .map(|a| {
+            (
+                a.mount.as_deref(),
+                a.script_path().unwrap().to_str().unwrap(),
+                a.callable.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        apps,
+        vec![
+            (None, "root.py", "app"),
+            (Some("/a"), "a.py", "app"),
+            (Some("/b"), "b.py", "app")
+        ]
+    );
+    let c = run(&["--socket", "unix:/x", "--mount", "/only=o.py"]).unwrap();
+    assert_eq!(c.apps.len(), 1);
+    assert_eq!(c.apps[0].mount.as_deref(), Some("/only"));
 }
