@@ -283,15 +283,17 @@ def cut_or_complete(url, timeout=15):
         return "cut", got
 
 
-@pytest.mark.parametrize("kind", ["nginx-fcgi", "apache-fcgi"])
-def test_worker_request_stuck_in_c_after_its_head_on_fastcgi_is_cut(lch, kind):
-    """A FastCGI response that started (one chunk, no Content-Length), then a thread stuck in C
-    (`time.sleep(600)`) past --request-timeout 2: the watchdog ends the record stream with a
-    record the front end refuses, so the client sees the response cut, never a short body
-    passed off as whole (a bare EOF would be: nginx 1.22 takes it as the end). The worker is
-    replaced. (mod_wsgi's daemon mode: the process is killed, the client sees the cut.)"""
+@pytest.mark.parametrize("kind", ["nginx", "apache", "nginx-scgi", "nginx-fcgi", "apache-fcgi"])
+def test_worker_request_stuck_in_c_after_its_head_is_cut(lch, kind):
+    """A response that started (one chunk, no Content-Length), then a thread stuck in C
+    (`time.sleep(600)`) past --request-timeout 2, on a TCP socket: the watchdog resets the
+    connection (uwsgi, SCGI) or ends the record stream with a record the front end refuses
+    (FastCGI), so the client sees the response cut, never a short body passed off as whole (a
+    bare EOF would be, with every one of these front ends). The worker is replaced. (mod_wsgi's
+    daemon mode: the process is killed, the client sees the cut.)"""
     d = app_dir(lch)
-    w = lch.worker(d.script(), processes=1, threads=2, protocol="fcgi", mount="/app",
+    protocol = {"nginx": "uwsgi", "apache": "uwsgi"}.get(kind, kind.split("-")[-1])
+    w = lch.worker(d.script(), processes=1, threads=2, protocol=protocol, mount="/app",
                    extra_args=["--request-timeout", "2"])
     front = lch.front_end(kind, w)
     how, got = cut_or_complete(front.url("/app/stream?n=2&gap=600"))

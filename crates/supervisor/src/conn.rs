@@ -447,10 +447,15 @@ impl Stuck for TakeOver<'_> {
             // A started FastCGI response would end at our EOF as if whole (nginx takes a bare
             // EOF for the end): the record both front ends refuse cuts it (proto::abort_record).
             // Should the stuck thread have stopped inside a record, the record's bytes land in
-            // its content and the EOF comes mid-record: cut as well. uwsgi and SCGI have no
-            // such record: their response ends at the EOF.
+            // its content and the EOF comes mid-record: cut as well.
             Framing::FastCgi { request_id } => abort_record(request_id).to_vec(),
-            Framing::Http | Framing::Cgi => Vec::new(),
+            // uwsgi and SCGI bodies end at EOF: a reset is the only cut a front end sees (TCP;
+            // a unix socket has none, so the EOF below ends the response there).
+            Framing::Http | Framing::Cgi => {
+                // SAFETY: fd is open (see the field).
+                unsafe { Stream::reset_now(self.fd) };
+                Vec::new()
+            }
         };
         if !msg.is_empty() {
             // Without blocking: the 504 goes before anything else was written, so the send

@@ -152,6 +152,29 @@ impl Stream {
         }
     }
 
+    /// Resets a TCP connection now, from any thread, without closing the descriptor (its
+    /// owner still holds it): `connect(AF_UNSPEC)` disconnects the socket, which sends a reset
+    /// and drops what was not sent yet; later reads and writes on it fail. For a thread that
+    /// cannot be reached, when a close by its owner may never come. A unix socket refuses it
+    /// (EINVAL) and stays as it is.
+    ///
+    /// # Safety
+    ///
+    /// `fd` must be an open socket for the duration of the call.
+    pub unsafe fn reset_now(fd: std::os::fd::RawFd) {
+        // SAFETY: an all-zero sockaddr is valid; only its family (AF_UNSPEC) is read, and the
+        // caller keeps fd open.
+        unsafe {
+            let mut unspec: libc::sockaddr = std::mem::zeroed();
+            unspec.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+            libc::connect(
+                fd,
+                &unspec,
+                std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+            );
+        }
+    }
+
     /// Makes the coming close send a reset instead of a clean end, so the front end knows the
     /// response is incomplete (uwsgi has no other way to say "aborted": the body ends at EOF).
     pub fn set_reset_on_close(&self) {
