@@ -15,6 +15,8 @@
 //! crate root's types), so no two files import each other.
 //!
 //! 1. Leaves: `log` (the [`ErrorLog`] trait, traceback formatting), `init` (the interpreter),
+//!    `request_stats` (GIL wait and exceptions of the thread's last request), `gil` (the timed
+//!    attach points),
 //!    `borrowed` (the raw handle a scope keeps of the transport's borrows), `filewrapper`
 //!    (`wsgi.file_wrapper`).
 //! 2. Process: `thread` (threads with the server's signals blocked, long-lived thread states),
@@ -35,11 +37,13 @@ mod app;
 mod borrowed;
 mod environ;
 mod filewrapper;
+mod gil;
 mod init;
 mod input;
 mod log;
 mod memory;
 mod process;
+mod request_stats;
 mod response;
 mod run;
 mod scope;
@@ -50,9 +54,10 @@ mod wsgi_input;
 
 pub use app::{App, AppSpec};
 pub use environ::http_header_var;
-pub use init::{is_initialized, Error, PythonConfig};
+pub use init::{is_initialized, python_version, Error, PythonConfig};
 pub use log::{ErrorLog, Level, StderrLog};
 pub use process::{initialize, ProcessApps};
+pub use request_stats::{last_request_stats, RequestStats};
 pub use run::handle;
 pub use thread::{register_thread, spawn_with_signals_blocked, PythonThread};
 

@@ -12,8 +12,10 @@ use pyo3::types::{PyBytes, PyIterator, PyList, PyTuple, PyType};
 
 use crate::environ;
 use crate::filewrapper::FileWrapper;
+use crate::gil;
 use crate::input::InputState;
 use crate::log::{format_exception, ErrorLog, Level};
+use crate::request_stats;
 use crate::response::{ResponseState, SendError};
 use crate::scope::{Scope, SendSlice};
 use crate::start_response::StartResponse;
@@ -51,6 +53,7 @@ pub fn handle(
         );
         return answer_500_directly(out);
     }
+    request_stats::begin();
     let input = InputState::new(environ::content_length(req));
     let response = ResponseState::new(environ::is_head(req));
     // SAFETY: the CloseOnDrop guard below closes the scope before this function returns or
@@ -58,7 +61,7 @@ pub fn handle(
     // while it is open.
     let scope = Arc::new(unsafe { Scope::open(body, out, log, input, response) });
     let _close = CloseOnDrop(&scope);
-    match Python::attach(|py| run(py, app, req, &scope)) {
+    match gil::attach(|py| run(py, app, req, &scope)) {
         Next::Done(outcome) => outcome,
         Next::Send(body) => send_copied(&scope, &body),
     }
@@ -144,6 +147,7 @@ fn call_app<'py>(
     let callable = match app.get(py) {
         Ok(c) => c,
         Err(e) => {
+            request_stats::exception();
             scope.log(Level::Error, &app.load_error_message(py, &e));
             return Err(send_500(py, scope));
         }
@@ -165,6 +169,7 @@ fn respond(py: Python<'_>, scope: &Scope, iterable: &Bound<'_, PyAny>) -> Outcom
     let outcome = match call_close(py, iterable) {
         Ok(()) => outcome,
         Err(e) => {
+            request_stats::exception();
             scope.log(
                 Level::Error,
                 &format!(
@@ -293,7 +298,7 @@ fn send_all(
     if slices.is_empty() && !finish {
         return Ok(false);
     }
-    py.detach(move || {
+    gil::detach(py, move || {
         let mut side = scope.lock_output();
         for s in &slices {
             side.send(s.get())?;
@@ -314,7 +319,7 @@ fn finish(py: Python<'_>, scope: &Scope) -> Outcome {
     let result = match sent {
         // Nothing left to send: no need to release the GIL.
         Some(short) => Ok(short),
-        None => py.detach(|| {
+        None => gil::detach(py, || {
             let mut side = scope.lock_output();
             side.ensure_head().map(|()| side.short_body())
         }),
@@ -357,7 +362,7 @@ fn send_wrapped_file(
         Ok(o) => o,
         Err(_) => return Ok(None),
     };
-    let result = py.detach(|| {
+    let result = gil::detach(py, || {
         // SAFETY: fd belongs to the Python file object, which the caller keeps alive for this
         // call; ManuallyDrop makes sure we never close it.
         let file = ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
@@ -395,6 +400,7 @@ fn send_wrapped_file(
 
 /// An exception from the app: log it; a 500 if the head has not gone out, else abort.
 fn fail(py: Python<'_>, scope: &Scope, err: &PyErr) -> Outcome {
+    request_stats::exception();
     scope.log(
         Level::Error,
         &format!(
@@ -410,7 +416,7 @@ fn fail(py: Python<'_>, scope: &Scope, err: &PyErr) -> Outcome {
 }
 
 fn send_500(py: Python<'_>, scope: &Scope) -> Outcome {
-    py.detach(|| {
+    gil::detach(py, || {
         let mut side = scope.lock_output();
         if side.head_sent() {
             return Outcome::Aborted;

@@ -99,7 +99,7 @@ impl Scope {
             return Ok(());
         }
         let slice = SendSlice(data.as_ptr(), data.len());
-        py.detach(move || self.lock_output().send(slice.get()))
+        crate::gil::detach(py, move || self.lock_output().send(slice.get()))
     }
 }
 

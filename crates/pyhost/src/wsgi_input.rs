@@ -81,20 +81,19 @@ impl Input {
         let data = unsafe { ffi::PyBytes_AsString(obj.as_ptr()) }.cast::<u8>();
         let dst = SendPtr(data, n);
         let scope = &self.scope;
-        let filled = py
-            .detach(move || {
-                let dst = dst;
-                // SAFETY: the object is new and not yet visible to any other code (no other
-                // reference exists), so writing its bytes without the GIL races with nothing;
-                // the pointer is valid for n bytes (see above).
-                let buf = unsafe { std::slice::from_raw_parts_mut(dst.0, dst.1) };
-                let mut side = scope.lock_input();
-                if side.body().is_none() {
-                    return Ok(0);
-                }
-                side.read_into(buf)
-            })
-            .map_err(io_error)?;
+        let filled = crate::gil::detach(py, move || {
+            let dst = dst;
+            // SAFETY: the object is new and not yet visible to any other code (no other
+            // reference exists), so writing its bytes without the GIL races with nothing;
+            // the pointer is valid for n bytes (see above).
+            let buf = unsafe { std::slice::from_raw_parts_mut(dst.0, dst.1) };
+            let mut side = scope.lock_input();
+            if side.body().is_none() {
+                return Ok(0);
+            }
+            side.read_into(buf)
+        })
+        .map_err(io_error)?;
         if filled == n {
             return Ok(obj.cast_into::<PyBytes>()?);
         }
@@ -110,7 +109,7 @@ impl Input {
     {
         let scope = &self.scope;
         // The lock is taken and the transport read with the GIL released.
-        py.detach(|| {
+        crate::gil::detach(py, || {
             let mut side = scope.lock_input();
             if side.body().is_none() {
                 return Ok(Vec::new());
