@@ -219,7 +219,8 @@ pub const REGION_SIZE: usize = std::mem::size_of::<Region>();
 
 // The region must stay small enough to map in every server, and slot indexes fit their types.
 const _: () = assert!(REGION_SIZE < 2 << 20);
-const _: () = assert!(MAX_APPS <= u16::MAX as usize && MAX_GROUPS <= u16::MAX as usize);
+const _: () = assert!(MAX_APPS <= u16::MAX as usize);
+const _: () = assert!(MAX_GROUPS <= u16::MAX as usize);
 const _: () = assert!(std::mem::align_of::<Region>() <= 4096);
 
 impl Region {

@@ -46,6 +46,9 @@ Socket:
   --socket-owner USER            owner of the unix socket (the front end's worker user)
   --listen-backlog N             listen(2) backlog (default 100)
 
+Metrics:
+  --metrics HOST:PORT|unix:PATH  serve Prometheus metrics of all the workers there (GET /metrics)
+
 Embedding:
   --lifetime-fd N                stop gracefully when this inherited pipe closes (web server modules)
 
@@ -90,6 +93,10 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
         if !OPTION_NAMES.contains(&name.as_str()) && name != "mount" {
             apply(&mut cfg, name, value).map_err(|msg| format!("--{name}: {msg}"))?;
         }
+    }
+    // The metrics' group label: what `ps` shows, when the user named the processes.
+    if let Some(name) = &cfg.display_name {
+        cfg.name.clone_from(name);
     }
     cfg.validate().map_err(|e| format!("--{e}"))?;
     Ok(Command::Run {
@@ -259,6 +266,7 @@ const OPTIONS: &[&str] = &[
     "socket-owner",
     "listen-backlog",
     "lifetime-fd",
+    "metrics",
 ];
 
 fn is_known(name: &str) -> bool {
@@ -282,6 +290,9 @@ fn apply(cfg: &mut GroupConfig, name: &str, value: &str) -> Result<(), String> {
                 .ok_or("expected octal permission bits, e.g. 0600 or 0660")?
         }
         "socket-owner" => cfg.socket_owner = Some(non_empty(value)?.to_owned()),
+        "metrics" => {
+            cfg.metrics = Some(SocketSpec::parse(value).map_err(|e| e.message)?);
+        }
         _ => return Err("unknown option".into()),
     }
     Ok(())
@@ -367,6 +378,33 @@ mod tests {
         assert_eq!(c.socket_mode, 0o660);
         assert_eq!(c.request_timeout, Some(Duration::from_millis(2500)));
         assert_eq!(c.maximum_requests, 10);
+        assert_eq!(
+            (c.name.as_str(), c.metrics.as_ref()),
+            ("rwsgi-worker", None)
+        );
+    }
+
+    #[test]
+    fn metrics_endpoint_and_group_name() {
+        let c = run(&[
+            "--socket=127.0.0.1:9000",
+            "--script=a.py",
+            "--metrics=127.0.0.1:9100",
+            "--display-name=shop",
+        ])
+        .unwrap();
+        assert_eq!(c.metrics, Some(SocketSpec::Tcp("127.0.0.1:9100".into())));
+        assert_eq!(c.name, "shop");
+        let c = run(&[
+            "--socket=unix:/x",
+            "--script=a.py",
+            "--metrics",
+            "unix:/run/m.sock",
+        ])
+        .unwrap();
+        assert_eq!(c.metrics, Some(SocketSpec::Unix("/run/m.sock".into())));
+        let e = run(&["--socket=unix:/x", "--script=a.py", "--metrics", "nowhere"]);
+        assert!(e.unwrap_err().starts_with("--metrics:"));
     }
 
     #[test]

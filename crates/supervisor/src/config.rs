@@ -84,6 +84,9 @@ impl AppConfig {
 /// All daemon options of one process group (DESIGN.md, "Daemon group options").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupConfig {
+    /// The group's name (`wsgi_daemon_process NAME`, `WSGIDaemonProcess NAME`; rwsgi-worker:
+    /// its display name, else `rwsgi-worker`): the `group` label of its metrics.
+    pub name: String,
     /// Where to listen.
     pub socket: SocketSpec,
     /// Permission bits of a unix socket (default 0600: only the owner may connect).
@@ -123,12 +126,16 @@ pub struct GroupConfig {
     pub socket_timeout: Duration,
     /// Process name shown by `ps -o comm` and used as the log prefix.
     pub display_name: Option<String>,
+    /// rwsgi-worker `--metrics`: serve the Prometheus endpoint here (the web server modules
+    /// serve it themselves and leave this `None`).
+    pub metrics: Option<SocketSpec>,
 }
 
 impl GroupConfig {
     /// A config with mod_wsgi's defaults for everything but the socket and the script.
     pub fn new(socket: SocketSpec, script: PathBuf) -> Self {
         GroupConfig {
+            name: "rwsgi-worker".to_owned(),
             socket,
             socket_mode: 0o600,
             socket_owner: None,
@@ -150,6 +157,7 @@ impl GroupConfig {
             queue_timeout: None,
             socket_timeout: Duration::from_secs(60),
             display_name: None,
+            metrics: None,
         }
     }
 

@@ -7,13 +7,14 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::AsRawFd;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pyhost::{App, Body, ErrorLog, Head, Mode, Outcome, Responder};
 use uwsgi::contract::{self, PathInfoForm};
 use uwsgi::{Var, EMPTY_VAR, HEADER_LEN, MAX_VARS_BLOCK};
 
 use crate::listener::Stream;
+use crate::metrics::HttpRequest;
 use crate::routing::{self, Routed, SentPath};
 use crate::rwlog;
 use crate::scoreboard::Scoreboard;
@@ -33,6 +34,8 @@ const DRAIN_LIMIT: u64 = 16 << 20;
 pub struct MountedApp<'a> {
     pub mount: Option<&'a [u8]>,
     pub app: &'a App,
+    /// Its metrics slot, when metrics are kept.
+    pub metrics: Option<::metrics::AppId>,
 }
 
 /// What a worker thread needs to serve connections.
@@ -47,6 +50,8 @@ pub struct Ctx<'a> {
     pub board: &'a Scoreboard,
     pub slot: usize,
     pub thread: usize,
+    /// Count the requests in the metrics (standalone; behind our modules the front end does).
+    pub count_http: bool,
 }
 
 /// Per-thread buffers, reused from one connection to the next.
@@ -102,6 +107,7 @@ impl std::fmt::Display for Bad {
 
 /// Serves one connection to the end and closes it (by dropping `stream`).
 pub fn serve(stream: Stream, ctx: &Ctx<'_>, scratch: &mut Scratch) {
+    let accepted = Instant::now();
     stream.set_timeouts(ctx.socket_timeout);
     let filled = match read_packet(&stream, &mut scratch.buf) {
         Ok(Some(n)) => n,
@@ -112,7 +118,7 @@ pub fn serve(stream: Stream, ctx: &Ctx<'_>, scratch: &mut Scratch) {
         }
     };
     let Scratch { buf, head } = scratch;
-    if let Err(bad) = run_request(&stream, &buf[..filled], ctx, head) {
+    if let Err(bad) = run_request(&stream, &buf[..filled], ctx, head, accepted) {
         rwlog!("RW030", "closing connection: {bad}");
     }
 }
@@ -159,6 +165,7 @@ fn run_request(
     packet: &[u8],
     ctx: &Ctx<'_>,
     head_buf: &mut Vec<u8>,
+    accepted: Instant,
 ) -> Result<(), Bad> {
     let mut small: [Var<'_>; SMALL_VARS] = [EMPTY_VAR; SMALL_VARS];
     let mut large = Vec::new();
@@ -171,6 +178,7 @@ fn run_request(
         return Err(Bad::NoApp);
     };
     let env = environ(vars, &front, &routed);
+    let http = HttpRequest::start(ctx.count_http, app.metrics, accepted);
     let mut body = SocketBody {
         stream,
         prefix: &packet[consumed..],
@@ -179,10 +187,16 @@ fn run_request(
     let mut out = SocketResponder::new(stream, head_buf);
     if queued_too_long(ctx, front.request_start) {
         answer_queue_timeout(stream, &mut body, &mut out);
+        let read = front.content_length.unwrap_or(0) - body.remaining;
+        http.finish(out.status, read, out.sent, false);
         return Ok(());
     }
-    let outcome = run_app(ctx, app.app, &env, &mut body, &mut out);
+    // Time queued since the front end received it, for the metrics (when it says).
+    let queued = app.metrics.and(front.request_start).and_then(queued_for);
+    let outcome = run_app(ctx, app, queued, &env, &mut body, &mut out);
     end_response(stream, &mut body, &mut out, outcome, front.abort_mark);
+    let read = front.content_length.unwrap_or(0) - body.remaining;
+    http.finish(out.status, read, out.sent, outcome == Outcome::ClientGone);
     Ok(())
 }
 
@@ -330,10 +344,12 @@ fn answer_queue_timeout(stream: &Stream, body: &mut SocketBody<'_>, out: &mut So
     }
 }
 
-/// Runs the app, with this thread marked busy on the scoreboard (for request-timeout).
+/// Runs the app, with this thread marked busy on the scoreboard (for request-timeout) and in
+/// the metrics.
 fn run_app(
     ctx: &Ctx<'_>,
-    app: &App,
+    app: &MountedApp<'_>,
+    queued: Option<Duration>,
     env: &[(&[u8], &[u8])],
     body: &mut SocketBody<'_>,
     out: &mut SocketResponder<'_>,
@@ -344,7 +360,10 @@ fn run_app(
     };
     ctx.board
         .set_busy(ctx.slot, ctx.thread, monotonic_ms().max(1));
-    let outcome = pyhost::handle(app, &request, body, out, ctx.log);
+    let call = ::metrics::PythonCall::start(app.metrics, queued);
+    let outcome = pyhost::handle(app.app, &request, body, out, ctx.log);
+    let stats = pyhost::last_request_stats();
+    call.finish(stats.gil_wait, u64::from(stats.exceptions));
     ctx.board.set_busy(ctx.slot, ctx.thread, 0);
     outcome
 }
@@ -475,6 +494,9 @@ struct SocketResponder<'s> {
     head_pending: bool,
     /// The head has no Content-Length: the body ends at our close.
     unframed: bool,
+    /// The status and the body bytes sent, for the metrics.
+    status: u16,
+    sent: u64,
 }
 
 impl<'s> SocketResponder<'s> {
@@ -485,6 +507,8 @@ impl<'s> SocketResponder<'s> {
             head,
             head_pending: false,
             unframed: false,
+            status: 0,
+            sent: 0,
         }
     }
 
@@ -507,6 +531,7 @@ impl Responder for SocketResponder<'_> {
         uwsgi::encode_response_head(head.status_line, headers, self.head)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         self.head_pending = true;
+        self.status = head.status;
         self.unframed = !head
             .headers
             .iter()
@@ -518,7 +543,7 @@ impl Responder for SocketResponder<'_> {
         if chunk.is_empty() {
             return Ok(());
         }
-        if self.head_pending {
+        let written = if self.head_pending {
             self.head_pending = false;
             write_all_vectored(
                 self.stream,
@@ -526,7 +551,11 @@ impl Responder for SocketResponder<'_> {
             )
         } else {
             write_all_vectored(self.stream, &mut [IoSlice::new(chunk)])
+        };
+        if written.is_ok() {
+            self.sent += chunk.len() as u64;
         }
+        written
     }
 
     fn send_file(
@@ -535,10 +564,13 @@ impl Responder for SocketResponder<'_> {
         offset: u64,
         len: u64,
     ) -> Option<io::Result<u64>> {
-        Some(
-            self.flush_head()
-                .and_then(|_| sendfile_all(self.stream, file, offset, len)),
-        )
+        let sent = self
+            .flush_head()
+            .and_then(|_| sendfile_all(self.stream, file, offset, len));
+        if let Ok(n) = sent {
+            self.sent += n;
+        }
+        Some(sent)
     }
 }
 

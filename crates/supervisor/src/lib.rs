@@ -14,6 +14,7 @@
 //! sockets), `master` (fork, reap, respawn, recycle, timeouts, signals), `worker` (one process:
 //! privileges, Python, request threads), `conn` (one uwsgi connection), `routing` (which app,
 //! SCRIPT_NAME and PATH_INFO), `scoreboard` (shared memory between supervisor and workers),
+//! `metrics` (the group's slots in the metrics region, rwsgi-worker's `--metrics` endpoint),
 //! `signals`, `privs`, `log`. The vars our front ends add to uwsgi are `uwsgi::contract`.
 
 pub mod cli;
@@ -23,6 +24,7 @@ mod host;
 pub mod listener;
 pub mod log;
 mod master;
+mod metrics;
 pub mod options;
 mod privs;
 mod routing;
@@ -89,6 +91,7 @@ fn run_inner(cfg: &GroupConfig, lifetime: Option<BorrowedFd<'_>>) -> Result<(), 
         )));
     }
     let listener = listener::Listener::bind(cfg).map_err(Error::Startup)?;
+    let metrics = metrics::GroupMetrics::setup(cfg).map_err(Error::Startup)?;
     let apps: Vec<String> = cfg
         .apps
         .iter()
@@ -105,8 +108,15 @@ fn run_inner(cfg: &GroupConfig, lifetime: Option<BorrowedFd<'_>>) -> Result<(), 
         cfg.threads,
         apps.join(" ")
     );
-    let master = master::Master::new(cfg, listener, identity, lifetime).map_err(Error::Startup)?;
+    if let Some(endpoint) = metrics.describe_endpoint() {
+        rwlog!("RW062", "metrics endpoint on {endpoint}");
+    }
+    let master =
+        master::Master::new(cfg, listener, identity, lifetime, metrics).map_err(Error::Startup)?;
     master.run();
+    if let Some(region) = ::metrics::region() {
+        region.release_process();
+    }
     Ok(())
 }
 

@@ -23,11 +23,13 @@ use std::time::{Duration, Instant};
 
 use crate::config::GroupConfig;
 use crate::listener::Listener;
+use crate::metrics::GroupMetrics;
 use crate::privs::Identity;
 use crate::rwlog;
 use crate::scoreboard::Scoreboard;
 use crate::signals::{self, monotonic_ms, Pipe};
 use crate::worker;
+use ::metrics::Respawn;
 
 /// A worker that died unasked before it was ready (Python or the app failed to start), or that
 /// died this soon after it started, counts as a crash-loop failure. One that served for a while
@@ -71,6 +73,10 @@ pub struct Master<'a> {
     last_failure: Option<Instant>,
     next_spawn: Instant,
     shutdown: Option<Instant>,
+    metrics: GroupMetrics,
+    /// The `--metrics` endpoint process, and when it may be started (again).
+    endpoint: Option<libc::pid_t>,
+    endpoint_next: Instant,
 }
 
 impl<'a> Master<'a> {
@@ -79,6 +85,7 @@ impl<'a> Master<'a> {
         listener: Listener,
         identity: Option<Identity>,
         lifetime: Option<BorrowedFd<'a>>,
+        metrics: GroupMetrics,
     ) -> Result<Self, String> {
         // Room for every worker twice: during a rolling restart the old ones drain while their
         // replacements already run.
@@ -100,6 +107,9 @@ impl<'a> Master<'a> {
             last_failure: None,
             next_spawn: Instant::now(),
             shutdown: None,
+            metrics,
+            endpoint: None,
+            endpoint_next: Instant::now(),
         })
     }
 
@@ -109,6 +119,7 @@ impl<'a> Master<'a> {
             self.tick();
             if self.shutdown.is_some() && self.workers.is_empty() {
                 rwlog!("RW009", "all workers stopped; exiting");
+                self.stop_endpoint();
                 return Exit::Stopped;
             }
             let mut fds = vec![signals::readable(self.sigpipe.read.as_raw_fd())];
@@ -188,6 +199,15 @@ impl<'a> Master<'a> {
             if pid <= 0 {
                 return;
             }
+            if self.endpoint == Some(pid) {
+                rwlog!(
+                    "RW061",
+                    "metrics endpoint {pid} {}",
+                    describe_status(status)
+                );
+                self.endpoint = None;
+                continue;
+            }
             let Some(i) = self.workers.iter().position(|w| w.pid == pid) else {
                 continue;
             };
@@ -208,6 +228,9 @@ impl<'a> Master<'a> {
                     "worker {pid} died unexpectedly: {how} after {:.1}s",
                     lived.as_secs_f64()
                 );
+                if self.shutdown.is_none() {
+                    self.count_respawn(Respawn::Crash);
+                }
                 let was_ready = self.board.is_ready(w.slot) || self.board.is_retiring(w.slot);
                 if !was_ready || lived < EARLY_DEATH {
                     self.note_failure();
@@ -242,6 +265,7 @@ impl<'a> Master<'a> {
         if self.shutdown.is_some() {
             return;
         }
+        self.keep_endpoint(now);
         if self.last_failure.is_some_and(|t| now - t > BACKOFF_RESET) {
             self.failures = 0;
             self.last_failure = None;
@@ -270,6 +294,7 @@ impl<'a> Master<'a> {
                 // The replacement is ready: retire the oldest worker of the old generation.
                 let pid = old[0];
                 self.stop_worker(pid, now);
+                self.count_respawn(Respawn::Reload);
                 if old.len() == 1 {
                     rwlog!(
                         "RW010",
@@ -295,6 +320,9 @@ impl<'a> Master<'a> {
         for w in &mut self.workers {
             if w.stop_deadline.is_none() && self.board.is_retiring(w.slot) {
                 w.stop_deadline = Some(now + self.cfg.graceful_timeout);
+                if let Some(g) = self.metrics.group {
+                    ::metrics::respawned(g, Respawn::MaximumRequests, 1);
+                }
             }
         }
         let timeout_ms = self.cfg.request_timeout.map(|t| t.as_millis() as u64);
@@ -328,9 +356,52 @@ impl<'a> Master<'a> {
                     );
                     signal(w.pid, libc::SIGKILL);
                     w.killed = true;
+                    if let Some(g) = self.metrics.group {
+                        ::metrics::request_timed_out(g);
+                        ::metrics::respawned(g, Respawn::RequestTimeout, 1);
+                    }
                 }
             }
         }
+    }
+
+    fn count_respawn(&self, reason: Respawn) {
+        if let Some(g) = self.metrics.group {
+            ::metrics::respawned(g, reason, 1);
+        }
+    }
+
+    /// Starts the `--metrics` endpoint process if it is not running (at most once a second).
+    fn keep_endpoint(&mut self, now: Instant) {
+        if self.endpoint.is_some()
+            || now < self.endpoint_next
+            || self.metrics.endpoint_fd().is_none()
+        {
+            return;
+        }
+        self.endpoint_next = now + Duration::from_secs(1);
+        let endpoint_fd = self.metrics.endpoint_fd();
+        let mut close: Vec<RawFd> = self
+            .supervisor_fds()
+            .into_iter()
+            .filter(|fd| Some(*fd) != endpoint_fd)
+            .collect();
+        close.push(self.listener.as_raw_fd());
+        // SAFETY: plain getter.
+        let parent = unsafe { libc::getpid() };
+        self.endpoint = self
+            .metrics
+            .spawn_endpoint(&close, self.identity.as_ref(), parent);
+    }
+
+    fn stop_endpoint(&mut self) {
+        if let Some(pid) = self.endpoint.take() {
+            signal(pid, libc::SIGKILL);
+            let mut status = 0;
+            // SAFETY: our child, killed just now; waiting reaps it.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+        }
+        self.metrics.remove_endpoint_file();
     }
 
     /// Forks one worker of the current generation; false when it has to wait (back-off, no slot).
@@ -360,6 +431,7 @@ impl<'a> Master<'a> {
                 slot,
                 identity: self.identity.as_ref(),
                 parent,
+                metrics: &self.metrics,
             });
         }
         signals::restore_mask(&saved_mask);
@@ -384,16 +456,21 @@ impl<'a> Master<'a> {
         true
     }
 
-    /// In a new worker: close the supervisor-only descriptors.
-    fn close_in_child(&self) {
+    /// The descriptors only the supervisor uses: the signal pipe, the lifetime pipe, the
+    /// metrics endpoint's socket.
+    fn supervisor_fds(&self) -> Vec<RawFd> {
         let mut fds: Vec<RawFd> = vec![
             self.sigpipe.read.as_raw_fd(),
             self.sigpipe.write.as_raw_fd(),
         ];
-        if let Some(fd) = self.lifetime {
-            fds.push(fd.as_raw_fd());
-        }
-        for fd in fds {
+        fds.extend(self.lifetime.map(|fd| fd.as_raw_fd()));
+        fds.extend(self.metrics.endpoint_fd());
+        fds
+    }
+
+    /// In a new worker: close the supervisor-only descriptors.
+    fn close_in_child(&self) {
+        for fd in self.supervisor_fds() {
             // SAFETY: these fds belong to the supervisor's objects, which the child never uses
             // again (worker::run does not return); closing them only drops the child's copies.
             unsafe { libc::close(fd) };
@@ -404,6 +481,7 @@ impl<'a> Master<'a> {
 impl Drop for Master<'_> {
     fn drop(&mut self) {
         self.listener.remove_file();
+        self.stop_endpoint();
     }
 }
 

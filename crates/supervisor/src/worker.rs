@@ -18,6 +18,7 @@ use crate::config::{AppConfig, GroupConfig};
 use crate::conn::{self, Ctx, MountedApp, Scratch};
 use crate::listener::Listener;
 use crate::log::WorkerLog;
+use crate::metrics::GroupMetrics;
 use crate::privs::Identity;
 use crate::rwlog;
 use crate::scoreboard::Scoreboard;
@@ -43,14 +44,26 @@ pub struct Start<'a> {
     pub identity: Option<&'a Identity>,
     /// The supervisor's pid, to notice that it died before PR_SET_PDEATHSIG took effect.
     pub parent: libc::pid_t,
+    /// The group's metrics slots.
+    pub metrics: &'a GroupMetrics,
 }
 
 /// Runs the worker; never returns.
 pub fn run(start: Start<'_>) -> ! {
+    if let Some(region) = ::metrics::region() {
+        region.register_process(
+            ::metrics::Role::Worker,
+            start.metrics.group,
+            start.cfg.threads,
+        );
+    }
     let code = match setup_and_serve(&start) {
         Ok(()) => 0,
         Err(code) => code,
     };
+    if let Some(region) = ::metrics::region() {
+        region.release_process();
+    }
     // _exit: no atexit handlers, no stdio flush races with threads the app may have started, no
     // interpreter finalisation (which can hang on app threads); the supervisor only needs the code.
     // SAFETY: terminating the process is always sound.
@@ -131,9 +144,11 @@ fn serve(start: &Start<'_>, apps: &ProcessApps, stop: &Pipe) -> Result<(), i32> 
     let mounted: Vec<MountedApp<'_>> = apps
         .iter()
         .zip(&cfg.apps)
-        .map(|(app, conf)| MountedApp {
+        .zip(&start.metrics.apps)
+        .map(|((app, conf), metrics)| MountedApp {
             mount: conf.mount.as_deref().map(str::as_bytes),
             app,
+            metrics: *metrics,
         })
         .collect();
     let shared = Shared {
@@ -151,6 +166,7 @@ fn serve(start: &Start<'_>, apps: &ProcessApps, stop: &Pipe) -> Result<(), i32> 
         board: start.board,
         slot: start.slot,
         thread: 0,
+        count_http: start.metrics.count_http,
     };
     let max_requests = jittered(cfg.maximum_requests);
     std::thread::scope(|scope| {
