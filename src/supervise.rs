@@ -101,6 +101,9 @@ pub fn sync(wanted: Vec<GroupConfig>, log_fd: RawFd) -> Vec<String> {
             if let SocketSpec::Unix(p) = &r.config.socket {
                 stopped_sockets.push(p.clone());
             }
+            if wanted.iter().any(|w| w.name == r.config.name) {
+                crate::metrics::group_restarted(&r.config);
+            }
             stop(r);
         }
     }

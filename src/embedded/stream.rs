@@ -181,11 +181,14 @@ unsafe fn start_job(r: *mut ngx_http_request_t) -> Result<(), String> {
         s.guard.data = stream.cast();
         ngx_add_timer(&mut s.guard, GUARD_PERIOD_MS as _);
     }
+    let metrics = crate::metrics::app_id(req, lc);
     worker.submit(Job {
         app,
         vars,
         body,
         exchange,
+        metrics,
+        queued: metrics.map(|_| std::time::Instant::now()),
     });
     Ok(())
 }

@@ -7,6 +7,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use ngx::ffi::{ngx_connection_t, ngx_cycle_t, ngx_event_t, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_OK};
 use ngx::http::HttpModuleMainConf;
@@ -26,6 +27,9 @@ pub struct Job {
     pub vars: Vars,
     pub body: RequestBody,
     pub exchange: Arc<Exchange>,
+    /// The app's metrics slot, and when the job was queued (metrics kept only).
+    pub metrics: Option<::metrics::AppId>,
+    pub queued: Option<Instant>,
 }
 
 enum Task {
@@ -43,6 +47,8 @@ pub struct Worker {
     pub log: NgxLog,
     /// Why Python could not start in this worker (requests then get 500 and this line is logged).
     pub python_error: Option<String>,
+    /// Python request threads started.
+    threads: usize,
 }
 
 static WORKER: OnceLock<Worker> = OnceLock::new();
@@ -101,6 +107,8 @@ impl Worker {
             vars,
             mut body,
             exchange,
+            metrics,
+            queued,
         } = job;
         let mut out = PyResponder::new(exchange, &self.notifier);
         let outcome = match self.apps.get(app) {
@@ -110,10 +118,14 @@ impl Worker {
                     vars: &pairs,
                     mode: self.mode,
                 };
+                let call = ::metrics::PythonCall::start(metrics, queued.map(|t| t.elapsed()));
                 // pyhost never panics on purpose; if it does, the thread survives and the
                 // response is cut (the event loop closes the connection).
                 std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    pyhost::handle(app, &req, &mut body, &mut out, &self.log)
+                    let outcome = pyhost::handle(app, &req, &mut body, &mut out, &self.log);
+                    let stats = pyhost::last_request_stats();
+                    call.finish(stats.gil_wait, u64::from(stats.exceptions));
+                    outcome
                 }))
                 .unwrap_or_else(|_| {
                     self.log.write(
@@ -173,6 +185,7 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result
         mode,
         log,
         python_error,
+        threads,
     };
     if WORKER.set(worker).is_err() {
         return Err("wsgi: RW-NG090 embedded mode started twice in one process".to_string());
@@ -197,6 +210,13 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result
         ),
     );
     Ok(())
+}
+
+/// Python request threads running in this worker (0 without embedded mode), for the metrics.
+pub fn python_threads() -> usize {
+    get()
+        .filter(|w| w.python_error.is_none())
+        .map_or(0, |w| w.threads)
 }
 
 /// Number of nginx worker processes (for `wsgi.multiprocess`).

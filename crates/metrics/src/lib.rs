@@ -53,6 +53,11 @@ pub fn attach(region: &'static Region) {
     REGION.store((region as *const Region).cast_mut(), Ordering::Release);
 }
 
+/// Forgets the attached region (nginx: a reload that drops the zone, which nginx then unmaps).
+pub fn detach() {
+    REGION.store(std::ptr::null_mut(), Ordering::Release);
+}
+
 /// The mount label of an app: its SCRIPT_NAME prefix without a trailing slash, `/` for the root
 /// (and for nginx's regex and named locations, whose SCRIPT_NAME is empty).
 pub fn mount_label(script_name: &str) -> &str {
@@ -87,7 +92,7 @@ mod testing {
     }
 
     pub(crate) fn detach() {
-        super::REGION.store(std::ptr::null_mut(), std::sync::atomic::Ordering::Release);
+        super::detach();
     }
 }
 

@@ -212,6 +212,11 @@ impl<'a> Master<'a> {
                 continue;
             };
             let w = self.workers.swap_remove(i);
+            if self.board.is_retiring(w.slot) {
+                // Counted when it is gone: a recycled worker may finish its last request and
+                // exit before a tick sees its flag.
+                self.count_respawn(Respawn::MaximumRequests);
+            }
             let lived = w.started.elapsed();
             let expected = w.stop_deadline.is_some() || w.killed;
             let how = describe_status(status);
@@ -320,9 +325,6 @@ impl<'a> Master<'a> {
         for w in &mut self.workers {
             if w.stop_deadline.is_none() && self.board.is_retiring(w.slot) {
                 w.stop_deadline = Some(now + self.cfg.graceful_timeout);
-                if let Some(g) = self.metrics.group {
-                    ::metrics::respawned(g, Respawn::MaximumRequests, 1);
-                }
             }
         }
         let timeout_ms = self.cfg.request_timeout.map(|t| t.as_millis() as u64);

@@ -1,0 +1,216 @@
+"""Scraping the metrics endpoints: parse with prometheus_client's own parsers (text format 0.0.4
+and OpenMetrics), lint with `promtool check metrics`, and drive a known load while scraping.
+
+`Scrape` is one parsed scrape: `value(name, **labels)` reads one sample (a missing sample is an
+error, never a silent 0), `delta(before, name, **labels)` the change since an earlier scrape.
+`Load` sends a planned mix of requests from several threads while another thread keeps
+scraping, and checks every scrape it took parses and that no counter ever went backwards.
+"""
+
+import concurrent.futures
+import shutil
+import subprocess
+import threading
+import time
+
+import requests
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families as parse_text
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+                     "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+
+
+class Scrape:
+    def __init__(self, text: str, openmetrics: bool = False):
+        self.text = text
+        parse = parse_openmetrics if openmetrics else parse_text
+        self.families = {f.name: f for f in parse(text)}
+        self.samples = {}
+        for family in self.families.values():
+            for s in family.samples:
+                self.samples[(s.name, frozenset(s.labels.items()))] = s.value
+
+    def value(self, name: str, **labels) -> float:
+        key = (name, frozenset(labels.items()))
+        if key not in self.samples:
+            near = sorted(str(dict(k[1])) for k in self.samples if k[0] == name)
+            raise AssertionError(f"no sample {name}{labels}; samples of {name}: {near}")
+        return self.samples[key]
+
+    def get(self, name: str, default=0.0, **labels) -> float:
+        return self.samples.get((name, frozenset(labels.items())), default)
+
+    def delta(self, before: "Scrape", name: str, **labels) -> float:
+        return self.value(name, **labels) - before.get(name, 0.0, **labels)
+
+    def counters(self) -> dict:
+        """Every counter-like sample (counters, histogram buckets/sums/counts)."""
+        out = {}
+        for family in self.families.values():
+            if family.type in ("counter", "histogram"):
+                for s in family.samples:
+                    out[(s.name, frozenset(s.labels.items()))] = s.value
+        return out
+
+
+def fetch(url: str, accept: str = None) -> requests.Response:
+    headers = {"Accept": accept} if accept else {}
+    return requests.get(url, headers=headers, timeout=20)
+
+
+def scrape(url: str, openmetrics: bool = False) -> Scrape:
+    r = fetch(url, OPENMETRICS if openmetrics else "text/plain;version=0.0.4")
+    assert r.status_code == 200, f"{url}: {r.status_code} {r.text[:300]}"
+    want = "application/openmetrics-text" if openmetrics else "text/plain; version=0.0.4"
+    assert r.headers["Content-Type"].startswith(want), r.headers["Content-Type"]
+    return Scrape(r.text, openmetrics)
+
+
+def promtool_check(text: str) -> None:
+    """`promtool check metrics` (Debian's prometheus package) must accept the text."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: scripts/setup.sh installs Debian's prometheus package"
+    r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert r.returncode == 0, f"promtool check metrics:\n{r.stdout}{r.stderr}"
+
+
+def wait_for(url: str, check, timeout: float = 20.0, what: str = "metrics") -> Scrape:
+    """Scrapes until `check(scrape)` is true. A request's end is counted when the server frees
+    it, a moment after the client has its response; so tests wait for the exact number."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        last = scrape(url)
+        try:
+            if check(last):
+                return last
+        except AssertionError:
+            pass
+        if time.monotonic() > deadline:
+            check(last)  # raise its AssertionError, if it has one
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+class Load:
+    """Sends `plan` ([(method, path, body bytes or None, expected status)]) from `threads`
+    threads while a scraper keeps reading `metrics_url`; `run()` returns the responses and
+    checks each scrape parsed and that counters only grew."""
+
+    def __init__(self, base_url: str, metrics_url: str, plan, threads: int = 6):
+        self.base_url = base_url
+        self.metrics_url = metrics_url
+        self.plan = plan
+        self.threads = threads
+        self.scrapes = 0
+        self.errors = []
+
+    def _scraper(self, stop: threading.Event):
+        previous = {}
+        while not stop.is_set():
+            try:
+                counters = scrape(self.metrics_url).counters()
+            except Exception as e:  # noqa: BLE001 - reported by run()
+                self.errors.append(f"scrape failed under load: {e!r}")
+                return
+            for key, value in counters.items():
+                if value < previous.get(key, 0):
+                    self.errors.append(f"{key} went backwards: {previous[key]} -> {value}")
+            previous = counters
+            self.scrapes += 1
+            time.sleep(0.02)
+
+    def _send(self, item):
+        method, path, body, want = item
+        r = requests.request(method, self.base_url + path, data=body, timeout=60,
+                             allow_redirects=False)
+        assert r.status_code == want, f"{method} {path}: {r.status_code} (wanted {want})"
+        return r
+
+    def run(self):
+        stop = threading.Event()
+        scraper = threading.Thread(target=self._scraper, args=(stop,))
+        scraper.start()
+        try:
+            with concurrent.futures.ThreadPoolExecutor(self.threads) as pool:
+                responses = list(pool.map(self._send, self.plan))
+        finally:
+            stop.set()
+            scraper.join()
+        assert not self.errors, self.errors
+        assert self.scrapes > 0
+        return responses
+
+
+# The app the metrics tests run: each route gives a known status and body size.
+APP = """
+    import os, time
+
+    def application(environ, start_response):
+        path = environ["PATH_INFO"]
+        if path == "/ok":
+            start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+            return [b"ok"]
+        if path == "/echo":
+            # With a Content-Length: nginx counts a chunked response's framing as body bytes
+            # ($body_bytes_sent), the others do not; the tests compare exact byte counts.
+            data = environ["wsgi.input"].read()
+            start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                      ("Content-Length", str(len(data)))])
+            return [data]
+        if path == "/redirect":
+            start_response("302 Found", [("Location", "/ok"), ("Content-Length", "0")])
+            return [b""]
+        if path == "/boom":
+            raise RuntimeError("boom for the metrics test")
+        if path == "/sleep":
+            time.sleep(float(environ["QUERY_STRING"] or "1"))
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"slept"]
+        if path == "/pid":
+            body = str(os.getpid()).encode()
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [body]
+        start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "4")])
+        return [b"nope"]
+"""
+
+# The body bytes each plan item's response has (the app above; a 500 body is pyhost's).
+ERROR_500_BODY = len(b"500 Internal Server Error\n")
+
+
+def mixed_plan(prefix: str, n: int = 10):
+    """A mix of every status class the app gives, with request bodies: (plan, expected) where
+    expected has the counts and byte totals the metrics must show."""
+    plan = []
+    body_in = body_out = 0
+    for i in range(n):
+        payload = bytes([i % 256]) * (1000 + 37 * i)
+        plan += [("GET", f"{prefix}/ok", None, 200),
+                 ("POST", f"{prefix}/echo", payload, 200),
+                 ("GET", f"{prefix}/missing", None, 404),
+                 ("GET", f"{prefix}/redirect", None, 302),
+                 ("GET", f"{prefix}/boom", None, 500)]
+        body_in += len(payload)
+        body_out += 2 + len(payload) + 4 + 0 + ERROR_500_BODY
+    expected = {"2xx": 2 * n, "3xx": n, "4xx": n, "5xx": n, "1xx": 0, "exceptions": n,
+                "requests": 5 * n, "python": 5 * n, "body_in": body_in, "body_out": body_out}
+    return plan, expected
+
+
+def check_counts(before: Scrape, after: Scrape, app: str, group: str, expected: dict,
+                 front_end_counts: bool = True):
+    """The deltas of one app's counters equal what the load sent."""
+    labels = dict(app=app, group=group)
+    if front_end_counts:
+        for cls in ("1xx", "2xx", "3xx", "4xx", "5xx"):
+            got = after.delta(before, "rwsgi_requests_total", code_class=cls, **labels)
+            assert got == expected[cls], f"{cls}: {got} != {expected[cls]}"
+        assert after.delta(before, "rwsgi_request_duration_seconds_count", **labels) == expected["requests"]
+        assert after.delta(before, "rwsgi_request_body_bytes_total", **labels) == expected["body_in"]
+        assert after.delta(before, "rwsgi_response_body_bytes_total", **labels) == expected["body_out"]
+        assert after.value("rwsgi_requests_active", **labels) == 0
+    assert after.delta(before, "rwsgi_exceptions_total", **labels) == expected["exceptions"]
+    assert after.delta(before, "rwsgi_gil_wait_seconds_total", **labels) > 0
