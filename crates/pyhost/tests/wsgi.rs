@@ -576,7 +576,11 @@ def application(environ, start_response):
         (Outcome::Aborted, Some(200), "partial")
     );
     assert!(log.all().contains("ZeroDivisionError: after"));
-    assert_eq!(pyhost::last_request_stats().exceptions, 1, "counted per request");
+    assert_eq!(
+        pyhost::last_request_stats().exceptions,
+        1,
+        "counted per request"
+    );
 }
 
 #[test]
