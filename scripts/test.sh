@@ -27,10 +27,10 @@ if ! cargo clippy --version >/dev/null 2>&1; then
 fi
 cargo clippy --release --workspace --all-targets -- -D warnings
 
-if [[ -x crates/uwsgi/fuzz/run.sh || -f crates/uwsgi/fuzz/run.sh ]]; then
-    say "fuzzing the uwsgi parsers briefly (crates/uwsgi/fuzz/run.sh 15)"
-    bash crates/uwsgi/fuzz/run.sh 15
-fi
+# Every fuzz target of the protocol crates (uwsgi: 2, gateway: 3) for 10 s each, from the
+# committed seeds: a smoke test that the parsers still hold; longer runs: scripts/fuzz.sh 600.
+say "fuzzing the protocol parsers briefly (scripts/fuzz.sh 10)"
+bash scripts/fuzz.sh 10
 
 say "end-to-end tests: build/venv/bin/pytest -q tests/"
 set +e

@@ -1,28 +1,6 @@
 #!/usr/bin/env bash
-# Run every uwsgi fuzz target for SECONDS each (default 60). Installs cargo-fuzz if missing.
-# Only stable Rust is assumed: RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its -Z sanitizer flags.
-# A crash fails the script; the reproducer is left in artifacts/<target>/.
+# Run every uwsgi fuzz target for SECONDS each (default 60); see scripts/fuzz.sh, which runs
+# the fuzz crates of all the protocol crates.
 set -euo pipefail
-
-seconds="${1:-60}"
-case "$seconds" in
-    '' | *[!0-9]*) echo "usage: $0 SECONDS" >&2; exit 2 ;;
-esac
-
-cd "$(dirname "$0")"
-export RUSTC_BOOTSTRAP=1
-
-if ! cargo fuzz --version >/dev/null 2>&1; then
-    cargo install --locked cargo-fuzz
-fi
-
-for target in $(cargo fuzz list); do
-    # corpus/<target> grows between runs (ignored by git); seeds/<target> is the committed start.
-    mkdir -p "corpus/$target"
-    seeds=()
-    if [ -d "seeds/$target" ]; then
-        seeds=("seeds/$target")
-    fi
-    echo "== fuzzing $target for ${seconds}s"
-    cargo fuzz run "$target" "corpus/$target" "${seeds[@]}" -- -max_total_time="$seconds"
-done
+here="$(cd "$(dirname "$0")" && pwd)"
+exec bash "$here/../../../scripts/fuzz.sh" "${1:-60}" "$here"

@@ -1,53 +1,10 @@
 //! The parsers never allocate: a counting global allocator (this test binary only) checks it.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+
+use counting_alloc::allocations_during;
 use uwsgi::{encode_request, Request, ResponseHead, Status, EMPTY_VAR};
-
-thread_local! {
-    // Per thread, so allocations by the test harness's other threads are not counted.
-    // A const-initialised Cell has no lazy init and no destructor: safe inside the allocator.
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-}
-
-struct Counting;
-
-// SAFETY: every method forwards to the system allocator with the caller's arguments unchanged,
-// so Counting upholds exactly the guarantees System does; the counter touches no heap memory.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|n| n.set(n.get() + 1));
-        // SAFETY: forwarded unchanged; the caller upholds alloc's contract for `layout`.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by System with `layout` (all allocations go through it).
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.with(|n| n.set(n.get() + 1));
-        // SAFETY: forwarded unchanged; `ptr`/`layout` come from System and the caller upholds
-        // realloc's contract for `new_size`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocations_during(f: impl FnOnce()) -> usize {
-    let before = ALLOCATIONS.with(Cell::get);
-    f();
-    ALLOCATIONS.with(Cell::get) - before
-}
-
-#[test]
-fn counter_sees_allocations() {
-    // Guards the test itself: if counting were broken, the checks below would pass vacuously.
-    assert!(allocations_during(|| drop(std::hint::black_box(vec![1u8; 16]))) > 0);
-}
 
 #[test]
 fn request_parser_does_not_allocate() {
