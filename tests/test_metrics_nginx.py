@@ -81,9 +81,9 @@ def test_counts_are_exact_under_load(site, prefix, mode):
     group = "" if mode == "embedded" else site.group
     before = scrape(site.metrics)
     plan, expected = mixed_plan(prefix, n=12)
-    Load(site.base_url, site.metrics, plan).run()
+    responses = Load(site.base_url, site.metrics, plan).run()
     after = wait_for(site.metrics, counted(before, prefix, group, expected), what="the counts")
-    check_counts(before, after, prefix, group, expected)
+    check_counts(before, after, prefix, group, expected, responses)
     # Every request waited for a Python thread (the job queue / the daemon's socket) once.
     queued = after.delta(before, "rwsgi_request_queue_duration_seconds_count", app=prefix, group=group)
     assert queued == expected["python"]

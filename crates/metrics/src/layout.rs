@@ -262,7 +262,8 @@ impl Region {
         self.header.generation.fetch_add(1, Ordering::AcqRel) + 1
     }
 
-    pub(crate) fn generation(&self) -> u64 {
+    /// The current configuration generation.
+    pub fn generation(&self) -> u64 {
         self.header.generation.load(Ordering::Acquire)
     }
 }

@@ -82,15 +82,14 @@ fn find_or_claim<'a>(
                     return Some(idx);
                 }
                 READY => {
-                    // SAFETY: READY seen with Acquire: the label is final.
-                    let same = head.hash.load(Ordering::Relaxed) == h
-                        && head.group.load(Ordering::Relaxed) == group
-                        && unsafe { head.label.get() } == truncated(label);
-                    if same {
-                        head.generation.fetch_max(generation, Ordering::Relaxed);
-                        return Some(idx);
+                    if !same_key(head, h, group, label) {
+                        break;
                     }
-                    break;
+                    // Usually already stamped: no write to the shared line then.
+                    if head.generation.load(Ordering::Relaxed) < generation {
+                        head.generation.fetch_max(generation, Ordering::Relaxed);
+                    }
+                    return Some(idx);
                 }
                 // Another process is writing this slot's label: it takes microseconds.
                 _ => std::thread::yield_now(),
@@ -98,6 +97,13 @@ fn find_or_claim<'a>(
         }
     }
     None
+}
+
+fn same_key(head: &SlotHead, h: u32, group: u32, label: &str) -> bool {
+    // SAFETY: only called for a slot seen READY with Acquire: the label is final.
+    head.hash.load(Ordering::Relaxed) == h
+        && head.group.load(Ordering::Relaxed) == group
+        && unsafe { head.label.get() } == truncated(label)
 }
 
 /// The label as stored (cut to LABEL_MAX at a character boundary).
@@ -116,6 +122,24 @@ impl Region {
         let g = self.generation();
         find_or_claim(|i| &self.groups[i].head, MAX_GROUPS, NO_GROUP, name, g)
             .map(|i| GroupId(i as u16))
+    }
+
+    /// The configuration generation that last registered group `name`, if it ever was (read
+    /// before [`Region::new_generation`]: equal to [`Region::generation`] means the group was
+    /// in the configuration being replaced).
+    pub fn group_generation(&self, name: &str) -> Option<u64> {
+        let h = hash(NO_GROUP, name);
+        for i in 0..MAX_GROUPS {
+            let head = &self.groups[(h as usize + i) % MAX_GROUPS].head;
+            match head.state.load(Ordering::Acquire) {
+                READY if same_key(head, h, NO_GROUP, name) => {
+                    return Some(head.generation.load(Ordering::Relaxed));
+                }
+                READY | CLAIMING => {}
+                _ => return None,
+            }
+        }
+        None
     }
 
     /// The slot of the app mounted at `mount` (`/` for the root) in `group`, registered in the
@@ -223,6 +247,8 @@ mod tests {
         let e = region.register_group("").unwrap();
         assert_ne!(g, e);
         assert_eq!(region.register_group("web"), Some(g));
+        assert_eq!(region.group_generation("web"), Some(1));
+        assert_eq!(region.group_generation("other"), None);
         let a = region.register_app("/app", g).unwrap();
         let b = region.register_app("/app", e).unwrap();
         assert_ne!(a, b, "the same mount in two groups is two apps");

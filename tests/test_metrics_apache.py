@@ -1,0 +1,155 @@
+"""Metrics from Apache httpd (`SetHandler rwsgi-metrics`), through Debian's real /usr/sbin/apache2
+(event MPM): an embedded alias and a daemon group in one server. Counts are checked exactly
+against what the test sent while a scraper keeps reading; a SIGKILL'ed daemon worker, a
+request-timeout kill and a graceful restart are counted; `Require` guards the endpoint as it
+guards mod_status; the text parses with prometheus_client and passes promtool.
+
+mod_wsgi 6 has per-process metrics through a Python API and a telemetry socket, but no
+endpoint that adds up Apache's children and the daemon processes.
+"""
+
+import os
+import signal
+import time
+
+import pytest
+import requests
+
+from harness.metrics import (APP, PROMETHEUS_ACCEPT, Load, Scrape, check_counts, fetch,
+                             mixed_plan, promtool_check, scrape, wait_for)
+from test_apache_module_embedded import rwsgi_apache, write_app
+
+_names = iter(range(1, 1_000_000))
+
+
+@pytest.fixture(scope="module")
+def site(launcher):
+    d = launcher._prefix("apps")
+    d.chmod(0o755)
+    write_app(d, "metrics.wsgi", APP)
+    group = f"am{os.getpid() % 1000}x{next(_names)}"
+    config = f"""
+        WSGIDaemonProcess {group} processes=2 threads=4 request-timeout=2
+        WSGIScriptAlias /emb {d}/metrics.wsgi process-group=%{{GLOBAL}}
+        WSGIScriptAlias /dmn {d}/metrics.wsgi process-group={group}
+        <Directory {d}>
+            Require all granted
+        </Directory>
+        <Location /rwsgi-metrics>
+            SetHandler rwsgi-metrics
+            Require ip 127.0.0.1
+        </Location>
+        <Location /rwsgi-metrics-denied>
+            SetHandler rwsgi-metrics
+            Require all denied
+        </Location>
+    """
+    apache = rwsgi_apache(launcher, config, modules=("authz_host",))
+    apache.group = group
+    apache.metrics = apache.url("/rwsgi-metrics")
+    deadline = time.monotonic() + 30
+    while requests.get(apache.url("/dmn/ok"), timeout=30).status_code != 200:
+        assert time.monotonic() < deadline, apache.error_log_text()
+        time.sleep(0.2)
+    return apache
+
+
+def counted(before, app, group, expected):
+    def check(s: Scrape):
+        got = {c: s.delta(before, "rwsgi_requests_total", app=app, group=group, code_class=c)
+               for c in ("2xx", "3xx", "4xx", "5xx")}
+        assert got == {c: expected[c] for c in got}, got
+        return True
+    return check
+
+
+@pytest.mark.parametrize("prefix,mode", [("/emb", "embedded"), ("/dmn", "daemon")])
+def test_counts_are_exact_under_load(site, prefix, mode):
+    group = "" if mode == "embedded" else site.group
+    before = scrape(site.metrics)
+    plan, expected = mixed_plan(prefix, n=12)
+    responses = Load(site.base_url, site.metrics, plan).run()
+    after = wait_for(site.metrics, counted(before, prefix, group, expected), what="the counts")
+    check_counts(before, after, prefix, group, expected, responses)
+    queued = after.delta(before, "rwsgi_request_queue_duration_seconds_count", app=prefix, group=group)
+    # Apache runs an embedded request on the thread that read it: nothing to queue for. A daemon
+    # request waited from the child's receiving it to a daemon thread's taking it.
+    assert queued == (0 if mode == "embedded" else expected["python"])
+    promtool_check(after.text)
+
+
+def test_processes_threads_and_build_info(site):
+    s = scrape(site.metrics)
+    assert s.value("rwsgi_processes", group="", role="server") >= 1
+    busy = s.value("rwsgi_threads", group="", state="busy")
+    idle = s.value("rwsgi_threads", group="", state="idle")
+    assert (busy + idle) % 16 == 0 and busy + idle >= 16  # ThreadsPerChild 16 per child
+    assert s.value("rwsgi_processes", group=site.group, role="supervisor") == 1
+    assert s.value("rwsgi_processes", group=site.group, role="worker") == 2
+    labels = dict(next(k for k in s.samples if k[0] == "rwsgi_build_info")[1])
+    assert labels["server"].startswith("Apache/2.4.")
+    assert labels["python"].startswith("3.")
+
+
+def test_openmetrics_when_the_scraper_asks(site):
+    r = fetch(site.metrics, PROMETHEUS_ACCEPT)
+    assert r.headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
+    om = Scrape(r.text, openmetrics=True)
+    assert om.families["rwsgi_requests"].type == "counter"
+    promtool_check(fetch(site.metrics).text)
+
+
+def test_require_guards_the_endpoint(site):
+    assert requests.get(site.url("/rwsgi-metrics-denied"), timeout=10).status_code == 403
+    assert requests.post(site.metrics, data=b"x", timeout=10).status_code == 405
+
+
+def test_sigkill_of_a_daemon_worker_is_a_crash_respawn(site):
+    before = scrape(site.metrics)
+    pid = int(requests.get(site.url("/dmn/pid"), timeout=10).text)
+    os.kill(pid, signal.SIGKILL)
+
+    def respawned(s):
+        return (s.delta(before, "rwsgi_worker_respawns_total", group=site.group, reason="crash") == 1
+                and s.value("rwsgi_processes", group=site.group, role="worker") == 2)
+    wait_for(site.metrics, respawned, what="the crash respawn")
+
+
+def test_request_timeout_kill_is_counted(site):
+    """request-timeout=2: the stuck request's worker is killed (mod_wsgi restarts its daemon
+    process the same way); one timeout and one respawn for that reason."""
+    before = scrape(site.metrics)
+    r = requests.get(site.url("/dmn/sleep?30"), timeout=60)
+    assert r.status_code >= 500
+
+    # Apache's front end retries a request whose connection was reset before any response
+    # (daemon.rs), so the stuck request may run, and be killed, on a second worker too: every
+    # kill is one timeout and one respawn.
+    def killed(s):
+        timeouts = s.delta(before, "rwsgi_request_timeouts_total", group=site.group)
+        return timeouts >= 1 and s.delta(before, "rwsgi_worker_respawns_total", group=site.group,
+                                         reason="request-timeout") == timeouts
+    wait_for(site.metrics, killed, what="the request-timeout kill")
+
+
+def test_graceful_restart_keeps_the_counters(site):
+    """apachectl graceful: new children and a new generation of the daemon group (its two
+    workers counted as reload respawns); the counters and their start time carry on."""
+    before = scrape(site.metrics)
+    site.graceful()
+
+    def restarted(s):
+        return s.delta(before, "rwsgi_worker_respawns_total", group=site.group, reason="reload") == 2
+    after = wait_for(site.metrics, restarted, timeout=30, what="the restart's respawns")
+    assert after.value("rwsgi_start_time_seconds") == before.value("rwsgi_start_time_seconds")
+    for key, value in before.counters().items():
+        assert after.samples.get(key, 0) >= value, f"{key} was reset by the restart"
+    deadline = time.monotonic() + 30
+    while requests.get(site.url("/dmn/ok"), timeout=30).status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    mark = scrape(site.metrics)
+    for _ in range(3):
+        assert requests.get(site.url("/emb/ok"), timeout=10).status_code == 200
+    wait_for(site.metrics, lambda s: s.delta(mark, "rwsgi_requests_total", app="/emb", group="",
+                                             code_class="2xx") == 3, what="counts after the restart")
