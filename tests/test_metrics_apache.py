@@ -10,11 +10,13 @@ endpoint that adds up Apache's children and the daemon processes.
 
 import os
 import signal
+import subprocess
 import time
 
 import pytest
 import requests
 
+from harness import paths
 from harness.metrics import (APP, PROMETHEUS_ACCEPT, Load, Scrape, check_counts, fetch,
                              mixed_plan, promtool_check, scrape, wait_for)
 from test_apache_module_embedded import rwsgi_apache, write_app
@@ -102,6 +104,16 @@ def test_openmetrics_when_the_scraper_asks(site):
 def test_require_guards_the_endpoint(site):
     assert requests.get(site.url("/rwsgi-metrics-denied"), timeout=10).status_code == 403
     assert requests.post(site.metrics, data=b"x", timeout=10).status_code == 405
+
+
+def test_rwsgi_top_reads_the_endpoint(site):
+    for _ in range(5):
+        requests.get(site.url("/dmn/ok"), timeout=10)
+    r = subprocess.run([str(paths.SERVE_BIN), "top", site.metrics, "--once", "--interval", "0.5"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "Apache/2.4." in r.stdout
+    assert any(line.startswith("/dmn ") and site.group in line for line in r.stdout.splitlines())
 
 
 def test_sigkill_of_a_daemon_worker_is_a_crash_respawn(site):

@@ -12,11 +12,14 @@ uWSGI's stats server is per instance, JSON, and counts the workers of that insta
 
 import os
 import signal
+import socket
+import subprocess
 import time
 
 import pytest
 import requests
 
+from harness import paths
 from harness.metrics import (APP, PROMETHEUS_ACCEPT, Load, check_counts, fetch, mixed_plan,
                              promtool_check, scrape, wait_for, Scrape)
 from test_nginx_module_embedded import app_dir, rwsgi_nginx, worker_pids, write_app
@@ -127,6 +130,29 @@ def test_access_rules_and_methods(site):
     assert requests.post(site.metrics, data=b"x", timeout=10).status_code == 405
     head = requests.head(site.metrics, timeout=10)
     assert head.status_code == 200 and head.content == b""
+
+
+def test_a_client_that_leaves_is_an_abort(site):
+    """A client that closes while a large embedded response streams: nginx's write fails
+    (the connection's error flag, as its access log shows), one client abort."""
+    before = scrape(site.metrics)
+    s = socket.create_connection(("127.0.0.1", site.port))
+    s.sendall(b"GET /emb/big?200000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.recv(1000)
+    s.close()
+    wait_for(site.metrics, lambda m: m.delta(before, "rwsgi_client_aborts_total", app="/emb",
+                                             group="") == 1, what="the abort")
+
+
+def test_rwsgi_top_reads_the_endpoint(site):
+    for _ in range(5):
+        requests.get(site.url("/emb/ok"), timeout=10)
+    r = subprocess.run([str(paths.SERVE_BIN), "top", site.metrics, "--once", "--interval", "0.5"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "nginx/" in r.stdout
+    assert any(line.startswith("/emb ") and "(embedded)" in line for line in r.stdout.splitlines())
+    assert any(line.startswith(site.group) for line in r.stdout.splitlines()), r.stdout
 
 
 def test_sigkill_of_a_daemon_worker_is_a_crash_respawn(site):

@@ -169,6 +169,11 @@ APP = """
             time.sleep(float(environ["QUERY_STRING"] or "1"))
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [b"slept"]
+        if path == "/big":
+            # Many chunks: a client that leaves early makes a write fail.
+            n = int(environ["QUERY_STRING"])
+            start_response("200 OK", [("Content-Type", "application/octet-stream")])
+            return (b"x" * 65536 for _ in range(n // 65536))
         if path == "/pid":
             body = str(os.getpid()).encode()
             start_response("200 OK", [("Content-Type", "text/plain")])
