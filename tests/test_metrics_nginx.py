@@ -22,7 +22,7 @@ import requests
 from harness import paths
 from harness.metrics import (APP, PROMETHEUS_ACCEPT, Load, check_counts, fetch, mixed_plan,
                              promtool_check, scrape, wait_for, Scrape)
-from test_nginx_module_embedded import app_dir, rwsgi_nginx, worker_pids, write_app
+from test_nginx_module_embedded import app_dir, make_nginx, rwsgi_nginx, worker_pids, write_app
 from pathlib import Path
 
 _names = iter(range(1, 1_000_000))
@@ -233,3 +233,17 @@ def test_reload_keeps_the_counters(site):
     assert final.value("rwsgi_processes", group="", role="server") == 2
     assert final.delta(before, "rwsgi_worker_respawns_total", group=site.recycled, reason="reload") == 1
     assert final.delta(before, "rwsgi_worker_respawns_total", group=site.group, reason="reload") == 0
+
+
+def test_a_location_with_another_handler_is_refused_at_nginx_t(launcher):
+    d = app_dir(launcher)
+    app = write_app(d, "metrics_app.py", APP)
+    nginx = make_nginx(launcher, f"location /x {{ wsgi_script {app}; wsgi_metrics; }}")
+    with pytest.raises(RuntimeError) as err:
+        nginx.check_config()
+    assert '"wsgi_metrics" directive: this location already has a content handler' in str(err.value)
+    assert "nginx.conf:" in str(err.value)
+    nginx = make_nginx(launcher, "location /m { wsgi_metrics on; }")
+    with pytest.raises(RuntimeError) as err:
+        nginx.check_config()
+    assert 'invalid number of arguments in "wsgi_metrics"' in str(err.value)
