@@ -17,8 +17,8 @@ import pytest
 import requests
 
 from harness import paths
-from harness.metrics import (APP, PROMETHEUS_ACCEPT, Load, Scrape, check_counts, fetch,
-                             mixed_plan, promtool_check, scrape, wait_for)
+from harness.metrics import (APP, PROMETHEUS_ACCEPT, Scrape, exact_counts_under_load, fetch,
+                             promtool_check, scrape, wait_for)
 from test_apache_module_embedded import rwsgi_apache, write_app
 
 _names = iter(range(1, 1_000_000))
@@ -56,28 +56,12 @@ def site(launcher):
     return apache
 
 
-def counted(before, app, group, expected):
-    def check(s: Scrape):
-        got = {c: s.delta(before, "rwsgi_requests_total", app=app, group=group, code_class=c)
-               for c in ("2xx", "3xx", "4xx", "5xx")}
-        assert got == {c: expected[c] for c in got}, got
-        return True
-    return check
-
-
 @pytest.mark.parametrize("prefix,mode", [("/emb", "embedded"), ("/dmn", "daemon")])
 def test_counts_are_exact_under_load(site, prefix, mode):
-    group = "" if mode == "embedded" else site.group
-    before = scrape(site.metrics)
-    plan, expected = mixed_plan(prefix, n=12)
-    responses = Load(site.base_url, site.metrics, plan).run()
-    after = wait_for(site.metrics, counted(before, prefix, group, expected), what="the counts")
-    check_counts(before, after, prefix, group, expected, responses)
-    queued = after.delta(before, "rwsgi_request_queue_duration_seconds_count", app=prefix, group=group)
     # Apache runs an embedded request on the thread that read it: nothing to queue for. A daemon
     # request waited from the child's receiving it to a daemon thread's taking it.
-    assert queued == (0 if mode == "embedded" else expected["python"])
-    promtool_check(after.text)
+    embedded = mode == "embedded"
+    exact_counts_under_load(site, prefix, "" if embedded else site.group, queued=not embedded)
 
 
 def test_processes_threads_and_build_info(site):

@@ -12,18 +12,17 @@ uWSGI's stats server is per instance, JSON, and counts the workers of that insta
 
 import os
 import signal
-import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
 
 from harness import paths
-from harness.metrics import (APP, PROMETHEUS_ACCEPT, Load, check_counts, fetch, mixed_plan,
-                             promtool_check, scrape, wait_for, Scrape)
+from harness.metrics import (APP, PROMETHEUS_ACCEPT, Scrape, client_leaves,
+                             exact_counts_under_load, fetch, promtool_check, scrape, wait_for)
 from test_nginx_module_embedded import app_dir, make_nginx, rwsgi_nginx, worker_pids, write_app
-from pathlib import Path
 
 _names = iter(range(1, 1_000_000))
 
@@ -70,28 +69,10 @@ def nginx_workers(nginx) -> set:
     return out
 
 
-def counted(before, app, group, expected):
-    def check(s: Scrape):
-        got = {c: s.delta(before, "rwsgi_requests_total", app=app, group=group, code_class=c)
-               for c in ("2xx", "3xx", "4xx", "5xx")}
-        assert got == {c: expected[c] for c in got}, got
-        return True
-    return check
-
-
 @pytest.mark.parametrize("prefix,mode", [("/emb", "embedded"), ("/dmn", "daemon")])
 def test_counts_are_exact_under_load(site, prefix, mode):
-    group = "" if mode == "embedded" else site.group
-    before = scrape(site.metrics)
-    plan, expected = mixed_plan(prefix, n=12)
-    responses = Load(site.base_url, site.metrics, plan).run()
-    after = wait_for(site.metrics, counted(before, prefix, group, expected), what="the counts")
-    check_counts(before, after, prefix, group, expected, responses)
-    # Every request waited for a Python thread (the job queue / the daemon's socket) once.
-    queued = after.delta(before, "rwsgi_request_queue_duration_seconds_count", app=prefix, group=group)
-    assert queued == expected["python"]
-    assert after.delta(before, "rwsgi_client_aborts_total", app=prefix, group=group) == 0
-    promtool_check(after.text)
+    # Every request waits for a Python thread once: the job queue, or the daemon's socket.
+    exact_counts_under_load(site, prefix, "" if mode == "embedded" else site.group, queued=True)
 
 
 def test_processes_threads_and_build_info(site):
@@ -135,13 +116,7 @@ def test_access_rules_and_methods(site):
 def test_a_client_that_leaves_is_an_abort(site):
     """A client that closes while a large embedded response streams: nginx's write fails
     (the connection's error flag, as its access log shows), one client abort."""
-    before = scrape(site.metrics)
-    s = socket.create_connection(("127.0.0.1", site.port))
-    s.sendall(b"GET /emb/big?200000000 HTTP/1.1\r\nHost: x\r\n\r\n")
-    s.recv(1000)
-    s.close()
-    wait_for(site.metrics, lambda m: m.delta(before, "rwsgi_client_aborts_total", app="/emb",
-                                             group="") == 1, what="the abort")
+    client_leaves(site, site.port, "/emb", "")
 
 
 def test_rwsgi_top_reads_the_endpoint(site):

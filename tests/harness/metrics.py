@@ -9,6 +9,7 @@ scraping, and checks every scrape it took parses and that no counter ever went b
 
 import concurrent.futures
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -221,3 +222,41 @@ def check_counts(before: Scrape, after: Scrape, app: str, group: str, expected: 
         assert after.value("rwsgi_requests_active", **labels) == 0
     assert after.delta(before, "rwsgi_exceptions_total", **labels) == expected["exceptions"]
     assert after.delta(before, "rwsgi_gil_wait_seconds_total", **labels) > 0
+
+
+def counted(before: Scrape, app: str, group: str, expected: dict):
+    """A `wait_for` check: the status classes of `app` grew by exactly `expected`."""
+    def check(s: Scrape):
+        got = {c: s.delta(before, "rwsgi_requests_total", app=app, group=group, code_class=c)
+               for c in ("2xx", "3xx", "4xx", "5xx")}
+        assert got == {c: expected[c] for c in got}, got
+        return True
+    return check
+
+
+def exact_counts_under_load(server, app: str, group: str, queued: bool) -> Scrape:
+    """The mixed plan against `server` (which has `.metrics`, the endpoint URL) while a scraper
+    reads along; every count must come out exact. `queued`: every request is seen waiting for a
+    Python thread (else none is). Returns the last scrape."""
+    before = scrape(server.metrics)
+    plan, expected = mixed_plan(app, n=12)
+    responses = Load(server.base_url, server.metrics, plan).run()
+    after = wait_for(server.metrics, counted(before, app, group, expected), what="the counts")
+    check_counts(before, after, app, group, expected, responses)
+    waited = after.delta(before, "rwsgi_request_queue_duration_seconds_count", app=app, group=group)
+    assert waited == (expected["python"] if queued else 0)
+    assert after.delta(before, "rwsgi_client_aborts_total", app=app, group=group) == 0
+    promtool_check(after.text)
+    return after
+
+
+def client_leaves(server, port: int, app: str, group: str):
+    """A client asks `app` for a huge streamed response, reads a little and closes: the
+    server's write fails and exactly one client abort is counted."""
+    before = scrape(server.metrics)
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(f"GET {app}/big?200000000 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    s.recv(1000)
+    s.close()
+    wait_for(server.metrics, lambda m: m.delta(before, "rwsgi_client_aborts_total", app=app,
+                                               group=group) == 1, what="the abort")

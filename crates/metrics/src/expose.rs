@@ -113,19 +113,6 @@ impl Writer {
         self.sample(&format!("{name}_sum"), labels, h.sum_seconds);
         self.sample(&format!("{name}_count"), labels, h.count());
     }
-
-    /// One family with one sample per app.
-    fn per_app<V: Display>(
-        &mut self,
-        snap: &Snapshot,
-        (name, kind, help, unit): (&str, Kind, &str, Option<&str>),
-        value: impl Fn(&AppSnapshot) -> V,
-    ) {
-        self.family(name, kind, help, unit);
-        for a in &snap.apps {
-            self.sample(name, &app_labels(a), value(a));
-        }
-    }
 }
 
 fn app_labels(a: &AppSnapshot) -> [(&'static str, &str); 2] {
@@ -151,9 +138,8 @@ pub fn render(snap: &Snapshot, build: &BuildInfo, format: Format) -> String {
         om: format == Format::OpenMetrics,
     };
     build_and_start(&mut w, snap, build);
-    requests(&mut w, snap);
-    python(&mut w, snap);
-    traffic(&mut w, snap);
+    per_app(&mut w, snap);
+    per_group(&mut w, snap);
     processes(&mut w, snap);
     if w.om {
         w.out.push_str("# EOF\n");
@@ -183,7 +169,70 @@ fn build_and_start(w: &mut Writer, snap: &Snapshot, build: &BuildInfo) {
     w.sample("rwsgi_start_time_seconds", &[], snap.start_time);
 }
 
-fn requests(w: &mut Writer, snap: &Snapshot) {
+/// The histograms, one series per app: (name, help, which).
+type PerAppHistogram = (&'static str, &'static str, fn(&AppSnapshot) -> &HistSnapshot);
+const HISTOGRAMS: [PerAppHistogram; 2] = [
+    (
+        "rwsgi_request_duration_seconds",
+        "Time from the server taking a request to the end of its response.",
+        |a| &a.duration,
+    ),
+    (
+        "rwsgi_request_queue_duration_seconds",
+        "Time a request waited before a Python thread took it (embedded nginx: the job queue; daemon mode: from the front end receiving it).",
+        |a| &a.queue,
+    ),
+];
+
+/// The single-valued metrics with one series per app: (name, type, help, unit, value).
+type PerApp = (
+    &'static str,
+    Kind,
+    &'static str,
+    Option<&'static str>,
+    fn(&AppSnapshot) -> f64,
+);
+const PER_APP: [PerApp; 6] = [
+    ("rwsgi_requests_active", Kind::Gauge, "Requests in progress.", None, |a| a.active as f64),
+    (
+        "rwsgi_gil_wait_seconds_total",
+        Kind::Counter,
+        "Time request threads waited to take the GIL at the host's own attach points.",
+        Some("seconds"),
+        |a| a.gil_wait_seconds,
+    ),
+    (
+        "rwsgi_exceptions_total",
+        Kind::Counter,
+        "Python exceptions that reached the host (from the app call, the response iterable, close(), or loading the app).",
+        None,
+        |a| a.exceptions as f64,
+    ),
+    (
+        "rwsgi_client_aborts_total",
+        Kind::Counter,
+        "Requests whose client went away before it had the whole response.",
+        None,
+        |a| a.client_aborts as f64,
+    ),
+    (
+        "rwsgi_request_body_bytes_total",
+        Kind::Counter,
+        "Request body bytes read.",
+        Some("bytes"),
+        |a| a.body_in as f64,
+    ),
+    (
+        "rwsgi_response_body_bytes_total",
+        Kind::Counter,
+        "Response body bytes sent.",
+        Some("bytes"),
+        |a| a.body_out as f64,
+    ),
+];
+
+/// Everything labelled by app: responses by class, the histograms, the single values.
+fn per_app(w: &mut Writer, snap: &Snapshot) {
     let name = "rwsgi_requests_total";
     w.family(
         name,
@@ -197,59 +246,22 @@ fn requests(w: &mut Writer, snap: &Snapshot) {
             w.sample(name, &[app, group, ("code_class", class)], n);
         }
     }
-    let name = "rwsgi_request_duration_seconds";
-    w.family(
-        name,
-        Kind::Histogram,
-        "Time from the server taking a request to the end of its response.",
-        Some("seconds"),
-    );
-    for a in &snap.apps {
-        w.histogram(name, &app_labels(a), &a.duration);
+    for (name, help, which) in HISTOGRAMS {
+        w.family(name, Kind::Histogram, help, Some("seconds"));
+        for a in &snap.apps {
+            w.histogram(name, &app_labels(a), which(a));
+        }
     }
-    let name = "rwsgi_request_queue_duration_seconds";
-    w.family(
-        name,
-        Kind::Histogram,
-        "Time a request waited before a Python thread took it (embedded nginx: the job queue; daemon mode: from the front end receiving it).",
-        Some("seconds"),
-    );
-    for a in &snap.apps {
-        w.histogram(name, &app_labels(a), &a.queue);
+    for (name, kind, help, unit, value) in PER_APP {
+        w.family(name, kind, help, unit);
+        for a in &snap.apps {
+            w.sample(name, &app_labels(a), value(a));
+        }
     }
-    w.per_app(
-        snap,
-        (
-            "rwsgi_requests_active",
-            Kind::Gauge,
-            "Requests in progress.",
-            None,
-        ),
-        |a| a.active,
-    );
 }
 
-fn python(w: &mut Writer, snap: &Snapshot) {
-    w.per_app(
-        snap,
-        (
-            "rwsgi_gil_wait_seconds_total",
-            Kind::Counter,
-            "Time request threads waited to take the GIL at the host's own attach points.",
-            Some("seconds"),
-        ),
-        |a| a.gil_wait_seconds,
-    );
-    w.per_app(
-        snap,
-        (
-            "rwsgi_exceptions_total",
-            Kind::Counter,
-            "Python exceptions that reached the host (from the app call, the response iterable, close(), or loading the app).",
-            None,
-        ),
-        |a| a.exceptions,
-    );
+/// Labelled by group: Python threads and request timeouts.
+fn per_group(w: &mut Writer, snap: &Snapshot) {
     let name = "rwsgi_threads";
     w.family(
         name,
@@ -277,39 +289,6 @@ fn python(w: &mut Writer, snap: &Snapshot) {
     for g in &snap.groups {
         w.sample(name, &[("group", &g.name)], g.request_timeouts);
     }
-}
-
-fn traffic(w: &mut Writer, snap: &Snapshot) {
-    w.per_app(
-        snap,
-        (
-            "rwsgi_client_aborts_total",
-            Kind::Counter,
-            "Requests whose client went away before it had the whole response.",
-            None,
-        ),
-        |a| a.client_aborts,
-    );
-    w.per_app(
-        snap,
-        (
-            "rwsgi_request_body_bytes_total",
-            Kind::Counter,
-            "Request body bytes read.",
-            Some("bytes"),
-        ),
-        |a| a.body_in,
-    );
-    w.per_app(
-        snap,
-        (
-            "rwsgi_response_body_bytes_total",
-            Kind::Counter,
-            "Response body bytes sent.",
-            Some("bytes"),
-        ),
-        |a| a.body_out,
-    );
 }
 
 fn processes(w: &mut Writer, snap: &Snapshot) {
