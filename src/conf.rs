@@ -18,6 +18,8 @@ use std::path::PathBuf;
 use ngx::http::{Merge, MergeConfigError};
 use supervisor::DaemonOptions;
 
+use crate::upstream::Upstream;
+
 /// Python threads per nginx worker when `wsgi_threads` is not given.
 pub const DEFAULT_THREADS: usize = 8;
 /// Upper bound for `wsgi_threads` (each thread has its own stack; beyond this the GIL, not the
@@ -54,6 +56,9 @@ pub struct MainConf {
     pub metric_ids: Vec<Option<::metrics::AppId>>,
     /// Some location has `wsgi_metrics`.
     pub metrics_endpoint: bool,
+    /// Daemon mode's default temp directory for buffered responses (an `ngx_path_t`, made with
+    /// the first daemon location that needs it; `wsgi_temp_path` overrides it).
+    pub default_temp_path: Option<std::ptr::NonNull<std::ffi::c_void>>,
 }
 
 impl MainConf {
@@ -125,8 +130,95 @@ pub struct LocConf {
     /// script).
     pub metrics: Option<usize>,
     /// Daemon locations: nginx's upstream settings (an `ngx_http_upstream_conf_t` in the
-    /// configuration pool), made in the merge step.
+    /// configuration pool), made in the merge step from [`LocConf::daemon`].
     pub upstream: Option<std::ptr::NonNull<std::ffi::c_void>>,
+    /// The daemon-mode directives (`wsgi_read_timeout`, `wsgi_buffering`, ...).
+    pub daemon: Upstream,
+    /// `wsgi_param` lines of this level, in order; `None`: inherited (as `uwsgi_param`, a level
+    /// with any `wsgi_param` replaces the inherited list).
+    pub params: Option<Vec<Param>>,
+}
+
+/// One `wsgi_param NAME VALUE [if_not_empty];`.
+#[derive(Debug, Clone)]
+pub struct Param {
+    /// The environ key, checked by [`check_param_name`].
+    pub name: Vec<u8>,
+    /// The value, compiled by nginx (an `ngx_http_complex_value_t` in the configuration pool);
+    /// `None` for an empty literal on an `HTTP_*` name, which only hides the client's header
+    /// (as `uwsgi_param HTTP_X "";` does).
+    pub value: Option<std::ptr::NonNull<std::ffi::c_void>>,
+    /// `if_not_empty`: a value that evaluates to "" sets nothing.
+    pub if_not_empty: bool,
+}
+
+impl Param {
+    /// An `HTTP_*` param replaces the client's header of that name, set or not.
+    pub fn is_header(&self) -> bool {
+        self.name.starts_with(b"HTTP_")
+    }
+}
+
+/// What `wsgi_param` may name. An operator may set any CGI variable, override the ones nginx
+/// computes (`SCRIPT_NAME`, `HTTPS`, `REMOTE_USER`, ...) and replace or hide a request header
+/// (`HTTP_*`); the filters against clients (a `Proxy` header, `_` in header names) do not stop
+/// an operator who writes the full name. Refused, each with its reason: names that are not
+/// CGI-like; `HTTP_*` names in lower case (they could never match a header); the request body's
+/// framing (`CONTENT_LENGTH`, which only nginx knows; `HTTP_CONTENT_*` are dropped for
+/// `CONTENT_*`); `HTTP_PROXY` (httpoxy: every front end's worker drops it, so it could never
+/// arrive, and a proxy for the app belongs in its environment); `wsgi.*` (PEP 3333's keys, set
+/// by the server); `UWSGI_*` (uWSGI's code-loading vars, never honoured) and `RWSGI_*` (the
+/// front end/worker contract). docs/nginx/wsgi_param.md argues each case.
+pub fn check_param_name(name: &[u8]) -> Result<(), String> {
+    let shown = String::from_utf8_lossy(name);
+    let cgi_like = !name.is_empty()
+        && name
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
+    if !cgi_like {
+        return Err(format!(
+            "invalid name \"{shown}\": expected a variable name of letters, digits, '_', '.' or '-' \
+             such as REMOTE_USER or HTTP_X_FORWARDED_PROTO"
+        ));
+    }
+    let upper = name.to_ascii_uppercase();
+    let refused = |why: &str| Err(format!("cannot set \"{shown}\": {why}"));
+    if let Some(header) = upper.strip_prefix(b"HTTP_") {
+        if upper != name || header.is_empty() || name.contains(&b'.') || name.contains(&b'-') {
+            return Err(format!(
+                "invalid name \"{shown}\": a request header is HTTP_ and the header name in upper \
+                 case with '-' as '_', such as HTTP_X_FORWARDED_PROTO"
+            ));
+        }
+        return match header {
+            b"PROXY" => refused(
+                "HTTP_PROXY never reaches an app (httpoxy: it would be read as a proxy setting); \
+                 give the app its proxy in its environment instead",
+            ),
+            b"CONTENT_TYPE" | b"CONTENT_LENGTH" => refused(
+                "the request's content headers are CONTENT_TYPE and CONTENT_LENGTH in environ",
+            ),
+            _ => Ok(()),
+        };
+    }
+    if upper == b"CONTENT_LENGTH" {
+        return refused(
+            "the length of the request body is nginx's to say (the app reads that many bytes)",
+        );
+    }
+    if name.starts_with(b"wsgi.") {
+        return refused("wsgi.* keys are PEP 3333's, set by the server itself");
+    }
+    if upper.starts_with(b"UWSGI_") {
+        return refused(
+            "UWSGI_* variables are never honoured (uWSGI loads code by them); for the scheme use \
+             \"wsgi_param HTTPS on;\"",
+        );
+    }
+    if upper.starts_with(b"RWSGI_") {
+        return refused("RWSGI_* variables are rwsgi's front end/worker contract");
+    }
+    Ok(())
 }
 
 impl LocConf {
@@ -159,7 +251,27 @@ impl Merge for LocConf {
         if self.process_group.is_none() {
             self.process_group.clone_from(&prev.process_group);
         }
+        if self.params.is_none() {
+            self.params.clone_from(&prev.params);
+        }
+        self.daemon.merge(&prev.daemon);
         Ok(())
+    }
+}
+
+/// The merge step of one level: inherit from `prev`, resolve the app or group, and refuse
+/// daemon-mode directives written in the block of an embedded `wsgi_script` location.
+pub fn merge_level(conf: &mut LocConf, prev: &LocConf, main: &mut MainConf) -> Result<(), String> {
+    let local = conf.daemon.first_local();
+    // Merge never fails for LocConf (every field has a default).
+    let _ = conf.merge(prev);
+    resolve(conf, main)?;
+    match (conf.app, local) {
+        (Some(_), Some((directive, file, line))) => Err(format!(
+            "\"{directive}\" applies to daemon mode only (a location with wsgi_process_group), \
+             but this location runs its app embedded in nginx, in {file}:{line}"
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -265,6 +377,9 @@ pub struct DaemonGroup {
     /// `socket=HOST:PORT` resolved by the master at start-up (workers must not resolve names on
     /// the event loop).
     pub resolved: Option<std::net::SocketAddr>,
+    /// The group's secret, sent as `RWSGI_SECRET` in every packet: set by the master in
+    /// `init_module` (src/supervise.rs), before the workers fork.
+    pub secret: Option<supervisor::Secret>,
 }
 
 impl DaemonGroup {
@@ -280,6 +395,7 @@ impl DaemonGroup {
             },
             apps: Vec::new(),
             resolved: None,
+            secret: None,
         }
     }
 }
@@ -431,6 +547,105 @@ mod tests {
         let err = resolve(&mut lc, &mut main).unwrap_err();
         assert!(err.contains("\"nope\" is not declared"), "{err}");
         assert!(err.contains("/etc/nginx/x.conf:7"), "{err}");
+    }
+
+    #[test]
+    fn params_replace_the_inherited_list() {
+        let param = |n: &str| Param {
+            name: n.as_bytes().to_vec(),
+            value: None,
+            if_not_empty: false,
+        };
+        let server = LocConf {
+            params: Some(vec![param("HTTP_A"), param("HTTP_B")]),
+            ..Default::default()
+        };
+        let mut inherits = LocConf::default();
+        inherits.merge(&server).unwrap();
+        assert_eq!(inherits.params.as_ref().map(Vec::len), Some(2));
+        let mut replaces = LocConf {
+            params: Some(vec![param("HTTP_C")]),
+            ..Default::default()
+        };
+        replaces.merge(&server).unwrap();
+        let names: Vec<_> = replaces
+            .params
+            .unwrap()
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        assert_eq!(names, vec![b"HTTP_C".to_vec()]);
+    }
+
+    #[test]
+    fn param_names() {
+        for ok in [
+            "REMOTE_USER",
+            "SCRIPT_NAME",
+            "HTTPS",
+            "HTTP_X_FORWARDED_PROTO",
+            "HTTP_HOST",
+            "myapp.setting",
+            "CONTENT_TYPE",
+            "X-Thing",
+        ] {
+            assert_eq!(check_param_name(ok.as_bytes()), Ok(()), "{ok}");
+        }
+        let cases = [
+            ("", "invalid name"),
+            ("A B", "invalid name"),
+            ("$x", "invalid name"),
+            ("HTTP_x_foo", "upper case"),
+            ("HTTP_", "upper case"),
+            ("HTTP_X-FOO", "upper case"),
+            ("HTTP_PROXY", "httpoxy"),
+            ("HTTP_CONTENT_LENGTH", "CONTENT_TYPE and CONTENT_LENGTH"),
+            ("CONTENT_LENGTH", "nginx's to say"),
+            ("wsgi.url_scheme", "PEP 3333"),
+            ("UWSGI_SCHEME", "wsgi_param HTTPS on"),
+            ("uwsgi_file", "never honoured"),
+            ("RWSGI_REQUEST_START", "contract"),
+        ];
+        for (name, want) in cases {
+            let err = check_param_name(name.as_bytes()).unwrap_err();
+            assert!(err.contains(want), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn daemon_directives_in_an_embedded_location_are_refused() {
+        use crate::upstream::At;
+        let mut main = MainConf::default();
+        let http = LocConf {
+            daemon: Upstream {
+                buffering: Some(At {
+                    value: true,
+                    directive: "wsgi_buffering",
+                    file: "/etc/nginx/nginx.conf".into(),
+                    line: 12,
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        // Inherited from http: ignored by an embedded location.
+        let mut inherited = LocConf {
+            script: Some("/srv/app.py".into()),
+            ..Default::default()
+        };
+        merge_level(&mut inherited, &http, &mut main).unwrap();
+        // Written in its own block: an error naming the directive and where it is.
+        let mut local = LocConf {
+            script: Some("/srv/app.py".into()),
+            daemon: http.daemon.clone(),
+            ..Default::default()
+        };
+        let err = merge_level(&mut local, &LocConf::default(), &mut main).unwrap_err();
+        assert!(
+            err.contains("\"wsgi_buffering\" applies to daemon mode only"),
+            "{err}"
+        );
+        assert!(err.contains("/etc/nginx/nginx.conf:12"), "{err}");
     }
 
     fn parse(name: &str, opts: &[&str]) -> Result<DaemonGroup, String> {

@@ -9,33 +9,37 @@
 
 use std::ffi::{c_char, c_void};
 use std::ptr::NonNull;
+use std::time::Duration;
 
 use ngx::ffi::{
-    ngx_alloc_chain_link, ngx_buf_t, ngx_conf_t, ngx_hash_find, ngx_hash_init_t, ngx_hash_key,
-    ngx_http_read_client_request_body, ngx_http_request_t, ngx_http_upstream_conf_t,
-    ngx_http_upstream_create, ngx_http_upstream_header_t, ngx_http_upstream_hide_headers_hash,
-    ngx_http_upstream_init, ngx_http_upstream_resolved_t, ngx_int_t, ngx_list_push, ngx_palloc,
-    ngx_pcalloc, ngx_pnalloc, ngx_str_t, ngx_table_elt_t, NGX_AGAIN, NGX_ERROR,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_SPECIAL_RESPONSE,
-    NGX_HTTP_UPSTREAM_FT_ERROR, NGX_HTTP_UPSTREAM_FT_TIMEOUT, NGX_HTTP_UPSTREAM_INVALID_HEADER,
-    NGX_LOG_ERR, NGX_OK,
+    ngx_alloc_chain_link, ngx_array_create, ngx_array_push, ngx_array_t, ngx_buf_t,
+    ngx_conf_merge_path_value, ngx_conf_t, ngx_event_pipe_copy_input_filter, ngx_event_pipe_t,
+    ngx_hash_find, ngx_hash_init_t, ngx_hash_key, ngx_http_read_client_request_body,
+    ngx_http_request_t, ngx_http_upstream_conf_t, ngx_http_upstream_create,
+    ngx_http_upstream_header_t, ngx_http_upstream_hide_headers_hash, ngx_http_upstream_init,
+    ngx_http_upstream_non_buffered_filter, ngx_http_upstream_resolved_t, ngx_int_t, ngx_list_push,
+    ngx_palloc, ngx_path_init_t, ngx_path_t, ngx_pcalloc, ngx_pnalloc, ngx_str_t, ngx_table_elt_t,
+    NGX_AGAIN, NGX_CONF_BITMASK_SET, NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR,
+    NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_SPECIAL_RESPONSE, NGX_HTTP_UPSTREAM_FT_OFF,
+    NGX_HTTP_UPSTREAM_INVALID_HEADER, NGX_HTTP_UWSGI_TEMP_PATH, NGX_LOG_ERR, NGX_OK,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpUpstreamModule};
 
 use supervisor::SocketSpec;
-use uwsgi::contract::{FrontEndVars, PathInfoForm, ABORT_MARK_BYTE};
+use uwsgi::contract::{self, FrontEndVars, PathInfoForm, ABORT_MARK_BYTE};
 
-use crate::conf::DaemonGroup;
+use crate::conf::{DaemonGroup, MainConf, Mount};
 use crate::log::log_request;
+use crate::upstream::{HeaderList, Upstream};
 use crate::WsgiModule;
 
-/// Room for the worker's response head (status line + headers), like `uwsgi_buffer_size`.
-const HEAD_BUFFER: usize = 16 * 1024;
 /// Headers of one response the parser accepts.
 const MAX_HEADERS: usize = 128;
 
-/// Headers nginx's uwsgi module hides from the client (they steer nginx, not the browser).
-static HIDE: [&[u8]; 5] = [
+/// Headers nginx's uwsgi module hides from the client by default (they steer nginx, not the
+/// browser); `wsgi_hide_header` adds to them, `wsgi_pass_header` lets one through.
+static HIDE: [&[u8]; 6] = [
+    b"Status",
     b"X-Accel-Expires",
     b"X-Accel-Redirect",
     b"X-Accel-Limit-Rate",
@@ -43,66 +47,153 @@ static HIDE: [&[u8]; 5] = [
     b"X-Accel-Charset",
 ];
 
-/// The `ngx_http_upstream_conf_t` of a daemon location, made once at configuration time.
+/// The read timeout when `wsgi_read_timeout` is not set: the group kills a request at its
+/// request-timeout itself, so nginx waits a little longer than that; without one, allow slow
+/// apps (300 s, where the uwsgi module's default is 60 s: docs/nginx/wsgi_read_timeout.md).
+fn default_read_timeout(group: &DaemonGroup) -> Duration {
+    group
+        .options
+        .request_timeout
+        .map_or(Duration::from_secs(300), |t| {
+            t.saturating_add(Duration::from_secs(10))
+        })
+}
+
+fn msec(d: Duration) -> ngx::ffi::ngx_msec_t {
+    d.as_millis()
+        .try_into()
+        .unwrap_or(ngx::ffi::ngx_msec_t::MAX)
+}
+
+/// The `ngx_http_upstream_conf_t` of a daemon location, made once at configuration time from the
+/// location's merged [`Upstream`] settings.
 ///
 /// # Safety
 /// `cf` is the valid configuration of the merge step.
 pub unsafe fn make_upstream_conf(
     cf: *mut ngx_conf_t,
-    group: &DaemonGroup,
+    main: &mut MainConf,
+    group: usize,
+    settings: &Upstream,
 ) -> Result<NonNull<c_void>, String> {
+    let Some(g) = main.groups.get(group) else {
+        return Err("internal error: unknown process group".to_string());
+    };
+    let v = settings.resolve(default_read_timeout(g))?;
     // SAFETY: cf is valid (contract); the conf lives in the configuration pool, zeroed first (the
     // C modules' create_loc_conf starts from ngx_pcalloc as well).
     unsafe {
         let pool = (*cf).pool;
         let u = ngx_pcalloc(pool, std::mem::size_of::<ngx_http_upstream_conf_t>())
             .cast::<ngx_http_upstream_conf_t>();
-        let prev = ngx_pcalloc(pool, std::mem::size_of::<ngx_http_upstream_conf_t>())
-            .cast::<ngx_http_upstream_conf_t>();
-        if u.is_null() || prev.is_null() {
+        if u.is_null() {
             return Err("out of memory".to_string());
         }
         let c = &mut *u;
-        c.connect_timeout = 60_000;
-        c.send_timeout = 60_000;
-        // The group kills a request at request-timeout itself; without one, allow slow apps.
-        c.read_timeout = group
-            .options
-            .request_timeout
-            .map_or(300_000, |t| (t.as_millis() as usize).saturating_add(10_000));
-        c.buffer_size = HEAD_BUFFER;
-        c.busy_buffers_size = 2 * HEAD_BUFFER;
-        c.temp_file_write_size = 2 * HEAD_BUFFER;
-        c.bufs.num = 8;
-        c.bufs.size = HEAD_BUFFER;
-        c.next_upstream = (NGX_HTTP_UPSTREAM_FT_ERROR | NGX_HTTP_UPSTREAM_FT_TIMEOUT) as _;
-        // Responses are streamed as the app produces them (no temp files, no proxy buffering).
-        c.buffering = 0;
-        c.request_buffering = 1;
+        c.connect_timeout = msec(v.connect_timeout);
+        c.send_timeout = msec(v.send_timeout);
+        c.read_timeout = msec(v.read_timeout);
+        c.buffer_size = v.buffer_size;
+        c.bufs.num = v.buffers.0 as _;
+        c.bufs.size = v.buffers.1;
+        c.busy_buffers_size = v.busy_buffers_size;
+        c.temp_file_write_size = v.temp_file_write_size;
+        c.max_temp_file_size = v.max_temp_file_size as _;
+        // One socket per group: no next server to try (docs/nginx/wsgi_next_upstream.md).
+        c.next_upstream = (NGX_CONF_BITMASK_SET | NGX_HTTP_UPSTREAM_FT_OFF) as _;
+        c.buffering = v.buffering.into();
+        c.request_buffering = v.request_buffering.into();
+        c.intercept_errors = v.intercept_errors.into();
+        // The app may turn buffering on or off per response with X-Accel-Buffering, as with the
+        // uwsgi module.
+        c.set_change_buffering(1);
         c.pass_request_headers = 1;
         c.pass_request_body = 1;
         c.module = ngx_str_t {
             len: 4,
             data: c"wsgi".as_ptr().cast_mut().cast(),
         };
-        let unset = usize::MAX as *mut ngx::ffi::ngx_array_t; // NGX_CONF_UNSET_PTR
-        c.hide_headers = unset;
-        c.pass_headers = unset;
-        (*prev).hide_headers = unset;
-        (*prev).pass_headers = unset;
+        c.temp_path = temp_path(cf, main, settings)?;
+        header_lists(cf, c, settings)?;
+        NonNull::new(u.cast()).ok_or_else(|| "out of memory".to_string())
+    }
+}
 
-        let names = ngx_palloc(pool, (HIDE.len() + 1) * std::mem::size_of::<ngx_str_t>())
-            .cast::<ngx_str_t>();
-        if names.is_null() {
+/// Where buffered responses that outgrow memory go: `wsgi_temp_path`, else the uwsgi module's
+/// compiled-in directory (Debian: /var/lib/nginx/uwsgi; rwsgi's daemons speak uwsgi, and temp
+/// file names never collide), registered with nginx once so it exists and belongs to the worker
+/// user at start-up.
+///
+/// # Safety
+/// `cf` is the valid configuration of the merge step.
+unsafe fn temp_path(
+    cf: *mut ngx_conf_t,
+    main: &mut MainConf,
+    settings: &Upstream,
+) -> Result<*mut ngx_path_t, String> {
+    if let Some(at) = &settings.temp_path {
+        return Ok(at.value.as_ptr().cast());
+    }
+    if let Some(p) = main.default_temp_path {
+        return Ok(p.as_ptr().cast());
+    }
+    let name = NGX_HTTP_UWSGI_TEMP_PATH.to_bytes();
+    let mut init = ngx_path_init_t {
+        name: ngx_str_t {
+            len: name.len(),
+            data: name.as_ptr().cast_mut(),
+        },
+        // The uwsgi module's levels for the same directory: nginx refuses one default path
+        // with two sets of levels.
+        level: [1, 2, 0],
+    };
+    let mut path: *mut ngx_path_t = std::ptr::null_mut();
+    // SAFETY: cf is valid; nginx allocates the path in the configuration pool and registers it.
+    let rc = unsafe { ngx_conf_merge_path_value(cf, &mut path, std::ptr::null_mut(), &mut init) };
+    match NonNull::new(path) {
+        Some(p) if rc.is_null() => {
+            main.default_temp_path = Some(p.cast());
+            Ok(path)
+        }
+        _ => Err("cannot set up the temporary directory for buffered responses".to_string()),
+    }
+}
+
+/// The hidden headers' hash: the uwsgi module's defaults ([`HIDE`]), plus `wsgi_hide_header`,
+/// minus `wsgi_pass_header`, built by nginx's own function.
+///
+/// # Safety
+/// `cf` is the valid configuration of the merge step and `c` lives in its pool.
+unsafe fn header_lists(
+    cf: *mut ngx_conf_t,
+    c: &mut ngx_http_upstream_conf_t,
+    settings: &Upstream,
+) -> Result<(), String> {
+    let unset = usize::MAX as *mut ngx_array_t; // NGX_CONF_UNSET_PTR
+                                                // SAFETY: pool allocations of plain C data, checked.
+    unsafe {
+        let pool = (*cf).pool;
+        let prev = ngx_pcalloc(pool, std::mem::size_of::<ngx_http_upstream_conf_t>())
+            .cast::<ngx_http_upstream_conf_t>();
+        if prev.is_null() {
             return Err("out of memory".to_string());
         }
-        for (i, h) in HIDE.iter().enumerate() {
-            *names.add(i) = ngx_str_t {
-                len: h.len(),
-                data: h.as_ptr().cast_mut(),
-            };
+        // Inheritance is already settled (upstream.rs): nothing comes from `prev`.
+        (*prev).hide_headers = unset;
+        (*prev).pass_headers = unset;
+        let list = |names: &HeaderList| match names {
+            None => Ok(unset),
+            Some(at) => str_array(pool, at.value.iter().map(Vec::as_slice)),
+        };
+        c.hide_headers = list(&settings.hide_headers)?;
+        c.pass_headers = list(&settings.pass_headers)?;
+        let defaults = str_array(pool, HIDE.iter().copied())?;
+        // ngx_http_upstream_hide_headers_hash wants a ngx_str_t list ending with an empty one.
+        let terminator = ngx_array_push(defaults);
+        if terminator.is_null() {
+            return Err("out of memory".to_string());
         }
-        *names.add(HIDE.len()) = ngx_str_t {
+        *terminator.cast::<ngx_str_t>() = ngx_str_t {
             len: 0,
             data: std::ptr::null_mut(),
         };
@@ -110,11 +201,45 @@ pub unsafe fn make_upstream_conf(
         hash.max_size = 512;
         hash.bucket_size = 64;
         hash.name = c"wsgi_hide_headers_hash".as_ptr().cast_mut();
-        if ngx_http_upstream_hide_headers_hash(cf, u, prev, names, &mut hash) != NGX_OK as ngx_int_t
+        let names = (*defaults).elts.cast::<ngx_str_t>();
+        if ngx_http_upstream_hide_headers_hash(cf, c, prev, names, &mut hash) != NGX_OK as ngx_int_t
         {
             return Err("cannot build the hidden headers table".to_string());
         }
-        NonNull::new(u.cast()).ok_or_else(|| "out of memory".to_string())
+    }
+    Ok(())
+}
+
+/// An `ngx_array_t` of `ngx_str_t` in `pool`, pointing at NUL-terminated copies of `names` in
+/// the pool (nginx compares header names with `ngx_strcasecmp`, which reads to the NUL).
+///
+/// # Safety
+/// `pool` is a live pool.
+unsafe fn str_array<'a>(
+    pool: *mut ngx::ffi::ngx_pool_t,
+    names: impl Iterator<Item = &'a [u8]>,
+) -> Result<*mut ngx_array_t, String> {
+    let oom = || "out of memory".to_string();
+    // SAFETY: pool allocations, checked.
+    unsafe {
+        let a = ngx_array_create(pool, 8, std::mem::size_of::<ngx_str_t>());
+        if a.is_null() {
+            return Err(oom());
+        }
+        for name in names {
+            let data = ngx_pnalloc(pool, name.len() + 1).cast::<u8>();
+            let slot = ngx_array_push(a).cast::<ngx_str_t>();
+            if data.is_null() || slot.is_null() {
+                return Err(oom());
+            }
+            std::ptr::copy_nonoverlapping(name.as_ptr(), data, name.len());
+            *data.add(name.len()) = 0;
+            *slot = ngx_str_t {
+                len: name.len(),
+                data,
+            };
+        }
+        Ok(a)
     }
 }
 
@@ -153,20 +278,9 @@ pub unsafe fn forward(r: *mut ngx_http_request_t, group: usize) -> ngx_int_t {
     if unsafe { ngx_http_upstream_create(r) } != NGX_OK as ngx_int_t {
         return internal;
     }
-    // SAFETY: just created.
-    let u = unsafe { &mut *req.upstream };
-    u.conf = conf.as_ptr().cast();
-    u.output.tag = forward as *mut c_void;
-    u.create_request = Some(create_request);
-    u.reinit_request = Some(reinit_request);
-    u.process_header = Some(process_header);
-    u.abort_request = Some(abort_request);
-    u.finalize_request = Some(finalize_request);
-    u.set_buffering(0);
-    // SAFETY: r is live; the address lives in the request pool.
-    match unsafe { resolved(req, g) } {
-        Some(res) => u.resolved = res,
-        None => return internal,
+    // SAFETY: r is live and has its upstream now; the conf was made by make_upstream_conf.
+    if unsafe { set_up(req, conf.cast(), g) }.is_none() {
+        return internal;
     }
     // SAFETY: r is live; nginx calls ngx_http_upstream_init once the body is read, holding the
     // reader's reference on the request for the upstream's lifetime.
@@ -175,6 +289,71 @@ pub unsafe fn forward(r: *mut ngx_http_request_t, group: usize) -> ngx_int_t {
         return rc;
     }
     ngx::ffi::NGX_DONE as ngx_int_t
+}
+
+/// The upstream's hooks, settings and address, as the uwsgi module's handler sets them up.
+///
+/// # Safety
+/// `r` is live with a fresh `r->upstream`; `conf` is the location's upstream conf.
+unsafe fn set_up(
+    r: &mut ngx_http_request_t,
+    conf: NonNull<ngx_http_upstream_conf_t>,
+    g: &DaemonGroup,
+) -> Option<()> {
+    // SAFETY: contract.
+    let u = unsafe { &mut *r.upstream };
+    // SAFETY: the conf lives in the configuration pool, longer than any request.
+    let c = unsafe { conf.as_ref() };
+    u.conf = conf.as_ptr();
+    u.output.tag = forward as *mut c_void;
+    // "uwsgi://" as the uwsgi module: the log lines nginx writes for this upstream (timeouts,
+    // refused connects) read the same as for uwsgi_pass.
+    u.schema = ngx_str_t {
+        len: 8,
+        data: c"uwsgi://".as_ptr().cast_mut().cast(),
+    };
+    u.create_request = Some(create_request);
+    u.reinit_request = Some(reinit_request);
+    u.process_header = Some(process_header);
+    u.abort_request = Some(abort_request);
+    u.finalize_request = Some(finalize_request);
+    u.set_buffering(u32::from(c.buffering != 0));
+    // The buffered path (wsgi_buffering on, or X-Accel-Buffering: yes from the app) reads through
+    // nginx's event pipe; the unbuffered one through its default filter.
+    // SAFETY: request-pool allocation of a plain C struct, checked.
+    let pipe = unsafe { ngx_pcalloc(r.pool, std::mem::size_of::<ngx_event_pipe_t>()) }
+        .cast::<ngx_event_pipe_t>();
+    // SAFETY: checked non-null; zeroed is the state nginx expects before it fills the rest.
+    let p = unsafe { pipe.as_mut() }?;
+    p.input_filter = Some(ngx_event_pipe_copy_input_filter);
+    p.input_ctx = (r as *mut ngx_http_request_t).cast();
+    u.pipe = pipe;
+    u.input_filter_init = Some(input_filter_init);
+    u.input_filter = Some(ngx_http_upstream_non_buffered_filter);
+    u.input_filter_ctx = (r as *mut ngx_http_request_t).cast();
+    // wsgi_request_buffering off: the body streams to the worker as it arrives. uwsgi states
+    // CONTENT_LENGTH up front, so a chunked body is still read whole first (as uwsgi_pass does).
+    if c.request_buffering == 0 && r.headers_in.chunked() == 0 {
+        r.set_request_body_no_buffering(1);
+    }
+    // SAFETY: r is live; the address lives in the request pool.
+    u.resolved = unsafe { resolved(r, g) }?;
+    Some(())
+}
+
+/// `u->input_filter_init`: where the body ends, for the buffered path too (the unbuffered one
+/// reads `u->length`, set by `process_header`).
+///
+/// # Safety
+/// Called by nginx's upstream module with the request as `data`.
+unsafe extern "C" fn input_filter_init(data: *mut c_void) -> ngx_int_t {
+    // SAFETY: data is the request we registered as the filter context; it has an upstream.
+    let u = unsafe { &mut *(*data.cast::<ngx_http_request_t>()).upstream };
+    if !u.pipe.is_null() {
+        // SAFETY: allocated with the upstream in set_up.
+        unsafe { (*u.pipe).length = u.length };
+    }
+    NGX_OK as ngx_int_t
 }
 
 /// The group's address as nginx's upstream wants it.
@@ -292,16 +471,34 @@ unsafe extern "C" fn create_request(r: *mut ngx_http_request_t) -> ngx_int_t {
 /// `r` is live and has an upstream.
 unsafe fn build_request(r: &mut ngx_http_request_t) -> Result<(), String> {
     let lc = WsgiModule::location_conf(r).ok_or("no location configuration")?;
-    // SAFETY: r is live; the body has been read (upstream init runs after the body reader).
-    let body_len = unsafe { body_length(r) };
-    // SAFETY: as above.
-    let mut vars = unsafe { crate::request::cgi_vars(r, lc, body_len, false) };
+    let body_len = if r.request_body_no_buffering() != 0 {
+        // wsgi_request_buffering off: the body is still arriving; nginx has checked that it is
+        // framed by Content-Length (never chunked here).
+        u64::try_from(r.headers_in.content_length_n).unwrap_or(0)
+    } else {
+        // SAFETY: r is live; the body has been read (upstream init runs after the body reader).
+        unsafe { body_length(r) }
+    };
+    // SAFETY: r is live.
+    let mut vars = unsafe { crate::request::cgi_vars(r, lc, body_len) };
     // The contract's vars (uwsgi::contract): when nginx received the request, for the group's
-    // queue-timeout; the abort mark (see `send_abort_mark`); and PATH_INFO as the whole path
-    // (cgi_vars(.., false) above).
+    // queue-timeout; the abort mark (see `send_abort_mark`); PATH_INFO in CGI's split form; and
+    // the app's mount when SCRIPT_NAME is not it (a wsgi_param, a rewritten URI).
     let start_us = u64::try_from(r.start_sec).unwrap_or(0) * 1_000_000 + r.start_msec as u64 * 1000;
-    for (k, v) in FrontEndVars::new(start_us, PathInfoForm::Full).pairs() {
+    for (k, v) in FrontEndVars::new(start_us, PathInfoForm::Split).pairs() {
         vars.add(k, v);
+    }
+    let mount = match &lc.mount {
+        Some(Mount::Prefix(prefix)) => prefix.as_slice(),
+        _ => b"",
+    };
+    if vars.get(b"SCRIPT_NAME") != Some(mount) {
+        vars.add(contract::APP_MOUNT, mount);
+    }
+    // The group's secret: its workers refuse packets without it (uwsgi::contract::SECRET).
+    let main = WsgiModule::main_conf(r).ok_or("no main configuration")?;
+    if let Some(secret) = lc.group.and_then(|i| main.groups.get(i)?.secret.as_ref()) {
+        vars.add(uwsgi::contract::SECRET, secret.as_bytes());
     }
     let mut packet = Vec::with_capacity(2048);
     uwsgi::encode_request(0, 0, vars.pairs(), &mut packet).map_err(|e| {
@@ -321,9 +518,15 @@ unsafe fn build_request(r: &mut ngx_http_request_t) -> Result<(), String> {
         (*head).buf = b;
         (*head).next = std::ptr::null_mut();
         // The body follows as nginx's own buffers (memory or temp file, sent with sendfile),
-        // copied shallowly because the upstream may resend them on a retry.
+        // copied shallowly because the upstream may resend them on a retry. Unbuffered
+        // (wsgi_request_buffering off), nginx appends the body itself as it arrives, the part
+        // read so far included: the packet goes alone, as the uwsgi module sends it.
         let mut tail = head;
-        let mut body = u.request_bufs;
+        let mut body = if r.request_body_no_buffering() != 0 {
+            std::ptr::null_mut()
+        } else {
+            u.request_bufs
+        };
         while !body.is_null() {
             let nb = ngx_palloc(pool, std::mem::size_of::<ngx_buf_t>()).cast::<ngx_buf_t>();
             let cl = ngx_alloc_chain_link(pool);

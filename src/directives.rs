@@ -8,17 +8,23 @@
 use std::ffi::{c_char, c_void, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::ptr::NonNull;
 
 use ngx::core::{Pool, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_str_t, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
+    ngx_command_t, ngx_conf_full_name, ngx_conf_set_path_slot, ngx_conf_t,
+    ngx_http_compile_complex_value, ngx_http_compile_complex_value_t, ngx_http_complex_value_t,
+    ngx_parse_size, ngx_parse_time, ngx_path_t, ngx_pcalloc, ngx_str_t, NGX_LOG_EMERG,
+    NGX_LOG_WARN, NGX_OK,
 };
-use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Merge, NgxHttpCoreModule};
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 
 use crate::conf::{
-    is_identifier, parse_group, resolve, GroupRef, LocConf, MainConf, Mount, Origin, MAX_THREADS,
+    check_param_name, is_identifier, merge_level, parse_group, GroupRef, LocConf, MainConf, Mount,
+    Origin, Param, MAX_THREADS,
 };
 use crate::handler::wsgi_content_handler;
+use crate::upstream::{check_buffers, At, HeaderList, Upstream};
 use crate::WsgiModule;
 
 /// `create_main_conf`: a pool-owned [`MainConf`] (the pool runs its destructor).
@@ -65,14 +71,12 @@ pub unsafe extern "C" fn merge_loc_conf(
         let Some(main) = WsgiModule::main_conf_mut(cf) else {
             return Err("wsgi module main configuration is missing".to_string());
         };
-        // Merge never fails for LocConf (every field has a default).
-        let _ = conf.merge(prev);
-        resolve(conf, main)?;
+        merge_level(conf, prev, main)?;
         conf.upstream = None;
         if let (Some(g), Some(_)) = (conf.group, &conf.script) {
             // SAFETY: cf is valid during the merge.
             conf.upstream =
-                Some(unsafe { crate::daemon::make_upstream_conf(cf, &main.groups[g]) }?);
+                Some(unsafe { crate::daemon::make_upstream_conf(cf, main, g, &conf.daemon) }?);
         }
         Ok(())
     });
@@ -400,6 +404,349 @@ pub unsafe extern "C" fn set_threads(
     unsafe { directive(cf, conf, parse) }
 }
 
+// wsgi_param: both modes.
+
+/// `wsgi_param NAME VALUE [if_not_empty];` (http, server, location): a CGI variable with a value
+/// from nginx (variables allowed), as `uwsgi_param` sets one. A level with any `wsgi_param`
+/// replaces the inherited list.
+///
+/// # Safety
+/// Called by nginx with a valid `cf` and `conf` pointing at our [`LocConf`].
+pub unsafe extern "C" fn set_param(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let parse = |lc: &mut LocConf, argv: &[&[u8]]| -> Result<(), String> {
+        let name = argv[1];
+        check_param_name(name)?;
+        let if_not_empty = match argv.get(3) {
+            None => false,
+            Some(&b"if_not_empty") => true,
+            Some(other) => {
+                return Err(format!(
+                    "invalid parameter \"{}\": expected if_not_empty",
+                    String::from_utf8_lossy(other)
+                ))
+            }
+        };
+        let header = name.starts_with(b"HTTP_");
+        let value = if argv[2].is_empty() && header {
+            None // only hides the client's header, as uwsgi_param HTTP_X "" does
+        } else {
+            // SAFETY: cf is valid during the handler; argv[2] lives in the configuration pool.
+            Some(unsafe { compile_value(cf, argv[2]) }?)
+        };
+        lc.params.get_or_insert_with(Vec::new).push(Param {
+            name: name.to_vec(),
+            value,
+            if_not_empty,
+        });
+        Ok(())
+    };
+    // SAFETY: nginx calls this with a valid cf and, for this directive's conf offset, our LocConf.
+    unsafe { directive(cf, conf, parse) }
+}
+
+/// Compiles a value with nginx variables into an `ngx_http_complex_value_t` in the configuration
+/// pool (what `uwsgi_param`'s script compiles to; a value without `$` stays a plain string).
+///
+/// # Safety
+/// `cf` is valid and `value` lives in its pool.
+unsafe fn compile_value(cf: *mut ngx_conf_t, value: &[u8]) -> Result<NonNull<c_void>, String> {
+    // SAFETY: pool allocations checked; ccv is a plain C struct nginx expects zeroed but for the
+    // fields set below; the source string outlives the configuration (cf->pool).
+    unsafe {
+        let cv = ngx_pcalloc((*cf).pool, std::mem::size_of::<ngx_http_complex_value_t>())
+            .cast::<ngx_http_complex_value_t>();
+        let source = ngx_pcalloc((*cf).pool, std::mem::size_of::<ngx_str_t>()).cast::<ngx_str_t>();
+        if cv.is_null() || source.is_null() {
+            return Err("out of memory".to_string());
+        }
+        *source = ngx_str_t {
+            len: value.len(),
+            data: value.as_ptr().cast_mut(),
+        };
+        let mut ccv: ngx_http_compile_complex_value_t = std::mem::zeroed();
+        ccv.cf = cf;
+        ccv.value = source;
+        ccv.complex_value = cv;
+        if ngx_http_compile_complex_value(&mut ccv) != NGX_OK as isize {
+            return Err(format!(
+                "cannot compile the value \"{}\"",
+                String::from_utf8_lossy(value)
+            ));
+        }
+        NonNull::new(cv.cast()).ok_or_else(|| "out of memory".to_string())
+    }
+}
+
+// Daemon mode's upstream settings (upstream.rs): the uwsgi module's knobs, named after them.
+
+/// One daemon-mode directive: refuses a second one at the same level, parses the arguments and
+/// records the value with the directive's name and place (an embedded location refuses it).
+///
+/// # Safety
+/// `cf` is the valid `ngx_conf_t` of a directive handler call and `conf` our [`LocConf`].
+unsafe fn daemon_setting<T>(
+    cf: *mut ngx_conf_t,
+    conf: *mut c_void,
+    name: &'static str,
+    field: fn(&mut Upstream) -> &mut Option<At<T>>,
+    parse: impl FnOnce(&[&[u8]]) -> Result<T, String>,
+) -> *mut c_char {
+    let set = |lc: &mut LocConf, argv: &[&[u8]]| -> Result<(), String> {
+        let slot = field(&mut lc.daemon);
+        if slot.is_some() {
+            return Err("is duplicate".to_string());
+        }
+        let value = parse(argv)?;
+        // SAFETY: cf is valid and parsing a file.
+        let Origin { file, line } = unsafe { origin(cf) };
+        *slot = Some(At {
+            value,
+            directive: name,
+            file,
+            line,
+        });
+        Ok(())
+    };
+    // SAFETY: forwarded contract.
+    unsafe { directive(cf, conf, set) }
+}
+
+/// nginx's time syntax (`30s`, `1m`, `500ms`, `60` = seconds), as `ngx_conf_set_msec_slot`.
+fn parse_msec(argv: &[&[u8]]) -> Result<std::time::Duration, String> {
+    let mut s = ngx_str_t {
+        len: argv[1].len(),
+        data: argv[1].as_ptr().cast_mut(),
+    };
+    // SAFETY: ngx_parse_time only reads the string.
+    let ms = unsafe { ngx_parse_time(&mut s, 0) };
+    if ms < 0 {
+        return Err(format!(
+            "invalid value \"{}\": expected a time such as 30s, 5m or 500ms",
+            String::from_utf8_lossy(argv[1])
+        ));
+    }
+    Ok(std::time::Duration::from_millis(ms as u64))
+}
+
+/// nginx's size syntax (`4k`, `1m`, `8192`), as `ngx_conf_set_size_slot`.
+fn parse_size_arg(arg: &[u8]) -> Result<usize, String> {
+    let mut s = ngx_str_t {
+        len: arg.len(),
+        data: arg.as_ptr().cast_mut(),
+    };
+    // SAFETY: ngx_parse_size only reads the string.
+    let n = unsafe { ngx_parse_size(&mut s) };
+    usize::try_from(n).map_err(|_| {
+        format!(
+            "invalid value \"{}\": expected a size such as 8k or 1m",
+            String::from_utf8_lossy(arg)
+        )
+    })
+}
+
+fn parse_flag(argv: &[&[u8]]) -> Result<bool, String> {
+    match argv[1] {
+        b"on" => Ok(true),
+        b"off" => Ok(false),
+        other => Err(format!(
+            "invalid value \"{}\": expected on or off",
+            String::from_utf8_lossy(other)
+        )),
+    }
+}
+
+fn parse_header_name(argv: &[&[u8]]) -> Result<Vec<u8>, String> {
+    let name = argv[1];
+    if name.is_empty() || !name.iter().all(|c| c.is_ascii_graphic() && *c != b':') {
+        return Err(format!(
+            "invalid header name \"{}\": expected a field name such as X-Powered-By",
+            String::from_utf8_lossy(name)
+        ));
+    }
+    Ok(name.to_vec())
+}
+
+/// A directive handler made of [`daemon_setting`], a field of [`Upstream`] and a parser.
+macro_rules! daemon_directive {
+    ($(#[$doc:meta])* $fn_name:ident, $name:literal, $field:ident, $parse:expr) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// Called by nginx with a valid `cf` and `conf` pointing at our [`LocConf`].
+        pub unsafe extern "C" fn $fn_name(
+            cf: *mut ngx_conf_t,
+            _cmd: *mut ngx_command_t,
+            conf: *mut c_void,
+        ) -> *mut c_char {
+            // SAFETY: nginx calls this with a valid cf and our LocConf for this conf offset.
+            unsafe { daemon_setting(cf, conf, $name, |u| &mut u.$field, $parse) }
+        }
+    };
+}
+
+daemon_directive!(
+    /// `wsgi_connect_timeout TIME;` (daemon mode).
+    set_connect_timeout, "wsgi_connect_timeout", connect_timeout, parse_msec
+);
+daemon_directive!(
+    /// `wsgi_send_timeout TIME;` (daemon mode).
+    set_send_timeout, "wsgi_send_timeout", send_timeout, parse_msec
+);
+daemon_directive!(
+    /// `wsgi_read_timeout TIME;` (daemon mode).
+    set_read_timeout, "wsgi_read_timeout", read_timeout, parse_msec
+);
+daemon_directive!(
+    /// `wsgi_buffering on|off;` (daemon mode).
+    set_buffering, "wsgi_buffering", buffering, parse_flag
+);
+daemon_directive!(
+    /// `wsgi_request_buffering on|off;` (daemon mode).
+    set_request_buffering, "wsgi_request_buffering", request_buffering, parse_flag
+);
+daemon_directive!(
+    /// `wsgi_intercept_errors on|off;` (daemon mode).
+    set_intercept_errors, "wsgi_intercept_errors", intercept_errors, parse_flag
+);
+daemon_directive!(
+    /// `wsgi_buffer_size SIZE;` (daemon mode).
+    set_buffer_size, "wsgi_buffer_size", buffer_size, |argv: &[&[u8]]| {
+        match parse_size_arg(argv[1])? {
+            0 => Err("invalid value \"0\": expected a size such as 16k".to_string()),
+            n => Ok(n),
+        }
+    }
+);
+daemon_directive!(
+    /// `wsgi_max_temp_file_size SIZE;` (daemon mode).
+    set_max_temp_file_size, "wsgi_max_temp_file_size", max_temp_file_size,
+    |argv: &[&[u8]]| parse_size_arg(argv[1])
+);
+daemon_directive!(
+    /// `wsgi_buffers NUMBER SIZE;` (daemon mode).
+    set_buffers, "wsgi_buffers", buffers, |argv: &[&[u8]]| {
+        let num = std::str::from_utf8(argv[1]).ok().and_then(|s| s.parse::<usize>().ok());
+        let Some(num) = num else {
+            return Err(format!(
+                "invalid number of buffers \"{}\": expected a number such as 8",
+                String::from_utf8_lossy(argv[1])
+            ));
+        };
+        check_buffers(num, parse_size_arg(argv[2])?)
+    }
+);
+daemon_directive!(
+    /// `wsgi_next_upstream off;` (daemon mode): the only value a group with one socket allows.
+    set_next_upstream, "wsgi_next_upstream", next_upstream, |argv: &[&[u8]]| {
+        match argv[1..] {
+            [b"off"] => Ok(()),
+            _ => Err("only \"off\" is possible: a daemon group listens on one socket, so there is \
+                      no next server to try, and a request its worker may have accepted is never \
+                      sent twice (docs/nginx/wsgi_next_upstream.md)"
+                .to_string()),
+        }
+    }
+);
+
+/// `wsgi_hide_header NAME;` and `wsgi_pass_header NAME;` (daemon mode): may be repeated; the
+/// names of one level form its list.
+///
+/// # Safety
+/// `cf` is the valid `ngx_conf_t` of a directive handler call and `conf` our [`LocConf`].
+unsafe fn header_list(
+    cf: *mut ngx_conf_t,
+    conf: *mut c_void,
+    name: &'static str,
+    field: fn(&mut Upstream) -> &mut HeaderList,
+) -> *mut c_char {
+    let add = |lc: &mut LocConf, argv: &[&[u8]]| -> Result<(), String> {
+        let header = parse_header_name(argv)?;
+        let slot = field(&mut lc.daemon);
+        match slot {
+            Some(at) => at.value.push(header),
+            None => {
+                // SAFETY: cf is valid and parsing a file.
+                let Origin { file, line } = unsafe { origin(cf) };
+                *slot = Some(At {
+                    value: vec![header],
+                    directive: name,
+                    file,
+                    line,
+                });
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: forwarded contract.
+    unsafe { directive(cf, conf, add) }
+}
+
+/// `wsgi_hide_header NAME;` (daemon mode).
+///
+/// # Safety
+/// Called by nginx with a valid `cf` and `conf` pointing at our [`LocConf`].
+pub unsafe extern "C" fn set_hide_header(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: as documented.
+    unsafe { header_list(cf, conf, "wsgi_hide_header", |u| &mut u.hide_headers) }
+}
+
+/// `wsgi_pass_header NAME;` (daemon mode).
+///
+/// # Safety
+/// Called by nginx with a valid `cf` and `conf` pointing at our [`LocConf`].
+pub unsafe extern "C" fn set_pass_header(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: as documented.
+    unsafe { header_list(cf, conf, "wsgi_pass_header", |u| &mut u.pass_headers) }
+}
+
+/// `wsgi_temp_path PATH [LEVEL1 [LEVEL2 [LEVEL3]]];` (daemon mode): parsed by nginx's own path
+/// slot, which also registers the directory for creation at start-up (as `uwsgi_temp_path`).
+///
+/// # Safety
+/// Called by nginx with a valid `cf`, its command and `conf` pointing at our [`LocConf`].
+pub unsafe extern "C" fn set_temp_path(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: conf is our LocConf (directive offset).
+        let lc = unsafe { &mut *conf.cast::<LocConf>() };
+        if lc.daemon.temp_path.is_some() {
+            return c"is duplicate".as_ptr().cast_mut();
+        }
+        let mut slot: *mut ngx_path_t = std::ptr::null_mut();
+        // SAFETY: nginx's slot writes an ngx_path_t pointer at conf + cmd->offset; our command's
+        // offset is 0, so it writes into `slot`. It returns NGX_CONF_OK, a message or an error
+        // it has logged, each of which we hand back to nginx unchanged.
+        let rc =
+            unsafe { ngx_conf_set_path_slot(cf, cmd, (&mut slot as *mut *mut ngx_path_t).cast()) };
+        if let (true, Some(path)) = (rc.is_null(), NonNull::new(slot)) {
+            // SAFETY: cf is valid and parsing a file.
+            let Origin { file, line } = unsafe { origin(cf) };
+            lc.daemon.temp_path = Some(At {
+                value: path.cast(),
+                directive: "wsgi_temp_path",
+                file,
+                line,
+            });
+        }
+        rc
+    }));
+    result.unwrap_or(NGX_CONF_ERROR)
+}
 /// `wsgi_metrics;` (location): this location answers with the metrics.
 ///
 /// # Safety

@@ -32,6 +32,7 @@ mod conf;
 mod embedded;
 mod log;
 mod request;
+mod upstream;
 
 // Code that calls into nginx. A unit-test executable has no nginx to link against, so these are
 // left out of `cargo test` and exercised by the end-to-end tests (tests/test_nginx_module_*.py).
@@ -59,9 +60,10 @@ mod statics {
 
     use ngx::ffi::{
         ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_http_module_t, ngx_int_t, ngx_module_t,
-        ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_ERROR,
-        NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET,
-        NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_OK,
+        ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
+        NGX_CONF_TAKE1234, NGX_CONF_TAKE2, NGX_CONF_TAKE23, NGX_ERROR, NGX_HTTP_LOC_CONF,
+        NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_MODULE,
+        NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_OK,
     };
     use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 
@@ -106,8 +108,13 @@ mod statics {
 
     const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
+    /// A daemon-mode directive (http, server, location; upstream.rs).
+    const fn daemon(name: &'static CStr, args: u32, set: SetFn) -> ngx_command_t {
+        command(name, ANY_LEVEL | args, set, NGX_HTTP_LOC_CONF_OFFSET)
+    }
+
     /// The directive table (null-terminated, as nginx expects).
-    static mut COMMANDS: [ngx_command_t; 9] = [
+    static mut COMMANDS: [ngx_command_t; 23] = [
         command(
             c"wsgi_script",
             NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
@@ -155,6 +162,69 @@ mod statics {
             NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
             directives::set_metrics,
             NGX_HTTP_LOC_CONF_OFFSET,
+        ),
+        command(
+            c"wsgi_param",
+            ANY_LEVEL | NGX_CONF_TAKE23,
+            directives::set_param,
+            NGX_HTTP_LOC_CONF_OFFSET,
+        ),
+        daemon(
+            c"wsgi_connect_timeout",
+            NGX_CONF_TAKE1,
+            directives::set_connect_timeout,
+        ),
+        daemon(
+            c"wsgi_send_timeout",
+            NGX_CONF_TAKE1,
+            directives::set_send_timeout,
+        ),
+        daemon(
+            c"wsgi_read_timeout",
+            NGX_CONF_TAKE1,
+            directives::set_read_timeout,
+        ),
+        daemon(c"wsgi_buffering", NGX_CONF_FLAG, directives::set_buffering),
+        daemon(
+            c"wsgi_request_buffering",
+            NGX_CONF_FLAG,
+            directives::set_request_buffering,
+        ),
+        daemon(
+            c"wsgi_buffer_size",
+            NGX_CONF_TAKE1,
+            directives::set_buffer_size,
+        ),
+        daemon(c"wsgi_buffers", NGX_CONF_TAKE2, directives::set_buffers),
+        daemon(
+            c"wsgi_max_temp_file_size",
+            NGX_CONF_TAKE1,
+            directives::set_max_temp_file_size,
+        ),
+        daemon(
+            c"wsgi_temp_path",
+            NGX_CONF_TAKE1234,
+            directives::set_temp_path,
+        ),
+        daemon(
+            c"wsgi_intercept_errors",
+            NGX_CONF_FLAG,
+            directives::set_intercept_errors,
+        ),
+        daemon(
+            c"wsgi_hide_header",
+            NGX_CONF_TAKE1,
+            directives::set_hide_header,
+        ),
+        daemon(
+            c"wsgi_pass_header",
+            NGX_CONF_TAKE1,
+            directives::set_pass_header,
+        ),
+        daemon(
+            c"wsgi_next_upstream",
+            NGX_CONF_1MORE,
+            directives::set_next_upstream,
         ),
         // ngx_null_command
         ngx_command_t {

@@ -28,32 +28,29 @@ impl Vars {
         start..self.bytes.len()
     }
 
-    /// Appends a variable (names are not checked for duplicates: see [`Vars::add_header`]).
+    /// Appends a variable. A request header sent on several lines is added once per line:
+    /// pyhost joins them (RFC 9110), in every mode and behind every front end alike.
     pub fn add(&mut self, name: &[u8], value: &[u8]) {
         let n = self.put(name);
         let v = self.put(value);
         self.spans.push((n, v));
     }
 
-    /// Appends an `HTTP_*` variable; a repeated header is folded into the first one with ", "
-    /// (RFC 9110 5.3), or "; " for Cookie (RFC 6265 5.4), as CGI servers do.
-    pub fn add_header(&mut self, name: &[u8], value: &[u8]) {
-        let existing = self
-            .spans
+    /// Sets a variable: every earlier one of that name is removed (their bytes stay unused in
+    /// the buffer; params are few and small).
+    pub fn set(&mut self, name: &[u8], value: &[u8]) {
+        let bytes = &self.bytes;
+        self.spans.retain(|(n, _)| &bytes[n.clone()] != name);
+        self.add(name, value);
+    }
+
+    /// The value of the last variable called `name`.
+    pub fn get(&self, name: &[u8]) -> Option<&[u8]> {
+        self.spans
             .iter()
-            .position(|(n, _)| &self.bytes[n.clone()] == name);
-        let Some(i) = existing else {
-            self.add(name, value);
-            return;
-        };
-        let sep: &[u8] = if name == b"HTTP_COOKIE" { b"; " } else { b", " };
-        let (n, v) = self.spans[i].clone();
-        let mut joined = self.bytes[v].to_vec();
-        joined.extend_from_slice(sep);
-        joined.extend_from_slice(value);
-        // The old value stays in the buffer unused: repeated headers are rare and small.
-        let v = self.put(&joined);
-        self.spans[i] = (n, v);
+            .rev()
+            .find(|(n, _)| &self.bytes[n.clone()] == name)
+            .map(|(_, v)| &self.bytes[v.clone()])
     }
 
     /// Borrowed pairs, as `pyhost::Request::vars` wants them.
@@ -83,39 +80,59 @@ pub use from_nginx::cgi_vars;
 #[cfg(not(test))]
 mod from_nginx {
     use ngx::ffi::{
-        ngx_connection_local_sockaddr, ngx_http_request_t, ngx_inet_get_port, ngx_list_part_t,
-        ngx_table_elt_t, NGX_OK,
+        ngx_connection_local_sockaddr, ngx_http_complex_value, ngx_http_complex_value_t,
+        ngx_http_request_t, ngx_inet_get_port, ngx_list_part_t, ngx_str_t, ngx_table_elt_t, NGX_OK,
     };
     use ngx::http::{HttpModuleServerConf, NgxHttpCoreModule};
 
-    use crate::conf::{LocConf, Mount};
+    use crate::conf::{LocConf, Mount, Param};
 
     use super::{split_mount, Vars};
 
-    /// The request's CGI/WSGI variables (PEP 3333 "environ" keys the server provides).
+    /// Room for an address as text: at least nginx's NGX_SOCKADDR_STRLEN (113 bytes with unix
+    /// sockets: "unix:" + sun_path), a macro bindgen cannot evaluate.
+    const SOCKADDR_TEXT: usize = 128;
+
+    /// The request's CGI/WSGI variables (PEP 3333 "environ" keys the server provides), the same
+    /// in both modes, then the location's `wsgi_param`s. `body_len` is the request body's length
+    /// (CONTENT_LENGTH).
     ///
-    /// `strip_mount`: PATH_INFO without the SCRIPT_NAME prefix (embedded mode). Daemon mode sends
-    /// the whole path and lets the worker strip the SCRIPT_NAME it is given, as it does for nginx's
-    /// stock `uwsgi_params` (stripping twice would eat a path that repeats the prefix).
+    /// PATH_INFO is what follows SCRIPT_NAME (CGI's split form); daemon mode says so to the
+    /// worker (`uwsgi::contract`'s `split`).
     ///
     /// # Safety
     /// `r` is live.
-    pub unsafe fn cgi_vars(
-        r: &mut ngx_http_request_t,
-        lc: &LocConf,
-        body_len: u64,
-        strip_mount: bool,
-    ) -> Vars {
+    pub unsafe fn cgi_vars(r: &mut ngx_http_request_t, lc: &LocConf, body_len: u64) -> Vars {
         let mut v = Vars::with_capacity(1024, 24);
+        let params = lc.params.as_deref().unwrap_or(&[]);
+        // SAFETY: r is live (contract).
+        unsafe { add_request_vars(r, lc, body_len, &mut v) };
+        let c = r.connection;
         // SAFETY: a live request has a live connection.
-        let c = unsafe { &mut *r.connection };
+        unsafe { add_connection_vars(r, &mut *c, &mut v) };
+        // SAFETY: headers_in.headers is the live list of request headers.
+        unsafe {
+            for_each_header(&r.headers_in.headers.part, |h| {
+                add_header(&mut v, h, params)
+            })
+        };
+        for p in params {
+            // SAFETY: r is live; the param's value was compiled for this configuration.
+            unsafe { apply_param(r, p, &mut v) };
+        }
+        v
+    }
 
+    /// What the request line and the content headers say.
+    ///
+    /// # Safety
+    /// `r` is live.
+    unsafe fn add_request_vars(r: &ngx_http_request_t, lc: &LocConf, body_len: u64, v: &mut Vars) {
         v.add(b"REQUEST_METHOD", r.method_name.as_bytes());
         // r->uri is already percent-decoded and normalised by nginx (dot segments, merged slashes).
         let uri = r.uri.as_bytes();
         let (script_name, path_info) = match &lc.mount {
-            Some(Mount::Prefix(prefix)) if strip_mount => split_mount(prefix, uri),
-            Some(Mount::Prefix(prefix)) => (&prefix[..], uri),
+            Some(Mount::Prefix(prefix)) => split_mount(prefix, uri),
             _ => (&uri[..0], uri),
         };
         v.add(b"SCRIPT_NAME", script_name);
@@ -131,16 +148,26 @@ mod from_nginx {
                 protocol
             },
         );
-
         // SAFETY: content_type points at a live header element when set.
         if let Some(ct) = unsafe { r.headers_in.content_type.as_ref() } {
             v.add(b"CONTENT_TYPE", ct.value.as_bytes());
         }
-        // The body is complete, so its real length is known even for a chunked request.
         if body_len > 0 || r.headers_in.content_length_n >= 0 {
             v.add(b"CONTENT_LENGTH", body_len.to_string().as_bytes());
         }
+    }
 
+    /// The server's and the client's addresses, and the scheme.
+    ///
+    /// # Safety
+    /// `r` and `c` (its connection) are live.
+    unsafe fn add_connection_vars(
+        r: &ngx_http_request_t,
+        c: &mut ngx::ffi::ngx_connection_t,
+        v: &mut Vars,
+    ) {
+        // server_name, else the host nginx took from the request line or Host (validated, lower
+        // case, without the port); pyhost falls back further (SERVER_ADDR) if both are empty.
         let server_name = NgxHttpCoreModule::server_conf(r)
             .map(|s| s.server_name.as_bytes())
             .unwrap_or(b"");
@@ -150,8 +177,15 @@ mod from_nginx {
             server_name
         };
         v.add(b"SERVER_NAME", server_name);
-        // SAFETY: c is live; ngx_connection_local_sockaddr fills c->local_sockaddr when needed.
-        if unsafe { ngx_connection_local_sockaddr(c, std::ptr::null_mut(), 0) } == NGX_OK as isize {
+        let mut text = [0u8; SOCKADDR_TEXT];
+        let mut addr = ngx_str_t {
+            len: text.len(),
+            data: text.as_mut_ptr(),
+        };
+        // SAFETY: c is live; ngx_connection_local_sockaddr fills c->local_sockaddr when needed
+        // and writes at most addr.len bytes of its text into `text`.
+        if unsafe { ngx_connection_local_sockaddr(c, &mut addr, 0) } == NGX_OK as isize {
+            v.add(b"SERVER_ADDR", addr.as_bytes());
             // SAFETY: local_sockaddr was just set.
             let port = unsafe { ngx_inet_get_port(c.local_sockaddr) };
             v.add(b"SERVER_PORT", port.to_string().as_bytes());
@@ -167,18 +201,56 @@ mod from_nginx {
         if https {
             v.add(b"HTTPS", b"on");
         }
-
-        // SAFETY: headers_in.headers is the live list of request headers.
-        unsafe { for_each_header(&r.headers_in.headers.part, |h| add_header(&mut v, h)) };
-        v
     }
 
-    fn add_header(v: &mut Vars, h: &ngx_table_elt_t) {
+    fn add_header(v: &mut Vars, h: &ngx_table_elt_t, params: &[Param]) {
         // pyhost::http_header_var drops names with '_' (spoofing), Proxy (httpoxy) and the
         // Content-* pair (they are CONTENT_TYPE/CONTENT_LENGTH above).
         if let Some(name) = pyhost::http_header_var(h.key.as_bytes()) {
-            v.add_header(&name, h.value.as_bytes());
+            // A wsgi_param of that name replaces the client's header (uwsgi_param's rule), even
+            // when it sets nothing (if_not_empty, or an empty literal that only hides it).
+            if params.iter().any(|p| p.is_header() && p.name == name) {
+                return;
+            }
+            v.add(&name, h.value.as_bytes());
         }
+    }
+
+    /// Evaluates one `wsgi_param` (nginx variables and all) and sets it. A value nginx cannot
+    /// evaluate (out of memory) sets nothing.
+    ///
+    /// # Safety
+    /// `r` is live and `p.value` was compiled by `ngx_http_compile_complex_value` for the
+    /// configuration this request runs under.
+    unsafe fn apply_param(r: &mut ngx_http_request_t, p: &Param, v: &mut Vars) {
+        let Some(cv) = p.value else {
+            return;
+        };
+        let mut value = ngx_str_t {
+            len: 0,
+            data: std::ptr::null_mut(),
+        };
+        // SAFETY: contract; the result lives in the request pool (or the configuration) for
+        // the request's lifetime, longer than this call.
+        let rc = unsafe {
+            ngx_http_complex_value(
+                r,
+                cv.as_ptr().cast::<ngx_http_complex_value_t>(),
+                &mut value,
+            )
+        };
+        if rc != NGX_OK as isize {
+            return;
+        }
+        let value = if value.len == 0 {
+            &[][..]
+        } else {
+            value.as_bytes()
+        };
+        if value.is_empty() && p.if_not_empty {
+            return;
+        }
+        v.set(&p.name, value);
     }
 
     #[cfg(ngx_feature = "ssl")]
@@ -220,22 +292,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn repeated_headers_fold() {
+    fn set_replaces_and_add_repeats() {
         let mut v = Vars::default();
         v.add(b"REQUEST_METHOD", b"GET");
-        v.add_header(b"HTTP_ACCEPT", b"a");
-        v.add_header(b"HTTP_COOKIE", b"x=1");
-        v.add_header(b"HTTP_ACCEPT", b"b");
-        v.add_header(b"HTTP_COOKIE", b"y=2");
-        let p = v.pairs();
+        v.add(b"HTTP_COOKIE", b"x=1");
+        v.add(b"SCRIPT_NAME", b"/app");
+        v.add(b"HTTP_COOKIE", b"y=2");
+        v.set(b"SCRIPT_NAME", b"");
+        v.set(b"REMOTE_USER", b"alice");
         assert_eq!(
-            p,
+            v.pairs(),
             vec![
                 (&b"REQUEST_METHOD"[..], &b"GET"[..]),
-                (&b"HTTP_ACCEPT"[..], &b"a, b"[..]),
-                (&b"HTTP_COOKIE"[..], &b"x=1; y=2"[..]),
+                (&b"HTTP_COOKIE"[..], &b"x=1"[..]),
+                (&b"HTTP_COOKIE"[..], &b"y=2"[..]),
+                (&b"SCRIPT_NAME"[..], &b""[..]),
+                (&b"REMOTE_USER"[..], &b"alice"[..]),
             ]
         );
+        assert_eq!(v.get(b"HTTP_COOKIE"), Some(&b"y=2"[..]));
+        assert_eq!(v.get(b"SCRIPT_NAME"), Some(&b""[..]));
+        assert_eq!(v.get(b"NOPE"), None);
     }
 
     #[test]

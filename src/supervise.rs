@@ -32,6 +32,23 @@ struct Running {
 
 static RUNNING: Mutex<Vec<Running>> = Mutex::new(Vec::new());
 
+/// Each group's secret (`supervisor::Secret`), by group name: made the first time the master
+/// starts the group and kept for the master's life, across reloads, so that a changed group's
+/// new supervisor and the old generation's workers still agree on it.
+static SECRETS: Mutex<Vec<(String, supervisor::Secret)>> = Mutex::new(Vec::new());
+
+/// The secret of group `name` (made now if it has none yet); `None` if the system cannot give
+/// random bytes, and then the group runs without one (logged by the caller).
+fn secret_for(name: &str) -> Option<supervisor::Secret> {
+    let mut secrets = SECRETS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, s)) = secrets.iter().find(|(n, _)| n == name) {
+        return Some(s.clone());
+    }
+    let secret = supervisor::Secret::generate().ok()?;
+    secrets.push((name.to_owned(), secret.clone()));
+    Some(secret)
+}
+
 /// Where nginx runs (from the core module configuration).
 pub struct Host {
     /// The directory of nginx's pid file: default home of the groups' unix sockets.
@@ -69,7 +86,9 @@ pub fn group_config(group: &DaemonGroup, main: &MainConf, host: &Host) -> Option
         display_name_prefix: Some("wsgi:".into()),
     };
     let default_socket = SocketSpec::Unix(default_socket(&host.run_dir, &group.name));
-    Some(server.group_config(&group.name, &group.options, default_socket, apps))
+    let mut cfg = server.group_config(&group.name, &group.options, default_socket, apps);
+    cfg.secret.clone_from(&group.secret);
+    Some(cfg)
 }
 
 /// `<run dir>/nginx-wsgi-<group>.sock`.
@@ -256,6 +275,16 @@ pub unsafe fn init_module(cycle: *mut ngx::ffi::ngx_cycle_t) -> Result<Vec<Strin
     let (testing, role) = unsafe { (ngx::ffi::ngx_test_config, ngx::ffi::ngx_process) };
     if testing != 0 || role == ngx::ffi::NGX_PROCESS_SIGNALLER as usize {
         return Ok(Vec::new());
+    }
+    // Before the workers fork: they send each group's secret (src/daemon.rs).
+    for g in main.groups.iter_mut() {
+        g.secret = secret_for(&g.name);
+        if g.secret.is_none() {
+            log.push(format!(
+                "wsgi: RW-NG050 daemon group {}: no random bytes for its secret; it runs without one",
+                g.name
+            ));
+        }
     }
     let wanted = main
         .groups

@@ -12,6 +12,7 @@ import uuid
 import pytest
 import requests
 
+from harness import http
 from harness.frontends import FRONT_ENDS
 from harness.stack import Stack
 
@@ -128,6 +129,44 @@ def test_underscore_header_not_spoofable(stack):
 def test_no_httpoxy(stack):
     env = get_environ(stack, headers={"Proxy": "http://evil.invalid:3128"})
     assert "HTTP_PROXY" not in env
+
+
+def raw_environ(stack, headers, version="HTTP/1.1"):
+    """environ for a request written byte by byte (repeated header lines, no Host...)."""
+    resp = http.request(stack.port, "GET", stack.mount + "/environ", headers=headers,
+                        version=version)
+    assert resp.status == 200, resp.raw[:300]
+    return json.loads(resp.body)
+
+
+def test_repeated_header_lines_are_one_field(stack):
+    """RFC 9110 5.3: a header sent on several lines is one comma-separated list; Cookie is joined
+    with "; " (RFC 6265 5.4). nginx before 1.23 hands repeated lines to a uwsgi server as
+    repeated vars; every front end must end up with the same environ."""
+    env = raw_environ(stack, [("Cookie", "a=1"), ("X-Forwarded-For", "1.1.1.1"),
+                              ("Cookie", "b=2"), ("X-Forwarded-For", "2.2.2.2")])
+    assert env["HTTP_X_FORWARDED_FOR"]["value"] == "1.1.1.1, 2.2.2.2"
+    # httpd merges repeated request headers itself, Cookie included, with ", " before any
+    # module sees them (mod_wsgi's apps see the same); its lines cannot be told apart afterwards.
+    cookie = "a=1, b=2" if "apache" in stack.kind else "a=1; b=2"
+    assert env["HTTP_COOKIE"]["value"] == cookie
+
+
+def test_server_name_without_host_is_not_empty(stack):
+    """PEP 3333: SERVER_NAME is always there and never empty, even for an HTTP/1.0 request
+    without Host."""
+    env = raw_environ(stack, {"Host": None}, version="HTTP/1.0")
+    assert env["SERVER_NAME"]["value"]
+    assert env["SERVER_PROTOCOL"]["value"] == "HTTP/1.0"
+
+
+@pytest.mark.parametrize("kind", ["bytes", "bytearray"])
+def test_bare_bytes_body_is_the_whole_body(stack, kind):
+    """An extension for apps written for uWSGI: `return b"..."` sends those bytes (PEP 3333
+    would iterate them as ints). A str stays an error (test_str_body_is_500)."""
+    r = stack.get(f"/bare_body?kind={kind}")
+    assert r.status_code == 200, r.text
+    assert r.content == b"bare body " + kind.encode()
 
 
 # ---- wsgi.input ----------------------------------------------------------------------------

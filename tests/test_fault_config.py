@@ -21,17 +21,8 @@ from fault_common import app_dir, lch, paths, reference  # noqa: F401
 from test_apache_module_embedded import config_test, make_apache
 from test_nginx_module_embedded import make_nginx
 
-REFUSED_NOW = {"user=root", "user=+0"}  # already refused on main ("+" is not a name character)
-
 SPELLINGS = ["user=0", "user=00", "user=+0", "user=-1", "user=4294967295", "user=root",
              "user=nobody group=0", "user=nobody group=00", "user=nobody group=root"]
-
-
-def marks(spelling):
-    if spelling in REFUSED_NOW:
-        return ()
-    return (pytest.mark.xfail(strict=True, reason=f"issue 10 case 9: `{spelling}` passes the config test "
-                              "(the group then fails to start, or its workers run with gid 0)"),)
 
 
 def nginx_config_test(lch, options):
@@ -45,11 +36,11 @@ def nginx_config_test(lch, options):
         return 1, str(e), nginx
 
 
-@pytest.mark.parametrize("options", [pytest.param(s, marks=marks(s)) for s in SPELLINGS])
+@pytest.mark.parametrize("options", SPELLINGS)
 def test_nginx_refuses_root_by_number_at_config_time(lch, options):
-    """Measured on main: only user=root and user=+0 fail `nginx -t`; user=0/00/-1/4294967295 pass (the
-    group then fails at start: 503 for every request) and group=0/00/root pass and the workers run
-    with gid 0."""
+    """Before the fix only user=root and user=+0 failed `nginx -t`; user=0/00/-1/4294967295
+    passed (the group then failed at start: 503 for every request) and group=0/00/root passed and
+    the workers ran with gid 0."""
     rc, err, nginx = nginx_config_test(lch, options)
     assert rc != 0, f"`nginx -t` accepted {options}"
     key = options.split()[-1].split("=")[0]
@@ -57,7 +48,7 @@ def test_nginx_refuses_root_by_number_at_config_time(lch, options):
     assert f"{nginx.conf_path}:" in err, "the error must name the file and line"
 
 
-@pytest.mark.parametrize("options", [pytest.param(s, marks=marks(s)) for s in SPELLINGS])
+@pytest.mark.parametrize("options", SPELLINGS)
 def test_apache_refuses_root_by_number_at_config_time(lch, options):
     d = app_dir(lch)
     config = f"""
@@ -91,10 +82,9 @@ def test_worker_refuses_uid_0_at_start(lch):
         assert rc != 0 and "root" in out, out
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 9: rwsgi-worker --group 0 starts, workers run with gid 0")
 def test_worker_refuses_gid_0_at_start(lch):
     """rwsgi-worker --user nobody --group 0 (or root): refused at start with a message naming the
-    group. Measured on main: it starts and its workers run with gid 0."""
+    group. Before the fix it started and its workers ran with gid 0."""
     for group in ("0", "root"):
         d = app_dir(lch)
         prefix = lch._prefix("worker")

@@ -57,13 +57,8 @@ def check(log_text, elapsed):
     assert written + suppressed == PACKETS, seen
 
 
-XFAIL = pytest.mark.xfail(strict=True, reason="issue 10 case 11: one RW030 line per malformed packet, "
-                          "no rate limit")
-
-
-@XFAIL
 def test_worker_rate_limits_malformed_packet_lines(lch):
-    """rwsgi-worker directly (TCP). Measured on main: 3000 packets -> 3000 lines (~0.3 MB; the
+    """rwsgi-worker directly (TCP). Before the fix: 3000 packets -> 3000 lines (~0.3 MB; the
     issue: 400k packets wrote 29 MB)."""
     d = app_dir(lch)
     w = lch.worker(d.script(), processes=1, threads=4)
@@ -72,7 +67,6 @@ def test_worker_rate_limits_malformed_packet_lines(lch):
     check(w.log_text, elapsed)
 
 
-@XFAIL
 def test_nginx_daemon_rate_limits_malformed_packet_lines(lch):
     """The group's lines go to nginx's error log; the flood comes through the group's unix socket
     (as root here, standing for anything that can reach it)."""
@@ -83,7 +77,6 @@ def test_nginx_daemon_rate_limits_malformed_packet_lines(lch):
     check(nginx.error_log_text, elapsed)
 
 
-@XFAIL
 def test_apache_daemon_rate_limits_malformed_packet_lines(lch):
     d = app_dir(lch)
     apache = apache_site(lch, d, "processes=1 threads=4 display-name=%{GROUP}")

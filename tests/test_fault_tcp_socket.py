@@ -27,7 +27,7 @@ import json
 import pytest
 import requests
 
-from fault_common import apache_site, app_dir, lch, nginx_daemon, reference, uwsgi_worker  # noqa: F401
+from fault_common import apache_logs, apache_site, app_dir, lch, nginx_daemon, reference, uwsgi_worker  # noqa: F401
 from harness import uwsgi_client as uc
 from harness.faults import wait_for
 from harness.ports import free_port
@@ -62,23 +62,21 @@ def tcp_group(lch, mode, port):
     return apache_site(lch, d, options + " display-name=%{GROUP}")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 10: a daemon group's TCP socket serves any local user's "
-                   "packet with the REMOTE_USER and HTTPS it chose")
 @pytest.mark.parametrize("mode", ["nginx-daemon", "apache-daemon"])
 def test_daemon_tcp_socket_refuses_forged_packets(lch, mode):
     """`socket=127.0.0.1:PORT`: requests through the server work (and do not show the secret),
-    a packet sent straight to the port is refused. Measured on main: the forged packet gets 200
-    and the app sees REMOTE_USER=admin, HTTPS=on, in both servers."""
+    a packet sent straight to the port is refused, with a log line. Before the fix the forged
+    packet got 200 and the app saw REMOTE_USER=admin, HTTPS=on, in both servers."""
     port = free_port()
     server = tcp_group(lch, mode, port)
     env = requests.get(server.url("/app/environ"), timeout=10).json()
     assert "RWSGI_SECRET" not in env
     assert_refused(("127.0.0.1", port))
     assert requests.get(server.url("/app/hello"), timeout=10).status_code == 200
+    logs = apache_logs(server) if mode.startswith("apache") else server.error_log_text()
+    assert "RW051 refusing a request that does not carry the group's secret" in logs
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 10: rwsgi-worker has no --secret-file: a TCP worker "
-                   "serves any local user's packet")
 def test_worker_secret_file_behind_stock_nginx(lch):
     """rwsgi-worker --secret-file: stock nginx sending the secret is served (and the app does not
     see it); a packet without it is refused."""

@@ -85,14 +85,16 @@ def test_70k_header_answers_431_in_daemon_mode(lch, mode):
 
 
 @pytest.mark.parametrize("mode", [
-    pytest.param("apache-daemon", marks=xfail("Apache daemon: the worker refuses the packet (over 512 vars) "
-                                              "by closing; the handler retries the GET, then answers 502")),
-    pytest.param("nginx-daemon", marks=xfail("nginx daemon: the worker closes the connection: 502")),
-    pytest.param("worker-nginx", marks=xfail("rwsgi-worker behind stock nginx: closed without an answer: 502")),
+    "apache-daemon",
+    pytest.param("nginx-daemon", marks=xfail("nginx daemon: the encoder refuses more than uwsgi::MAX_VARS "
+                                             "vars, which nginx's upstream turns into 500 (RW-NG021)")),
+    "worker-nginx",
 ])
 def test_600_headers_answer_431_once_in_daemon_mode(lch, mode):
     """600 request headers (the issue used 1,000 through Apache; nginx refuses that many itself
-    with 400): 431 and a log line saying why, at most one refusal (no retry). Measured on main:
+    with 400): 431 and a log line saying why, at most one refusal (no retry). Apache daemon: the
+    handler's encoder refuses more than uwsgi::MAX_VARS vars before sending (RW-AP015, 431);
+    stock nginx sends them and the worker answers 431 (RW030). Measured on main before the fix:
     Apache daemon 502 after the worker refused the packet twice (RW030 x2: the retry), nginx
     daemon and stock nginx 502. mod_wsgi 4.9 daemon: 200 (reference below)."""
     d = app_dir(lch)
@@ -132,3 +134,21 @@ def test_70k_header_through_stock_nginx_is_refused_by_nginx(lch):
     server = deploy(lch, "worker-nginx", d)
     r = get(server.port, "/app/hello", big_header())
     assert r.status == 500, r.status_line
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_apache_daemon_refuses_before_reading_the_body(lch, framing):
+    """A POST whose 70 KB header cannot fit a uwsgi packet, announcing a 50 MiB body the client
+    has not sent: 431 at once, without waiting for the body (the handler checks the packet first,
+    and closes the connection instead of letting httpd read and discard the upload). Measured on
+    main: 408 (Content-Length) or 400 (chunked) after Timeout (30 s here), waiting for the body.
+    mod_wsgi 4.9: no such limit (200 once the body is in)."""
+    d = app_dir(lch)
+    server = deploy(lch, "apache-daemon", d)
+    te = f"Content-Length: {50 << 20}" if framing == "content-length" else "Transfer-Encoding: chunked"
+    head = f"POST /app/drain HTTP/1.1\r\nHost: x\r\n{te}\r\nX-Big: {'b' * 70_000}\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(head.encode() + b"x" * 1000)
+        status_line = s.recv(200).split(b"\r\n")[0]
+    assert status_line.startswith(b"HTTP/1.1 431 "), status_line
+    assert "RW-AP015" in apache_logs(server)

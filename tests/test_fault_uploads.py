@@ -46,8 +46,6 @@ def peak_growth_kib(pids, action):
     return growth, result
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 7: the Apache daemon handler reads a chunked body whole into memory "
-                   "to learn CONTENT_LENGTH: the child grows by the upload size")
 def test_apache_daemon_chunked_upload_does_not_grow_the_child(lch):
     """A 200 MiB chunked upload through a daemon group: the app gets every byte, and no Apache
     child's peak RSS grows by more than 32 MiB. Measured on main: +200 MiB (the issue: a 400 MB
@@ -132,8 +130,6 @@ def hello_while_slow_uploads(server_url, port, n=8):
         slow.close()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 8: the Apache daemon handler forwards a request before "
-                   "its body is in, so 8 clients at 1 byte/s hold all 4 daemon threads")
 def test_apache_daemon_slow_uploads_do_not_pin_the_group(lch):
     """A 1x4 group and 8 uploads at 1 byte/s: /hello still answers within 6 s. Measured on main:
     no answer (every daemon thread waits for body bytes). mod_wsgi 4.9 (reference below): the

@@ -58,6 +58,40 @@ BAD = [
      r'wsgi_process_group "nope" is not declared: add "wsgi_daemon_process nope \.\.\.;" to the http block'),
     ("wsgi_script /x.py;", "", "wsgi_script", r'"wsgi_script" directive is not allowed here'),
     ("", "location / {{ wsgi_script {app} extra; }}", "wsgi_script", r'invalid number of arguments in "wsgi_script"'),
+    # wsgi_param: what an operator may not set, and the syntax.
+    ("wsgi_param HTTP_PROXY http://proxy:3128;", "", "wsgi_param",
+     r'"wsgi_param" directive: cannot set "HTTP_PROXY": HTTP_PROXY never reaches an app \(httpoxy'),
+    ("", "location / {{ wsgi_script {app}; wsgi_param CONTENT_LENGTH 0; }}", "wsgi_param",
+     r'cannot set "CONTENT_LENGTH": the length of the request body is nginx\'s to say'),
+    ("wsgi_param HTTP_CONTENT_TYPE text/plain;", "", "wsgi_param", r'content headers are CONTENT_TYPE and CONTENT_LENGTH'),
+    ("wsgi_param wsgi.url_scheme https;", "", "wsgi_param", r'wsgi\.\* keys are PEP 3333\'s'),
+    ("wsgi_param UWSGI_SCHEME https;", "", "wsgi_param", r'never honoured .*"wsgi_param HTTPS on;"'),
+    ("wsgi_param RWSGI_APP_MOUNT /x;", "", "wsgi_param", r'front end/worker contract'),
+    ("wsgi_param 'BAD NAME' x;", "", "wsgi_param", r'invalid name "BAD NAME": expected a variable name'),
+    ("wsgi_param HTTP_x_forwarded_for x;", "", "wsgi_param", r'a request header is HTTP_ and the header name in upper case'),
+    ("wsgi_param REMOTE_USER $remote_user if_empty;", "", "wsgi_param", r'invalid parameter "if_empty": expected if_not_empty'),
+    ("wsgi_param REMOTE_USER;", "", "wsgi_param", r'invalid number of arguments in "wsgi_param"'),
+    ("wsgi_param REMOTE_USER \"${bad\";", "", "wsgi_param", r'the closing bracket in "bad" variable is missing'),
+    # Daemon mode's upstream knobs.
+    ("wsgi_read_timeout soon;", "", "wsgi_read_timeout", r'invalid value "soon": expected a time such as 30s'),
+    ("wsgi_read_timeout 1s;\nwsgi_read_timeout 2s;", "", "wsgi_read_timeout 2s", r'"wsgi_read_timeout" directive is duplicate'),
+    ("wsgi_buffering maybe;", "", "wsgi_buffering", r'invalid value "maybe": expected on or off'),
+    ("wsgi_buffer_size lots;", "", "wsgi_buffer_size", r'invalid value "lots": expected a size'),
+    ("wsgi_buffers 1 4k;", "", "wsgi_buffers", r'invalid number of buffers "1": expected at least 2'),
+    ("wsgi_hide_header X-A:b;", "", "wsgi_hide_header", r'invalid header name "X-A:b"'),
+    ("wsgi_next_upstream error timeout;", "", "wsgi_next_upstream",
+     r'only "off" is possible: a daemon group listens on one socket'),
+    ("wsgi_temp_path wsgi-temp 0;", "", "wsgi_temp_path", r'"wsgi_temp_path" directive invalid value'),
+    ("wsgi_daemon_process g;", "location / {{ wsgi_script {app}; wsgi_process_group g;\n wsgi_buffers 2 4k; }}",
+     "wsgi_buffers", r'"wsgi_buffers 2 4096" leave 4096 bytes for buffers being sent, less than the largest buffer'),
+    ("wsgi_daemon_process g;", "location / {{ wsgi_script {app}; wsgi_process_group g;\n wsgi_max_temp_file_size 1k; }}",
+     "wsgi_max_temp_file_size", r'"wsgi_max_temp_file_size" must be 0 \(no temporary files\) or at least'),
+    # ... and written in the block of an embedded location, where nothing can apply them.
+    ("", "location / {{ wsgi_script {app};\n wsgi_buffering on; }}", "wsgi_buffering",
+     r'"wsgi_buffering" applies to daemon mode only \(a location with wsgi_process_group\), but this '
+     r'location runs its app embedded in nginx'),
+    ("", "location / {{ wsgi_script {app};\n wsgi_hide_header X-A;\n wsgi_read_timeout 5s; }}", "wsgi_hide_header",
+     r'"wsgi_hide_header" applies to daemon mode only'),
 ]
 
 
@@ -80,12 +114,24 @@ def test_full_valid_configuration_passes(launcher, app):
             user=nobody group=nogroup maximum-requests=1000 request-timeout=30 graceful-timeout=10
             queue-timeout=5 listen-backlog=128 socket=unix:/tmp/rwsgi-site.sock display-name=site-wsgi;
         wsgi_daemon_process tcp socket=127.0.0.1:9999;
+        wsgi_param REMOTE_USER $remote_user if_not_empty;
+        wsgi_read_timeout 30s;
+        wsgi_hide_header X-Powered-By;
     """
     server = f"""
-        location /embedded/ {{ wsgi_script {app}; wsgi_callable application; }}
+        wsgi_connect_timeout 5s;
+        location /embedded/ {{ wsgi_script {app}; wsgi_callable application; wsgi_param HTTPS on; }}
         location = /exact {{ wsgi_script {app}; }}
         location ~ ^/re/ {{ wsgi_script {app}; }}
-        location /daemon/ {{ wsgi_script {app}; wsgi_process_group site; }}
+        location /daemon/ {{
+            wsgi_script {app}; wsgi_process_group site;
+            wsgi_param SCRIPT_NAME /public; wsgi_param HTTP_X_FORWARDED_PROTO $scheme;
+            wsgi_send_timeout 10s; wsgi_read_timeout 2m;
+            wsgi_buffering on; wsgi_request_buffering off; wsgi_buffer_size 32k; wsgi_buffers 16 8k;
+            wsgi_max_temp_file_size 0; wsgi_temp_path {launcher.base}/wsgi-temp 1 2;
+            wsgi_intercept_errors on; wsgi_hide_header X-Internal; wsgi_pass_header X-Accel-Expires;
+            wsgi_next_upstream off;
+        }}
     """
     nginx = make_nginx(launcher, server, http)
     rc, err = nginx_t(nginx)

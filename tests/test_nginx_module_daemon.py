@@ -296,7 +296,12 @@ def test_daemonised_nginx_start_reload_quit(launcher, state_dir):
     master = int(wait_for(lambda: nginx.pid_path.exists() and nginx.pid_path.read_text().strip(),
                           what="the pid file"))
     try:
-        ours = lambda: [p for p, i in processes().items() if i[2] == group_comm(nginx) and "daemon group" in i[3]]
+        def ours():
+            # The group's top process: its workers inherit the title (cmdline) and comm, so a
+            # worker forked between two looks would otherwise count as a new supervisor.
+            procs = {p: i for p, i in processes().items()
+                     if i[2] == group_comm(nginx) and "daemon group" in i[3]}
+            return [p for p, i in procs.items() if i[0] not in procs]
         first = wait_for(ours, what="the supervisor")
         r = wait_for(lambda: (lambda x: x if x.status_code == 200 else None)(
             requests.get(nginx.url("/app/environ"), timeout=5)), what="the app")

@@ -42,13 +42,17 @@ def write_app(directory: Path, name: str, source: str) -> Path:
 
 
 def make_nginx(launcher, server: str, http: str = "", *, workers: int = 1, main: str = "",
-               state_dir=None, **kw) -> Nginx:
+               state_dir=None, temp_path=True, **kw) -> Nginx:
     """An nginx (not started) with the module loaded; `state_dir` is passed to the apps'
     environment through nginx's `env` directive (workers get an empty environment otherwise)."""
     prefix = launcher._prefix("nginx-wsgi")
     env_main = ""
     if state_dir is not None:
         env_main = f"env RWSGI_TEST_STATE_DIR={state_dir};"
+    # Daemon mode's temp files for buffered responses stay in the prefix (the default is the
+    # system's uwsgi temp directory, which nginx would create and chown as it starts).
+    if temp_path and "wsgi_temp_path" not in http:
+        http = f"wsgi_temp_path {prefix}/tmp/wsgi;\n{http}"
     nginx = Nginx(prefix, server=server, http=http, load_module=module_path(),
                   worker_processes=workers, main=main + "\n" + env_main, **kw)
     return nginx

@@ -144,7 +144,7 @@ unsafe fn start_job(r: *mut ngx_http_request_t) -> Result<(), String> {
     let body = unsafe { collect_body(req) }
         .map_err(|e| format!("wsgi: RW-NG011 cannot read the request body: {e}"))?;
     // SAFETY: as above.
-    let vars = unsafe { cgi_vars(req, lc, body.len(), true) };
+    let vars = unsafe { cgi_vars(req, lc, body.len()) };
     if req.connection.is_null() {
         return Err("wsgi: RW-NG090 request without a connection".to_string());
     }

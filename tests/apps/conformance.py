@@ -316,6 +316,14 @@ def r_str_body(environ, start_response):
     return Tracked(query(environ).get("token", "none"), ["a str, not bytes"])
 
 
+def r_bare_body(environ, start_response):
+    """An app written for uWSGI: the body returned as a bare bytes / bytearray (an extension)."""
+    kind = query(environ).get("kind", "bytes")
+    body = b"bare body " + kind.encode()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return bytearray(body) if kind == "bytearray" else body
+
+
 def r_str_body_later(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "100")])
     return Tracked(query(environ).get("token", "none"), [b"bytes first;", "then a str"])
@@ -508,6 +516,7 @@ ROUTES = {
     "/big": r_big,
     "/str_body": r_str_body,
     "/str_body_later": r_str_body_later,
+    "/bare_body": r_bare_body,
     "/close": r_close,
     "/record": r_record,
     "/content_length/longer": r_content_length_longer,

@@ -71,13 +71,22 @@ def _dechunk(data: bytes):
 
 
 def request(port: int, method: str, path: str, headers=None, body: bytes = b"",
-            timeout: float = 10.0, host: str = "127.0.0.1") -> RawResponse:
-    """One request with `Connection: close`; reads until the server closes."""
+            timeout: float = 10.0, host: str = "127.0.0.1", version: str = "HTTP/1.1") -> RawResponse:
+    """One request with `Connection: close`; reads until the server closes.
+
+    `headers`: a dict (replacing the defaults of the same name; a None value drops one, e.g.
+    Host) or a list of (name, value) pairs sent after the defaults as they are, repeated names
+    included."""
     hdrs = {"Host": f"127.0.0.1:{port}", "Connection": "close"}
     if body or method in ("POST", "PUT"):
         hdrs["Content-Length"] = str(len(body))
-    hdrs.update(headers or {})
-    head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
+    extra = []
+    if isinstance(headers, dict):
+        hdrs.update(headers)
+    else:
+        extra = list(headers or [])
+    lines = [(k, v) for k, v in hdrs.items() if v is not None] + extra
+    head = f"{method} {path} {version}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in lines) + "\r\n"
     start = time.monotonic()
     with socket.create_connection((host, port), timeout=timeout) as s:
         s.sendall(head.encode("latin-1") + body)

@@ -31,7 +31,7 @@ http {{
 {http}
     server {{
         listen 127.0.0.1:{port};
-        server_name localhost;
+        {server_name}
 {server}
     }}
 }}
@@ -44,12 +44,13 @@ class Nginx:
     prefix: a directory other users can enter (see paths.make_private_tmp); the config, pid,
     error.log (`self.error_log`) and temp dirs live there. `load_module` is a path to a module
     .so (emitted before everything else), `user` an optional `user` directive value (nginx
-    defaults to nobody when started as root), `main` extra main-context directives (e.g. `env`).
+    defaults to nobody when started as root), `main` extra main-context directives (e.g. `env`),
+    `server_name` the server's name (None: no server_name directive, nginx's empty name).
     """
 
     def __init__(self, prefix: Path, server: str = "", http: str = "", *, load_module=None,
                  user=None, main: str = "", worker_processes: int = 2, log_level: str = "info",
-                 port: int = None):
+                 port: int = None, server_name="localhost"):
         self.prefix = Path(prefix)
         self.port = port or free_port()
         self.conf_path = self.prefix / "nginx.conf"
@@ -62,6 +63,7 @@ class Nginx:
             user=f"user {user};" if user else "",
             worker_processes=worker_processes, prefix=self.prefix, log_level=log_level,
             main=main, port=self.port,
+            server_name=f"server_name {server_name};" if server_name is not None else "",
             http=textwrap.indent(textwrap.dedent(http), " " * 4),
             server=textwrap.indent(textwrap.dedent(server), " " * 8))
         self.conf_path.write_text(conf)

@@ -3,102 +3,44 @@
 //!
 //! The request packet carries the same CGI variables embedded mode gives the app, plus the
 //! contract's vars (`uwsgi::contract`: the start time for the group's queue-timeout, the abort
-//! mark, the PATH_INFO form). A chunked request body is read whole first so the packet can state
-//! CONTENT_LENGTH: chunked uploads work and are never answered 411. A group that is restarting
-//! (socket missing or refusing) makes the request wait up to queue-timeout (default: httpd's
-//! Timeout), then 504.
+//! mark, the PATH_INFO form). Stages, in order:
+//! 1. the packet is made first, so a request too large for the daemon is answered 431 before
+//!    its body is read;
+//! 2. the request body is read whole (`spool`: memory up to 1 MiB, then an unlinked temp file),
+//!    so a slow upload never holds a daemon thread and a chunked body gets the CONTENT_LENGTH
+//!    the packet must state (chunked uploads work and are never answered 411);
+//! 3. connect: a group that is restarting (socket missing or refusing) makes the request wait up
+//!    to queue-timeout (default: httpd's Timeout), then 504;
+//! 4. the packet and body go out while the response comes in (`backend`), so no unread body
+//!    can deadlock a response;
+//! 5. the head is parsed and the body relayed.
+//!
+//! A request is sent once. It is tried again only when it provably never reached the app (see
+//! `deliver`); never once the group may have started it: a worker killed mid-request is a 502,
+//! a group silent for `Timeout` a 504, and the app never runs twice for one request.
 
 use std::borrow::Cow;
 use std::ffi::c_int;
-use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
+use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pyhost::{Body, Head, Outcome, Responder};
+use pyhost::{Head, Outcome, Responder};
 use supervisor::SocketSpec;
-use uwsgi::contract::{FrontEndVars, PathInfoForm, ABORT_MARK_BYTE};
+use uwsgi::contract::{FrontEndVars, PathInfoForm};
 
+use crate::backend::{connect, Backend};
 use crate::conf::DirConf;
 use crate::ffi::*;
 use crate::log::log_request;
 use crate::request::{build_vars, Output, RequestBody, Vars};
+use crate::spool::{apr_temp_dir, read_body, Spool, SpoolError};
 use crate::supervise::{route, Route};
 
 /// Largest response head we accept from a group (status line + headers).
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 128;
 const IO_CHUNK: usize = 64 * 1024;
-
-/// A connection to a group: unix or TCP, one request per connection.
-enum Conn {
-    Unix(UnixStream),
-    Tcp(std::net::TcpStream),
-}
-
-impl Conn {
-    fn set_timeouts(&self, t: Duration) -> io::Result<()> {
-        match self {
-            Conn::Unix(s) => s
-                .set_read_timeout(Some(t))
-                .and_then(|()| s.set_write_timeout(Some(t))),
-            Conn::Tcp(s) => s
-                .set_read_timeout(Some(t))
-                .and_then(|()| s.set_write_timeout(Some(t))),
-        }
-    }
-}
-
-impl Read for Conn {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Conn::Unix(s) => s.read(buf),
-            Conn::Tcp(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Conn {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Conn::Unix(s) => s.write(buf),
-            Conn::Tcp(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Connects, retrying while the group is (re)starting, until `wait` has passed.
-fn connect(route: &Route) -> io::Result<Conn> {
-    let deadline = Instant::now() + route.connect_wait;
-    let mut pause = Duration::from_millis(10);
-    loop {
-        let attempt = match &route.socket {
-            SocketSpec::Unix(path) => UnixStream::connect(path).map(Conn::Unix),
-            SocketSpec::Tcp(addr) => std::net::TcpStream::connect(addr.as_str()).map(Conn::Tcp),
-        };
-        match attempt {
-            Ok(conn) => return Ok(conn),
-            Err(e) if Instant::now() + pause < deadline => {
-                let retry = matches!(
-                    e.kind(),
-                    io::ErrorKind::NotFound
-                        | io::ErrorKind::ConnectionRefused
-                        | io::ErrorKind::WouldBlock
-                );
-                if !retry {
-                    return Err(e);
-                }
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(200));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
 
 fn fail(r: &request_rec, status: u32, message: &str) -> c_int {
     // SAFETY: r is live.
@@ -108,8 +50,8 @@ fn fail(r: &request_rec, status: u32, message: &str) -> c_int {
 
 /// Runs one daemon-mode request. Returns the handler status for httpd.
 ///
-/// Stages: the group's route, the uwsgi packet (after reading a chunked body whole), the
-/// request sent and the response head read (retried once where that is safe), the body relayed.
+/// Stages (module docs): the group's route, the uwsgi packet, the body read whole, the request
+/// sent while the response head is read, the body relayed.
 pub(crate) fn forward(r: &mut request_rec, conf: &DirConf, group: &str) -> c_int {
     let route = match checked_route(r, group) {
         Ok(route) => route,
@@ -120,18 +62,84 @@ pub(crate) fn forward(r: &mut request_rec, conf: &DirConf, group: &str) -> c_int
     if status != OK_ {
         return status;
     }
-    let vars = build_vars(r, conf);
-    let rp: *mut request_rec = r;
-    let mut body = RequestBody::new(rp);
-    let (packet, buffered) = match request_packet(r, vars, &mut body) {
+    let mut vars = build_vars(r, conf);
+    // The group's secret: its workers refuse packets without it (uwsgi::contract::SECRET).
+    if let Some(secret) = &route.secret {
+        vars.push((
+            Cow::Borrowed(uwsgi::contract::SECRET),
+            Cow::Owned(secret.as_bytes().to_vec()),
+        ));
+    }
+    mount_relative_path_info(&mut vars);
+    // The packet is made before the body is read, so a request too large for the daemon is
+    // refused (431) without taking its upload first; a chunked body's length is only known
+    // once it is in (the check used the widest one).
+    let chunked = r.read_chunked != 0;
+    let announced = match (chunked, r.remaining) {
+        (true, _) => Some(u64::MAX),
+        (false, 0) => None,
+        (false, n) => Some(u64::try_from(n).unwrap_or(0)),
+    };
+    let mut packet = match request_packet(r, &vars, announced) {
         Ok(packet) => packet,
+        Err(status) => {
+            if announced.is_some() {
+                // httpd would read (discard) the whole body before sending the error, for a
+                // next request on the connection; this one is refused, so it closes instead
+                // (after its lingering close, so the client still gets the answer).
+                // SAFETY: r->connection is live for the request.
+                unsafe { (*r.connection).keepalive = ap_conn_keepalive_e_AP_CONN_CLOSE };
+            }
+            return status;
+        }
+    };
+    let body = match spool_body(r) {
+        Ok(body) => body,
         Err(status) => return status,
     };
-    let (mut conn, head) = match deliver(r, &route, &packet, buffered.as_deref(), &mut body) {
+    if chunked {
+        packet = match request_packet(r, &vars, body.as_ref().map(Spool::len)) {
+            Ok(packet) => packet,
+            Err(status) => return status,
+        };
+    }
+    let (mut backend, head) = match deliver(r, &route, &packet, body.as_ref()) {
         Ok(answer) => answer,
         Err(status) => return status,
     };
-    relay_body(r, &mut conn, head, group)
+    relay_body(r, &mut backend, head, group)
+}
+
+/// The whole request body (module docs, stage 2), or None for a request without one.
+fn spool_body(r: &mut request_rec) -> Result<Option<Spool>, c_int> {
+    if r.read_chunked == 0 && r.remaining == 0 {
+        return Ok(None);
+    }
+    let announced = (r.read_chunked == 0).then(|| u64::try_from(r.remaining).unwrap_or(0));
+    let pool = r.pool;
+    let rp: *mut request_rec = r;
+    let mut body = RequestBody::new(rp);
+    // SAFETY: the request pool is live for the whole handler call.
+    let temp_dir = || unsafe { apr_temp_dir(pool) };
+    match read_body(&mut body, announced, temp_dir) {
+        Ok(spool) => Ok(Some(spool)),
+        Err(SpoolError::Client) => {
+            // The client's fault (it went away, timed out, broke the chunked encoding, passed
+            // LimitRequestBody), so at httpd's level for it (its own AH01590/AH01591 lines are
+            // info too). httpd has answered already (ap_get_client_block sends 400/408/413
+            // itself); DONE keeps it from answering twice.
+            let message = "RW-AP014 reading the request body from the client failed (gone, \
+                           timed out, bad chunked encoding or over LimitRequestBody): not forwarded";
+            // SAFETY: r is live.
+            unsafe { log_request(r, APLOG_INFO, message) };
+            Err(DONE)
+        }
+        Err(SpoolError::TempFile(e)) => Err(fail(
+            r,
+            HTTP_INTERNAL_SERVER_ERROR,
+            &format!("RW-AP061 spooling the request body to a temp file failed: {e}"),
+        )),
+    }
 }
 
 /// The route to `group`, which must serve the script this request was mapped to.
@@ -160,115 +168,107 @@ fn checked_route(r: &request_rec, group: &str) -> Result<Arc<Route>, c_int> {
     Ok(route)
 }
 
-/// The uwsgi packet for the group, and the whole body when it came chunked (read first, so that
-/// the packet can state CONTENT_LENGTH).
+/// The uwsgi packet for the group: the CGI vars (PATH_INFO already in its full form, see
+/// `mount_relative_path_info`), CONTENT_LENGTH = `content_length` (the body as read: for a
+/// chunked body the only length there is, for any other the client's) and the contract's vars.
 fn request_packet(
     r: &request_rec,
-    mut vars: Vars<'_>,
-    body: &mut RequestBody,
-) -> Result<(Vec<u8>, Option<Vec<u8>>), c_int> {
-    let buffered = if r.read_chunked != 0 {
-        let mut all = Vec::new();
-        let mut chunk = vec![0u8; IO_CHUNK];
-        loop {
-            match body.read(&mut chunk) {
-                Ok(0) => break,
-                Ok(n) => all.extend_from_slice(&chunk[..n]),
-                Err(_) => {
-                    return Err(fail(
-                        r,
-                        HTTP_BAD_REQUEST,
-                        "RW-AP014 reading the chunked request body failed",
-                    ))
-                }
-            }
-        }
-        vars.retain(|(k, _)| k.as_ref() != b"CONTENT_LENGTH");
-        vars.push((
-            Cow::Borrowed(b"CONTENT_LENGTH"),
-            Cow::Owned(all.len().to_string().into_bytes()),
-        ));
-        Some(all)
-    } else {
-        None
-    };
-    mount_relative_path_info(&mut vars);
+    vars: &Vars<'_>,
+    content_length: Option<u64>,
+) -> Result<Vec<u8>, c_int> {
+    let length = content_length.map(|n| n.to_string().into_bytes());
+    let cgi = vars
+        .iter()
+        .filter(|(k, _)| length.is_none() || k.as_ref() != b"CONTENT_LENGTH")
+        .map(|(k, v)| (&k[..], &v[..]));
+    let body = length.iter().map(|n| (&b"CONTENT_LENGTH"[..], &n[..]));
     // The contract's vars (uwsgi::contract): when httpd received the request (r->request_time,
-    // microseconds), for the group's queue-timeout; the abort mark (see `send_abort_mark`); and
-    // PATH_INFO as the whole path (made so just above).
+    // microseconds), for the group's queue-timeout; the abort mark (see `deliver`); and the
+    // PATH_INFO form.
     let start_us = u64::try_from(r.request_time).unwrap_or(0);
-    vars.extend(
-        FrontEndVars::new(start_us, PathInfoForm::Full)
-            .pairs()
-            .map(|(k, v)| (Cow::Borrowed(k), Cow::Owned(v.to_vec()))),
-    );
-
+    let front = FrontEndVars::new(start_us, PathInfoForm::Full);
     let mut packet = Vec::with_capacity(4096);
-    if let Err(e) = uwsgi::encode_request(
-        0,
-        0,
-        vars.iter().map(|(k, v)| (&k[..], &v[..])),
-        &mut packet,
-    ) {
+    if let Err(e) = uwsgi::encode_request(0, 0, cgi.chain(body).chain(front.pairs()), &mut packet) {
         return Err(fail(
             r,
             431,
             &format!("RW-AP015 request variables do not fit a uwsgi packet: {e}"),
         ));
     }
-    Ok((packet, buffered))
+    Ok(packet)
 }
 
 /// Connects to the group, sends the request and reads the response head.
 ///
-/// A bodiless GET/HEAD/OPTIONS whose connection is reset before any response byte (it sat in
-/// the backlog of a group that just died) is retried once, as proxies do for idempotent
-/// requests; anything with a body could have been acted on, so it is not.
-fn deliver(
+/// Tried again, until queue-timeout (default `Timeout`), only while the request provably never
+/// reached the app (issue 10, case 3: running it twice is worse than a 502):
+/// - the connect failed (inside `connect`: the group is restarting);
+/// - the connection failed before the group took a byte of it;
+/// - over a unix socket, a request without a body was reset before any response byte. A unix
+///   socket resets only when closed with data unread, so part of the packet was never read
+///   (or the connection still sat in the backlog of a group that went away, as when its
+///   supervisor is killed), and a worker runs the app only once it has read the whole packet.
+///   Over TCP a worker's abort resets too, and with a body the unread bytes may be body the app
+///   left, so neither is retried.
+fn deliver<'a>(
     r: &request_rec,
     route: &Route,
-    packet: &[u8],
-    buffered: Option<&[u8]>,
-    body: &mut RequestBody,
-) -> Result<(Conn, ParsedHead), c_int> {
+    packet: &'a [u8],
+    body: Option<&'a Spool>,
+) -> Result<(Backend<'a>, ParsedHead), c_int> {
     let group = route.name.as_str();
     // SAFETY: r->server is live; Timeout is in microseconds.
     let timeout =
-        Duration::from_micros(u64::try_from(unsafe { (*r.server).timeout }).unwrap_or(60_000_000));
-    // SAFETY: r->method is NUL-terminated.
-    let method = unsafe { cstr_bytes(r.method) };
-    let no_body = buffered.is_none_or(|b| b.is_empty()) && r.remaining == 0 && r.read_chunked == 0;
-    let retryable = no_body && matches!(method, b"GET" | b"HEAD" | b"OPTIONS");
-    let mut attempt = 0;
+        Duration::from_micros(u64::try_from(unsafe { (*r.server).timeout }).unwrap_or(60_000_000))
+            .max(Duration::from_secs(1));
+    let deadline = Instant::now() + route.connect_wait;
+    let unread_proves_it = body.is_none() && matches!(route.socket, SocketSpec::Unix(_));
     loop {
-        attempt += 1;
-        let mut conn = match connect(route) {
-            Ok(c) => c,
-            Err(e) => {
-                let message = format!(
-                    "RW-AP012 daemon group '{group}' ({}) not reachable: {e}",
-                    route.socket
-                );
-                return Err(fail(r, HTTP_GATEWAY_TIME_OUT, &message));
-            }
-        };
-        let _ = conn.set_timeouts(timeout.max(Duration::from_secs(1)));
-        if let Err(e) = send_request(&mut conn, packet, buffered, body) {
-            if retryable && attempt == 1 {
-                continue;
-            }
+        let conn = connect(route, deadline).map_err(|e| {
+            let message = format!(
+                "RW-AP012 daemon group '{group}' ({}) not reachable: {e}",
+                route.socket
+            );
+            fail(r, HTTP_GATEWAY_TIME_OUT, &message)
+        })?;
+        let mut backend = Backend::start(conn, packet, body, timeout).map_err(|e| {
             let message =
                 format!("RW-AP013 sending the request to daemon group '{group}' failed: {e}");
-            return Err(fail(r, HTTP_BAD_GATEWAY, &message));
-        }
-        match read_head(&mut conn) {
+            fail(r, HTTP_BAD_GATEWAY, &message)
+        })?;
+        let head = if backend.never_reached() {
+            Err(HeadError::NotTaken)
+        } else {
+            read_head(&mut backend)
+        };
+        let error = match head {
             Ok(head) => {
-                send_abort_mark(&mut conn, &head);
-                return Ok((conn, head));
+                if !head.framed() {
+                    backend.send_abort_mark();
+                }
+                return Ok((backend, head));
             }
-            Err(HeadError::Gone(_)) if retryable && attempt == 1 => continue,
-            Err(e) => return Err(fail(r, HTTP_BAD_GATEWAY, &e.message(group))),
+            Err(e) => e,
+        };
+        let unstarted = match error {
+            HeadError::NotTaken => true,
+            HeadError::Reset => unread_proves_it,
+            _ => false,
+        };
+        if !unstarted || Instant::now() >= deadline {
+            let status = match error {
+                HeadError::TimedOut | HeadError::NotTaken => HTTP_GATEWAY_TIME_OUT,
+                _ => HTTP_BAD_GATEWAY,
+            };
+            return Err(fail(r, status, &error.message(group, backend.send_error())));
         }
+        let message = format!(
+            "RW-AP062 daemon group '{group}' dropped the request before reading it (its workers \
+             were going away); sending it again"
+        );
+        // SAFETY: r is live.
+        unsafe { log_request(r, APLOG_INFO, &message) };
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -295,25 +295,6 @@ fn mount_relative_path_info(vars: &mut Vars<'_>) {
     }
 }
 
-fn send_request(
-    conn: &mut Conn,
-    packet: &[u8],
-    buffered: Option<&[u8]>,
-    body: &mut RequestBody,
-) -> io::Result<()> {
-    conn.write_all(packet)?;
-    if let Some(all) = buffered {
-        return conn.write_all(all);
-    }
-    let mut chunk = [0u8; 16 * 1024]; // on the stack: most requests have no body
-    loop {
-        match body.read(&mut chunk)? {
-            0 => return Ok(()),
-            n => conn.write_all(&chunk[..n])?,
-        }
-    }
-}
-
 /// The response head as the group sent it, plus the body bytes read along with it.
 struct ParsedHead {
     status: u16,
@@ -324,18 +305,46 @@ struct ParsedHead {
     filled: usize,
 }
 
+impl ParsedHead {
+    /// Whether the body has a Content-Length (else only the worker's close ends it).
+    fn framed(&self) -> bool {
+        self.headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(b"content-length"))
+    }
+}
+
 enum HeadError {
-    /// EOF or a reset before any complete head: the group died or dropped the connection.
+    /// The connection failed before the group took a byte of the request.
+    NotTaken,
+    /// Reset before any response byte (see `deliver` for when that proves the app did not run).
+    Reset,
+    /// EOF or another error before any complete head: the group died or dropped the connection.
     Gone(String),
+    /// Nothing for `Timeout`.
+    TimedOut,
     /// Something arrived, but not a valid head.
     Invalid(String),
 }
 
 impl HeadError {
-    fn message(&self, group: &str) -> String {
+    fn message(&self, group: &str, send_error: Option<&io::Error>) -> String {
+        let sending = send_error.map_or(String::new(), |e| {
+            format!(" (it stopped taking the request: {e})")
+        });
         match self {
+            HeadError::NotTaken => format!(
+                "RW-AP012 daemon group '{group}' closed every connection before taking the \
+                 request{sending}"
+            ),
+            HeadError::Reset => format!(
+                "RW-AP016 daemon group '{group}' gave no response head: connection reset{sending}"
+            ),
             HeadError::Gone(why) => {
-                format!("RW-AP016 daemon group '{group}' gave no response head: {why}")
+                format!("RW-AP016 daemon group '{group}' gave no response head: {why}{sending}")
+            }
+            HeadError::TimedOut => {
+                format!("RW-AP060 daemon group '{group}' sent no response head within Timeout: 504")
             }
             HeadError::Invalid(why) => {
                 format!("RW-AP017 invalid response head from daemon group '{group}': {why}")
@@ -344,13 +353,17 @@ impl HeadError {
     }
 }
 
-fn read_head(conn: &mut Conn) -> Result<ParsedHead, HeadError> {
+fn read_head(backend: &mut Backend<'_>) -> Result<ParsedHead, HeadError> {
     let mut buf = vec![0u8; 16 * 1024]; // grows for big heads; the body relay widens it
     let mut filled = 0;
     loop {
-        match conn.read(&mut buf[filled..]) {
+        match backend.read(&mut buf[filled..]) {
             Ok(0) => return Err(HeadError::Gone("connection closed".into())),
             Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(HeadError::TimedOut),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && filled == 0 => {
+                return Err(HeadError::Reset)
+            }
             Err(e) => return Err(HeadError::Gone(e.to_string())),
         }
         let mut slots = [uwsgi::EMPTY_VAR; MAX_HEADERS];
@@ -390,36 +403,13 @@ fn read_head(conn: &mut Conn) -> Result<ParsedHead, HeadError> {
     }
 }
 
-/// Sends the abort mark ([`ABORT_MARK_BYTE`]) once a head without Content-Length arrived (the
-/// request is sent whole by then): a body that only the worker's close can end needs it to tell
-/// a complete end from an aborted one (`uwsgi::contract`, "Aborted responses").
-fn send_abort_mark(conn: &mut Conn, head: &ParsedHead) {
-    let framed = head
-        .headers
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case(b"content-length"));
-    if framed {
-        return;
-    }
-    let fd = match conn {
-        Conn::Unix(s) => s.as_raw_fd(),
-        Conn::Tcp(s) => s.as_raw_fd(),
-    };
-    // Without waiting: if the socket is full, the worker has unread request bytes, which serve
-    // as the mark. An error means the worker has closed already; the body relay sees how.
-    // SAFETY: one byte from a static on the connection's open descriptor.
-    unsafe {
-        libc::send(
-            fd,
-            (&ABORT_MARK_BYTE as *const u8).cast(),
-            1,
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
-}
-
 /// Hands the head to httpd, then streams the body.
-fn relay_body(r: &mut request_rec, conn: &mut Conn, parsed: ParsedHead, group: &str) -> c_int {
+fn relay_body(
+    r: &mut request_rec,
+    backend: &mut Backend<'_>,
+    parsed: ParsedHead,
+    group: &str,
+) -> c_int {
     let ParsedHead {
         status,
         status_line,
@@ -455,11 +445,16 @@ fn relay_body(r: &mut request_rec, conn: &mut Conn, parsed: ParsedHead, group: &
         if expected.is_some_and(|cl| received >= cl) {
             return out.finish(Outcome::Complete);
         }
-        match conn.read(&mut buf) {
+        match backend.read(&mut buf) {
             Ok(0) if expected.is_none() => return out.finish(Outcome::Complete),
-            Ok(0) | Err(_) => {
-                // The group stopped mid-body (a crash, request-timeout): an incomplete response.
-                let message = format!("RW-AP018 daemon group '{group}' ended the response early");
+            end @ (Ok(0) | Err(_)) => {
+                // The group stopped mid-body (a crash, request-timeout, an abort mark left
+                // unread) or went silent for Timeout: an incomplete response.
+                let why = end
+                    .err()
+                    .map_or("connection closed".to_owned(), |e| e.to_string());
+                let message =
+                    format!("RW-AP018 daemon group '{group}' ended the response early: {why}");
                 // SAFETY: the request is live for the whole handler call.
                 unsafe { log_request(rp, APLOG_ERR, &message) };
                 return out.finish(Outcome::Aborted);

@@ -10,7 +10,9 @@
 //!   between the modes;
 //! - `request`: what both modes share: the CGI vars, the request body, the response output;
 //! - `embedded`: embedded mode, Python in the Apache child (pyhost);
-//! - `daemon`: daemon mode, forwarding a request to its group over uwsgi;
+//! - `daemon`: daemon mode, forwarding a request to its group over uwsgi, with `spool` (the
+//!   request body read whole first) and `backend` (the connection to the group: the request
+//!   sent while the response is read);
 //! - `supervise`: daemon mode in the parent: starting and restarting the groups;
 //! - `metrics`: the counters' shared mapping, what a request records, `SetHandler rwsgi-metrics`;
 //! - `log`: httpd's error log, for a request, a server and pyhost.
@@ -23,6 +25,7 @@
 //! reloads this DSO between passes, so nothing process-wide is set up there: Python starts in
 //! `child_init`, in each child.
 
+mod backend;
 mod conf;
 mod daemon;
 mod directives;
@@ -32,6 +35,7 @@ mod handler;
 mod log;
 mod metrics;
 mod request;
+mod spool;
 mod supervise;
 
 use std::ffi::{c_char, c_int, c_void};

@@ -80,7 +80,7 @@ unsafe fn register(s: *mut server_rec) {
     // SAFETY: contract.
     let Some(region) = (unsafe { region_of((*(*s).process).pool) }) else {
         // SAFETY: s is live.
-        unsafe { log_server(s, APLOG_WARNING, "RW-AP060 cannot map the metrics region") };
+        unsafe { log_server(s, APLOG_WARNING, "RW-AP070 cannot map the metrics region") };
         return;
     };
     ::metrics::attach(region);

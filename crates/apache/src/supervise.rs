@@ -41,6 +41,8 @@ pub(crate) struct Route {
     pub scripts: Vec<PathBuf>,
     /// How long a request waits for the group's socket to accept (a restarting group).
     pub connect_wait: Duration,
+    /// Sent as `RWSGI_SECRET` in every packet: the group's workers refuse packets without it.
+    pub secret: Option<supervisor::Secret>,
 }
 
 static ROUTES: RwLock<Vec<Arc<Route>>> = RwLock::new(Vec::new());
@@ -388,6 +390,38 @@ unsafe fn retire_previous(process_pool: *mut apr_pool_t, new_sockets: &[PathBuf]
     list.count = 0;
 }
 
+/// The secret of group `name`: made the first time the parent starts the group and kept in the
+/// process pool (which survives restarts; our statics may not), so that children of the
+/// previous generation, still finishing requests through the group's stable link, send what the
+/// new group's workers check. `None` if the system has no random bytes to give (the group then
+/// runs without one).
+///
+/// # Safety
+/// `process_pool` must be httpd's process pool; single-threaded parent.
+unsafe fn group_secret(process_pool: *mut apr_pool_t, name: &str) -> Option<supervisor::Secret> {
+    let key = std::ffi::CString::new(format!("mod_rwsgi.secret.{name}")).ok()?;
+    let mut data: *mut c_void = std::ptr::null_mut();
+    // SAFETY: userdata lookup on the live process pool; what we stored there is a pool string.
+    unsafe { apr_pool_userdata_get(&mut data, key.as_ptr(), process_pool) };
+    if !data.is_null() {
+        // SAFETY: set below as a NUL-terminated pool string that lives as long as the pool.
+        let stored = unsafe { cstr_bytes(data.cast()) };
+        return supervisor::Secret::new(stored.to_vec()).ok();
+    }
+    let secret = supervisor::Secret::generate().ok()?;
+    // SAFETY: the copy lives in the process pool; apr_pool_userdata_set copies the key.
+    unsafe {
+        let value = pool_str(process_pool, secret.as_bytes());
+        apr_pool_userdata_set(
+            value.cast(),
+            key.as_ptr(),
+            Some(apr_pool_cleanup_null),
+            process_pool,
+        );
+    }
+    Some(secret)
+}
+
 /// Generation counter kept in the process pool (which survives restarts; our statics may not).
 ///
 /// # Safety
@@ -484,7 +518,17 @@ unsafe fn start_groups(pconf: *mut apr_pool_t, s: *mut server_rec) -> Result<(),
             generation,
             n
         ));
-        let cfg = group_config(group, main, apps, socket, timeout);
+        let mut cfg = group_config(group, main, apps, socket, timeout);
+        // SAFETY: caller contract.
+        cfg.secret = unsafe { group_secret(process_pool, &group.name) };
+        if cfg.secret.is_none() {
+            let message = format!(
+                "RW-AP050 WSGIDaemonProcess {}: no random bytes for its secret; it runs without one",
+                group.name
+            );
+            // SAFETY: s is live (caller contract).
+            unsafe { log_server(s, APLOG_ERR, &message) };
+        }
         cfg.validate().map_err(|e| {
             let hint = if e.option == "socket" {
                 " (set WSGISocketPrefix to a shorter directory)"
@@ -503,6 +547,7 @@ unsafe fn start_groups(pconf: *mut apr_pool_t, s: *mut server_rec) -> Result<(),
             socket: socket_for_children,
             scripts: cfg.apps.iter().map(|a| a.script.clone()).collect(),
             connect_wait: cfg.queue_timeout.unwrap_or(timeout),
+            secret: cfg.secret.clone(),
         }));
         // SAFETY: caller contract.
         unsafe { start_daemon(pconf, process_pool, s, group, cfg) }?;

@@ -170,7 +170,11 @@ fn build_and_start(w: &mut Writer, snap: &Snapshot, build: &BuildInfo) {
 }
 
 /// The histograms, one series per app: (name, help, which).
-type PerAppHistogram = (&'static str, &'static str, fn(&AppSnapshot) -> &HistSnapshot);
+type PerAppHistogram = (
+    &'static str,
+    &'static str,
+    fn(&AppSnapshot) -> &HistSnapshot,
+);
 const HISTOGRAMS: [PerAppHistogram; 2] = [
     (
         "rwsgi_request_duration_seconds",

@@ -166,14 +166,34 @@ pub(crate) fn build<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let env = presized_dict(py, req.vars.len() + 12)?;
     let mut https = false;
-    for (k, v) in req.vars {
+    let mut server_name = false;
+    // Keys in `env` so far: when setting a key leaves the count unchanged, the key came before.
+    let mut distinct = 0usize;
+    for (i, (k, v)) in req.vars.iter().enumerate() {
         if dropped(k) {
             continue;
         }
         if (*k == b"HTTPS" && truthy(v)) || (*k == b"REQUEST_SCHEME" && *v == b"https") {
             https = true;
         }
-        env.set_item(key(py, k)?, latin1(py, v)?)?;
+        if *k == b"SERVER_NAME" {
+            server_name = !v.is_empty();
+        }
+        let key = key(py, k)?;
+        env.set_item(&key, latin1(py, v)?)?;
+        distinct += 1;
+        if env.len() < distinct {
+            distinct -= 1;
+            // A repeated variable: a request header sent on several lines becomes one value;
+            // for any other variable the last one wins (it has overwritten the earlier ones).
+            if k.starts_with(b"HTTP_") {
+                env.set_item(&key, latin1(py, &join_repeated(&req.vars[..=i], k))?)?;
+            }
+        }
+    }
+    if !server_name {
+        let name = server_name_fallback(req.vars);
+        env.set_item(intern!(py, "SERVER_NAME"), latin1(py, &name)?)?;
     }
     let empty = intern!(py, "");
     for required in [
@@ -209,6 +229,79 @@ pub(crate) fn build<'py>(
         py.get_type::<FileWrapper>(),
     )?;
     Ok(env)
+}
+
+/// The value of a request header sent on several lines (so present several times in `vars`), as
+/// one field: RFC 9110 5.3 joins the lines' values with ", " in order; Cookie is the exception,
+/// joined with "; " (RFC 6265 5.4, and RFC 9113 8.2.3 for the crumbs HTTP/2 splits it into).
+/// Empty lines add no element (RFC 9110 5.6.1). Every front end's repeated headers go through
+/// here: nginx before 1.23 sends them to a uwsgi server as repeated variables, and our own
+/// adapters pass them on the same way, so the rule is written once.
+fn join_repeated(vars: &[(&[u8], &[u8])], name: &[u8]) -> Vec<u8> {
+    let sep: &[u8] = if name == b"HTTP_COOKIE" { b"; " } else { b", " };
+    let mut out = Vec::new();
+    for (_, v) in vars.iter().filter(|(k, v)| *k == name && !v.is_empty()) {
+        if !out.is_empty() {
+            out.extend_from_slice(sep);
+        }
+        out.extend_from_slice(v);
+    }
+    out
+}
+
+/// SERVER_NAME when the transport sent none or an empty one (nginx with no `server_name` sends
+/// `$server_name` empty; PEP 3333 requires the key, CGI a host name): the name from the Host
+/// header, else the server's address (SERVER_ADDR), else this machine's host name, as httpd
+/// falls back to it without a ServerName.
+fn server_name_fallback(vars: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let last = |name: &[u8]| {
+        vars.iter()
+            .rev()
+            .find(|(k, v)| *k == name && !v.is_empty())
+            .map(|(_, v)| *v)
+    };
+    if let Some(host) = last(b"HTTP_HOST").map(host_name).filter(|h| !h.is_empty()) {
+        return host;
+    }
+    if let Some(addr) = last(b"SERVER_ADDR") {
+        return addr.to_vec();
+    }
+    machine_name().to_vec()
+}
+
+/// The host name of a Host header value: `Example.com:8080` -> `example.com`, `[::1]:80` ->
+/// `[::1]` (host names are case-insensitive; nginx's `$host` is lower case too).
+fn host_name(host: &[u8]) -> Vec<u8> {
+    let host = host
+        .split(|&b| b == b',')
+        .next()
+        .unwrap_or(b"")
+        .trim_ascii();
+    let name = if host.starts_with(b"[") {
+        host.iter()
+            .position(|&b| b == b']')
+            .map_or(host, |end| &host[..=end])
+    } else {
+        host.split(|&b| b == b':').next().unwrap_or(b"")
+    };
+    name.to_ascii_lowercase()
+}
+
+/// gethostname(), once per process; "localhost" if it fails.
+fn machine_name() -> &'static [u8] {
+    static NAME: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let mut buf = [0u8; 256];
+        // SAFETY: buf is writable for its length; gethostname NUL-terminates within it on
+        // success (we reserve the last byte in case it does not).
+        let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) };
+        let name: Vec<u8> = buf.iter().copied().take_while(|&b| b != 0).collect();
+        if rc == 0 && !name.is_empty() {
+            name
+        } else {
+            b"localhost".to_vec()
+        }
+    })
 }
 
 /// The environ key for an HTTP request header, for transports that build vars from raw headers:
@@ -266,6 +359,38 @@ mod tests {
         }
         assert_eq!(common_index(b"HTTP_X_UNCOMMON"), None);
         assert_eq!(common_index(b"request_method"), None);
+    }
+
+    #[test]
+    fn repeated_headers_join_as_rfc_9110_says() {
+        let vars: [(&[u8], &[u8]); 7] = [
+            (b"HTTP_X_FORWARDED_FOR", b"1.1.1.1"),
+            (b"HTTP_COOKIE", b"a=1"),
+            (b"SERVER_NAME", b"x"),
+            (b"HTTP_X_FORWARDED_FOR", b""),
+            (b"HTTP_COOKIE", b"b=2"),
+            (b"HTTP_X_FORWARDED_FOR", b"2.2.2.2, 3.3.3.3"),
+            (b"HTTP_COOKIE", b"c=3"),
+        ];
+        assert_eq!(
+            join_repeated(&vars, b"HTTP_X_FORWARDED_FOR"),
+            b"1.1.1.1, 2.2.2.2, 3.3.3.3"
+        );
+        assert_eq!(join_repeated(&vars, b"HTTP_COOKIE"), b"a=1; b=2; c=3");
+    }
+
+    #[test]
+    fn server_name_falls_back_to_host_then_address() {
+        let host: [(&[u8], &[u8]); 2] =
+            [(b"SERVER_NAME", b""), (b"HTTP_HOST", b"Example.COM:8080")];
+        assert_eq!(server_name_fallback(&host), b"example.com");
+        let v6: [(&[u8], &[u8]); 1] = [(b"HTTP_HOST", b"[::1]:8080")];
+        assert_eq!(server_name_fallback(&v6), b"[::1]");
+        let addr: [(&[u8], &[u8]); 2] = [(b"HTTP_HOST", b""), (b"SERVER_ADDR", b"10.0.0.1")];
+        assert_eq!(server_name_fallback(&addr), b"10.0.0.1");
+        let nothing: [(&[u8], &[u8]); 0] = [];
+        assert!(!server_name_fallback(&nothing).is_empty());
+        assert_eq!(server_name_fallback(&nothing), machine_name());
     }
 
     #[test]

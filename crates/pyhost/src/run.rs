@@ -8,7 +8,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyIterator, PyList, PyTuple, PyType};
+use pyo3::types::{PyByteArray, PyBytes, PyIterator, PyList, PyTuple, PyType};
 
 use crate::environ;
 use crate::filewrapper::FileWrapper;
@@ -79,12 +79,30 @@ enum Next {
 const COPY_LIMIT: usize = 64 * 1024;
 
 fn run(py: Python<'_>, app: &App, req: &Request<'_>, scope: &Arc<Scope>) -> Next {
-    match call_app(py, app, req, scope) {
+    match call_app(py, app, req, scope).map(|it| bare_body(py, it)) {
         Ok(iterable) => match copy_small_sequence(scope, &iterable) {
             Some(body) => Next::Send(body),
             None => Next::Done(respond(py, scope, &iterable)),
         },
         Err(outcome) => Next::Done(outcome),
+    }
+}
+
+/// An extension for apps written for uWSGI, which sends a bare `bytes` returned by the app as
+/// the body: `bytes` or `bytearray` becomes a one-item tuple, the whole body (PEP 3333 would
+/// iterate it and fail on the first int). A `str` stays an error: its encoding is the app's to
+/// choose.
+fn bare_body<'py>(py: Python<'py>, iterable: Bound<'py, PyAny>) -> Bound<'py, PyAny> {
+    let body = if iterable.is_instance_of::<PyBytes>() {
+        iterable.clone()
+    } else if let Ok(array) = iterable.cast::<PyByteArray>() {
+        PyBytes::new(py, &array.to_vec()).into_any()
+    } else {
+        return iterable;
+    };
+    match PyTuple::new(py, [body]) {
+        Ok(tuple) => tuple.into_any(),
+        Err(_) => iterable,
     }
 }
 

@@ -4,11 +4,12 @@
 //! `--name VALUE` or `--name=VALUE`. Errors are sentences naming the option; the binary prints
 //! them and exits with status 2.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::{AppConfig, GroupConfig, SocketSpec};
 use crate::options::{DaemonOptions, OPTION_NAMES};
+use crate::secret::Secret;
 
 const DEFAULT_CALLABLE: &str = "application";
 
@@ -45,6 +46,9 @@ Socket:
   --socket-mode OCTAL            unix socket permissions (default 0600)
   --socket-owner USER            owner of the unix socket (the front end's worker user)
   --listen-backlog N             listen(2) backlog (default 100)
+  --secret-file FILE             serve only packets that carry the file's first line as the
+                                 RWSGI_SECRET var (uwsgi_param RWSGI_SECRET \"...\";): on a TCP
+                                 socket any local user can connect; the file must be mode 0600
 
 Metrics:
   --metrics HOST:PORT|unix:PATH  serve Prometheus metrics of all the workers there (GET /metrics)
@@ -265,6 +269,7 @@ const OPTIONS: &[&str] = &[
     "socket-mode",
     "socket-owner",
     "listen-backlog",
+    "secret-file",
     "lifetime-fd",
     "metrics",
 ];
@@ -293,6 +298,7 @@ fn apply(cfg: &mut GroupConfig, name: &str, value: &str) -> Result<(), String> {
         "metrics" => {
             cfg.metrics = Some(SocketSpec::parse(value).map_err(|e| e.message)?);
         }
+        "secret-file" => cfg.secret = Some(Secret::from_file(Path::new(non_empty(value)?))?),
         _ => return Err("unknown option".into()),
     }
     Ok(())
@@ -448,6 +454,32 @@ mod tests {
             parse(vec!["--help".to_string()]),
             Ok(Command::Help)
         ));
+    }
+
+    #[test]
+    fn secret_file() {
+        let base = [
+            "--socket",
+            "127.0.0.1:0",
+            "--script",
+            "a.py",
+            "--secret-file",
+        ];
+        let e = run(&[&base[..], &["/nonexistent/secret"]].concat()).unwrap_err();
+        assert!(e.starts_with("--secret-file: /nonexistent/secret:"), "{e}");
+        let dir = std::env::temp_dir().join(format!("rwsgi-cli-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s");
+        std::fs::write(&path, "0123456789abcdef0123\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let p = path.to_str().unwrap();
+        let e = run(&[&base[..], &[p]].concat()).unwrap_err();
+        assert!(e.contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = run(&[&base[..], &[p]].concat()).unwrap();
+        assert!(c.secret.is_some_and(|s| s.matches(b"0123456789abcdef0123")));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

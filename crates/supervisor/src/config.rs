@@ -11,6 +11,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::secret::Secret;
+
 /// Longest unix socket path: `sun_path` is 108 bytes including the terminating NUL.
 pub const MAX_UNIX_PATH: usize = 107;
 
@@ -129,6 +131,9 @@ pub struct GroupConfig {
     /// rwsgi-worker `--metrics`: serve the Prometheus endpoint here (the web server modules
     /// serve it themselves and leave this `None`).
     pub metrics: Option<SocketSpec>,
+    /// The secret every packet must carry as `RWSGI_SECRET` (`secret.rs`); `None` = no check
+    /// (rwsgi-worker without `--secret-file`).
+    pub secret: Option<Secret>,
 }
 
 impl GroupConfig {
@@ -158,6 +163,7 @@ impl GroupConfig {
             socket_timeout: Duration::from_secs(60),
             display_name: None,
             metrics: None,
+            secret: None,
         }
     }
 
@@ -221,8 +227,17 @@ impl GroupConfig {
                 ));
             }
         }
-        if self.user.as_deref() == Some("root") {
+        // The options refuse root by any name at parse time (NSS included); this catches the
+        // spellings of id 0 in a config built some other way.
+        let is_root = |v: &str| v == "root" || (!v.is_empty() && v.bytes().all(|c| c == b'0'));
+        if self.user.as_deref().is_some_and(is_root) {
             return Err(ConfigError::new("user", "refusing to run workers as root"));
+        }
+        if self.group.as_deref().is_some_and(is_root) {
+            return Err(ConfigError::new(
+                "group",
+                "refusing to run workers with root's group (gid 0)",
+            ));
         }
         if self.group.is_some() && self.user.is_none() {
             return Err(ConfigError::new("group", "needs user as well"));

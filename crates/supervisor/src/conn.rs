@@ -4,31 +4,34 @@
 //!
 //! A malformed packet (parse error, modifier1 other than 0, EOF or timeout inside the head, bad
 //! CONTENT_LENGTH) closes that connection only: the app is never called and nothing is answered.
+//! So does a packet without the group's secret, when it has one (`secret.rs`). A well-formed
+//! packet with more vars than the worker takes ([`uwsgi::MAX_VARS`]) is answered 431 (Request
+//! Header Fields Too Large), so that any front end gives its client a clear status. The lines
+//! for these go through the log's rate limit: an outsider can send them at will.
+//!
+//! The request body is `body.rs`, the response `respond.rs`.
 
-use std::io::{self, IoSlice, Read, Write};
-use std::os::fd::AsRawFd;
+use std::cell::RefCell;
+use std::io::{self, Read};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use pyhost::{App, Body, ErrorLog, Head, Mode, Outcome, Responder};
+use pyhost::{App, ErrorLog, Head, Mode, Outcome, Responder};
 use uwsgi::contract::{self, PathInfoForm};
-use uwsgi::{Var, EMPTY_VAR, HEADER_LEN, MAX_VARS_BLOCK};
+use uwsgi::{Var, EMPTY_VAR, HEADER_LEN, MAX_VARS, MAX_VARS_BLOCK};
 
-use crate::listener::Stream;
+use crate::body::{Inbound, SocketBody};
 use crate::metrics::HttpRequest;
+use crate::respond::SocketResponder;
 use crate::routing::{self, Routed, SentPath};
-use crate::rwlog;
+use crate::rwlog_limited;
 use crate::scoreboard::Scoreboard;
+use crate::secret::Secret;
 use crate::signals::monotonic_ms;
+use crate::stream::Stream;
 
-/// Vars one packet may carry (uWSGI's default is 64; a browser request through nginx has ~30).
-const MAX_VARS: usize = 512;
-/// Vars parsed into stack storage before falling back to the heap.
+/// Vars parsed into stack storage before falling back to the heap (a browser request through
+/// nginx has ~30).
 const SMALL_VARS: usize = 96;
-
-/// Body bytes read and thrown away after the response when the app did not read them: closing a
-/// socket with unread input makes Linux send a reset, which can destroy the response still in
-/// flight to the front end. Beyond this, we close anyway.
-const DRAIN_LIMIT: u64 = 16 << 20;
 
 /// One app of the group and the URL prefix it is mounted at (`None` = the default app).
 pub struct MountedApp<'a> {
@@ -50,6 +53,8 @@ pub struct Ctx<'a> {
     pub board: &'a Scoreboard,
     pub slot: usize,
     pub thread: usize,
+    /// The group's secret: packets without it are refused.
+    pub secret: Option<&'a Secret>,
     /// Count the requests in the metrics (standalone; behind our modules the front end does).
     pub count_http: bool,
 }
@@ -87,6 +92,8 @@ enum Bad {
     Modifier(u8, u8),
     ContentLength,
     NoApp,
+    /// Without the group's secret (`RWSGI_SECRET` missing or wrong).
+    Origin,
 }
 
 impl std::fmt::Display for Bad {
@@ -101,6 +108,7 @@ impl std::fmt::Display for Bad {
             }
             Bad::ContentLength => f.write_str("invalid or conflicting CONTENT_LENGTH"),
             Bad::NoApp => f.write_str("no application configured"),
+            Bad::Origin => f.write_str("the packet does not carry the group's secret"),
         }
     }
 }
@@ -112,14 +120,21 @@ pub fn serve(stream: Stream, ctx: &Ctx<'_>, scratch: &mut Scratch) {
     let filled = match read_packet(&stream, &mut scratch.buf) {
         Ok(Some(n)) => n,
         Ok(None) => return, // connected and closed without a byte: a health check
-        Err(bad) => {
-            rwlog!("RW030", "closing connection: {bad}");
-            return;
-        }
+        Err(bad) => return log_refusal(&bad),
     };
     let Scratch { buf, head } = scratch;
     if let Err(bad) = run_request(&stream, &buf[..filled], ctx, head, accepted) {
-        rwlog!("RW030", "closing connection: {bad}");
+        log_refusal(&bad);
+    }
+}
+
+fn log_refusal(bad: &Bad) {
+    match bad {
+        Bad::Origin => rwlog_limited!(
+            "RW051",
+            "refusing a request that does not carry the group's secret (RWSGI_SECRET): connection closed"
+        ),
+        _ => rwlog_limited!("RW030", "closing connection: {bad}"),
     }
 }
 
@@ -169,8 +184,18 @@ fn run_request(
 ) -> Result<(), Bad> {
     let mut small: [Var<'_>; SMALL_VARS] = [EMPTY_VAR; SMALL_VARS];
     let mut large = Vec::new();
-    let (vars, consumed) = parse_vars(packet, &mut small, &mut large)?;
+    let (vars, consumed) = match parse_vars(packet, &mut small, &mut large) {
+        Err(Bad::Parse(uwsgi::Error::TooManyVars)) => {
+            return refuse_too_many_vars(stream, packet, ctx, head_buf)
+        }
+        parsed => parsed?,
+    };
     let front = FrontEnd::read(vars)?;
+    if let Some(secret) = ctx.secret {
+        if !front.secret.is_some_and(|s| secret.matches(s)) {
+            return Err(Bad::Origin);
+        }
+    }
     let mounts: Vec<Option<&[u8]>> = ctx.apps.iter().map(|a| a.mount).collect();
     let mut decoded = Vec::new();
     let routed = routing::resolve(&front.path, &mounts, &mut decoded);
@@ -179,25 +204,85 @@ fn run_request(
     };
     let env = environ(vars, &front, &routed);
     let http = HttpRequest::start(ctx.count_http, app.metrics, accepted);
-    let mut body = SocketBody {
-        stream,
-        prefix: &packet[consumed..],
-        remaining: front.content_length.unwrap_or(0),
-    };
-    let mut out = SocketResponder::new(stream, head_buf);
+    let length = front.content_length.unwrap_or(0);
+    let inbound = RefCell::new(Inbound::new(stream, &packet[consumed..], length));
+    let mut out = SocketResponder::new(stream, &inbound, head_buf);
+    let read = |inbound: &RefCell<Inbound<'_>>| length - inbound.borrow().on_socket();
     if queued_too_long(ctx, front.request_start) {
-        answer_queue_timeout(stream, &mut body, &mut out);
-        let read = front.content_length.unwrap_or(0) - body.remaining;
-        http.finish(out.status, read, out.sent, false);
+        let msg = b"Request queued too long in the server.\n";
+        if answer(&mut out, b"504 Gateway Timeout", msg).is_ok() {
+            finish_clean(stream, &inbound, false);
+        }
+        http.finish(out.status, read(&inbound), out.sent, false);
         return Ok(());
     }
     // Time queued since the front end received it, for the metrics (when it says).
     let queued = app.metrics.and(front.request_start).and_then(queued_for);
+    let mut body = SocketBody { inbound: &inbound };
     let outcome = run_app(ctx, app, queued, &env, &mut body, &mut out);
-    end_response(stream, &mut body, &mut out, outcome, front.abort_mark);
-    let read = front.content_length.unwrap_or(0) - body.remaining;
-    http.finish(out.status, read, out.sent, outcome == Outcome::ClientGone);
+    end_response(stream, &inbound, &mut out, outcome, front.abort_mark);
+    let gone = outcome == Outcome::ClientGone;
+    http.finish(out.status, read(&inbound), out.sent, gone);
     Ok(())
+}
+
+/// A packet with more vars than [`MAX_VARS`]: 431, without running the app ("a request too
+/// large for the daemon answers 431", as the front ends answer when they cannot encode one).
+/// Only the vars this needs are looked up, without storing the others.
+fn refuse_too_many_vars(
+    stream: &Stream,
+    packet: &[u8],
+    ctx: &Ctx<'_>,
+    head_buf: &mut Vec<u8>,
+) -> Result<(), Bad> {
+    if let [m1, _, _, m2, ..] = *packet {
+        if m1 != 0 {
+            return Err(Bad::Modifier(m1, m2));
+        }
+    }
+    if let Some(secret) = ctx.secret {
+        if !uwsgi::find_var(packet, contract::SECRET).is_some_and(|s| secret.matches(s)) {
+            return Err(Bad::Origin);
+        }
+    }
+    let length = match uwsgi::find_var(packet, b"CONTENT_LENGTH") {
+        Some(v) => parse_content_length(v).ok_or(Bad::ContentLength)?,
+        None => 0,
+    };
+    rwlog_limited!(
+        "RW030",
+        "answering 431: the request has more than {MAX_VARS} uwsgi vars (headers), the most a worker takes"
+    );
+    let consumed = uwsgi::packet_len(packet).map_or(packet.len(), |n| n.min(packet.len()));
+    let inbound = RefCell::new(Inbound::new(stream, &packet[consumed..], length));
+    let mut out = SocketResponder::new(stream, &inbound, head_buf);
+    let msg = b"Request header fields too large for the application server.\n";
+    if answer(&mut out, b"431 Request Header Fields Too Large", msg).is_ok() {
+        finish_clean(stream, &inbound, false);
+    }
+    Ok(())
+}
+
+/// A short plain-text answer of the worker's own (the app does not run).
+fn answer(out: &mut SocketResponder<'_, '_>, status_line: &[u8], msg: &[u8]) -> io::Result<()> {
+    let status = std::str::from_utf8(&status_line[..3])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(500);
+    let headers = [
+        (b"Content-Type".to_vec(), b"text/plain".to_vec()),
+        (
+            b"Content-Length".to_vec(),
+            msg.len().to_string().into_bytes(),
+        ),
+    ];
+    let head = Head {
+        status,
+        status_line,
+        headers: &headers,
+    };
+    out.start(&head)?;
+    out.write(msg)
 }
 
 /// Parses the packet head into `small` (room for a typical request, on the caller's stack) or,
@@ -236,6 +321,8 @@ struct FrontEnd<'p> {
     abort_mark: bool,
     /// `UWSGI_SCHEME`, when it says http or https.
     scheme: Option<&'p [u8]>,
+    /// `RWSGI_SECRET` (uwsgi::contract), the first one sent.
+    secret: Option<&'p [u8]>,
 }
 
 impl<'p> FrontEnd<'p> {
@@ -246,6 +333,7 @@ impl<'p> FrontEnd<'p> {
             request_start: None,
             abort_mark: false,
             scheme: None,
+            secret: None,
         };
         for v in vars {
             match v.key {
@@ -256,6 +344,8 @@ impl<'p> FrontEnd<'p> {
                 contract::REQUEST_START => front.request_start = Some(v.value),
                 contract::ABORT_MARK => front.abort_mark = v.value == contract::ABORT_MARK_ON,
                 contract::PATH_INFO_FORM => front.path.form = PathInfoForm::parse(v.value),
+                contract::APP_MOUNT => front.path.app_mount = Some(v.value),
+                contract::SECRET if front.secret.is_none() => front.secret = Some(v.value),
                 // UWSGI_SCHEME is the one UWSGI_* var that loads no code: operators set it
                 // (`uwsgi_param UWSGI_SCHEME https;`, `SetEnv UWSGI_SCHEME https`) to say the
                 // client used TLS. It wins over HTTPS/REQUEST_SCHEME, as in uWSGI.
@@ -317,31 +407,13 @@ fn queued_too_long(ctx: &Ctx<'_>, request_start: Option<&[u8]>) -> bool {
     let Some(waited) = request_start.and_then(queued_for).filter(|w| *w > limit) else {
         return false;
     };
-    rwlog!(
+    rwlog_limited!(
         "RW035",
         "request queued for {:.3}s > queue-timeout {:.3}s: answering 504",
         waited.as_secs_f64(),
         limit.as_secs_f64()
     );
     true
-}
-
-/// The 504 of a request that queued too long; the app does not run.
-fn answer_queue_timeout(stream: &Stream, body: &mut SocketBody<'_>, out: &mut SocketResponder<'_>) {
-    let msg = b"Request queued too long in the server.\n";
-    let len = msg.len().to_string();
-    let head = [
-        (b"Content-Type".to_vec(), b"text/plain".to_vec()),
-        (b"Content-Length".to_vec(), len.into_bytes()),
-    ];
-    let head = Head {
-        status: 504,
-        status_line: b"504 Gateway Timeout",
-        headers: &head,
-    };
-    if out.start(&head).and_then(|_| out.write(msg)).is_ok() {
-        finish_clean(stream, body, false);
-    }
 }
 
 /// Runs the app, with this thread marked busy on the scoreboard (for request-timeout) and in
@@ -351,8 +423,8 @@ fn run_app(
     app: &MountedApp<'_>,
     queued: Option<Duration>,
     env: &[(&[u8], &[u8])],
-    body: &mut SocketBody<'_>,
-    out: &mut SocketResponder<'_>,
+    body: &mut SocketBody<'_, '_>,
+    out: &mut SocketResponder<'_, '_>,
 ) -> Outcome {
     let request = pyhost::Request {
         vars: env,
@@ -372,8 +444,8 @@ fn run_app(
 /// a complete one, a reset (and the abort mark left unread) after an aborted one.
 fn end_response(
     stream: &Stream,
-    body: &mut SocketBody<'_>,
-    out: &mut SocketResponder<'_>,
+    inbound: &RefCell<Inbound<'_>>,
+    out: &mut SocketResponder<'_, '_>,
     outcome: Outcome,
     abort_mark: bool,
 ) {
@@ -384,7 +456,7 @@ fn end_response(
     match outcome {
         Outcome::Complete | Outcome::Failed => {
             if out.flush_head().is_ok() {
-                finish_clean(stream, body, marked);
+                finish_clean(stream, inbound, marked);
             }
         }
         Outcome::ClientGone => {}
@@ -398,25 +470,16 @@ fn end_response(
     }
 }
 
-/// After a complete response: signal the end (FIN), then consume the unread body (and the
-/// front end's abort mark, if one is coming) so that the close does not turn into a reset that
-/// could destroy the response in flight.
-fn finish_clean(stream: &Stream, body: &mut SocketBody<'_>, marked: bool) {
-    if (body.remaining == 0 && !marked) || body.remaining > DRAIN_LIMIT {
+/// After a complete response: signal the end (FIN), then take in what the front end still
+/// sends of the body (and its abort mark, if one is coming), so that the close does not turn
+/// into a reset that could destroy the response in flight. Bounded in time (`body.rs`).
+fn finish_clean(stream: &Stream, inbound: &RefCell<Inbound<'_>>, marked: bool) {
+    let mut inbound = inbound.borrow_mut();
+    if inbound.on_socket() == 0 && !marked {
         return; // the close itself ends the response
     }
     stream.shutdown_write();
-    let mut sink = [0u8; 16 * 1024];
-    while let Ok(n) = body.read(&mut sink) {
-        if n == 0 {
-            break;
-        }
-    }
-    if marked {
-        let mut mark = [0u8; 1];
-        let mut s = stream;
-        let _ = s.read(&mut mark);
-    }
+    inbound.discard_rest(u64::from(marked));
 }
 
 /// CONTENT_LENGTH: empty means 0 (nginx sends it empty for bodiless requests); digits only.
@@ -436,183 +499,6 @@ fn queued_for(v: &[u8]) -> Option<Duration> {
     let started = contract::parse_request_start(v)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
     now.checked_sub(started)
-}
-
-/// `wsgi.input`: exactly CONTENT_LENGTH bytes, the ones already read with the head first.
-struct SocketBody<'s> {
-    stream: &'s Stream,
-    prefix: &'s [u8],
-    remaining: u64,
-}
-
-impl Body for SocketBody<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let want = buf
-            .len()
-            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
-        if want == 0 {
-            return Ok(0);
-        }
-        if !self.prefix.is_empty() {
-            let n = want.min(self.prefix.len());
-            buf[..n].copy_from_slice(&self.prefix[..n]);
-            self.prefix = &self.prefix[n..];
-            self.remaining -= n as u64;
-            return Ok(n);
-        }
-        let mut stream = self.stream;
-        loop {
-            match stream.read(&mut buf[..want]) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("request body ended {} bytes early", self.remaining),
-                    ))
-                }
-                Ok(n) => {
-                    self.remaining -= n as u64;
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_timeout(&e) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "timed out reading the request body",
-                    ))
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
-/// The response: `HTTP/1.1 <status>` head, then the body as the app produces it. The head is held
-/// back until the first body bytes (or the end), so that both leave in one `writev`.
-struct SocketResponder<'s> {
-    stream: &'s Stream,
-    head: &'s mut Vec<u8>,
-    head_pending: bool,
-    /// The head has no Content-Length: the body ends at our close.
-    unframed: bool,
-    /// The status and the body bytes sent, for the metrics.
-    status: u16,
-    sent: u64,
-}
-
-impl<'s> SocketResponder<'s> {
-    fn new(stream: &'s Stream, head: &'s mut Vec<u8>) -> SocketResponder<'s> {
-        head.clear();
-        SocketResponder {
-            stream,
-            head,
-            head_pending: false,
-            unframed: false,
-            status: 0,
-            sent: 0,
-        }
-    }
-
-    fn flush_head(&mut self) -> io::Result<()> {
-        if self.head_pending {
-            self.head_pending = false;
-            write_all_vectored(self.stream, &mut [IoSlice::new(self.head)])?;
-        }
-        Ok(())
-    }
-}
-
-impl Responder for SocketResponder<'_> {
-    fn start(&mut self, head: &Head<'_>) -> io::Result<()> {
-        self.head.clear();
-        let headers = head
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_slice(), v.as_slice()));
-        uwsgi::encode_response_head(head.status_line, headers, self.head)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        self.head_pending = true;
-        self.status = head.status;
-        self.unframed = !head
-            .headers
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case(b"content-length"));
-        Ok(())
-    }
-
-    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        let written = if self.head_pending {
-            self.head_pending = false;
-            write_all_vectored(
-                self.stream,
-                &mut [IoSlice::new(self.head), IoSlice::new(chunk)],
-            )
-        } else {
-            write_all_vectored(self.stream, &mut [IoSlice::new(chunk)])
-        };
-        if written.is_ok() {
-            self.sent += chunk.len() as u64;
-        }
-        written
-    }
-
-    fn send_file(
-        &mut self,
-        file: &std::fs::File,
-        offset: u64,
-        len: u64,
-    ) -> Option<io::Result<u64>> {
-        let sent = self
-            .flush_head()
-            .and_then(|_| sendfile_all(self.stream, file, offset, len));
-        if let Ok(n) = sent {
-            self.sent += n;
-        }
-        Some(sent)
-    }
-}
-
-fn write_all_vectored(mut stream: &Stream, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
-    IoSlice::advance_slices(&mut bufs, 0);
-    while !bufs.is_empty() {
-        match stream.write_vectored(bufs) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// sendfile(2) until `len` bytes went out or the file ended; returns the bytes sent.
-fn sendfile_all(stream: &Stream, file: &std::fs::File, offset: u64, len: u64) -> io::Result<u64> {
-    stream.prepare_blocking()?;
-    let mut off = libc::off_t::try_from(offset)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file offset too large"))?;
-    let mut sent = 0u64;
-    while sent < len {
-        let chunk = usize::try_from(len - sent)
-            .unwrap_or(usize::MAX)
-            .min(1 << 30);
-        // SAFETY: both fds are open for the duration of the call; `off` is a valid off_t that the
-        // kernel advances by the bytes sent.
-        let n = unsafe { libc::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut off, chunk) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            break; // the file is shorter than announced
-        }
-        sent += n as u64;
-    }
-    Ok(sent)
 }
 
 #[cfg(test)]

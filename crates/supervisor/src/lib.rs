@@ -11,12 +11,16 @@
 //! Modules: `config` (the typed options), `options` (mod_wsgi's daemon group options, shared by
 //! both web server modules), `host` (what the web server modules call: group defaults, forking
 //! the supervisor), `cli` (the command line), `listener` (bind, mode, owner, backlog, stale
-//! sockets), `master` (fork, reap, respawn, recycle, timeouts, signals), `worker` (one process:
-//! privileges, Python, request threads), `conn` (one uwsgi connection), `routing` (which app,
-//! SCRIPT_NAME and PATH_INFO), `scoreboard` (shared memory between supervisor and workers),
-//! `metrics` (the group's slots in the metrics region, rwsgi-worker's `--metrics` endpoint),
-//! `signals`, `privs`, `log`. The vars our front ends add to uwsgi are `uwsgi::contract`.
+//! sockets), `master` (fork, reap, respawn, recycle, timeouts, signals), `refuse` (the
+//! supervisor's own 503 while no worker lives), `worker` (one process: privileges, Python,
+//! request threads), `conn` (one uwsgi connection), `stream` (its socket), `body` and `stash`
+//! (the request body), `respond` (the response), `routing` (which app, SCRIPT_NAME and
+//! PATH_INFO), `scoreboard` (shared memory between supervisor and workers), `secret` (the
+//! group's proof of origin), `metrics` (the group's slots in the metrics region,
+//! rwsgi-worker's `--metrics` endpoint), `signals`, `privs`, `log`. The vars our front ends add to uwsgi
+//! are `uwsgi::contract`.
 
+mod body;
 pub mod cli;
 pub mod config;
 mod conn;
@@ -27,9 +31,14 @@ mod master;
 mod metrics;
 pub mod options;
 mod privs;
+mod refuse;
+mod respond;
 mod routing;
 mod scoreboard;
+mod secret;
 mod signals;
+mod stash;
+mod stream;
 mod worker;
 
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
@@ -37,6 +46,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 pub use config::{AppConfig, ConfigError, GroupConfig, SocketSpec};
 pub use host::{fork_supervisor, run_forked, ForkedSupervisor, ServerDefaults, WorkerAccount};
 pub use options::{DaemonOptions, OPTION_NAMES};
+pub use secret::Secret;
 
 /// Why the supervisor could not start (after it started, problems are logged, not returned).
 #[derive(Debug)]

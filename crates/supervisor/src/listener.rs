@@ -1,5 +1,5 @@
-//! The group's listening socket (owned by the supervisor, inherited by every worker) and the
-//! accepted connections.
+//! The group's listening socket (owned by the supervisor, inherited by every worker); what it
+//! accepts is a [`Stream`].
 //!
 //! A unix socket is bound under umask 077 (nobody else can connect in the window before chmod),
 //! then given the configured mode and owner. A stale socket file left by a dead server is
@@ -7,17 +7,16 @@
 //! never followed if it is a symlink). The backlog is applied with a second `listen(2)`, which
 //! Linux allows on a listening socket and which std's bind does not expose.
 
-use std::cell::Cell;
-use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream, ToSocketAddrs};
-use std::os::fd::{AsRawFd, RawFd};
+use std::io;
+use std::net::{TcpListener, ToSocketAddrs};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::config::{GroupConfig, SocketSpec};
 use crate::privs;
+use crate::stream::Stream;
 
 /// A bound, listening, non-blocking socket.
 pub enum Listener {
@@ -64,17 +63,37 @@ impl Listener {
     }
 
     /// Accepts one connection; `WouldBlock` when another thread or process took it first. The
-    /// accepted socket is blocking (Linux does not inherit O_NONBLOCK) and close-on-exec.
+    /// accepted socket is non-blocking (see [`Stream`]) and close-on-exec.
     pub fn accept(&self) -> io::Result<Stream> {
-        match self {
-            Listener::Unix { sock, .. } => sock.accept().map(|(s, _)| Stream::new(Inner::Unix(s))),
-            Listener::Tcp(sock) => {
-                let (s, _) = sock.accept()?;
-                // uwsgi responses are written in few large pieces; no reason to delay them.
-                let _ = s.set_nodelay(true);
-                Ok(Stream::new(Inner::Tcp(s)))
-            }
+        // SAFETY: accept4 on our listening socket, without asking for the peer address.
+        let fd = unsafe {
+            libc::accept4(
+                self.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
         }
+        // SAFETY: accept4 returned a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        if let Listener::Tcp(_) = self {
+            // uwsgi responses are written in few large pieces; no reason to delay them.
+            let one: libc::c_int = 1;
+            // SAFETY: a valid int option of the stated size on our open socket.
+            unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::IPPROTO_TCP,
+                    libc::TCP_NODELAY,
+                    (&one as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+        }
+        Ok(Stream::new(fd))
     }
 
     /// Removes the unix socket file if it is still the one we created (a newer server may have
@@ -158,185 +177,4 @@ fn bind_tcp(addr: &str) -> Result<Listener, String> {
     // std sets SO_REUSEADDR on unix, so a restart does not wait for TIME_WAIT sockets.
     let sock = TcpListener::bind(&addrs[..]).map_err(|e| format!("bind {addr}: {e}"))?;
     Ok(Listener::Tcp(sock))
-}
-
-/// One accepted front-end connection.
-///
-/// Reads and writes first try without blocking (`MSG_DONTWAIT`): for the usual request the whole
-/// packet is already there and the response fits in the socket buffer, so the read and write
-/// timeouts are never needed and cost no `setsockopt` calls. Only when an operation would block
-/// are the timeouts set (once), and the operation repeated as a blocking one.
-pub struct Stream {
-    inner: Inner,
-    timeout: Cell<Duration>,
-    armed: Cell<bool>,
-}
-
-enum Inner {
-    Unix(UnixStream),
-    Tcp(TcpStream),
-}
-
-impl Stream {
-    fn new(inner: Inner) -> Stream {
-        Stream {
-            inner,
-            timeout: Cell::new(Duration::ZERO),
-            armed: Cell::new(false),
-        }
-    }
-
-    /// Read and write timeouts (the front end stalling must not pin a thread forever), applied
-    /// the first time an operation would block. Zero = none.
-    pub fn set_timeouts(&self, t: Duration) {
-        self.timeout.set(t);
-    }
-
-    fn arm(&self) -> io::Result<()> {
-        if self.armed.get() {
-            return Ok(());
-        }
-        self.armed.set(true);
-        let t = Some(self.timeout.get()).filter(|d| !d.is_zero());
-        match &self.inner {
-            Inner::Unix(s) => s.set_read_timeout(t).and_then(|_| s.set_write_timeout(t)),
-            Inner::Tcp(s) => s.set_read_timeout(t).and_then(|_| s.set_write_timeout(t)),
-        }
-    }
-
-    /// Half-closes the sending side: the front end sees the end of the response.
-    pub fn shutdown_write(&self) {
-        let _ = match &self.inner {
-            Inner::Unix(s) => s.shutdown(std::net::Shutdown::Write),
-            Inner::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
-        };
-    }
-
-    /// Makes the coming close send a reset instead of a clean end, so the front end knows the
-    /// response is incomplete (uwsgi has no other way to say "aborted": the body ends at EOF).
-    pub fn set_reset_on_close(&self) {
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: linger is a valid option value of the stated size; the fd is open.
-        unsafe {
-            libc::setsockopt(
-                self.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            )
-        };
-    }
-
-    /// Before a blocking operation: the timeouts must be in place.
-    pub fn prepare_blocking(&self) -> io::Result<()> {
-        self.arm()
-    }
-
-    /// Waits (up to the read timeout) until the front end has sent at least one more byte, and
-    /// leaves it unread. Closing with unread data is what turns a close into an error for the
-    /// front end on a unix socket (`ECONNRESET`; a unix socket has no `SO_LINGER` reset).
-    pub fn wait_for_unread_byte(&self) -> bool {
-        if self.arm().is_err() {
-            return false;
-        }
-        let mut byte = 0u8;
-        loop {
-            // SAFETY: one writable byte; the fd is open for as long as self.
-            let n = unsafe {
-                libc::recv(
-                    self.as_raw_fd(),
-                    (&mut byte as *mut u8).cast(),
-                    1,
-                    libc::MSG_PEEK,
-                )
-            };
-            match would_block(n) {
-                None => return n == 1,
-                Some(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Some(_) => return false,
-            }
-        }
-    }
-}
-
-fn would_block(n: isize) -> Option<io::Error> {
-    if n >= 0 {
-        return None;
-    }
-    Some(io::Error::last_os_error())
-}
-
-impl AsRawFd for Stream {
-    fn as_raw_fd(&self) -> RawFd {
-        match &self.inner {
-            Inner::Unix(s) => s.as_raw_fd(),
-            Inner::Tcp(s) => s.as_raw_fd(),
-        }
-    }
-}
-
-impl Read for &Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if !self.armed.get() {
-            // SAFETY: buf is valid for buf.len() bytes; the fd is open for as long as self.
-            let n = unsafe {
-                libc::recv(
-                    self.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            match would_block(n) {
-                None => return Ok(n as usize),
-                Some(e) if e.kind() == io::ErrorKind::WouldBlock => self.arm()?,
-                Some(e) => return Err(e),
-            }
-        }
-        match &self.inner {
-            Inner::Unix(s) => (&*s).read(buf),
-            Inner::Tcp(s) => (&*s).read(buf),
-        }
-    }
-}
-
-impl Write for &Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.write_vectored(&[io::IoSlice::new(buf)])
-    }
-
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        if !self.armed.get() {
-            // SAFETY: an all-zero msghdr is valid (no name, no control data); iov points to
-            // `bufs`, whose IoSlice layout is that of iovec (std guarantees it on unix) and which
-            // outlives the call.
-            let n = unsafe {
-                let mut msg: libc::msghdr = std::mem::zeroed();
-                msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-                msg.msg_iovlen = bufs.len().min(1024) as _;
-                libc::sendmsg(
-                    self.as_raw_fd(),
-                    &msg,
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                )
-            };
-            match would_block(n) {
-                None => return Ok(n as usize),
-                Some(e) if e.kind() == io::ErrorKind::WouldBlock => self.arm()?,
-                Some(e) => return Err(e),
-            }
-        }
-        match &self.inner {
-            Inner::Unix(s) => (&*s).write_vectored(bufs),
-            Inner::Tcp(s) => (&*s).write_vectored(bufs),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }

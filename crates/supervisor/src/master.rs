@@ -14,6 +14,9 @@
 //! - SIGTERM/SIGINT (or the lifetime pipe closing): the socket file is removed, every worker gets
 //!   SIGTERM and finishes its in-flight requests; stragglers are SIGKILLed after graceful-timeout.
 //!   A second SIGINT/SIGTERM kills at once.
+//! - While no worker is ready and the last one died before it was ready (a crash loop), the
+//!   supervisor answers the group's connections itself with 503 (`refuse.rs`) instead of
+//!   leaving them in the backlog until the front end gives up.
 //! - SIGHUP: rolling restart. For each old worker: start a new one, wait until it is ready, then
 //!   stop the old one gracefully. The listening socket stays open throughout, so connections are
 //!   queued by the kernel, never refused.
@@ -25,10 +28,11 @@ use crate::config::GroupConfig;
 use crate::listener::Listener;
 use crate::metrics::GroupMetrics;
 use crate::privs::Identity;
-use crate::rwlog;
+use crate::refuse::Refuser;
 use crate::scoreboard::Scoreboard;
 use crate::signals::{self, monotonic_ms, Pipe};
 use crate::worker;
+use crate::{rwlog, rwlog_limited};
 use ::metrics::Respawn;
 
 /// A worker that died unasked before it was ready (Python or the app failed to start), or that
@@ -77,6 +81,9 @@ pub struct Master<'a> {
     /// The `--metrics` endpoint process, and when it may be started (again).
     endpoint: Option<libc::pid_t>,
     endpoint_next: Instant,
+    /// Why the group has no live worker (the last early death), until a worker is ready.
+    outage: Option<String>,
+    refuser: Refuser,
 }
 
 impl<'a> Master<'a> {
@@ -110,6 +117,8 @@ impl<'a> Master<'a> {
             metrics,
             endpoint: None,
             endpoint_next: Instant::now(),
+            outage: None,
+            refuser: Refuser::default(),
         })
     }
 
@@ -117,28 +126,58 @@ impl<'a> Master<'a> {
     pub fn run(mut self) -> Exit {
         loop {
             self.tick();
+            crate::log::flush_due();
             if self.shutdown.is_some() && self.workers.is_empty() {
                 rwlog!("RW009", "all workers stopped; exiting");
                 self.stop_endpoint();
                 return Exit::Stopped;
             }
             let mut fds = vec![signals::readable(self.sigpipe.read.as_raw_fd())];
-            if let Some(fd) = self.lifetime {
+            let lifetime_at = self.lifetime.map(|fd| {
                 fds.push(signals::readable(fd.as_raw_fd()));
-            }
+                fds.len() - 1
+            });
+            let listen_at = self.answering().then(|| {
+                fds.push(signals::readable(self.listener.as_raw_fd()));
+                fds.len() - 1
+            });
+            let refused_from = fds.len();
+            self.refuser.poll_fds(&mut fds);
             if let Err(e) = signals::poll(&mut fds, TICK_MS) {
                 rwlog!("RW050", "poll: {e}");
                 std::thread::sleep(Duration::from_millis(TICK_MS as u64));
             }
-            if fds.get(1).is_some_and(|f| f.revents != 0) && self.shutdown.is_none() {
+            let ready = |at: Option<usize>| at.is_some_and(|i| fds[i].revents != 0);
+            if ready(lifetime_at) && self.shutdown.is_none() {
                 rwlog!("RW008", "lifetime pipe closed: stopping");
                 self.begin_shutdown();
                 self.lifetime = None;
+            }
+            let incoming = ready(listen_at);
+            self.refuser.on_poll(&fds[refused_from..]);
+            if incoming && self.answering() {
+                self.refuse_waiting();
             }
             for sig in self.sigpipe.drain() {
                 self.on_signal(libc::c_int::from(sig));
             }
             self.reap();
+        }
+    }
+
+    /// No worker is ready, and the last one died before it was (module docs): connections
+    /// are answered 503 here rather than left in the backlog.
+    fn answering(&self) -> bool {
+        self.outage.is_some() && self.shutdown.is_none() && self.refuser.has_room()
+    }
+
+    /// Answers what waits on the socket with 503 and says why (rate-limited: a line a second).
+    fn refuse_waiting(&mut self) {
+        let retry_after = self.next_spawn.saturating_duration_since(Instant::now());
+        let n = self.refuser.accept_all(&self.listener, retry_after);
+        if n > 0 {
+            let why = self.outage.as_deref().unwrap_or("?");
+            rwlog_limited!("RW052", "no live worker (last: {why}): answered 503");
         }
     }
 
@@ -240,6 +279,11 @@ impl<'a> Master<'a> {
                 if !was_ready || lived < EARLY_DEATH {
                     self.note_failure();
                 }
+                // Died before it could serve: the app cannot start. (One that was ready and
+                // died on a request is replaced at once; requests wait for it in the backlog.)
+                if !was_ready && !self.any_ready() {
+                    self.outage = Some(format!("worker {pid} {how}"));
+                }
             }
         }
     }
@@ -263,9 +307,18 @@ impl<'a> Master<'a> {
         );
     }
 
+    /// Is some worker ready to take requests?
+    fn any_ready(&self) -> bool {
+        self.workers.iter().any(|w| self.board.is_ready(w.slot))
+    }
+
     /// One pass of the state machine: timeouts, then replacements and rolling-restart steps.
     fn tick(&mut self) {
         let now = Instant::now();
+        if self.outage.is_some() && self.any_ready() {
+            rwlog!("RW053", "a worker is ready again: requests are served");
+            self.outage = None;
+        }
         self.enforce_deadlines(now);
         if self.shutdown.is_some() {
             return;
@@ -467,6 +520,10 @@ impl<'a> Master<'a> {
         ];
         fds.extend(self.lifetime.map(|fd| fd.as_raw_fd()));
         fds.extend(self.metrics.endpoint_fd());
+        // Connections the supervisor is answering: a copy held here would keep them open.
+        let mut refused = Vec::new();
+        self.refuser.poll_fds(&mut refused);
+        fds.extend(refused.iter().map(|p| p.fd));
         fds
     }
 

@@ -223,7 +223,6 @@ fn serve_endpoint(listener: &Listener, identity: Option<&Identity>, parent: libc
         let spawned = std::thread::Builder::new()
             .name("rwsgi-metrics".into())
             .spawn(move || {
-                let _ = stream.prepare_blocking();
                 let _ = ::metrics::http::serve_connection(&stream, &build);
                 done.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             });

@@ -104,16 +104,8 @@ impl DaemonOptions {
                     .map(|p| absolute(key, p))
                     .collect::<Result<_, _>>()?
             }
-            "user" => {
-                let user = account(key, value)?;
-                if user == "root" {
-                    return Err(
-                        "invalid value \"root\" for \"user\": daemons never run as root".into(),
-                    );
-                }
-                self.user = Some(user);
-            }
-            "group" => self.group = Some(account(key, value)?),
+            "user" => self.user = Some(account(key, value, Account::User)?),
+            "group" => self.group = Some(account(key, value, Account::Group)?),
             "maximum-requests" => self.maximum_requests = count(key, value, 0, u64::MAX)?,
             "request-timeout" => self.request_timeout = timeout(key, value)?,
             "graceful-timeout" => self.graceful_timeout = seconds(key, value)?,
@@ -230,19 +222,50 @@ fn absolute(key: &str, value: &str) -> Result<PathBuf, String> {
     }
 }
 
-/// A user or group name as `useradd` accepts them (`$` for Samba machine accounts).
-fn account(key: &str, value: &str) -> Result<String, String> {
-    let ok = !value.is_empty()
+/// What `user=` or `group=` names.
+#[derive(Clone, Copy)]
+enum Account {
+    User,
+    Group,
+}
+
+/// `user=` / `group=`: a name as `useradd` accepts them (`$` for Samba machine accounts) or a
+/// numeric id, and never root's (uid or gid 0), however it is written: `0`, `00`, `root`, or a
+/// name that resolves to id 0. A name is looked up now, so `nginx -t` / `apache2 -t` refuse root
+/// by any name; a name that does not resolve is accepted (the account may be created before the
+/// server starts; the group then says so when it starts). Ids that are not ids are refused:
+/// `-1` and `4294967295` are `(uid_t)-1`, which `setuid(2)` reads as "no change".
+fn account(key: &str, value: &str, kind: Account) -> Result<String, String> {
+    let invalid = |why: &str| format!("invalid value \"{value}\" for \"{key}\": {why}");
+    let root = match kind {
+        Account::User => "daemons never run as root (uid 0)",
+        Account::Group => "daemons never run with root's group (gid 0)",
+    };
+    if !value.is_empty() && value.bytes().all(|c| c.is_ascii_digit()) {
+        return match value.parse::<u32>() {
+            Ok(0) => Err(invalid(root)),
+            Ok(u32::MAX) | Err(_) => Err(invalid(
+                "expected a name or a numeric id from 1 to 4294967294",
+            )),
+            Ok(_) => Ok(value.to_owned()),
+        };
+    }
+    let name_ok = !value.is_empty()
+        && !value.starts_with('-')
         && value
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b'$'));
-    if ok {
-        Ok(value.to_owned())
-    } else {
-        Err(format!(
-            "invalid value \"{value}\" for \"{key}\": expected a user or group name"
-        ))
+    if !name_ok {
+        return Err(invalid("expected a user or group name, or a numeric id"));
     }
+    let id = match kind {
+        Account::User => crate::privs::lookup_user(value).ok().map(|u| u.uid),
+        Account::Group => crate::privs::lookup_group(value).ok(),
+    };
+    if value == "root" || id == Some(0) {
+        return Err(invalid(root));
+    }
+    Ok(value.to_owned())
 }
 
 /// `unix:/absolute/path` or `HOST:PORT`. Stricter than [`SocketSpec::parse`] (which serves the
@@ -373,6 +396,15 @@ mod tests {
                 "\"lib\" for \"python-path\": expected an absolute path",
             ),
             ("user=root", "daemons never run as root"),
+            ("user=0", "daemons never run as root (uid 0)"),
+            ("user=00", "daemons never run as root (uid 0)"),
+            ("user=+0", "expected a user or group name"),
+            ("user=-1", "expected a user or group name"),
+            ("user=4294967295", "numeric id from 1 to 4294967294"),
+            ("user=99999999999", "numeric id from 1 to 4294967294"),
+            ("group=0", "root's group (gid 0)"),
+            ("group=000", "root's group (gid 0)"),
+            ("group=root", "root's group (gid 0)"),
             ("user=a b", "expected a user or group name"),
             ("socket=nowhere", "expected unix:PATH or HOST:PORT"),
             ("socket=unix:run.sock", "expected unix:/absolute/path"),

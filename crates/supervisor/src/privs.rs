@@ -18,6 +18,14 @@ pub struct User {
     pub gid: libc::gid_t,
 }
 
+/// A numeric id written with digits only (Rust's `parse` would also take a leading `+`).
+fn numeric_id(name: &str) -> Option<u32> {
+    if name.is_empty() || !name.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    name.parse().ok()
+}
+
 /// Resolves a user name (or a numeric id) through NSS.
 pub fn lookup_user(name: &str) -> Result<User, String> {
     let cname = CString::new(name).map_err(|_| format!("bad user name {name:?}"))?;
@@ -25,13 +33,13 @@ pub fn lookup_user(name: &str) -> Result<User, String> {
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     let mut result: *mut libc::passwd = std::ptr::null_mut();
-    let rc = match name.parse::<libc::uid_t>() {
+    let rc = match numeric_id(name) {
         // SAFETY: pw, buf (with its true length) and result are valid for the call.
-        Ok(uid) => unsafe {
+        Some(uid) => unsafe {
             libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut result)
         },
         // SAFETY: as above; cname is NUL-terminated.
-        Err(_) => unsafe {
+        None => unsafe {
             libc::getpwnam_r(
                 cname.as_ptr(),
                 &mut pw,
@@ -55,7 +63,7 @@ pub fn lookup_user(name: &str) -> Result<User, String> {
 
 /// Resolves a group name (or a numeric id).
 pub fn lookup_group(name: &str) -> Result<libc::gid_t, String> {
-    if let Ok(gid) = name.parse::<libc::gid_t>() {
+    if let Some(gid) = numeric_id(name) {
         return Ok(gid);
     }
     let cname = CString::new(name).map_err(|_| format!("bad group name {name:?}"))?;
@@ -79,6 +87,25 @@ pub fn lookup_group(name: &str) -> Result<libc::gid_t, String> {
     Ok(gr.gr_gid)
 }
 
+/// The groups `initgroups(name, gid)` would give (getgrouplist(3)); empty if NSS fails.
+fn supplementary_groups(name: &CStr, gid: libc::gid_t) -> Vec<libc::gid_t> {
+    let mut count: libc::c_int = 64;
+    loop {
+        let mut groups = vec![0 as libc::gid_t; count as usize];
+        let asked = count;
+        // SAFETY: groups holds `count` elements; name is NUL-terminated; getgrouplist writes at
+        // most `count` ids and stores the number it needs in `count`.
+        let rc = unsafe { libc::getgrouplist(name.as_ptr(), gid, groups.as_mut_ptr(), &mut count) };
+        if rc >= 0 {
+            groups.truncate(count.max(0) as usize);
+            return groups;
+        }
+        if count <= asked || count > 65_536 {
+            return Vec::new();
+        }
+    }
+}
+
 /// The identity workers switch to.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -100,6 +127,24 @@ impl Identity {
             Some(g) => lookup_group(g)?,
             None => user.gid,
         };
+        // The options already refuse gid 0 by any spelling; this also catches a user whose
+        // primary group is root's, and a membership in it that initgroups would add.
+        if gid == 0 {
+            return Err(format!(
+                "refusing to run workers with gid 0 (root's group){}",
+                if group.is_none() {
+                    format!(": it is the primary group of {:?}; set group=", user.name)
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        if supplementary_groups(&user.name, gid).contains(&0) {
+            return Err(format!(
+                "refusing to run workers as {:?}: it is a member of root's group (gid 0)",
+                user.name
+            ));
+        }
         Ok(Some(Identity { user, gid }))
     }
 
@@ -136,6 +181,14 @@ impl Identity {
         };
         if uid != self.user.uid || euid != self.user.uid || gid != self.gid || egid != self.gid {
             return Err("the uid/gid did not change as asked".into());
+        }
+        // SAFETY: a null list with size 0 only asks for the count; then a buffer of that size.
+        let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+        let mut groups = vec![0 as libc::gid_t; n.max(0) as usize];
+        // SAFETY: groups has room for n ids.
+        let n = unsafe { libc::getgroups(n, groups.as_mut_ptr()) };
+        if n < 0 || groups[..n as usize].contains(&0) {
+            return Err("the process still belongs to gid 0 (root's group)".into());
         }
         Ok(())
     }

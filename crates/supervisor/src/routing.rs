@@ -17,6 +17,8 @@ pub(crate) struct SentPath<'a> {
     pub request_uri: Option<&'a [u8]>,
     /// `RWSGI_PATH_INFO_FORM` (our front ends only).
     pub form: Option<PathInfoForm>,
+    /// `RWSGI_APP_MOUNT` (our front ends only): the app's mount, when SCRIPT_NAME is not it.
+    pub app_mount: Option<&'a [u8]>,
 }
 
 /// Where a request goes.
@@ -56,13 +58,35 @@ pub(crate) fn resolve<'a>(
             Some(form) => form == PathInfoForm::Split,
             None => already_split(sent.script_name, uri_path, path_info),
         };
-    let (app, script_name, path_info) = route(sent.script_name, split, mounts, path_info);
+    let (app, script_name, path_info) = match sent.app_mount {
+        // The front end routed it: SCRIPT_NAME and PATH_INFO are what the app is to see.
+        Some(mount) => (
+            app_at(mounts, mount),
+            sent.script_name.unwrap_or(b""),
+            path_info,
+        ),
+        None => route(sent.script_name, split, mounts, path_info),
+    };
     Routed {
         app,
         script_name,
         path_info,
         query_string,
     }
+}
+
+/// The app mounted at `mount` (compared without trailing slashes), else the default app (the
+/// one without a mount, or the first): an empty `mount` names the default app.
+fn app_at(mounts: &[Option<&[u8]>], mount: &[u8]) -> usize {
+    let mount = trim_slashes(mount);
+    let default = mounts.iter().position(Option::is_none).unwrap_or(0);
+    if mount.is_empty() {
+        return default;
+    }
+    mounts
+        .iter()
+        .position(|m| m.map(trim_slashes) == Some(mount))
+        .unwrap_or(default)
 }
 
 /// Splits a REQUEST_URI into its path and query (absolute-form URIs lose scheme and authority).
@@ -294,6 +318,7 @@ mod tests {
             query_string: Some(b"q=1"),
             request_uri: Some(b"/app/app/x?q=1"),
             form,
+            app_mount: None,
         };
         let at = |r: Routed<'_>| {
             (
@@ -303,10 +328,10 @@ mod tests {
             )
         };
         let want = (b"/app".to_vec(), b"/app/x".to_vec(), b"q=1".to_vec());
-        // Our nginx module: the whole path, stripped once.
+        // The whole path (nginx's uwsgi_params), stripped once.
         let full = sent("/app/app/x", Some(PathInfoForm::Full));
         assert_eq!(at(resolve(&full, &mounts, &mut scratch)), want);
-        // Our Apache module: httpd's PATH_INFO, taken as it is.
+        // Our modules: CGI's split, taken as it is.
         let split = sent("/app/x", Some(PathInfoForm::Split));
         assert_eq!(at(resolve(&split, &mounts, &mut scratch)), want);
         // The explicit form wins over the guess: with `full`, /app/x is the whole path.
@@ -333,5 +358,32 @@ mod tests {
             at(resolve(&uri_only, &mounts, &mut scratch)),
             (b"/app".to_vec(), b"/a b".to_vec(), b"z".to_vec())
         );
+    }
+
+    #[test]
+    fn the_app_mount_picks_the_app_and_script_name_is_the_operators() {
+        let mounts = [None, Some(b"/a".as_slice()), Some(b"/b".as_slice())];
+        let mut scratch = Vec::new();
+        let sent = |script: &'static str, mount: &'static str| SentPath {
+            script_name: Some(script.as_bytes()),
+            path_info: Some(b"/x"),
+            form: Some(PathInfoForm::Split),
+            app_mount: Some(mount.as_bytes()),
+            ..SentPath::default()
+        };
+        let at = |r: Routed<'_>| (r.app, r.script_name.to_vec(), r.path_info.to_vec());
+        // `wsgi_param SCRIPT_NAME /public;` in the location of the app at /b.
+        assert_eq!(
+            at(resolve(&sent("/public", "/b"), &mounts, &mut scratch)),
+            (2, b"/public".to_vec(), b"/x".to_vec())
+        );
+        // `wsgi_param SCRIPT_NAME "";` in the location of the app at /a.
+        assert_eq!(
+            at(resolve(&sent("", "/a/"), &mounts, &mut scratch)),
+            (1, b"".to_vec(), b"/x".to_vec())
+        );
+        // An empty mount is the default app; an unknown one too.
+        assert_eq!(at(resolve(&sent("/a", ""), &mounts, &mut scratch)).0, 0);
+        assert_eq!(at(resolve(&sent("/a", "/zz"), &mounts, &mut scratch)).0, 0);
     }
 }

@@ -20,9 +20,9 @@ use crate::listener::Listener;
 use crate::log::WorkerLog;
 use crate::metrics::GroupMetrics;
 use crate::privs::Identity;
-use crate::rwlog;
 use crate::scoreboard::Scoreboard;
 use crate::signals::{self, Pipe};
+use crate::{rwlog, rwlog_limited};
 
 /// Exit status of a worker that could not start Python (the supervisor backs off on these).
 pub const EXIT_PYTHON: i32 = 3;
@@ -167,6 +167,7 @@ fn serve(start: &Start<'_>, apps: &ProcessApps, stop: &Pipe) -> Result<(), i32> 
         slot: start.slot,
         thread: 0,
         count_http: start.metrics.count_http,
+        secret: cfg.secret.as_ref(),
     };
     let max_requests = jittered(cfg.maximum_requests);
     std::thread::scope(|scope| {
@@ -284,11 +285,13 @@ impl Waiter {
         Ok(Waiter { epoll })
     }
 
-    /// Blocks until something is ready; returns (listener ready, stop requested).
-    fn wait(&self) -> io::Result<(bool, bool)> {
+    /// Blocks until something is ready or `timeout_ms` passed (-1: no limit); returns (listener
+    /// ready, stop requested).
+    fn wait(&self, timeout_ms: i32) -> io::Result<(bool, bool)> {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
         // SAFETY: events is a valid array of 2 epoll_events; the epoll fd is open.
-        let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), 2, -1) };
+        let n =
+            unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), 2, timeout_ms) };
         if n < 0 {
             let e = io::Error::last_os_error();
             return if e.kind() == io::ErrorKind::Interrupted {
@@ -320,10 +323,14 @@ fn accept_loop(listener: &Listener, shared: &Shared<'_>, ctx: &Ctx<'_>, max_requ
         if shared.stopping.load(Ordering::Relaxed) {
             return;
         }
-        let (incoming, stop) = match waiter.wait() {
+        // A rate-limited log line is waiting for its summary: wake up for it even if no
+        // connection comes (the summary of a flood's last second).
+        crate::log::flush_due();
+        let timeout_ms = if crate::log::pending() { 1000 } else { -1 };
+        let (incoming, stop) = match waiter.wait(timeout_ms) {
             Ok(r) => r,
             Err(e) => {
-                rwlog!("RW034", "epoll_wait: {e}");
+                rwlog_limited!("RW034", "epoll_wait: {e}");
                 std::thread::sleep(std::time::Duration::from_millis(100));
                 continue;
             }
@@ -363,10 +370,10 @@ fn accept_loop(listener: &Listener, shared: &Shared<'_>, ctx: &Ctx<'_>, max_requ
                 Some(libc::EAGAIN) | Some(libc::EINTR) | Some(libc::ECONNABORTED) => {}
                 Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS)
                 | Some(libc::ENOMEM) => {
-                    rwlog!("RW034", "accept: {e}; pausing 100 ms");
+                    rwlog_limited!("RW034", "accept: {e}; pausing 100 ms");
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }
-                _ => rwlog!("RW034", "accept: {e}"),
+                _ => rwlog_limited!("RW034", "accept: {e}"),
             },
         }
     }

@@ -450,3 +450,52 @@ fn repeated_crashes_of_ready_workers_are_not_a_crash_loop() {
     }
     assert_eq!(s.count("RW005"), 0, "{}", s.log());
 }
+
+/// An app that kills its process at import (issue 10 case 4): while no worker lives, the
+/// supervisor answers 503 itself at once, with Retry-After, instead of leaving the request in
+/// the backlog; the crash-loop back-off stays; once the app is fixed a worker starts and the
+/// group serves again, without a restart.
+#[test]
+fn crash_loop_answers_503_until_the_app_is_fixed() {
+    let s = common::Server::start_with(
+        common::TempDir::new(),
+        "import os\nos._exit(3)\n",
+        &["--processes", "1", "--threads", "2"],
+        0,
+    );
+    s.wait_log_count("exited with status 3", 1, Duration::from_secs(20));
+    let asked = Instant::now();
+    let r = s.get("/");
+    assert_eq!(r.status_line, "HTTP/1.1 503 Service Unavailable");
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        asked.elapsed()
+    );
+    let retry = r
+        .headers
+        .iter()
+        .find(|(k, _)| k == "Retry-After")
+        .and_then(|(_, v)| v.parse::<u64>().ok());
+    assert!(retry.is_some_and(|n| (1..=10).contains(&n)), "{r:?}");
+    s.wait_log_count(
+        "RW052 no live worker (last: worker",
+        1,
+        Duration::from_secs(5),
+    );
+    // Fixed: within the back-off (at most 10 s) a worker starts and serves.
+    std::fs::write(s.dir.path("app.py"), common::APP).unwrap();
+    s.wait_log_count("RW022", 1, Duration::from_secs(20));
+    let started = Instant::now();
+    loop {
+        let r = s.get("/pid");
+        if r.status_line == "HTTP/1.1 200 OK" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{r:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s.wait_log_count("RW053", 1, Duration::from_secs(5));
+    // The back-off held: a handful of starts, not a fork storm.
+    assert!(s.count("RW002 started worker") < 15, "{}", s.log());
+}

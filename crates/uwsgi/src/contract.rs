@@ -11,6 +11,14 @@
 //! | [`REQUEST_START`] | integer microseconds since the Unix epoch | when the front end received the request (the group's `queue-timeout`) |
 //! | [`ABORT_MARK`] | `1` | the front end sends [`ABORT_MARK_BYTE`] after a head without Content-Length (see below) |
 //! | [`PATH_INFO_FORM`] | `full` or `split` ([`PathInfoForm`]) | whether `PATH_INFO` still holds `SCRIPT_NAME` |
+//! | [`APP_MOUNT`] | the mount of the app that serves the request (empty: the group's default app) | sent when `SCRIPT_NAME` is not that mount (an operator's `wsgi_param SCRIPT_NAME`, a rewritten URI): the worker picks the app by it and passes `SCRIPT_NAME` and `PATH_INFO` as sent |
+//! | [`SECRET`] | the group's secret | proof that the packet comes from the group's own front end |
+//!
+//! **The secret.** Anyone who can connect to a group's socket (every local user, for a TCP
+//! socket) could otherwise send a packet that sets `REMOTE_USER` or `HTTPS`. The modules make a
+//! random secret per group and send it in every packet; the worker refuses a packet without it
+//! and compares it in constant time. A stock front end sends it by hand
+//! (`uwsgi_param RWSGI_SECRET "...";` for `rwsgi-worker --secret-file`).
 //!
 //! **Aborted responses.** uwsgi ends a response body at EOF, so "the app failed half-way" needs a
 //! signal of its own. Over TCP the worker resets the connection. A unix socket has no reset, but
@@ -63,8 +71,16 @@ pub const ABORT_MARK_BYTE: u8 = b'!';
 /// `RWSGI_PATH_INFO_FORM`: which form `PATH_INFO` has, [`PathInfoForm::as_bytes`].
 pub const PATH_INFO_FORM: &[u8] = b"RWSGI_PATH_INFO_FORM";
 
+/// `RWSGI_APP_MOUNT`: the URL prefix of the app that serves the request, as the front end
+/// routed it (empty: the group's default app). Without it the worker routes by `SCRIPT_NAME`,
+/// which an operator may have set to something else for the app to see.
+pub const APP_MOUNT: &[u8] = b"RWSGI_APP_MOUNT";
+
+/// `RWSGI_SECRET`: the group's secret (module docs, "The secret").
+pub const SECRET: &[u8] = b"RWSGI_SECRET";
+
 /// Every contract var: the worker consumes them and never passes them to the app.
-pub const VARS: [&[u8]; 3] = [REQUEST_START, ABORT_MARK, PATH_INFO_FORM];
+pub const VARS: [&[u8]; 5] = [REQUEST_START, ABORT_MARK, PATH_INFO_FORM, APP_MOUNT, SECRET];
 
 /// True for a var of this contract (exact, case-sensitive match: uwsgi keys are bytes).
 pub fn is_contract_var(key: &[u8]) -> bool {
@@ -221,6 +237,7 @@ mod tests {
         for key in VARS {
             assert!(is_contract_var(key));
         }
+        assert!(is_contract_var(b"RWSGI_SECRET"));
         assert!(!is_contract_var(b"RWSGI_OTHER"));
         assert!(!is_contract_var(b"rwsgi_abort_mark"));
         assert!(!is_contract_var(b"PATH_INFO"));

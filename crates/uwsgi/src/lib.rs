@@ -40,7 +40,8 @@
 //!   number of bytes it occupies;
 //! - the encoders never truncate or wrap a length: a vars block over [`MAX_VARS_BLOCK`]
 //!   bytes is [`Error::VarsTooLarge`] (Apache's mod_proxy_uwsgi once wrapped the 16-bit size,
-//!   CVE-2020-11984), and on any error the output buffer is left as it was.
+//!   CVE-2020-11984), more than [`MAX_VARS`] vars is [`Error::TooManyVars`], and on any error
+//!   the output buffer is left as it was.
 //!
 //! [`contract`] defines the vars rwsgi's own front ends and its worker add to the protocol
 //! (request start time, the abort mark, the form of PATH_INFO).
@@ -51,7 +52,7 @@ pub mod contract;
 mod request;
 mod response;
 
-pub use request::{encode_request, packet_len, Request};
+pub use request::{encode_request, find_var, packet_len, Request};
 pub use response::{encode_response_head, is_header_name, is_header_value, ResponseHead};
 
 /// Length of the fixed request packet header (modifier1, u16 size, modifier2).
@@ -62,6 +63,13 @@ pub const MAX_VARS_BLOCK: usize = 65_535;
 
 /// Largest key or value: each is preceded by a 16-bit length.
 pub const MAX_FIELD_LEN: usize = 65_535;
+
+/// Most vars one request packet may carry. The format itself has no count, but a receiver
+/// must bound what it stores: rwsgi's worker takes up to this many (a browser request through
+/// nginx has about 30; uWSGI's own default is 64), and [`encode_request`] refuses more with
+/// [`Error::TooManyVars`], so that our front ends answer 431 instead of sending a packet the
+/// worker would refuse.
+pub const MAX_VARS: usize = 512;
 
 /// Outcome of a successful parse step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +100,8 @@ pub enum Error {
     EmptyKey,
     /// A key or value length runs past the end of the vars block.
     Truncated,
-    /// More vars (or response headers) than the caller's storage holds.
+    /// More vars than the caller's storage holds (parser), or more than [`MAX_VARS`]
+    /// (encoder).
     TooManyVars,
     /// The encoded vars block would exceed [`MAX_VARS_BLOCK`] bytes.
     VarsTooLarge,

@@ -1,6 +1,6 @@
 //! Request packets: the push parser ([`Request`]) and the encoder ([`encode_request`]).
 
-use crate::{Error, Status, Var, HEADER_LEN, MAX_FIELD_LEN, MAX_VARS_BLOCK};
+use crate::{Error, Status, Var, HEADER_LEN, MAX_FIELD_LEN, MAX_VARS, MAX_VARS_BLOCK};
 
 /// Parser for one request packet (header + vars block), in httparse's shape.
 ///
@@ -65,6 +65,23 @@ pub fn packet_len(buf: &[u8]) -> Option<usize> {
     Some(HEADER_LEN + usize::from(u16::from_le_bytes([lo, hi])))
 }
 
+/// The value of the first var named `key` in the complete packet at the start of `buf`,
+/// without storage for the others: for a receiver that refuses a packet (more vars than it
+/// takes) but still needs one of its vars, such as CONTENT_LENGTH to read past the body.
+/// `None` when the var is absent, the packet incomplete or malformed, or `key` empty.
+pub fn find_var<'b>(buf: &'b [u8], key: &[u8]) -> Option<&'b [u8]> {
+    let total = packet_len(buf)?;
+    let mut block = buf.get(HEADER_LEN..total)?;
+    while !block.is_empty() {
+        let k = take_field(&mut block).ok()?;
+        let v = take_field(&mut block).ok()?;
+        if !key.is_empty() && k == key {
+            return Some(v);
+        }
+    }
+    None
+}
+
 /// Split a complete vars block into `out`; returns how many vars it held.
 fn parse_vars<'b>(mut block: &'b [u8], out: &mut [Var<'b>]) -> Result<usize, Error> {
     let mut count = 0;
@@ -100,8 +117,9 @@ fn take_field<'b>(block: &mut &'b [u8]) -> Result<&'b [u8], Error> {
 /// (`HEADER_LEN` + block size). The body is not part of the packet: write it after.
 ///
 /// Refuses, leaving `out` as it was: an empty key ([`Error::EmptyKey`]), a key or value over
-/// 65,535 bytes ([`Error::FieldTooLong`]), and a block over [`MAX_VARS_BLOCK`] bytes
-/// ([`Error::VarsTooLarge`]). Never truncates a length: the caller answers 431/500 instead.
+/// 65,535 bytes ([`Error::FieldTooLong`]), a block over [`MAX_VARS_BLOCK`] bytes
+/// ([`Error::VarsTooLarge`]) and more than [`MAX_VARS`] vars ([`Error::TooManyVars`]). Never
+/// truncates a length: the caller answers 431 instead ("request too large for the daemon").
 pub fn encode_request<'a, I>(
     modifier1: u8,
     modifier2: u8,
@@ -141,7 +159,10 @@ where
     I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
 {
     let mut block_len = 0usize;
-    for (key, value) in vars {
+    for (count, (key, value)) in vars.into_iter().enumerate() {
+        if count == MAX_VARS {
+            return Err(Error::TooManyVars);
+        }
         if key.is_empty() {
             return Err(Error::EmptyKey);
         }

@@ -2,7 +2,8 @@
 //! the protocol reference (shared/reference/features.md, "(b) The uwsgi wire protocol").
 
 use uwsgi::{
-    encode_request, packet_len, Error, Request, Status, Var, EMPTY_VAR, HEADER_LEN, MAX_VARS_BLOCK,
+    encode_request, find_var, packet_len, Error, Request, Status, Var, EMPTY_VAR, HEADER_LEN,
+    MAX_VARS, MAX_VARS_BLOCK,
 };
 
 type Pairs<'a> = &'a [(&'a [u8], &'a [u8])];
@@ -273,9 +274,11 @@ fn encoder_accepts_exactly_65535_byte_blocks() {
         encode_request(0, 0, [(&b"K"[..], &big[..])], &mut out),
         Ok(4 + 65_535)
     );
-    // 6553 vars of 10 bytes (4 + "KEY" + "abc") = 65,530, plus one var of 5 bytes ("Z", "").
-    let mut vars: Vec<(&[u8], &[u8])> = vec![(b"KEY", b"abc"); 6553];
-    vars.push((b"Z", b""));
+    // 500 vars of 131 bytes (4 + "KEY" + 124 value bytes) = 65,500, plus one of 35 bytes.
+    let value = [b'v'; 124];
+    let last = [b'z'; 30];
+    let mut vars: Vec<(&[u8], &[u8])> = vec![(b"KEY", &value[..]); 500];
+    vars.push((b"Z", &last[..]));
     out.clear();
     assert_eq!(
         encode_request(0, 0, vars.iter().copied(), &mut out),
@@ -293,9 +296,11 @@ fn encoder_refuses_65536_byte_blocks_and_leaves_out_unchanged() {
         Err(Error::VarsTooLarge)
     );
     assert_eq!(out, b"keep");
-    // Many small vars crossing the limit by one byte: no wrap to a 0-byte size.
-    let mut vars: Vec<(&[u8], &[u8])> = vec![(b"KEY", b"abc"); 6553];
-    vars.push((b"ZZ", b""));
+    // Many vars crossing the limit by one byte: no wrap to a 0-byte size.
+    let value = [b'v'; 124];
+    let last = [b'z'; 31];
+    let mut vars: Vec<(&[u8], &[u8])> = vec![(b"KEY", &value[..]); 500];
+    vars.push((b"Z", &last[..]));
     assert_eq!(
         encode_request(0, 0, vars.iter().copied(), &mut out),
         Err(Error::VarsTooLarge)
@@ -354,4 +359,50 @@ fn packet_len_reads_the_header() {
         packet_len(b"\x00\xff\xff\x00"),
         Some(HEADER_LEN + MAX_VARS_BLOCK)
     );
+}
+
+#[test]
+fn encoder_refuses_more_than_max_vars_and_leaves_out_unchanged() {
+    let vars: Vec<(&[u8], &[u8])> = vec![(b"K", b"v"); MAX_VARS];
+    let mut out = Vec::new();
+    assert_eq!(
+        encode_request(0, 0, vars.iter().copied(), &mut out),
+        Ok(4 + 6 * MAX_VARS)
+    );
+    let mut out = b"keep".to_vec();
+    let vars: Vec<(&[u8], &[u8])> = vec![(b"K", b"v"); MAX_VARS + 1];
+    assert_eq!(
+        encode_request(0, 0, vars.iter().copied(), &mut out),
+        Err(Error::TooManyVars)
+    );
+    assert_eq!(out, b"keep");
+}
+
+#[test]
+fn find_var_needs_no_storage() {
+    let mut packet = Vec::new();
+    let vars: Vec<(Vec<u8>, Vec<u8>)> = (0..600)
+        .map(|i| (format!("K{i}").into_bytes(), format!("v{i}").into_bytes()))
+        .collect();
+    for (k, v) in &vars {
+        packet.extend_from_slice(&(k.len() as u16).to_le_bytes());
+        packet.extend_from_slice(k);
+        packet.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        packet.extend_from_slice(v);
+    }
+    let mut full = vec![0u8];
+    full.extend_from_slice(&(packet.len() as u16).to_le_bytes());
+    full.push(0);
+    full.extend_from_slice(&packet);
+    full.extend_from_slice(b"body");
+    assert_eq!(find_var(&full, b"K599"), Some(&b"v599"[..]));
+    assert_eq!(find_var(&full, b"K0"), Some(&b"v0"[..]));
+    assert_eq!(find_var(&full, b"K600"), None);
+    assert_eq!(find_var(&full, b""), None);
+    assert_eq!(
+        find_var(&full[..full.len() - 10], b"K0"),
+        None,
+        "incomplete"
+    );
+    assert_eq!(find_var(EXAMPLE, b"REQUEST_METHOD"), Some(&b"GET"[..]));
 }

@@ -148,10 +148,37 @@ impl Server {
         self.log().matches(code).count()
     }
 
+    /// How many times `code` was logged, counting the repeats that the rate limit folded into
+    /// `CODE suppressed N similar lines` summaries.
+    pub fn events(&self, code: &str) -> usize {
+        let log = self.log();
+        let summary = format!("{code} suppressed ");
+        log.lines()
+            .filter(|l| l.contains(code))
+            .map(|l| match l.split_once(&summary) {
+                Some((_, rest)) => rest
+                    .split(' ')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0),
+                None => 1,
+            })
+            .sum()
+    }
+
+    /// Waits until `code` was logged `n` times, rate-limited repeats included.
+    pub fn wait_log_events(&self, code: &str, n: usize, timeout: Duration) {
+        self.wait_log(code, n, timeout, Server::events);
+    }
+
     /// Waits until the log holds at least `n` lines with `code`.
     pub fn wait_log_count(&self, code: &str, n: usize, timeout: Duration) {
+        self.wait_log(code, n, timeout, Server::count);
+    }
+
+    fn wait_log(&self, code: &str, n: usize, timeout: Duration, seen: fn(&Server, &str) -> usize) {
         let start = Instant::now();
-        while self.count(code) < n {
+        while seen(self, code) < n {
             if start.elapsed() > timeout {
                 panic!("timed out waiting for {n} x {code}; log:\n{}", self.log());
             }
@@ -208,6 +235,24 @@ pub fn vars(method: &str, path: &str) -> Vec<(String, String)> {
         ("REMOTE_ADDR".into(), "127.0.0.1".into()),
         ("CONTENT_LENGTH".into(), String::new()),
     ]
+}
+
+/// A packet as any front end could send it, without the encoder's checks (a var count over
+/// `uwsgi::MAX_VARS`, for instance).
+pub fn raw_packet(vars: &[(String, String)], body: &[u8]) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (k, v) in vars {
+        block.extend_from_slice(&(k.len() as u16).to_le_bytes());
+        block.extend_from_slice(k.as_bytes());
+        block.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        block.extend_from_slice(v.as_bytes());
+    }
+    let mut out = vec![0];
+    out.extend_from_slice(&(block.len() as u16).to_le_bytes());
+    out.push(0);
+    out.extend_from_slice(&block);
+    out.extend_from_slice(body);
+    out
 }
 
 pub fn packet(vars: &[(String, String)], body: &[u8]) -> Vec<u8> {
