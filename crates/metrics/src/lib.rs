@@ -31,7 +31,8 @@ pub use expose::{render, BuildInfo, Format};
 pub use histogram::{HistSnapshot, BOUNDS_TEXT, BUCKETS};
 pub use layout::{Region, Respawn, Role, MAX_APPS, MAX_GROUPS, MAX_PROCS, REGION_SIZE, STRIPES};
 pub use record::{
-    request_finished, request_started, request_timed_out, respawned, Finished, PythonCall,
+    request_finished, request_started, request_timed_out, request_timed_out_in, respawned,
+    Finished, PythonCall,
 };
 pub use registry::{AppId, GroupId};
 pub use snapshot::{AppSnapshot, GroupSnapshot, Snapshot};

@@ -154,6 +154,16 @@ pub fn respawned(group: GroupId, reason: Respawn, n: u64) {
     }
 }
 
+/// A request of the group named `group` (`""`: embedded mode) ran past its request timeout
+/// and was stopped: the one call a timeout path needs when it has no [`GroupId`] at hand (an
+/// embedded request-timeout in nginx or Apache). Not for the request path's hot loop: it looks
+/// the group up by name.
+pub fn request_timed_out_in(group: &str) {
+    if let Some(g) = crate::region().and_then(|r| r.register_group(group)) {
+        request_timed_out(g);
+    }
+}
+
 /// A request of `group` ran past its request timeout and was stopped.
 pub fn request_timed_out(group: GroupId) {
     let Some(region) = crate::region() else {

@@ -204,10 +204,12 @@ mod tests {
         call.finish(Duration::from_millis(2), 1);
         crate::respawned(web, crate::Respawn::Crash, 2);
         crate::request_timed_out(web);
+        crate::request_timed_out_in("");
         let snap = region.snapshot();
         let names: Vec<&str> = snap.groups.iter().map(|g| g.name.as_str()).collect();
         assert_eq!(names, ["", "web"]);
         assert_eq!(snap.groups[0].processes, [1, 0, 0]);
+        assert_eq!(snap.groups[0].request_timeouts, 1);
         assert!(snap.groups[0].rss_bytes[0] > 0);
         assert_eq!(
             (snap.groups[1].respawns[0], snap.groups[1].request_timeouts),
