@@ -123,12 +123,12 @@ impl PathInfoForm {
 /// set by hand with `uwsgi_param`). `None` for anything else, negative values included.
 pub fn parse_request_start(value: &[u8]) -> Option<Duration> {
     let value = value.strip_prefix(b"t=").unwrap_or(value);
-    // Our front ends' form, every request when metrics are kept: digits only, read directly
-    // (a quarter of the instructions of str::parse after a UTF-8 check).
-    if (1..=20).contains(&value.len()) && value.iter().all(u8::is_ascii_digit) {
-        let micros = value.iter().try_fold(0u64, |n, &d| {
-            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-        })?;
+    // Our front ends' form, every request when metrics are kept: up to 19 digits (no u64
+    // overflow possible), read directly rather than through a UTF-8 check and str::parse.
+    if (1..=19).contains(&value.len()) && value.iter().all(u8::is_ascii_digit) {
+        let micros = value
+            .iter()
+            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
         return Some(Duration::from_micros(micros));
     }
     let text = std::str::from_utf8(value).ok()?;
