@@ -27,7 +27,7 @@ if ! cargo clippy --version >/dev/null 2>&1; then
 fi
 cargo clippy --release --workspace --all-targets -- -D warnings
 
-# Every fuzz target of the protocol crates (uwsgi: 2, gateway: 3) for 10 s each, from the
+# Every fuzz target of the protocol crates (uwsgi: 2, gateway: 3, websocket: 1) for 10 s each, from the
 # committed seeds: a smoke test that the parsers still hold; longer runs: scripts/fuzz.sh 600.
 say "fuzzing the protocol parsers briefly (scripts/fuzz.sh 10)"
 bash scripts/fuzz.sh 10

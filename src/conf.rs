@@ -16,7 +16,7 @@
 use std::path::PathBuf;
 
 use ngx::http::{Merge, MergeConfigError};
-use supervisor::DaemonOptions;
+use supervisor::{DaemonOptions, Interface};
 
 use crate::upstream::Upstream;
 
@@ -46,7 +46,7 @@ pub struct MainConf {
     pub threads: Option<usize>,
     /// `wsgi_daemon_process` declarations, in file order.
     pub groups: Vec<DaemonGroup>,
-    /// Embedded apps, registered while locations are merged; indexed by [`LocConf::app`].
+    /// Embedded WSGI apps, registered while locations are merged; indexed by [`AppRef::Wsgi`].
     pub apps: Vec<AppEntry>,
     /// The metrics' apps: (mount label, group name or `""` for embedded) of every location
     /// with `wsgi_script`, registered while locations are merged; indexed by
@@ -59,6 +59,9 @@ pub struct MainConf {
     /// Daemon mode's default temp directory for buffered responses (an `ngx_path_t`, made with
     /// the first daemon location that needs it; `wsgi_temp_path` overrides it).
     pub default_temp_path: Option<std::ptr::NonNull<std::ffi::c_void>>,
+    /// Embedded ASGI apps (`wsgi_interface asgi`), indexed by [`AppRef::Asgi`]: they run on
+    /// the worker's asyncio loop, not its Python threads.
+    pub asgi_apps: Vec<AppEntry>,
 }
 
 impl MainConf {
@@ -70,11 +73,7 @@ impl MainConf {
     /// The index of `entry` in the app table, adding it if new: locations that serve the same
     /// script with the same callable share one loaded app per worker.
     pub fn register_app(&mut self, entry: AppEntry) -> usize {
-        if let Some(i) = self.apps.iter().position(|a| *a == entry) {
-            return i;
-        }
-        self.apps.push(entry);
-        self.apps.len() - 1
+        register(&mut self.apps, entry)
     }
 
     /// The index of the metrics' app `(mount, group)`, adding it if new.
@@ -86,6 +85,26 @@ impl MainConf {
         self.metric_apps.push(key);
         self.metric_apps.len() - 1
     }
+
+    /// As [`register_app`](Self::register_app), in the ASGI table.
+    pub fn register_asgi_app(&mut self, entry: AppEntry) -> usize {
+        register(&mut self.asgi_apps, entry)
+    }
+}
+
+fn register(table: &mut Vec<AppEntry>, entry: AppEntry) -> usize {
+    if let Some(i) = table.iter().position(|a| *a == entry) {
+        return i;
+    }
+    table.push(entry);
+    table.len() - 1
+}
+
+/// An embedded location's app: an index into [`MainConf::apps`] or [`MainConf::asgi_apps`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppRef {
+    Wsgi(usize),
+    Asgi(usize),
 }
 
 /// How the request URI splits into SCRIPT_NAME and PATH_INFO for a location.
@@ -122,8 +141,11 @@ pub struct LocConf {
     pub callable: Option<String>,
     /// `wsgi_process_group`: absent = embedded mode.
     pub process_group: Option<GroupRef>,
-    /// Resolved in the merge step: index into [`MainConf::apps`] (embedded locations).
-    pub app: Option<usize>,
+    /// `wsgi_interface`: what an embedded app speaks (daemon groups have their own
+    /// `interface=`); unset = WSGI.
+    pub interface: Option<Interface>,
+    /// Resolved in the merge step: the app of an embedded location.
+    pub app: Option<AppRef>,
     /// Resolved in the merge step: index into [`MainConf::groups`] (daemon locations).
     pub group: Option<usize>,
     /// Resolved in the merge step: index into [`MainConf::metric_apps`] (every location with a
@@ -255,6 +277,9 @@ impl Merge for LocConf {
             self.params.clone_from(&prev.params);
         }
         self.daemon.merge(&prev.daemon);
+        if self.interface.is_none() {
+            self.interface = prev.interface;
+        }
         Ok(())
     }
 }
@@ -330,7 +355,10 @@ pub fn resolve(conf: &mut LocConf, main: &mut MainConf) -> Result<(), String> {
             script: script.clone(),
             callable: conf.callable().to_string(),
         };
-        conf.app = Some(main.register_app(entry));
+        conf.app = Some(match conf.interface.unwrap_or_default() {
+            Interface::Wsgi => AppRef::Wsgi(main.register_app(entry)),
+            Interface::Asgi => AppRef::Asgi(main.register_asgi_app(entry)),
+        });
     }
     Ok(())
 }
@@ -377,6 +405,8 @@ pub struct DaemonGroup {
     /// `socket=HOST:PORT` resolved by the master at start-up (workers must not resolve names on
     /// the event loop).
     pub resolved: Option<std::net::SocketAddr>,
+    /// Where the directive was written (errors found once the whole configuration is read).
+    pub origin: Option<Origin>,
     /// The group's secret, sent as `RWSGI_SECRET` in every packet: set by the master in
     /// `init_module` (src/supervise.rs), before the workers fork.
     pub secret: Option<supervisor::Secret>,
@@ -395,6 +425,7 @@ impl DaemonGroup {
             },
             apps: Vec::new(),
             resolved: None,
+            origin: None,
             secret: None,
         }
     }
@@ -529,6 +560,29 @@ mod tests {
         let mut none = LocConf::default();
         resolve(&mut none, &mut main).unwrap();
         assert_eq!(none.metrics, None);
+    }
+
+    #[test]
+    fn asgi_locations_get_their_own_app_table() {
+        let mut main = MainConf::default();
+        let mut wsgi = LocConf {
+            script: Some("/a.py".into()),
+            ..Default::default()
+        };
+        let parent = LocConf {
+            interface: Some(Interface::Asgi),
+            ..Default::default()
+        };
+        let mut asgi = LocConf {
+            script: Some("/a.py".into()),
+            ..Default::default()
+        };
+        asgi.merge(&parent).unwrap();
+        resolve(&mut wsgi, &mut main).unwrap();
+        resolve(&mut asgi, &mut main).unwrap();
+        assert_eq!(wsgi.app, Some(AppRef::Wsgi(0)));
+        assert_eq!(asgi.app, Some(AppRef::Asgi(0)));
+        assert_eq!((main.apps.len(), main.asgi_apps.len()), (1, 1));
     }
 
     #[test]

@@ -274,6 +274,36 @@ pub unsafe extern "C" fn set_callable(
     unsafe { directive(cf, conf, parse) }
 }
 
+/// `wsgi_interface wsgi|asgi;` (http, server, location).
+///
+/// # Safety
+/// Called by nginx with a valid `cf` and `conf` pointing at our [`LocConf`].
+pub unsafe extern "C" fn set_interface(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let parse = |lc: &mut LocConf, argv: &[&[u8]]| -> Result<(), String> {
+        if lc.interface.is_some() {
+            return Err("is duplicate".to_string());
+        }
+        let value = argv[1];
+        let interface = std::str::from_utf8(value)
+            .ok()
+            .and_then(supervisor::Interface::parse)
+            .ok_or_else(|| {
+                format!(
+                    "invalid value \"{}\": expected \"wsgi\" or \"asgi\"",
+                    String::from_utf8_lossy(value)
+                )
+            })?;
+        lc.interface = Some(interface);
+        Ok(())
+    };
+    // SAFETY: nginx calls this with a valid cf and, for this directive's conf offset, our LocConf.
+    unsafe { directive(cf, conf, parse) }
+}
+
 /// `wsgi_process_group NAME;` (http, server, location).
 ///
 /// # Safety
@@ -311,7 +341,9 @@ pub unsafe extern "C" fn set_daemon_process(
     conf: *mut c_void,
 ) -> *mut c_char {
     let parse = |mc: &mut MainConf, argv: &[&[u8]]| -> Result<(), String> {
-        let group = parse_group(argv[1], &argv[2..])?;
+        let mut group = parse_group(argv[1], &argv[2..])?;
+        // SAFETY: cf is valid while the directive is parsed.
+        group.origin = Some(unsafe { origin(cf) });
         if mc.groups.iter().any(|g| g.name == group.name) {
             return Err(format!("duplicate process group \"{}\"", group.name));
         }

@@ -80,7 +80,7 @@ unsafe fn add_zone(cf: *mut ngx_conf_t) -> Result<(), String> {
     // pointer, which points at a static string.
     let zone = unsafe { ngx_shared_memory_add(cf, &mut name, ZONE_SIZE, tag) };
     if zone.is_null() {
-        return Err("wsgi: RW-NG060 cannot add the rwsgi_metrics shared zone".into());
+        return Err("wsgi: RW-NG070 cannot add the rwsgi_metrics shared zone".into());
     }
     // SAFETY: a zone nginx just returned; init is called once the memory exists.
     unsafe { (*zone).init = Some(zone_init) };

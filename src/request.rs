@@ -73,7 +73,7 @@ pub fn split_mount<'u>(prefix: &[u8], uri: &'u [u8]) -> (&'u [u8], &'u [u8]) {
 }
 
 #[cfg(not(test))]
-pub use from_nginx::cgi_vars;
+pub use from_nginx::{cgi_vars, request_header};
 
 /// Reading nginx's request. A unit-test executable has no nginx to link against, so this part is
 /// left out of `cargo test` and exercised end to end (tests/test_nginx_module_*.py).
@@ -261,6 +261,24 @@ mod from_nginx {
     #[cfg(not(ngx_feature = "ssl"))]
     fn is_https(_c: &ngx::ffi::ngx_connection_t) -> bool {
         false
+    }
+
+    /// The value of request header `name` (case-insensitive), the first if repeated.
+    ///
+    /// # Safety
+    /// `r` is live.
+    pub unsafe fn request_header<'r>(r: &'r ngx_http_request_t, name: &[u8]) -> Option<&'r [u8]> {
+        let mut found: Option<&'r [u8]> = None;
+        // SAFETY: headers_in.headers is the live list of request headers; the elements (and the
+        // values they point to) live in the request pool as long as r.
+        unsafe {
+            for_each_header(&r.headers_in.headers.part, |h| {
+                if found.is_none() && h.key.as_bytes().eq_ignore_ascii_case(name) {
+                    found = Some(std::slice::from_raw_parts(h.value.data, h.value.len));
+                }
+            })
+        };
+        found
     }
 
     /// Calls `f` for every element of an `ngx_list_t` of headers.

@@ -77,6 +77,36 @@ def test_daemon_tcp_socket_refuses_forged_packets(lch, mode):
     assert "RW051 refusing a request that does not carry the group's secret" in logs
 
 
+ASGI_ENVIRON_APP = """
+import json
+
+async def application(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    seen = {"REMOTE_USER": scope.get("extensions", {}).get("remote_user", ""),
+            "scheme": scope["scheme"]}
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": json.dumps(seen).encode()})
+"""
+
+
+def test_asgi_daemon_tcp_socket_refuses_forged_packets(lch):
+    """The same for an `interface=asgi` group, whose worker drives its sockets from the asyncio
+    loop instead of request threads: a packet without the secret is closed unanswered."""
+    d = app_dir(lch, ())
+    (d.path / "asgi_app.py").write_text(ASGI_ENVIRON_APP)
+    (d.path / "asgi_app.py").chmod(0o644)
+    port = free_port()
+    nginx = nginx_daemon(lch, d, f"processes=1 socket=127.0.0.1:{port} interface=asgi",
+                         script="asgi_app.py")
+    assert requests.get(nginx.url("/app/environ"), timeout=10).status_code == 200
+    status, _ = forge(("127.0.0.1", port))
+    assert status is None, f"a packet without the secret must be refused (closed), got {status}"
+    assert wait_for(lambda: "RW051 refusing a request that does not carry the group's secret"
+                    in nginx.error_log_text(), timeout=5)
+
+
 def test_worker_secret_file_behind_stock_nginx(lch):
     """rwsgi-worker --secret-file: stock nginx sending the secret is served (and the app does not
     see it); a packet without it is refused."""

@@ -57,6 +57,17 @@ BAD = [
     ("", "location / {{ wsgi_script {app}; wsgi_process_group nope; }}", "wsgi_process_group",
      r'wsgi_process_group "nope" is not declared: add "wsgi_daemon_process nope \.\.\.;" to the http block'),
     ("wsgi_script /x.py;", "", "wsgi_script", r'"wsgi_script" directive is not allowed here'),
+    # Found once the whole configuration is read (the group's socket), still at `nginx -t`: a
+    # unix socket path over 107 bytes would only fail when the group starts.
+    (f"wsgi_daemon_process {'g' * 100};", f"location / {{{{ wsgi_script {{app}}; wsgi_process_group {'g' * 100}; }}}}",
+     "wsgi_daemon_process", r"RW-NG060 .*unix socket path longer than 107 bytes: the default socket .* lives in "
+     r"the directory of nginx's pid file; use a shorter pid path, or socket=unix:PATH with a shorter PATH"),
+    (f"wsgi_daemon_process site socket=unix:/tmp/{'s' * 100}.sock;",
+     "location / {{ wsgi_script {app}; wsgi_process_group site; }}", "wsgi_daemon_process",
+     r'invalid value for "socket": unix socket path longer than 107 bytes'),
+    ("wsgi_daemon_process a socket=unix:/tmp/same.sock;\nwsgi_daemon_process b socket=unix:/tmp/same.sock;",
+     "location /a {{ wsgi_script {app}; wsgi_process_group a; }}\nlocation /b {{ wsgi_script {app}; wsgi_process_group b; }}",
+     "wsgi_daemon_process b", r"socket unix:/tmp/same.sock is already the socket of group a"),
     ("", "location / {{ wsgi_script {app} extra; }}", "wsgi_script", r'invalid number of arguments in "wsgi_script"'),
     # wsgi_param: what an operator may not set, and the syntax.
     ("wsgi_param HTTP_PROXY http://proxy:3128;", "", "wsgi_param",

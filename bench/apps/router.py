@@ -9,11 +9,14 @@ to fall back to chunked encoding or close-delimited bodies, and a short or long 
     /echo       POST: reads CONTENT_LENGTH bytes with wsgi.input.read(n), answers the count
     /sleep10ms  time.sleep(0.01): I/O-bound; throughput is bounded by processes x threads
     /django     a Django view rendering a template from a small SQLite query (apps/djangobench)
+    /flask/api  a Flask JSON API: 10 rows of the same SQLite table, serialised (apps/flaskbench)
+    /flask/page a Flask/Jinja page: a template with a base layout over 50 in-memory rows
     /stream     a streamed download: a generator of 64 KiB chunks, 1 GiB (?mib=N for N MiB)
 
-Django is imported on the first /django request only, so the other routes measure the bare
-server. It comes from the bench venv (build/bench-venv, made by bench/run), added to sys.path
-here so that every server, whatever Python environment it starts with, runs the same Django.
+Django and Flask are imported on the first request that needs them, so the other routes measure
+the bare server. They come from the bench venv (build/bench-venv, made by bench/run), added to
+sys.path here so that every server, whatever Python environment it starts with, runs the same
+framework code.
 """
 
 import os
@@ -81,24 +84,57 @@ BENCH_VENV_SITE = os.path.join(
     os.path.dirname(os.path.dirname(APPS_DIR)), "build", "bench-venv", "lib",
     f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages",
 )
-_django_lock = threading.Lock()
-_django_app = None
+_import_lock = threading.Lock()
+_frameworks = {}
 
 
-def _django(environ, start_response):
-    global _django_app
-    if _django_app is None:
-        with _django_lock:
-            if _django_app is None:
+def _framework(name, load):
+    """The WSGI app of a framework, imported (once) on first use."""
+    app = _frameworks.get(name)
+    if app is None:
+        with _import_lock:
+            app = _frameworks.get(name)
+            if app is None:
                 if APPS_DIR not in sys.path:
                     sys.path.insert(0, APPS_DIR)
                 if os.path.isdir(BENCH_VENV_SITE):
                     site.addsitedir(BENCH_VENV_SITE)
-                os.environ.setdefault("DJANGO_SETTINGS_MODULE", "djangobench.settings")
-                from django.core.wsgi import get_wsgi_application
+                app = _frameworks[name] = load()
+    return app
 
-                _django_app = get_wsgi_application()
-    return _django_app(environ, start_response)
+
+def _load_django():
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "djangobench.settings")
+    from django.core.wsgi import get_wsgi_application
+
+    return get_wsgi_application()
+
+
+def _load_flask():
+    from flaskbench import app
+
+    return app
+
+
+def _django(environ, start_response):
+    return _framework("django", _load_django)(environ, start_response)
+
+
+def _flask(environ, start_response):
+    return _framework("flask", _load_flask)(environ, start_response)
+
+
+def _callgrind_mark(call):
+    """bench/profile's markers: under `valgrind --tool=callgrind --zero-before=sched_get_priority_min
+    --dump-before=sched_get_priority_max`, these two libc calls (which nothing else makes) zero
+    and dump the counters of the process that serves them, so the measured requests are exactly
+    the ones between the two marker requests, in any server."""
+
+    def handler(environ, start_response):
+        call(0)
+        return _respond(start_response, b"marked\n")
+
+    return handler
 
 
 ROUTES = {
@@ -107,7 +143,11 @@ ROUTES = {
     "/echo": _echo,
     "/sleep10ms": _sleep10ms,
     "/django": _django,
+    "/flask/api": _flask,
+    "/flask/page": _flask,
     "/stream": _stream,
+    "/callgrind/zero": _callgrind_mark(os.sched_get_priority_min),
+    "/callgrind/dump": _callgrind_mark(os.sched_get_priority_max),
 }
 
 

@@ -25,7 +25,8 @@ class Workload:
     expect: bytes  # exact body every correct server returns
     post_size: int = 0
     label: str = ""
-    # "wrk": measured with wrk at each c; "download": a few timed curl downloads (MB/s, PSS).
+    # "wrk": measured with wrk at each c; "download": a few timed curl downloads (MB/s, PSS);
+    # "ws": WebSocket echo round trips at each c (harness/wsload.py).
     kind: str = "wrk"
     default: bool = True  # part of a run without --workloads
 
@@ -46,8 +47,23 @@ WORKLOADS = [
     Workload("sleep10ms", "/sleep10ms", "GET", b"slept 10 ms\n", label="time.sleep(0.01)"),
     Workload("django", "/django", "GET", _read_app_file("djangobench", "expected.html"),
              label="Django view: template + SQLite query"),
+    Workload("flask-api", "/flask/api", "GET", _read_app_file("flaskbench", "expected-api.json"),
+             label="Flask JSON API: SQLite query, 10 rows serialised"),
+    Workload("flask-page", "/flask/page", "GET", _read_app_file("flaskbench", "expected-page.html"),
+             label="Flask/Jinja page: base layout + 50 rows from memory"),
     Workload("stream1g", "/stream", "GET", b"x" * (SMOKE_STREAM_MIB << 20),
              label="1 GiB streamed download (64 KiB chunks), curl", kind="download"),
+]
+# ASGI workloads (bench/apps/asgi_app.py, FastAPI), for the ASGI configurations only.
+ASGI_HELLO = b'{"message":"Hello World!"}'
+WORKLOADS += [
+    Workload("asgi-hello", "/hello", "GET", ASGI_HELLO, label="FastAPI hello JSON", default=False),
+    Workload("asgi-64k", "/64k", "GET", (b"0123456789abcdef" * 4096)[:65536],
+             label="FastAPI 64 KiB response", default=False),
+    Workload("asgi-sleep10ms", "/sleep10ms", "GET", b"slept 10 ms\n",
+             label="FastAPI await asyncio.sleep(0.01)", default=False),
+    Workload("asgi-ws", "/ws", "GET", b"", label="FastAPI WebSocket echo (messages/s)",
+             kind="ws", default=False),
 ]
 BY_NAME = {w.name: w for w in WORKLOADS}
 
@@ -107,6 +123,8 @@ def smoke(port, workloads, timeout=10.0):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         for w in workloads:
+            if w.kind == "ws":
+                continue  # checked by wsload itself: every echo must match
             body = b"x" * w.post_size if w.post_size else None
             headers = {"Content-Type": "application/octet-stream"} if body else {}
             # The download is checked on a 1 MiB stream; its full size is measured by curl.
@@ -151,19 +169,44 @@ class WrkRun:
     wrk_cpu_s: float
     other_cores: float  # CPU used by jobs that are neither our servers nor wrk
     wall_s: float
+    # per request, summed over every thread of the server trees (/proc/PID/task/TID)
+    vcs_per_req: float = 0.0  # voluntary context switches (a thread blocked: futex, I/O, ...)
+    ics_per_req: float = 0.0  # involuntary ones (preempted)
+    rq_wait_us_per_req: float = 0.0  # time runnable but waiting for a CPU (schedstat)
+    vcs_split: dict = None  # service name -> voluntary switches per request
+    # our host's own counters (pyhost), per request; None for peers
+    pyhost: dict = None
 
 
-def run_wrk(url, lua, connections, seconds, servers, threads=2):
+def run_wrk(url, lua, connections, seconds, servers, threads=2, stats_dir=None, pin=None):
     """Run wrk once against url while accounting server, wrk and machine CPU.
 
     servers: [(name, root pid)] of the configuration's services; CPU is reported per service
-    tree and in total.
+    tree and in total. stats_dir: where our host's processes keep their counters. pin: a CPU
+    list for `taskset -c` (wrk's threads stay there).
     """
     argv = [
         "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s",
         "--latency", "--timeout", "5s", "-s", lua, url,
     ]
+    if pin:
+        argv = ["taskset", "-c", pin] + argv
+    return _measure(argv, servers, stats_dir)
+
+
+def run_ws(python, url, connections, seconds, servers, stats_dir=None):
+    """The WebSocket echo load (harness/wsload.py, a Python client: its own CPU is accounted as
+    wrk's is), measured like run_wrk: a "request" is one message echoed."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "wsload.py")
+    return _measure([python, script, url, str(connections), str(seconds)], servers, stats_dir)
+
+
+def _measure(argv, servers, stats_dir=None):
+    """Runs a load generator that prints one BENCH-RESULT line, accounting CPU, context
+    switches and our host's counters around it."""
+    py0 = procs.pyhost_stats(stats_dir) if stats_dir else {}
     before = {name: procs.tree_snapshot([pid]) for name, pid in servers}
+    threads0 = {name: procs.tree_threads([pid]) for name, pid in servers}
     busy0, t0 = procs.machine_busy()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = proc.stdout.read()
@@ -171,13 +214,15 @@ def run_wrk(url, lua, connections, seconds, servers, threads=2):
     proc.returncode = os.waitstatus_to_exitcode(status)
     busy1, t1 = procs.machine_busy()
     after = {name: procs.tree_snapshot([pid]) for name, pid in servers}
+    threads1 = {name: procs.tree_threads([pid]) for name, pid in servers}
+    py1 = procs.pyhost_stats(stats_dir) if stats_dir else {}
     text = out.decode("utf-8", "replace")
     result = None
     for line in text.splitlines():
         if line.startswith("BENCH-RESULT "):
             result = json.loads(line[len("BENCH-RESULT "):])
     if proc.returncode != 0 or result is None:
-        raise RuntimeError(f"wrk failed (exit {proc.returncode}): {' '.join(argv)}\n{text}")
+        raise RuntimeError(f"load failed (exit {proc.returncode}): {' '.join(argv)}\n{text}")
     wall = t1 - t0
     split, changed = {}, False
     for name, _ in servers:
@@ -187,6 +232,8 @@ def run_wrk(url, lua, connections, seconds, servers, threads=2):
     wrk_cpu = rusage.ru_utime + rusage.ru_stime
     requests = result["requests"]
     detail = {k: result[k] for k in ("status", "connect", "read", "write", "timeout")}
+    per = 1.0 / requests if requests else 0.0
+    sched = {name: procs.threads_delta(threads0[name], threads1[name]) for name, _ in servers}
     return WrkRun(
         requests=requests,
         rps=requests / (result["duration_us"] / 1e6),
@@ -203,7 +250,30 @@ def run_wrk(url, lua, connections, seconds, servers, threads=2):
         wrk_cpu_s=wrk_cpu,
         other_cores=max(0.0, (busy1 - busy0) - server_cpu - wrk_cpu) / wall,
         wall_s=wall,
+        vcs_per_req=sum(v[0] for v in sched.values()) * per,
+        ics_per_req=sum(v[1] for v in sched.values()) * per,
+        rq_wait_us_per_req=sum(v[3] for v in sched.values()) * per * 1e6,
+        vcs_split={name: v[0] * per for name, v in sched.items()},
+        pyhost=_pyhost_per_request(procs.pyhost_delta(py0, py1), requests),
     )
+
+
+def _pyhost_per_request(d, requests):
+    """Our host's counters over one load run, per request of the load (None for peers)."""
+    if not d or not requests:
+        return None
+    per = 1.0 / requests
+    return {
+        "gil_wait_us": d["gil_wait_ns"] * per / 1e3,
+        "gil_waits": d["gil_waits"] * per,
+        "admit_wait_us": d["admit_wait_ns"] * per / 1e3,
+        "admit_waits": d["admit_waits"] * per,
+        "py_cpu_us": d["cpu_ns"] * per / 1e3,
+        "admitted_us": d["admitted_ns"] * per / 1e3,
+        "limits": d["limits"],
+        "limit_changes": d["limit_raised"] + d["limit_lowered"],
+        "requests": d["requests"],
+    }
 
 
 def wrk_version():

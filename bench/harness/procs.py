@@ -86,21 +86,98 @@ def tree_cpu_delta(before, after):
     return used, set(before) != set(after)
 
 
-def tree_context_switches(roots):
-    """(voluntary, involuntary) context switches summed over every thread of a process tree."""
+def thread_stats(pid, tid):
+    """(voluntary, involuntary context switches, ns on CPU, ns runnable but waiting for a CPU)
+    of one thread, or None if it is gone. The last two come from schedstat."""
+    status = _read(f"/proc/{pid}/task/{tid}/status")
+    sched = _read(f"/proc/{pid}/task/{tid}/schedstat")
+    if not status or not sched:
+        return None
     vol = invol = 0
+    for line in status.splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            vol = int(line.split()[1])
+        elif line.startswith("nonvoluntary_ctxt_switches:"):
+            invol = int(line.split()[1])
+    run_ns, wait_ns = (int(v) for v in sched.split()[:2])
+    return vol, invol, run_ns, wait_ns
+
+
+def tree_threads(roots):
+    """{(pid, tid): thread_stats} for every thread of a process tree."""
+    out = {}
     for pid in tree_pids(roots):
         try:
             tids = os.listdir(f"/proc/{pid}/task")
         except OSError:
             continue
         for tid in tids:
-            for line in (_read(f"/proc/{pid}/task/{tid}/status") or "").splitlines():
-                if line.startswith("voluntary_ctxt_switches:"):
-                    vol += int(line.split()[1])
-                elif line.startswith("nonvoluntary_ctxt_switches:"):
-                    invol += int(line.split()[1])
+            st = thread_stats(pid, int(tid))
+            if st:
+                out[(pid, int(tid))] = st
+    return out
+
+
+def threads_delta(before, after):
+    """Summed (voluntary, involuntary, run s, runqueue wait s) of a tree between two
+    tree_threads snapshots; a thread that appeared in between counts in full."""
+    total = [0, 0, 0, 0]
+    for key, now in after.items():
+        then = before.get(key, (0, 0, 0, 0))
+        for i in range(4):
+            total[i] += now[i] - then[i]
+    return total[0], total[1], total[2] / 1e9, total[3] / 1e9
+
+
+def tree_context_switches(roots):
+    """(voluntary, involuntary) context switches summed over every thread of a process tree."""
+    vol, invol, _, _ = threads_delta({}, tree_threads(roots))
     return vol, invol
+
+
+# The counters of our host, pyhost (crates/pyhost/src/stats.rs): each Python-hosting process
+# keeps them in <stats dir>/pyhost-<pid>.stats, the magic then little-endian u64s in this order.
+PYHOST_MAGIC = b"RWSGIST1"
+PYHOST_FIELDS = ("requests", "gil_waits", "gil_wait_ns", "admitted_ns", "cpu_ns", "admit_waits",
+                 "admit_wait_ns", "limit", "in_python", "limit_raised", "limit_lowered")
+PYHOST_GAUGES = ("limit", "in_python")
+
+
+def pyhost_stats(directory):
+    """{pid: {field: value}} of every pyhost stats file in directory ({} for peers)."""
+    out = {}
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return out
+    for name in names:
+        if not (name.startswith("pyhost-") and name.endswith(".stats")):
+            continue
+        try:
+            with open(os.path.join(directory, name), "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        if data[:8] != PYHOST_MAGIC:
+            continue
+        values = [int.from_bytes(data[8 + 8 * i: 16 + 8 * i], "little")
+                  for i in range((len(data) - 8) // 8)]
+        out[int(name[7:-6])] = dict(zip(PYHOST_FIELDS, values))
+    return out
+
+
+def pyhost_delta(before, after):
+    """Counters summed over processes between two pyhost_stats snapshots, gauges as
+    "limits" (the list of each process's limit at the end); None when nothing was exported."""
+    if not after:
+        return None
+    total = {k: 0 for k in PYHOST_FIELDS if k not in PYHOST_GAUGES}
+    for pid, now in after.items():
+        then = before.get(pid, {})
+        for k in total:
+            total[k] += now.get(k, 0) - then.get(k, 0)
+    total["limits"] = sorted(v.get("limit", 0) for v in after.values())
+    return total
 
 
 def machine_busy():

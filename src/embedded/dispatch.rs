@@ -81,6 +81,18 @@ impl<T> Dispatch<T> {
         }
     }
 
+    /// For a thread waiting to be admitted into Python: do tasks wait, or is the queue stopping?
+    pub fn demand(&self) -> pyhost::Demand {
+        let st = self.lock();
+        if st.stopping {
+            pyhost::Demand::Stop
+        } else if st.tasks.is_empty() {
+            pyhost::Demand::Idle
+        } else {
+            pyhost::Demand::Waiting
+        }
+    }
+
     /// Consumer `slot`: the next task, sleeping while there is none. None once stopping.
     pub fn next(&self, slot: usize) -> Option<T> {
         let mut st = self.lock();

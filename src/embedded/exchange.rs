@@ -45,6 +45,10 @@ pub enum Msg {
         len: u64,
     },
     Done(Outcome),
+    /// WebSocket: the app's close frame (encoded); nothing may follow it on the wire.
+    WsClose(Vec<u8>),
+    /// WebSocket: the app caught up with its messages; read the client again.
+    Resume,
 }
 
 struct State {
@@ -59,6 +63,11 @@ struct State {
     /// A Python thread waits for space: only then must `take`/`close` notify (a notify is a
     /// system call even when nobody waits, and `take` runs several times per request).
     writer_waiting: bool,
+    /// ASGI: the connection's handle on the loop thread, told when a sender paused at
+    /// [`HIGH_WATER`] may go on (`take`) and when the client is gone (`close`).
+    asgi: Option<pyhost::asgi::Handle>,
+    /// ASGI: `push_nowait` answered "over high water": the next `take` resumes the sender.
+    paused: bool,
 }
 
 /// Shared by the Python thread and the event loop for one request.
@@ -82,6 +91,8 @@ impl Exchange {
                 scheduled: false,
                 gone: false,
                 writer_waiting: false,
+                asgi: None,
+                paused: false,
             }),
             space: Condvar::new(),
             stream: AtomicPtr::new(std::ptr::null_mut()),
@@ -104,11 +115,25 @@ impl Exchange {
         st.queued = 0;
         let msgs = std::mem::take(&mut st.msgs);
         let waiting = std::mem::take(&mut st.writer_waiting);
+        let resume = if std::mem::take(&mut st.paused) {
+            st.asgi.clone()
+        } else {
+            None
+        };
         drop(st);
         if waiting {
             self.space.notify_all();
         }
+        if let Some(handle) = resume {
+            handle.resume();
+        }
         msgs
+    }
+
+    /// Event loop, before the ASGI connection is submitted: the handle to resume and
+    /// disconnect it through.
+    pub fn set_asgi(&self, handle: pyhost::asgi::Handle) {
+        self.lock().asgi = Some(handle);
     }
 
     /// Event loop: nginx has freed (or is freeing) the request. Drops queued data, makes further
@@ -120,9 +145,13 @@ impl Exchange {
         st.msgs.clear();
         st.queued = 0;
         let waiting = std::mem::take(&mut st.writer_waiting);
+        let asgi = st.asgi.take();
         drop(st);
         if waiting {
             self.space.notify_all();
+        }
+        if let Some(handle) = asgi {
+            handle.disconnect();
         }
     }
 
@@ -141,14 +170,14 @@ impl Exchange {
         self.stream.load(Ordering::Relaxed)
     }
 
-    /// Python side: queue `msg`, waiting for space first when `bounded`. Err when the client is
-    /// gone.
+    /// Python side: queue `msg`, waiting for space first when `bounded`. Ok(true) when the queue
+    /// is at or over [`HIGH_WATER`] afterwards; Err when the client is gone.
     fn push(
         self: &Arc<Self>,
         msg: Msg,
         bounded: bool,
         notifier: &Notifier<Arc<Exchange>>,
-    ) -> io::Result<()> {
+    ) -> io::Result<bool> {
         let len = match &msg {
             Msg::Data(d) => d.len(),
             _ => 0,
@@ -173,12 +202,28 @@ impl Exchange {
         }
         st.msgs.push_back(msg);
         st.queued += len;
+        let over = st.queued >= HIGH_WATER;
+        if !bounded {
+            // An ASGI sender never waits here: it pauses, and `take` resumes it.
+            st.paused |= over;
+        }
         let wake = !std::mem::replace(&mut st.scheduled, true);
         drop(st);
         if wake {
             notifier.schedule(Arc::clone(self));
         }
-        Ok(())
+        Ok(over)
+    }
+
+    /// ASGI loop thread: queue `msg` without waiting (the loop serves every other connection
+    /// meanwhile). Ok(true): the queue holds [`HIGH_WATER`] bytes or more, so the sender must
+    /// pause; the next `take` resumes it through the handle. Err when the client is gone.
+    pub fn push_nowait(
+        self: &Arc<Self>,
+        msg: Msg,
+        notifier: &Notifier<Arc<Exchange>>,
+    ) -> io::Result<bool> {
+        self.push(msg, false, notifier)
     }
 }
 
@@ -207,7 +252,7 @@ impl Responder for PyResponder {
             status_line: head.status_line.to_vec(),
             headers: head.headers.to_vec(),
         });
-        self.exchange.push(msg, false, self.notifier)
+        self.exchange.push(msg, false, self.notifier).map(|_| ())
     }
 
     fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
@@ -216,6 +261,7 @@ impl Responder for PyResponder {
         }
         self.exchange
             .push(Msg::Data(chunk.to_vec()), true, self.notifier)
+            .map(|_| ())
     }
 
     /// The sendfile fast path: nginx sends the file itself, no bytes cross the queue. The
@@ -235,7 +281,7 @@ impl Responder for PyResponder {
             offset,
             len,
         };
-        Some(self.exchange.push(msg, true, self.notifier).map(|()| len))
+        Some(self.exchange.push(msg, true, self.notifier).map(|_| len))
     }
 }
 

@@ -9,16 +9,29 @@
 //! - `dispatch`: the job queue from the event loop to the Python threads;
 //! - `exchange`: the per-request channel back (response head, chunks, outcome), bounded in bytes;
 //! - `wake`: the eventfd that wakes the event loop when an exchange has news;
-//! - `body`: `wsgi.input` over the body nginx read (memory and temp-file segments).
+//! - `body`: `wsgi.input` over the body nginx read (memory and temp-file segments);
+//! - `head`: the response head into nginx's `headers_out`;
+//! - `ws`: the client's WebSocket frames to the app (the `websocket` crate's session);
+//! - `asgi`: the transport of an ASGI request: the worker's asyncio loop answers through the
+//!   same exchange, without ever blocking;
+//! - `imports`: import attempts shared by all workers, so an app whose import kills its worker
+//!   is retried with back-off instead of in a fork storm.
 //!
-//! `body`, `dispatch`, `exchange` and `wake` are plain Rust, unit-tested without nginx; `stream`
-//! and `worker` call into nginx and are exercised end to end (tests/test_nginx_module_*.py).
+//! `body`, `dispatch`, `exchange`, `imports` and `wake` are plain Rust, unit-tested without
+//! nginx; `stream` and `worker` call into nginx and are exercised end to end (tests/test_nginx_module_*.py).
 
 mod body;
 mod dispatch;
 mod exchange;
+pub mod imports;
 mod wake;
 
+mod ws;
+
+#[cfg(not(test))]
+mod asgi;
+#[cfg(not(test))]
+mod head;
 #[cfg(not(test))]
 mod stream;
 #[cfg(not(test))]

@@ -26,19 +26,27 @@ use ngx::ffi::{
     add_to_ngx_table, ngx_add_timer, ngx_alloc_chain_link, ngx_buf_t, ngx_chain_t, ngx_del_timer,
     ngx_event_t, ngx_http_finalize_request, ngx_http_output_filter,
     ngx_http_read_client_request_body, ngx_http_request_t, ngx_http_run_posted_requests,
-    ngx_http_send_header, ngx_http_send_special, ngx_int_t, ngx_list_push, ngx_pcalloc, ngx_str_t,
-    ngx_table_elt_t, NGX_DONE, NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_LAST,
-    NGX_HTTP_REQUEST_TIME_OUT, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
+    ngx_http_send_special, ngx_int_t, ngx_list_push, ngx_pcalloc, ngx_str_t, ngx_table_elt_t,
+    NGX_AGAIN, NGX_DONE, NGX_ERROR, NGX_HTTP_FLUSH, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_LAST,
+    NGX_HTTP_REQUEST_TIME_OUT, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_SPECIAL_RESPONSE,
+    NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, NgxHttpCoreModule};
 use pyhost::Outcome;
 
+use pyhost::asgi::Kind;
+
+use super::asgi::AsgiTransport;
 use super::body::collect_body;
 use super::exchange::{Exchange, HeadMsg, Msg};
+use super::head::send_head;
 use super::worker::{self, Job};
+use super::ws::WsSide;
+use crate::conf::AppRef;
 use crate::log::log_request;
-use crate::request::cgi_vars;
+use crate::request::{cgi_vars, request_header};
 use crate::WsgiModule;
+use websocket::handshake::{check as handshake, Handshake};
 
 /// How often the shutdown guard timer of an in-flight request fires (it only re-arms itself).
 const GUARD_PERIOD_MS: usize = 60_000;
@@ -63,6 +71,10 @@ pub struct Stream {
     /// A non-cancelable timer: while it is armed a gracefully stopping worker waits for this
     /// request (nginx exits once only cancelable timers are left).
     guard: ngx_event_t,
+    /// A WebSocket handshake: the `Sec-WebSocket-Accept` value for the app's 101.
+    ws_accept: Option<String>,
+    /// An upgraded WebSocket connection's reading side.
+    ws: Option<Box<WsSide>>,
 }
 
 impl Drop for Stream {
@@ -98,6 +110,23 @@ pub unsafe fn run(r: *mut ngx_http_request_t) -> ngx_int_t {
         unsafe { log_request(r, NGX_LOG_ERR as _, err) };
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     }
+    // An import (or Python's start) that killed a worker lately is not tried again yet: 503
+    // for that app only (the worker logged why, imports.rs).
+    // SAFETY: r is valid (contract).
+    let app = WsgiModule::location_conf(unsafe { &*r }).and_then(|lc| match lc.app {
+        Some(AppRef::Wsgi(i)) => Some(i),
+        _ => None,
+    });
+    let held = worker.start_held().or_else(|| {
+        let app = app?;
+        let wait = worker.unavailable(app)?;
+        worker.tell_held_back(app, wait);
+        Some(wait)
+    });
+    if let Some(wait) = held {
+        // SAFETY: r is valid (contract).
+        return unsafe { unavailable(r, wait) };
+    }
     // SAFETY: r is valid; body_ready is called (now or later) on the event loop with r alive,
     // and the reader takes a reference on the request (r->main->count) that we keep.
     let rc = unsafe { ngx_http_read_client_request_body(r, Some(body_ready)) };
@@ -105,6 +134,24 @@ pub unsafe fn run(r: *mut ngx_http_request_t) -> ngx_int_t {
         return rc;
     }
     NGX_DONE as ngx_int_t
+}
+
+/// `503 Service Unavailable` with `Retry-After` (whole seconds, at least 1).
+///
+/// # Safety
+/// `r` is a live request whose response has not started.
+unsafe fn unavailable(r: *mut ngx_http_request_t, wait: std::time::Duration) -> ngx_int_t {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let value = secs.max(1).to_string();
+    // SAFETY: r is live (contract); its headers list and pool are valid.
+    unsafe {
+        let out = &mut (*r).headers_out;
+        let h = ngx_list_push(&mut out.headers).cast::<ngx_table_elt_t>();
+        if !h.is_null() {
+            let _ = add_to_ngx_table(h, (*r).pool, b"Retry-After", value.as_bytes());
+        }
+    }
+    NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t
 }
 
 /// The body reader's completion handler.
@@ -140,6 +187,19 @@ unsafe fn start_job(r: *mut ngx_http_request_t) -> Result<(), String> {
     let app = lc
         .app
         .ok_or("wsgi: RW-NG090 location has no embedded app")?;
+    if matches!(app, AppRef::Asgi(_)) && worker.asgi.is_none() {
+        return Err("wsgi: RW-NG007 the asyncio loop is not running in this worker".to_string());
+    }
+    let handshake = match app {
+        // SAFETY: r is live (contract).
+        AppRef::Asgi(_) => unsafe { websocket_handshake(req) },
+        AppRef::Wsgi(_) => Handshake::No,
+    };
+    if let Handshake::Bad(status) = handshake {
+        // SAFETY: r is live; this releases the body reader's reference.
+        unsafe { ngx_http_finalize_request(r, status as ngx_int_t) };
+        return Ok(());
+    }
     // SAFETY: r is live and its body complete (contract).
     let body = unsafe { collect_body(req) }
         .map_err(|e| format!("wsgi: RW-NG011 cannot read the request body: {e}"))?;
@@ -162,6 +222,8 @@ unsafe fn start_job(r: *mut ngx_http_request_t) -> Result<(), String> {
         inflight: VecDeque::new(),
         free: Vec::new(),
         guard,
+        ws_accept: None,
+        ws: None,
     };
     // SAFETY: the request pool lives until the request is freed; `allocate` registers a cleanup
     // that drops the Stream then, after which nginx no longer calls our handlers for r.
@@ -182,15 +244,87 @@ unsafe fn start_job(r: *mut ngx_http_request_t) -> Result<(), String> {
         ngx_add_timer(&mut s.guard, GUARD_PERIOD_MS as _);
     }
     let metrics = crate::metrics::app_id(req, lc);
-    worker.submit(Job {
-        app,
-        vars,
-        body,
-        exchange,
-        metrics,
-        queued: metrics.map(|_| std::time::Instant::now()),
-    });
+    match app {
+        AppRef::Wsgi(app) => worker.submit(Job {
+            app,
+            vars,
+            body,
+            exchange,
+            metrics,
+            queued: metrics.map(|_| std::time::Instant::now()),
+        }),
+        AppRef::Asgi(app) => {
+            let host = worker
+                .asgi
+                .as_ref()
+                .ok_or("wsgi: RW-NG007 the asyncio loop is not running in this worker")?;
+            // The handle goes into the exchange before the loop can see the request, so a
+            // pause or a disconnect always finds it.
+            let handle = host.handle();
+            exchange.set_asgi(handle.clone());
+            // Watch the client while the app runs: a close becomes http.disconnect.
+            req.read_event_handler = Some(read_handler);
+            let kind = match handshake {
+                Handshake::Yes(accept) => {
+                    // SAFETY: stream is our pool allocation, live while the request is.
+                    unsafe {
+                        (*stream).ws_accept = Some(accept);
+                        (*stream).ws = Some(Box::new(WsSide::new(handle.clone())));
+                    }
+                    Kind::WebSocket
+                }
+                Handshake::No | Handshake::Bad(_) => Kind::Http,
+            };
+            let transport = AsgiTransport::new(exchange, &worker.notifier, body);
+            host.submit(&handle, app, kind, Box::new(vars), Box::new(transport));
+        }
+    }
     Ok(())
+}
+
+/// The client connection's read event while an ASGI app runs (`r->read_event_handler`): a
+/// client that closes its connection ends the request (499), which tells the app through
+/// `http.disconnect`. nginx's upstream module watches its clients the same way
+/// (`ngx_http_upstream_check_broken_connection`); without it nginx would notice only at the next
+/// write, and an app waiting for a disconnect (a long poll, an event stream) never would.
+///
+/// # Safety
+/// Called by nginx with a live request, on the event-loop thread.
+unsafe extern "C" fn read_handler(r: *mut ngx_http_request_t) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: nginx calls the read handler with a live request.
+        let req = unsafe { &mut *r };
+        // SAFETY: req is live.
+        let Some(stream) = (unsafe { ctx(req) }) else {
+            return;
+        };
+        // HTTP/2 streams share the connection: its read events are not this request's.
+        if req.http_version >= ngx::ffi::NGX_HTTP_VERSION_20 as usize {
+            return;
+        }
+        // SAFETY: the connection of a live request is valid.
+        let fd = unsafe { (*req.connection).fd };
+        let mut byte = 0u8;
+        // SAFETY: peeks at most one byte into a live local; never consumes input.
+        let n = unsafe { libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK) };
+        let err = std::io::Error::last_os_error().raw_os_error();
+        let closed = n == 0 || (n < 0 && err != Some(libc::EAGAIN) && err != Some(libc::EINTR));
+        if closed {
+            // SAFETY: r is live.
+            unsafe {
+                log_request(
+                    r,
+                    NGX_LOG_INFO as _,
+                    "client prematurely closed connection while the ASGI app ran",
+                );
+                (*req.connection).set_error(1);
+            }
+            finalize(
+                stream,
+                ngx::ffi::NGX_HTTP_CLIENT_CLOSED_REQUEST as ngx_int_t,
+            );
+        }
+    }));
 }
 
 /// Re-arms the shutdown guard (see [`Stream::guard`]).
@@ -255,6 +389,153 @@ unsafe extern "C" fn write_handler(r: *mut ngx_http_request_t) {
     }));
 }
 
+/// Is this request a WebSocket handshake (ASGI locations only)?
+///
+/// # Safety
+/// `r` is live.
+unsafe fn websocket_handshake(r: &ngx_http_request_t) -> Handshake {
+    let value = |h: *mut ngx_table_elt_t| {
+        // SAFETY: a non-null header pointer of a live request points into its pool.
+        unsafe { h.as_ref() }.map(|h| h.value.as_bytes())
+    };
+    let upgrade = value(r.headers_in.upgrade);
+    if upgrade.is_none() {
+        return Handshake::No;
+    }
+    handshake(
+        r.method == ngx::ffi::NGX_HTTP_GET as usize,
+        r.http_version == ngx::ffi::NGX_HTTP_VERSION_11 as usize,
+        upgrade,
+        // nginx 1.22 keeps only the Connection type, not a pointer to the header.
+        // SAFETY: r is live (contract).
+        unsafe { request_header(r, b"connection") },
+        // SAFETY: r is live (contract).
+        unsafe { request_header(r, b"sec-websocket-version") },
+        // SAFETY: as above.
+        unsafe { request_header(r, b"sec-websocket-key") },
+    )
+}
+
+/// Sends the response head; a 101 (the app's `websocket.accept`) gets the handshake's headers
+/// and turns the connection into a WebSocket.
+fn start_response(s: &mut Stream, mut head: HeadMsg) -> Result<(), ngx_int_t> {
+    let upgrade = head.status == 101;
+    if upgrade {
+        let Some(accept) = s.ws_accept.take() else {
+            return Err(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
+        };
+        head.headers
+            .push((b"Upgrade".to_vec(), b"websocket".to_vec()));
+        head.headers
+            .push((b"Sec-WebSocket-Accept".to_vec(), accept.into_bytes()));
+    } else {
+        // A denied handshake is a plain response: no frames will follow.
+        s.ws = None;
+    }
+    // SAFETY: s.r is live while s exists.
+    let rc = unsafe { send_head(s.r, &head) }?;
+    s.header_rc = Some(rc);
+    // SAFETY: as above.
+    let r = unsafe { &mut *s.r };
+    if r.header_only() != 0 && !upgrade {
+        s.discard = true;
+    }
+    if upgrade {
+        // As nginx's upstream module does for its upgrade tunnel: no keep-alive after it, no
+        // Nagle delay on the frames, and the client's bytes are ours from now on.
+        r.set_keepalive(0);
+        // SAFETY: the connection of a live request.
+        unsafe { ngx::ffi::ngx_tcp_nodelay(r.connection) };
+        r.read_event_handler = Some(ws_read_handler);
+        // The head alone is the whole answer: flush it now (nginx holds a header without body).
+        // SAFETY: r is live; after_output looks at what nginx still holds.
+        match unsafe { after_output(s, ngx_http_send_special(s.r, NGX_HTTP_FLUSH as _)) } {
+            Sent::Error => return Err(NGX_ERROR as ngx_int_t),
+            Sent::Blocked => s.blocked = true,
+            Sent::Done => {}
+        }
+        ws_read(s);
+    }
+    Ok(())
+}
+
+/// The client's side of an upgraded connection (`r->read_event_handler`).
+///
+/// # Safety
+/// Called by nginx with a live request, on the event-loop thread.
+unsafe extern "C" fn ws_read_handler(r: *mut ngx_http_request_t) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: nginx calls the read handler with a live request.
+        if let Some(s) = unsafe { ctx(&*r) } {
+            ws_read(s);
+        }
+    }));
+}
+
+/// Reads what the client sent: frames decoded (ws.rs), messages to the app, pongs and the
+/// close reply written back. Stops while the app has a backlog of unreceived messages
+/// (`Msg::Resume` calls again) and after the client's close or EOF.
+fn ws_read(s: &mut Stream) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let Some(ws) = s.ws.as_mut() else { return };
+        if s.finished || ws.session.done_reading || ws.handle.ws_backlogged() {
+            return;
+        }
+        // SAFETY: s.r is live while s exists.
+        let (r, c) = unsafe { (&mut *s.r, &mut *(*s.r).connection) };
+        let reaction = match early_bytes(r) {
+            // Frames the client sent right behind its handshake, already read by nginx.
+            Some(bytes) => ws.received(&bytes),
+            None => {
+                let Some(recv) = c.recv else { return };
+                // SAFETY: c is the request's live connection; buf is a writable local.
+                let n = unsafe { recv(c, buf.as_mut_ptr(), buf.len()) };
+                if n == NGX_AGAIN as isize {
+                    // SAFETY: the connection's read event, re-armed as nginx's handlers do.
+                    unsafe { ngx::ffi::ngx_handle_read_event(c.read, 0) };
+                    return;
+                }
+                if n <= 0 {
+                    // EOF or an error without a close frame: the app hears 1006.
+                    ws.eof();
+                    return;
+                }
+                ws.received(&buf[..n as usize])
+            }
+        };
+        if !reaction.replies.is_empty() {
+            // SAFETY: s.r is live and the 101 head was sent.
+            match unsafe { send_chunks(s, vec![Piece::Memory(reaction.replies)]) } {
+                Sent::Error => return finalize(s, NGX_ERROR as ngx_int_t),
+                Sent::Blocked => {
+                    s.blocked = true;
+                    // SAFETY: s.r is live.
+                    unsafe { wait_for_client(s) };
+                }
+                Sent::Done => {}
+            }
+        }
+        if reaction.end {
+            return;
+        }
+    }
+}
+
+/// Bytes nginx read past the handshake request (the client's first frames), taken once.
+fn early_bytes(r: &mut ngx_http_request_t) -> Option<Vec<u8>> {
+    // SAFETY: header_in is the request's header buffer (or null); pos..last is unread data.
+    let b = unsafe { r.header_in.as_mut() }?;
+    if b.pos.is_null() || b.pos >= b.last {
+        return None;
+    }
+    // SAFETY: pos..last lies inside the buffer (nginx's invariant for a buffer's content).
+    let bytes =
+        unsafe { std::slice::from_raw_parts(b.pos, b.last.offset_from(b.pos) as usize) }.to_vec();
+    b.pos = b.last;
+    Some(bytes)
+}
+
 /// Our Stream from the request's module ctx.
 ///
 /// # Safety
@@ -304,19 +585,28 @@ fn pump(s: &mut Stream) {
         }
         let mut chunks = Vec::new();
         let mut outcome = None;
+        let mut read_again = false;
         for msg in msgs {
             match msg {
                 Msg::Head(head) => {
-                    // SAFETY: s.r is live.
-                    if let Err(rc) = unsafe { send_head(s, &head) } {
+                    if let Err(rc) = start_response(s, head) {
                         return finalize(s, rc);
                     }
                 }
+                // Nothing follows a close frame on a WebSocket.
+                Msg::Data(_) if s.ws.as_ref().is_some_and(|w| w.session.close_sent) => {}
                 Msg::Data(data) if !s.discard => chunks.push(Piece::Memory(data)),
                 Msg::File { file, offset, len } if !s.discard => {
                     chunks.push(Piece::File { file, offset, len })
                 }
                 Msg::Data(_) | Msg::File { .. } => {}
+                Msg::WsClose(frame) => {
+                    if let Some(ws) = s.ws.as_mut().filter(|w| !w.session.close_sent) {
+                        ws.session.close_sent = true;
+                        chunks.push(Piece::Memory(frame));
+                    }
+                }
+                Msg::Resume => read_again = true,
                 Msg::Done(o) => outcome = Some(o),
             }
         }
@@ -330,6 +620,12 @@ fn pump(s: &mut Stream) {
         }
         if let Some(outcome) = outcome {
             return finish(s, outcome);
+        }
+        if read_again {
+            ws_read(s);
+            if s.finished {
+                return;
+            }
         }
         if s.blocked {
             // SAFETY: s.r is live.
@@ -382,87 +678,6 @@ enum Piece {
         offset: u64,
         len: u64,
     },
-}
-
-/// Sets the status and headers from the app and sends the head.
-///
-/// # Safety
-/// `s.r` is live.
-unsafe fn send_head(s: &mut Stream, head: &HeadMsg) -> Result<(), ngx_int_t> {
-    let internal = NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
-    // SAFETY: contract.
-    let r = unsafe { &mut *s.r };
-    let out = &mut r.headers_out;
-    out.status = head.status as _;
-    // SAFETY: the pool copies live as long as the request.
-    out.status_line =
-        unsafe { ngx_str_t::from_bytes(r.pool, &head.status_line) }.ok_or(internal)?;
-    for (name, value) in &head.headers {
-        // SAFETY: as above.
-        unsafe { add_header(r, name, value) }.ok_or(internal)?;
-    }
-    // SAFETY: r is live; the header filters run now.
-    let rc = unsafe { ngx_http_send_header(r) };
-    if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t {
-        return Err(rc);
-    }
-    s.header_rc = Some(rc);
-    if r.header_only() != 0 {
-        s.discard = true;
-    }
-    Ok(())
-}
-
-/// Adds one response header, mapping those nginx tracks separately.
-///
-/// # Safety
-/// `r` is live.
-unsafe fn add_header(r: &mut ngx_http_request_t, name: &[u8], value: &[u8]) -> Option<()> {
-    let out = &mut r.headers_out;
-    if name.eq_ignore_ascii_case(b"content-type") {
-        // SAFETY: pool copy, lives as long as the request.
-        out.content_type = unsafe { ngx_str_t::from_bytes(r.pool, value) }?;
-        out.content_type_len = value.len();
-        out.content_type_lowcase = std::ptr::null_mut();
-        return Some(());
-    }
-    if name.eq_ignore_ascii_case(b"content-length") {
-        // pyhost validated the header; nginx writes Content-Length from content_length_n.
-        let n = std::str::from_utf8(value)
-            .ok()?
-            .trim()
-            .parse::<i64>()
-            .ok()?;
-        out.content_length_n = n as _;
-        return Some(());
-    }
-    // Hop-by-hop headers (PEP 3333 forbids them from apps): nginx owns the connection framing.
-    for hop in [
-        &b"connection"[..],
-        b"keep-alive",
-        b"transfer-encoding",
-        b"upgrade",
-    ] {
-        if name.eq_ignore_ascii_case(hop) {
-            return Some(());
-        }
-    }
-    // SAFETY: headers is the live list of the request; push returns uninitialised room or null.
-    let h = unsafe { ngx_list_push(&mut out.headers) }.cast::<ngx_table_elt_t>();
-    if h.is_null() {
-        return None;
-    }
-    // SAFETY: h points at a fresh element; the helper fills key, value, lowcase_key and hash.
-    unsafe { add_to_ngx_table(h, r.pool, name, value) }?;
-    // nginx adds its own Server/Date unless the pointer is set; gzip must not re-encode.
-    if name.eq_ignore_ascii_case(b"server") {
-        out.server = h;
-    } else if name.eq_ignore_ascii_case(b"date") {
-        out.date = h;
-    } else if name.eq_ignore_ascii_case(b"content-encoding") {
-        out.content_encoding = h;
-    }
-    Some(())
 }
 
 /// Hands `chunks` to nginx as one chain, flushed.

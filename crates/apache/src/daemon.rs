@@ -57,6 +57,15 @@ pub(crate) fn forward(r: &mut request_rec, conf: &DirConf, group: &str) -> c_int
         Ok(route) => route,
         Err(status) => return status,
     };
+    if asks_for_websocket(r) {
+        // httpd's uwsgi relay has no upgrade tunnel: refused plainly, never half-done.
+        return fail(
+            r,
+            HTTP_NOT_IMPLEMENTED,
+            "RW-AP019 a WebSocket handshake reached a daemon group through Apache; mod_rwsgi \
+             does not tunnel WebSockets (serve this route through nginx)",
+        );
+    }
     // SAFETY: r is live; once, before any body read.
     let status = unsafe { ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK as c_int) };
     if status != OK_ {
@@ -140,6 +149,15 @@ fn spool_body(r: &mut request_rec) -> Result<Option<Spool>, c_int> {
             &format!("RW-AP061 spooling the request body to a temp file failed: {e}"),
         )),
     }
+}
+
+/// True for a request with `Upgrade: websocket`.
+fn asks_for_websocket(r: &request_rec) -> bool {
+    // SAFETY: headers_in is a live table; apr_table_get returns NULL or a pool string.
+    let upgrade = unsafe { apr_table_get(r.headers_in, c"Upgrade".as_ptr()) };
+    // SAFETY: a non-null value is a NUL-terminated string in r->pool.
+    !upgrade.is_null()
+        && websocket::handshake::has_token(unsafe { cstr_bytes(upgrade) }, b"websocket")
 }
 
 /// The route to `group`, which must serve the script this request was mapped to.

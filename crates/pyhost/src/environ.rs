@@ -13,7 +13,7 @@ use crate::filewrapper::FileWrapper;
 use crate::Request;
 
 /// Variables the transport may pass that never reach the app.
-fn dropped(key: &[u8]) -> bool {
+pub(crate) fn dropped(key: &[u8]) -> bool {
     // httpoxy: a client `Proxy:` header must not become HTTP_PROXY (read as a proxy setting).
     // nginx passes Content-Type/Length both as CONTENT_* and HTTP_CONTENT_*; PEP 3333 has only
     // the former. UWSGI_* are uWSGI's code-loading variables: never honoured.

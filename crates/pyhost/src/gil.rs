@@ -1,22 +1,21 @@
-//! The host's attach points: taking the GIL (timed) and letting it go around a wait.
+//! The host's attach points: taking the GIL (timed, for [`crate::stats`] and the request's
+//! [`crate::RequestStats`]) and letting it go around a wait.
 //!
-//! Every place where pyhost takes the GIL for a request goes through [`attach`] or [`detach`],
-//! so the time a request thread waits for the GIL there is measured (one clock read pair per
-//! take) and added to the request's [`crate::RequestStats`]. Waits inside the application (its
-//! own I/O, sleeps, C extensions that release the GIL) are not seen here.
+//! Every place where pyhost takes the GIL goes through [`attach`] or [`detach`], so the time a
+//! request thread waits for the GIL there is measured (one clock read pair per take).
 
 use std::time::Instant;
 
 use pyo3::marker::Ungil;
 use pyo3::prelude::*;
 
-use crate::request_stats;
+use crate::{request_stats, stats};
 
 /// `Python::attach`, with the wait for the GIL counted.
 pub(crate) fn attach<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
     let asked = Instant::now();
     Python::attach(|py| {
-        request_stats::gil_waited(asked.elapsed());
+        waited(asked.elapsed());
         f(py)
     })
 }
@@ -32,6 +31,27 @@ where
         let r = f();
         (r, Instant::now())
     });
-    request_stats::gil_waited(asked.elapsed());
+    waited(asked.elapsed());
     result
+}
+
+/// One wait for the GIL: the process's totals and the request's own.
+fn waited(d: std::time::Duration) {
+    stats::gil_waited(d);
+    request_stats::gil_waited(d);
+}
+
+/// CPU time this thread has used, in nanoseconds (0 if the clock cannot be read).
+pub(crate) fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which ts is.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }

@@ -130,6 +130,16 @@ pub(crate) fn start_interpreter(
         if ffi::PyStatus_Exception(status) != 0 {
             return Err(status_error("Py_InitializeFromConfig", &status));
         }
+        // `threading` records the thread that first imports it as the main thread. Imported
+        // here, that is the thread that started the interpreter, which is what CPython's own
+        // checks (signal.set_wakeup_fd) mean by it; imported first on the ASGI loop thread,
+        // uvloop would take that thread for the main one and fail in run_forever.
+        let threading = ffi::PyImport_ImportModule(c"threading".as_ptr());
+        if threading.is_null() {
+            ffi::PyErr_Clear();
+        } else {
+            ffi::Py_DECREF(threading);
+        }
         ffi::PyEval_SaveThread();
     }
     *started = Some(cfg.clone());

@@ -15,13 +15,14 @@
 //! crate root's types), so no two files import each other.
 //!
 //! 1. Leaves: `log` (the [`ErrorLog`] trait, traceback formatting), `init` (the interpreter),
-//!    `request_stats` (GIL wait and exceptions of the thread's last request), `gil` (the timed
-//!    attach points),
+//!    `request_stats` (GIL wait and exceptions of the thread's last request),
 //!    `borrowed` (the raw handle a scope keeps of the transport's borrows), `filewrapper`
-//!    (`wsgi.file_wrapper`).
+//!    (`wsgi.file_wrapper`), `stats` (the host's counters).
 //! 2. Process: `thread` (threads with the server's signals blocked, long-lived thread states),
-//!    `memory` (malloc arenas and the trimmer thread), `app` (loading a script), `process`
-//!    (the per-process start-up every transport shares: [`initialize`], [`ProcessApps`]).
+//!    `memory` (malloc arenas and the trimmer thread), `app` (loading a script), `gil` (the
+//!    timed attach points), `control` (the admission policy) then `admit` (the waiting room that
+//!    applies it), `process` (the per-process start-up every transport shares: [`initialize`],
+//!    [`ProcessApps`]).
 //! 3. One request's state, no Python objects: `input` (the body buffer), `response` (head
 //!    validation, lazy head, Content-Length), `environ` (the environ dict).
 //! 4. `scope`: ties the two sides and the log to one `handle()` call and ends the borrows.
@@ -33,8 +34,11 @@
 //! machine and its Python object together), which made every such file and `scope` import each
 //! other; split by role, the dependencies point one way.
 
+mod admit;
 mod app;
+pub mod asgi;
 mod borrowed;
+mod control;
 mod environ;
 mod filewrapper;
 mod gil;
@@ -48,17 +52,20 @@ mod response;
 mod run;
 mod scope;
 mod start_response;
+mod stats;
 mod thread;
 mod wsgi_errors;
 mod wsgi_input;
 
+pub use admit::{admit, Demand, Permit};
 pub use app::{App, AppSpec};
 pub use environ::http_header_var;
 pub use init::{is_initialized, python_version, Error, PythonConfig};
 pub use log::{ErrorLog, Level, StderrLog};
 pub use process::{initialize, ProcessApps};
 pub use request_stats::{last_request_stats, RequestStats};
-pub use run::handle;
+pub use run::{answer_500, handle};
+pub use stats::{stats, Stats, FIELD_NAMES as STATS_FIELDS, STATS_DIR_ENV};
 pub use thread::{register_thread, spawn_with_signals_blocked, PythonThread};
 
 /// The values of `wsgi.multithread`, `wsgi.multiprocess` and `wsgi.run_once` for this transport.

@@ -3,7 +3,8 @@
 //! before their first request, written once.
 //!
 //! 1. [`initialize`]: cap glibc's malloc arenas (before any request thread allocates), start
-//!    the interpreter (init.rs), start the memory trimmer (memory.rs), add `python-path`.
+//!    the interpreter (init.rs), start the memory trimmer (memory.rs), set up admission into
+//!    Python (admit.rs) and the counters (stats.rs), add `python-path`.
 //! 2. [`ProcessApps::start`]: that, plus one [`App`] per configured script, in configuration
 //!    order (an index into them is what a transport keeps per location or mount).
 //! 3. [`ProcessApps::preload_all`], or [`App::preload`] one by one on the process's own Python
@@ -15,10 +16,12 @@
 //! Error lines keep each server's own code (the `Error` sentence is the same everywhere): nginx
 //! `RW-NG002`, Apache `RW-AP001`, daemon worker `RW020` (docs/errors.md).
 
+use crate::admit;
 use crate::app::{App, AppSpec};
 use crate::init::{self, Error, PythonConfig};
 use crate::log::ErrorLog;
 use crate::memory;
+use crate::stats;
 
 /// Starts Python in this process, once, and returns with the GIL released.
 ///
@@ -36,6 +39,13 @@ pub fn initialize(cfg: &PythonConfig) -> Result<(), Error> {
     }
     // Freed request bodies go back to the kernel after a burst, not kept for good (memory.rs).
     memory::start_trimmer();
+    // Admission into Python (admit.rs, control.rs) and the host's counters (stats.rs).
+    admit::init();
+    if let Err(e) = stats::export() {
+        eprintln!(
+            "rwsgi: RW-PY006 cannot export the host's counters (RWSGI_STATS_DIR); they stay in memory: {e}"
+        );
+    }
     init::add_python_path(&cfg.python_path)
 }
 

@@ -3,6 +3,7 @@
 use std::mem::ManuallyDrop;
 use std::os::fd::FromRawFd;
 use std::sync::Arc;
+use std::time::Instant;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::intern;
@@ -12,16 +13,16 @@ use pyo3::types::{PyByteArray, PyBytes, PyIterator, PyList, PyTuple, PyType};
 
 use crate::environ;
 use crate::filewrapper::FileWrapper;
-use crate::gil;
 use crate::input::InputState;
 use crate::log::{format_exception, ErrorLog, Level};
 use crate::request_stats;
 use crate::response::{ResponseState, SendError};
 use crate::scope::{Scope, SendSlice};
 use crate::start_response::StartResponse;
+use crate::stats::{self, Field};
 use crate::wsgi_errors::Errors;
 use crate::wsgi_input::Input;
-use crate::{App, Body, Outcome, Request, Responder};
+use crate::{admit, gil, App, Body, Outcome, Request, Responder};
 
 const ERROR_BODY: &[u8] = b"500 Internal Server Error\n";
 
@@ -46,14 +47,14 @@ pub fn handle(
     out: &mut dyn Responder,
     log: &dyn ErrorLog,
 ) -> Outcome {
+    request_stats::begin();
     if !crate::is_initialized() {
         log.log(
             Level::Error,
             "RW-PY002 request received before Python was initialised",
         );
-        return answer_500_directly(out);
+        return answer_500(out);
     }
-    request_stats::begin();
     let input = InputState::new(environ::content_length(req));
     let response = ResponseState::new(environ::is_head(req));
     // SAFETY: the CloseOnDrop guard below closes the scope before this function returns or
@@ -61,9 +62,43 @@ pub fn handle(
     // while it is open.
     let scope = Arc::new(unsafe { Scope::open(body, out, log, input, response) });
     let _close = CloseOnDrop(&scope);
-    match gil::attach(|py| run(py, app, req, &scope)) {
+    // Into Python only when admitted (admit.rs); a thread holding a permit already goes on.
+    let admitted = admit::ForRequest::enter();
+    let account = Account::start();
+    let next = gil::attach(|py| run(py, app, req, &scope));
+    account.end();
+    // Done with Python: a thread admitted for this request alone lets the next one in before
+    // sending the copied-out body, so that its wake-up overlaps this send instead of leaving
+    // the GIL idle (a thread holding a Permit across requests keeps it).
+    drop(admitted);
+    match next {
         Next::Done(outcome) => outcome,
         Next::Send(body) => send_copied(&scope, &body),
+    }
+}
+
+/// What one admitted request cost, for the stats and the admission controller.
+struct Account {
+    at: Instant,
+    cpu_ns: u64,
+}
+
+impl Account {
+    fn start() -> Account {
+        Account {
+            at: Instant::now(),
+            cpu_ns: gil::thread_cpu_ns(),
+        }
+    }
+
+    fn end(self) {
+        stats::add(Field::Requests, 1);
+        stats::add_duration(Field::AdmittedNs, self.at.elapsed());
+        stats::add(
+            Field::CpuNs,
+            gil::thread_cpu_ns().saturating_sub(self.cpu_ns),
+        );
+        admit::request_done();
     }
 }
 
@@ -448,7 +483,9 @@ fn send_500(py: Python<'_>, scope: &Scope) -> Outcome {
 }
 
 /// The 500 for when there is no interpreter to run anything.
-fn answer_500_directly(out: &mut dyn Responder) -> Outcome {
+/// A plain `500 Internal Server Error` without running anything (for a transport that already
+/// logged why: Python not started, the script failed to load).
+pub fn answer_500(out: &mut dyn Responder) -> Outcome {
     let len = ERROR_BODY.len().to_string().into_bytes();
     let headers = [
         (

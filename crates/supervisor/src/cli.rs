@@ -15,7 +15,7 @@ const DEFAULT_CALLABLE: &str = "application";
 
 /// The text printed by `--help`.
 pub const USAGE: &str = "\
-rwsgi-worker: a WSGI server speaking the uwsgi protocol (for nginx uwsgi_pass, Apache mod_proxy_uwsgi)
+rwsgi-worker: a WSGI and ASGI server speaking the uwsgi protocol (for nginx uwsgi_pass, Apache mod_proxy_uwsgi)
 
 Usage: rwsgi-worker --socket unix:PATH|HOST:PORT --script app.py [options]
 
@@ -25,6 +25,7 @@ Required:
 
 Application:
   --callable NAME                callable in the scripts (default: application)
+  --interface wsgi|asgi          what the apps speak (default wsgi; asgi: one asyncio loop per process)
   --mount /PREFIX                URL prefix of --script: becomes SCRIPT_NAME, stripped from PATH_INFO
   --mount /PREFIX=FILE           one more app, mounted at /PREFIX (repeatable)
   --python-home DIR              virtualenv or prefix for the interpreter
@@ -266,6 +267,7 @@ const OPTIONS: &[&str] = &[
     "user",
     "group",
     "display-name",
+    "interface",
     "socket-mode",
     "socket-owner",
     "listen-backlog",

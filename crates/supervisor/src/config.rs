@@ -83,12 +83,42 @@ impl AppConfig {
     }
 }
 
+/// The Python interface of an app: `wsgi` (PEP 3333, the default) or `asgi` (ASGI 3.0). The
+/// one vocabulary of nginx's `wsgi_interface`, the daemon option `interface=` and
+/// rwsgi-worker's `--interface`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Interface {
+    #[default]
+    Wsgi,
+    Asgi,
+}
+
+impl Interface {
+    /// `wsgi` or `asgi`, as written in a configuration.
+    pub fn parse(value: &str) -> Option<Interface> {
+        match value {
+            "wsgi" => Some(Interface::Wsgi),
+            "asgi" => Some(Interface::Asgi),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interface::Wsgi => "wsgi",
+            Interface::Asgi => "asgi",
+        }
+    }
+}
+
 /// All daemon options of one process group (DESIGN.md, "Daemon group options").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupConfig {
     /// The group's name (`wsgi_daemon_process NAME`, `WSGIDaemonProcess NAME`; rwsgi-worker:
     /// its display name, else `rwsgi-worker`): the `group` label of its metrics.
     pub name: String,
+    /// Which interface the apps speak (`interface=`): WSGI threads, or one asyncio loop.
+    pub interface: Interface,
     /// Where to listen.
     pub socket: SocketSpec,
     /// Permission bits of a unix socket (default 0600: only the owner may connect).
@@ -141,6 +171,7 @@ impl GroupConfig {
     pub fn new(socket: SocketSpec, script: PathBuf) -> Self {
         GroupConfig {
             name: "rwsgi-worker".to_owned(),
+            interface: Interface::Wsgi,
             socket,
             socket_mode: 0o600,
             socket_owner: None,

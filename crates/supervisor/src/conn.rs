@@ -31,7 +31,7 @@ use crate::stream::Stream;
 
 /// Vars parsed into stack storage before falling back to the heap (a browser request through
 /// nginx has ~30).
-const SMALL_VARS: usize = 96;
+pub(crate) const SMALL_VARS: usize = 96;
 
 /// One app of the group and the URL prefix it is mounted at (`None` = the default app).
 pub struct MountedApp<'a> {
@@ -84,7 +84,7 @@ impl Default for Scratch {
 
 /// Why a packet was refused.
 #[derive(Debug)]
-enum Bad {
+pub(crate) enum Bad {
     Eof(usize),
     Timeout(usize),
     Io(io::Error),
@@ -128,7 +128,9 @@ pub fn serve(stream: Stream, ctx: &Ctx<'_>, scratch: &mut Scratch) {
     }
 }
 
-fn log_refusal(bad: &Bad) {
+/// Logs why a connection was closed unanswered, through the log's rate limit (an outsider can
+/// send such packets at will). The ASGI worker's connections use it too.
+pub(crate) fn log_refusal(bad: &Bad) {
     match bad {
         Bad::Origin => rwlog_limited!(
             "RW051",
@@ -191,11 +193,7 @@ fn run_request(
         parsed => parsed?,
     };
     let front = FrontEnd::read(vars)?;
-    if let Some(secret) = ctx.secret {
-        if !front.secret.is_some_and(|s| secret.matches(s)) {
-            return Err(Bad::Origin);
-        }
-    }
+    front.check_origin(ctx.secret)?;
     let mounts: Vec<Option<&[u8]>> = ctx.apps.iter().map(|a| a.mount).collect();
     let mut decoded = Vec::new();
     let routed = routing::resolve(&front.path, &mounts, &mut decoded);
@@ -288,7 +286,7 @@ fn answer(out: &mut SocketResponder<'_, '_>, status_line: &[u8], msg: &[u8]) -> 
 /// Parses the packet head into `small` (room for a typical request, on the caller's stack) or,
 /// for a packet with more vars, again into `large` (the full limit, on the heap). Returns the
 /// vars and the bytes the head occupies (the body starts there).
-fn parse_vars<'p, 's>(
+pub(crate) fn parse_vars<'p, 's>(
     packet: &'p [u8],
     small: &'s mut [Var<'p>],
     large: &'s mut Vec<Var<'p>>,
@@ -312,13 +310,13 @@ fn parse_vars<'p, 's>(
 }
 
 /// The vars this layer interprets itself (a first pass over the packet).
-struct FrontEnd<'p> {
-    path: SentPath<'p>,
-    content_length: Option<u64>,
+pub(crate) struct FrontEnd<'p> {
+    pub(crate) path: SentPath<'p>,
+    pub(crate) content_length: Option<u64>,
     /// `RWSGI_REQUEST_START` (uwsgi::contract), for queue-timeout.
-    request_start: Option<&'p [u8]>,
+    pub(crate) request_start: Option<&'p [u8]>,
     /// `RWSGI_ABORT_MARK=1`: the front end sends the mark byte (uwsgi::contract).
-    abort_mark: bool,
+    pub(crate) abort_mark: bool,
     /// `UWSGI_SCHEME`, when it says http or https.
     scheme: Option<&'p [u8]>,
     /// `RWSGI_SECRET` (uwsgi::contract), the first one sent.
@@ -326,7 +324,15 @@ struct FrontEnd<'p> {
 }
 
 impl<'p> FrontEnd<'p> {
-    fn read(vars: &[Var<'p>]) -> Result<FrontEnd<'p>, Bad> {
+    /// `Err(Bad::Origin)` unless the packet carries the group's secret (when it has one).
+    pub(crate) fn check_origin(&self, secret: Option<&Secret>) -> Result<(), Bad> {
+        match secret {
+            Some(secret) if !self.secret.is_some_and(|s| secret.matches(s)) => Err(Bad::Origin),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn read(vars: &[Var<'p>]) -> Result<FrontEnd<'p>, Bad> {
         let mut front = FrontEnd {
             path: SentPath::default(),
             content_length: None,
@@ -368,7 +374,7 @@ impl<'p> FrontEnd<'p> {
 
 /// environ as pyhost gets it: the vars as sent, minus uWSGI's code-loading `UWSGI_*` vars and
 /// the contract's own, with the scheme and the routed SCRIPT_NAME / PATH_INFO / QUERY_STRING.
-fn environ<'p>(
+pub(crate) fn environ<'p>(
     vars: &[Var<'p>],
     front: &FrontEnd<'p>,
     routed: &Routed<'p>,
@@ -495,7 +501,7 @@ fn parse_content_length(v: &[u8]) -> Option<u64> {
 
 /// How long ago the front end received the request, from its `RWSGI_REQUEST_START` value
 /// (`uwsgi::contract::parse_request_start` says which forms are accepted).
-fn queued_for(v: &[u8]) -> Option<Duration> {
+pub(crate) fn queued_for(v: &[u8]) -> Option<Duration> {
     let started = contract::parse_request_start(v)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
     now.checked_sub(started)

@@ -20,8 +20,11 @@
 //! - SIGHUP: rolling restart. For each old worker: start a new one, wait until it is ready, then
 //!   stop the old one gracefully. The listening socket stays open throughout, so connections are
 //!   queued by the kernel, never refused.
+//! - A group that replaces another on the same (inherited) socket holds the replaced group's
+//!   lifetime pipe and closes it once one of its own workers is ready (or its workers fail to
+//!   start): until then the old group keeps serving, after that it drains.
 
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::config::GroupConfig;
@@ -71,6 +74,8 @@ pub struct Master<'a> {
     identity: Option<Identity>,
     sigpipe: Pipe,
     lifetime: Option<BorrowedFd<'a>>,
+    /// The replaced group's lifetime pipe ([`Master::replace_when_ready`]).
+    predecessor: Option<OwnedFd>,
     workers: Vec<Worker>,
     generation: u64,
     failures: u32,
@@ -108,6 +113,7 @@ impl<'a> Master<'a> {
             identity,
             sigpipe,
             lifetime,
+            predecessor: None,
             workers: Vec::new(),
             generation: 0,
             failures: 0,
@@ -120,6 +126,25 @@ impl<'a> Master<'a> {
             outage: None,
             refuser: Refuser::default(),
         })
+    }
+
+    /// This group replaces the one whose lifetime pipe `fd` is (same socket, new configuration):
+    /// close it once this group can serve, so that no request waits for a group that is
+    /// starting while the old one could still take it.
+    pub fn replace_when_ready(&mut self, fd: OwnedFd) {
+        self.predecessor = Some(fd);
+    }
+
+    /// Closes the replaced group's pipe once a worker of ours is ready, or once ours fail at
+    /// start (a crash loop must not keep the old group serving beside us), or when we stop.
+    fn release_predecessor(&mut self) {
+        if self.predecessor.is_none() {
+            return;
+        }
+        let ready = self.workers.iter().any(|w| self.board.is_ready(w.slot));
+        if ready || self.failures > 0 || self.shutdown.is_some() {
+            self.predecessor = None;
+        }
     }
 
     /// Runs until stopped.
@@ -162,6 +187,7 @@ impl<'a> Master<'a> {
                 self.on_signal(libc::c_int::from(sig));
             }
             self.reap();
+            self.release_predecessor();
         }
     }
 
@@ -518,7 +544,13 @@ impl<'a> Master<'a> {
             self.sigpipe.read.as_raw_fd(),
             self.sigpipe.write.as_raw_fd(),
         ];
-        fds.extend(self.lifetime.map(|fd| fd.as_raw_fd()));
+        if let Some(fd) = self.lifetime {
+            fds.push(fd.as_raw_fd());
+        }
+        // A worker must not keep the replaced group alive.
+        if let Some(fd) = &self.predecessor {
+            fds.push(fd.as_raw_fd());
+        }
         fds.extend(self.metrics.endpoint_fd());
         // Connections the supervisor is answering: a copy held here would keep them open.
         let mut refused = Vec::new();

@@ -11,7 +11,7 @@ use std::ffi::CString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{AppConfig, GroupConfig, SocketSpec, MAX_UNIX_PATH};
+use crate::config::{AppConfig, GroupConfig, Interface, SocketSpec, MAX_UNIX_PATH};
 
 /// Every option [`DaemonOptions::apply`] accepts, in the order the docs list them.
 pub const OPTION_NAMES: &[&str] = &[
@@ -28,6 +28,7 @@ pub const OPTION_NAMES: &[&str] = &[
     "listen-backlog",
     "socket",
     "display-name",
+    "interface",
 ];
 
 /// The most processes or threads a group may ask for ([`GroupConfig::validate`] agrees).
@@ -65,6 +66,8 @@ pub struct DaemonOptions {
     pub socket: Option<SocketSpec>,
     /// `display-name=NAME`, as written (`%{GROUP}` is expanded by [`DaemonOptions::group_config`]).
     pub display_name: Option<String>,
+    /// `interface=wsgi|asgi`: what the group's apps speak.
+    pub interface: Interface,
 }
 
 impl Default for DaemonOptions {
@@ -85,6 +88,7 @@ impl Default for DaemonOptions {
             listen_backlog: 100,
             socket: None,
             display_name: None,
+            interface: Interface::Wsgi,
         }
     }
 }
@@ -119,6 +123,11 @@ impl DaemonOptions {
                     );
                 }
                 self.display_name = Some(value.to_owned());
+            }
+            "interface" => {
+                self.interface = Interface::parse(value).ok_or_else(|| {
+                    format!("invalid value \"{value}\" for \"interface\": expected wsgi or asgi")
+                })?
             }
             _ => {
                 return Err(format!(
@@ -176,6 +185,7 @@ impl DaemonOptions {
         cfg.queue_timeout = self.queue_timeout;
         cfg.listen_backlog = self.listen_backlog;
         cfg.display_name = self.display_name_for(name);
+        cfg.interface = self.interface;
         cfg
     }
 }

@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pyhost::{Mode, ProcessApps, PythonConfig};
 
-use crate::config::{AppConfig, GroupConfig};
+use crate::config::{AppConfig, GroupConfig, Interface};
 use crate::conn::{self, Ctx, MountedApp, Scratch};
-use crate::listener::Listener;
+use crate::listener::{readable, Listener};
 use crate::log::WorkerLog;
 use crate::metrics::GroupMetrics;
 use crate::privs::Identity;
@@ -72,6 +72,9 @@ pub fn run(start: Start<'_>) -> ! {
 
 fn setup_and_serve(start: &Start<'_>) -> Result<(), i32> {
     let stop = prepare_process(start)?;
+    if start.cfg.interface == Interface::Asgi {
+        return crate::asgi::serve(start, &stop);
+    }
     let apps = start_python(start.cfg)?;
     serve(start, &apps, &stop)
 }
@@ -319,9 +322,20 @@ fn accept_loop(listener: &Listener, shared: &Shared<'_>, ctx: &Ctx<'_>, max_requ
     // app's threading.local() data (Django's DB connections) survives between requests.
     let _python_thread = pyhost::register_thread();
     let mut scratch = Scratch::new();
+    // Only threads admitted into Python wait for connections (pyhost's admission: as many as the
+    // GIL serves, more while requests wait outside Python). The others wait in pyhost, and a
+    // connection nobody here can take yet stays in the listen queue, where an admitted thread of
+    // another worker process may take it.
+    let mut permit = None;
     loop {
         if shared.stopping.load(Ordering::Relaxed) {
             return;
+        }
+        if permit.is_none() {
+            permit = admit(listener, shared);
+            if permit.is_none() {
+                return; // stopping
+            }
         }
         // A rate-limited log line is waiting for its summary: wake up for it even if no
         // connection comes (the summary of a flood's last second).
@@ -364,6 +378,9 @@ fn accept_loop(listener: &Listener, shared: &Shared<'_>, ctx: &Ctx<'_>, max_requ
                         ctx.thread
                     );
                 }
+                if permit.as_ref().is_some_and(pyhost::Permit::over_limit) {
+                    permit = None;
+                }
             }
             Err(e) => match e.raw_os_error() {
                 // Another thread or process was faster, or the client gave up while queued.
@@ -379,9 +396,23 @@ fn accept_loop(listener: &Listener, shared: &Shared<'_>, ctx: &Ctx<'_>, max_requ
     }
 }
 
+/// Wait until this thread is admitted into Python (pyhost decides how many are); None when the
+/// worker is stopping meanwhile.
+fn admit(listener: &Listener, shared: &Shared<'_>) -> Option<pyhost::Permit> {
+    pyhost::admit(&|| {
+        if shared.stopping.load(Ordering::Relaxed) || readable(shared.stop.read.as_raw_fd()) {
+            pyhost::Demand::Stop
+        } else if readable(listener.as_raw_fd()) {
+            pyhost::Demand::Waiting
+        } else {
+            pyhost::Demand::Idle
+        }
+    })
+}
+
 /// maximum-requests plus up to 10% more, different per process, so that workers started together
 /// do not all recycle at the same moment (gunicorn's max_requests_jitter idea).
-fn jittered(max: u64) -> u64 {
+pub(crate) fn jittered(max: u64) -> u64 {
     if max == 0 {
         return 0;
     }
