@@ -9,16 +9,14 @@ endpoint that adds up Apache's children and the daemon processes.
 """
 
 import os
-import signal
-import subprocess
 import time
 
 import pytest
 import requests
 
-from harness import paths
 from harness.metrics import (APP, PROMETHEUS_ACCEPT, Scrape, exact_counts_under_load, fetch,
-                             promtool_check, scrape, wait_for)
+                             promtool_check, rwsgi_top_once, scrape,
+                             sigkill_is_a_crash_respawn, wait_for)
 from test_apache_module_embedded import rwsgi_apache, write_app
 
 _names = iter(range(1, 1_000_000))
@@ -93,22 +91,13 @@ def test_require_guards_the_endpoint(site):
 def test_rwsgi_top_reads_the_endpoint(site):
     for _ in range(5):
         requests.get(site.url("/dmn/ok"), timeout=10)
-    r = subprocess.run([str(paths.SERVE_BIN), "top", site.metrics, "--once", "--interval", "0.5"],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert "Apache/2.4." in r.stdout
-    assert any(line.startswith("/dmn ") and site.group in line for line in r.stdout.splitlines())
+    frame = rwsgi_top_once(site.metrics)
+    assert "Apache/2.4." in frame
+    assert any(line.startswith("/dmn ") and site.group in line for line in frame.splitlines())
 
 
 def test_sigkill_of_a_daemon_worker_is_a_crash_respawn(site):
-    before = scrape(site.metrics)
-    pid = int(requests.get(site.url("/dmn/pid"), timeout=10).text)
-    os.kill(pid, signal.SIGKILL)
-
-    def respawned(s):
-        return (s.delta(before, "rwsgi_worker_respawns_total", group=site.group, reason="crash") == 1
-                and s.value("rwsgi_processes", group=site.group, role="worker") == 2)
-    wait_for(site.metrics, respawned, what="the crash respawn")
+    sigkill_is_a_crash_respawn(site, "/dmn", site.group, workers=2)
 
 
 def test_request_timeout_kill_is_counted(site):

@@ -11,17 +11,15 @@ uWSGI's stats server is per instance, JSON, and counts the workers of that insta
 """
 
 import os
-import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from harness import paths
 from harness.metrics import (APP, PROMETHEUS_ACCEPT, Scrape, client_leaves,
-                             exact_counts_under_load, fetch, promtool_check, scrape, wait_for)
+                             exact_counts_under_load, fetch, promtool_check, rwsgi_top_once,
+                             scrape, sigkill_is_a_crash_respawn, wait_for)
 from test_nginx_module_embedded import app_dir, make_nginx, rwsgi_nginx, worker_pids, write_app
 
 _names = iter(range(1, 1_000_000))
@@ -122,25 +120,16 @@ def test_a_client_that_leaves_is_an_abort(site):
 def test_rwsgi_top_reads_the_endpoint(site):
     for _ in range(5):
         requests.get(site.url("/emb/ok"), timeout=10)
-    r = subprocess.run([str(paths.SERVE_BIN), "top", site.metrics, "--once", "--interval", "0.5"],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert "nginx/" in r.stdout
-    assert any(line.startswith("/emb ") and "(embedded)" in line for line in r.stdout.splitlines())
-    assert any(line.startswith(site.group) for line in r.stdout.splitlines()), r.stdout
+    frame = rwsgi_top_once(site.metrics)
+    assert "nginx/" in frame
+    assert any(line.startswith("/emb ") and "(embedded)" in line for line in frame.splitlines())
+    assert any(line.startswith(site.group) for line in frame.splitlines()), frame
 
 
 def test_sigkill_of_a_daemon_worker_is_a_crash_respawn(site):
     """kill -9 of one daemon worker: counted once as a crash, and the group is whole again.
     (mod_wsgi restarts such a process too, and counts it nowhere an operator can scrape.)"""
-    before = scrape(site.metrics)
-    pid = int(requests.get(site.url("/dmn/pid"), timeout=10).text)
-    os.kill(pid, signal.SIGKILL)
-
-    def respawned(s):
-        return (s.delta(before, "rwsgi_worker_respawns_total", group=site.group, reason="crash") == 1
-                and s.value("rwsgi_processes", group=site.group, role="worker") == 2)
-    after = wait_for(site.metrics, respawned, what="the crash respawn")
+    before, after = sigkill_is_a_crash_respawn(site, "/dmn", site.group, workers=2)
     for reason in ("maximum-requests", "request-timeout", "reload"):
         assert after.delta(before, "rwsgi_worker_respawns_total", group=site.group, reason=reason) == 0
 

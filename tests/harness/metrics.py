@@ -8,7 +8,9 @@ scraping, and checks every scrape it took parses and that no counter ever went b
 """
 
 import concurrent.futures
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -260,3 +262,26 @@ def client_leaves(server, port: int, app: str, group: str):
     s.close()
     wait_for(server.metrics, lambda m: m.delta(before, "rwsgi_client_aborts_total", app=app,
                                                group=group) == 1, what="the abort")
+
+
+def sigkill_is_a_crash_respawn(server, app: str, group: str, workers: int) -> Scrape:
+    """kill -9 of the daemon worker that answers `app`/pid: one `crash` respawn, and the group
+    has `workers` live workers again. Returns the scrape that showed it (and its baseline)."""
+    before = scrape(server.metrics)
+    pid = int(requests.get(server.url(f"{app}/pid"), timeout=10).text)
+    os.kill(pid, signal.SIGKILL)
+
+    def respawned(s):
+        return (s.delta(before, "rwsgi_worker_respawns_total", group=group, reason="crash") == 1
+                and s.value("rwsgi_processes", group=group, role="worker") == workers)
+    return before, wait_for(server.metrics, respawned, what="the crash respawn")
+
+
+def rwsgi_top_once(endpoint: str) -> str:
+    """One `rwsgi top --once` frame of `endpoint` (checks it exits 0)."""
+    import subprocess
+    from . import paths
+    r = subprocess.run([str(paths.SERVE_BIN), "top", endpoint, "--once", "--interval", "0.5"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
