@@ -141,6 +141,19 @@ def test_short_body_is_never_presented_as_complete_behind_stock_nginx(lch):
         assert whole(r, TEN) or r.truncated or r.status != 200, describe(r)
 
 
+def test_worker_stashes_the_body_when_tmpdir_is_not_its_own(lch, monkeypatch, tmp_path):
+    """The daemon workers inherit $TMPDIR from nginx's master (root) and run as nobody: a
+    private TMPDIR must not cost the body stash (it falls back to /tmp). Found with a private
+    test TMPDIR: the stash file could not be made, the worker took the failed write for a client
+    gone and closed cleanly, and nginx passed a 0.99 MiB chunked body off as whole."""
+    private = tmp_path / "root-only"
+    private.mkdir(mode=0o700)
+    monkeypatch.setenv("TMPDIR", str(private))
+    server = deploy(lch, "nginx-daemon")
+    r = post_raw(server.port, "/app/big?mb=10&cl=0", 20 * MIB, timeout=TIMEOUT)
+    assert whole(r, TEN), describe(r)
+
+
 @reference
 def test_reference_mod_wsgi_daemon_unread_body(lch):
     """mod_wsgi 4.9 daemon. Measured: 256 KiB unread + unframed 10 MiB: 0.21 MiB arrive, then

@@ -465,9 +465,11 @@ fn end_response(
                 finish_clean(stream, inbound, marked);
             }
         }
-        Outcome::ClientGone => {}
         // uwsgi ends a body at EOF, so a clean close would pass a truncated body off as whole.
-        Outcome::Aborted => {
+        // A failed write is not always the front end going away: it can be ours (no room for
+        // the body stash, a write that timed out), and the front end must then see the
+        // response cut too. When it has gone, the reset costs nothing.
+        Outcome::Aborted | Outcome::ClientGone => {
             stream.set_reset_on_close();
             if marked {
                 stream.wait_for_unread_byte();
