@@ -120,7 +120,7 @@ mod statics {
     }
 
     /// The directive table (null-terminated, as nginx expects).
-    static mut COMMANDS: [ngx_command_t; 24] = [
+    static mut COMMANDS: [ngx_command_t; 25] = [
         command(
             c"wsgi_script",
             NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
@@ -179,6 +179,12 @@ mod statics {
             c"wsgi_param",
             ANY_LEVEL | NGX_CONF_TAKE23,
             directives::set_param,
+            NGX_HTTP_LOC_CONF_OFFSET,
+        ),
+        command(
+            c"wsgi_request_timeout",
+            ANY_LEVEL | NGX_CONF_TAKE1,
+            directives::set_request_timeout,
             NGX_HTTP_LOC_CONF_OFFSET,
         ),
         daemon(

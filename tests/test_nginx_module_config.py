@@ -103,6 +103,13 @@ BAD = [
      r'location runs its app embedded in nginx'),
     ("", "location / {{ wsgi_script {app};\n wsgi_hide_header X-A;\n wsgi_read_timeout 5s; }}", "wsgi_hide_header",
      r'"wsgi_hide_header" applies to daemon mode only'),
+    ("wsgi_request_timeout 0;", "", "wsgi_request_timeout", r'invalid value "0": expected a time such as 30s or 2m, or off'),
+    ("wsgi_request_timeout soon;", "", "wsgi_request_timeout", r'invalid value "soon"'),
+    ("", "location / {{ wsgi_request_timeout 5s; wsgi_request_timeout 6s; }}", "wsgi_request_timeout 6s",
+     r'"wsgi_request_timeout" directive is duplicate'),
+    ("wsgi_daemon_process site;", "location / {{ wsgi_script {app}; wsgi_process_group site; wsgi_request_timeout 5s; }}",
+     "wsgi_process_group site", r'"wsgi_request_timeout" applies to embedded mode, and this level sends requests to '
+     r'daemon group "site" .*: set request-timeout= on its wsgi_daemon_process'),
 ]
 
 
@@ -121,6 +128,7 @@ def test_full_valid_configuration_passes(launcher, app):
         wsgi_python_path /srv/lib:/srv/other;
         wsgi_threads 16;
         wsgi_callable application;
+        wsgi_request_timeout 30s;
         wsgi_daemon_process site processes=2 threads=8 python-home=/usr python-path=/srv/a:/srv/b
             user=nobody group=nogroup maximum-requests=1000 request-timeout=30 graceful-timeout=10
             queue-timeout=5 listen-backlog=128 socket=unix:/tmp/rwsgi-site.sock display-name=site-wsgi;
@@ -133,7 +141,7 @@ def test_full_valid_configuration_passes(launcher, app):
         wsgi_connect_timeout 5s;
         location /embedded/ {{ wsgi_script {app}; wsgi_callable application; wsgi_param HTTPS on; }}
         location = /exact {{ wsgi_script {app}; }}
-        location ~ ^/re/ {{ wsgi_script {app}; }}
+        location ~ ^/re/ {{ wsgi_script {app}; wsgi_request_timeout off; }}
         location /daemon/ {{
             wsgi_script {app}; wsgi_process_group site;
             wsgi_param SCRIPT_NAME /public; wsgi_param HTTP_X_FORWARDED_PROTO $scheme;

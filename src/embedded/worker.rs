@@ -9,6 +9,10 @@
 //! workers (imports.rs): a worker started in place of one that died importing an app does not
 //! import it again before the back-off is over; that app answers 503 meanwhile (stream.rs asks
 //! [`Worker::unavailable`]) and everything else in the worker is served.
+//!
+//! `wsgi_request_timeout` is enforced by pyhost's watchdog ([`pyhost::Timeout`]): a request
+//! stuck in Python gets an exception and a 504 from pyhost; one stuck in C code is taken over by
+//! [`EventLoopTakeOver`]: the event loop answers for it and the worker retires ([`retire_if_asked`]).
 
 use std::os::unix::ffi::OsStrExt;
 use std::panic::AssertUnwindSafe;
@@ -21,7 +25,7 @@ use ngx::ffi::{
 };
 use ngx::http::HttpModuleMainConf;
 use pyhost::asgi::{AsgiConfig, AsgiHost};
-use pyhost::{AppSpec, Mode, Outcome, ProcessApps, PythonConfig};
+use pyhost::{AppSpec, Mode, Outcome, ProcessApps, PythonConfig, Stuck, Timeout};
 
 use super::body::RequestBody;
 use super::dispatch::Dispatch;
@@ -41,6 +45,8 @@ pub struct Job {
     /// The app's metrics slot, and when the job was queued (metrics kept only).
     pub metrics: Option<::metrics::AppId>,
     pub queued: Option<Instant>,
+    /// The location's `wsgi_request_timeout`.
+    pub timeout: Option<Duration>,
 }
 
 enum Task {
@@ -148,7 +154,13 @@ impl Worker {
             exchange,
             metrics,
             queued,
+            timeout,
         } = job;
+        exchange.mark_taken();
+        let take_over = timeout.map(|_| EventLoopTakeOver {
+            exchange: Arc::clone(&exchange),
+            notifier: &self.notifier,
+        });
         let mut out = PyResponder::new(exchange, &self.notifier);
         // The first request of an app imports it (noted in the ledger); a failed import was
         // logged with its traceback and gets its 500 without a second try.
@@ -163,6 +175,13 @@ impl Worker {
                 let req = pyhost::Request {
                     vars: &pairs,
                     mode: self.mode,
+                    timeout: timeout
+                        .zip(take_over.as_ref())
+                        .map(|(after, stuck)| Timeout {
+                            after,
+                            log: &self.log,
+                            stuck,
+                        }),
                 };
                 let call = ::metrics::PythonCall::start(metrics, queued.map(|t| t.elapsed()));
                 // pyhost never panics on purpose; if it does, the thread survives and the
@@ -297,6 +316,60 @@ impl Worker {
             .get(app)
             .map_or_else(String::new, |a| a.spec().script.display().to_string())
     }
+}
+
+/// pyhost's last resort for a request whose Python thread is stuck in C code past its timeout:
+/// the event loop answers for it (504, or cuts a started response) and retires this worker.
+struct EventLoopTakeOver {
+    exchange: Arc<Exchange>,
+    notifier: &'static Notifier<Arc<Exchange>>,
+}
+
+/// Set by [`EventLoopTakeOver`] on pyhost's watchdog thread, taken by the event loop.
+static RETIRE: AtomicBool = AtomicBool::new(false);
+
+impl Stuck for EventLoopTakeOver {
+    fn timed_out(&self) {
+        // Embedded mode's group is "" (crates/metrics); a lookup by name, once per timeout.
+        ::metrics::request_timed_out_in("");
+    }
+
+    fn stuck(&self) {
+        // Before the wake-up, so that the event loop sees it when it wakes.
+        RETIRE.store(true, Ordering::Release);
+        self.exchange.time_out(self.notifier);
+    }
+}
+
+/// Event loop: a Python thread of this worker is stuck in C code (pyhost's watchdog took its
+/// request over). The thread cannot be freed, so the worker exits gracefully, as on `nginx -s
+/// quit`: it stops accepting, finishes its other requests (their Python threads still work),
+/// and the master starts a fresh worker at once. Nothing happens unless asked, and only once.
+pub fn retire_if_asked() {
+    static RETIRED: AtomicBool = AtomicBool::new(false);
+    if !RETIRE.load(Ordering::Acquire) || RETIRED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let Some(worker) = WORKER.get() else { return };
+    // SAFETY: reading nginx's process-role global on the event-loop thread.
+    let role = unsafe { ngx::ffi::ngx_process } as u32;
+    if role != ngx::ffi::NGX_PROCESS_WORKER {
+        // master_process off: exiting would stop nginx itself.
+        worker.log.write(
+            NGX_LOG_WARN as _,
+            "wsgi: RW-NG043 a Python thread is stuck in C code past its wsgi_request_timeout; \
+             without a master process this nginx keeps running with one Python thread fewer",
+        );
+        return;
+    }
+    worker.log.write(
+        NGX_LOG_NOTICE as _,
+        "wsgi: RW-NG042 a Python thread is stuck in C code past its wsgi_request_timeout: this \
+         worker exits once its other requests are done, and the master starts a new one",
+    );
+    // SAFETY: ngx_quit is the flag nginx's own QUIT handler sets; the worker's cycle loop reads
+    // it right after this event handler returns, on this same thread.
+    unsafe { ngx::ffi::ngx_quit = 1 };
 }
 
 /// `init_process`: starts embedded mode in this worker if any location needs it. `on_wakeup` is

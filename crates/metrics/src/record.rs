@@ -7,8 +7,9 @@
 //!   rwsgi-worker) calls [`request_started`] and [`request_finished`];
 //! - the thread that runs the app, in whatever process, wraps `pyhost::handle` in a
 //!   [`PythonCall`];
-//! - a supervisor calls [`respawned`] and [`request_timed_out`]; a future timeout path (e.g. an
-//!   embedded request-timeout) only needs [`request_timed_out`] with its group.
+//! - a supervisor calls [`respawned`]; a request-timeout path calls [`request_timed_out`] (or
+//!   [`request_timed_out_in`] by group name) once per request it stops: pyhost's watchdog
+//!   through the transport's `Stuck::timed_out` hook, and the supervisor's backstop kill.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

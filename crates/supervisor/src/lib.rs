@@ -50,7 +50,7 @@ pub use host::{
     fork_supervisor, fork_supervisor_with, fork_with_lifetime, keep_only, run_forked,
     ForkedSupervisor, Handoff, ServerDefaults, WorkerAccount,
 };
-pub use options::{DaemonOptions, OPTION_NAMES};
+pub use options::{parse_timeout, DaemonOptions, OPTION_NAMES};
 pub use secret::Secret;
 
 /// Why the supervisor could not start (after it started, problems are logged, not returned).

@@ -9,8 +9,11 @@
 //! - A worker that exits is replaced. Workers that die before they are ready, or within a second
 //!   of starting (a crash loop), are replaced after an exponential back-off: 100 ms doubling up
 //!   to 10 s, reset after 30 s without such a death.
-//! - request-timeout: a worker with a request running longer is SIGKILLed (that request is lost,
-//!   as with uWSGI's harakiri) and replaced at once.
+//! - request-timeout is enforced by the workers themselves (pyhost's watchdog interrupts the
+//!   request; a worker whose thread is stuck in C answers 504 and retires). The supervisor is
+//!   the backstop for a worker that cannot: a request still running [`BACKSTOP`] after the
+//!   worker's own last resort was due gets the worker SIGKILLed (that request is lost, as with
+//!   uWSGI's harakiri) and replaced at once.
 //! - SIGTERM/SIGINT (or the lifetime pipe closing): the socket file is removed, every worker gets
 //!   SIGTERM and finishes its in-flight requests; stragglers are SIGKILLed after graceful-timeout.
 //!   A second SIGINT/SIGTERM kills at once.
@@ -48,6 +51,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// After this long without an early death the back-off starts again from zero.
 const BACKOFF_RESET: Duration = Duration::from_secs(30);
 const TICK_MS: i32 = 100;
+/// How long after a worker's own handling of a request-timeout was due (the timeout plus
+/// pyhost's interrupt grace) the supervisor kills the worker instead.
+const BACKSTOP: Duration = Duration::from_secs(3);
 
 struct Worker {
     pid: libc::pid_t,
@@ -280,7 +286,11 @@ impl<'a> Master<'a> {
             if self.board.is_retiring(w.slot) {
                 // Counted when it is gone: a recycled worker may finish its last request and
                 // exit before a tick sees its flag.
-                self.count_respawn(Respawn::MaximumRequests);
+                self.count_respawn(if self.board.is_retiring_stuck(w.slot) {
+                    Respawn::RequestTimeout
+                } else {
+                    Respawn::MaximumRequests
+                });
             }
             let lived = w.started.elapsed();
             let expected = w.stop_deadline.is_some() || w.killed;
@@ -406,7 +416,10 @@ impl<'a> Master<'a> {
                 w.stop_deadline = Some(now + self.cfg.graceful_timeout);
             }
         }
-        let timeout_ms = self.cfg.request_timeout.map(|t| t.as_millis() as u64);
+        let timeout_ms = self
+            .cfg
+            .request_timeout
+            .map(|t| (t + pyhost::interrupt_grace(t) + BACKSTOP).as_millis() as u64);
         let now_ms = monotonic_ms();
         for w in &mut self.workers {
             if w.killed {
@@ -431,7 +444,7 @@ impl<'a> Master<'a> {
                 if ran > limit {
                     rwlog!(
                         "RW006",
-                        "worker {}: request on thread {thread} running for {:.1}s > request-timeout: killing the worker",
+                        "worker {}: request on thread {thread} running for {:.1}s, past request-timeout, and the worker did not end it: killing the worker",
                         w.pid,
                         ran as f64 / 1000.0
                     );

@@ -9,6 +9,7 @@
 
 use std::cell::RefCell;
 use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use pyhost::{Head, Responder};
 
@@ -26,6 +27,9 @@ pub struct SocketResponder<'a, 's> {
     /// The status and the body bytes sent, for the metrics.
     pub status: u16,
     pub sent: u64,
+    /// Set by whoever writes a head first: this writer, or pyhost's watchdog answering for a
+    /// request stuck past its timeout (conn.rs, `TakeOver`).
+    head_claim: &'a AtomicBool,
 }
 
 impl<'a, 's> SocketResponder<'a, 's> {
@@ -34,6 +38,7 @@ impl<'a, 's> SocketResponder<'a, 's> {
         stream: &'s Stream,
         inbound: &'a RefCell<Inbound<'s>>,
         head: &'a mut Vec<u8>,
+        head_claim: &'a AtomicBool,
     ) -> SocketResponder<'a, 's> {
         head.clear();
         SocketResponder {
@@ -44,13 +49,26 @@ impl<'a, 's> SocketResponder<'a, 's> {
             unframed: false,
             status: 0,
             sent: 0,
+            head_claim,
         }
+    }
+
+    /// Before the head goes out: the watchdog may have answered for this request already.
+    fn claim_head(&self) -> io::Result<()> {
+        if self.head_claim.swap(true, Ordering::AcqRel) {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the request timed out and was answered without the app",
+            ));
+        }
+        Ok(())
     }
 
     /// Sends the head if no body byte has taken it along yet.
     pub fn flush_head(&mut self) -> io::Result<()> {
         if self.head_pending {
             self.head_pending = false;
+            self.claim_head()?;
             write_all(self.stream, self.inbound, &mut [IoSlice::new(self.head)])?;
         }
         Ok(())
@@ -103,6 +121,7 @@ impl Responder for SocketResponder<'_, '_> {
         }
         let written = if self.head_pending {
             self.head_pending = false;
+            self.claim_head()?;
             write_all(
                 self.stream,
                 self.inbound,
@@ -197,7 +216,8 @@ mod tests {
         });
         let inbound = RefCell::new(Inbound::new(&stream, b"", N as u64));
         let mut head = Vec::new();
-        let mut out = SocketResponder::new(&stream, &inbound, &mut head);
+        let claim = AtomicBool::new(false);
+        let mut out = SocketResponder::new(&stream, &inbound, &mut head, &claim);
         let headers = [(b"Content-Type".to_vec(), b"text/plain".to_vec())];
         let h = Head {
             status: 200,

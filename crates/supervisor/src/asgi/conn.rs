@@ -232,7 +232,7 @@ impl ConnIo {
     fn end(&mut self) {
         let marked = self.abort_mark && self.unframed;
         match self.outcome {
-            Some(Outcome::Complete | Outcome::Failed) => {
+            Some(Outcome::Complete | Outcome::Failed | Outcome::TimedOut) => {
                 let drain = self.body_left > 0 && self.body_left <= DRAIN_LIMIT;
                 if (marked && !self.mark_seen || drain) && !self.eof {
                     if !matches!(self.phase, Phase::Closing) {
