@@ -10,6 +10,7 @@ mod_wsgi has no endpoint to compare with (its metrics are a Python API inside ea
 uWSGI's stats server is per instance, JSON, and counts the workers of that instance only.
 """
 
+import concurrent.futures
 import os
 import time
 from pathlib import Path
@@ -18,8 +19,9 @@ import pytest
 import requests
 
 from harness.metrics import (APP, PROMETHEUS_ACCEPT, Scrape, client_leaves,
-                             exact_counts_under_load, fetch, promtool_check, rwsgi_top_once,
-                             scrape, sigkill_is_a_crash_respawn, wait_for)
+                             exact_counts_under_load, fetch, interrupted_timeout_is_counted,
+                             promtool_check, rwsgi_top_once, scrape, sigkill_is_a_crash_respawn,
+                             wait_for)
 from test_nginx_module_embedded import app_dir, make_nginx, rwsgi_nginx, worker_pids, write_app
 
 _names = iter(range(1, 1_000_000))
@@ -38,6 +40,7 @@ def site(launcher, state_dir):
     """
     server = f"""
         location /emb/ {{ wsgi_script {app}; }}
+        location /emt/ {{ wsgi_script {app}; wsgi_request_timeout 1s; }}
         location /dmn/ {{ wsgi_script {app}; wsgi_process_group {group}; }}
         location /rec/ {{ wsgi_script {app}; wsgi_process_group {recycled}; }}
         location = /metrics {{ wsgi_metrics; allow 127.0.0.1; deny all; }}
@@ -134,12 +137,21 @@ def test_sigkill_of_a_daemon_worker_is_a_crash_respawn(site):
         assert after.delta(before, "rwsgi_worker_respawns_total", group=site.group, reason=reason) == 0
 
 
+@pytest.mark.parametrize("prefix,mode", [("/emt", "embedded"), ("/dmn", "daemon")])
+def test_an_interrupted_request_timeout_is_counted(site, prefix, mode):
+    """wsgi_request_timeout 1s / request-timeout=2 and a request spinning in Python: pyhost's
+    watchdog interrupts it, 504, one timeout, no respawn. (mod_wsgi has no embedded timeout; its
+    daemon request-timeout restarts the whole process.)"""
+    interrupted_timeout_is_counted(site, prefix, "" if mode == "embedded" else site.group)
+
+
 def test_request_timeout_kill_is_counted(site):
-    """request-timeout=2 and a request that sleeps 30 s: the supervisor kills the worker (as
-    mod_wsgi's request-timeout restarts its daemon process); one timeout, one respawn."""
+    """request-timeout=2 and a request that sleeps 30 s in C (time.sleep), where no interrupt
+    reaches: after the grace the daemon worker answers 504 itself and retires (as mod_wsgi's
+    request-timeout restarts its daemon process); one timeout, one request-timeout respawn."""
     before = scrape(site.metrics)
     r = requests.get(site.url("/dmn/sleep?30"), timeout=60)
-    assert r.status_code >= 500
+    assert r.status_code == 504
 
     def killed(s):
         return (s.delta(before, "rwsgi_request_timeouts_total", group=site.group) == 1
@@ -150,6 +162,36 @@ def test_request_timeout_kill_is_counted(site):
     # The front end counted the failed request as a server error.
     assert after.delta(before, "rwsgi_requests_total", app="/dmn", group=site.group,
                        code_class="5xx") == 1
+
+
+def test_embedded_timeouts_waiting_and_stuck_are_counted(launcher):
+    """One nginx worker, one Python thread, wsgi_request_timeout 1s. A request sleeps in C
+    (time.sleep(30)) and holds the thread; a second one waits for it until its own timeout and
+    gets 504 from the event loop; the first one's thread never comes back from the interrupt,
+    so the event loop answers 504 for it too and the worker retires. Two timeouts, two 5xx.
+    (mod_wsgi has no request timeout in embedded mode.)"""
+    d = app_dir(launcher)
+    app = write_app(d, "metrics_app.py", APP)
+    nginx = rwsgi_nginx(launcher, f"""
+        location /t/ {{ wsgi_script {app}; wsgi_request_timeout 1s; }}
+        location = /metrics {{ wsgi_metrics; }}
+    """, "wsgi_threads 1;", workers=1)
+    nginx.metrics = nginx.url("/metrics")
+    assert requests.get(nginx.url("/t/ok"), timeout=30).status_code == 200
+    before = scrape(nginx.metrics)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        stuck = pool.submit(requests.get, nginx.url("/t/sleep?30"), timeout=60)
+        wait_for(nginx.metrics, lambda s: s.value("rwsgi_threads", group="", state="busy") == 1,
+                 what="the sleeping request on the thread")
+        waiting = requests.get(nginx.url("/t/ok"), timeout=60)
+        assert waiting.status_code == 504, waiting.text[:300]
+        assert stuck.result().status_code == 504
+    after = wait_for(nginx.metrics, lambda s: (
+        s.delta(before, "rwsgi_request_timeouts_total", group="") == 2
+        and s.delta(before, "rwsgi_requests_total", app="/t", group="", code_class="5xx") == 2),
+        what="two timeouts")
+    assert after.delta(before, "rwsgi_exceptions_total", app="/t", group="") == 0
+    assert "RW-NG041" in nginx.error_log_text() and "RW-NG040" in nginx.error_log_text()
 
 
 def test_maximum_requests_recycling_is_counted(site):

@@ -172,6 +172,13 @@ APP = """
             time.sleep(float(environ["QUERY_STRING"] or "1"))
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [b"slept"]
+        if path == "/spin":
+            # Pure Python for QUERY_STRING seconds: a request timeout interrupts it.
+            end = time.monotonic() + float(environ["QUERY_STRING"] or "1")
+            while time.monotonic() < end:
+                pass
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"spun"]
         if path == "/big":
             # Many chunks: a client that leaves early makes a write fail.
             n = int(environ["QUERY_STRING"])
@@ -275,6 +282,30 @@ def sigkill_is_a_crash_respawn(server, app: str, group: str, workers: int) -> Sc
         return (s.delta(before, "rwsgi_worker_respawns_total", group=group, reason="crash") == 1
                 and s.value("rwsgi_processes", group=group, role="worker") == workers)
     return before, wait_for(server.metrics, respawned, what="the crash respawn")
+
+
+def interrupted_timeout_is_counted(server, app: str, group: str) -> Scrape:
+    """A request of `app` (whose request timeout is shorter than 30 s) spins in Python past it:
+    pyhost's watchdog interrupts it and the client gets 504. Exactly one request timeout of
+    `group`, one 5xx, no exception (the timeout is not the app's error) and no respawn (the
+    process serves on). Returns the scrape."""
+    before = scrape(server.metrics)
+    r = requests.get(server.url(f"{app}/spin?30"), timeout=60)
+    assert r.status_code == 504, (r.status_code, r.text[:300])
+
+    def timed_out(s):
+        return (s.delta(before, "rwsgi_request_timeouts_total", group=group) == 1
+                and s.delta(before, "rwsgi_requests_total", app=app, group=group,
+                            code_class="5xx") == 1)
+    after = wait_for(server.metrics, timed_out, what="the request timeout")
+    assert after.delta(before, "rwsgi_exceptions_total", app=app, group=group) == 0
+    for reason in ("crash", "maximum-requests", "request-timeout"):
+        respawns = dict(group=group, reason=reason)
+        assert after.get("rwsgi_worker_respawns_total", **respawns) == before.get(
+            "rwsgi_worker_respawns_total", **respawns), reason
+    assert requests.get(server.url(f"{app}/ok"), timeout=10).status_code == 200
+    promtool_check(after.text)
+    return after
 
 
 def rwsgi_top_once(endpoint: str) -> str:
