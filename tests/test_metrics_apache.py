@@ -16,7 +16,8 @@ import requests
 
 from harness.metrics import (APP, PROMETHEUS_ACCEPT, Scrape, exact_counts_under_load, fetch,
                              interrupted_timeout_is_counted, promtool_check, rwsgi_top_once,
-                             scrape, sigkill_is_a_crash_respawn, wait_for)
+                             scrape, sigkill_is_a_crash_respawn, stuck_timeout_is_a_respawn,
+                             wait_for)
 from test_apache_module_embedded import rwsgi_apache, write_app
 
 _names = iter(range(1, 1_000_000))
@@ -113,18 +114,7 @@ def test_request_timeout_kill_is_counted(site):
     """request-timeout=2 and a request sleeping in C (time.sleep), where no interrupt reaches:
     after the grace the daemon worker answers 504 itself and retires (mod_wsgi restarts its
     daemon process instead); one timeout and one respawn for that reason."""
-    before = scrape(site.metrics)
-    r = requests.get(site.url("/dmn/sleep?30"), timeout=60)
-    assert r.status_code == 504
-
-    def retired(s):
-        return (s.delta(before, "rwsgi_request_timeouts_total", group=site.group) == 1
-                and s.delta(before, "rwsgi_worker_respawns_total", group=site.group,
-                            reason="request-timeout") == 1)
-    after = wait_for(site.metrics, retired, what="the request-timeout respawn")
-    assert after.delta(before, "rwsgi_worker_respawns_total", group=site.group, reason="crash") == 0
-    assert after.delta(before, "rwsgi_requests_total", app="/dmn", group=site.group,
-                       code_class="5xx") == 1
+    stuck_timeout_is_a_respawn(site, "/dmn", site.group)
 
 
 def test_graceful_restart_keeps_the_counters(site):

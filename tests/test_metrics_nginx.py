@@ -21,7 +21,7 @@ import requests
 from harness.metrics import (APP, PROMETHEUS_ACCEPT, Scrape, client_leaves,
                              exact_counts_under_load, fetch, interrupted_timeout_is_counted,
                              promtool_check, rwsgi_top_once, scrape, sigkill_is_a_crash_respawn,
-                             wait_for)
+                             stuck_timeout_is_a_respawn, wait_for)
 from test_nginx_module_embedded import app_dir, make_nginx, rwsgi_nginx, worker_pids, write_app
 
 _names = iter(range(1, 1_000_000))
@@ -149,19 +149,7 @@ def test_request_timeout_kill_is_counted(site):
     """request-timeout=2 and a request that sleeps 30 s in C (time.sleep), where no interrupt
     reaches: after the grace the daemon worker answers 504 itself and retires (as mod_wsgi's
     request-timeout restarts its daemon process); one timeout, one request-timeout respawn."""
-    before = scrape(site.metrics)
-    r = requests.get(site.url("/dmn/sleep?30"), timeout=60)
-    assert r.status_code == 504
-
-    def killed(s):
-        return (s.delta(before, "rwsgi_request_timeouts_total", group=site.group) == 1
-                and s.delta(before, "rwsgi_worker_respawns_total", group=site.group,
-                            reason="request-timeout") == 1)
-    after = wait_for(site.metrics, killed, what="the request-timeout kill")
-    assert after.delta(before, "rwsgi_worker_respawns_total", group=site.group, reason="crash") == 0
-    # The front end counted the failed request as a server error.
-    assert after.delta(before, "rwsgi_requests_total", app="/dmn", group=site.group,
-                       code_class="5xx") == 1
+    stuck_timeout_is_a_respawn(site, "/dmn", site.group)
 
 
 def test_embedded_timeouts_waiting_and_stuck_are_counted(launcher):

@@ -17,7 +17,8 @@ import requests
 
 from harness import paths
 from harness.metrics import (APP, Scrape, client_leaves, exact_counts_under_load,
-                             interrupted_timeout_is_counted, scrape, wait_for)
+                             interrupted_timeout_is_counted, scrape, stuck_timeout_is_a_respawn,
+                             wait_for)
 from harness.ports import free_port
 from test_nginx_module_embedded import write_app
 
@@ -71,12 +72,7 @@ def test_sigkill_restart_and_timeout_are_counted(stack):
     wait_for(stack.metrics, lambda s: s.delta(before, "rwsgi_worker_respawns_total", group=GROUP,
                                               reason="crash") == 1, what="the crash respawn")
     # time.sleep is C code the interrupt cannot reach: the worker answers 504 and retires.
-    r = requests.get(stack.url("/app/sleep?30"), timeout=60)
-    assert r.status_code == 504
-    wait_for(stack.metrics, lambda s: (
-        s.delta(before, "rwsgi_request_timeouts_total", group=GROUP) == 1
-        and s.delta(before, "rwsgi_worker_respawns_total", group=GROUP, reason="request-timeout") == 1),
-        what="the request-timeout respawn")
+    stuck_timeout_is_a_respawn(stack, "/app", GROUP)
     stack.worker.reload()  # SIGHUP: a rolling restart replaces both workers
     after = wait_for(stack.metrics, lambda s: s.delta(before, "rwsgi_worker_respawns_total",
                                                       group=GROUP, reason="reload") == 2,

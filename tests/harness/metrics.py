@@ -308,6 +308,25 @@ def interrupted_timeout_is_counted(server, app: str, group: str) -> Scrape:
     return after
 
 
+def stuck_timeout_is_a_respawn(server, app: str, group: str) -> Scrape:
+    """A request of `app` (daemon group `group`, request-timeout shorter than 30 s) sleeps in C
+    code (time.sleep), where no interrupt reaches: after the grace the daemon worker answers 504
+    itself and retires. Exactly one timeout, one `request-timeout` respawn, no crash, one 5xx
+    (the front end, or the standalone worker, counts it). Returns the scrape."""
+    before = scrape(server.metrics)
+    r = requests.get(server.url(f"{app}/sleep?30"), timeout=60)
+    assert r.status_code == 504, (r.status_code, r.text[:300])
+
+    def retired(s):
+        return (s.delta(before, "rwsgi_request_timeouts_total", group=group) == 1
+                and s.delta(before, "rwsgi_worker_respawns_total", group=group,
+                            reason="request-timeout") == 1)
+    after = wait_for(server.metrics, retired, what="the request-timeout respawn")
+    assert after.delta(before, "rwsgi_worker_respawns_total", group=group, reason="crash") == 0
+    assert after.delta(before, "rwsgi_requests_total", app=app, group=group, code_class="5xx") == 1
+    return after
+
+
 def rwsgi_top_once(endpoint: str) -> str:
     """One `rwsgi top --once` frame of `endpoint` (checks it exits 0)."""
     import subprocess

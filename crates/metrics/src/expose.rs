@@ -287,7 +287,7 @@ fn per_group(w: &mut Writer, snap: &Snapshot) {
     w.family(
         name,
         Kind::Counter,
-        "Requests stopped because they ran past the group's request-timeout.",
+        "Requests stopped because they ran past their request timeout.",
         None,
     );
     for g in &snap.groups {

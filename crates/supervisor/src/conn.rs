@@ -235,6 +235,7 @@ fn run_request(
         fd: stream.as_raw_fd(),
         head_claim: &head_claim,
         ctx,
+        http: &http,
     };
     let outcome = run_app(ctx, app, queued, &env, &mut body, &mut out, &stuck);
     end_response(stream, &inbound, &mut out, outcome, front.abort_mark);
@@ -496,6 +497,8 @@ struct TakeOver<'a> {
     fd: RawFd,
     head_claim: &'a AtomicBool,
     ctx: &'a Ctx<'a>,
+    /// The request as a standalone worker counts it: the 504 sent here ends it.
+    http: &'a HttpRequest,
 }
 
 impl Stuck for TakeOver<'_> {
@@ -526,6 +529,9 @@ impl Stuck for TakeOver<'_> {
                     libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
                 )
             };
+            // Counted now: the stuck thread may never come back (if it does, it counts nothing).
+            self.http
+                .finish(504, 0, pyhost::TIMEOUT_BODY.len() as u64, false);
         }
         // Both directions: a thread waiting for request body bytes wakes up with EOF.
         // SAFETY: fd is open (see the field); shutdown does not close it, the owner does.

@@ -13,6 +13,7 @@
 //! Without either, nothing is set up and every recording call returns at once.
 
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ::metrics::{AppId, BuildInfo, GroupId, Region, Role};
@@ -150,6 +151,9 @@ impl GroupMetrics {
 pub struct HttpRequest {
     app: Option<AppId>,
     started: Instant,
+    /// Counted already: by the request's thread, or by the watchdog's take-over (conn.rs)
+    /// for a thread stuck past its request-timeout. Whoever comes first counts it.
+    ended: AtomicBool,
 }
 
 impl HttpRequest {
@@ -159,13 +163,20 @@ impl HttpRequest {
         if let Some(a) = app {
             ::metrics::request_started(a);
         }
-        HttpRequest { app, started }
+        HttpRequest {
+            app,
+            started,
+            ended: AtomicBool::new(false),
+        }
     }
 
     /// The response is over: its status, the body bytes read and sent, whether the front end
-    /// went away before the end.
-    pub fn finish(self, status: u16, body_in: u64, body_out: u64, client_aborted: bool) {
+    /// went away before the end. Only the first call counts.
+    pub fn finish(&self, status: u16, body_in: u64, body_out: u64, client_aborted: bool) {
         if let Some(a) = self.app {
+            if self.ended.swap(true, Ordering::AcqRel) {
+                return;
+            }
             let done = ::metrics::Finished {
                 status,
                 duration: self.started.elapsed(),
