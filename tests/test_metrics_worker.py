@@ -16,8 +16,9 @@ import pytest
 import requests
 
 from harness import paths
-from harness.metrics import (APP, Scrape, client_leaves, exact_counts_under_load,
-                             interrupted_timeout_is_counted, scrape, stuck_timeout_is_a_respawn,
+from harness.metrics import (APP, ASGI_APP, Load, Scrape, check_http_counts, client_leaves,
+                             counted, exact_counts_under_load, interrupted_timeout_is_counted,
+                             mixed_plan, promtool_check, scrape, stuck_timeout_is_a_respawn,
                              wait_for)
 from harness.ports import free_port
 from test_nginx_module_embedded import write_app
@@ -85,6 +86,28 @@ def test_an_interrupted_request_timeout_is_counted(stack):
     worker itself, as it answers HTTP here), one timeout, no respawn. (uWSGI's harakiri kills
     the worker instead.)"""
     interrupted_timeout_is_counted(stack, "/app", GROUP)
+
+
+def test_an_asgi_worker_counts_its_requests(launcher):
+    """rwsgi-worker --interface asgi --metrics behind stock nginx: the same mix of statuses and
+    bodies, counted exactly while a scraper reads along (the loop's connections, not threads).
+    uWSGI's stats server has no ASGI; granian's metrics port is the nearest peer."""
+    d = launcher._prefix("apps")
+    d.chmod(0o755)
+    app = write_app(d, "metrics_asgi.py", ASGI_APP)
+    port = free_port()
+    worker = launcher.worker(app, socket="unix", mount="/a", processes=1, callable="app",
+                             extra_args=["--interface", "asgi", "--metrics", f"127.0.0.1:{port}"])
+    front = launcher.front_end("nginx", worker, mount="/a")
+    front.metrics = f"http://127.0.0.1:{port}/metrics"
+    wait_for(front.metrics, lambda s: s.value("rwsgi_processes", group=GROUP, role="worker") == 1,
+             what="the worker")
+    before = scrape(front.metrics)
+    plan, expected = mixed_plan("/a", n=8)
+    responses = Load(front.base_url, front.metrics, plan).run()
+    after = wait_for(front.metrics, counted(before, "/a", GROUP, expected), what="the counts")
+    check_http_counts(before, after, "/a", GROUP, expected, responses)
+    promtool_check(after.text)
 
 
 def rwsgi_top(*args) -> str:

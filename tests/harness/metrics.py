@@ -192,6 +192,36 @@ APP = """
         return [b"nope"]
 """
 
+# The same routes as an ASGI app (for rwsgi-worker --interface asgi).
+ASGI_APP = """
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        path = scope["path"][len(scope.get("root_path", "")):]  # the path includes the mount
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if path == "/boom":
+            raise RuntimeError("boom for the metrics test")
+        status, out = {"/ok": (200, b"ok"), "/echo": (200, body), "/redirect": (302, b"")}.get(
+            path, (404, b"nope"))
+        headers = [(b"content-length", str(len(out)).encode())]
+        if status == 302:
+            headers.append((b"location", b"/ok"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": out})
+"""
+
+
 def mixed_plan(prefix: str, n: int = 10):
     """A mix of every status class the app gives, with request bodies: (plan, expected) where
     expected has the counts and request body bytes the metrics must show."""
@@ -221,16 +251,23 @@ def check_counts(before: Scrape, after: Scrape, app: str, group: str, expected: 
     """The deltas of one app's counters equal what the load sent and received."""
     labels = dict(app=app, group=group)
     if front_end_counts:
-        for cls in ("1xx", "2xx", "3xx", "4xx", "5xx"):
-            got = after.delta(before, "rwsgi_requests_total", code_class=cls, **labels)
-            assert got == expected[cls], f"{cls}: {got} != {expected[cls]}"
-        assert after.delta(before, "rwsgi_request_duration_seconds_count", **labels) == expected["requests"]
-        assert after.delta(before, "rwsgi_request_body_bytes_total", **labels) == expected["body_in"]
-        got = after.delta(before, "rwsgi_response_body_bytes_total", **labels)
-        assert got == body_bytes(responses), (got, body_bytes(responses))
-        assert after.value("rwsgi_requests_active", **labels) == 0
+        check_http_counts(before, after, app, group, expected, responses)
     assert after.delta(before, "rwsgi_exceptions_total", **labels) == expected["exceptions"]
     assert after.delta(before, "rwsgi_gil_wait_seconds_total", **labels) > 0
+
+
+def check_http_counts(before: Scrape, after: Scrape, app: str, group: str, expected: dict,
+                      responses):
+    """What the process that answers HTTP counts: status classes, durations, body bytes."""
+    labels = dict(app=app, group=group)
+    for cls in ("1xx", "2xx", "3xx", "4xx", "5xx"):
+        got = after.delta(before, "rwsgi_requests_total", code_class=cls, **labels)
+        assert got == expected[cls], f"{cls}: {got} != {expected[cls]}"
+    assert after.delta(before, "rwsgi_request_duration_seconds_count", **labels) == expected["requests"]
+    assert after.delta(before, "rwsgi_request_body_bytes_total", **labels) == expected["body_in"]
+    got = after.delta(before, "rwsgi_response_body_bytes_total", **labels)
+    assert got == body_bytes(responses), (got, body_bytes(responses))
+    assert after.value("rwsgi_requests_active", **labels) == 0
 
 
 def counted(before: Scrape, app: str, group: str, expected: dict):

@@ -18,7 +18,7 @@ use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pyhost::asgi::{BodyRead, FdHandler, Flow, Handle, Io, Kind, Transport, Waker, WsOut};
 use pyhost::{Head, Outcome};
@@ -27,6 +27,7 @@ use websocket::handshake::{check as handshake, Handshake};
 use websocket::{encode_frame, Opcode, Session};
 
 use crate::conn::{environ, log_refusal, parse_vars, queued_for, Bad, FrontEnd, SMALL_VARS};
+use crate::metrics::HttpRequest;
 use crate::routing;
 use crate::rwlog;
 use crate::secret::Secret;
@@ -51,6 +52,9 @@ pub struct Shared {
     pub secret: Option<Secret>,
     /// Connections open: a stopping worker waits for them to end.
     pub live: AtomicUsize,
+    /// Standalone with `--metrics` (this worker answers HTTP): each app's metrics slot, in
+    /// configuration order; empty when the front end counts the requests.
+    pub metrics: Vec<Option<::metrics::AppId>>,
 }
 
 enum Phase {
@@ -100,6 +104,13 @@ struct ConnIo {
     /// After the 101: the WebSocket session (frames, close state).
     ws: Option<Session>,
     shared: Arc<Shared>,
+    /// The request as a standalone worker counts it (`Shared::metrics`), ended at the close.
+    http: Option<HttpRequest>,
+    accepted: Instant,
+    /// For the metrics: the status sent, the body's declared length, body bytes queued.
+    status: u16,
+    length: u64,
+    sent: u64,
 }
 
 fn lock(m: &Mutex<ConnIo>) -> MutexGuard<'_, ConnIo> {
@@ -167,6 +178,11 @@ impl ConnIo {
             ws_accept: None,
             ws: None,
             shared,
+            http: None,
+            accepted: Instant::now(),
+            status: 0,
+            length: 0,
+            sent: 0,
         }
     }
 
@@ -213,6 +229,11 @@ impl ConnIo {
         }
         if self.stream.take().is_some() {
             self.shared.live.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(http) = self.http.take() {
+            let unread = self.body_left + (self.prefix.len() - self.prefix_pos) as u64;
+            let gone = matches!(self.outcome, None | Some(Outcome::ClientGone));
+            http.finish(self.status, self.length.saturating_sub(unread), self.sent, gone);
         }
     }
 
@@ -457,6 +478,10 @@ fn start_request(c: &mut ConnIo, io: &Io<'_>, shared_io: &Arc<Mutex<ConnIo>>) ->
         .map(|(k, v)| (k.to_vec(), v.to_vec()))
         .collect();
     let length = front.content_length.unwrap_or(0);
+    if let Some(&app) = c.shared.metrics.get(routed.app) {
+        c.http = Some(HttpRequest::start(true, app, c.accepted));
+        c.length = length;
+    }
     let rest = &packet[consumed..];
     let with_head = rest
         .len()
@@ -531,6 +556,8 @@ fn answer_plain(c: &mut ConnIo, status: u16) {
     }
     if uwsgi::encode_response_head(line, headers, &mut head).is_ok() {
         c.head = Some(head);
+        c.status = status;
+        c.sent = msg.len() as u64;
         let _ = c.queue(Some(Out::Bytes(msg.to_vec(), 0)));
     }
     c.outcome = Some(Outcome::Complete);
@@ -685,6 +712,7 @@ impl Transport for SocketTransport {
             .chain(extra);
         uwsgi::encode_response_head(head.status_line, headers, &mut bytes)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        c.status = head.status;
         if accept.is_some() {
             // The 101 goes out now, and the connection is a WebSocket from here on.
             c.head = Some(bytes);
@@ -725,12 +753,16 @@ impl Transport for SocketTransport {
     }
 
     fn body(&mut self, chunk: &[u8]) -> io::Result<Flow> {
-        lock(&self.io).queue(Some(Out::Bytes(chunk.to_vec(), 0)))
+        let mut c = lock(&self.io);
+        c.sent += chunk.len() as u64;
+        c.queue(Some(Out::Bytes(chunk.to_vec(), 0)))
     }
 
     fn file(&mut self, file: &File, offset: u64, len: u64) -> Option<io::Result<Flow>> {
         let file = file.try_clone().ok()?;
-        Some(lock(&self.io).queue(Some(Out::File {
+        let mut c = lock(&self.io);
+        c.sent += len;
+        Some(c.queue(Some(Out::File {
             file,
             offset,
             left: len,

@@ -98,6 +98,11 @@ pub fn serve(start: &Start<'_>, stop: &Pipe) -> Result<(), i32> {
         queue_timeout: cfg.queue_timeout,
         secret: cfg.secret.clone(),
         live: AtomicUsize::new(0),
+        metrics: if start.metrics.count_http {
+            start.metrics.apps.clone()
+        } else {
+            Vec::new()
+        },
     });
     let retire = Arc::new(AtomicBool::new(false));
     let accepted = Arc::new(AtomicU64::new(0));
