@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from harness.metrics import (APP, PROMETHEUS_ACCEPT, Scrape, client_leaves,
+from harness.metrics import (APP, ASGI_APP, PROMETHEUS_ACCEPT, Scrape, client_leaves,
                              exact_counts_under_load, fetch, interrupted_timeout_is_counted,
                              promtool_check, rwsgi_top_once, scrape, sigkill_is_a_crash_respawn,
                              stuck_timeout_is_a_respawn, wait_for)
@@ -180,6 +180,29 @@ def test_embedded_timeouts_waiting_and_stuck_are_counted(launcher):
         what="two timeouts")
     assert after.delta(before, "rwsgi_exceptions_total", app="/t", group="") == 0
     assert "RW-NG041" in nginx.error_log_text() and "RW-NG040" in nginx.error_log_text()
+
+
+def test_embedded_asgi_timeouts_are_counted(launcher):
+    """wsgi_interface asgi with wsgi_request_timeout 1s: a request that awaits past it has its
+    task cancelled (504, one timeout); one that blocks the loop is answered by the event loop
+    (504, one more) and the worker retires. (mod_wsgi has no ASGI.)"""
+    d = app_dir(launcher)
+    app = write_app(d, "metrics_asgi.py", ASGI_APP)
+    nginx = rwsgi_nginx(launcher, f"""
+        location /as/ {{ wsgi_script {app}; wsgi_callable app; wsgi_interface asgi;
+                         wsgi_request_timeout 1s; }}
+        location = /metrics {{ wsgi_metrics; }}
+    """, workers=1)
+    nginx.metrics = nginx.url("/metrics")
+    assert requests.get(nginx.url("/as/ok"), timeout=30).status_code == 200
+    interrupted_timeout_is_counted(nginx, "/as", "", route="asleep")
+    before = scrape(nginx.metrics)
+    r = requests.get(nginx.url("/as/sleep?30"), timeout=60)
+    assert r.status_code == 504, r.text[:300]
+    wait_for(nginx.metrics, lambda s: (
+        s.delta(before, "rwsgi_request_timeouts_total", group="") == 1
+        and s.delta(before, "rwsgi_requests_total", app="/as", group="", code_class="5xx") == 1),
+        what="the blocked loop's timeout")
 
 
 def test_maximum_requests_recycling_is_counted(site):

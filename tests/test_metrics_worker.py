@@ -90,14 +90,16 @@ def test_an_interrupted_request_timeout_is_counted(stack):
 
 def test_an_asgi_worker_counts_its_requests(launcher):
     """rwsgi-worker --interface asgi --metrics behind stock nginx: the same mix of statuses and
-    bodies, counted exactly while a scraper reads along (the loop's connections, not threads).
+    bodies, counted exactly while a scraper reads along (the loop's connections, not threads),
+    and both kinds of ASGI request timeout.
     uWSGI's stats server has no ASGI; granian's metrics port is the nearest peer."""
     d = launcher._prefix("apps")
     d.chmod(0o755)
     app = write_app(d, "metrics_asgi.py", ASGI_APP)
     port = free_port()
     worker = launcher.worker(app, socket="unix", mount="/a", processes=1, callable="app",
-                             extra_args=["--interface", "asgi", "--metrics", f"127.0.0.1:{port}"])
+                             extra_args=["--interface", "asgi", "--metrics", f"127.0.0.1:{port}",
+                                         "--request-timeout", "1"])
     front = launcher.front_end("nginx", worker, mount="/a")
     front.metrics = f"http://127.0.0.1:{port}/metrics"
     wait_for(front.metrics, lambda s: s.value("rwsgi_processes", group=GROUP, role="worker") == 1,
@@ -108,6 +110,10 @@ def test_an_asgi_worker_counts_its_requests(launcher):
     after = wait_for(front.metrics, counted(before, "/a", GROUP, expected), what="the counts")
     check_http_counts(before, after, "/a", GROUP, expected, responses)
     promtool_check(after.text)
+    # --request-timeout 1: an awaiting request's task is cancelled (504, the loop serves on);
+    # one that blocks the loop is taken over (504) and the worker replaced.
+    interrupted_timeout_is_counted(front, "/a", GROUP, route="asleep")
+    stuck_timeout_is_a_respawn(front, "/a", GROUP)
 
 
 def rwsgi_top(*args) -> str:

@@ -194,6 +194,8 @@ APP = """
 
 # The same routes as an ASGI app (for rwsgi-worker --interface asgi).
 ASGI_APP = """
+    import asyncio, time
+
     async def app(scope, receive, send):
         if scope["type"] == "lifespan":
             while True:
@@ -212,6 +214,10 @@ ASGI_APP = """
                 break
         if path == "/boom":
             raise RuntimeError("boom for the metrics test")
+        if path == "/asleep":  # awaits: a request timeout cancels it
+            await asyncio.sleep(float(scope["query_string"] or b"1"))
+        if path == "/sleep":  # blocks the loop: a request timeout must take it over
+            time.sleep(float(scope["query_string"] or b"1"))
         status, out = {"/ok": (200, b"ok"), "/echo": (200, body), "/redirect": (302, b"")}.get(
             path, (404, b"nope"))
         headers = [(b"content-length", str(len(out)).encode())]
@@ -321,13 +327,14 @@ def sigkill_is_a_crash_respawn(server, app: str, group: str, workers: int) -> Sc
     return before, wait_for(server.metrics, respawned, what="the crash respawn")
 
 
-def interrupted_timeout_is_counted(server, app: str, group: str) -> Scrape:
-    """A request of `app` (whose request timeout is shorter than 30 s) spins in Python past it:
-    pyhost's watchdog interrupts it and the client gets 504. Exactly one request timeout of
+def interrupted_timeout_is_counted(server, app: str, group: str, route: str = "spin") -> Scrape:
+    """A request of `app` (whose request timeout is shorter than 30 s) spins in Python past it
+    (an ASGI app: awaits, `route="asleep"`): pyhost's watchdog interrupts it (cancels the ASGI
+    task) and the client gets 504. Exactly one request timeout of
     `group`, one 5xx, no exception (the timeout is not the app's error) and no respawn (the
     process serves on). Returns the scrape."""
     before = scrape(server.metrics)
-    r = requests.get(server.url(f"{app}/spin?30"), timeout=60)
+    r = requests.get(server.url(f"{app}/{route}?30"), timeout=60)
     assert r.status_code == 504, (r.status_code, r.text[:300])
 
     def timed_out(s):
@@ -347,8 +354,8 @@ def interrupted_timeout_is_counted(server, app: str, group: str) -> Scrape:
 
 def stuck_timeout_is_a_respawn(server, app: str, group: str) -> Scrape:
     """A request of `app` (daemon group `group`, request-timeout shorter than 30 s) sleeps in C
-    code (time.sleep), where no interrupt reaches: after the grace the daemon worker answers 504
-    itself and retires. Exactly one timeout, one `request-timeout` respawn, no crash, one 5xx
+    code (time.sleep), where no interrupt reaches (an ASGI app: blocks the loop, where no cancel
+    reaches): after the grace the daemon worker answers 504 itself and retires. Exactly one timeout, one `request-timeout` respawn, no crash, one 5xx
     (the front end, or the standalone worker, counts it). Returns the scrape."""
     before = scrape(server.metrics)
     r = requests.get(server.url(f"{app}/sleep?30"), timeout=60)

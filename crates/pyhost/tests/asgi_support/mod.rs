@@ -116,6 +116,8 @@ pub struct Record {
     pub resume_reading: usize,
     pub outcome: Option<Outcome>,
     pub finish_calls: usize,
+    /// `Transport::timed_out` calls (the loop stopped the request at its timeout).
+    pub timed_out: usize,
 }
 
 impl Record {
@@ -257,6 +259,9 @@ impl Transport for TestTransport {
         self.shared
             .update(|r| r.ws_closed = Some((code, reason.to_string())));
     }
+    fn timed_out(&mut self) {
+        self.shared.update(|r| r.timed_out += 1);
+    }
     fn finish(&mut self, outcome: Outcome) {
         self.shared.update(|r| {
             r.outcome = Some(outcome);
@@ -300,7 +305,19 @@ pub fn request(h: &Host, method: &str, path: &str, body: &[&[u8]]) -> Arc<Shared
 
 /// Submits with a prepared transport; returns the handle.
 pub fn submit(h: &Host, kind: Kind, v: Vec<(Vec<u8>, Vec<u8>)>, t: TestTransport) -> Handle {
+    submit_timed(h, kind, v, t, None)
+}
+
+/// Submits with a prepared transport and a request timeout; returns the handle.
+pub fn submit_timed(
+    h: &Host,
+    kind: Kind,
+    v: Vec<(Vec<u8>, Vec<u8>)>,
+    t: TestTransport,
+    timeout: Option<pyhost::asgi::Timeout>,
+) -> Handle {
     let handle = h.host.handle();
-    h.host.submit(&handle, 0, kind, Box::new(v), Box::new(t));
+    h.host
+        .submit(&handle, 0, kind, Box::new(v), Box::new(t), timeout);
     handle
 }
