@@ -20,6 +20,7 @@ from harness.metrics import (APP, ASGI_APP, Load, Scrape, check_http_counts, cli
                              counted, exact_counts_under_load, interrupted_timeout_is_counted,
                              mixed_plan, promtool_check, scrape, stuck_timeout_is_a_respawn,
                              wait_for)
+from harness.frontends import GATEWAY_FRONT_ENDS
 from harness.ports import free_port
 from test_nginx_module_embedded import write_app
 
@@ -86,6 +87,26 @@ def test_an_interrupted_request_timeout_is_counted(stack):
     worker itself, as it answers HTTP here), one timeout, no respawn. (uWSGI's harakiri kills
     the worker instead.)"""
     interrupted_timeout_is_counted(stack, "/app", GROUP)
+
+
+@pytest.mark.parametrize("kind", sorted(GATEWAY_FRONT_ENDS))
+def test_scgi_and_fastcgi_requests_are_counted(launcher, kind):
+    """A worker speaking SCGI or FastCGI behind stock nginx (scgi_pass, fastcgi_pass) or Apache
+    (mod_proxy_scgi, mod_proxy_fcgi): the same exact counts as over uwsgi. (uWSGI's stats
+    server counts its SCGI/FastCGI requests per worker, without statuses or bytes.)"""
+    d = launcher._prefix("apps")
+    d.chmod(0o755)
+    app = write_app(d, "metrics_app.py", APP)
+    port = free_port()
+    worker = launcher.worker(app, socket="unix", mount="/app", processes=2, threads=4,
+                             protocol=GATEWAY_FRONT_ENDS[kind],
+                             extra_args=["--metrics", f"127.0.0.1:{port}"])
+    front = launcher.front_end(kind, worker, mount="/app")
+    front.metrics = f"http://127.0.0.1:{port}/metrics"
+    wait_for(front.metrics, lambda s: s.value("rwsgi_processes", group=GROUP, role="worker") == 2,
+             what="two workers")
+    # A stock front end sends no start time: nothing is seen queueing.
+    exact_counts_under_load(front, "/app", GROUP, queued=False)
 
 
 def test_an_asgi_worker_counts_its_requests(launcher):

@@ -130,7 +130,7 @@ impl<'a> Master<'a> {
             endpoint: None,
             endpoint_next: Instant::now(),
             outage: None,
-            refuser: Refuser::default(),
+            refuser: Refuser::new(cfg.protocol),
         })
     }
 
