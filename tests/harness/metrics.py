@@ -198,13 +198,7 @@ ASGI_APP = """
 
     async def app(scope, receive, send):
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            return  # no lifespan: the host serves without it (RW-PY012)
         path = scope["path"][len(scope.get("root_path", "")):]  # the path includes the mount
         body = b""
         while True:
