@@ -49,6 +49,14 @@ pub struct MainConf {
     pub groups: Vec<DaemonGroup>,
     /// Embedded WSGI apps, registered while locations are merged; indexed by [`AppRef::Wsgi`].
     pub apps: Vec<AppEntry>,
+    /// The metrics' apps: (mount label, group name or `""` for embedded) of every location
+    /// with `wsgi_script`, registered while locations are merged; indexed by
+    /// [`LocConf::metrics`].
+    pub metric_apps: Vec<(String, String)>,
+    /// Their slots in the shared metrics region, filled in by the master in `init_module`.
+    pub metric_ids: Vec<Option<::metrics::AppId>>,
+    /// Some location has `wsgi_metrics`.
+    pub metrics_endpoint: bool,
     /// Daemon mode's default temp directory for buffered responses (an `ngx_path_t`, made with
     /// the first daemon location that needs it; `wsgi_temp_path` overrides it).
     pub default_temp_path: Option<std::ptr::NonNull<std::ffi::c_void>>,
@@ -67,6 +75,16 @@ impl MainConf {
     /// script with the same callable share one loaded app per worker.
     pub fn register_app(&mut self, entry: AppEntry) -> usize {
         register(&mut self.apps, entry)
+    }
+
+    /// The index of the metrics' app `(mount, group)`, adding it if new.
+    pub fn register_metric_app(&mut self, mount: &str, group: &str) -> usize {
+        let key = (mount.to_owned(), group.to_owned());
+        if let Some(i) = self.metric_apps.iter().position(|a| *a == key) {
+            return i;
+        }
+        self.metric_apps.push(key);
+        self.metric_apps.len() - 1
     }
 
     /// As [`register_app`](Self::register_app), in the ASGI table.
@@ -131,6 +149,9 @@ pub struct LocConf {
     pub app: Option<AppRef>,
     /// Resolved in the merge step: index into [`MainConf::groups`] (daemon locations).
     pub group: Option<usize>,
+    /// Resolved in the merge step: index into [`MainConf::metric_apps`] (every location with a
+    /// script).
+    pub metrics: Option<usize>,
     /// Daemon locations: nginx's upstream settings (an `ngx_http_upstream_conf_t` in the
     /// configuration pool), made in the merge step from [`LocConf::daemon`].
     pub upstream: Option<std::ptr::NonNull<std::ffi::c_void>>,
@@ -232,6 +253,16 @@ impl LocConf {
         self.callable.as_deref().unwrap_or(DEFAULT_CALLABLE)
     }
 
+    /// The `app` label of this location's metrics: its SCRIPT_NAME prefix, `/` for the root and
+    /// for regex and named locations (whose SCRIPT_NAME is empty), as the daemon workers name
+    /// their apps.
+    pub fn metrics_mount(&self) -> &str {
+        match &self.mount {
+            Some(Mount::Prefix(p)) => ::metrics::mount_label(std::str::from_utf8(p).unwrap_or("/")),
+            _ => "/",
+        }
+    }
+
     /// The request timeout of an embedded request here, if any.
     pub fn request_timeout(&self) -> Option<Duration> {
         self.request_timeout.flatten()
@@ -304,6 +335,11 @@ fn check_timeout_mode(conf: &LocConf) -> Result<(), String> {
 pub fn resolve(conf: &mut LocConf, main: &mut MainConf) -> Result<(), String> {
     conf.group = None;
     conf.app = None;
+    conf.metrics = None;
+    if conf.script.is_some() {
+        let group = conf.process_group.as_ref().map_or("", |g| g.name.as_str());
+        conf.metrics = Some(main.register_metric_app(conf.metrics_mount(), group));
+    }
     if let Some(group) = &conf.process_group {
         let Some(i) = main.groups.iter().position(|g| g.name == group.name) else {
             return Err(format!(
@@ -560,6 +596,46 @@ mod tests {
         assert_eq!(main.register_app(a.clone()), 0);
         assert_eq!(main.register_app(b), 1);
         assert_eq!(main.register_app(a), 0);
+    }
+
+    #[test]
+    fn every_script_location_gets_a_metrics_app() {
+        let mut main = MainConf {
+            groups: vec![DaemonGroup::new("g".into())],
+            ..Default::default()
+        };
+        let origin = Origin {
+            file: "x.conf".into(),
+            line: 1,
+        };
+        let loc = |prefix: &[u8], group: Option<&str>| LocConf {
+            script: Some("/a.py".into()),
+            mount: Some(Mount::Prefix(prefix.to_vec())),
+            process_group: group.map(|name| GroupRef {
+                name: name.into(),
+                origin: origin.clone(),
+            }),
+            ..Default::default()
+        };
+        let mut a = loc(b"/app", None);
+        let mut b = loc(b"/app", Some("g"));
+        let mut c = loc(b"", None);
+        let mut d = LocConf {
+            mount: Some(Mount::Whole),
+            ..loc(b"", None)
+        };
+        for lc in [&mut a, &mut b, &mut c, &mut d] {
+            resolve(lc, &mut main).unwrap();
+        }
+        assert_eq!(
+            (a.metrics, b.metrics, c.metrics, d.metrics),
+            (Some(0), Some(1), Some(2), Some(2))
+        );
+        assert_eq!(main.metric_apps[1], ("/app".to_string(), "g".to_string()));
+        assert_eq!(main.metric_apps[2], ("/".to_string(), String::new()));
+        let mut none = LocConf::default();
+        resolve(&mut none, &mut main).unwrap();
+        assert_eq!(none.metrics, None);
     }
 
     #[test]

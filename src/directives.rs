@@ -779,6 +779,39 @@ pub unsafe extern "C" fn set_temp_path(
     }));
     result.unwrap_or(NGX_CONF_ERROR)
 }
+/// `wsgi_metrics;` (location): this location answers with the metrics.
+///
+/// # Safety
+/// Called by nginx with a valid `cf` for a directive of this module.
+pub unsafe extern "C" fn set_metrics(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    _conf: *mut c_void,
+) -> *mut c_char {
+    let result = std::panic::catch_unwind(|| {
+        // SAFETY: cf is valid and inside a location block (NGX_HTTP_LOC_CONF only).
+        let cf = unsafe { &*cf };
+        let clcf = NgxHttpCoreModule::location_conf_mut(cf)?;
+        if clcf.handler.is_some() {
+            return None; // another content handler (wsgi_script, proxy_pass...) is already set
+        }
+        clcf.handler = Some(crate::metrics::metrics_handler);
+        WsgiModule::main_conf_mut(cf)?.metrics_endpoint = true;
+        Some(())
+    });
+    match result {
+        Ok(Some(())) => NGX_CONF_OK,
+        _ => {
+            ngx::ngx_conf_log_error!(
+                NGX_LOG_EMERG,
+                cf,
+                "\"wsgi_metrics\" directive: this location already has a content handler \
+                 (wsgi_script, proxy_pass...); put wsgi_metrics in a location of its own"
+            );
+            NGX_CONF_ERROR
+        }
+    }
+}
 
 /// `wsgi_request_timeout TIME | off;` (http, server, location): embedded requests running longer
 /// are interrupted and answered 504 (docs/nginx/wsgi_request_timeout.md).

@@ -17,6 +17,8 @@ pub unsafe extern "C" fn wsgi_content_handler(r: *mut ngx_http_request_t) -> ngx
         let Some(lc) = WsgiModule::location_conf(unsafe { &*r }) else {
             return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         };
+        // SAFETY: r is live (contract).
+        unsafe { crate::metrics::begin(r, lc) };
         match lc.group {
             // SAFETY: r is live (contract).
             Some(group) => unsafe { daemon::forward(r, group) },

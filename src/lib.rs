@@ -17,6 +17,7 @@
 //! - `daemon`: daemon mode, forwarding a request to its group through nginx's upstream module;
 //!   `daemon_send`: its sending side (the body while the response comes back, the abort mark);
 //! - `supervise`: daemon mode in the master: starting, keeping and stopping the groups;
+//! - `metrics`: the counters' shared zone, what a request records, the `wsgi_metrics` endpoint;
 //! - `keeper`: the small process per group, between the master and the group's supervisor,
 //!   that starts the supervisor again when it dies;
 //! - `log`: nginx's error log, for a request and for pyhost.
@@ -48,6 +49,8 @@ mod directives;
 #[cfg(not(test))]
 mod handler;
 #[cfg(not(test))]
+mod metrics;
+#[cfg(not(test))]
 mod supervise;
 
 #[cfg(not(test))]
@@ -56,17 +59,17 @@ pub use statics::{ngx_http_wsgi_module, WsgiModule};
 /// The module descriptor, directive table and http context: what nginx looks up in the .so.
 #[cfg(not(test))]
 mod statics {
-    use crate::{conf, directives, embedded, supervise};
+    use crate::{conf, directives, embedded, metrics, supervise};
 
     use std::ffi::{c_char, c_void, CStr};
     use std::ptr::{addr_of, addr_of_mut};
 
     use ngx::ffi::{
         ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_http_module_t, ngx_int_t, ngx_module_t,
-        ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE1234,
-        NGX_CONF_TAKE2, NGX_CONF_TAKE23, NGX_ERROR, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
-        NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF,
-        NGX_LOG_EMERG, NGX_OK,
+        ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
+        NGX_CONF_TAKE1234, NGX_CONF_TAKE2, NGX_CONF_TAKE23, NGX_ERROR, NGX_HTTP_LOC_CONF,
+        NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_MODULE,
+        NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_OK,
     };
     use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 
@@ -117,7 +120,7 @@ mod statics {
     }
 
     /// The directive table (null-terminated, as nginx expects).
-    static mut COMMANDS: [ngx_command_t; 24] = [
+    static mut COMMANDS: [ngx_command_t; 25] = [
         command(
             c"wsgi_script",
             NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
@@ -165,6 +168,12 @@ mod statics {
             NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
             directives::set_threads,
             NGX_HTTP_MAIN_CONF_OFFSET,
+        ),
+        command(
+            c"wsgi_metrics",
+            NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+            directives::set_metrics,
+            NGX_HTTP_LOC_CONF_OFFSET,
         ),
         command(
             c"wsgi_param",
@@ -251,7 +260,7 @@ mod statics {
 
     static HTTP_CTX: ngx_http_module_t = ngx_http_module_t {
         preconfiguration: None,
-        postconfiguration: None,
+        postconfiguration: Some(metrics::postconfiguration),
         create_main_conf: Some(directives::create_main_conf),
         init_main_conf: None,
         create_srv_conf: None,
@@ -279,8 +288,12 @@ mod statics {
 
     /// Runs in the master at start and on each reload (and for `nginx -t`/`-s`): daemon groups.
     extern "C" fn init_module(cycle: *mut ngx_cycle_t) -> ngx_int_t {
-        // SAFETY: nginx passes the cycle being initialised, on its main thread.
-        let result = std::panic::catch_unwind(|| unsafe { supervise::init_module(cycle) });
+        // SAFETY: nginx passes the cycle being initialised, on its main thread. The metrics
+        // slots are registered before the daemon groups fork (they inherit them).
+        let result = std::panic::catch_unwind(|| unsafe {
+            metrics::init_module(cycle);
+            supervise::init_module(cycle)
+        });
         let (lines, failed) = match result {
             Ok(Ok(lines)) => (lines, None),
             Ok(Err(msg)) => (Vec::new(), Some(msg)),
@@ -317,7 +330,11 @@ mod statics {
         // SAFETY: nginx passes the worker's live cycle, on the event-loop thread.
         let result = std::panic::catch_unwind(|| unsafe { embedded::start(cycle) });
         let msg = match result {
-            Ok(Ok(())) => return NGX_OK as ngx_int_t,
+            Ok(Ok(())) => {
+                let _ =
+                    std::panic::catch_unwind(|| metrics::init_process(embedded::python_threads()));
+                return NGX_OK as ngx_int_t;
+            }
             Ok(Err(msg)) => msg,
             Err(_) => "wsgi: RW-NG090 internal error while starting the worker".to_string(),
         };
@@ -329,5 +346,6 @@ mod statics {
     /// Runs in each worker process before it exits.
     extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
         let _ = std::panic::catch_unwind(embedded::stop);
+        let _ = std::panic::catch_unwind(metrics::exit_process);
     }
 }

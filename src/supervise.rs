@@ -168,6 +168,10 @@ fn sync(wanted: Vec<(String, GroupConfig)>, log_fd: RawFd) -> Vec<Line> {
             groups.push(old.swap_remove(i));
             continue;
         }
+        // Its workers are replaced: the metrics count them as reload respawns.
+        if let Some(r) = old.iter().find(|r| r.name == name) {
+            crate::metrics::group_restarted(&r.config);
+        }
         // A changed group on the same socket is handed over; on another socket it just stops.
         let mut replaced = old
             .iter()

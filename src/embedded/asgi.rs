@@ -130,6 +130,11 @@ impl Transport for AsgiTransport {
         let _ = self.push(Msg::Resume);
     }
 
+    fn timed_out(&mut self) {
+        // Embedded mode's group is "" (crates/metrics); a lookup by name, once per timeout.
+        ::metrics::request_timed_out_in("");
+    }
+
     fn finish(&mut self, outcome: Outcome) {
         // Err: nginx already freed the request; nobody is left to tell.
         let _ = self.push(Msg::Done(outcome));

@@ -43,7 +43,7 @@ mod worker;
 #[cfg(not(test))]
 pub use stream::run;
 #[cfg(not(test))]
-pub use worker::stop;
+pub use worker::{python_threads, stop};
 
 /// `init_process`: starts embedded mode in this worker if any location needs it, with the
 /// event-loop side's handler for the wake-up eventfd.

@@ -252,12 +252,15 @@ unsafe fn start_job(r: *mut ngx_http_request_t) -> Result<(), String> {
     // SAFETY: stream is pool memory that no longer moves; the connection of a live request is
     // valid.
     unsafe { arm_guard(stream, (*req.connection).log) };
+    let metrics = crate::metrics::app_id(req, lc);
     match app {
         AppRef::Wsgi(app) => worker.submit(Job {
             app,
             vars,
             body,
             exchange,
+            metrics,
+            queued: metrics.map(|_| std::time::Instant::now()),
             timeout,
         }),
         AppRef::Asgi(app) => {

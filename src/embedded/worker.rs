@@ -18,7 +18,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ngx::ffi::{
     ngx_connection_t, ngx_cycle_t, ngx_event_t, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK,
@@ -43,6 +43,9 @@ pub struct Job {
     pub vars: Vars,
     pub body: RequestBody,
     pub exchange: Arc<Exchange>,
+    /// The app's metrics slot, and when the job was queued (metrics kept only).
+    pub metrics: Option<::metrics::AppId>,
+    pub queued: Option<Instant>,
     /// The location's `wsgi_request_timeout`.
     pub timeout: Option<Duration>,
 }
@@ -63,6 +66,8 @@ pub struct Worker {
     pub log: NgxLog,
     /// Why Python could not start in this worker (requests then get 500 and this line is logged).
     pub python_error: Option<String>,
+    /// Python request threads started.
+    threads: usize,
     /// The WSGI apps' imports in the ledger (gate.rs).
     gate: Gate,
     /// Starting Python killed a predecessor: not started here before this (monotonic ms).
@@ -142,6 +147,8 @@ impl Worker {
             vars,
             mut body,
             exchange,
+            metrics,
+            queued,
             timeout,
         } = job;
         exchange.mark_taken();
@@ -171,10 +178,14 @@ impl Worker {
                             stuck,
                         }),
                 };
+                let call = ::metrics::PythonCall::start(metrics, queued.map(|t| t.elapsed()));
                 // pyhost never panics on purpose; if it does, the thread survives and the
                 // response is cut (the event loop closes the connection).
                 std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    pyhost::handle(app, &req, &mut body, &mut out, &self.log)
+                    let outcome = pyhost::handle(app, &req, &mut body, &mut out, &self.log);
+                    let stats = pyhost::last_request_stats();
+                    call.finish(stats.gil_wait, u64::from(stats.exceptions));
+                    outcome
                 }))
                 .unwrap_or_else(|_| {
                     self.log.write(
@@ -232,7 +243,10 @@ impl Worker {
         };
         pyhost::asgi::Timeout {
             after,
-            take_over: Box::new(move || take_over.stuck()),
+            take_over: Box::new(move || {
+                take_over.timed_out();
+                take_over.stuck();
+            }),
         }
     }
 
@@ -285,6 +299,11 @@ struct EventLoopTakeOver {
 static RETIRE: AtomicBool = AtomicBool::new(false);
 
 impl Stuck for EventLoopTakeOver {
+    fn timed_out(&self) {
+        // Embedded mode's group is "" (crates/metrics); a lookup by name, once per timeout.
+        ::metrics::request_timed_out_in("");
+    }
+
     fn stuck(&self) {
         // Before the wake-up, so that the event loop sees it when it wakes.
         RETIRE.store(true, Ordering::Release);
@@ -433,6 +452,7 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result
         mode,
         log,
         python_error,
+        threads,
         start_held_until,
         quitting: AtomicBool::new(false),
         importing: Mutex::new(()),
@@ -485,6 +505,13 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result
         );
     }
     Ok(())
+}
+
+/// Python request threads running in this worker (0 without embedded mode), for the metrics.
+pub fn python_threads() -> usize {
+    get()
+        .filter(|w| w.python_error.is_none())
+        .map_or(0, |w| w.threads)
 }
 
 /// How often the exit watch looks at `ngx_exiting`.

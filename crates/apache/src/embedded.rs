@@ -141,8 +141,17 @@ unsafe fn preload(s: *mut server_rec) {
     }
 }
 
-/// Runs the request in this child. Returns the handler status for httpd.
-pub(crate) fn run(r: &mut request_rec, conf: &DirConf) -> c_int {
+/// Python runs in this child (embedded mode is possible here).
+pub(crate) fn python_available() -> bool {
+    CHILD.get().is_some_and(|c| c.unavailable.is_none())
+}
+
+/// Runs the request in this child (`app`: its metrics slot). Returns the handler status.
+pub(crate) fn run(
+    r: &mut request_rec,
+    conf: &DirConf,
+    app_metrics: Option<::metrics::AppId>,
+) -> c_int {
     let Some(child) = CHILD.get() else {
         // SAFETY: r is live.
         unsafe {
@@ -206,6 +215,9 @@ pub(crate) fn run(r: &mut request_rec, conf: &DirConf) -> c_int {
     let log = HttpdLog::Request(r);
     let mut body = RequestBody::new(r);
     let mut out = Output::new(r);
+    let call = ::metrics::PythonCall::start(app_metrics, None);
     let outcome = pyhost::handle(&app, &request, &mut body, &mut out, &log);
+    let stats = pyhost::last_request_stats();
+    call.finish(stats.gil_wait, u64::from(stats.exceptions));
     out.finish(outcome)
 }

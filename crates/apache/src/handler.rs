@@ -105,6 +105,9 @@ pub(crate) unsafe extern "C" fn handler(r: *mut request_rec) -> c_int {
 unsafe fn handle(r: &mut request_rec) -> c_int {
     // SAFETY: r->handler is NULL or a NUL-terminated string.
     let name = unsafe { cstr_bytes(r.handler) };
+    if name == b"rwsgi-metrics" {
+        return crate::metrics::serve(r);
+    }
     if !HANDLER_NAMES.contains(&name) {
         return DECLINED_;
     }
@@ -169,9 +172,10 @@ unsafe fn handle(r: &mut request_rec) -> c_int {
         Some(a) => base.with_alias(a),
         None => base,
     };
+    let app = crate::metrics::begin(r, alias.map(|a| a.url.as_str()), &conf);
     match conf.process_group {
         Some(ProcessGroup::Daemon(ref group)) => daemon::forward(r, &conf, group),
-        Some(ProcessGroup::Embedded) | None => embedded::run(r, &conf),
+        Some(ProcessGroup::Embedded) | None => embedded::run(r, &conf, app),
     }
 }
 

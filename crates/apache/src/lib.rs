@@ -15,6 +15,7 @@
 //!   request body read whole first) and `backend` (the connection to the group: the request
 //!   sent while the response is read);
 //! - `supervise`: daemon mode in the parent: starting and restarting the groups;
+//! - `metrics`: the counters' shared mapping, what a request records, `SetHandler rwsgi-metrics`;
 //! - `log`: httpd's error log, for a request, a server and pyhost.
 //!
 //! lib.rs names the other files' hooks and they reach their configuration through its module
@@ -33,6 +34,7 @@ mod embedded;
 mod ffi;
 mod handler;
 mod log;
+mod metrics;
 mod request;
 mod spool;
 mod supervise;
@@ -111,8 +113,13 @@ unsafe extern "C" fn register_hooks(_pool: *mut apr_pool_t) {
         );
         ap_hook_handler(Some(handler::handler), null(), null(), middle);
         ap_hook_check_config(Some(check_config), null(), null(), middle);
+        // The metrics region exists before supervise.rs forks the daemon groups, and a child
+        // claims its metrics slot once embedded.rs knows whether Python runs in it.
+        let (first, last) = (APR_HOOK_FIRST as c_int, APR_HOOK_LAST as c_int);
+        ap_hook_post_config(Some(metrics::post_config), null(), null(), first);
         ap_hook_post_config(Some(supervise::post_config), null(), null(), middle);
         ap_hook_child_init(Some(embedded::child_init), null(), null(), middle);
+        ap_hook_child_init(Some(metrics::child_init), null(), null(), last);
     }
 }
 

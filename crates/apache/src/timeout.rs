@@ -51,6 +51,11 @@ pub(crate) struct CloseConnection {
 unsafe impl Sync for CloseConnection {}
 
 impl Stuck for CloseConnection {
+    fn timed_out(&self) {
+        // Embedded mode's group is "" (crates/metrics); a lookup by name, once per timeout.
+        ::metrics::request_timed_out_in("");
+    }
+
     fn stuck(&self) {
         // SAFETY: see the Sync impl: r and its connection are alive.
         let what = unsafe { shut_down(self.r) };

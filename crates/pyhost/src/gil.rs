@@ -1,5 +1,5 @@
-//! The host's attach points: taking the GIL (timed, for [`crate::stats`]) and letting it go
-//! around a wait.
+//! The host's attach points: taking the GIL (timed, for [`crate::stats`] and the request's
+//! [`crate::RequestStats`]) and letting it go around a wait.
 //!
 //! Every place where pyhost takes the GIL goes through [`attach`] or [`detach`], so the time a
 //! request thread waits for the GIL there is measured (one clock read pair per take).
@@ -9,13 +9,13 @@ use std::time::Instant;
 use pyo3::marker::Ungil;
 use pyo3::prelude::*;
 
-use crate::stats;
+use crate::{request_stats, stats};
 
 /// `Python::attach`, with the wait for the GIL counted.
 pub(crate) fn attach<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
     let asked = Instant::now();
     Python::attach(|py| {
-        stats::gil_waited(asked.elapsed());
+        waited(asked.elapsed());
         f(py)
     })
 }
@@ -31,8 +31,14 @@ where
         let r = f();
         (r, Instant::now())
     });
-    stats::gil_waited(asked.elapsed());
+    waited(asked.elapsed());
     result
+}
+
+/// One wait for the GIL: the process's totals and the request's own.
+fn waited(d: std::time::Duration) {
+    stats::gil_waited(d);
+    request_stats::gil_waited(d);
 }
 
 /// CPU time this thread has used, in nanoseconds (0 if the clock cannot be read).

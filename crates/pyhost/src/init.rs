@@ -48,6 +48,19 @@ pub fn is_initialized() -> bool {
     unsafe { ffi::Py_IsInitialized() != 0 }
 }
 
+/// The version of the Python this process links (`3.11.2`), for metrics and logs. Callable
+/// before the interpreter starts, and in processes that never start it.
+pub fn python_version() -> String {
+    // SAFETY: Py_GetVersion returns a static NUL-terminated string and may be called before
+    // Py_Initialize (documented so).
+    let full = unsafe { std::ffi::CStr::from_ptr(ffi::Py_GetVersion()) };
+    let full = full.to_string_lossy();
+    full.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// The `program_name` that selects the prefix: `<home>/bin/python3`, or Debian's python3.
 fn program_name(home: Option<&Path>) -> Result<PathBuf, Error> {
     let Some(home) = home else {

@@ -15,6 +15,7 @@
 //! crate root's types), so no two files import each other.
 //!
 //! 1. Leaves: `log` (the [`ErrorLog`] trait, traceback formatting), `init` (the interpreter),
+//!    `request_stats` (GIL wait and exceptions of the thread's last request),
 //!    `borrowed` (the raw handle a scope keeps of the transport's borrows), `filewrapper`
 //!    (`wsgi.file_wrapper`), `stats` (the host's counters).
 //! 2. Process: `thread` (threads with the server's signals blocked, long-lived thread states),
@@ -49,6 +50,7 @@ mod interrupt;
 mod log;
 mod memory;
 mod process;
+mod request_stats;
 mod response;
 mod run;
 mod scope;
@@ -62,9 +64,10 @@ mod wsgi_input;
 pub use admit::{admit, Demand, Permit};
 pub use app::{App, AppSource, AppSpec};
 pub use environ::http_header_var;
-pub use init::{is_initialized, Error, PythonConfig};
+pub use init::{is_initialized, python_version, Error, PythonConfig};
 pub use log::{ErrorLog, Level, StderrLog};
 pub use process::{initialize, ProcessApps};
+pub use request_stats::{last_request_stats, RequestStats};
 pub use run::{answer_500, handle};
 pub use stats::{stats, Stats, FIELD_NAMES as STATS_FIELDS, STATS_DIR_ENV};
 pub use thread::{register_thread, spawn_with_signals_blocked, PythonThread};
@@ -142,6 +145,11 @@ pub trait Stuck: Sync {
     /// make sure the stuck thread can no longer write to it; then let the process be replaced
     /// once its other requests are done. Must not block and must not take the GIL.
     fn stuck(&self);
+    /// Called once per request that passes its timeout, on pyhost's watchdog thread, before the
+    /// interrupt (whatever happens next: a 504, a cut response, or [`stuck`](Self::stuck)), for
+    /// the transport's bookkeeping (the metrics count request timeouts here). The request's
+    /// borrows are alive, as for `stuck`. Must not block and must not take the GIL.
+    fn timed_out(&self) {}
 }
 
 /// The source of `wsgi.input`. Called without the GIL. `Ok(0)` means the body has ended; the

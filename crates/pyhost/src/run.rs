@@ -16,6 +16,7 @@ use crate::filewrapper::FileWrapper;
 use crate::input::InputState;
 use crate::interrupt;
 use crate::log::{format_exception, ErrorLog, Level};
+use crate::request_stats;
 use crate::response::{ResponseState, SendError};
 use crate::scope::{Scope, SendSlice};
 use crate::start_response::StartResponse;
@@ -48,6 +49,7 @@ pub fn handle(
     out: &mut dyn Responder,
     log: &dyn ErrorLog,
 ) -> Outcome {
+    request_stats::begin();
     if !crate::is_initialized() {
         log.log(
             Level::Error,
@@ -228,6 +230,7 @@ fn call_app<'py>(
         Ok(c) => c,
         Err(e) if interrupt::is_timeout(py, &e) => return Err(timed_out(py, scope)),
         Err(e) => {
+            request_stats::exception();
             scope.log(Level::Error, &app.load_error_message(py, &e));
             return Err(send_500(py, scope));
         }
@@ -253,6 +256,7 @@ fn respond(py: Python<'_>, scope: &Scope, iterable: &Bound<'_, PyAny>) -> Outcom
             outcome
         }
         Err(e) => {
+            request_stats::exception();
             scope.log(
                 Level::Error,
                 &format!(
@@ -486,6 +490,7 @@ fn fail(py: Python<'_>, scope: &Scope, err: &PyErr) -> Outcome {
     if interrupt::is_timeout(py, err) {
         return timed_out(py, scope);
     }
+    request_stats::exception();
     scope.log(
         Level::Error,
         &format!(

@@ -355,6 +355,10 @@ fn interrupt(slot: &Arc<Slot>, w: u64, ran: u64) {
     // SAFETY: we hold BUSY for this request: its thread cannot leave `handle` (Watch::end waits
     // for us), so the Request and what it borrows are alive; we only read them.
     let req = unsafe { &**slot.request.get() };
+    if let Some(t) = req.timeout {
+        // The transport's code: a panic in it must not end the watchdog.
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| t.stuck.timed_out()));
+    }
     let job = req.timeout.map(|t| Job {
         slot: Arc::clone(slot),
         seq: seq_of(w),

@@ -70,6 +70,7 @@ fn a_task_past_its_timeout_is_cancelled_and_answered_504() {
     assert_eq!(rec.status, Some(504), "{rec:?}");
     assert_eq!(rec.outcome, Some(Outcome::TimedOut));
     assert_eq!(rec.finish_calls, 1);
+    assert_eq!(rec.timed_out, 1, "the transport is told once");
     drop(rec);
     assert!(start.elapsed() < Duration::from_secs(5));
     // The stack says where the task waited.
@@ -94,6 +95,7 @@ fn a_started_response_past_its_timeout_is_cut() {
     assert_eq!(rec.status, Some(200));
     assert_eq!(rec.text(), "first");
     assert_eq!(rec.outcome, Some(Outcome::Aborted));
+    assert_eq!(rec.timed_out, 1);
     drop(rec);
     assert!(h.log.wait("its response is cut"));
     assert!(h.host.stop());
@@ -121,6 +123,8 @@ fn a_coroutine_blocking_the_loop_is_taken_over_by_the_monitor() {
     let rec = r.finished();
     assert_eq!(rec.outcome, Some(Outcome::Aborted), "{rec:?}");
     assert_eq!(rec.status, None);
+    // The take-over was the transport's word of the timeout: not told twice.
+    assert_eq!(rec.timed_out, 0);
     drop(rec);
     assert_eq!(taken.load(Ordering::SeqCst), 1);
     assert!(h.host.stop());

@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -22,12 +22,18 @@ fn watchdog_log() -> &'static Log {
 struct Hook {
     called: AtomicBool,
     at: Mutex<Option<Instant>>,
+    /// `Stuck::timed_out` calls: one per request that passed its timeout.
+    timeouts: AtomicUsize,
 }
 
 impl Stuck for Hook {
     fn stuck(&self) {
         *self.at.lock().unwrap() = Some(Instant::now());
         self.called.store(true, Ordering::SeqCst);
+    }
+
+    fn timed_out(&self) {
+        self.timeouts.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -127,6 +133,7 @@ fn spinning_python_gets_504_and_the_thread_serves_again() {
             (Outcome::Complete, &b"hello"[..])
         );
     }
+    assert_eq!(hook.timeouts.load(Ordering::SeqCst), 1, "told once");
 }
 
 #[test]
@@ -167,6 +174,7 @@ fn a_thread_stuck_in_c_is_handed_to_the_transport_after_the_grace() {
     assert_eq!(outcome, Outcome::TimedOut);
     assert!(log.all().contains("RW-PY043"), "{}", log.all());
     assert_eq!(pyhost::stuck_threads(), 0);
+    assert_eq!(hook.timeouts.load(Ordering::SeqCst), 1, "one timeout, not two");
 }
 
 #[test]
@@ -178,4 +186,5 @@ fn requests_within_their_timeout_are_untouched() {
         assert_eq!((outcome, rec.status), (Outcome::Complete, Some(200)));
     }
     assert!(!hook.called.load(Ordering::SeqCst));
+    assert_eq!(hook.timeouts.load(Ordering::SeqCst), 0);
 }

@@ -553,12 +553,34 @@ def application(environ, start_response):
         "{}",
         log.all()
     );
+    assert_eq!(pyhost::last_request_stats().exceptions, 1);
     let (out, rec, log) = get(&app, "/after");
     assert_eq!(
         (out, rec.status, rec.text().as_str()),
         (Outcome::Aborted, Some(200), "partial")
     );
     assert!(log.all().contains("ZeroDivisionError: after"));
+    assert_eq!(
+        pyhost::last_request_stats().exceptions,
+        1,
+        "counted per request"
+    );
+}
+
+#[test]
+fn request_stats_measure_the_gil_and_count_exceptions() {
+    let app = app(
+        "stats",
+        "def application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'ok']\n",
+    );
+    let (out, _, _) = get(&app, "/");
+    assert_eq!(out, Outcome::Complete);
+    let stats = pyhost::last_request_stats();
+    assert_eq!(stats.exceptions, 0);
+    // Taking a free GIL is quick, but it is measured: never zero, never absurd.
+    assert!(stats.gil_wait > Duration::ZERO && stats.gil_wait < Duration::from_secs(60));
+    let v = pyhost::python_version();
+    assert!(v.starts_with("3.") && !v.contains(' '), "{v}");
 }
 
 #[test]

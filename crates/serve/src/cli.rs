@@ -12,6 +12,7 @@ rwsgi serve: serve a WSGI app inside nginx (the rwsgi module), in the foreground
 
 Usage: rwsgi serve APP.py [options]
        rwsgi serve --module PACKAGE.MODULE[:CALLABLE] [options]
+       rwsgi top METRICS-ENDPOINT [--interval SECS] [--once]   (see rwsgi top --help)
 
 Writes a complete nginx configuration into a private directory, checks it with `nginx -t`, runs
 the system nginx in the foreground and prints the URL. Ctrl-C stops everything.
@@ -95,6 +96,10 @@ pub struct Options {
 #[derive(Debug)]
 pub enum Command {
     Serve(Box<Options>),
+    /// `rwsgi top ENDPOINT ...`.
+    Top(crate::top::TopOptions),
+    /// `rwsgi top --help`.
+    TopHelp,
     Help,
     Version,
 }
@@ -128,9 +133,15 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
         None | Some("-h") | Some("--help") | Some("help") => return Ok(Command::Help),
         Some("-V") | Some("--version") => return Ok(Command::Version),
         Some("serve") => {}
+        Some("top") => {
+            return Ok(match crate::top::parse_args(it)? {
+                Some(opts) => Command::Top(opts),
+                None => Command::TopHelp,
+            })
+        }
         Some(other) => {
             return Err(format!(
-                "unknown command {other:?}: the command is `rwsgi serve` (see --help)"
+                "unknown command {other:?}: the commands are `rwsgi serve` and `rwsgi top` (see --help)"
             ))
         }
     }

@@ -5,7 +5,7 @@
 //! configuration text), `setup` (writing it, `nginx -t`, `--setup-only`'s nginxctl),
 //! `preflight` (checks with a sentence each), `users` (the worker user's file access),
 //! `run` (the foreground server), `procs` (signals, starting and reaping), `watch`
-//! (`--reload-on-change`).
+//! (`--reload-on-change`); `top` is the other command, `rwsgi top` (a metrics view).
 
 mod cli;
 mod conf;
@@ -14,6 +14,7 @@ mod procs;
 mod run;
 mod setup;
 mod site;
+mod top;
 mod users;
 mod watch;
 
@@ -41,6 +42,19 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Command::Serve(opts)) => opts,
+        Ok(Command::TopHelp) => {
+            print!("{}", top::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Top(opts)) => {
+            return match top::run(&opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(msg) => {
+                    eprintln!("rwsgi top: {msg}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Err(msg) => {
             eprintln!("rwsgi serve: {msg}");
             return ExitCode::from(2);

@@ -52,6 +52,9 @@ pub struct Inbound<'s> {
     stream: &'s Stream,
     source: Source<'s>,
     stash: Stash,
+    /// For the metrics ([`received`](Self::received)): a raw body's length; FastCGI's STDIN
+    /// bytes taken so far.
+    counted: u64,
 }
 
 impl<'s> Inbound<'s> {
@@ -63,10 +66,24 @@ impl<'s> Inbound<'s> {
 
     /// The body of a request head (`proto::Head::body`).
     pub fn from_source(stream: &'s Stream, source: Source<'s>) -> Inbound<'s> {
+        let counted = match &source {
+            Source::Raw { prefix, on_socket } => prefix.len() as u64 + on_socket,
+            Source::Records(_) => 0,
+        };
         Inbound {
             stream,
             source,
             stash: Stash::default(),
+            counted,
+        }
+    }
+
+    /// Body bytes the front end sent so far (with the head, stashed, read by the app, or
+    /// drained after the response), for the metrics.
+    pub fn received(&self) -> u64 {
+        match &self.source {
+            Source::Raw { on_socket, .. } => self.counted.saturating_sub(*on_socket),
+            Source::Records(_) => self.counted,
         }
     }
 
@@ -140,7 +157,11 @@ impl<'s> Inbound<'s> {
     /// waits up to the connection's timeout.
     fn pull(&mut self, buf: &mut [u8], wait: bool) -> io::Result<usize> {
         let on_socket = match &mut self.source {
-            Source::Records(records) => return records.read(self.stream, buf, wait),
+            Source::Records(records) => {
+                let n = records.read(self.stream, buf, wait)?;
+                self.counted += n as u64;
+                return Ok(n);
+            }
             Source::Raw { on_socket, .. } => on_socket,
         };
         let want = buf

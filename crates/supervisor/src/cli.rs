@@ -70,6 +70,9 @@ Socket:
                                  RWSGI_SECRET var (uwsgi_param RWSGI_SECRET \"...\";): on a TCP
                                  socket any local user can connect; the file must be mode 0600
 
+Metrics:
+  --metrics HOST:PORT|unix:PATH  serve Prometheus metrics of all the workers there (GET /metrics)
+
 Embedding:
   --lifetime-fd N                stop gracefully when this inherited pipe closes (web server modules)
 
@@ -144,6 +147,10 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
         if !OPTION_NAMES.contains(&opt.name.as_str()) && !APP_OPTIONS.contains(&opt.name.as_str()) {
             apply(&mut cfg, &opt.name, &opt.value).map_err(|msg| opt.error(&msg))?;
         }
+    }
+    // The metrics' group label: what `ps` shows, when the user named the processes.
+    if let Some(name) = &cfg.display_name {
+        cfg.name.clone_from(name);
     }
     cfg.validate().map_err(|e| format!("--{e}"))?;
     Ok(Command::Run {
@@ -389,6 +396,7 @@ const OPTIONS: &[&str] = &[
     "listen-backlog",
     "secret-file",
     "lifetime-fd",
+    "metrics",
 ];
 
 fn is_known(name: &str) -> bool {
@@ -406,6 +414,9 @@ fn apply(cfg: &mut GroupConfig, name: &str, value: &str) -> Result<(), String> {
                 .ok_or("expected octal permission bits, e.g. 0600 or 0660")?
         }
         "socket-owner" => cfg.socket_owner = Some(non_empty(value)?.to_owned()),
+        "metrics" => {
+            cfg.metrics = Some(SocketSpec::parse(value).map_err(|e| e.message)?);
+        }
         "secret-file" => cfg.secret = Some(Secret::from_file(Path::new(non_empty(value)?))?),
         "chdir" => cfg.chdir = Some(PathBuf::from(from_cwd(non_empty(value)?)?)),
         "env" => match value.split_once('=') {

@@ -180,6 +180,9 @@ impl Interface {
 /// All daemon options of one process group (DESIGN.md, "Daemon group options").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupConfig {
+    /// The group's name (`wsgi_daemon_process NAME`, `WSGIDaemonProcess NAME`; rwsgi-worker:
+    /// its display name, else `rwsgi-worker`): the `group` label of its metrics.
+    pub name: String,
     /// Which interface the apps speak (`interface=`): WSGI threads, or one asyncio loop.
     pub interface: Interface,
     /// Where to listen.
@@ -224,6 +227,9 @@ pub struct GroupConfig {
     pub socket_timeout: Duration,
     /// Process name shown by `ps -o comm` and used as the log prefix.
     pub display_name: Option<String>,
+    /// rwsgi-worker `--metrics`: serve the Prometheus endpoint here (the web server modules
+    /// serve it themselves and leave this `None`).
+    pub metrics: Option<SocketSpec>,
     /// The secret every packet must carry as `RWSGI_SECRET` (`secret.rs`); `None` = no check
     /// (rwsgi-worker without `--secret-file`).
     pub secret: Option<Secret>,
@@ -239,6 +245,7 @@ impl GroupConfig {
     /// A config with mod_wsgi's defaults for everything but the socket and the script.
     pub fn new(socket: SocketSpec, script: PathBuf) -> Self {
         GroupConfig {
+            name: "rwsgi-worker".to_owned(),
             interface: Interface::Wsgi,
             socket,
             protocol: Protocol::Uwsgi,
@@ -258,6 +265,7 @@ impl GroupConfig {
             queue_timeout: None,
             socket_timeout: Duration::from_secs(60),
             display_name: None,
+            metrics: None,
             secret: None,
             chdir: None,
             env: Vec::new(),

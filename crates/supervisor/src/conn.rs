@@ -20,7 +20,7 @@ use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pyhost::{App, ErrorLog, Head, Mode, Outcome, Responder, Stuck, Timeout};
 use uwsgi::contract::{self, PathInfoForm};
@@ -28,6 +28,7 @@ use uwsgi::{Var, EMPTY_VAR, MAX_VARS};
 
 use crate::body::{Inbound, SocketBody};
 use crate::config::Protocol;
+use crate::metrics::HttpRequest;
 pub(crate) use crate::proto::Bad;
 use crate::proto::{self, abort_record};
 use crate::respond::{Framing, SocketResponder};
@@ -46,6 +47,8 @@ pub(crate) const SMALL_VARS: usize = 96;
 pub struct MountedApp<'a> {
     pub mount: Option<&'a [u8]>,
     pub app: &'a App,
+    /// Its metrics slot, when metrics are kept.
+    pub metrics: Option<::metrics::AppId>,
 }
 
 /// What a worker thread needs to serve connections.
@@ -69,6 +72,10 @@ pub struct Ctx<'a> {
     pub secret: Option<&'a Secret>,
     /// What the socket speaks.
     pub protocol: Protocol,
+    /// Count the requests in the metrics (standalone; behind our modules the front end does).
+    pub count_http: bool,
+    /// The group's metrics slot (request timeouts are counted here, where the watchdog runs).
+    pub metrics_group: Option<::metrics::GroupId>,
 }
 
 /// Per-thread buffers, reused from one connection to the next.
@@ -99,6 +106,7 @@ impl Default for Scratch {
 
 /// Serves one connection to the end and closes it (by dropping `stream`).
 pub fn serve(stream: Stream, ctx: &Ctx<'_>, scratch: &mut Scratch) {
+    let accepted = Instant::now();
     stream.set_timeouts(ctx.socket_timeout);
     let Scratch { buf, params, head } = scratch;
     let bufs = proto::Buffers { read: buf, params };
@@ -107,7 +115,7 @@ pub fn serve(stream: Stream, ctx: &Ctx<'_>, scratch: &mut Scratch) {
         Ok(None) => return, // connected and closed without a byte: a health check
         Err(bad) => return log_refusal(&bad),
     };
-    if let Err(bad) = run_request(&stream, &request, ctx, head) {
+    if let Err(bad) = run_request(&stream, &request, ctx, head, accepted) {
         log_refusal(&bad);
     }
 }
@@ -130,6 +138,7 @@ fn run_request(
     request: &proto::Head<'_>,
     ctx: &Ctx<'_>,
     head_buf: &mut Vec<u8>,
+    accepted: Instant,
 ) -> Result<(), Bad> {
     let mut small: [Var<'_>; SMALL_VARS] = [EMPTY_VAR; SMALL_VARS];
     let mut large = Vec::new();
@@ -151,30 +160,38 @@ fn run_request(
         return Err(Bad::NoApp);
     };
     let env = environ(vars, &front, &routed);
+    let http = HttpRequest::start(ctx.count_http, app.metrics, accepted);
     let length = front.content_length.unwrap_or(0);
     let inbound = RefCell::new(Inbound::from_source(stream, request.body(length)));
     // Who writes the response head: this thread (the app's response), or pyhost's watchdog
     // thread (a 504 for a request stuck past its timeout); whoever comes first.
     let head_claim = AtomicBool::new(false);
     let mut out = SocketResponder::new(stream, &inbound, head_buf, request.framing(), &head_claim);
+    let read = |inbound: &RefCell<Inbound<'_>>| inbound.borrow().received();
     if queued_too_long(ctx, front.request_start) {
         let msg = b"Request queued too long in the server.\n";
         if answer(&mut out, b"504 Gateway Timeout", msg).is_ok() {
             finish_clean(stream, &inbound, false);
         }
+        http.finish(out.status, read(&inbound), out.sent, false);
         return Ok(());
     }
+    // Time queued since the front end received it, for the metrics (when it says).
+    let queued = app.metrics.and(front.request_start).and_then(queued_for);
     let mut body = SocketBody { inbound: &inbound };
     let stuck = TakeOver {
         fd: stream.as_raw_fd(),
         framing: request.framing(),
         head_claim: &head_claim,
         ctx,
+        http: &http,
     };
-    let outcome = run_app(ctx, app.app, &env, &mut body, &mut out, &stuck);
+    let outcome = run_app(ctx, app, queued, &env, &mut body, &mut out, &stuck);
     // The abort mark is our own front ends' addition to uwsgi (uwsgi::contract).
     let abort_mark = front.abort_mark && request.protocol() == Protocol::Uwsgi;
     end_response(stream, &inbound, &mut out, outcome, abort_mark);
+    let gone = outcome == Outcome::ClientGone;
+    http.finish(out.status, read(&inbound), out.sent, gone);
     Ok(())
 }
 
@@ -412,10 +429,12 @@ fn queued_too_long(ctx: &Ctx<'_>, request_start: Option<&[u8]>) -> bool {
     true
 }
 
-/// Runs the app, with this thread marked busy on the scoreboard (for request-timeout).
+/// Runs the app, with this thread marked busy on the scoreboard (for request-timeout) and in
+/// the metrics.
 fn run_app(
     ctx: &Ctx<'_>,
-    app: &App,
+    app: &MountedApp<'_>,
+    queued: Option<Duration>,
     env: &[(&[u8], &[u8])],
     body: &mut SocketBody<'_, '_>,
     out: &mut SocketResponder<'_, '_>,
@@ -432,7 +451,10 @@ fn run_app(
     };
     ctx.board
         .set_busy(ctx.slot, ctx.thread, monotonic_ms().max(1));
-    let outcome = pyhost::handle(app, &request, body, out, ctx.log);
+    let call = ::metrics::PythonCall::start(app.metrics, queued);
+    let outcome = pyhost::handle(app.app, &request, body, out, ctx.log);
+    let stats = pyhost::last_request_stats();
+    call.finish(stats.gil_wait, u64::from(stats.exceptions));
     ctx.board.set_busy(ctx.slot, ctx.thread, 0);
     outcome
 }
@@ -469,9 +491,17 @@ struct TakeOver<'a> {
     framing: Framing,
     head_claim: &'a AtomicBool,
     ctx: &'a Ctx<'a>,
+    /// The request as a standalone worker counts it: the 504 sent here ends it.
+    http: &'a HttpRequest,
 }
 
 impl Stuck for TakeOver<'_> {
+    fn timed_out(&self) {
+        if let Some(g) = self.ctx.metrics_group {
+            ::metrics::request_timed_out(g);
+        }
+    }
+
     fn stuck(&self) {
         let answered = !self.head_claim.swap(true, Ordering::AcqRel);
         // Logged first: once the client has its answer, the log already says why.
@@ -508,6 +538,11 @@ impl Stuck for TakeOver<'_> {
                     libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
                 )
             };
+        }
+        if answered {
+            // Counted now: the stuck thread may never come back (if it does, it counts nothing).
+            self.http
+                .finish(504, 0, pyhost::TIMEOUT_BODY.len() as u64, false);
         }
         // Both directions: a thread waiting for request body bytes wakes up with EOF.
         // SAFETY: fd is open (see the field); shutdown does not close it, the owner does.

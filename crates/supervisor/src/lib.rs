@@ -20,7 +20,8 @@
 //! response), `routing` (which app, SCRIPT_NAME and
 //! PATH_INFO), `scoreboard` (shared memory between supervisor and workers), `secret` (the
 //! group's proof of origin), `asgi` (an ASGI worker: one asyncio loop that also drives the
-//! sockets), `signals`, `privs`, `log`. The vars our front ends add to uwsgi
+//! sockets), `metrics` (the group's slots in the metrics region, rwsgi-worker's `--metrics`
+//! endpoint), `signals`, `privs`, `log`. The vars our front ends add to uwsgi
 //! are `uwsgi::contract`.
 
 mod asgi;
@@ -33,6 +34,7 @@ mod ini;
 pub mod listener;
 pub mod log;
 mod master;
+mod metrics;
 pub mod options;
 mod privs;
 mod proto;
@@ -141,6 +143,7 @@ pub(crate) fn run_inner(
         Some(listener) => listener,
         None => listener::Listener::bind(cfg).map_err(Error::Startup)?,
     };
+    let metrics = metrics::GroupMetrics::setup(cfg).map_err(Error::Startup)?;
     let apps: Vec<String> = cfg
         .apps
         .iter()
@@ -166,12 +169,18 @@ pub(crate) fn run_inner(
         cfg.processes,
         apps.join(" ")
     );
+    if let Some(endpoint) = metrics.describe_endpoint() {
+        rwlog!("RW062", "metrics endpoint on {endpoint}");
+    }
     let mut master =
-        master::Master::new(cfg, listener, identity, lifetime).map_err(Error::Startup)?;
+        master::Master::new(cfg, listener, identity, lifetime, metrics).map_err(Error::Startup)?;
     if let Some(fd) = inherited.predecessor {
         master.replace_when_ready(fd);
     }
     master.run();
+    if let Some(region) = ::metrics::region() {
+        region.release_process();
+    }
     Ok(())
 }
 

@@ -32,12 +32,14 @@ use std::time::{Duration, Instant};
 
 use crate::config::GroupConfig;
 use crate::listener::Listener;
+use crate::metrics::GroupMetrics;
 use crate::privs::Identity;
 use crate::refuse::Refuser;
 use crate::scoreboard::Scoreboard;
 use crate::signals::{self, monotonic_ms, Pipe};
 use crate::worker;
 use crate::{rwlog, rwlog_limited};
+use ::metrics::Respawn;
 
 /// A worker that died unasked before it was ready (Python or the app failed to start), or that
 /// died this soon after it started, counts as a crash-loop failure. One that served for a while
@@ -86,6 +88,10 @@ pub struct Master<'a> {
     last_failure: Option<Instant>,
     next_spawn: Instant,
     shutdown: Option<Instant>,
+    metrics: GroupMetrics,
+    /// The `--metrics` endpoint process, and when it may be started (again).
+    endpoint: Option<libc::pid_t>,
+    endpoint_next: Instant,
     /// Why the group has no live worker (the last early death), until a worker is ready.
     outage: Option<String>,
     refuser: Refuser,
@@ -97,6 +103,7 @@ impl<'a> Master<'a> {
         listener: Listener,
         identity: Option<Identity>,
         lifetime: Option<BorrowedFd<'a>>,
+        metrics: GroupMetrics,
     ) -> Result<Self, String> {
         // Room for every worker twice: during a rolling restart the old ones drain while their
         // replacements already run.
@@ -119,6 +126,9 @@ impl<'a> Master<'a> {
             last_failure: None,
             next_spawn: Instant::now(),
             shutdown: None,
+            metrics,
+            endpoint: None,
+            endpoint_next: Instant::now(),
             outage: None,
             refuser: Refuser::new(cfg.protocol),
         })
@@ -150,6 +160,7 @@ impl<'a> Master<'a> {
             crate::log::flush_due();
             if self.shutdown.is_some() && self.workers.is_empty() {
                 rwlog!("RW009", "all workers stopped; exiting");
+                self.stop_endpoint();
                 return Exit::Stopped;
             }
             let mut fds = vec![signals::readable(self.sigpipe.read.as_raw_fd())];
@@ -259,10 +270,28 @@ impl<'a> Master<'a> {
             if pid <= 0 {
                 return;
             }
+            if self.endpoint == Some(pid) {
+                rwlog!(
+                    "RW061",
+                    "metrics endpoint {pid} {}",
+                    describe_status(status)
+                );
+                self.endpoint = None;
+                continue;
+            }
             let Some(i) = self.workers.iter().position(|w| w.pid == pid) else {
                 continue;
             };
             let w = self.workers.swap_remove(i);
+            if self.board.is_retiring(w.slot) {
+                // Counted when it is gone: a recycled worker may finish its last request and
+                // exit before a tick sees its flag.
+                self.count_respawn(if self.board.is_retiring_stuck(w.slot) {
+                    Respawn::RequestTimeout
+                } else {
+                    Respawn::MaximumRequests
+                });
+            }
             let lived = w.started.elapsed();
             let expected = w.stop_deadline.is_some() || w.killed;
             let how = describe_status(status);
@@ -279,6 +308,9 @@ impl<'a> Master<'a> {
                     "worker {pid} died unexpectedly: {how} after {:.1}s",
                     lived.as_secs_f64()
                 );
+                if self.shutdown.is_none() {
+                    self.count_respawn(Respawn::Crash);
+                }
                 let was_ready = self.board.is_ready(w.slot) || self.board.is_retiring(w.slot);
                 if !was_ready || lived < EARLY_DEATH {
                     self.note_failure();
@@ -327,6 +359,7 @@ impl<'a> Master<'a> {
         if self.shutdown.is_some() {
             return;
         }
+        self.keep_endpoint(now);
         if self.last_failure.is_some_and(|t| now - t > BACKOFF_RESET) {
             self.failures = 0;
             self.last_failure = None;
@@ -355,6 +388,7 @@ impl<'a> Master<'a> {
                 // The replacement is ready: retire the oldest worker of the old generation.
                 let pid = old[0];
                 self.stop_worker(pid, now);
+                self.count_respawn(Respawn::Reload);
                 if old.len() == 1 {
                     rwlog!(
                         "RW010",
@@ -416,9 +450,52 @@ impl<'a> Master<'a> {
                     );
                     signal(w.pid, libc::SIGKILL);
                     w.killed = true;
+                    if let Some(g) = self.metrics.group {
+                        ::metrics::request_timed_out(g);
+                        ::metrics::respawned(g, Respawn::RequestTimeout, 1);
+                    }
                 }
             }
         }
+    }
+
+    fn count_respawn(&self, reason: Respawn) {
+        if let Some(g) = self.metrics.group {
+            ::metrics::respawned(g, reason, 1);
+        }
+    }
+
+    /// Starts the `--metrics` endpoint process if it is not running (at most once a second).
+    fn keep_endpoint(&mut self, now: Instant) {
+        if self.endpoint.is_some()
+            || now < self.endpoint_next
+            || self.metrics.endpoint_fd().is_none()
+        {
+            return;
+        }
+        self.endpoint_next = now + Duration::from_secs(1);
+        let endpoint_fd = self.metrics.endpoint_fd();
+        let mut close: Vec<RawFd> = self
+            .supervisor_fds()
+            .into_iter()
+            .filter(|fd| Some(*fd) != endpoint_fd)
+            .collect();
+        close.push(self.listener.as_raw_fd());
+        // SAFETY: plain getter.
+        let parent = unsafe { libc::getpid() };
+        self.endpoint = self
+            .metrics
+            .spawn_endpoint(&close, self.identity.as_ref(), parent);
+    }
+
+    fn stop_endpoint(&mut self) {
+        if let Some(pid) = self.endpoint.take() {
+            signal(pid, libc::SIGKILL);
+            let mut status = 0;
+            // SAFETY: our child, killed just now; waiting reaps it.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+        }
+        self.metrics.remove_endpoint_file();
     }
 
     /// Forks one worker of the current generation; false when it has to wait (back-off, no slot).
@@ -448,6 +525,7 @@ impl<'a> Master<'a> {
                 slot,
                 identity: self.identity.as_ref(),
                 parent,
+                metrics: &self.metrics,
             });
         }
         signals::restore_mask(&saved_mask);
@@ -472,8 +550,9 @@ impl<'a> Master<'a> {
         true
     }
 
-    /// In a new worker: close the supervisor-only descriptors.
-    fn close_in_child(&self) {
+    /// The descriptors only the supervisor uses: the signal pipe, the lifetime pipe, the
+    /// metrics endpoint's socket.
+    fn supervisor_fds(&self) -> Vec<RawFd> {
         let mut fds: Vec<RawFd> = vec![
             self.sigpipe.read.as_raw_fd(),
             self.sigpipe.write.as_raw_fd(),
@@ -485,11 +564,17 @@ impl<'a> Master<'a> {
         if let Some(fd) = &self.predecessor {
             fds.push(fd.as_raw_fd());
         }
+        fds.extend(self.metrics.endpoint_fd());
         // Connections the supervisor is answering: a copy held here would keep them open.
         let mut refused = Vec::new();
         self.refuser.poll_fds(&mut refused);
         fds.extend(refused.iter().map(|p| p.fd));
-        for fd in fds {
+        fds
+    }
+
+    /// In a new worker: close the supervisor-only descriptors.
+    fn close_in_child(&self) {
+        for fd in self.supervisor_fds() {
             // SAFETY: these fds belong to the supervisor's objects, which the child never uses
             // again (worker::run does not return); closing them only drops the child's copies.
             unsafe { libc::close(fd) };
@@ -500,6 +585,7 @@ impl<'a> Master<'a> {
 impl Drop for Master<'_> {
     fn drop(&mut self) {
         self.listener.remove_file();
+        self.stop_endpoint();
     }
 }
 

@@ -164,6 +164,7 @@ impl DaemonOptions {
     ) -> GroupConfig {
         let socket = self.socket.clone().unwrap_or(default_socket);
         let mut cfg = GroupConfig::new(socket, PathBuf::new());
+        cfg.name = name.to_owned();
         cfg.apps = apps;
         cfg.processes = self.processes;
         cfg.threads = self.threads;

@@ -44,6 +44,9 @@ pub struct SocketResponder<'a, 's> {
     framing: Framing,
     /// The head has no Content-Length: the body ends at our close.
     pub unframed: bool,
+    /// The status and the body bytes sent, for the metrics.
+    pub status: u16,
+    pub sent: u64,
     /// Set by whoever writes a head first: this writer, or pyhost's watchdog answering for a
     /// request stuck past its timeout (conn.rs, `TakeOver`).
     head_claim: &'a AtomicBool,
@@ -66,6 +69,8 @@ impl<'a, 's> SocketResponder<'a, 's> {
             head_pending: false,
             framing,
             unframed: false,
+            status: 0,
+            sent: 0,
             head_claim,
         }
     }
@@ -220,6 +225,7 @@ impl Responder for SocketResponder<'_, '_> {
         };
         encoded.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         self.head_pending = true;
+        self.status = head.status;
         self.unframed = !head
             .headers
             .iter()
@@ -242,7 +248,11 @@ impl Responder for SocketResponder<'_, '_> {
                 "the front end aborted the request",
             ));
         }
-        self.send(chunk, &[])
+        let written = self.send(chunk, &[]);
+        if written.is_ok() {
+            self.sent += chunk.len() as u64;
+        }
+        written
     }
 
     fn send_file(
@@ -256,10 +266,13 @@ impl Responder for SocketResponder<'_, '_> {
             // leave a record short of its length: pyhost reads the file and writes it instead.
             return None;
         }
-        Some(
-            self.flush_head()
-                .and_then(|_| self.sendfile_all(file, offset, len)),
-        )
+        let sent = self
+            .flush_head()
+            .and_then(|_| self.sendfile_all(file, offset, len));
+        if let Ok(n) = sent {
+            self.sent += n;
+        }
+        Some(sent)
     }
 }
 

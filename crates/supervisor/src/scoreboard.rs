@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const STARTING: u64 = 0;
 const READY: u64 = 1;
 const RETIRING: u64 = 2;
+/// Retiring because a request's thread is stuck in C code past request-timeout (conn.rs).
+const RETIRING_STUCK: u64 = 3;
 
 /// The shared table: `slots` rows of `1 + threads` cells.
 pub struct Scoreboard {
@@ -95,14 +97,29 @@ impl Scoreboard {
     /// the supervisor can start the replacement right away instead of after the exit.
     pub fn set_retiring(&self, slot: usize) {
         if let Some(c) = self.cell(slot, 0) {
-            c.store(RETIRING, Ordering::Release);
+            // Not over RETIRING_STUCK: the stuck request is why it goes.
+            c.fetch_max(RETIRING, Ordering::AcqRel);
         }
     }
 
-    /// Supervisor: has the worker in `slot` announced that it is retiring?
+    /// Worker: as [`set_retiring`](Self::set_retiring), because one of its request threads is
+    /// stuck in C code past request-timeout (the metrics count that respawn as a timeout's).
+    pub fn set_retiring_stuck(&self, slot: usize) {
+        if let Some(c) = self.cell(slot, 0) {
+            c.store(RETIRING_STUCK, Ordering::Release);
+        }
+    }
+
+    /// Supervisor: has the worker in `slot` announced that it is retiring (for either reason)?
     pub fn is_retiring(&self, slot: usize) -> bool {
         self.cell(slot, 0)
-            .is_some_and(|c| c.load(Ordering::Acquire) == RETIRING)
+            .is_some_and(|c| matches!(c.load(Ordering::Acquire), RETIRING | RETIRING_STUCK))
+    }
+
+    /// Supervisor: is it retiring because a request got stuck past request-timeout?
+    pub fn is_retiring_stuck(&self, slot: usize) -> bool {
+        self.cell(slot, 0)
+            .is_some_and(|c| c.load(Ordering::Acquire) == RETIRING_STUCK)
     }
 
     /// Worker thread: a request started at `now_ms` (CLOCK_MONOTONIC), or 0 = idle.
@@ -156,6 +173,10 @@ mod tests {
         assert_eq!(board.oldest_request(0), None);
         board.set_retiring(1);
         assert!(board.is_retiring(1) && !board.is_ready(1));
+        assert!(!board.is_retiring_stuck(1));
+        board.set_retiring_stuck(0);
+        board.set_retiring(0);
+        assert!(board.is_retiring(0) && board.is_retiring_stuck(0), "the stuck reason stays");
         board.set_ready(1);
         assert!(board.is_retiring(1), "ready never overrides retiring");
         board.reset(1);

@@ -27,6 +27,7 @@ use crate::config::{AppConfig, GroupConfig, Interface};
 use crate::conn::{self, Ctx, MountedApp, Scratch};
 use crate::listener::{readable, Listener};
 use crate::log::WorkerLog;
+use crate::metrics::GroupMetrics;
 use crate::privs::Identity;
 use crate::scoreboard::Scoreboard;
 use crate::signals::{self, Pipe};
@@ -52,14 +53,26 @@ pub struct Start<'a> {
     pub identity: Option<&'a Identity>,
     /// The supervisor's pid, to notice that it died before PR_SET_PDEATHSIG took effect.
     pub parent: libc::pid_t,
+    /// The group's metrics slots.
+    pub metrics: &'a GroupMetrics,
 }
 
 /// Runs the worker; never returns.
 pub fn run(start: Start<'_>) -> ! {
+    if let Some(region) = ::metrics::region() {
+        region.register_process(
+            ::metrics::Role::Worker,
+            start.metrics.group,
+            start.cfg.threads,
+        );
+    }
     let code = match setup_and_serve(&start) {
         Ok(()) => 0,
         Err(code) => code,
     };
+    if let Some(region) = ::metrics::region() {
+        region.release_process();
+    }
     // _exit: no atexit handlers, no stdio flush races with threads the app may have started, no
     // interpreter finalisation (which can hang on app threads); the supervisor only needs the code.
     // SAFETY: terminating the process is always sound.
@@ -144,9 +157,11 @@ fn serve(start: &Start<'_>, apps: &ProcessApps, stop: &Pipe) -> Result<(), i32> 
     let mounted: Vec<MountedApp<'_>> = apps
         .iter()
         .zip(&cfg.apps)
-        .map(|(app, conf)| MountedApp {
+        .zip(&start.metrics.apps)
+        .map(|((app, conf), metrics)| MountedApp {
             mount: conf.mount.as_deref().map(str::as_bytes),
             app,
+            metrics: *metrics,
         })
         .collect();
     let shared = Shared {
@@ -159,7 +174,7 @@ fn serve(start: &Start<'_>, apps: &ProcessApps, stop: &Pipe) -> Result<(), i32> 
     let threads = cfg.threads as usize;
     let (board, slot) = (start.board, start.slot);
     let retire = || {
-        board.set_retiring(slot);
+        board.set_retiring_stuck(slot);
         shared.request_stop();
         shared.changed.notify_all();
     };
@@ -174,6 +189,8 @@ fn serve(start: &Start<'_>, apps: &ProcessApps, stop: &Pipe) -> Result<(), i32> 
         board: start.board,
         slot: start.slot,
         thread: 0,
+        count_http: start.metrics.count_http,
+        metrics_group: start.metrics.group,
         secret: cfg.secret.as_ref(),
         protocol: cfg.protocol,
     };

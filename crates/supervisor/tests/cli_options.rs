@@ -246,6 +246,33 @@ fn full_command_line() {
     assert_eq!(c.socket_mode, 0o660);
     assert_eq!(c.request_timeout, Some(Duration::from_millis(2500)));
     assert_eq!(c.maximum_requests, 10);
+    assert_eq!(
+        (c.name.as_str(), c.metrics.as_ref()),
+        ("rwsgi-worker", None)
+    );
+}
+
+#[test]
+fn metrics_endpoint_and_group_name() {
+    let c = run(&[
+        "--socket=127.0.0.1:9000",
+        "--script=a.py",
+        "--metrics=127.0.0.1:9100",
+        "--display-name=shop",
+    ])
+    .unwrap();
+    assert_eq!(c.metrics, Some(SocketSpec::Tcp("127.0.0.1:9100".into())));
+    assert_eq!(c.name, "shop");
+    let c = run(&[
+        "--socket=unix:/x",
+        "--script=a.py",
+        "--metrics",
+        "unix:/run/m.sock",
+    ])
+    .unwrap();
+    assert_eq!(c.metrics, Some(SocketSpec::Unix("/run/m.sock".into())));
+    let e = run(&["--socket=unix:/x", "--script=a.py", "--metrics", "nowhere"]);
+    assert!(e.unwrap_err().starts_with("--metrics:"));
 }
 
 #[test]

@@ -89,6 +89,8 @@ unsafe extern "C" fn guard_handler(ev: *mut ngx_event_t) {
             );
             (*s.r).connection
         };
+        // The request never ran: pyhost's watchdog did not see it, so it is counted here.
+        ::metrics::request_timed_out_in("");
         finalize(s, NGX_HTTP_GATEWAY_TIME_OUT as ngx_int_t);
         // As nginx's own timer handlers do after finalising.
         // SAFETY: c belongs to nginx's connection array, valid for the worker's lifetime.

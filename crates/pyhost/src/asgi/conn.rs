@@ -396,6 +396,10 @@ impl Conn {
             ),
         );
         if ours {
+            let transport = self.transport.get_mut().unwrap_or_else(|e| e.into_inner());
+            if let Some(t) = transport.as_mut() {
+                t.timed_out();
+            }
             match self.response {
                 Response::Idle | Response::Started { .. } => {
                     self.answer_plain(504, crate::TIMEOUT_BODY, None, Outcome::TimedOut);

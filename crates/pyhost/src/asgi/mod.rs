@@ -116,6 +116,10 @@ pub trait Transport: Send + 'static {
     /// Close the WebSocket with this code and reason (the app's `websocket.close`, or 1011 after
     /// an exception). The transport sends the close frame and ends the connection.
     fn ws_close(&mut self, _code: u16, _reason: &str) {}
+    /// The request passed its timeout and the loop stops it (deadline.rs, step 1), just before
+    /// its 504 or cut response: for the transport's bookkeeping (the metrics count it). Not
+    /// called for a request the monitor took over: the transport's own `take_over` ran then.
+    fn timed_out(&mut self) {}
     /// The app is done with the connection; called exactly once, last.
     fn finish(&mut self, outcome: Outcome);
 }

@@ -113,6 +113,8 @@ pub struct Record {
     pub resume_reading: usize,
     pub outcome: Option<Outcome>,
     pub finish_calls: usize,
+    /// `Transport::timed_out` calls (the loop stopped the request at its timeout).
+    pub timed_out: usize,
 }
 
 impl Record {
@@ -253,6 +255,9 @@ impl Transport for TestTransport {
     fn ws_close(&mut self, code: u16, reason: &str) {
         self.shared
             .update(|r| r.ws_closed = Some((code, reason.to_string())));
+    }
+    fn timed_out(&mut self) {
+        self.shared.update(|r| r.timed_out += 1);
     }
     fn finish(&mut self, outcome: Outcome) {
         self.shared.update(|r| {

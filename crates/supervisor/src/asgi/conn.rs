@@ -18,7 +18,7 @@ use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pyhost::asgi::{BodyRead, FdHandler, Flow, Handle, Io, Kind, Timeout, Transport, Waker, WsOut};
 use pyhost::{Head, Outcome};
@@ -30,6 +30,7 @@ use crate::conn::{
     environ, log_refusal, parse_vars, queued_for, stuck_response, too_many_vars, Bad, FrontEnd,
     SMALL_VARS, TOO_MANY_VARS_BODY,
 };
+use crate::metrics::HttpRequest;
 use crate::respond::Framing;
 use crate::routing;
 use crate::rwlog;
@@ -60,6 +61,11 @@ pub struct Shared {
     /// A request's coroutine blocked the loop past its timeout (`take_over`): the worker
     /// retires.
     pub stuck: AtomicBool,
+    /// Standalone with `--metrics` (this worker answers HTTP): each app's metrics slot, in
+    /// configuration order; empty when the front end counts the requests.
+    pub metrics: Vec<Option<::metrics::AppId>>,
+    /// The group's metrics slot (its request timeouts), when metrics are kept.
+    pub metrics_group: Option<::metrics::GroupId>,
 }
 
 enum Phase {
@@ -113,6 +119,13 @@ struct ConnIo {
     /// Counted in `Shared::live` (until closed or taken over).
     counted: bool,
     shared: Arc<Shared>,
+    /// The request as a standalone worker counts it (`Shared::metrics`), ended at the close.
+    http: Option<HttpRequest>,
+    accepted: Instant,
+    /// For the metrics: the status sent, the body's declared length, body bytes queued.
+    status: u16,
+    length: u64,
+    sent: u64,
 }
 
 fn lock(m: &Mutex<ConnIo>) -> MutexGuard<'_, ConnIo> {
@@ -182,6 +195,11 @@ impl ConnIo {
             wrote: false,
             counted: true,
             shared,
+            http: None,
+            accepted: Instant::now(),
+            status: 0,
+            length: 0,
+            sent: 0,
         }
     }
 
@@ -235,6 +253,16 @@ impl ConnIo {
         }
         if self.stream.take().is_some() {
             self.uncount();
+        }
+        self.count_end();
+    }
+
+    /// The request ends for the metrics (standalone only; once).
+    fn count_end(&mut self) {
+        if let Some(http) = self.http.take() {
+            let unread = self.body_left + (self.prefix.len() - self.prefix_pos) as u64;
+            let gone = matches!(self.outcome, None | Some(Outcome::ClientGone));
+            http.finish(self.status, self.length.saturating_sub(unread), self.sent, gone);
         }
     }
 
@@ -495,6 +523,10 @@ fn start_request(c: &mut ConnIo, io: &Io<'_>, shared_io: &Arc<Mutex<ConnIo>>) ->
         .map(|(k, v)| (k.to_vec(), v.to_vec()))
         .collect();
     let length = front.content_length.unwrap_or(0);
+    if let Some(&app) = c.shared.metrics.get(routed.app) {
+        c.http = Some(HttpRequest::start(true, app, c.accepted));
+        c.length = length;
+    }
     let rest = &packet[consumed..];
     let with_head = rest
         .len()
@@ -564,6 +596,7 @@ fn take_over(io: &Mutex<ConnIo>) {
     if c.closed() || c.outcome.is_some() && c.out.is_empty() && c.head.is_none() {
         return;
     }
+    count_timeout(&c.shared);
     let answered = !c.wrote;
     rwlog!(
         "RW043",
@@ -579,16 +612,27 @@ fn take_over(io: &Mutex<ConnIo>) {
         let msg = stuck_response(Framing::Http);
         // Without blocking: nothing was written yet, so the send buffer has room for it.
         let _ = send(c.fd, &[IoSlice::new(&msg)]);
+        c.status = 504;
+        c.sent = pyhost::TIMEOUT_BODY.len() as u64;
     }
     c.out.clear();
     c.out_bytes = 0;
     c.head = None;
     c.outcome = Some(Outcome::TimedOut);
+    // Counted now: the loop may never come back to close the connection.
+    c.count_end();
     // SAFETY: plain syscall on the connection's open descriptor (closed only by `close`, on
     // the loop thread, under this same lock).
     unsafe { libc::shutdown(c.fd, libc::SHUT_RDWR) };
     // A retiring worker waits for its live connections: this one is done for the client.
     c.uncount();
+}
+
+/// One request of the group stopped by its request-timeout (either step), for the metrics.
+fn count_timeout(shared: &Shared) {
+    if let Some(g) = shared.metrics_group {
+        ::metrics::request_timed_out(g);
+    }
 }
 
 /// A plain-text answer the app never sees: 504 for a request that queued too long and 431 for
@@ -617,6 +661,8 @@ fn answer_plain(c: &mut ConnIo, status: u16) {
     }
     if uwsgi::encode_response_head(line, headers, &mut head).is_ok() {
         c.head = Some(head);
+        c.status = status;
+        c.sent = msg.len() as u64;
         let _ = c.queue(Some(Out::Bytes(msg.to_vec(), 0)));
     }
     c.outcome = Some(Outcome::Complete);
@@ -771,6 +817,7 @@ impl Transport for SocketTransport {
             .chain(extra);
         uwsgi::encode_response_head(head.status_line, headers, &mut bytes)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        c.status = head.status;
         if accept.is_some() {
             // The 101 goes out now, and the connection is a WebSocket from here on.
             c.head = Some(bytes);
@@ -811,16 +858,24 @@ impl Transport for SocketTransport {
     }
 
     fn body(&mut self, chunk: &[u8]) -> io::Result<Flow> {
-        lock(&self.io).queue(Some(Out::Bytes(chunk.to_vec(), 0)))
+        let mut c = lock(&self.io);
+        c.sent += chunk.len() as u64;
+        c.queue(Some(Out::Bytes(chunk.to_vec(), 0)))
     }
 
     fn file(&mut self, file: &File, offset: u64, len: u64) -> Option<io::Result<Flow>> {
         let file = file.try_clone().ok()?;
-        Some(lock(&self.io).queue(Some(Out::File {
+        let mut c = lock(&self.io);
+        c.sent += len;
+        Some(c.queue(Some(Out::File {
             file,
             offset,
             left: len,
         })))
+    }
+
+    fn timed_out(&mut self) {
+        count_timeout(&lock(&self.io).shared);
     }
 
     fn finish(&mut self, outcome: Outcome) {

@@ -102,6 +102,12 @@ pub fn serve(start: &Start<'_>, stop: &Pipe) -> Result<(), i32> {
         live: AtomicUsize::new(0),
         request_timeout: cfg.request_timeout,
         stuck: AtomicBool::new(false),
+        metrics: if start.metrics.count_http {
+            start.metrics.apps.clone()
+        } else {
+            Vec::new()
+        },
+        metrics_group: start.metrics.group,
     });
     let retire = Arc::new(AtomicBool::new(false));
     let accepted = Arc::new(AtomicU64::new(0));
@@ -128,7 +134,7 @@ pub fn serve(start: &Start<'_>, stop: &Pipe) -> Result<(), i32> {
     if stuck {
         // No more accepts (the acceptor checks the flag whenever the loop comes back).
         retire.store(true, Ordering::Relaxed);
-        start.board.set_retiring(start.slot);
+        start.board.set_retiring_stuck(start.slot);
     } else if retire.load(Ordering::Relaxed) {
         start.board.set_retiring(start.slot);
         rwlog!(
