@@ -1,7 +1,7 @@
 //! How our artifacts link the Python interpreter (docs/building.md, "Which libpython").
 //!
 //! Debian builds CPython 3.11 twice, and the two builds run the same Python code in different
-//! numbers of instructions (bench/results/2026-12-04-libpython-linkage.md):
+//! numbers of instructions (bench/results/2026-12-04-static-libpython.md):
 //!
 //! - the static build, compiled without `-fPIC` and with profile-guided optimisation, is
 //!   `/usr/bin/python3.11` and `libpython3.11.a` (the objects that executable is made of, less
@@ -25,16 +25,17 @@ use std::process::Command;
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     let config = pyo3_build_config::get();
-    let (Some(lib_dir), Some(lib_name), Some(python)) =
-        (config.lib_dir(), config.lib_name(), config.executable())
-    else {
+    let (Some(lib_name), Some(python)) = (config.lib_name(), config.executable()) else {
         panic!(
-            "the pyo3 configuration (PYO3_CONFIG_FILE, .cargo/config.toml) must name lib_dir, \
-             lib_name and executable"
+            "the pyo3 configuration (PYO3_CONFIG_FILE, .cargo/config.toml) must name lib_name \
+             and executable"
         );
     };
-    let shared = vec![format!("-L{lib_dir}"), format!("-l{lib_name}")];
-    let static_executable = static_executable_args(python);
+    // The directories come from the interpreter, not from the file, so the one file serves
+    // every Debian architecture (LIBDIR is /usr/lib/<multiarch>).
+    let vars = sysconfig(python, &["LIBDIR", "LIBPL", "LIBRARY", "LIBS", "SYSLIBS", "MODLIBS"]);
+    let shared = vec![format!("-L{}", vars[0]), format!("-l{lib_name}")];
+    let static_executable = static_executable_args(&vars[1..]);
     publish("link_shared", &shared);
     publish("link_static_executable", &static_executable);
     for arg in &static_executable {
@@ -48,10 +49,16 @@ fn main() {
 /// API exported to the modules the process loads (`_ssl`, numpy, ...), which look its symbols up
 /// in the global scope. Every symbol libpython exports starts with `Py` or `_Py`; exporting only
 /// those keeps our own Rust symbols out of the dynamic symbol table.
-fn static_executable_args(python: &str) -> Vec<String> {
-    let vars = sysconfig(python, &["LIBPL", "LIBRARY", "LIBS", "SYSLIBS", "MODLIBS"]);
+///
+/// `vars` are the interpreter's LIBPL, LIBRARY, LIBS, SYSLIBS and MODLIBS.
+fn static_executable_args(vars: &[String]) -> Vec<String> {
     let archive = format!("{}/{}", vars[0], vars[1]);
     println!("cargo::rerun-if-changed={archive}");
+    assert!(
+        std::path::Path::new(&archive).is_file(),
+        "{archive} is missing: rwsgi-worker links the interpreter's static archive, which Debian \
+         ships in libpython3.11-dev (scripts/setup.sh installs it)"
+    );
     let mut args: Vec<String> = [
         // The archive's objects use absolute 32-bit relocations (R_X86_64_32S): they cannot be
         // placed in a position-independent executable. rustc asks for -pie; the last one wins.
