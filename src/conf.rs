@@ -14,6 +14,7 @@
 //! process group) are done in the merge step and name the file and line recorded at parse time.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ngx::http::{Merge, MergeConfigError};
 use supervisor::{DaemonOptions, Interface};
@@ -138,6 +139,9 @@ pub struct LocConf {
     /// `wsgi_param` lines of this level, in order; `None`: inherited (as `uwsgi_param`, a level
     /// with any `wsgi_param` replaces the inherited list).
     pub params: Option<Vec<Param>>,
+    /// `wsgi_request_timeout` (embedded mode): `Some(None)` is `off`, written to undo an outer
+    /// level's value.
+    pub request_timeout: Option<Option<Duration>>,
 }
 
 /// One `wsgi_param NAME VALUE [if_not_empty];`.
@@ -227,6 +231,11 @@ impl LocConf {
     pub fn callable(&self) -> &str {
         self.callable.as_deref().unwrap_or(DEFAULT_CALLABLE)
     }
+
+    /// The request timeout of an embedded request here, if any.
+    pub fn request_timeout(&self) -> Option<Duration> {
+        self.request_timeout.flatten()
+    }
 }
 
 impl Merge for LocConf {
@@ -245,6 +254,9 @@ impl Merge for LocConf {
         if self.params.is_none() {
             self.params.clone_from(&prev.params);
         }
+        if self.request_timeout.is_none() {
+            self.request_timeout = prev.request_timeout;
+        }
         self.daemon.merge(&prev.daemon);
         if self.interface.is_none() {
             self.interface = prev.interface;
@@ -256,6 +268,7 @@ impl Merge for LocConf {
 /// The merge step of one level: inherit from `prev`, resolve the app or group, and refuse
 /// daemon-mode directives written in the block of an embedded `wsgi_script` location.
 pub fn merge_level(conf: &mut LocConf, prev: &LocConf, main: &mut MainConf) -> Result<(), String> {
+    check_timeout_mode(conf)?;
     let local = conf.daemon.first_local();
     // Merge never fails for LocConf (every field has a default).
     let _ = conf.merge(prev);
@@ -267,6 +280,31 @@ pub fn merge_level(conf: &mut LocConf, prev: &LocConf, main: &mut MainConf) -> R
         )),
         _ => Ok(()),
     }
+}
+
+/// A level that sets `wsgi_request_timeout` where it cannot apply, so `nginx -t` says so: beside
+/// a daemon group (the group's workers enforce its own `request-timeout=`) or `wsgi_interface
+/// asgi` (an exception raised in the asyncio loop's thread would hit every request). Checked
+/// before merging: a value inherited from an outer level is meant for its WSGI locations.
+fn check_timeout_mode(conf: &LocConf) -> Result<(), String> {
+    if conf.request_timeout.flatten().is_none() {
+        return Ok(());
+    }
+    if let Some(group) = &conf.process_group {
+        return Err(format!(
+            "\"wsgi_request_timeout\" applies to embedded mode, and this level sends requests to \
+             daemon group \"{}\" (in {}:{}): set request-timeout= on its wsgi_daemon_process",
+            group.name, group.origin.file, group.origin.line
+        ));
+    }
+    if conf.interface == Some(Interface::Asgi) {
+        return Err(
+            "\"wsgi_request_timeout\" applies to WSGI apps, and this level runs an ASGI \
+                    app (wsgi_interface asgi): its requests are tasks on one asyncio loop thread"
+                .to_string(),
+        );
+    }
+    Ok(())
 }
 
 /// Binds a merged location to its daemon group (which must be declared) and registers its app.
@@ -369,6 +407,8 @@ pub struct DaemonGroup {
     /// `socket=HOST:PORT` resolved by the master at start-up (workers must not resolve names on
     /// the event loop).
     pub resolved: Option<std::net::SocketAddr>,
+    /// Where the directive was written (errors found once the whole configuration is read).
+    pub origin: Option<Origin>,
     /// The group's secret, sent as `RWSGI_SECRET` in every packet: set by the master in
     /// `init_module` (src/supervise.rs), before the workers fork.
     pub secret: Option<supervisor::Secret>,
@@ -387,6 +427,7 @@ impl DaemonGroup {
             },
             apps: Vec::new(),
             resolved: None,
+            origin: None,
             secret: None,
         }
     }
@@ -465,6 +506,52 @@ mod tests {
         assert_eq!(child.mount, Some(Mount::Prefix(b"/app".to_vec())));
         assert_eq!(child.callable(), "other");
         assert_eq!(LocConf::default().callable(), DEFAULT_CALLABLE);
+    }
+
+    #[test]
+    fn request_timeouts_inherit_and_off_undoes_them() {
+        let http = LocConf {
+            request_timeout: Some(Some(Duration::from_secs(30))),
+            ..Default::default()
+        };
+        let mut inherits = LocConf::default();
+        inherits.merge(&http).unwrap();
+        assert_eq!(inherits.request_timeout(), Some(Duration::from_secs(30)));
+        let mut off = LocConf {
+            request_timeout: Some(None),
+            ..Default::default()
+        };
+        off.merge(&http).unwrap();
+        assert_eq!(off.request_timeout(), None);
+        // Set beside a daemon group, at the same level: refused (the group has its own).
+        let daemon = LocConf {
+            process_group: Some(GroupRef {
+                name: "g".into(),
+                origin: Origin {
+                    file: "nginx.conf".into(),
+                    line: 9,
+                },
+            }),
+            request_timeout: Some(Some(Duration::from_secs(5))),
+            ..Default::default()
+        };
+        let err = check_timeout_mode(&daemon).unwrap_err();
+        assert!(
+            err.contains("request-timeout= on its wsgi_daemon_process"),
+            "{err}"
+        );
+        assert!(check_timeout_mode(&LocConf {
+            request_timeout: Some(None),
+            ..daemon
+        })
+        .is_ok());
+        let asgi = LocConf {
+            interface: Some(Interface::Asgi),
+            request_timeout: Some(Some(Duration::from_secs(5))),
+            ..Default::default()
+        };
+        let err = check_timeout_mode(&asgi).unwrap_err();
+        assert!(err.contains("applies to WSGI apps"), "{err}");
     }
 
     #[test]

@@ -26,10 +26,11 @@ use ngx::ffi::{
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpUpstreamModule};
 
 use supervisor::SocketSpec;
-use uwsgi::contract::{self, FrontEndVars, PathInfoForm, ABORT_MARK_BYTE};
+use uwsgi::contract::{self, FrontEndVars, PathInfoForm};
 
 use crate::conf::{DaemonGroup, MainConf, Mount};
 use crate::log::log_request;
+use crate::request::Vars;
 use crate::upstream::{HeaderList, Upstream};
 use crate::WsgiModule;
 
@@ -107,6 +108,8 @@ pub unsafe fn make_upstream_conf(
         // The app may turn buffering on or off per response with X-Accel-Buffering, as with the
         // uwsgi module.
         c.set_change_buffering(1);
+        // Keep sending the body after the response head went to the client (daemon_send.rs).
+        c.set_preserve_output(1);
         c.pass_request_headers = 1;
         c.pass_request_body = 1;
         c.module = ngx_str_t {
@@ -274,12 +277,28 @@ pub unsafe fn forward(r: *mut ngx_http_request_t, group: usize) -> ngx_int_t {
             return NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t;
         }
     }
+    // A request whose vars cannot reach the daemon: 431 now, before its body is read.
+    // SAFETY: r is live.
+    if let Some(e) = unsafe { too_large(req) } {
+        let msg = format!(
+            "wsgi: RW-NG021 request too large for daemon process group \"{}\": {e}; answered 431",
+            g.name
+        );
+        // SAFETY: r is live.
+        unsafe { log_request(r, NGX_LOG_ERR as _, &msg) };
+        // SAFETY: r is live, in its content phase, nothing sent yet.
+        return unsafe { send_431(r) };
+    }
     // SAFETY: r is live; ngx_http_upstream_create allocates r->upstream from the request pool.
     if unsafe { ngx_http_upstream_create(r) } != NGX_OK as ngx_int_t {
         return internal;
     }
     // SAFETY: r is live and has its upstream now; the conf was made by make_upstream_conf.
     if unsafe { set_up(req, conf.cast(), g) }.is_none() {
+        return internal;
+    }
+    // SAFETY: r is live and has its upstream.
+    if unsafe { crate::daemon_send::install(r) }.is_none() {
         return internal;
     }
     // SAFETY: r is live; nginx calls ngx_http_upstream_init once the body is read, holding the
@@ -289,6 +308,99 @@ pub unsafe fn forward(r: *mut ngx_http_request_t, group: usize) -> ngx_int_t {
         return rc;
     }
     ngx::ffi::NGX_DONE as ngx_int_t
+}
+
+/// `431 Request Header Fields Too Large`, sent here because nginx's own error responses have
+/// no reason phrase for 431 (its table stops at 429, and an error status clears ours).
+///
+/// # Safety
+/// `r` is live, in its content phase, and nothing has been sent for it.
+unsafe fn send_431(r: *mut ngx_http_request_t) -> ngx_int_t {
+    static STATUS: &[u8] = b"431 Request Header Fields Too Large";
+    static BODY: &[u8] = b"431 Request Header Fields Too Large\n";
+    // SAFETY: r is live (contract); the buffer and chain live in its pool, the data is static.
+    unsafe {
+        let req = &mut *r;
+        if ngx::ffi::ngx_http_discard_request_body(r) != NGX_OK as ngx_int_t {
+            req.set_keepalive(0);
+        }
+        let out = &mut req.headers_out;
+        out.status = 431;
+        out.status_line = ngx_str_t {
+            len: STATUS.len(),
+            data: STATUS.as_ptr().cast_mut(),
+        };
+        out.content_length_n = BODY.len() as _;
+        out.content_type = ngx_str_t {
+            len: 10,
+            data: c"text/plain".as_ptr().cast_mut().cast(),
+        };
+        out.content_type_len = 10;
+        let rc = ngx::ffi::ngx_http_send_header(r);
+        if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || req.header_only() != 0 {
+            return rc;
+        }
+        let b = ngx_pcalloc(req.pool, std::mem::size_of::<ngx_buf_t>()).cast::<ngx_buf_t>();
+        let cl = ngx_alloc_chain_link(req.pool);
+        if b.is_null() || cl.is_null() {
+            return NGX_ERROR as ngx_int_t;
+        }
+        (*b).pos = BODY.as_ptr().cast_mut();
+        (*b).last = (*b).pos.add(BODY.len());
+        (*b).set_memory(1);
+        (*b).set_last_buf(1);
+        (*b).set_last_in_chain(1);
+        (*cl).buf = b;
+        (*cl).next = std::ptr::null_mut();
+        ngx::ffi::ngx_http_output_filter(r, cl)
+    }
+}
+
+/// Why the request's uwsgi vars cannot be sent to a daemon, if they cannot: the encoder's own
+/// limits (a vars block of at most 65,535 bytes, a field of at most 65,535, at most
+/// `uwsgi::MAX_VARS` vars), checked with the vars [`build_request`] sends ([`packet_vars`]) and
+/// the longest possible CONTENT_LENGTH. Requests whose head is small enough that they cannot
+/// reach a limit skip the encoding.
+///
+/// # Safety
+/// `r` is live, in its content phase.
+unsafe fn too_large(r: &mut ngx_http_request_t) -> Option<uwsgi::Error> {
+    // Every var's value comes from the request head (the URI is in at most four of them: the
+    // path twice, the query, the raw URI) or is short (addresses, ports, names, the secret);
+    // each header adds "HTTP_" and the two length fields of its name and value. wsgi_param
+    // values are the operator's: a location with many or long ones is always checked.
+    // SAFETY: the header list of a live request.
+    let headers = unsafe { list_len(&r.headers_in.headers.part) };
+    let params = WsgiModule::location_conf(r)
+        .and_then(|lc| lc.params.as_ref())
+        .map_or(0, Vec::len);
+    let head = usize::try_from(r.request_length).unwrap_or(usize::MAX);
+    let bound = head
+        .saturating_mul(4)
+        .saturating_add(headers.saturating_mul(9))
+        .saturating_add(8192);
+    if bound <= uwsgi::MAX_VARS_BLOCK && headers + params < 256 && params < 16 {
+        return None;
+    }
+    // SAFETY: r is live (contract).
+    let vars = unsafe { packet_vars(r, u64::MAX) }.ok()?;
+    let mut packet = Vec::new();
+    uwsgi::encode_request(0, 0, vars.pairs(), &mut packet).err()
+}
+
+/// Elements in an `ngx_list_t` (from its first part).
+///
+/// # Safety
+/// `part` is the first part of a live list.
+unsafe fn list_len(mut part: *const ngx::ffi::ngx_list_part_t) -> usize {
+    let mut n = 0;
+    while !part.is_null() {
+        // SAFETY: a live list's parts (contract).
+        let p = unsafe { &*part };
+        n += p.nelts;
+        part = p.next;
+    }
+    n
 }
 
 /// The upstream's hooks, settings and address, as the uwsgi module's handler sets them up.
@@ -470,7 +582,6 @@ unsafe extern "C" fn create_request(r: *mut ngx_http_request_t) -> ngx_int_t {
 /// # Safety
 /// `r` is live and has an upstream.
 unsafe fn build_request(r: &mut ngx_http_request_t) -> Result<(), String> {
-    let lc = WsgiModule::location_conf(r).ok_or("no location configuration")?;
     let body_len = if r.request_body_no_buffering() != 0 {
         // wsgi_request_buffering off: the body is still arriving; nginx has checked that it is
         // framed by Content-Length (never chunked here).
@@ -480,9 +591,29 @@ unsafe fn build_request(r: &mut ngx_http_request_t) -> Result<(), String> {
         unsafe { body_length(r) }
     };
     // SAFETY: r is live.
+    let vars = unsafe { packet_vars(r, body_len) }?;
+    let mut packet = Vec::with_capacity(2048);
+    uwsgi::encode_request(0, 0, vars.pairs(), &mut packet).map_err(|e| {
+        format!("wsgi: RW-NG021 cannot encode the request for the daemon group: {e}")
+    })?;
+    // SAFETY: r->upstream is set (we are its create_request hook); allocations are checked.
+    unsafe { chain_packet(r, &packet) }?;
+    // SAFETY: r is live and daemon_send::install ran for it (forward).
+    unsafe { crate::daemon_send::start(r, packet.len() as u64 + body_len) };
+    Ok(())
+}
+
+/// The uwsgi vars of the request, as sent with CONTENT_LENGTH `body_len`: the CGI vars and
+/// wsgi_param's, then the contract's.
+///
+/// # Safety
+/// `r` is live.
+unsafe fn packet_vars(r: &mut ngx_http_request_t, body_len: u64) -> Result<Vars, String> {
+    let lc = WsgiModule::location_conf(r).ok_or("no location configuration")?;
+    // SAFETY: r is live.
     let mut vars = unsafe { crate::request::cgi_vars(r, lc, body_len) };
     // The contract's vars (uwsgi::contract): when nginx received the request, for the group's
-    // queue-timeout; the abort mark (see `send_abort_mark`); PATH_INFO in CGI's split form; and
+    // queue-timeout; the abort mark (daemon_send.rs); PATH_INFO in CGI's split form; and
     // the app's mount when SCRIPT_NAME is not it (a wsgi_param, a rewritten URI).
     let start_us = u64::try_from(r.start_sec).unwrap_or(0) * 1_000_000 + r.start_msec as u64 * 1000;
     for (k, v) in FrontEndVars::new(start_us, PathInfoForm::Split).pairs() {
@@ -500,11 +631,15 @@ unsafe fn build_request(r: &mut ngx_http_request_t) -> Result<(), String> {
     if let Some(secret) = lc.group.and_then(|i| main.groups.get(i)?.secret.as_ref()) {
         vars.add(uwsgi::contract::SECRET, secret.as_bytes());
     }
-    let mut packet = Vec::with_capacity(2048);
-    uwsgi::encode_request(0, 0, vars.pairs(), &mut packet).map_err(|e| {
-        format!("wsgi: RW-NG021 cannot encode the request for the daemon group: {e}")
-    })?;
-    // SAFETY: r->upstream is set (we are its create_request hook); allocations are checked.
+    Ok(vars)
+}
+
+/// Sets `u->request_bufs` to the packet followed by the body's buffers.
+///
+/// # Safety
+/// `r` is live with its upstream (its `create_request` hook is running).
+unsafe fn chain_packet(r: &mut ngx_http_request_t, packet: &[u8]) -> Result<(), String> {
+    // SAFETY: contract; allocations are checked.
     unsafe {
         let u = &mut *r.upstream;
         let pool = r.pool;
@@ -574,9 +709,11 @@ unsafe fn body_length(r: &ngx_http_request_t) -> u64 {
 /// `u->reinit_request`: before a retry on another connection.
 ///
 /// # Safety
-/// Called by nginx's upstream module with a live request; it is not read.
-unsafe extern "C" fn reinit_request(_r: *mut ngx_http_request_t) -> ngx_int_t {
-    // process_header keeps no state between calls: nothing to reset for a retry.
+/// Called by nginx's upstream module with the live request whose upstream [`forward`] set up.
+unsafe extern "C" fn reinit_request(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // process_header keeps no state between calls; the sending side starts over.
+    // SAFETY: nginx passes the live request whose upstream forward set up.
+    unsafe { crate::daemon_send::restart(r) };
     NGX_OK as ngx_int_t
 }
 
@@ -681,38 +818,12 @@ unsafe fn parse_head(r: &mut ngx_http_request_t) -> ngx_int_t {
         204 | 304 => 0,
         // A body shorter than its Content-Length then ends as an error, not as a whole response.
         _ if u.headers_in.content_length_n >= 0 => u.headers_in.content_length_n,
-        // Otherwise only the worker's close ends the body.
-        _ => {
-            // SAFETY: the upstream is connected: the head came through it.
-            unsafe { send_abort_mark(u) };
-            -1
-        }
+        // Otherwise only the worker's close ends the body (and the abort mark is due).
+        _ => -1,
     };
+    // SAFETY: r is live with its upstream connected (the head came through it).
+    unsafe { crate::daemon_send::head_received(r, u.length == -1) };
     NGX_OK as ngx_int_t
-}
-
-/// Sends the abort mark ([`ABORT_MARK_BYTE`]) once the request is sent: a body that only the
-/// worker's close can end needs it to tell a complete end from an aborted one (`uwsgi::contract`,
-/// "Aborted responses").
-///
-/// # Safety
-/// `u` is a live upstream whose peer connection is open.
-unsafe fn send_abort_mark(u: &ngx::ffi::ngx_http_upstream_t) {
-    // Bytes in the middle of a request body that is still being sent would corrupt it; then the
-    // unsent rest of the body plays the same part.
-    if u.request_body_sent() == 0 || u.peer.connection.is_null() {
-        return;
-    }
-    // SAFETY: the connection is open (contract); one byte from a static, non-blocking. If it
-    // fails the worker has closed already and nothing is lost.
-    unsafe {
-        libc::send(
-            (*u.peer.connection).fd,
-            (&ABORT_MARK_BYTE as *const u8).cast(),
-            1,
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
 }
 
 /// Appends one header to `u->headers_in` (key, value and lowercase key NUL-terminated, as

@@ -341,7 +341,9 @@ pub unsafe extern "C" fn set_daemon_process(
     conf: *mut c_void,
 ) -> *mut c_char {
     let parse = |mc: &mut MainConf, argv: &[&[u8]]| -> Result<(), String> {
-        let group = parse_group(argv[1], &argv[2..])?;
+        let mut group = parse_group(argv[1], &argv[2..])?;
+        // SAFETY: cf is valid while the directive is parsed.
+        group.origin = Some(unsafe { origin(cf) });
         if mc.groups.iter().any(|g| g.name == group.name) {
             return Err(format!("duplicate process group \"{}\"", group.name));
         }
@@ -776,4 +778,36 @@ pub unsafe extern "C" fn set_temp_path(
         rc
     }));
     result.unwrap_or(NGX_CONF_ERROR)
+}
+
+/// `wsgi_request_timeout TIME | off;` (http, server, location): embedded requests running longer
+/// are interrupted and answered 504 (docs/nginx/wsgi_request_timeout.md).
+///
+/// # Safety
+/// Called by nginx with a valid `cf` and `conf` pointing at our [`LocConf`].
+pub unsafe extern "C" fn set_request_timeout(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let parse = |lc: &mut LocConf, argv: &[&[u8]]| -> Result<(), String> {
+        if lc.request_timeout.is_some() {
+            return Err("is duplicate".to_string());
+        }
+        let value = argv[1];
+        if value == b"off" {
+            lc.request_timeout = Some(None);
+            return Ok(());
+        }
+        let after = parse_msec(argv)?;
+        if after.is_zero() {
+            return Err(
+                "invalid value \"0\": expected a time such as 30s or 2m, or off".to_string(),
+            );
+        }
+        lc.request_timeout = Some(Some(after));
+        Ok(())
+    };
+    // SAFETY: nginx calls this with a valid cf and, for this directive's conf offset, our LocConf.
+    unsafe { directive(cf, conf, parse) }
 }

@@ -15,7 +15,10 @@
 //! - `embedded/`: embedded mode (the event-loop side, the Python threads, and the hand-off
 //!   between them; its mod.rs lists the files);
 //! - `daemon`: daemon mode, forwarding a request to its group through nginx's upstream module;
+//!   `daemon_send`: its sending side (the body while the response comes back, the abort mark);
 //! - `supervise`: daemon mode in the master: starting, keeping and stopping the groups;
+//! - `keeper`: the small process per group, between the master and the group's supervisor,
+//!   that starts the supervisor again when it dies;
 //! - `log`: nginx's error log, for a request and for pyhost.
 //!
 //! lib.rs names the other files' callbacks and they reach their configuration through its
@@ -29,6 +32,7 @@
 // builds themselves).
 mod conf;
 mod embedded;
+mod keeper;
 mod log;
 mod request;
 mod upstream;
@@ -37,6 +41,8 @@ mod upstream;
 // left out of `cargo test` and exercised by the end-to-end tests (tests/test_nginx_module_*.py).
 #[cfg(not(test))]
 mod daemon;
+#[cfg(not(test))]
+mod daemon_send;
 #[cfg(not(test))]
 mod directives;
 #[cfg(not(test))]
@@ -60,7 +66,7 @@ mod statics {
         ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE1234,
         NGX_CONF_TAKE2, NGX_CONF_TAKE23, NGX_ERROR, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
         NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF,
-        NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_OK,
+        NGX_LOG_EMERG, NGX_OK,
     };
     use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 
@@ -111,7 +117,7 @@ mod statics {
     }
 
     /// The directive table (null-terminated, as nginx expects).
-    static mut COMMANDS: [ngx_command_t; 23] = [
+    static mut COMMANDS: [ngx_command_t; 24] = [
         command(
             c"wsgi_script",
             NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
@@ -164,6 +170,12 @@ mod statics {
             c"wsgi_param",
             ANY_LEVEL | NGX_CONF_TAKE23,
             directives::set_param,
+            NGX_HTTP_LOC_CONF_OFFSET,
+        ),
+        command(
+            c"wsgi_request_timeout",
+            ANY_LEVEL | NGX_CONF_TAKE1,
+            directives::set_request_timeout,
             NGX_HTTP_LOC_CONF_OFFSET,
         ),
         daemon(
@@ -279,9 +291,7 @@ mod statics {
         };
         for line in lines {
             // SAFETY: the cycle log is valid during init_module.
-            unsafe {
-                ngx::log::log_error(NGX_LOG_NOTICE as usize, (*cycle).log, 0, line.as_bytes())
-            };
+            unsafe { ngx::log::log_error(line.level, (*cycle).log, 0, line.text.as_bytes()) };
         }
         match failed {
             None => NGX_OK as ngx_int_t,

@@ -105,8 +105,11 @@ def nginx_embedded(lch, d: AppDir, *, script="faults.py", http="wsgi_threads 2;"
 
 
 def nginx_supervisors(nginx) -> list:
+    """The group's supervisor(s): "nginx: wsgi daemon group NAME", each the child of the group's
+    keeper ("nginx: wsgi keeper NAME"), a child of nginx's master; all named after the group."""
     from harness.faults import children
-    return children(nginx.process.pid, f"wsgi:{nginx.group_name}"[:15])
+    name = f"wsgi:{nginx.group_name}"[:15]
+    return sorted(s for k in children(nginx.process.pid, name) for s in children(k, name))
 
 
 def nginx_workers(nginx) -> list:

@@ -31,15 +31,17 @@ def test_full_directive_set_is_accepted(launcher):
         WSGISocketPrefix /var/run/wsgi
         WSGIRestrictEmbedded Off
         WSGIImportScript /srv/app.wsgi process-group=%{GLOBAL} application-group=%{GLOBAL}
-        WSGIScriptAlias /app /srv/app.wsgi process-group=%{GLOBAL} application-group=%{GLOBAL} callable-object=app pass-authorization=On
+        WSGIScriptAlias /app /srv/app.wsgi process-group=%{GLOBAL} application-group=%{GLOBAL} callable-object=app pass-authorization=On request-timeout=30
         WSGIApplicationGroup %{GLOBAL}
         WSGIProcessGroup %{GLOBAL}
         WSGICallableObject application
         WSGIPassAuthorization On
         WSGIChunkedRequest On
+        WSGIRequestTimeout 60
         <Location /app>
             WSGICallableObject other
             WSGIApplicationGroup ""
+            WSGIRequestTimeout Off
         </Location>
         <VirtualHost 127.0.0.1:*>
             WSGIScriptAlias /v /srv/v.wsgi
@@ -60,6 +62,9 @@ def test_full_directive_set_is_accepted(launcher):
     ("WSGIDaemonProcess web stack-size=524288", "option 'stack-size' is not supported"),
     ("WSGIDaemonProcess web threads=zero", 'invalid value "zero" for "threads": expected a number from 1 to 1024'),
     ("WSGIPassAuthorization Maybe", "expected On or Off"),
+    ("WSGIRequestTimeout soon", 'WSGIRequestTimeout: invalid value "soon" for "request-timeout": expected a number of seconds'),
+    ("WSGIDaemonProcess web\nWSGIScriptAlias /app /srv/app.wsgi process-group=web request-timeout=5",
+     "request-timeout= applies to embedded mode; requests here go to daemon group 'web'"),
     ("WSGIScriptAlias /app", "takes a URL path and a script path"),
     ("<VirtualHost *:80>\nWSGIPythonHome /usr\n</VirtualHost>", "WSGIPythonHome cannot occur within"),
     ("WSGIScriptAlias /app /srv/app.wsgi process-group=nosuch", "no WSGIDaemonProcess group of that name"),

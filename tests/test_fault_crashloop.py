@@ -16,7 +16,7 @@ import time
 import pytest
 
 from fault_common import (Clock, apache_logs, apache_site, app_dir, lch, nginx_daemon, nginx_embedded,  # noqa: F401
-                          reference, timed_get, uwsgi_worker)
+                          ok, reference, timed_get, uwsgi_worker)
 from harness.faults import children, wait_for
 
 SCRIPTS = ("faults.py", "exit_at_import.py")
@@ -72,8 +72,17 @@ def worker_starts(nginx) -> int:
     return len(re.findall(r"start worker process \d+", nginx.error_log_text()))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 4: nginx embedded: the import's os._exit kills the "
-                   "worker, the master respawns it at once, and the next one imports again: a fork storm")
+def statuses_for(nginx, paths, seconds=6) -> dict:
+    """GETs each of `paths` in turn, every 0.2 s for `seconds`: path -> statuses."""
+    clock = Clock()
+    seen = {p: [] for p in paths}
+    while clock() < seconds:
+        for p in paths:
+            seen[p].append(timed_get(nginx.url(p), 3)[0])
+        time.sleep(0.2)
+    return seen
+
+
 def test_nginx_embedded_crash_loop_is_not_a_fork_storm(lch):
     """One nginx worker; /bad runs the crashing script, /app/ a good one, /static is nginx's own.
     Over 6 s: at most 4 worker starts (a back-off between import attempts), the good locations
@@ -86,19 +95,70 @@ def test_nginx_embedded_crash_loop_is_not_a_fork_storm(lch):
     d = app_dir(lch, SCRIPTS)
     nginx = nginx_embedded(lch, d, server=f"location /bad {{ wsgi_script {d.script('exit_at_import.py')}; }}",
                            wait=False)
-    clock = Clock()
-    good, bad = [], []
-    while clock() < 6:
-        good.append(timed_get(nginx.url("/static"), 3)[0])
-        good.append(timed_get(nginx.url("/app/hello"), 3)[0])
-        bad.append(timed_get(nginx.url("/bad"), 3)[0])
-        time.sleep(0.2)
+    seen = statuses_for(nginx, ["/static", "/app/hello", "/bad"])
+    good, bad = seen["/static"] + seen["/app/hello"], seen["/bad"]
     starts = worker_starts(nginx)
     seen = f"{starts} worker starts in 6 s; good: {good}; bad: {bad}"
     print(seen)
     assert starts <= 4, seen
     assert sum(1 for s in good if s != 200) <= 2, seen
     assert any(s in (500, 503) for s in bad), seen
+
+
+def test_nginx_embedded_crash_loop_answers_503_then_recovers_when_the_app_is_fixed(lch):
+    """While the back-off holds, the app answers 503 with Retry-After (the worker lives); once the
+    script is fixed, the next import attempt succeeds and the app answers 200, no reload needed.
+    mod_wsgi has no back-off: each request retries the import (and kills a process)."""
+    d = app_dir(lch, SCRIPTS)
+    nginx = nginx_embedded(lch, d, server=f"location /bad {{ wsgi_script {d.script('exit_at_import.py')}; }}",
+                           wait=False)
+    import requests
+
+    def held_back():
+        try:
+            r = requests.get(nginx.url("/bad"), timeout=5)
+        except requests.RequestException:
+            return None  # this request was the retry that killed its worker
+        return [r] if r.status_code == 503 else None  # (a 503 Response is falsy)
+    (r,) = wait_for(held_back, 10) or [None]
+    assert r is not None, "no 503 while the import is held back"
+    assert int(r.headers["Retry-After"]) >= 1
+    assert "RW-NG061" in nginx.error_log_text()
+    d.script("exit_at_import.py").write_text(
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'fixed']\n")
+    fixed = wait_for(lambda: ok(nginx.url("/bad"), timeout=3), 20, interval=0.2)
+    assert fixed, nginx.error_log_text()[-3000:]
+    assert requests.get(nginx.url("/bad"), timeout=5).text == "fixed"
+
+
+def test_nginx_embedded_python_start_that_kills_the_worker_is_held_back(lch):
+    """The same when starting Python itself kills the worker: a virtualenv with a .pth file that
+    calls os._exit(3) (any code that runs at interpreter start-up could). The
+    worker started after such a death does not start Python for a while: embedded locations
+    answer 503, nginx's own locations 200; when the wait is over it exits gracefully and the
+    next worker tries again: two worker starts per back-off period (1 s, 2 s, 4 s...), so at
+    most 6 in 6 s. Without this: the same fork storm as an import."""
+    import subprocess
+    d = app_dir(lch, SCRIPTS)
+    venv = d.path / "venv"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next(venv.glob("lib/python3*/site-packages"))
+    (site / "exit.pth").write_text("import os; os._exit(3)\n")
+    for p in [venv, *venv.rglob("*")]:
+        if not p.is_symlink():  # bin/python3 -> /usr/bin/python3: never chmod through it
+            p.chmod(0o755 if p.is_dir() or p.parent.name == "bin" else 0o644)
+    nginx = nginx_embedded(lch, d, http=f"wsgi_threads 2;\nwsgi_python_home {venv};", wait=False)
+    seen = statuses_for(nginx, ["/app/hello", "/static"])
+    app, static = seen["/app/hello"], seen["/static"]
+    starts = worker_starts(nginx)
+    seen = f"{starts} worker starts in 6 s; app: {app}; static: {static}"
+    print(seen)
+    assert starts <= 6, seen
+    assert sum(1 for s in static if s != 200) <= 2, seen
+    assert 503 in app, seen
+    assert "RW-NG061 starting Python killed worker" in nginx.error_log_text()
 
 
 def test_apache_embedded_crash_loop_is_contained(lch):

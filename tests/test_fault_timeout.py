@@ -45,14 +45,24 @@ def parallel_gets(urls, timeout):
     return out
 
 
+def stuck_in_background(url, timeout=10):
+    """Starts a GET of `url` in a thread; returns a function that waits for (status, seconds)."""
+    out = {}
+    t = threading.Thread(target=lambda: out.update(result=timed_get(url, timeout)))
+    t.start()
+
+    def result():
+        t.join()
+        return out["result"]
+    return result
+
+
 def pid_of(url) -> int:
     return requests.get(url, timeout=10).json()["pid"]
 
 
 # --- nginx embedded ---------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 5: embedded mode has no request timeout "
-                   "(wsgi_request_timeout is an unknown directive): stuck threads stay stuck")
 def test_nginx_embedded_spinning_threads_answer_504_and_come_back(lch):
     """wsgi_threads 2, wsgi_request_timeout 2s, both threads spinning in Python: both clients get
     504 within 6 s, each Python stack is logged, and the same worker (same pid) serves /hello
@@ -70,8 +80,6 @@ def test_nginx_embedded_spinning_threads_answer_504_and_come_back(lch):
     assert pid_of(nginx.url("/app/pid")) == before
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 5: embedded mode has no request timeout; a thread "
-                   "stuck in C never returns, and after a reload the old worker lingers 'shutting down'")
 def test_nginx_embedded_thread_stuck_in_c_answers_504_and_worker_is_replaced(lch):
     """wsgi_threads 1, a request in time.sleep(600): 504 within 8 s (the injected exception cannot
     land while the thread is in C), the worker is marked for a graceful exit and replaced: a new
@@ -87,27 +95,36 @@ def test_nginx_embedded_thread_stuck_in_c_answers_504_and_worker_is_replaced(lch
     assert wait_for(lambda: not alive(old), 15), "the worker with the stuck thread never exits"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 5: embedded mode has no request timeout")
 def test_nginx_embedded_timeout_does_not_fail_other_requests(lch):
     """One thread stuck in C (time.sleep(600)) while another request (2 s of sleep) is in flight
     on the second thread when the stuck one times out: the stuck one gets 504, the other one 200
     (the worker's graceful exit waits for it)."""
     d = app_dir(lch)
     nginx = nginx_embedded(lch, d, http="wsgi_threads 2;\nwsgi_request_timeout 3s;")
-    out = {}
-    t = threading.Thread(target=lambda: out.update(stuck=timed_get(nginx.url("/app/sleep?s=600"), 10)))
-    t.start()
+    stuck = stuck_in_background(nginx.url("/app/sleep?s=600"))
     time.sleep(2)
     other = timed_get(nginx.url("/app/sleep?s=2"), 10)
-    t.join()
-    assert out["stuck"][0] == 504, out
+    assert stuck()[0] == 504
     assert other[0] == 200, other
+
+
+def test_nginx_embedded_request_waiting_for_a_thread_gets_504_at_its_timeout(lch):
+    """wsgi_threads 1, its thread stuck in C: a request queued behind it gets 504 at its own
+    timeout (RW-NG041: it could not finish in time any more) instead of waiting for a thread
+    that never comes; the stuck one gets its 504 after the grace, and the new worker serves."""
+    d = app_dir(lch)
+    nginx = nginx_embedded(lch, d, http="wsgi_threads 1;\nwsgi_request_timeout 2s;")
+    stuck = stuck_in_background(nginx.url("/app/sleep?s=600"))
+    time.sleep(0.5)
+    queued = timed_get(nginx.url("/app/hello"), 10)
+    assert queued[0] == 504 and queued[1] < 4, queued
+    assert "RW-NG041" in nginx.error_log_text()
+    assert stuck()[0] == 504
+    assert wait_for(lambda: timed_get(nginx.url("/app/hello"), 2)[0] == 200, 10)
 
 
 # --- Apache embedded --------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 5: Apache embedded mode has no request timeout "
-                   "(WSGIRequestTimeout is an unknown directive)")
 def test_apache_embedded_spinning_thread_answers_504_and_comes_back(lch):
     """WSGIRequestTimeout 2: a request spinning in Python gets 504 within 6 s, its stack is in
     the error log, and the same child (pid) keeps serving."""
@@ -120,7 +137,6 @@ def test_apache_embedded_spinning_thread_answers_504_and_comes_back(lch):
     assert wait_for(lambda: pid_of(apache.url("/app/pid")) == before, 5)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 5: Apache embedded mode has no request timeout")
 def test_apache_embedded_thread_stuck_in_c_is_released(lch):
     """WSGIRequestTimeout 2, a request in time.sleep(600): the client is released within 8 s and
     the app keeps answering. Here the stuck thread is Apache's own request thread, the only one
@@ -132,6 +148,36 @@ def test_apache_embedded_thread_stuck_in_c_is_released(lch):
     apache = apache_site(lch, d, extra="WSGIRequestTimeout 2", threads=4)
     status, elapsed = timed_get(apache.url("/app/sleep?s=600"), 10)
     assert status in (504, "ConnectionError") and elapsed < 8, (status, elapsed)
+    assert wait_for(lambda: timed_get(apache.url("/app/hello"), 3)[0] == 200, 10)
+
+
+def test_apache_embedded_prefork_child_with_a_stuck_request_is_replaced(lch):
+    """prefork: the stuck request was its child's only one, so the child exits at once after
+    the connection is closed (RW-AP041) and httpd starts another; the app keeps answering."""
+    d = app_dir(lch)
+    apache = apache_site(lch, d, extra="WSGIRequestTimeout 2", mpm="prefork")
+    status, elapsed = timed_get(apache.url("/app/sleep?s=600"), 10)
+    assert status in (504, "ConnectionError") and elapsed < 8, (status, elapsed)
+    assert wait_for(lambda: "RW-AP041" in apache_logs(apache), 5)
+    exited = re.search(r"pid (\d+)[^\]]*\] RW-AP041", apache_logs(apache))
+    assert exited and wait_for(lambda: not alive(int(exited.group(1))), 5), "the stuck child lives on"
+    assert wait_for(lambda: timed_get(apache.url("/app/hello"), 3)[0] == 200, 10)
+
+
+def test_apache_embedded_child_with_a_stuck_thread_exits_on_graceful_restart(lch):
+    """A request stuck in C past WSGIRequestTimeout, then a graceful restart: the old child, which
+    httpd would otherwise wait for until the stuck thread returns (never), exits once its other
+    threads are done (RW-AP041), and the new generation serves. Before the timeout existed the
+    stuck request kept its child "gracefully finishing" for good, as the nginx worker did."""
+    from harness.faults import children
+    d = app_dir(lch)
+    apache = apache_site(lch, d, extra="WSGIRequestTimeout 2", threads=4)
+    old = children(apache.process.pid)
+    status, _ = timed_get(apache.url("/app/sleep?s=600"), 10)
+    assert status in (504, "ConnectionError")
+    apache.graceful()
+    assert wait_for(lambda: not any(alive(p) for p in old), 15), "the child with the stuck thread lingers"
+    assert "RW-AP041" in apache_logs(apache)
     assert wait_for(lambda: timed_get(apache.url("/app/hello"), 3)[0] == 200, 10)
 
 
@@ -147,8 +193,6 @@ def test_reference_mod_wsgi_embedded_has_no_timeout(lch):
 
 # --- daemon modes: 504, and the process survives a Python-level timeout ----------------------
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 5: nginx daemon: request-timeout SIGKILLs the worker, "
-                   "nginx sees the upstream close early and answers 502")
 def test_nginx_daemon_request_timeout_answers_504_and_worker_survives(lch):
     """request-timeout=2, a spinning request: 504 within 6 s, stack logged, same worker pid after
     (the exception brought the thread back; no SIGKILL). Measured on main: 502 after ~2.5 s
@@ -162,8 +206,6 @@ def test_nginx_daemon_request_timeout_answers_504_and_worker_survives(lch):
     assert pid_of(nginx.url("/app/pid")) == before
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 5: nginx daemon answers 502 when request-timeout "
-                   "kills a worker stuck in C")
 def test_nginx_daemon_request_timeout_in_c_answers_504(lch):
     """request-timeout=2, time.sleep(600): the exception cannot land, the worker is replaced
     (RW006), the client gets 504 (not 502) and the group serves on."""
@@ -174,8 +216,6 @@ def test_nginx_daemon_request_timeout_in_c_answers_504(lch):
     assert wait_for(lambda: timed_get(nginx.url("/app/hello"), 3)[0] == 200, 10)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 5: Apache daemon: request-timeout SIGKILLs the worker "
-                   "and the handler answers 502 (after retrying the GET once)")
 def test_apache_daemon_request_timeout_answers_504_and_worker_survives(lch):
     """As the nginx daemon test: 504, stack logged, same worker pid. Measured on main: 502 after
     ~4 s, two workers killed (the retry, test_fault_retry.py)."""
@@ -188,8 +228,6 @@ def test_apache_daemon_request_timeout_answers_504_and_worker_survives(lch):
     assert pid_of(apache.url("/app/pid")) == before
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 case 5: rwsgi-worker's request-timeout SIGKILLs the worker; "
-                   "stock nginx answers 502")
 def test_worker_request_timeout_behind_stock_nginx_answers_504(lch):
     """rwsgi-worker --request-timeout 2 behind stock nginx: the spinning request's thread gets the
     exception, the worker answers 504 itself (no head was sent yet), and stays the same process."""

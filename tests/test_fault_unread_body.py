@@ -102,6 +102,35 @@ def test_unread_50m_body_to_hello(lch, mode):
     assert not bad, bad
 
 
+def test_nginx_daemon_keeps_sending_the_body_after_the_head(lch):
+    """Full duplex: the app streams the body back as it reads it, so the response head reaches
+    the client long before the body is sent. nginx's upstream stops sending a request body once
+    the head went to the client (stock `uwsgi_pass` does: the app then waits for the rest until
+    its socket timeout); ours keeps sending it (daemon_send.rs). mod_wsgi daemon sends the whole
+    body before it reads the response, so there the same app deadlocks once the body outgrows
+    the socket buffers."""
+    d = app_dir(lch, ("faults.py", "duplex.py"))
+    server = nginx_daemon(lch, d, script="duplex.py", wait=False)
+    r = post_raw(server.port, "/app/echo", 4 * MIB, timeout=TIMEOUT)
+    assert r.status == 200 and r.body == b"y" * (4 * MIB), describe(r)
+    assert r.chunked_complete, describe(r)
+
+
+def test_nginx_daemon_response_that_fails_after_reading_the_body_is_cut(lch):
+    """The app reads the whole (8 MiB) body while it streams, then raises: the client must see a
+    cut response (the chunked body unterminated), at once, never a complete one. Over a unix
+    socket only the abort mark tells the worker's two ends apart (uwsgi::contract): nginx sends it
+    after the whole body, here long after the head, and the worker leaves it unread."""
+    d = app_dir(lch, ("faults.py", "duplex.py"))
+    server = nginx_daemon(lch, d, script="duplex.py", wait=False)
+    r = post_raw(server.port, "/app/abort", 8 * MIB, timeout=TIMEOUT)
+    assert r.status == 200, describe(r)
+    assert r.body.startswith(b"start\nread %d\n" % (8 * MIB)), r.body[:100]
+    assert r.chunked and not r.chunked_complete, describe(r)
+    assert r.error != "timeout", describe(r)
+    assert "the app fails after its body was read" in server.error_log_text()
+
+
 def test_short_body_is_never_presented_as_complete_behind_stock_nginx(lch):
     """Whatever else happens, a response cut by a reset must not look whole: with and without
     Content-Length. True on main (nginx leaves the chunked encoding unterminated, or the
@@ -110,6 +139,19 @@ def test_short_body_is_never_presented_as_complete_behind_stock_nginx(lch):
     for path in ("/app/big?mb=10&cl=0", "/app/big?mb=10&cl=1"):
         r = post_raw(server.port, path, 20 * MIB, timeout=TIMEOUT)
         assert whole(r, TEN) or r.truncated or r.status != 200, describe(r)
+
+
+def test_worker_stashes_the_body_when_tmpdir_is_not_its_own(lch, monkeypatch, tmp_path):
+    """The daemon workers inherit $TMPDIR from nginx's master (root) and run as nobody: a
+    private TMPDIR must not cost the body stash (it falls back to /tmp). Found with a private
+    test TMPDIR: the stash file could not be made, the worker took the failed write for a client
+    gone and closed cleanly, and nginx passed a 0.99 MiB chunked body off as whole."""
+    private = tmp_path / "root-only"
+    private.mkdir(mode=0o700)
+    monkeypatch.setenv("TMPDIR", str(private))
+    server = deploy(lch, "nginx-daemon")
+    r = post_raw(server.port, "/app/big?mb=10&cl=0", 20 * MIB, timeout=TIMEOUT)
+    assert whole(r, TEN), describe(r)
 
 
 @reference

@@ -57,6 +57,17 @@ BAD = [
     ("", "location / {{ wsgi_script {app}; wsgi_process_group nope; }}", "wsgi_process_group",
      r'wsgi_process_group "nope" is not declared: add "wsgi_daemon_process nope \.\.\.;" to the http block'),
     ("wsgi_script /x.py;", "", "wsgi_script", r'"wsgi_script" directive is not allowed here'),
+    # Found once the whole configuration is read (the group's socket), still at `nginx -t`: a
+    # unix socket path over 107 bytes would only fail when the group starts.
+    (f"wsgi_daemon_process {'g' * 100};", f"location / {{{{ wsgi_script {{app}}; wsgi_process_group {'g' * 100}; }}}}",
+     "wsgi_daemon_process", r"RW-NG060 .*unix socket path longer than 107 bytes: the default socket .* lives in "
+     r"the directory of nginx's pid file; use a shorter pid path, or socket=unix:PATH with a shorter PATH"),
+    (f"wsgi_daemon_process site socket=unix:/tmp/{'s' * 100}.sock;",
+     "location / {{ wsgi_script {app}; wsgi_process_group site; }}", "wsgi_daemon_process",
+     r'invalid value for "socket": unix socket path longer than 107 bytes'),
+    ("wsgi_daemon_process a socket=unix:/tmp/same.sock;\nwsgi_daemon_process b socket=unix:/tmp/same.sock;",
+     "location /a {{ wsgi_script {app}; wsgi_process_group a; }}\nlocation /b {{ wsgi_script {app}; wsgi_process_group b; }}",
+     "wsgi_daemon_process b", r"socket unix:/tmp/same.sock is already the socket of group a"),
     ("", "location / {{ wsgi_script {app} extra; }}", "wsgi_script", r'invalid number of arguments in "wsgi_script"'),
     # wsgi_param: what an operator may not set, and the syntax.
     ("wsgi_param HTTP_PROXY http://proxy:3128;", "", "wsgi_param",
@@ -92,6 +103,13 @@ BAD = [
      r'location runs its app embedded in nginx'),
     ("", "location / {{ wsgi_script {app};\n wsgi_hide_header X-A;\n wsgi_read_timeout 5s; }}", "wsgi_hide_header",
      r'"wsgi_hide_header" applies to daemon mode only'),
+    ("wsgi_request_timeout 0;", "", "wsgi_request_timeout", r'invalid value "0": expected a time such as 30s or 2m, or off'),
+    ("wsgi_request_timeout soon;", "", "wsgi_request_timeout", r'invalid value "soon"'),
+    ("", "location / {{ wsgi_request_timeout 5s; wsgi_request_timeout 6s; }}", "wsgi_request_timeout 6s",
+     r'"wsgi_request_timeout" directive is duplicate'),
+    ("wsgi_daemon_process site;", "location / {{ wsgi_script {app}; wsgi_process_group site; wsgi_request_timeout 5s; }}",
+     "wsgi_process_group site", r'"wsgi_request_timeout" applies to embedded mode, and this level sends requests to '
+     r'daemon group "site" .*: set request-timeout= on its wsgi_daemon_process'),
 ]
 
 
@@ -110,6 +128,7 @@ def test_full_valid_configuration_passes(launcher, app):
         wsgi_python_path /srv/lib:/srv/other;
         wsgi_threads 16;
         wsgi_callable application;
+        wsgi_request_timeout 30s;
         wsgi_daemon_process site processes=2 threads=8 python-home=/usr python-path=/srv/a:/srv/b
             user=nobody group=nogroup maximum-requests=1000 request-timeout=30 graceful-timeout=10
             queue-timeout=5 listen-backlog=128 socket=unix:/tmp/rwsgi-site.sock display-name=site-wsgi;
@@ -122,7 +141,7 @@ def test_full_valid_configuration_passes(launcher, app):
         wsgi_connect_timeout 5s;
         location /embedded/ {{ wsgi_script {app}; wsgi_callable application; wsgi_param HTTPS on; }}
         location = /exact {{ wsgi_script {app}; }}
-        location ~ ^/re/ {{ wsgi_script {app}; }}
+        location ~ ^/re/ {{ wsgi_script {app}; wsgi_request_timeout off; }}
         location /daemon/ {{
             wsgi_script {app}; wsgi_process_group site;
             wsgi_param SCRIPT_NAME /public; wsgi_param HTTP_X_FORWARDED_PROTO $scheme;

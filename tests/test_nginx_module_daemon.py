@@ -5,6 +5,7 @@ and kill -9 of the master leave nothing behind).
 """
 
 import os
+import re
 import signal
 import threading
 import time
@@ -38,11 +39,19 @@ def group_comm(nginx) -> str:
     return f"wsgi:{nginx.group_name}"[:15]
 
 
-def supervisors(nginx) -> dict:
-    """The group's supervisor(s): direct children of the master named after the group."""
+def keepers(nginx) -> dict:
+    """The group's keeper(s): direct children of the master named after the group, which start
+    the supervisor (again when it dies)."""
     master = nginx.process.pid
     return {pid: info for pid, info in processes().items()
             if info[0] == master and info[2] == group_comm(nginx)}
+
+
+def supervisors(nginx) -> dict:
+    """The group's supervisor(s): children of the keepers, named after the group."""
+    procs = processes()
+    ks = keepers(nginx)
+    return {pid: info for pid, info in procs.items() if info[0] in ks and info[2] == group_comm(nginx)}
 
 
 def group_workers(nginx, sup: int) -> list:
@@ -101,6 +110,10 @@ def test_requests_run_in_the_daemon_not_in_nginx(site):
     # The app's process is a worker of the group's supervisor, not an nginx worker.
     assert len(group_workers(site, sup)) == 2
     assert "wsgi daemon group" in processes()[sup][3]  # what ps shows
+    # Between the master and the supervisor: the group's keeper (restarts a dead supervisor).
+    (keeper,) = keepers(site)
+    assert processes()[sup][0] == keeper
+    assert "wsgi keeper" in processes()[keeper][3]
 
 
 def test_post_and_streaming_through_the_daemon(site):
@@ -162,6 +175,57 @@ def test_reload_keeps_unchanged_group_restarts_changed_and_stops_removed(launche
     assert second
 
 
+def test_reload_that_cannot_start_the_changed_group_keeps_the_old_one(launcher, state_dir):
+    """A reload whose changed group cannot start (here: its user does not exist) says why at
+    [error] and leaves the running group serving with its previous options."""
+    nginx = daemon_nginx(launcher, state_dir)
+    (first,) = supervisors(nginx)
+    text = nginx.conf_path.read_text()
+    nginx.conf_path.write_text(text.replace("processes=2 threads=4", "processes=2 threads=4 user=rwsgi-no-such-user"))
+    nginx.reload()
+    wait_for(lambda: "RW-NG032 cannot start daemon group" in nginx.error_log_text(), what="the reason")
+    assert re.search(r"\[error\] .*RW-NG032 cannot start daemon group .*rwsgi-no-such-user.*keeps serving",
+                     nginx.error_log_text())
+    time.sleep(1)
+    assert set(supervisors(nginx)) == {first}
+    assert requests.get(nginx.url("/app/environ"), timeout=10).status_code == 200
+
+
+def test_renamed_group_on_the_same_socket_keeps_serving(launcher, state_dir):
+    """A group renamed by a reload, with the same socket=: the old group stops, the new one takes
+    over the socket, and its file stays (the old group's keeper leaves it). Requests sent all the
+    while succeed: the group secret belongs to the socket, not to the group's name."""
+    d = app_dir(launcher)
+    app = write_app(d, "tools.py", TOOLS)
+    sock = Path(d) / "same.sock"
+    old, new = f"r{os.getpid() % 1000}x{next(_groups)}", f"r{os.getpid() % 1000}x{next(_groups)}"
+    server = f"location /app/ {{ wsgi_script {app}; wsgi_process_group {old}; }}"
+    http = f"wsgi_daemon_process {old} processes=1 threads=2 socket=unix:{sock};"
+    nginx = rwsgi_nginx(launcher, server, http, state_dir=state_dir)
+    nginx.group_name = old
+    wait_for(lambda: requests.get(nginx.url("/app/environ"), timeout=5).status_code == 200, what="the group")
+    statuses, stop = [], threading.Event()
+
+    def hammer():  # old and new nginx workers, old and new group: one socket, one secret
+        while not stop.is_set():
+            statuses.append(requests.get(nginx.url("/app/environ"), timeout=10).status_code)
+    t = threading.Thread(target=hammer)
+    t.start()
+    try:
+        nginx.conf_path.write_text(nginx.conf_path.read_text().replace(old, new))
+        nginx.reload()
+        nginx.group_name = new
+        wait_for(lambda: supervisors(nginx), what="the renamed group")
+        nginx.group_name = old
+        wait_for(lambda: not supervisors(nginx), timeout=20, what="the old group to exit")
+    finally:
+        stop.set()
+        t.join()
+    assert sock.exists()
+    assert statuses and set(statuses) == {200}, statuses
+    assert requests.get(nginx.url("/app/environ"), timeout=10).status_code == 200
+
+
 @pytest.mark.parametrize("how", ["stop", "quit", "kill9"])
 def test_master_exit_leaves_no_daemon_behind(launcher, state_dir, how):
     nginx = daemon_nginx(launcher, state_dir)
@@ -181,6 +245,8 @@ def test_master_exit_leaves_no_daemon_behind(launcher, state_dir, how):
                 pass
     wait_for(lambda: not leftovers(nginx), timeout=10, what=f"no processes left after {how}")
     assert not [p for p in nginx_workers if p in processes()]
+    # The group's socket (bound by the master, kept by the keeper) is removed with the group.
+    assert not (Path(nginx.prefix) / f"nginx-wsgi-{nginx.group_name}.sock").exists()
 
 
 def test_daemon_user_and_group(launcher, state_dir):
@@ -221,8 +287,8 @@ def test_unreachable_group_is_503_with_a_reason(launcher, state_dir):
     log = nginx.error_log_text()
     assert 'daemon process group "broken" cannot be reached' in log
     assert "does not exist" in log
-    # The supervisor's own reason, in nginx's error log.
-    wait_for(lambda: "bind /nonexistent-rwsgi-dir" in nginx.error_log_text(), what="the reason")
+    # The reason, in nginx's error log at [error]: the master binds the group's socket itself.
+    assert re.search(r"\[error\] .*RW-NG032 cannot start daemon group broken: bind /nonexistent-rwsgi-dir", log), log
 
 
 def test_killed_daemon_worker_is_replaced(site):

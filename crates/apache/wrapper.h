@@ -7,6 +7,7 @@
 #include <http_log.h>
 #include <http_main.h>
 #include <ap_mpm.h>
+#include <scoreboard.h>
 #include <util_script.h>
 #include <util_filter.h>
 #include <apr_strings.h>

@@ -10,11 +10,14 @@
 //! points back here through an `Arc`; when nginx frees the request (finished, client gone,
 //! timeout) its pool cleanup calls [`Exchange::close`], after which `write()` fails and pyhost
 //! calls the iterable's `close()`.
+//!
+//! Request timeouts: pyhost's watchdog posts [`Msg::TimedOut`] ([`Exchange::time_out`]) when the
+//! request's Python thread is stuck past its timeout; the event loop then answers for it.
 
 use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::io;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use pyhost::{Head, Outcome, Responder};
@@ -49,6 +52,9 @@ pub enum Msg {
     WsClose(Vec<u8>),
     /// WebSocket: the app caught up with its messages; read the client again.
     Resume,
+    /// From pyhost's watchdog, not the app: the request's thread is stuck past its timeout
+    /// (it may still send, but the event loop no longer waits for it).
+    TimedOut,
 }
 
 struct State {
@@ -80,6 +86,9 @@ pub struct Exchange {
     /// afterwards. Written and read on the event-loop thread only, so `Relaxed` suffices; it is an
     /// atomic just to make `Exchange` `Sync`.
     stream: AtomicPtr<c_void>,
+    /// A Python thread took the job (set before it runs the app): the event loop leaves the
+    /// request's timeout to pyhost's watchdog from then on.
+    taken: AtomicBool,
 }
 
 impl Exchange {
@@ -96,7 +105,27 @@ impl Exchange {
             }),
             space: Condvar::new(),
             stream: AtomicPtr::new(std::ptr::null_mut()),
+            taken: AtomicBool::new(false),
         })
+    }
+
+    /// Python side: a thread starts on this request.
+    pub fn mark_taken(&self) {
+        self.taken.store(true, Ordering::Release);
+    }
+
+    /// Event loop: has a Python thread started on this request?
+    pub fn is_taken(&self) -> bool {
+        self.taken.load(Ordering::Acquire)
+    }
+
+    /// pyhost's watchdog: the request's thread is stuck past its timeout. Tells the event loop
+    /// (which answers 504 or cuts the response); if nginx is already done with the request, the
+    /// event loop is woken all the same, since it also retires the worker.
+    pub fn time_out(self: &Arc<Self>, notifier: &Notifier<Arc<Exchange>>) {
+        if self.push(Msg::TimedOut, false, notifier).is_err() {
+            notifier.schedule(Arc::clone(self));
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -332,6 +361,22 @@ mod tests {
         ex.close();
         assert!(writer.join().unwrap(), "write after close must fail");
         assert!(ex.is_gone());
+    }
+
+    #[test]
+    fn a_timeout_reaches_the_event_loop_even_after_close() {
+        // A notifier of its own: the shared one sees the other tests' pushes.
+        let n = &Notifier::new().unwrap();
+        let ex = Exchange::new();
+        ex.time_out(n);
+        assert_eq!(n.take().len(), 1, "the event loop is woken");
+        assert!(matches!(ex.take().pop_front(), Some(Msg::TimedOut)));
+        // Once nginx is done with the request there is nothing to answer, but the event loop
+        // must still wake up: it retires the worker.
+        ex.close();
+        ex.time_out(n);
+        assert_eq!(n.take().len(), 1);
+        assert!(ex.take().is_empty());
     }
 
     #[test]

@@ -13,14 +13,17 @@
 //! - `head`: the response head into nginx's `headers_out`;
 //! - `ws`: the client's WebSocket frames to the app (the `websocket` crate's session);
 //! - `asgi`: the transport of an ASGI request: the worker's asyncio loop answers through the
-//!   same exchange, without ever blocking.
+//!   same exchange, without ever blocking;
+//! - `imports`: import attempts shared by all workers, so an app whose import kills its worker
+//!   is retried with back-off instead of in a fork storm.
 //!
-//! `body`, `dispatch`, `exchange` and `wake` are plain Rust, unit-tested without nginx; `stream`
-//! and `worker` call into nginx and are exercised end to end (tests/test_nginx_module_*.py).
+//! `body`, `dispatch`, `exchange`, `imports` and `wake` are plain Rust, unit-tested without
+//! nginx; `stream` and `worker` call into nginx and are exercised end to end (tests/test_nginx_module_*.py).
 
 mod body;
 mod dispatch;
 mod exchange;
+pub mod imports;
 mod wake;
 
 mod ws;

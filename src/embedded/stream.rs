@@ -15,6 +15,12 @@
 //!
 //! If nginx ends the request first (client gone, timeout), the pool cleanup ([`Stream`]'s `Drop`)
 //! closes the exchange: the Python thread's next write fails and pyhost calls `close()`.
+//!
+//! `wsgi_request_timeout`: once a Python thread runs the request, pyhost's watchdog enforces it
+//! (an exception, and pyhost's own 504); a thread stuck in C code is reported here as
+//! [`Msg::TimedOut`] ([`timed_out`]: 504 or a cut response, then the worker retires). A request
+//! still waiting for a free thread at its timeout gets 504 from the guard timer
+//! ([`guard_handler`]): it could not finish in time anyway.
 
 use std::collections::VecDeque;
 use std::ffi::c_void;
@@ -23,15 +29,19 @@ use std::sync::Arc;
 
 use ngx::core::Pool;
 use ngx::ffi::{
-    ngx_add_timer, ngx_alloc_chain_link, ngx_buf_t, ngx_chain_t, ngx_del_timer, ngx_event_t,
-    ngx_http_finalize_request, ngx_http_output_filter, ngx_http_read_client_request_body,
-    ngx_http_request_t, ngx_http_run_posted_requests, ngx_http_send_special, ngx_int_t,
-    ngx_pcalloc, ngx_str_t, ngx_table_elt_t, NGX_AGAIN, NGX_DONE, NGX_ERROR, NGX_HTTP_FLUSH,
+    add_to_ngx_table, ngx_add_timer, ngx_alloc_chain_link, ngx_buf_t, ngx_chain_t, ngx_del_timer,
+    ngx_event_t, ngx_http_finalize_request, ngx_http_output_filter,
+    ngx_http_read_client_request_body, ngx_http_request_t, ngx_http_run_posted_requests,
+    ngx_http_send_special, ngx_int_t, ngx_list_push, ngx_msec_t, ngx_pcalloc, ngx_str_t,
+    ngx_table_elt_t, NGX_AGAIN, NGX_DONE, NGX_ERROR, NGX_HTTP_FLUSH,
     NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_LAST, NGX_HTTP_REQUEST_TIME_OUT,
-    NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
+    NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, NgxHttpCoreModule};
 use pyhost::Outcome;
+
+mod timeout;
+use timeout::{arm_guard, timed_out};
 
 use pyhost::asgi::Kind;
 
@@ -47,8 +57,9 @@ use crate::request::{cgi_vars, request_header};
 use crate::WsgiModule;
 use websocket::handshake::{check as handshake, Handshake};
 
-/// How often the shutdown guard timer of an in-flight request fires (it only re-arms itself).
-const GUARD_PERIOD_MS: usize = 60_000;
+/// How often the shutdown guard timer of an in-flight request fires (it re-arms itself, and
+/// checks the request's deadline while it waits for a Python thread).
+const GUARD_PERIOD_MS: ngx_msec_t = 60_000;
 
 /// The event-loop state of one request, allocated in the request pool (the pool's cleanup runs
 /// `Drop`). Reached from the request's module ctx and from the exchange.
@@ -70,6 +81,8 @@ pub struct Stream {
     /// A non-cancelable timer: while it is armed a gracefully stopping worker waits for this
     /// request (nginx exits once only cancelable timers are left).
     guard: ngx_event_t,
+    /// `wsgi_request_timeout`: when (`ngx_current_msec`) the request is due, if it has one.
+    deadline: Option<ngx_msec_t>,
     /// A WebSocket handshake: the `Sec-WebSocket-Accept` value for the app's 101.
     ws_accept: Option<String>,
     /// An upgraded WebSocket connection's reading side.
@@ -109,6 +122,23 @@ pub unsafe fn run(r: *mut ngx_http_request_t) -> ngx_int_t {
         unsafe { log_request(r, NGX_LOG_ERR as _, err) };
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     }
+    // An import (or Python's start) that killed a worker lately is not tried again yet: 503
+    // for that app only (the worker logged why, imports.rs).
+    // SAFETY: r is valid (contract).
+    let app = WsgiModule::location_conf(unsafe { &*r }).and_then(|lc| match lc.app {
+        Some(AppRef::Wsgi(i)) => Some(i),
+        _ => None,
+    });
+    let held = worker.start_held().or_else(|| {
+        let app = app?;
+        let wait = worker.unavailable(app)?;
+        worker.tell_held_back(app, wait);
+        Some(wait)
+    });
+    if let Some(wait) = held {
+        // SAFETY: r is valid (contract).
+        return unsafe { unavailable(r, wait) };
+    }
     // SAFETY: r is valid; body_ready is called (now or later) on the event loop with r alive,
     // and the reader takes a reference on the request (r->main->count) that we keep.
     let rc = unsafe { ngx_http_read_client_request_body(r, Some(body_ready)) };
@@ -116,6 +146,24 @@ pub unsafe fn run(r: *mut ngx_http_request_t) -> ngx_int_t {
         return rc;
     }
     NGX_DONE as ngx_int_t
+}
+
+/// `503 Service Unavailable` with `Retry-After` (whole seconds, at least 1).
+///
+/// # Safety
+/// `r` is a live request whose response has not started.
+unsafe fn unavailable(r: *mut ngx_http_request_t, wait: std::time::Duration) -> ngx_int_t {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let value = secs.max(1).to_string();
+    // SAFETY: r is live (contract); its headers list and pool are valid.
+    unsafe {
+        let out = &mut (*r).headers_out;
+        let h = ngx_list_push(&mut out.headers).cast::<ngx_table_elt_t>();
+        if !h.is_null() {
+            let _ = add_to_ngx_table(h, (*r).pool, b"Retry-After", value.as_bytes());
+        }
+    }
+    NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t
 }
 
 /// The body reader's completion handler.
@@ -174,6 +222,7 @@ unsafe fn start_job(r: *mut ngx_http_request_t) -> Result<(), String> {
     }
 
     let exchange = Exchange::new();
+    let (timeout, deadline) = timeout::limits(&app, lc);
     // SAFETY: an all-zero ngx_event_t is its valid "unused" state (nginx callocs events).
     let guard: ngx_event_t = unsafe { std::mem::zeroed() };
     let stream = Stream {
@@ -186,6 +235,7 @@ unsafe fn start_job(r: *mut ngx_http_request_t) -> Result<(), String> {
         inflight: VecDeque::new(),
         free: Vec::new(),
         guard,
+        deadline,
         ws_accept: None,
         ws: None,
     };
@@ -199,20 +249,16 @@ unsafe fn start_job(r: *mut ngx_http_request_t) -> Result<(), String> {
     // SAFETY: r->ctx has one slot per http module; ours is at our ctx_index.
     unsafe { *req.ctx.add(WsgiModule::module().ctx_index) = stream.cast::<c_void>() };
     req.write_event_handler = Some(write_handler);
-    // SAFETY: stream is pool memory that no longer moves; the guard event is armed only now.
-    unsafe {
-        let s = &mut *stream;
-        s.guard.handler = Some(guard_handler);
-        s.guard.log = (*req.connection).log;
-        s.guard.data = stream.cast();
-        ngx_add_timer(&mut s.guard, GUARD_PERIOD_MS as _);
-    }
+    // SAFETY: stream is pool memory that no longer moves; the connection of a live request is
+    // valid.
+    unsafe { arm_guard(stream, (*req.connection).log) };
     match app {
         AppRef::Wsgi(app) => worker.submit(Job {
             app,
             vars,
             body,
             exchange,
+            timeout,
         }),
         AppRef::Asgi(app) => {
             let host = worker
@@ -288,17 +334,6 @@ unsafe extern "C" fn read_handler(r: *mut ngx_http_request_t) {
     }));
 }
 
-/// Re-arms the shutdown guard (see [`Stream::guard`]).
-///
-/// # Safety
-/// Called by nginx's timer with `ev` = the `guard` event of a live [`Stream`] (its `Drop`
-/// deletes the timer before the Stream goes away).
-unsafe extern "C" fn guard_handler(ev: *mut ngx_event_t) {
-    // SAFETY: ev is the guard event inside a live Stream (Drop deletes the timer before the
-    // Stream goes away).
-    unsafe { ngx_add_timer(ev, GUARD_PERIOD_MS as _) };
-}
-
 /// The eventfd's read handler: service every request a Python thread has news for.
 ///
 /// # Safety
@@ -320,6 +355,7 @@ pub unsafe extern "C" fn on_wakeup(_ev: *mut ngx_event_t) {
         // SAFETY: c belongs to nginx's connection array, valid for the worker's lifetime.
         unsafe { ngx_http_run_posted_requests(c) };
     }
+    let _ = catch_unwind(worker::retire_if_asked);
 }
 
 /// The client connection's write event while we stream (`r->write_event_handler`).
@@ -569,6 +605,7 @@ fn pump(s: &mut Stream) {
                 }
                 Msg::Resume => read_again = true,
                 Msg::Done(o) => outcome = Some(o),
+                Msg::TimedOut => return timed_out(s),
             }
         }
         if !chunks.is_empty() {
@@ -599,14 +636,18 @@ fn pump(s: &mut Stream) {
 /// The app is done: end the response (nginx flushes what is still buffered, then finalises).
 fn finish(s: &mut Stream, outcome: Outcome) {
     let rc = match (outcome, s.header_rc) {
-        // The response (or pyhost's own 500) is complete: the last buffer ends it.
-        (Outcome::Complete | Outcome::Failed, Some(header_rc)) if s.discard => header_rc,
+        // The response (or pyhost's own 500 or 504) is complete: the last buffer ends it.
+        (Outcome::Complete | Outcome::Failed | Outcome::TimedOut, Some(header_rc)) if s.discard => {
+            header_rc
+        }
         // SAFETY: s.r is live.
-        (Outcome::Complete | Outcome::Failed, Some(_)) => unsafe {
+        (Outcome::Complete | Outcome::Failed | Outcome::TimedOut, Some(_)) => unsafe {
             ngx_http_send_special(s.r, NGX_HTTP_LAST as _)
         },
         // The head never went out (cannot happen with pyhost's contract): a plain 500.
-        (Outcome::Complete | Outcome::Failed, None) => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+        (Outcome::Complete | Outcome::Failed | Outcome::TimedOut, None) => {
+            NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t
+        }
         // Cut response (or the client already went away): close the connection so the client
         // sees it is incomplete.
         (Outcome::Aborted | Outcome::ClientGone, _) => NGX_ERROR as ngx_int_t,

@@ -4,18 +4,33 @@
 //! `nginx -t`, so a config test never imports an app) and only when some location runs an app in
 //! embedded mode. The event loop hands [`Job`]s to the pool; a Python thread runs the app through
 //! pyhost and streams the response back through the job's [`Exchange`].
+//!
+//! Imports (and the interpreter's start) are noted in the [`Ledger`] the master shares with its
+//! workers (imports.rs): a worker started in place of one that died importing an app does not
+//! import it again before the back-off is over; that app answers 503 meanwhile (stream.rs asks
+//! [`Worker::unavailable`]) and everything else in the worker is served.
+//!
+//! `wsgi_request_timeout` is enforced by pyhost's watchdog ([`pyhost::Timeout`]): a request
+//! stuck in Python gets an exception and a 504 from pyhost; one stuck in C code is taken over by
+//! [`EventLoopTakeOver`]: the event loop answers for it and the worker retires ([`retire_if_asked`]).
 
+use std::os::unix::ffi::OsStrExt;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
-use ngx::ffi::{ngx_connection_t, ngx_cycle_t, ngx_event_t, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_OK};
+use ngx::ffi::{
+    ngx_connection_t, ngx_cycle_t, ngx_event_t, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK,
+};
 use ngx::http::HttpModuleMainConf;
 use pyhost::asgi::{AsgiConfig, AsgiHost};
-use pyhost::{AppSpec, Mode, Outcome, ProcessApps, PythonConfig};
+use pyhost::{AppSpec, Mode, Outcome, ProcessApps, PythonConfig, Stuck, Timeout};
 
 use super::body::RequestBody;
 use super::dispatch::Dispatch;
 use super::exchange::{Exchange, PyResponder};
+use super::imports::{self, Admit, Ledger};
 use super::wake::Notifier;
 use crate::log::NgxLog;
 use crate::request::Vars;
@@ -27,12 +42,15 @@ pub struct Job {
     pub vars: Vars,
     pub body: RequestBody,
     pub exchange: Arc<Exchange>,
+    /// The location's `wsgi_request_timeout`.
+    pub timeout: Option<Duration>,
 }
 
 enum Task {
     Request(Job),
-    /// Import an app ahead of its first request.
-    Preload(usize),
+    /// Import the apps ahead of their first request, one after the other (so that an import that
+    /// kills the process is the only one in progress when it does).
+    Preload,
 }
 
 /// Everything embedded mode needs in a worker process.
@@ -44,6 +62,19 @@ pub struct Worker {
     pub log: NgxLog,
     /// Why Python could not start in this worker (requests then get 500 and this line is logged).
     pub python_error: Option<String>,
+    /// Imports across workers; `None` without a master (or if its mapping failed).
+    ledger: Option<Ledger>,
+    /// This worker's nginx process slot (its record in the ledger).
+    slot: usize,
+    /// Each app's ledger key ([`imports::key`]), in app order.
+    keys: Vec<u64>,
+    /// Per app: until when (monotonic ms) this worker already said why it answers 503.
+    told_until: Vec<AtomicU64>,
+    /// Starting Python killed a predecessor: not started here before this (monotonic ms).
+    start_held_until: Option<u64>,
+    quitting: AtomicBool,
+    /// Held while an app is imported (see [`Worker::import`]).
+    importing: Mutex<()>,
     /// The asyncio loop of the `wsgi_interface asgi` apps (None when there are none).
     pub asgi: Option<AsgiHost>,
 }
@@ -97,11 +128,7 @@ impl Worker {
                 return;
             };
             match task {
-                Task::Preload(i) => {
-                    if let Some(app) = self.apps.get(i) {
-                        app.preload(&self.log);
-                    }
-                }
+                Task::Preload => self.preload(),
                 Task::Request(job) => self.run(job),
             }
             if permit.as_ref().is_some_and(pyhost::Permit::over_limit) {
@@ -120,14 +147,34 @@ impl Worker {
             vars,
             mut body,
             exchange,
+            timeout,
         } = job;
+        exchange.mark_taken();
+        let take_over = timeout.map(|_| EventLoopTakeOver {
+            exchange: Arc::clone(&exchange),
+            notifier: &self.notifier,
+        });
         let mut out = PyResponder::new(exchange, &self.notifier);
+        // The first request of an app imports it (noted in the ledger); a failed import was
+        // logged with its traceback and gets its 500 without a second try.
+        if !self.import(app) {
+            let outcome = pyhost::answer_500(&mut out);
+            out.finish(outcome);
+            return;
+        }
         let outcome = match self.apps.get(app) {
             Some(app) => {
                 let pairs = vars.pairs();
                 let req = pyhost::Request {
                     vars: &pairs,
                     mode: self.mode,
+                    timeout: timeout
+                        .zip(take_over.as_ref())
+                        .map(|(after, stuck)| Timeout {
+                            after,
+                            log: &self.log,
+                            stuck,
+                        }),
                 };
                 // pyhost never panics on purpose; if it does, the thread survives and the
                 // response is cut (the event loop closes the connection).
@@ -146,6 +193,167 @@ impl Worker {
         };
         out.finish(outcome);
     }
+
+    /// Imports every app now, in order, except those the ledger holds back.
+    fn preload(&self) {
+        for i in 0..self.apps.len() {
+            match self.unavailable(i) {
+                Some(wait) => self.tell_held_back(i, wait),
+                None => {
+                    self.import(i);
+                }
+            }
+        }
+    }
+
+    /// Imports `app` if it is not yet: false if that failed (logged). One import at a time in
+    /// this worker, noted in the ledger: if the process dies, the import in progress is the one
+    /// that killed it, and only that app is held back in the next worker.
+    fn import(&self, app: usize) -> bool {
+        let Some(a) = self.apps.get(app) else {
+            return true;
+        };
+        if a.is_loaded() {
+            return true;
+        }
+        let _one_at_a_time = self.importing.lock().unwrap_or_else(|e| e.into_inner());
+        if a.is_loaded() {
+            return true;
+        }
+        let noted = match (self.ledger, self.keys.get(app)) {
+            (Some(ledger), Some(key)) => Some((ledger, *key)),
+            _ => None,
+        };
+        let guard = noted.map(|(ledger, key)| ledger.begin(self.slot, key, imports::now_ms()));
+        let loaded = a.preload(&self.log);
+        drop(guard);
+        // Returned in a live process (loaded, or a Python exception): not a deadly import.
+        if let Some((ledger, key)) = noted {
+            ledger.survived(key);
+        }
+        loaded
+    }
+
+    /// For the event loop, before a request of `app` is queued: `Some(wait)` when the app is
+    /// not imported in this worker and must not be now (its import killed a worker lately):
+    /// answer 503 with Retry-After. Otherwise the request may go on (and may import it).
+    pub fn unavailable(&self, app: usize) -> Option<Duration> {
+        if self.apps.get(app)?.is_loaded() {
+            return None;
+        }
+        let ledger = self.ledger?;
+        match ledger.admit(*self.keys.get(app)?, imports::now_ms()) {
+            Admit::Free => None,
+            Admit::Retry { deaths } => {
+                self.log.write(
+                    NGX_LOG_NOTICE as _,
+                    &format!(
+                        "wsgi: RW-NG063 importing {} again (it killed {deaths} worker(s) in a row)",
+                        self.script(app)
+                    ),
+                );
+                None
+            }
+            Admit::Wait(wait) => Some(wait),
+        }
+    }
+
+    /// Logs (once per back-off period in this worker) why `app` answers 503.
+    pub fn tell_held_back(&self, app: usize, wait: Duration) {
+        let Some(told) = self.told_until.get(app) else {
+            return;
+        };
+        let now = imports::now_ms();
+        if told.load(Ordering::Relaxed) > now {
+            return;
+        }
+        told.store(now + wait.as_millis() as u64, Ordering::Relaxed);
+        self.log.write(
+            NGX_LOG_WARN as _,
+            &format!(
+                "wsgi: RW-NG062 not importing {} in this worker for {:.1}s more (its import killed \
+                 a worker): its requests get 503",
+                self.script(app),
+                wait.as_secs_f64()
+            ),
+        );
+    }
+
+    /// Starting Python killed a predecessor: `Some(wait)` while this worker holds off (its
+    /// embedded requests get 503). Once the wait is over, the worker exits gracefully and
+    /// nginx's master starts a new one, which tries again.
+    pub fn start_held(&self) -> Option<Duration> {
+        let until = self.start_held_until?;
+        let now = imports::now_ms();
+        if now < until {
+            return Some(Duration::from_millis(until - now));
+        }
+        if !self.quitting.swap(true, Ordering::Relaxed) {
+            self.log.write(
+                NGX_LOG_NOTICE as _,
+                "wsgi: RW-NG063 starting Python again: this worker exits gracefully, the next one tries",
+            );
+            // SAFETY: the event-loop thread (our caller) sets nginx's own flag, as its signal
+            // handler would for SIGQUIT: the worker stops accepting and exits after its requests.
+            unsafe { ngx::ffi::ngx_quit = 1 };
+        }
+        Some(Duration::from_secs(1))
+    }
+
+    fn script(&self, app: usize) -> String {
+        self.apps
+            .get(app)
+            .map_or_else(String::new, |a| a.spec().script.display().to_string())
+    }
+}
+
+/// pyhost's last resort for a request whose Python thread is stuck in C code past its timeout:
+/// the event loop answers for it (504, or cuts a started response) and retires this worker.
+struct EventLoopTakeOver {
+    exchange: Arc<Exchange>,
+    notifier: &'static Notifier<Arc<Exchange>>,
+}
+
+/// Set by [`EventLoopTakeOver`] on pyhost's watchdog thread, taken by the event loop.
+static RETIRE: AtomicBool = AtomicBool::new(false);
+
+impl Stuck for EventLoopTakeOver {
+    fn stuck(&self) {
+        // Before the wake-up, so that the event loop sees it when it wakes.
+        RETIRE.store(true, Ordering::Release);
+        self.exchange.time_out(self.notifier);
+    }
+}
+
+/// Event loop: a Python thread of this worker is stuck in C code (pyhost's watchdog took its
+/// request over). The thread cannot be freed, so the worker exits gracefully, as on `nginx -s
+/// quit`: it stops accepting, finishes its other requests (their Python threads still work),
+/// and the master starts a fresh worker at once. Nothing happens unless asked, and only once.
+pub fn retire_if_asked() {
+    static RETIRED: AtomicBool = AtomicBool::new(false);
+    if !RETIRE.load(Ordering::Acquire) || RETIRED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let Some(worker) = WORKER.get() else { return };
+    // SAFETY: reading nginx's process-role global on the event-loop thread.
+    let role = unsafe { ngx::ffi::ngx_process } as u32;
+    if role != ngx::ffi::NGX_PROCESS_WORKER {
+        // master_process off: exiting would stop nginx itself.
+        worker.log.write(
+            NGX_LOG_WARN as _,
+            "wsgi: RW-NG043 a Python thread is stuck in C code past its wsgi_request_timeout; \
+             without a master process this nginx keeps running with one Python thread fewer",
+        );
+        return;
+    }
+    worker.log.write(
+        NGX_LOG_NOTICE as _,
+        "wsgi: RW-NG042 a Python thread is stuck in C code past its wsgi_request_timeout: this \
+         worker exits once its other requests are done, and the master starts a new one",
+    );
+    // SAFETY: ngx_quit is the flag nginx's own QUIT handler sets; the worker's cycle loop reads
+    // it right after this event handler returns, on this same thread.
+    unsafe { ngx::ffi::ngx_quit = 1 };
 }
 
 /// `init_process`: starts embedded mode in this worker if any location needs it. `on_wakeup` is
@@ -171,17 +379,65 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result
         python_home: main.python_home.clone(),
         python_path: main.python_path.clone(),
     };
+    let ledger = Ledger::shared();
+    // SAFETY: nginx's global, set for this worker before init_process.
+    let slot = usize::try_from(unsafe { ngx::ffi::ngx_process_slot }).unwrap_or(usize::MAX);
+    let keys: Vec<u64> = main
+        .apps
+        .iter()
+        .map(|a| imports::key(a.script.as_os_str().as_bytes(), a.callable.as_bytes()))
+        .collect();
+    let home = cfg
+        .python_home
+        .as_deref()
+        .map_or(&b""[..], |h| h.as_os_str().as_bytes());
+    let start_key = imports::key(b"\0python", home);
+    let now = imports::now_ms();
+    let mut start_held_until = None;
+    if let Some(ledger) = ledger {
+        let pid = std::process::id() as i32;
+        for death in ledger.worker_started(slot, pid, now, imports::alive) {
+            let what = match main.apps.iter().zip(&keys).find(|(_, k)| **k == death.key) {
+                Some((app, _)) => format!("importing {}", app.script.display()),
+                None if death.key == start_key => "starting Python".to_string(),
+                None => continue,
+            };
+            log.write(
+                NGX_LOG_ERR as _,
+                &format!(
+                    "wsgi: RW-NG061 {what} killed worker {} ({} time(s) in a row): not tried \
+                     again for {:.1}s; its requests get 503 meanwhile",
+                    death.pid,
+                    death.deaths,
+                    death.wait.as_secs_f64()
+                ),
+            );
+        }
+        if let Admit::Wait(wait) = ledger.admit(start_key, now) {
+            start_held_until = Some(now + wait.as_millis() as u64);
+        }
+    }
     let specs = main.apps.iter().map(|a| AppSpec {
         script: a.script.clone(),
         callable: a.callable.clone(),
     });
-    let (apps, python_error) = match ProcessApps::start(&cfg, specs) {
-        Ok(apps) => (apps, None),
-        Err(e) => {
-            let msg = format!("wsgi: RW-NG002 cannot start Python in this worker: {e}");
-            log.write(NGX_LOG_ERR as _, &msg);
-            (ProcessApps::default(), Some(msg))
+    let (apps, python_error) = if start_held_until.is_some() {
+        (ProcessApps::default(), None)
+    } else {
+        let guard = ledger.map(|l| l.begin(slot, start_key, now));
+        let started = match ProcessApps::start(&cfg, specs) {
+            Ok(apps) => (apps, None),
+            Err(e) => {
+                let msg = format!("wsgi: RW-NG002 cannot start Python in this worker: {e}");
+                log.write(NGX_LOG_ERR as _, &msg);
+                (ProcessApps::default(), Some(msg))
+            }
+        };
+        drop(guard);
+        if let Some(ledger) = ledger {
+            ledger.survived(start_key);
         }
+        started
     };
     // Python threads only for WSGI apps: the ASGI ones run on the loop thread.
     let threads = if main.apps.is_empty() {
@@ -192,16 +448,25 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result
     let mode = Mode::pool(worker_processes(cycle_ref), threads);
     let (asgi, python_error) = match python_error {
         Some(e) => (None, Some(e)),
+        // Held back from starting Python (imports.rs): no asyncio loop either.
+        None if start_held_until.is_some() => (None, None),
         // SAFETY: the cycle log lives as long as this worker process.
         None => start_asgi(main, unsafe { NgxLog::new(cycle_ref.log) }),
     };
     let worker = Worker {
+        told_until: keys.iter().map(|_| AtomicU64::new(0)).collect(),
         apps,
         notifier,
         queue: Dispatch::default(),
         mode,
         log,
         python_error,
+        ledger,
+        slot,
+        keys,
+        start_held_until,
+        quitting: AtomicBool::new(false),
+        importing: Mutex::new(()),
         asgi,
     };
     if WORKER.set(worker).is_err() {
@@ -215,10 +480,19 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result
     if worker.python_error.is_some() {
         return Ok(()); // requests answer 500 with the reason; no threads to run
     }
-    spawn_threads(worker, threads)?;
-    for i in 0..worker.apps.len() {
-        worker.push(Task::Preload(i));
+    if let Some(wait) = worker.start_held() {
+        worker.log.write(
+            NGX_LOG_WARN as _,
+            &format!(
+                "wsgi: RW-NG062 not starting Python in this worker for {:.1}s (starting it killed \
+                 a worker): embedded requests get 503",
+                wait.as_secs_f64()
+            ),
+        );
+        return Ok(());
     }
+    spawn_threads(worker, threads)?;
+    worker.push(Task::Preload);
     if threads > 0 {
         worker.log.write(
             NGX_LOG_NOTICE as _,

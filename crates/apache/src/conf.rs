@@ -10,8 +10,9 @@
 //! which prints it with the file and line. Nothing unknown is silently accepted.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use supervisor::{DaemonOptions, OPTION_NAMES};
+use supervisor::{parse_timeout, DaemonOptions, OPTION_NAMES};
 
 /// mod_wsgi's spelling of "the main interpreter" / "run in the Apache child itself".
 pub const GLOBAL: &str = "%{GLOBAL}";
@@ -59,6 +60,8 @@ pub struct DirConf {
     pub callable: Option<String>,
     pub pass_authorization: Option<bool>,
     pub chunked_request: Option<bool>,
+    /// `WSGIRequestTimeout` / `request-timeout=` (embedded mode); `Some(None)` is `Off`.
+    pub request_timeout: Option<Option<Duration>>,
 }
 
 impl DirConf {
@@ -72,6 +75,7 @@ impl DirConf {
             callable: pick(&child.callable, &parent.callable),
             pass_authorization: pick(&child.pass_authorization, &parent.pass_authorization),
             chunked_request: pick(&child.chunked_request, &parent.chunked_request),
+            request_timeout: pick(&child.request_timeout, &parent.request_timeout),
         }
     }
 
@@ -84,6 +88,20 @@ impl DirConf {
     pub fn callable_name(&self) -> &str {
         self.callable.as_deref().unwrap_or("application")
     }
+
+    /// The request timeout of an embedded request here, if any.
+    pub fn request_timeout(&self) -> Option<Duration> {
+        self.request_timeout.flatten()
+    }
+}
+
+/// `WSGIRequestTimeout SECS|Off` and `request-timeout=SECS`: seconds (fractions allowed) as
+/// the daemon option takes them; 0 or `Off` means none.
+pub fn parse_request_timeout(directive: &str, value: &str) -> Result<Option<Duration>, String> {
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    parse_timeout("request-timeout", value).map_err(|e| format!("{directive}: {e}, or Off"))
 }
 
 /// One `WSGIScriptAlias URL PATH [options]` line.
@@ -124,8 +142,19 @@ impl Alias {
                 }
                 "callable-object" => options.callable = Some(non_empty(D, key, value)?.to_owned()),
                 "pass-authorization" => options.pass_authorization = Some(parse_on_off(D, value)?),
+                "request-timeout" => {
+                    options.request_timeout = Some(parse_request_timeout(D, value)?)
+                }
                 _ => return Err(unsupported_option(D, key)),
             }
+        }
+        if let (Some(Some(_)), Some(ProcessGroup::Daemon(group))) =
+            (options.request_timeout, &options.process_group)
+        {
+            return Err(format!(
+                "{D}: request-timeout= applies to embedded mode; requests here go to daemon \
+                 group '{group}': set request-timeout= on its WSGIDaemonProcess"
+            ));
         }
         Ok(Self {
             url: (*url).to_owned(),
@@ -398,6 +427,44 @@ mod tests {
         assert!(e.contains("site1"), "{e}");
         assert!(Alias::parse(&["/app"]).is_err());
         assert!(Alias::parse(&["app", "/x"]).is_err());
+    }
+
+    #[test]
+    fn request_timeouts() {
+        let a = Alias::parse(&["/app", "/srv/app.wsgi", "request-timeout=2.5"]).unwrap();
+        assert_eq!(
+            a.options.request_timeout(),
+            Some(Duration::from_millis(2500))
+        );
+        let off = Alias::parse(&["/app", "/srv/app.wsgi", "request-timeout=0"]).unwrap();
+        assert_eq!(off.options.request_timeout, Some(None));
+        assert_eq!(parse_request_timeout("WSGIRequestTimeout", "Off"), Ok(None));
+        let e = parse_request_timeout("WSGIRequestTimeout", "soon").unwrap_err();
+        assert!(e.contains("expected a number of seconds"), "{e}");
+        let e = Alias::parse(&[
+            "/app",
+            "/srv/app.wsgi",
+            "process-group=web",
+            "request-timeout=5",
+        ])
+        .unwrap_err();
+        assert!(e.contains("WSGIDaemonProcess"), "{e}");
+        // A directory's Off undoes the server's value; the alias's own value wins over both.
+        let server = DirConf {
+            request_timeout: Some(Some(Duration::from_secs(9))),
+            ..DirConf::default()
+        };
+        let dir = DirConf {
+            request_timeout: Some(None),
+            ..DirConf::default()
+        };
+        assert_eq!(DirConf::merge(&server, &dir).request_timeout(), None);
+        assert_eq!(
+            DirConf::merge(&server, &dir)
+                .with_alias(&a)
+                .request_timeout(),
+            Some(Duration::from_millis(2500))
+        );
     }
 
     #[test]

@@ -24,11 +24,12 @@ enum Directive {
     SocketPrefix,
     RestrictEmbedded,
     ImportScript,
+    RequestTimeout,
     Unsupported,
 }
 
 impl Directive {
-    const ALL: [Directive; 13] = [
+    const ALL: [Directive; 14] = [
         Self::ScriptAlias,
         Self::DaemonProcess,
         Self::ProcessGroup,
@@ -41,6 +42,7 @@ impl Directive {
         Self::SocketPrefix,
         Self::RestrictEmbedded,
         Self::ImportScript,
+        Self::RequestTimeout,
         Self::Unsupported,
     ];
 
@@ -78,7 +80,7 @@ pub struct CommandTable<const N: usize>(pub [command_rec; N]);
 // SAFETY: the table is immutable and only holds pointers to 'static C strings and fns.
 unsafe impl<const N: usize> Sync for CommandTable<N> {}
 
-const N_SUPPORTED: usize = 12;
+const N_SUPPORTED: usize = 13;
 const N_ROWS: usize = N_SUPPORTED + conf::UNSUPPORTED_DIRECTIVES.len() + 1;
 
 const fn unsupported_row(i: usize) -> command_rec {
@@ -132,7 +134,7 @@ const _: () = assert!(UNSUPPORTED_C.len() == conf::UNSUPPORTED_DIRECTIVES.len())
 const fn build_table() -> [command_rec; N_ROWS] {
     let supported: [command_rec; N_SUPPORTED] = [
         row(c"WSGIScriptAlias", Directive::ScriptAlias, SERVER,
-            c"URL-path script-path [process-group=G] [application-group=%{GLOBAL}] [callable-object=N] [pass-authorization=On|Off]"),
+            c"URL-path script-path [process-group=G] [application-group=%{GLOBAL}] [callable-object=N] [pass-authorization=On|Off] [request-timeout=SECS]"),
         row(c"WSGIDaemonProcess", Directive::DaemonProcess, SERVER, c"name [key=value ...] (see docs/apache/WSGIDaemonProcess.md)"),
         row(c"WSGIProcessGroup", Directive::ProcessGroup, ANYWHERE, c"a WSGIDaemonProcess name, or %{GLOBAL} for embedded mode"),
         row(c"WSGIApplicationGroup", Directive::ApplicationGroup, ANYWHERE, c"%{GLOBAL} (the main interpreter)"),
@@ -146,6 +148,8 @@ const fn build_table() -> [command_rec; N_ROWS] {
         row(c"WSGIRestrictEmbedded", Directive::RestrictEmbedded, SERVER, c"On|Off: no Python in Apache's children"),
         row(c"WSGIImportScript", Directive::ImportScript, SERVER,
             c"script-path process-group=G application-group=%{GLOBAL}"),
+        row(c"WSGIRequestTimeout", Directive::RequestTimeout, RSRC_CONF | ACCESS_CONF,
+            c"SECS or Off: embedded requests running longer are interrupted and answered 504"),
     ];
     let end = command_rec {
         name: null(),
@@ -252,7 +256,8 @@ fn apply(
         | Directive::ApplicationGroup
         | Directive::CallableObject
         | Directive::PassAuthorization
-        | Directive::ChunkedRequest => {
+        | Directive::ChunkedRequest
+        | Directive::RequestTimeout => {
             let value = one()?;
             let dir = dir.ok_or_else(|| format!("{name}: no directory configuration here"))?;
             match directive {
@@ -263,6 +268,9 @@ fn apply(
                 Directive::CallableObject => dir.callable = Some(value.to_owned()),
                 Directive::PassAuthorization => {
                     dir.pass_authorization = Some(conf::parse_on_off(name, value)?)
+                }
+                Directive::RequestTimeout => {
+                    dir.request_timeout = Some(conf::parse_request_timeout(name, value)?)
                 }
                 _ => dir.chunked_request = Some(conf::parse_on_off(name, value)?),
             }

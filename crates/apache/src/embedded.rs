@@ -4,7 +4,8 @@
 //! start-up, `pyhost::initialize`), never in the parent: httpd unloads and reloads this DSO
 //! between configuration passes. pyhost holds the GIL only while Python runs; reading the body
 //! and writing the response happen without it, through httpd's own input (de-chunking included)
-//! and output filter chain (request.rs, shared with daemon mode).
+//! and output filter chain (request.rs, shared with daemon mode). `WSGIRequestTimeout` is
+//! pyhost's watchdog plus timeout.rs for a thread stuck in C code.
 
 use std::collections::HashMap;
 use std::ffi::c_int;
@@ -12,13 +13,14 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, RwLock};
 
-use pyhost::{App, AppSpec, Mode, PythonConfig};
+use pyhost::{App, AppSpec, Mode, PythonConfig, Timeout};
 
 use crate::conf::{DirConf, ProcessGroup};
 use crate::ffi::*;
 use crate::log::{log_request, log_server, HttpdLog};
 use crate::request::{build_vars, Output, RequestBody};
 use crate::server_conf;
+use crate::timeout::{self, CloseConnection};
 
 /// Per-child state, set once in child_init.
 struct Child {
@@ -55,18 +57,6 @@ fn app_for(script: PathBuf, callable: &str) -> Arc<App> {
     Arc::clone(app)
 }
 
-/// ap_mpm_query, with "not supported" read as 1.
-fn mpm_query(code: u32) -> c_int {
-    let mut value: c_int = 0;
-    // SAFETY: ap_mpm_query writes one int through the pointer.
-    let rv = unsafe { ap_mpm_query(code as c_int, &mut value) };
-    if rv == APR_SUCCESS as apr_status_t {
-        value
-    } else {
-        1
-    }
-}
-
 /// The `child_init` hook: starts Python in this Apache child (see [`start_child`]).
 ///
 /// # Safety
@@ -91,6 +81,7 @@ unsafe fn start_child(s: *mut server_rec) {
         run_once: false,
     };
 
+    timeout::set_server_log(s);
     // SAFETY: s is live (caller contract).
     let Some(conf) = (unsafe { server_conf(s) }) else {
         return;
@@ -187,9 +178,21 @@ pub(crate) fn run(r: &mut request_rec, conf: &DirConf) -> c_int {
 
     let vars = build_vars(r, conf);
     let pairs: Vec<(&[u8], &[u8])> = vars.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+    let stuck = CloseConnection {
+        r,
+        threaded: child.mode.multithread,
+    };
     let request = pyhost::Request {
         vars: &pairs,
         mode: child.mode,
+        timeout: conf
+            .request_timeout()
+            .zip(timeout::server_log())
+            .map(|(after, log)| Timeout {
+                after,
+                log,
+                stuck: &stuck,
+            }),
     };
     // SAFETY: r->filename is the script path after httpd's directory walk split off path_info.
     let script = PathBuf::from(std::ffi::OsStr::from_bytes(unsafe {

@@ -18,7 +18,7 @@ mod sys {
 }
 pub use sys::*;
 
-use std::ffi::{c_char, c_void, CStr};
+use std::ffi::{c_char, c_int, c_void, CStr};
 use std::mem::offset_of;
 use std::ptr;
 
@@ -124,5 +124,17 @@ pub unsafe fn table_entries<'a>(t: *const apr_table_t) -> &'a [apr_table_entry_t
             (*arr).elts.cast::<apr_table_entry_t>(),
             (*arr).nelts as usize,
         )
+    }
+}
+
+/// ap_mpm_query, with "not supported" read as 1.
+pub fn mpm_query(code: u32) -> c_int {
+    let mut value: c_int = 0;
+    // SAFETY: ap_mpm_query writes one int through the pointer.
+    let rv = unsafe { ap_mpm_query(code as c_int, &mut value) };
+    if rv == APR_SUCCESS as apr_status_t {
+        value
+    } else {
+        1
     }
 }

@@ -9,7 +9,8 @@
 //! - `handler`: URL mapping (`WSGIScriptAlias`) and the response handler, the one visible branch
 //!   between the modes;
 //! - `request`: what both modes share: the CGI vars, the request body, the response output;
-//! - `embedded`: embedded mode, Python in the Apache child (pyhost);
+//! - `embedded`: embedded mode, Python in the Apache child (pyhost); `timeout`: its request
+//!   timeout's last resort, for a request thread stuck in C code;
 //! - `daemon`: daemon mode, forwarding a request to its group over uwsgi, with `spool` (the
 //!   request body read whole first) and `backend` (the connection to the group: the request
 //!   sent while the response is read);
@@ -35,6 +36,7 @@ mod log;
 mod request;
 mod spool;
 mod supervise;
+mod timeout;
 
 use std::ffi::{c_char, c_int, c_void};
 use std::ptr::{addr_of_mut, null, null_mut};

@@ -55,11 +55,13 @@ pub(crate) unsafe fn log_server(s: *const server_rec, level: u32, message: &str)
 pub(crate) enum HttpdLog {
     /// During `pyhost::handle`, on the request's own thread, while the request is live.
     Request(*const request_rec),
-    /// During `child_init`, on the calling thread (the main server_rec lives for the generation).
+    /// The main server_rec, from `child_init` on: it lives as long as the child, and
+    /// ap_log_error may be called from any thread (pyhost's watchdog logs through it).
     Server(*const server_rec),
 }
-// SAFETY: each variant is used only as its comment says, on the thread that made it, while what
-// it points at is live; ap_log_rerror and ap_log_error themselves are thread-safe.
+// SAFETY: each variant is used only as its comment says, while what it points at is live
+// (Request: on the request's own thread); ap_log_rerror and ap_log_error themselves are
+// thread-safe.
 unsafe impl Send for HttpdLog {}
 // SAFETY: as above.
 unsafe impl Sync for HttpdLog {}

@@ -228,14 +228,18 @@ impl Output {
     /// Ends the request according to pyhost's outcome; returns the handler status.
     pub(crate) fn finish(&mut self, outcome: Outcome) -> c_int {
         match outcome {
-            Outcome::Failed if self.held.is_some() => {
+            Outcome::Failed | Outcome::TimedOut if self.held.is_some() => {
                 self.held = None;
                 // SAFETY: r is live; ap_die will build the error response from the status we
                 // return, with headers_out swapped out by ap_send_error_response.
                 unsafe { (*self.r).status_line = std::ptr::null() };
-                HTTP_INTERNAL_SERVER_ERROR as c_int
+                if outcome == Outcome::TimedOut {
+                    HTTP_GATEWAY_TIME_OUT as c_int
+                } else {
+                    HTTP_INTERNAL_SERVER_ERROR as c_int
+                }
             }
-            Outcome::Complete | Outcome::Failed => {
+            Outcome::Complete | Outcome::Failed | Outcome::TimedOut => {
                 if let Some(body) = self.held.take() {
                     // Flushed for the same reason as in write().
                     let _ = self.send(&body, true);

@@ -1,11 +1,13 @@
 //! Cost of one hello-world request through `pyhost::handle`, without any transport: what the
 //! host itself adds per request. Run: `cargo bench -p pyhost --bench handle`.
+//! `PYHOST_BENCH_TIMEOUT=SECS` gives every request a request timeout (the watchdog's cost).
 
 use std::io;
 use std::time::Instant;
 
 use pyhost::{
     App, AppSpec, Body, ErrorLog, Head, Level, Mode, Outcome, PythonConfig, Request, Responder,
+    Stuck, Timeout,
 };
 
 struct Sink(usize);
@@ -35,6 +37,12 @@ impl ErrorLog for Quiet {
     fn log(&self, _: Level, msg: &str) {
         eprintln!("{msg}");
     }
+}
+
+struct Ignore;
+
+impl Stuck for Ignore {
+    fn stuck(&self) {}
 }
 
 /// What nginx's stock uwsgi_params plus a typical browser sends.
@@ -74,9 +82,15 @@ fn main() {
         script,
         callable: "application".into(),
     });
-    let vars: Vec<(&[u8], &[u8])> = VARS
+    // Heap copies, as a transport has them: the strings' alignment then does not depend on
+    // where the linker put this binary's constants (CPython's latin-1 decoder reads words).
+    let owned: Vec<(Vec<u8>, Vec<u8>)> = VARS
         .iter()
-        .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect();
+    let vars: Vec<(&[u8], &[u8])> = owned
+        .iter()
+        .map(|(k, v)| (k.as_slice(), v.as_slice()))
         .collect();
     let req = Request {
         vars: &vars,
@@ -85,6 +99,14 @@ fn main() {
             multiprocess: true,
             run_once: false,
         },
+        timeout: std::env::var("PYHOST_BENCH_TIMEOUT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(|secs| Timeout {
+                after: std::time::Duration::from_secs(secs),
+                log: &Quiet,
+                stuck: &Ignore,
+            }),
     };
     let mut sink = Sink(0);
     // PYHOST_BENCH_N lowers the count for instruction counting under valgrind.

@@ -42,6 +42,11 @@ impl App {
         &self.spec
     }
 
+    /// True once the script has been imported in this process (no GIL needed).
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.get().is_some()
+    }
+
     /// Load the script now (at worker start). On failure the traceback is logged and `false`
     /// returned; requests will retry.
     pub fn preload(&self, log: &dyn ErrorLog) -> bool {

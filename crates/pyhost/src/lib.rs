@@ -21,7 +21,9 @@
 //!    `memory` (malloc arenas and the trimmer thread), `app` (loading a script), `gil` (the
 //!    timed attach points), `control` (the admission policy) then `admit` (the waiting room that
 //!    applies it), `process` (the per-process start-up every transport shares: [`initialize`],
-//!    [`ProcessApps`]).
+//!    [`ProcessApps`]), `interrupt` (request timeouts' Python side: the `RequestTimeout`
+//!    exception, the stack, the injection) then `watchdog` (the per-thread slots, the watchdog
+//!    and interrupter threads).
 //! 3. One request's state, no Python objects: `input` (the body buffer), `response` (head
 //!    validation, lazy head, Content-Length), `environ` (the environ dict).
 //! 4. `scope`: ties the two sides and the log to one `handle()` call and ends the borrows.
@@ -43,6 +45,7 @@ mod filewrapper;
 mod gil;
 mod init;
 mod input;
+mod interrupt;
 mod log;
 mod memory;
 mod process;
@@ -52,6 +55,7 @@ mod scope;
 mod start_response;
 mod stats;
 mod thread;
+mod watchdog;
 mod wsgi_errors;
 mod wsgi_input;
 
@@ -61,9 +65,10 @@ pub use environ::http_header_var;
 pub use init::{is_initialized, Error, PythonConfig};
 pub use log::{ErrorLog, Level, StderrLog};
 pub use process::{initialize, ProcessApps};
-pub use run::handle;
+pub use run::{answer_500, handle};
 pub use stats::{stats, Stats, FIELD_NAMES as STATS_FIELDS, STATS_DIR_ENV};
 pub use thread::{register_thread, spawn_with_signals_blocked, PythonThread};
+pub use watchdog::{interrupt_grace, stuck_threads};
 
 /// The values of `wsgi.multithread`, `wsgi.multiprocess` and `wsgi.run_once` for this transport.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -93,6 +98,50 @@ impl Mode {
 pub struct Request<'a> {
     pub vars: &'a [(&'a [u8], &'a [u8])],
     pub mode: Mode,
+    /// The request timeout (`wsgi_request_timeout`, `WSGIRequestTimeout`, a daemon group's
+    /// `request-timeout=`); `None`: the request may run for ever.
+    pub timeout: Option<Timeout<'a>>,
+}
+
+/// A request's timeout, and what the transport does when interrupting it is not enough.
+///
+/// When the request has run for `after`, pyhost's watchdog logs the Python stack of its thread
+/// and raises `RequestTimeout` (a `BaseException`, so `except Exception:` does not swallow it)
+/// in that thread. Python code stops at its next bytecode, pyhost answers `504` (or cuts a
+/// response already started: [`Outcome::TimedOut`], [`Outcome::Aborted`]) and the thread serves
+/// again. A thread that has not come back [`interrupt_grace`] later is stuck in C code (a
+/// blocking call that never returns to Python): the watchdog then calls [`Stuck::stuck`], and
+/// the transport answers the client itself and arranges for its process to be replaced.
+#[derive(Clone, Copy)]
+pub struct Timeout<'a> {
+    pub after: std::time::Duration,
+    /// Where the watchdog writes its lines (the stack at the timeout...): a log that outlives
+    /// the request, since the watchdog writes from its own thread.
+    pub log: &'static dyn ErrorLog,
+    /// What to do when the thread does not come back.
+    pub stuck: &'a dyn Stuck,
+}
+
+impl std::fmt::Debug for Timeout<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timeout")
+            .field("after", &self.after)
+            .finish()
+    }
+}
+
+/// The body of pyhost's 504 (text/plain), for a transport that answers a timed-out request
+/// itself ([`Stuck`]) and should say the same.
+pub const TIMEOUT_BODY: &[u8] = b"504 Gateway Timeout: the application did not answer in time\n";
+
+/// The transport's last resort for a request whose thread did not come back from the interrupt.
+pub trait Stuck: Sync {
+    /// Called once, on pyhost's watchdog thread, while the request's own thread is still inside
+    /// [`handle`] (which does not return before this does, so everything the request borrows is
+    /// still alive). Answer the client if nothing was sent yet (504), else cut the response, and
+    /// make sure the stuck thread can no longer write to it; then let the process be replaced
+    /// once its other requests are done. Must not block and must not take the GIL.
+    fn stuck(&self);
 }
 
 /// The source of `wsgi.input`. Called without the GIL. `Ok(0)` means the body has ended; the
@@ -148,6 +197,10 @@ pub enum Outcome {
     /// The app failed before the head was sent; pyhost sent a 500 itself and logged the traceback.
     Failed,
     /// Something failed after the head went out (an exception, or a body shorter than its
-    /// Content-Length): the response is incomplete and the caller must close the connection.
+    /// Content-Length, or the request timeout): the response is incomplete and the caller must
+    /// close the connection.
     Aborted,
+    /// The request passed its [`Timeout`] before the head went out: pyhost sent a 504 itself
+    /// (and logged the stack at the timeout).
+    TimedOut,
 }

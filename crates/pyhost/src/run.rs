@@ -14,14 +14,16 @@ use pyo3::types::{PyByteArray, PyBytes, PyIterator, PyList, PyTuple, PyType};
 use crate::environ;
 use crate::filewrapper::FileWrapper;
 use crate::input::InputState;
+use crate::interrupt;
 use crate::log::{format_exception, ErrorLog, Level};
 use crate::response::{ResponseState, SendError};
 use crate::scope::{Scope, SendSlice};
 use crate::start_response::StartResponse;
 use crate::stats::{self, Field};
+use crate::watchdog::{self, Ended, Watch};
 use crate::wsgi_errors::Errors;
 use crate::wsgi_input::Input;
-use crate::{admit, gil, App, Body, Outcome, Request, Responder};
+use crate::{admit, gil, App, Body, Outcome, Request, Responder, TIMEOUT_BODY};
 
 const ERROR_BODY: &[u8] = b"500 Internal Server Error\n";
 
@@ -51,7 +53,7 @@ pub fn handle(
             Level::Error,
             "RW-PY002 request received before Python was initialised",
         );
-        return answer_500_directly(out);
+        return answer_500(out);
     }
     let input = InputState::new(environ::content_length(req));
     let response = ResponseState::new(environ::is_head(req));
@@ -62,6 +64,9 @@ pub fn handle(
     let _close = CloseOnDrop(&scope);
     // Into Python only when admitted (admit.rs); a thread holding a permit already goes on.
     let admitted = admit::ForRequest::enter();
+    // The request timeout counts from here (the wait for admission is not the app's time), and
+    // the watch ends (the watchdog done with req's borrows) before the scope closes.
+    let watch = watchdog::begin(req);
     let account = Account::start();
     let next = gil::attach(|py| run(py, app, req, &scope));
     account.end();
@@ -69,9 +74,33 @@ pub fn handle(
     // sending the copied-out body, so that its wake-up overlaps this send instead of leaving
     // the GIL idle (a thread holding a Permit across requests keeps it).
     drop(admitted);
-    match next {
+    let outcome = match next {
         Next::Done(outcome) => outcome,
         Next::Send(body) => send_copied(&scope, &body),
+    };
+    if let Some(watch) = watch {
+        end_watch(watch, req, log);
+    }
+    outcome
+}
+
+/// After a request with a timeout: an exception raised for it that has not landed yet must not
+/// hit the thread's next request.
+fn end_watch(watch: Watch, req: &Request<'_>, log: &dyn ErrorLog) {
+    let ident = watch.ident();
+    match watch.end() {
+        Ended::Finished => {}
+        Ended::Interrupted => interrupt::clear_pending(ident),
+        Ended::Abandoned => {
+            interrupt::clear_pending(ident);
+            log.log(
+                Level::Info,
+                &format!(
+                    "RW-PY043 the thread of request {} came back after all; the server had already answered for it",
+                    watchdog::describe(req)
+                ),
+            );
+        }
     }
 }
 
@@ -197,6 +226,7 @@ fn call_app<'py>(
 ) -> Result<Bound<'py, PyAny>, Outcome> {
     let callable = match app.get(py) {
         Ok(c) => c,
+        Err(e) if interrupt::is_timeout(py, &e) => return Err(timed_out(py, scope)),
         Err(e) => {
             scope.log(Level::Error, &app.load_error_message(py, &e));
             return Err(send_500(py, scope));
@@ -218,6 +248,10 @@ fn respond(py: Python<'_>, scope: &Scope, iterable: &Bound<'_, PyAny>) -> Outcom
     // PEP 3333: close() exactly once, whatever happened while iterating.
     let outcome = match call_close(py, iterable) {
         Ok(()) => outcome,
+        Err(e) if interrupt::is_timeout(py, &e) => {
+            scope.log(Level::Error, TIMED_OUT_IN_CLOSE);
+            outcome
+        }
         Err(e) => {
             scope.log(
                 Level::Error,
@@ -449,6 +483,9 @@ fn send_wrapped_file(
 
 /// An exception from the app: log it; a 500 if the head has not gone out, else abort.
 fn fail(py: Python<'_>, scope: &Scope, err: &PyErr) -> Outcome {
+    if interrupt::is_timeout(py, err) {
+        return timed_out(py, scope);
+    }
     scope.log(
         Level::Error,
         &format!(
@@ -463,14 +500,41 @@ fn fail(py: Python<'_>, scope: &Scope, err: &PyErr) -> Outcome {
     }
 }
 
+const TIMED_OUT_IN_CLOSE: &str = "RW-PY041 the request timeout interrupted the response iterable's close() (the stack is in the RW-PY040 line before)";
+
+/// The request timeout's exception reached pyhost (the watchdog logged the stack, RW-PY040):
+/// a 504 if the head has not gone out, else the response is cut.
+fn timed_out(py: Python<'_>, scope: &Scope) -> Outcome {
+    if scope.lock_output().head_sent() {
+        scope.log(
+            Level::Error,
+            "RW-PY041 the request was stopped by its timeout after its response had started: the response is cut",
+        );
+        return Outcome::Aborted;
+    }
+    scope.log(
+        Level::Error,
+        "RW-PY041 the request was stopped by its timeout (stack in the RW-PY040 line before): answered 504",
+    );
+    match send_error(py, scope, 504, b"504 Gateway Timeout", TIMEOUT_BODY) {
+        Outcome::Failed => Outcome::TimedOut,
+        other => other,
+    }
+}
+
 fn send_500(py: Python<'_>, scope: &Scope) -> Outcome {
+    send_error(py, scope, 500, b"500 Internal Server Error", ERROR_BODY)
+}
+
+/// pyhost's own error response (Outcome::Failed), unless the head already went out.
+fn send_error(py: Python<'_>, scope: &Scope, status: u16, line: &[u8], body: &[u8]) -> Outcome {
     gil::detach(py, || {
         let mut side = scope.lock_output();
         if side.head_sent() {
             return Outcome::Aborted;
         }
-        side.set_error_response(500, b"500 Internal Server Error", ERROR_BODY.len());
-        match side.send(ERROR_BODY) {
+        side.set_error_response(status, line, body.len());
+        match side.send(body) {
             Ok(()) => Outcome::Failed,
             Err(_) => Outcome::ClientGone,
         }
@@ -478,7 +542,9 @@ fn send_500(py: Python<'_>, scope: &Scope) -> Outcome {
 }
 
 /// The 500 for when there is no interpreter to run anything.
-fn answer_500_directly(out: &mut dyn Responder) -> Outcome {
+/// A plain `500 Internal Server Error` without running anything (for a transport that already
+/// logged why: Python not started, the script failed to load).
+pub fn answer_500(out: &mut dyn Responder) -> Outcome {
     let len = ERROR_BODY.len().to_string().into_bytes();
     let headers = [
         (

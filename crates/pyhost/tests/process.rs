@@ -1,37 +1,12 @@
 //! The per-process start-up every transport shares (`ProcessApps`, `initialize`, `Mode::pool`),
 //! against a real embedded CPython. A test binary of its own: one interpreter per process.
 
-use std::io;
+mod common;
+
 use std::path::PathBuf;
-use std::sync::Mutex;
 
-use pyhost::{AppSpec, ErrorLog, Head, Level, Mode, NoBody, Outcome, ProcessApps, PythonConfig};
-
-#[derive(Default)]
-struct Log(Mutex<Vec<String>>);
-
-impl ErrorLog for Log {
-    fn log(&self, _level: Level, msg: &str) {
-        self.0.lock().unwrap().push(msg.to_string());
-    }
-}
-
-#[derive(Default)]
-struct Recorder {
-    status: Option<u16>,
-    body: Vec<u8>,
-}
-
-impl pyhost::Responder for Recorder {
-    fn start(&mut self, head: &Head<'_>) -> io::Result<()> {
-        self.status = Some(head.status);
-        Ok(())
-    }
-    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
-        self.body.extend_from_slice(chunk);
-        Ok(())
-    }
-}
+use common::{Log, Recorder};
+use pyhost::{AppSpec, Mode, NoBody, Outcome, ProcessApps, PythonConfig};
 
 fn script(name: &str, source: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("pyhost-process-{}", std::process::id()));
@@ -87,6 +62,7 @@ fn a_process_starts_python_then_its_apps_in_order_and_preloads_them() {
     let req = pyhost::Request {
         vars: &vars,
         mode: Mode::pool(1, 1),
+        timeout: None,
     };
     let mut out = Recorder::default();
     let app = apps.get(0).expect("app 0");

@@ -1,14 +1,15 @@
 //! pyhost against a real embedded CPython: each test writes a small WSGI script, runs requests
 //! through `handle` with an in-memory body and a recording responder, and checks what was sent.
 
+mod common;
+
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pyhost::{
-    App, AppSpec, Body, ErrorLog, Head, Level, Mode, Outcome, PythonConfig, Request, Responder,
-};
+use common::Log;
+use pyhost::{App, AppSpec, Body, Head, Mode, Outcome, PythonConfig, Request, Responder};
 
 fn init() {
     pyhost::initialize(&PythonConfig::default()).expect("python starts");
@@ -101,21 +102,6 @@ impl Body for Bytes {
     }
 }
 
-#[derive(Default)]
-struct Log(Mutex<Vec<String>>);
-
-impl ErrorLog for Log {
-    fn log(&self, _level: Level, msg: &str) {
-        self.0.lock().unwrap().push(msg.to_string());
-    }
-}
-
-impl Log {
-    fn all(&self) -> String {
-        self.0.lock().unwrap().join("\n")
-    }
-}
-
 const MODE: Mode = Mode {
     multithread: true,
     multiprocess: false,
@@ -136,6 +122,7 @@ fn run_with(
     let req = Request {
         vars: &vars,
         mode: MODE,
+        timeout: None,
     };
     pyhost::handle(
         app,
@@ -693,6 +680,7 @@ fn gil_is_released_while_reading_the_body() {
             let req = Request {
                 vars: &vars,
                 mode: MODE,
+                timeout: None,
             };
             let out = pyhost::handle(
                 &app,
@@ -766,6 +754,7 @@ def application(environ, start_response):
     let req = Request {
         vars: &vars,
         mode: MODE,
+        timeout: None,
     };
     let mut rec = Recorder::default();
     let out = pyhost::handle(

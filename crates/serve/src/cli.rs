@@ -31,7 +31,7 @@ Server:
   --threads N                  Python threads per process (default 5)
   --daemon                     run Python in a daemon process group supervised by nginx instead
                                of inside nginx's worker processes (embedded mode)
-  --request-timeout SECS       replace a daemon process whose request runs longer (needs --daemon)
+  --request-timeout SECS       a request running longer is interrupted and answered 504
   --static URL=DIR             nginx serves the files of DIR under URL (repeatable),
                                e.g. --static /static=./static
   --limit-request-body BYTES   largest request body accepted (default 10485760)
@@ -287,15 +287,6 @@ fn app_source(
 
 /// Options that are fine alone but not together.
 fn check_combinations(o: &Options) -> Result<(), String> {
-    if o.server.request_timeout.is_some() && !o.server.daemon {
-        // Embedded mode has no per-request limit for Python yet; killing a request that runs
-        // too long needs a process that can be replaced, which is what daemon mode has.
-        return Err(
-            "--request-timeout needs --daemon: only a daemon process group can replace \
-             a process whose request runs too long (embedded mode has no request timeout)"
-                .to_owned(),
-        );
-    }
     if o.server.reload_on_change && o.setup_only.is_some() {
         return Err(
             "--reload-on-change is for the foreground server, not --setup-only \
@@ -466,7 +457,6 @@ mod tests {
                 "--port: expected a whole number from 1 to 65535",
             ),
             (&["a.py", "--threads", "x"], "--threads"),
-            (&["a.py", "--request-timeout", "5"], "needs --daemon"),
             (&["a.py", "--static", "static"], "URL=DIR"),
             (&["a.py", "--static", "/=./s"], "below /"),
             (&["a.py", "--host", "example.org"], "--host"),

@@ -200,6 +200,11 @@ fn python(w: &mut String, site: &Site, layout: &Layout) -> Result<(), String> {
         let _ = writeln!(w, "    wsgi_daemon_process {GROUP} {opts};");
     } else {
         let _ = writeln!(w, "    wsgi_threads {};", site.server.threads);
+        if let Some(t) = site.server.request_timeout {
+            // nginx time syntax; whole milliseconds, at least one (0 would be refused).
+            let ms = ((t * 1000.0).round() as u64).max(1);
+            let _ = writeln!(w, "    wsgi_request_timeout {ms}ms;");
+        }
     }
     Ok(())
 }
@@ -328,6 +333,11 @@ mod tests {
             assert!(c.contains(line), "{line:?} missing from:\n{c}");
         }
         assert!(!c.contains("wsgi_process_group") && !c.contains("wsgi_callable"));
+        assert!(!c.contains("wsgi_request_timeout"));
+        let mut s = site();
+        s.server.request_timeout = Some(2.5);
+        let c = render(&s, &layout()).unwrap();
+        assert!(c.contains("wsgi_request_timeout 2500ms;"), "{c}");
     }
 
     #[test]

@@ -9,24 +9,28 @@
 //! Header Fields Too Large), so that any front end gives its client a clear status. The lines
 //! for these go through the log's rate limit: an outsider can send them at will.
 //!
-//! The request body is `body.rs`, the response `respond.rs`.
+//! The request body is `body.rs`, the response `respond.rs`. A request stuck past the group's
+//! request-timeout is pyhost's watchdog's; if its thread is stuck in C code the watchdog
+//! answers 504 on the connection itself ([`TakeOver`]) and the worker retires (worker.rs).
 
 use std::cell::RefCell;
 use std::io::{self, Read};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pyhost::{App, ErrorLog, Head, Mode, Outcome, Responder};
+use pyhost::{App, ErrorLog, Head, Mode, Outcome, Responder, Stuck, Timeout};
 use uwsgi::contract::{self, PathInfoForm};
 use uwsgi::{Var, EMPTY_VAR, HEADER_LEN, MAX_VARS, MAX_VARS_BLOCK};
 
 use crate::body::{Inbound, SocketBody};
 use crate::respond::SocketResponder;
 use crate::routing::{self, Routed, SentPath};
-use crate::rwlog_limited;
 use crate::scoreboard::Scoreboard;
 use crate::secret::Secret;
 use crate::signals::monotonic_ms;
 use crate::stream::Stream;
+use crate::{rwlog, rwlog_limited};
 
 /// Vars parsed into stack storage before falling back to the heap (a browser request through
 /// nginx has ~30).
@@ -46,6 +50,11 @@ pub struct Ctx<'a> {
     pub mode: Mode,
     pub socket_timeout: Duration,
     pub queue_timeout: Option<Duration>,
+    /// The group's request-timeout (pyhost's watchdog enforces it in this process).
+    pub request_timeout: Option<Duration>,
+    /// Called (on pyhost's watchdog thread) when a request's thread is stuck past its
+    /// request-timeout: the worker stops accepting and exits once its other requests are done.
+    pub retire: &'a (dyn Fn() + Sync),
     pub log: &'a dyn ErrorLog,
     pub board: &'a Scoreboard,
     pub slot: usize,
@@ -196,7 +205,10 @@ fn run_request(
     let env = environ(vars, &front, &routed);
     let length = front.content_length.unwrap_or(0);
     let inbound = RefCell::new(Inbound::new(stream, &packet[consumed..], length));
-    let mut out = SocketResponder::new(stream, &inbound, head_buf);
+    // Who writes the response head: this thread (the app's response), or pyhost's watchdog
+    // thread (a 504 for a request stuck past its timeout); whoever comes first.
+    let head_claim = AtomicBool::new(false);
+    let mut out = SocketResponder::new(stream, &inbound, head_buf, &head_claim);
     if queued_too_long(ctx, front.request_start) {
         let msg = b"Request queued too long in the server.\n";
         if answer(&mut out, b"504 Gateway Timeout", msg).is_ok() {
@@ -205,7 +217,12 @@ fn run_request(
         return Ok(());
     }
     let mut body = SocketBody { inbound: &inbound };
-    let outcome = run_app(ctx, app.app, &env, &mut body, &mut out);
+    let stuck = TakeOver {
+        fd: stream.as_raw_fd(),
+        head_claim: &head_claim,
+        ctx,
+    };
+    let outcome = run_app(ctx, app.app, &env, &mut body, &mut out, &stuck);
     end_response(stream, &inbound, &mut out, outcome, front.abort_mark);
     Ok(())
 }
@@ -239,7 +256,8 @@ fn refuse_too_many_vars(
     );
     let consumed = uwsgi::packet_len(packet).map_or(packet.len(), |n| n.min(packet.len()));
     let inbound = RefCell::new(Inbound::new(stream, &packet[consumed..], length));
-    let mut out = SocketResponder::new(stream, &inbound, head_buf);
+    let head_claim = AtomicBool::new(false);
+    let mut out = SocketResponder::new(stream, &inbound, head_buf, &head_claim);
     let msg = b"Request header fields too large for the application server.\n";
     if answer(&mut out, b"431 Request Header Fields Too Large", msg).is_ok() {
         finish_clean(stream, &inbound, false);
@@ -415,16 +433,80 @@ fn run_app(
     env: &[(&[u8], &[u8])],
     body: &mut SocketBody<'_, '_>,
     out: &mut SocketResponder<'_, '_>,
+    stuck: &TakeOver<'_>,
 ) -> Outcome {
     let request = pyhost::Request {
         vars: env,
         mode: ctx.mode,
+        timeout: ctx.request_timeout.map(|after| Timeout {
+            after,
+            log: &crate::log::WorkerLog,
+            stuck,
+        }),
     };
     ctx.board
         .set_busy(ctx.slot, ctx.thread, monotonic_ms().max(1));
     let outcome = pyhost::handle(app, &request, body, out, ctx.log);
     ctx.board.set_busy(ctx.slot, ctx.thread, 0);
     outcome
+}
+
+/// The 504 the watchdog sends for a request whose thread is stuck past its request-timeout:
+/// pyhost's own 504, closing the connection.
+fn stuck_response() -> Vec<u8> {
+    let body = pyhost::TIMEOUT_BODY;
+    let mut msg = format!(
+        "HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    msg.extend_from_slice(body);
+    msg
+}
+
+/// pyhost's last resort for a request whose thread did not come back from the interrupt (stuck
+/// in C code): answer 504 on its connection if the app had not started the response (else the
+/// front end sees it cut), end the connection so the stuck thread can neither write to it nor
+/// wait on it, and retire this worker: the supervisor starts a replacement at once, and this
+/// process exits once its other requests are done (worker.rs).
+struct TakeOver<'a> {
+    /// The connection's descriptor: open while the request's thread is inside `handle`, which is
+    /// when pyhost calls `stuck` (a `Stream` is not `Sync`, its descriptor is).
+    fd: RawFd,
+    head_claim: &'a AtomicBool,
+    ctx: &'a Ctx<'a>,
+}
+
+impl Stuck for TakeOver<'_> {
+    fn stuck(&self) {
+        let answered = !self.head_claim.swap(true, Ordering::AcqRel);
+        // Logged first: once the client has its answer, the log already says why.
+        rwlog!(
+            "RW041",
+            "request on thread {} is stuck in C code past its request-timeout: {}; this worker accepts no more and exits once its other requests are done",
+            self.ctx.thread,
+            if answered { "answered 504" } else { "its response is cut" }
+        );
+        if answered {
+            let msg = stuck_response();
+            // Without blocking: nothing was written yet, so the send buffer has room for it.
+            // SAFETY: fd is open (see the field); msg is a live buffer of msg.len() bytes.
+            unsafe {
+                libc::send(
+                    self.fd,
+                    msg.as_ptr().cast(),
+                    msg.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+        }
+        // Both directions: a thread waiting for request body bytes wakes up with EOF.
+        // SAFETY: fd is open (see the field); shutdown does not close it, the owner does.
+        unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
+        // The supervisor's request-timeout backstop must not kill this worker for it now.
+        self.ctx.board.set_busy(self.ctx.slot, self.ctx.thread, 0);
+        (self.ctx.retire)();
+    }
 }
 
 /// Ends the response the way the front end can tell complete from aborted: a clean close after
@@ -441,14 +523,16 @@ fn end_response(
     // error for them, over a unix socket as over TCP.
     let marked = abort_mark && out.unframed;
     match outcome {
-        Outcome::Complete | Outcome::Failed => {
+        Outcome::Complete | Outcome::Failed | Outcome::TimedOut => {
             if out.flush_head().is_ok() {
                 finish_clean(stream, inbound, marked);
             }
         }
-        Outcome::ClientGone => {}
         // uwsgi ends a body at EOF, so a clean close would pass a truncated body off as whole.
-        Outcome::Aborted => {
+        // A failed write is not always the front end going away: it can be ours (no room for
+        // the body stash, a write that timed out), and the front end must then see the
+        // response cut too. When it has gone, the reset costs nothing.
+        Outcome::Aborted | Outcome::ClientGone => {
             stream.set_reset_on_close();
             if marked {
                 stream.wait_for_unread_byte();

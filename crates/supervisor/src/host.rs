@@ -8,7 +8,7 @@
 //! reloads, httpd's "other child" registration and generations.
 
 use std::io::Write as _;
-use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
@@ -96,22 +96,25 @@ pub struct ForkedSupervisor {
     pub lifetime: OwnedFd,
 }
 
+/// What a server hands to a supervisor it forks, besides the configuration and the lifetime pipe
+/// (nginx's keeper does; httpd's parent hands nothing: [`Handoff::default`]).
+#[derive(Debug, Default)]
+pub struct Handoff<'a> {
+    /// The group's listening socket, bound by the server's master with `Listener::bind` and kept
+    /// there: the supervisor adopts it instead of binding, so the socket outlives the supervisor
+    /// (connections queue while a new one starts) and its file is never removed by it.
+    pub listener: Option<BorrowedFd<'a>>,
+    /// The lifetime pipe (write end) of the group this one replaces on the same socket: the new
+    /// supervisor closes it once one of its workers is ready, and the old group drains then.
+    pub predecessor: Option<OwnedFd>,
+}
+
 /// Forks the supervisor of group `cfg` from a web server's single-threaded master (nginx) or
-/// parent (httpd).
-///
-/// In the child: `prepare_child` runs first (nginx points stdout/stderr at its error log and
-/// sets the process title; httpd needs nothing), then [`run_forked`] until the lifetime pipe
-/// closes; on failure the line `error_line(reason)` goes to stderr; then the child `_exit`s
-/// (0 after a clean stop, 1 otherwise), never returning into the server's code, even on a
-/// panic.
-///
-/// In the parent: the pid and the pipe's write end. `Err` (nothing forked) when `cfg` is
-/// invalid (the [`GroupConfig::validate`] sentence) or the pipe or the fork fails
-/// (`pipe: ...`, `fork: ...`).
+/// parent (httpd): [`fork_supervisor_with`] and nothing handed over (the supervisor binds the
+/// group's socket itself).
 ///
 /// # Safety
-/// Call only in a single-threaded process: the child runs arbitrary code (allocation, Python
-/// later) after `fork`.
+/// As [`fork_supervisor_with`].
 pub unsafe fn fork_supervisor<P, E>(
     cfg: &GroupConfig,
     prepare_child: P,
@@ -121,7 +124,59 @@ where
     P: FnOnce(),
     E: FnOnce(&str) -> String,
 {
+    // SAFETY: the caller's contract is ours.
+    unsafe { fork_supervisor_with(cfg, Handoff::default(), prepare_child, error_line) }
+}
+
+/// Forks the supervisor of group `cfg`, handing it `handoff`.
+///
+/// In the child: `prepare_child` runs first (nginx points stdout/stderr at its error log and
+/// sets the process title; httpd needs nothing), then [`run_forked`] until the lifetime pipe
+/// closes; on failure the line `error_line(reason)` goes to stderr; then the child `_exit`s
+/// (0 after a clean stop, 1 otherwise), never returning into the server's code, even on a
+/// panic.
+///
+/// In the parent: the pid and the pipe's write end; the parent's copy of
+/// `handoff.predecessor` is closed (the child holds it now). `Err` (nothing forked) when `cfg`
+/// is invalid (the [`GroupConfig::validate`] sentence) or the pipe or the fork fails
+/// (`pipe: ...`, `fork: ...`).
+///
+/// # Safety
+/// Call only in a single-threaded process: the child runs arbitrary code (allocation, Python
+/// later) after `fork`. `handoff.listener` must be a listening socket bound for `cfg.socket`.
+pub unsafe fn fork_supervisor_with<P, E>(
+    cfg: &GroupConfig,
+    handoff: Handoff<'_>,
+    prepare_child: P,
+    error_line: E,
+) -> Result<ForkedSupervisor, String>
+where
+    P: FnOnce(),
+    E: FnOnce(&str) -> String,
+{
     cfg.validate().map_err(|e| e.to_string())?;
+    let mut handoff = Some(handoff);
+    let child = |lifetime| {
+        let handoff = handoff.take().unwrap_or_default();
+        become_supervisor(cfg, lifetime, handoff, prepare_child, error_line)
+    };
+    // SAFETY: the caller's process is single-threaded (contract).
+    let (pid, lifetime) = unsafe { fork_with_lifetime(child) }?;
+    drop(handoff);
+    Ok(ForkedSupervisor { pid, lifetime })
+}
+
+/// Forks a child that runs `child` with the read end of a new lifetime pipe and then `_exit`s
+/// with the code it returns (1 after a panic): it never returns into the caller's code. The
+/// parent gets the child's pid and the pipe's write end (close-on-exec; dropping it is the
+/// child's stop notice). `Err` (`pipe: ...`, `fork: ...`) when nothing was forked.
+///
+/// # Safety
+/// Call only in a single-threaded process: the child runs arbitrary code after `fork`.
+pub unsafe fn fork_with_lifetime<F>(child: F) -> Result<(libc::pid_t, OwnedFd), String>
+where
+    F: FnOnce(OwnedFd) -> i32,
+{
     let mut fds = [0 as RawFd; 2];
     // SAFETY: pipe2 writes two descriptors into the array; the result is checked. O_CLOEXEC
     // keeps both out of anything the server execs.
@@ -132,37 +187,46 @@ where
     let (read_end, write_end) =
         unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     // SAFETY: the caller's process is single-threaded (contract), so the child may run
-    // arbitrary code; it never returns from become_supervisor.
+    // arbitrary code; it leaves through _exit below, never into the caller's code.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(format!("fork: {}", std::io::Error::last_os_error()));
     }
     if pid == 0 {
         drop(write_end);
-        become_supervisor(cfg, read_end, prepare_child, error_line);
+        // A panic must never unwind into the server's code, which would go on as a second
+        // master.
+        let code = std::panic::catch_unwind(AssertUnwindSafe(|| child(read_end))).unwrap_or(1);
+        // SAFETY: leave without running the server's atexit handlers or flushing its stdio
+        // buffers (not this process's); terminating is always sound.
+        unsafe { libc::_exit(code) }
     }
     drop(read_end);
-    Ok(ForkedSupervisor {
-        pid,
-        lifetime: write_end,
-    })
+    Ok((pid, write_end))
 }
 
-/// The forked child: prepare, run the group, report, `_exit`.
-fn become_supervisor<P, E>(cfg: &GroupConfig, lifetime: OwnedFd, prepare: P, error_line: E) -> !
+/// The forked child: prepare, run the group, report; returns the exit code.
+fn become_supervisor<P, E>(
+    cfg: &GroupConfig,
+    lifetime: OwnedFd,
+    handoff: Handoff<'_>,
+    prepare: P,
+    error_line: E,
+) -> i32
 where
     P: FnOnce(),
     E: FnOnce(&str) -> String,
 {
-    // A panic must never unwind into the server's code, which would go on as a second master.
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
         prepare();
+        let listener = handoff.listener.map(|fd| fd.as_raw_fd());
+        let predecessor = handoff.predecessor.map(IntoRawFd::into_raw_fd);
         // SAFETY: we are the freshly forked child of a single-threaded process (fork_supervisor's
-        // contract); the pipe's read end is handed over.
-        unsafe { run_forked(cfg, lifetime.into_raw_fd()) }
+        // contract); the descriptors are handed over.
+        unsafe { run_forked_with(cfg, lifetime.into_raw_fd(), listener, predecessor) }
     }))
     .unwrap_or_else(|_| Err("internal error (panic) while starting the supervisor".to_owned()));
-    let code = match result {
+    match result {
         Ok(()) => 0,
         Err(reason) => {
             let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -172,10 +236,7 @@ where
             }));
             1
         }
-    };
-    // SAFETY: leave without running the server's atexit handlers or flushing its stdio buffers
-    // (not this process's); terminating is always sound.
-    unsafe { libc::_exit(code) }
+    }
 }
 
 /// For the web server modules: runs the group in a child just `fork()`ed from the server's
@@ -196,6 +257,25 @@ where
 /// Call only in a freshly forked child of a single-threaded process. `lifetime` is the read end
 /// of the lifetime pipe (above stderr); this call takes it over.
 pub unsafe fn run_forked(cfg: &GroupConfig, lifetime: RawFd) -> Result<(), String> {
+    // SAFETY: the caller's contract is ours.
+    unsafe { run_forked_with(cfg, lifetime, None, None) }
+}
+
+/// [`run_forked`] with what [`Handoff`] carries: `listener` (kept open, adopted) and
+/// `predecessor` (taken over), both above stderr.
+///
+/// # Safety
+/// As [`run_forked`]; `listener` is a listening socket bound for `cfg.socket`, `predecessor` a
+/// descriptor this call may own.
+unsafe fn run_forked_with(
+    cfg: &GroupConfig,
+    lifetime: RawFd,
+    listener: Option<RawFd>,
+    predecessor: Option<RawFd>,
+) -> Result<(), String> {
+    let mut keep = vec![lifetime];
+    keep.extend(listener);
+    keep.extend(predecessor);
     // SAFETY: resetting dispositions and the mask, moving and closing descriptors and starting a
     // session only affect this (single-threaded, caller contract) process. Nothing else in it
     // uses the descriptors above 3 (they are the server's, inherited).
@@ -208,19 +288,54 @@ pub unsafe fn run_forked(cfg: &GroupConfig, lifetime: RawFd) -> Result<(), Strin
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-        if lifetime != 3 {
-            libc::dup2(lifetime, 3);
-        }
+        keep_only(&keep);
         // The workers are forked, not exec'd: nothing the app runs needs the pipe.
         libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC);
-        libc::close_range(4, u32::MAX, 0);
         libc::setsid();
     }
+    // The descriptors are now 3 (the pipe), then the listener, then the predecessor's pipe.
+    let mut next = 4;
+    let mut take = |present: bool| {
+        present.then(|| {
+            next += 1;
+            // SAFETY: keep_only moved the descriptor there; nothing else owns it.
+            unsafe { OwnedFd::from_raw_fd(next - 1) }
+        })
+    };
+    let inherited = crate::Inherited {
+        listener: take(listener.is_some())
+            .map(|fd| crate::listener::Listener::adopt(fd, &cfg.socket)),
+        predecessor: take(predecessor.is_some()),
+    };
     // SAFETY: fd 3 is the lifetime pipe's read end (above), open for the rest of this process.
     let lifetime = unsafe { BorrowedFd::borrow_raw(3) };
-    match std::panic::catch_unwind(|| crate::run_with_lifetime(cfg, lifetime)) {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| {
+        crate::run_inner(cfg, Some(lifetime), inherited)
+    })) {
         Ok(result) => result.map_err(|e| e.to_string()),
         Err(_) => Err("internal error (panic) in the supervisor".to_owned()),
+    }
+}
+
+/// Moves `fds` to 3, 4, ... in order and closes every other descriptor above stderr.
+///
+/// # Safety
+/// Single-threaded process; the descriptors in `fds` are open and nothing else in this process
+/// uses any descriptor above stderr.
+pub unsafe fn keep_only(fds: &[RawFd]) {
+    let floor = 3 + fds.len() as RawFd;
+    // SAFETY: caller contract. Lift every descriptor above the target range first, so that a
+    // dup2 onto 3, 4... never closes one still to be moved; then close the lifted copies and
+    // everything else.
+    unsafe {
+        let lifted: Vec<RawFd> = fds
+            .iter()
+            .map(|&fd| libc::fcntl(fd, libc::F_DUPFD, floor))
+            .collect();
+        for (i, fd) in lifted.iter().enumerate() {
+            libc::dup2(*fd, 3 + i as RawFd);
+        }
+        libc::close_range(floor as u32, u32::MAX, 0);
     }
 }
 

@@ -41,11 +41,14 @@ mod stash;
 mod stream;
 mod worker;
 
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 pub use config::{AppConfig, ConfigError, GroupConfig, Interface, SocketSpec};
-pub use host::{fork_supervisor, run_forked, ForkedSupervisor, ServerDefaults, WorkerAccount};
-pub use options::{DaemonOptions, OPTION_NAMES};
+pub use host::{
+    fork_supervisor, fork_supervisor_with, fork_with_lifetime, keep_only, run_forked,
+    ForkedSupervisor, Handoff, ServerDefaults, WorkerAccount,
+};
+pub use options::{parse_timeout, DaemonOptions, OPTION_NAMES};
 pub use secret::Secret;
 
 /// Why the supervisor could not start (after it started, problems are logged, not returned).
@@ -74,22 +77,35 @@ impl std::error::Error for Error {}
 /// initialised Python. It installs handlers for SIGTERM, SIGINT, SIGHUP, SIGCHLD and ignores
 /// SIGPIPE.
 pub fn run(cfg: &GroupConfig) -> Result<(), Error> {
-    run_inner(cfg, None)
+    run_inner(cfg, None, Inherited::default())
 }
 
 /// As [`run`], and also stops (gracefully) when `lifetime` becomes readable or hung up: the web
 /// server's master holds the write end of that pipe and never writes to it.
 pub fn run_with_lifetime(cfg: &GroupConfig, lifetime: BorrowedFd<'_>) -> Result<(), Error> {
-    run_inner(cfg, Some(lifetime))
+    run_inner(cfg, Some(lifetime), Inherited::default())
 }
 
-fn run_inner(cfg: &GroupConfig, lifetime: Option<BorrowedFd<'_>>) -> Result<(), Error> {
+/// What a supervisor forked by a web server module may inherit besides its lifetime pipe
+/// (`host::Handoff`, once the descriptors are in place).
+#[derive(Default)]
+pub(crate) struct Inherited {
+    /// The group's listening socket, bound by the server's master, which keeps it.
+    pub listener: Option<listener::Listener>,
+    /// The lifetime pipe of the group this one replaces: closed once this group can serve.
+    pub predecessor: Option<OwnedFd>,
+}
+
+/// Checks what must hold before a group starts: the configuration, the accounts it runs as, and
+/// the privilege to switch to them. A web server module that binds the group's socket itself
+/// (nginx's master) calls this first, so that a group that cannot start says so at once and no
+/// socket is left that nobody serves.
+pub fn preflight(cfg: &GroupConfig) -> Result<(), Error> {
+    startable(cfg).map(|_| ())
+}
+
+fn startable(cfg: &GroupConfig) -> Result<Option<privs::Identity>, Error> {
     cfg.validate().map_err(Error::Config)?;
-    close_inherited_on_exec(lifetime.map(|fd| fd.as_raw_fd()));
-    log::set_name(cfg.log_name());
-    if let Some(name) = &cfg.display_name {
-        worker::set_process_name(name);
-    }
     let identity = privs::Identity::resolve(cfg.user.as_deref(), cfg.group.as_deref())
         .map_err(|e| Error::Config(ConfigError::new("user", e)))?;
     // SAFETY: plain getter.
@@ -100,7 +116,25 @@ fn run_inner(cfg: &GroupConfig, lifetime: Option<BorrowedFd<'_>>) -> Result<(), 
             "switching users needs a supervisor started as root",
         )));
     }
-    let listener = listener::Listener::bind(cfg).map_err(Error::Startup)?;
+    Ok(identity)
+}
+
+pub(crate) fn run_inner(
+    cfg: &GroupConfig,
+    lifetime: Option<BorrowedFd<'_>>,
+    inherited: Inherited,
+) -> Result<(), Error> {
+    cfg.validate().map_err(Error::Config)?;
+    close_inherited_on_exec(lifetime.map(|fd| fd.as_raw_fd()));
+    log::set_name(cfg.log_name());
+    if let Some(name) = &cfg.display_name {
+        worker::set_process_name(name);
+    }
+    let identity = startable(cfg)?;
+    let listener = match inherited.listener {
+        Some(listener) => listener,
+        None => listener::Listener::bind(cfg).map_err(Error::Startup)?,
+    };
     let apps: Vec<String> = cfg
         .apps
         .iter()
@@ -120,7 +154,11 @@ fn run_inner(cfg: &GroupConfig, lifetime: Option<BorrowedFd<'_>>) -> Result<(), 
         cfg.processes,
         apps.join(" ")
     );
-    let master = master::Master::new(cfg, listener, identity, lifetime).map_err(Error::Startup)?;
+    let mut master =
+        master::Master::new(cfg, listener, identity, lifetime).map_err(Error::Startup)?;
+    if let Some(fd) = inherited.predecessor {
+        master.replace_when_ready(fd);
+    }
     master.run();
     Ok(())
 }

@@ -6,10 +6,14 @@
 //! replaced; a live one, or any other kind of file at that path, is an error (never clobbered,
 //! never followed if it is a symlink). The backlog is applied with a second `listen(2)`, which
 //! Linux allows on a listening socket and which std's bind does not expose.
+//!
+//! A web server's master may bind the socket itself and keep it across supervisor restarts and
+//! reloads (nginx does: `host::Handoff`); the supervisor then [`Listener::adopt`]s it and never
+//! removes its file, which stays the master's.
 
 use std::io;
 use std::net::{TcpListener, ToSocketAddrs};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -26,6 +30,8 @@ pub enum Listener {
         path: PathBuf,
         dev: u64,
         ino: u64,
+        /// Bound by someone else ([`Listener::adopt`]): its file is theirs to remove.
+        adopted: bool,
     },
     /// TCP socket.
     Tcp(TcpListener),
@@ -49,6 +55,42 @@ impl Listener {
         }
         .map_err(|e| format!("O_NONBLOCK: {e}"))?;
         Ok(listener)
+    }
+
+    /// Takes over a listening socket bound by a web server's master (with [`Listener::bind`]
+    /// and the same `spec`), inherited across `fork`: used as it is, its file never removed here.
+    pub fn adopt(fd: OwnedFd, spec: &SocketSpec) -> Listener {
+        match spec {
+            SocketSpec::Unix(path) => Listener::Unix {
+                sock: UnixListener::from(fd),
+                path: path.clone(),
+                dev: 0,
+                ino: 0,
+                adopted: true,
+            },
+            SocketSpec::Tcp(_) => Listener::Tcp(TcpListener::from(fd)),
+        }
+    }
+
+    /// Applies `cfg`'s owner, mode and backlog to a socket bound earlier for the same address
+    /// (a master that keeps the socket for a changed group).
+    pub fn reconfigure(&self, cfg: &GroupConfig) -> Result<(), String> {
+        if let Listener::Unix { path, .. } = self {
+            if let Some(owner) = &cfg.socket_owner {
+                let user = privs::lookup_user(owner)?;
+                std::os::unix::fs::lchown(path, Some(user.uid), Some(user.gid))
+                    .map_err(|e| format!("chown {} to {owner}: {e}", path.display()))?;
+            }
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.socket_mode))
+                .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+        }
+        let backlog = cfg.listen_backlog.min(i32::MAX as u32) as libc::c_int;
+        // SAFETY: the fd is a listening stream socket owned by self; listen(2) again only
+        // changes its backlog.
+        if unsafe { libc::listen(self.as_raw_fd(), backlog) } != 0 {
+            return Err(format!("listen: {}", io::Error::last_os_error()));
+        }
+        Ok(())
     }
 
     /// The address as bound (a TCP port 0 shows the real port).
@@ -105,20 +147,29 @@ impl Listener {
                 path,
                 dev,
                 ino,
+                adopted,
             } => Listener::Unix {
                 sock: sock.try_clone()?,
                 path: path.clone(),
                 dev: *dev,
                 ino: *ino,
+                adopted: *adopted,
             },
             Listener::Tcp(sock) => Listener::Tcp(sock.try_clone()?),
         })
     }
 
     /// Removes the unix socket file if it is still the one we created (a newer server may have
-    /// replaced it meanwhile). TCP: nothing to do.
+    /// replaced it meanwhile). TCP, or an adopted socket: nothing to do.
     pub fn remove_file(&self) {
-        if let Listener::Unix { path, dev, ino, .. } = self {
+        if let Listener::Unix {
+            path,
+            dev,
+            ino,
+            adopted: false,
+            ..
+        } = self
+        {
             if let Ok(m) = std::fs::symlink_metadata(path) {
                 if m.dev() == *dev && m.ino() == *ino {
                     let _ = std::fs::remove_file(path);
@@ -142,9 +193,15 @@ pub fn readable(fd: RawFd) -> bool {
 
 impl AsRawFd for Listener {
     fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
         match self {
-            Listener::Unix { sock, .. } => sock.as_raw_fd(),
-            Listener::Tcp(sock) => sock.as_raw_fd(),
+            Listener::Unix { sock, .. } => sock.as_fd(),
+            Listener::Tcp(sock) => sock.as_fd(),
         }
     }
 }
@@ -176,6 +233,7 @@ fn bind_unix(path: &Path, cfg: &GroupConfig) -> Result<Listener, String> {
         path: path.to_owned(),
         dev: meta.dev(),
         ino: meta.ino(),
+        adopted: false,
     })
 }
 

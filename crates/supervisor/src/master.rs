@@ -9,8 +9,11 @@
 //! - A worker that exits is replaced. Workers that die before they are ready, or within a second
 //!   of starting (a crash loop), are replaced after an exponential back-off: 100 ms doubling up
 //!   to 10 s, reset after 30 s without such a death.
-//! - request-timeout: a worker with a request running longer is SIGKILLed (that request is lost,
-//!   as with uWSGI's harakiri) and replaced at once.
+//! - request-timeout is enforced by the workers themselves (pyhost's watchdog interrupts the
+//!   request; a worker whose thread is stuck in C answers 504 and retires). The supervisor is
+//!   the backstop for a worker that cannot: a request still running [`BACKSTOP`] after the
+//!   worker's own last resort was due gets the worker SIGKILLed (that request is lost, as with
+//!   uWSGI's harakiri) and replaced at once.
 //! - SIGTERM/SIGINT (or the lifetime pipe closing): the socket file is removed, every worker gets
 //!   SIGTERM and finishes its in-flight requests; stragglers are SIGKILLed after graceful-timeout.
 //!   A second SIGINT/SIGTERM kills at once.
@@ -20,8 +23,11 @@
 //! - SIGHUP: rolling restart. For each old worker: start a new one, wait until it is ready, then
 //!   stop the old one gracefully. The listening socket stays open throughout, so connections are
 //!   queued by the kernel, never refused.
+//! - A group that replaces another on the same (inherited) socket holds the replaced group's
+//!   lifetime pipe and closes it once one of its own workers is ready (or its workers fail to
+//!   start): until then the old group keeps serving, after that it drains.
 
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::config::GroupConfig;
@@ -43,6 +49,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// After this long without an early death the back-off starts again from zero.
 const BACKOFF_RESET: Duration = Duration::from_secs(30);
 const TICK_MS: i32 = 100;
+/// How long after a worker's own handling of a request-timeout was due (the timeout plus
+/// pyhost's interrupt grace) the supervisor kills the worker instead.
+const BACKSTOP: Duration = Duration::from_secs(3);
 
 struct Worker {
     pid: libc::pid_t,
@@ -69,6 +78,8 @@ pub struct Master<'a> {
     identity: Option<Identity>,
     sigpipe: Pipe,
     lifetime: Option<BorrowedFd<'a>>,
+    /// The replaced group's lifetime pipe ([`Master::replace_when_ready`]).
+    predecessor: Option<OwnedFd>,
     workers: Vec<Worker>,
     generation: u64,
     failures: u32,
@@ -101,6 +112,7 @@ impl<'a> Master<'a> {
             identity,
             sigpipe,
             lifetime,
+            predecessor: None,
             workers: Vec::new(),
             generation: 0,
             failures: 0,
@@ -110,6 +122,25 @@ impl<'a> Master<'a> {
             outage: None,
             refuser: Refuser::default(),
         })
+    }
+
+    /// This group replaces the one whose lifetime pipe `fd` is (same socket, new configuration):
+    /// close it once this group can serve, so that no request waits for a group that is
+    /// starting while the old one could still take it.
+    pub fn replace_when_ready(&mut self, fd: OwnedFd) {
+        self.predecessor = Some(fd);
+    }
+
+    /// Closes the replaced group's pipe once a worker of ours is ready, or once ours fail at
+    /// start (a crash loop must not keep the old group serving beside us), or when we stop.
+    fn release_predecessor(&mut self) {
+        if self.predecessor.is_none() {
+            return;
+        }
+        let ready = self.workers.iter().any(|w| self.board.is_ready(w.slot));
+        if ready || self.failures > 0 || self.shutdown.is_some() {
+            self.predecessor = None;
+        }
     }
 
     /// Runs until stopped.
@@ -151,6 +182,7 @@ impl<'a> Master<'a> {
                 self.on_signal(libc::c_int::from(sig));
             }
             self.reap();
+            self.release_predecessor();
         }
     }
 
@@ -350,7 +382,10 @@ impl<'a> Master<'a> {
                 w.stop_deadline = Some(now + self.cfg.graceful_timeout);
             }
         }
-        let timeout_ms = self.cfg.request_timeout.map(|t| t.as_millis() as u64);
+        let timeout_ms = self
+            .cfg
+            .request_timeout
+            .map(|t| (t + pyhost::interrupt_grace(t) + BACKSTOP).as_millis() as u64);
         let now_ms = monotonic_ms();
         for w in &mut self.workers {
             if w.killed {
@@ -375,7 +410,7 @@ impl<'a> Master<'a> {
                 if ran > limit {
                     rwlog!(
                         "RW006",
-                        "worker {}: request on thread {thread} running for {:.1}s > request-timeout: killing the worker",
+                        "worker {}: request on thread {thread} running for {:.1}s, past request-timeout, and the worker did not end it: killing the worker",
                         w.pid,
                         ran as f64 / 1000.0
                     );
@@ -444,6 +479,10 @@ impl<'a> Master<'a> {
             self.sigpipe.write.as_raw_fd(),
         ];
         if let Some(fd) = self.lifetime {
+            fds.push(fd.as_raw_fd());
+        }
+        // A worker must not keep the replaced group alive.
+        if let Some(fd) = &self.predecessor {
             fds.push(fd.as_raw_fd());
         }
         // Connections the supervisor is answering: a copy held here would keep them open.

@@ -111,9 +111,9 @@ impl DaemonOptions {
             "user" => self.user = Some(account(key, value, Account::User)?),
             "group" => self.group = Some(account(key, value, Account::Group)?),
             "maximum-requests" => self.maximum_requests = count(key, value, 0, u64::MAX)?,
-            "request-timeout" => self.request_timeout = timeout(key, value)?,
+            "request-timeout" => self.request_timeout = parse_timeout(key, value)?,
             "graceful-timeout" => self.graceful_timeout = seconds(key, value)?,
-            "queue-timeout" => self.queue_timeout = timeout(key, value)?,
+            "queue-timeout" => self.queue_timeout = parse_timeout(key, value)?,
             "listen-backlog" => self.listen_backlog = count(key, value, 1, i32::MAX as u64)? as u32,
             "socket" => self.socket = Some(socket(value)?),
             "display-name" => {
@@ -210,8 +210,9 @@ fn seconds(key: &str, value: &str) -> Result<Duration, String> {
         })
 }
 
-/// mod_wsgi's timeouts: a number of seconds, 0 meaning "no timeout" (its default).
-fn timeout(key: &str, value: &str) -> Result<Option<Duration>, String> {
+/// mod_wsgi's timeouts: a number of seconds, 0 meaning "no timeout" (its default). Also what
+/// Apache's `WSGIRequestTimeout` takes, so the embedded and the daemon spelling agree.
+pub fn parse_timeout(key: &str, value: &str) -> Result<Option<Duration>, String> {
     match seconds(key, value) {
         Ok(d) if d.is_zero() => Ok(None),
         Ok(d) => Ok(Some(d)),

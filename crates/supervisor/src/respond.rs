@@ -9,6 +9,7 @@
 
 use std::cell::RefCell;
 use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use pyhost::{Head, Responder};
 
@@ -23,6 +24,9 @@ pub struct SocketResponder<'a, 's> {
     head_pending: bool,
     /// The head has no Content-Length: the body ends at our close.
     pub unframed: bool,
+    /// Set by whoever writes a head first: this writer, or pyhost's watchdog answering for a
+    /// request stuck past its timeout (conn.rs, `TakeOver`).
+    head_claim: &'a AtomicBool,
 }
 
 impl<'a, 's> SocketResponder<'a, 's> {
@@ -31,6 +35,7 @@ impl<'a, 's> SocketResponder<'a, 's> {
         stream: &'s Stream,
         inbound: &'a RefCell<Inbound<'s>>,
         head: &'a mut Vec<u8>,
+        head_claim: &'a AtomicBool,
     ) -> SocketResponder<'a, 's> {
         head.clear();
         SocketResponder {
@@ -39,13 +44,26 @@ impl<'a, 's> SocketResponder<'a, 's> {
             head,
             head_pending: false,
             unframed: false,
+            head_claim,
         }
+    }
+
+    /// Before the head goes out: the watchdog may have answered for this request already.
+    fn claim_head(&self) -> io::Result<()> {
+        if self.head_claim.swap(true, Ordering::AcqRel) {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the request timed out and was answered without the app",
+            ));
+        }
+        Ok(())
     }
 
     /// Sends the head if no body byte has taken it along yet.
     pub fn flush_head(&mut self) -> io::Result<()> {
         if self.head_pending {
             self.head_pending = false;
+            self.claim_head()?;
             write_all(self.stream, self.inbound, &mut [IoSlice::new(self.head)])?;
         }
         Ok(())
@@ -97,6 +115,7 @@ impl Responder for SocketResponder<'_, '_> {
         }
         if self.head_pending {
             self.head_pending = false;
+            self.claim_head()?;
             write_all(
                 self.stream,
                 self.inbound,
@@ -184,7 +203,8 @@ mod tests {
         });
         let inbound = RefCell::new(Inbound::new(&stream, b"", N as u64));
         let mut head = Vec::new();
-        let mut out = SocketResponder::new(&stream, &inbound, &mut head);
+        let claim = AtomicBool::new(false);
+        let mut out = SocketResponder::new(&stream, &inbound, &mut head, &claim);
         let headers = [(b"Content-Type".to_vec(), b"text/plain".to_vec())];
         let h = Head {
             status: 200,

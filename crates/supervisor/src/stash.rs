@@ -95,10 +95,26 @@ impl Stash {
     }
 }
 
-/// An unnamed file in the temporary directory (`$TMPDIR`, else /tmp): `O_TMPFILE` where the
-/// file system has it, else a named file removed at once.
+/// An unnamed file in the first temporary directory that takes one: `$TMPDIR` (else /tmp),
+/// then /tmp and /var/tmp. A worker inherits `$TMPDIR` from whoever started the supervisor
+/// (a web server's master, as root), and may not be allowed to write there after it dropped
+/// its privileges.
 fn temp_file() -> io::Result<File> {
-    let dir = std::env::temp_dir();
+    let mut first_error = None;
+    for dir in [std::env::temp_dir(), "/tmp".into(), "/var/tmp".into()] {
+        match temp_file_in(&dir) {
+            Ok(file) => return Ok(file),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or_else(|| io::ErrorKind::NotFound.into()))
+}
+
+/// An unnamed file in `dir`: `O_TMPFILE` where the file system has it, else a named file
+/// removed at once.
+fn temp_file_in(dir: &std::path::Path) -> io::Result<File> {
     let cdir = std::ffi::CString::new(dir.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "temporary directory name"))?;
     // SAFETY: cdir is NUL-terminated; the result is checked.

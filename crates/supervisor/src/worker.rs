@@ -7,10 +7,19 @@
 //! `maximum-requests`-th connection, and never read, so it stays readable for every thread: each
 //! one finishes the request it has, sees the pipe, and returns. When all have returned the process
 //! exits 0, which tells the supervisor the exit was orderly.
+//!
+//! request-timeout is enforced here, by pyhost's watchdog: the exception it raises brings a
+//! thread stuck in Python back, and the worker lives on. A thread stuck in C code is taken
+//! over (conn.rs answers 504 on its connection) and the worker retires: it accepts no more,
+//! the supervisor starts its replacement, and it exits once every thread but the stuck ones
+//! has returned (a stuck thread cannot be joined). The supervisor's SIGKILL after
+//! request-timeout (master.rs) is only the backstop for a worker that cannot do this.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 use pyhost::{Mode, ProcessApps, PythonConfig};
 
@@ -143,13 +152,23 @@ fn serve(start: &Start<'_>, apps: &ProcessApps, stop: &Pipe) -> Result<(), i32> 
         stopping: AtomicBool::new(false),
         accepted: AtomicU64::new(0),
         stop,
+        returned: Mutex::new(0),
+        changed: Condvar::new(),
     };
     let threads = cfg.threads as usize;
+    let (board, slot) = (start.board, start.slot);
+    let retire = || {
+        board.set_retiring(slot);
+        shared.request_stop();
+        shared.changed.notify_all();
+    };
     let ctx = Ctx {
         apps: &mounted,
         mode: Mode::pool(cfg.processes as usize, threads),
         socket_timeout: cfg.socket_timeout,
         queue_timeout: cfg.queue_timeout,
+        request_timeout: cfg.request_timeout,
+        retire: &retire,
         log: &WorkerLog,
         board: start.board,
         slot: start.slot,
@@ -169,15 +188,30 @@ fn serve(start: &Start<'_>, apps: &ProcessApps, stop: &Pipe) -> Result<(), i32> 
             "worker ready: {threads} threads, {} app(s)",
             apps.len()
         );
+        let stuck = shared.wait_for_threads(threads);
+        log_exit(&shared, max_requests);
+        if stuck > 0 {
+            rwlog!(
+                "RW042",
+                "worker exits leaving {stuck} thread(s) stuck past request-timeout behind"
+            );
+            // A stuck thread cannot be joined, and leaving the scope would join it.
+            // SAFETY: terminating the process is always sound (see run()).
+            unsafe { libc::_exit(0) };
+        }
         Ok(())
     })?;
+    log_exit(&shared, max_requests);
+    Ok(())
+}
+
+fn log_exit(shared: &Shared<'_>, max_requests: u64) {
     if max_requests > 0 && shared.accepted.load(Ordering::Relaxed) >= max_requests {
         rwlog!(
             "RW011",
             "served maximum-requests ({max_requests}); exiting to be replaced"
         );
     }
-    Ok(())
 }
 
 /// Starts `threads` request threads in `scope`, each with its own copy of `ctx`; returns how
@@ -196,7 +230,8 @@ fn spawn_request_threads<'scope, 'env>(
             .name(format!("rwsgi-req-{t}"))
             .stack_size(THREAD_STACK)
             .spawn_scoped(scope, move || {
-                accept_loop(listener, shared, &ctx, max_requests)
+                accept_loop(listener, shared, &ctx, max_requests);
+                shared.thread_returned();
             });
         if let Err(e) = spawn {
             rwlog!("RW023", "cannot start request thread {t}: {e}");
@@ -225,12 +260,38 @@ struct Shared<'a> {
     stopping: AtomicBool,
     accepted: AtomicU64,
     stop: &'a Pipe,
+    /// Request threads that have returned, and its wake-up for the main thread.
+    returned: Mutex<usize>,
+    changed: Condvar,
 }
 
 impl Shared<'_> {
     fn request_stop(&self) {
         if !self.stopping.swap(true, Ordering::SeqCst) {
             self.stop.poke(1);
+        }
+    }
+
+    fn thread_returned(&self) {
+        *self.returned.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.changed.notify_all();
+    }
+
+    /// Main thread: waits until each of the `threads` request threads has returned or is stuck
+    /// past its request-timeout (pyhost took its request over); returns how many are stuck.
+    fn wait_for_threads(&self, threads: usize) -> usize {
+        let mut returned = self.returned.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let stuck = pyhost::stuck_threads();
+            if *returned + stuck >= threads {
+                return if *returned >= threads { 0 } else { stuck };
+            }
+            // Woken by each return and by a retirement; the timeout covers a stuck thread
+            // coming back (which only lowers the count) without a wake-up of its own.
+            returned = match self.changed.wait_timeout(returned, Duration::from_secs(1)) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
         }
     }
 }

@@ -4,14 +4,17 @@
 
 mod common;
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use supervisor::{fork_supervisor, ForkedSupervisor, GroupConfig, SocketSpec};
+use supervisor::listener::Listener;
+use supervisor::{
+    fork_supervisor, fork_supervisor_with, ForkedSupervisor, GroupConfig, Handoff, SocketSpec,
+};
 
 fn main() {
-    let tests: [(&str, fn()); 4] = [
+    let tests: [(&str, fn()); 5] = [
         (
             "the_group_serves_and_stops_when_the_pipe_closes",
             the_group_serves_and_stops_when_the_pipe_closes,
@@ -27,6 +30,10 @@ fn main() {
         (
             "an_invalid_group_forks_nothing",
             an_invalid_group_forks_nothing,
+        ),
+        (
+            "a_handed_socket_outlives_its_supervisors_and_the_predecessor_goes_when_ready",
+            a_handed_socket_outlives_its_supervisors_and_the_predecessor_goes_when_ready,
         ),
     ];
     for (name, test) in tests {
@@ -203,4 +210,66 @@ fn an_invalid_group_forks_nothing() {
     // SAFETY: waitpid for any child, WNOHANG: ECHILD when there is none.
     let rc = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
     assert_eq!(rc, -1, "no child was forked");
+}
+
+/// Waits until the child's group answers on `socket`.
+fn answers(socket: &Path) -> String {
+    let start = Instant::now();
+    loop {
+        match common::request(socket, &common::vars("GET", "/x"), b"") {
+            Ok(r) => return r.text(),
+            Err(e) => assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the group never answered: {e}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// How nginx's keeper uses it: the caller binds the socket and keeps it; a supervisor adopts it,
+/// serves, and leaves the file when it stops; the next one serves on the same socket; and the
+/// lifetime pipe of the group being replaced is closed once the new group has a ready worker.
+fn a_handed_socket_outlives_its_supervisors_and_the_predecessor_goes_when_ready() {
+    let dir = common::TempDir::new();
+    let cfg = group(&dir);
+    let listener = Listener::bind(&cfg).expect("bound by the caller");
+    let me = std::process::id();
+    for round in 0..2 {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills the array; checked.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: just created, owned by nobody else.
+        let (old_read, old_write) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let log = dir.path(&format!("log{round}"));
+        let handoff = Handoff {
+            listener: Some(listener.as_fd()),
+            predecessor: Some(old_write),
+        };
+        // SAFETY: this process is single-threaded (harness = false).
+        let forked =
+            unsafe { fork_supervisor_with(&cfg, handoff, output_to(&log), |e| e.to_owned()) };
+        still_the_parent(me);
+        let ForkedSupervisor { pid, lifetime } = forked.expect("forked");
+        assert!(answers(&dir.path("g.sock")).contains("hello path=/x"));
+        // The predecessor's pipe: only the new supervisor held it, and it let go once ready.
+        let mut byte = [0u8; 1];
+        // SAFETY: a blocking read of one byte into a valid buffer; EOF is what is expected.
+        let n = unsafe { libc::read(old_read.as_raw_fd(), byte.as_mut_ptr().cast(), 1) };
+        assert_eq!(n, 0, "the replaced group's pipe is closed");
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(text.contains("RW001"), "log: {text}");
+        drop(lifetime);
+        assert_eq!(wait_exit(pid, Duration::from_secs(10)), Some(0));
+        assert!(
+            dir.path("g.sock").exists(),
+            "an adopted socket's file stays"
+        );
+    }
+    listener.remove_file();
+    assert!(
+        !dir.path("g.sock").exists(),
+        "the caller removes its own file"
+    );
 }

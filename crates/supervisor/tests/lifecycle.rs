@@ -123,29 +123,73 @@ fn graceful_timeout_kills_stragglers() {
     s.wait_log_count("RW007", 1, Duration::from_secs(5));
 }
 
+const TIMEOUT_1S: [&str; 6] = [
+    "--processes",
+    "1",
+    "--threads",
+    "2",
+    "--request-timeout",
+    "1",
+];
+
 #[test]
-fn request_timeout_kills_and_replaces_the_worker() {
-    let s = Server::start(
-        &[
-            "--processes",
-            "1",
-            "--threads",
-            "2",
-            "--request-timeout",
-            "1",
-        ],
-        1,
-    );
+fn request_timeout_interrupts_python_and_the_worker_lives_on() {
+    let s = Server::start(&TIMEOUT_1S, 1);
+    let pid = s.get("/pid").text();
     let started = Instant::now();
-    let r = request(&s.socket, &vars("GET", "/sleep/20"), b"");
+    let r = request(&s.socket, &vars("GET", "/spin"), b"").expect("a response");
     let took = started.elapsed();
-    assert!(r.is_err(), "{r:?}");
+    assert_eq!(r.status_line, "HTTP/1.1 504 Gateway Timeout");
+    // The timeout plus at most two watchdog ticks (the exception lands at once).
     assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        took >= Duration::from_secs(1) && took < Duration::from_secs(3),
         "{took:?}"
     );
+    assert_eq!(s.get("/pid").text(), pid, "the same worker serves on");
+    assert!(s.log().contains("RW-PY040") && s.log().contains("in application"));
+    assert_eq!(s.count("RW006"), 0);
+}
+
+#[test]
+fn request_timeout_in_c_answers_504_and_replaces_the_worker() {
+    let s = Server::start(&TIMEOUT_1S, 1);
+    let pid = s.get("/pid").text();
+    let started = Instant::now();
+    let r = request(&s.socket, &vars("GET", "/sleep/20"), b"").expect("a response");
+    let took = started.elapsed();
+    assert_eq!(r.status_line, "HTTP/1.1 504 Gateway Timeout");
+    // time.sleep cannot be interrupted: the timeout, the 2 s grace, then the worker answers.
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+    s.wait_log_count("RW041", 1, Duration::from_secs(1));
     assert_eq!(s.get("/hello").status_line, "HTTP/1.1 200 OK");
-    s.wait_log_count("RW006", 1, Duration::from_secs(5));
+    // The retired worker exits once its other thread is idle, without its stuck thread.
+    s.wait_log_count("RW042", 1, Duration::from_secs(5));
+    assert_ne!(s.get("/pid").text(), pid);
+    assert_eq!(
+        s.count("RW006"),
+        0,
+        "the supervisor's backstop was not needed"
+    );
+}
+
+#[test]
+fn a_frozen_worker_is_killed_by_the_supervisors_backstop() {
+    let s = Server::start(&TIMEOUT_1S, 1);
+    let pid: i32 = s.get("/pid").text().parse().unwrap();
+    let socket = s.socket.clone();
+    let client = std::thread::spawn(move || request(&socket, &vars("GET", "/sleep/30"), b""));
+    std::thread::sleep(Duration::from_millis(500));
+    // A worker that cannot act on its own timeouts (here: stopped; in life: a process-wide
+    // deadlock): the supervisor kills it once the worker's own 504 is 3 s overdue.
+    // SAFETY: pid is the worker that just answered; SIGSTOP only pauses it.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let r = client.join().unwrap();
+    assert!(r.is_err(), "{r:?}");
+    s.wait_log_count("RW006", 1, Duration::from_secs(1));
+    assert_eq!(s.get("/hello").status_line, "HTTP/1.1 200 OK");
 }
 
 #[test]

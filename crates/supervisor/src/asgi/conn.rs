@@ -27,10 +27,10 @@ use websocket::handshake::{check as handshake, Handshake};
 use websocket::{encode_frame, Opcode, Session};
 
 use crate::conn::{environ, log_refusal, parse_vars, queued_for, Bad, FrontEnd, SMALL_VARS};
-use crate::secret::Secret;
-use crate::stream::Stream;
 use crate::routing;
 use crate::rwlog;
+use crate::secret::Secret;
+use crate::stream::Stream;
 
 /// Response bytes queued for the socket before the app's `send()` pauses.
 const HIGH_WATER: usize = 256 * 1024;
@@ -232,7 +232,7 @@ impl ConnIo {
     fn end(&mut self) {
         let marked = self.abort_mark && self.unframed;
         match self.outcome {
-            Some(Outcome::Complete | Outcome::Failed) => {
+            Some(Outcome::Complete | Outcome::Failed | Outcome::TimedOut) => {
                 let drain = self.body_left > 0 && self.body_left <= DRAIN_LIMIT;
                 if (marked && !self.mark_seen || drain) && !self.eof {
                     if !matches!(self.phase, Phase::Closing) {

@@ -35,6 +35,9 @@ def application(environ, start_response):
         body = str(os.getpid()).encode()
     elif path == '/die':
         os._exit(1)
+    elif path == '/spin':
+        while True:
+            pass
     elif path.startswith('/sleep/'):
         time.sleep(float(path[7:]))
         body = b'slept'
