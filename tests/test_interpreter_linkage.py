@@ -11,6 +11,7 @@ modules do; gunicorn and granian run in /usr/bin/python3.11, the static build, a
 """
 
 import os
+import sysconfig
 
 import pytest
 
@@ -19,7 +20,9 @@ from harness.stack import Stack
 from test_apache_module_embedded import rwsgi_apache
 from test_nginx_module_embedded import rwsgi_nginx
 
-SHARED_LIBPYTHON = "/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0"
+# The tests run on Debian's /usr/bin/python3 (build/venv), the Python everything is built against.
+SHARED_LIBPYTHON = os.path.join(sysconfig.get_config_var("LIBDIR"),
+                                sysconfig.get_config_var("INSTSONAME"))
 MODES = ("rwsgi-worker", "nginx-embedded", "nginx-daemon", "apache-embedded", "apache-daemon")
 
 
