@@ -25,6 +25,15 @@ use std::process::Command;
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     let config = pyo3_build_config::get();
+    // Without the file (cargo run from outside the checkout does not read its .cargo/config.toml)
+    // pyo3 would link whichever python3 is on PATH as well, and rwsgi-worker would map two
+    // interpreters.
+    assert!(
+        config.suppress_build_script_link_lines(),
+        "pyo3 is not configured from crates/pyhost/pyo3-python3.11.txt: run cargo inside the \
+         checkout, so that .cargo/config.toml sets PYO3_CONFIG_FILE (docs/building.md, \
+         \"Which libpython\")"
+    );
     let (Some(lib_name), Some(python)) = (config.lib_name(), config.executable()) else {
         panic!(
             "the pyo3 configuration (PYO3_CONFIG_FILE, .cargo/config.toml) must name lib_name \
