@@ -283,9 +283,9 @@ pub fn merge_level(conf: &mut LocConf, prev: &LocConf, main: &mut MainConf) -> R
 }
 
 /// A level that sets `wsgi_request_timeout` where it cannot apply, so `nginx -t` says so: beside
-/// a daemon group (the group's workers enforce its own `request-timeout=`) or `wsgi_interface
-/// asgi` (an exception raised in the asyncio loop's thread would hit every request). Checked
-/// before merging: a value inherited from an outer level is meant for its WSGI locations.
+/// a daemon group (the group's workers enforce its own `request-timeout=`). Checked before
+/// merging: a value inherited from an outer level is meant for its embedded locations. (ASGI
+/// apps take it too: their task is cancelled at the timeout.)
 fn check_timeout_mode(conf: &LocConf) -> Result<(), String> {
     if conf.request_timeout.flatten().is_none() {
         return Ok(());
@@ -296,13 +296,6 @@ fn check_timeout_mode(conf: &LocConf) -> Result<(), String> {
              daemon group \"{}\" (in {}:{}): set request-timeout= on its wsgi_daemon_process",
             group.name, group.origin.file, group.origin.line
         ));
-    }
-    if conf.interface == Some(Interface::Asgi) {
-        return Err(
-            "\"wsgi_request_timeout\" applies to WSGI apps, and this level runs an ASGI \
-                    app (wsgi_interface asgi): its requests are tasks on one asyncio loop thread"
-                .to_string(),
-        );
     }
     Ok(())
 }
@@ -550,8 +543,7 @@ mod tests {
             request_timeout: Some(Some(Duration::from_secs(5))),
             ..Default::default()
         };
-        let err = check_timeout_mode(&asgi).unwrap_err();
-        assert!(err.contains("applies to WSGI apps"), "{err}");
+        assert!(check_timeout_mode(&asgi).is_ok());
     }
 
     #[test]

@@ -350,7 +350,8 @@ pub unsafe fn init_module(cycle: *mut ngx::ffi::ngx_cycle_t) -> Result<Vec<Line>
         return Ok(Vec::new());
     }
     // Embedded mode's record of deadly imports, shared with every worker forked from now on.
-    if !main.apps.is_empty() && crate::embedded::imports::Ledger::create_shared().is_none() {
+    let embedded = !main.apps.is_empty() || !main.asgi_apps.is_empty();
+    if embedded && crate::embedded::imports::Ledger::create_shared().is_none() {
         log.push(error(format!(
             "wsgi: RW-NG061 cannot map the shared import record ({}): an app that kills its \
              worker at import is not held back",

@@ -159,6 +159,11 @@ impl Exchange {
         msgs
     }
 
+    /// Is this an ASGI request (its handle set)?
+    pub fn is_asgi(&self) -> bool {
+        self.lock().asgi.is_some()
+    }
+
     /// Event loop, before the ASGI connection is submitted: the handle to resume and
     /// disconnect it through.
     pub fn set_asgi(&self, handle: pyhost::asgi::Handle) {

@@ -15,7 +15,8 @@
 //! - `asgi`: the transport of an ASGI request: the worker's asyncio loop answers through the
 //!   same exchange, without ever blocking;
 //! - `imports`: import attempts shared by all workers, so an app whose import kills its worker
-//!   is retried with back-off instead of in a fork storm.
+//!   is retried with back-off instead of in a fork storm; `gate`: one worker's side of it for a
+//!   table of apps (the WSGI apps, and the ASGI apps the asyncio loop imports).
 //!
 //! `body`, `dispatch`, `exchange`, `imports` and `wake` are plain Rust, unit-tested without
 //! nginx; `stream` and `worker` call into nginx and are exercised end to end (tests/test_nginx_module_*.py).
@@ -30,6 +31,8 @@ mod ws;
 
 #[cfg(not(test))]
 mod asgi;
+#[cfg(not(test))]
+mod gate;
 #[cfg(not(test))]
 mod head;
 #[cfg(not(test))]

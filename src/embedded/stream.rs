@@ -282,8 +282,16 @@ unsafe fn start_job(r: *mut ngx_http_request_t) -> Result<(), String> {
                 }
                 Handshake::No | Handshake::Bad(_) => Kind::Http,
             };
+            let timeout = timeout.map(|after| worker.asgi_timeout(after, &exchange));
             let transport = AsgiTransport::new(exchange, &worker.notifier, body);
-            host.submit(&handle, app, kind, Box::new(vars), Box::new(transport));
+            host.submit(
+                &handle,
+                app,
+                kind,
+                Box::new(vars),
+                Box::new(transport),
+                timeout,
+            );
         }
     }
     Ok(())

@@ -16,7 +16,7 @@
 
 use std::os::unix::ffi::OsStrExt;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -30,6 +30,7 @@ use pyhost::{AppSpec, Mode, Outcome, ProcessApps, PythonConfig, Stuck, Timeout};
 use super::body::RequestBody;
 use super::dispatch::Dispatch;
 use super::exchange::{Exchange, PyResponder};
+use super::gate::Gate;
 use super::imports::{self, Admit, Ledger};
 use super::wake::Notifier;
 use crate::log::NgxLog;
@@ -62,14 +63,8 @@ pub struct Worker {
     pub log: NgxLog,
     /// Why Python could not start in this worker (requests then get 500 and this line is logged).
     pub python_error: Option<String>,
-    /// Imports across workers; `None` without a master (or if its mapping failed).
-    ledger: Option<Ledger>,
-    /// This worker's nginx process slot (its record in the ledger).
-    slot: usize,
-    /// Each app's ledger key ([`imports::key`]), in app order.
-    keys: Vec<u64>,
-    /// Per app: until when (monotonic ms) this worker already said why it answers 503.
-    told_until: Vec<AtomicU64>,
+    /// The WSGI apps' imports in the ledger (gate.rs).
+    gate: Gate,
     /// Starting Python killed a predecessor: not started here before this (monotonic ms).
     start_held_until: Option<u64>,
     quitting: AtomicBool,
@@ -220,18 +215,25 @@ impl Worker {
         if a.is_loaded() {
             return true;
         }
-        let noted = match (self.ledger, self.keys.get(app)) {
-            (Some(ledger), Some(key)) => Some((ledger, *key)),
-            _ => None,
+        self.gate.noted(app, || a.preload(&self.log))
+    }
+
+    /// The `wsgi_request_timeout` of an ASGI request: pyhost cancels its task at `after`; if a
+    /// coroutine blocks the loop instead, the event loop answers for the request and the worker
+    /// retires, as for a WSGI thread stuck in C code.
+    pub fn asgi_timeout(
+        &'static self,
+        after: Duration,
+        exchange: &Arc<Exchange>,
+    ) -> pyhost::asgi::Timeout {
+        let take_over = EventLoopTakeOver {
+            exchange: Arc::clone(exchange),
+            notifier: &self.notifier,
         };
-        let guard = noted.map(|(ledger, key)| ledger.begin(self.slot, key, imports::now_ms()));
-        let loaded = a.preload(&self.log);
-        drop(guard);
-        // Returned in a live process (loaded, or a Python exception): not a deadly import.
-        if let Some((ledger, key)) = noted {
-            ledger.survived(key);
+        pyhost::asgi::Timeout {
+            after,
+            take_over: Box::new(move || take_over.stuck()),
         }
-        loaded
     }
 
     /// For the event loop, before a request of `app` is queued: `Some(wait)` when the app is
@@ -241,42 +243,12 @@ impl Worker {
         if self.apps.get(app)?.is_loaded() {
             return None;
         }
-        let ledger = self.ledger?;
-        match ledger.admit(*self.keys.get(app)?, imports::now_ms()) {
-            Admit::Free => None,
-            Admit::Retry { deaths } => {
-                self.log.write(
-                    NGX_LOG_NOTICE as _,
-                    &format!(
-                        "wsgi: RW-NG063 importing {} again (it killed {deaths} worker(s) in a row)",
-                        self.script(app)
-                    ),
-                );
-                None
-            }
-            Admit::Wait(wait) => Some(wait),
-        }
+        self.gate.unavailable(app)
     }
 
     /// Logs (once per back-off period in this worker) why `app` answers 503.
     pub fn tell_held_back(&self, app: usize, wait: Duration) {
-        let Some(told) = self.told_until.get(app) else {
-            return;
-        };
-        let now = imports::now_ms();
-        if told.load(Ordering::Relaxed) > now {
-            return;
-        }
-        told.store(now + wait.as_millis() as u64, Ordering::Relaxed);
-        self.log.write(
-            NGX_LOG_WARN as _,
-            &format!(
-                "wsgi: RW-NG062 not importing {} in this worker for {:.1}s more (its import killed \
-                 a worker): its requests get 503",
-                self.script(app),
-                wait.as_secs_f64()
-            ),
-        );
+        self.gate.tell_held_back(app, wait);
     }
 
     /// Starting Python killed a predecessor: `Some(wait)` while this worker holds off (its
@@ -299,16 +271,11 @@ impl Worker {
         }
         Some(Duration::from_secs(1))
     }
-
-    fn script(&self, app: usize) -> String {
-        self.apps
-            .get(app)
-            .map_or_else(String::new, |a| a.spec().script.display().to_string())
-    }
 }
 
-/// pyhost's last resort for a request whose Python thread is stuck in C code past its timeout:
-/// the event loop answers for it (504, or cuts a started response) and retires this worker.
+/// pyhost's last resort for a request whose Python thread is stuck in C code past its timeout,
+/// or whose coroutine blocks the asyncio loop past it: the event loop answers for it (504, or
+/// cuts a started response) and retires this worker.
 struct EventLoopTakeOver {
     exchange: Arc<Exchange>,
     notifier: &'static Notifier<Arc<Exchange>>,
@@ -325,10 +292,11 @@ impl Stuck for EventLoopTakeOver {
     }
 }
 
-/// Event loop: a Python thread of this worker is stuck in C code (pyhost's watchdog took its
-/// request over). The thread cannot be freed, so the worker exits gracefully, as on `nginx -s
-/// quit`: it stops accepting, finishes its other requests (their Python threads still work),
-/// and the master starts a fresh worker at once. Nothing happens unless asked, and only once.
+/// Event loop: a Python thread of this worker is stuck in C code, or its asyncio loop is
+/// blocked (pyhost took a request over). Neither can be freed, so the worker exits gracefully,
+/// as on `nginx -s quit`: it stops accepting, finishes its other requests (the other Python
+/// threads still work; ASGI requests wait for the loop, each until its own timeout), and the
+/// master starts a fresh worker at once. Nothing happens unless asked, and only once.
 pub fn retire_if_asked() {
     static RETIRED: AtomicBool = AtomicBool::new(false);
     if !RETIRE.load(Ordering::Acquire) || RETIRED.swap(true, Ordering::AcqRel) {
@@ -341,15 +309,17 @@ pub fn retire_if_asked() {
         // master_process off: exiting would stop nginx itself.
         worker.log.write(
             NGX_LOG_WARN as _,
-            "wsgi: RW-NG043 a Python thread is stuck in C code past its wsgi_request_timeout; \
-             without a master process this nginx keeps running with one Python thread fewer",
+            "wsgi: RW-NG043 a Python thread is stuck in C code (or the asyncio loop is blocked) \
+             past its wsgi_request_timeout; without a master process this nginx keeps running \
+             without it",
         );
         return;
     }
     worker.log.write(
         NGX_LOG_NOTICE as _,
-        "wsgi: RW-NG042 a Python thread is stuck in C code past its wsgi_request_timeout: this \
-         worker exits once its other requests are done, and the master starts a new one",
+        "wsgi: RW-NG042 a Python thread is stuck in C code (or the asyncio loop is blocked) past \
+         its wsgi_request_timeout: this worker exits once its other requests are done, and the \
+         master starts a new one",
     );
     // SAFETY: ngx_quit is the flag nginx's own QUIT handler sets; the worker's cycle loop reads
     // it right after this event handler returns, on this same thread.
@@ -382,11 +352,10 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result
     let ledger = Ledger::shared();
     // SAFETY: nginx's global, set for this worker before init_process.
     let slot = usize::try_from(unsafe { ngx::ffi::ngx_process_slot }).unwrap_or(usize::MAX);
-    let keys: Vec<u64> = main
-        .apps
-        .iter()
-        .map(|a| imports::key(a.script.as_os_str().as_bytes(), a.callable.as_bytes()))
-        .collect();
+    // SAFETY: the cycle log lives as long as this worker process.
+    let gate_log = || unsafe { NgxLog::new(cycle_ref.log) };
+    let gate = Gate::new(ledger, slot, &main.apps, gate_log());
+    let asgi_gate = Arc::new(Gate::new(ledger, slot, &main.asgi_apps, gate_log()));
     let home = cfg
         .python_home
         .as_deref()
@@ -397,8 +366,11 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result
     if let Some(ledger) = ledger {
         let pid = std::process::id() as i32;
         for death in ledger.worker_started(slot, pid, now, imports::alive) {
-            let what = match main.apps.iter().zip(&keys).find(|(_, k)| **k == death.key) {
-                Some((app, _)) => format!("importing {}", app.script.display()),
+            let script = gate
+                .script_of(death.key)
+                .or_else(|| asgi_gate.script_of(death.key));
+            let what = match script {
+                Some(script) => format!("importing {script}"),
                 None if death.key == start_key => "starting Python".to_string(),
                 None => continue,
             };
@@ -451,19 +423,16 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result
         // Held back from starting Python (imports.rs): no asyncio loop either.
         None if start_held_until.is_some() => (None, None),
         // SAFETY: the cycle log lives as long as this worker process.
-        None => start_asgi(main, unsafe { NgxLog::new(cycle_ref.log) }),
+        None => start_asgi(main, unsafe { NgxLog::new(cycle_ref.log) }, asgi_gate),
     };
     let worker = Worker {
-        told_until: keys.iter().map(|_| AtomicU64::new(0)).collect(),
+        gate,
         apps,
         notifier,
         queue: Dispatch::default(),
         mode,
         log,
         python_error,
-        ledger,
-        slot,
-        keys,
         start_held_until,
         quitting: AtomicBool::new(false),
         importing: Mutex::new(()),
@@ -557,7 +526,11 @@ unsafe extern "C" fn exit_watch(ev: *mut ngx_event_t) {
 
 /// The asyncio loop for the ASGI apps, started after the interpreter: it imports them and runs
 /// their lifespan startup on its own thread. Err is the line requests answer 500 with.
-fn start_asgi(main: &crate::conf::MainConf, log: NgxLog) -> (Option<AsgiHost>, Option<String>) {
+fn start_asgi(
+    main: &crate::conf::MainConf,
+    log: NgxLog,
+    gate: Arc<Gate>,
+) -> (Option<AsgiHost>, Option<String>) {
     if main.asgi_apps.is_empty() {
         return (None, None);
     }
@@ -570,7 +543,12 @@ fn start_asgi(main: &crate::conf::MainConf, log: NgxLog) -> (Option<AsgiHost>, O
         })
         .collect();
     let log = Arc::new(log);
-    match AsgiHost::start(specs, AsgiConfig::default(), log.clone()) {
+    // Imports that kill the worker are held back in the next one (gate.rs), as for WSGI apps.
+    let cfg = AsgiConfig {
+        import_gate: Some(gate),
+        ..AsgiConfig::default()
+    };
+    match AsgiHost::start(specs, cfg, log.clone()) {
         Ok(host) => (Some(host), None),
         Err(e) => {
             let msg = format!("wsgi: RW-NG007 cannot start the asyncio loop in this worker: {e}");

@@ -236,12 +236,30 @@ fn refuse_too_many_vars(
     ctx: &Ctx<'_>,
     head_buf: &mut Vec<u8>,
 ) -> Result<(), Bad> {
+    let (consumed, length) = too_many_vars(packet, ctx.secret)?;
+    let inbound = RefCell::new(Inbound::new(stream, &packet[consumed..], length));
+    let head_claim = AtomicBool::new(false);
+    let mut out = SocketResponder::new(stream, &inbound, head_buf, &head_claim);
+    if answer(&mut out, b"431 Request Header Fields Too Large", TOO_MANY_VARS_BODY).is_ok() {
+        finish_clean(stream, &inbound, false);
+    }
+    Ok(())
+}
+
+/// The body of the 431 for a packet with too many vars.
+pub(crate) const TOO_MANY_VARS_BODY: &[u8] =
+    b"Request header fields too large for the application server.\n";
+
+/// A packet with more vars than [`MAX_VARS`], before its 431 (WSGI threads and ASGI loop
+/// alike): refused as any packet when the modifier or the secret is wrong; else logged, and
+/// (bytes of the packet head, body length) returned so the caller can read the body away.
+pub(crate) fn too_many_vars(packet: &[u8], secret: Option<&Secret>) -> Result<(usize, u64), Bad> {
     if let [m1, _, _, m2, ..] = *packet {
         if m1 != 0 {
             return Err(Bad::Modifier(m1, m2));
         }
     }
-    if let Some(secret) = ctx.secret {
+    if let Some(secret) = secret {
         if !uwsgi::find_var(packet, contract::SECRET).is_some_and(|s| secret.matches(s)) {
             return Err(Bad::Origin);
         }
@@ -255,14 +273,7 @@ fn refuse_too_many_vars(
         "answering 431: the request has more than {MAX_VARS} uwsgi vars (headers), the most a worker takes"
     );
     let consumed = uwsgi::packet_len(packet).map_or(packet.len(), |n| n.min(packet.len()));
-    let inbound = RefCell::new(Inbound::new(stream, &packet[consumed..], length));
-    let head_claim = AtomicBool::new(false);
-    let mut out = SocketResponder::new(stream, &inbound, head_buf, &head_claim);
-    let msg = b"Request header fields too large for the application server.\n";
-    if answer(&mut out, b"431 Request Header Fields Too Large", msg).is_ok() {
-        finish_clean(stream, &inbound, false);
-    }
-    Ok(())
+    Ok((consumed, length))
 }
 
 /// A short plain-text answer of the worker's own (the app does not run).
@@ -453,7 +464,7 @@ fn run_app(
 
 /// The 504 the watchdog sends for a request whose thread is stuck past its request-timeout:
 /// pyhost's own 504, closing the connection.
-fn stuck_response() -> Vec<u8> {
+pub(crate) fn stuck_response() -> Vec<u8> {
     let body = pyhost::TIMEOUT_BODY;
     let mut msg = format!(
         "HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",

@@ -22,16 +22,17 @@ fn now() -> ngx_msec_t {
     unsafe { ngx::ffi::ngx_current_msec }
 }
 
-/// The location's request timeout for this app (for pyhost's watchdog), and the deadline it
-/// sets on the event loop for a request still waiting for a thread. ASGI apps run as tasks on
-/// one asyncio loop thread, where an exception would hit every request: the timeout is for WSGI
-/// apps (docs/nginx/wsgi_request_timeout.md).
+/// The location's request timeout for this app (for pyhost's watchdog, or its ASGI loop), and
+/// the deadline it sets on the event loop for a WSGI request still waiting for a thread. An ASGI
+/// request never waits for a thread: the loop takes it at once, and pyhost times it out
+/// (cancelling its task, or taking it over when the loop is blocked: docs/nginx/
+/// wsgi_request_timeout.md).
 pub(super) fn limits(app: &AppRef, lc: &LocConf) -> (Option<Duration>, Option<ngx_msec_t>) {
-    let timeout = match app {
-        AppRef::Wsgi(_) => lc.request_timeout(),
+    let timeout = lc.request_timeout();
+    let deadline = match app {
+        AppRef::Wsgi(_) => timeout.map(|t| now() + t.as_millis() as ngx_msec_t),
         AppRef::Asgi(_) => None,
     };
-    let deadline = timeout.map(|t| now() + t.as_millis() as ngx_msec_t);
     (timeout, deadline)
 }
 
@@ -95,24 +96,26 @@ unsafe extern "C" fn guard_handler(ev: *mut ngx_event_t) {
     }));
 }
 
-/// pyhost's watchdog took the request over: its Python thread is stuck in C code past the
-/// timeout. Answer 504 if nothing was sent, else cut the response; the thread is abandoned (it
-/// finds the exchange closed if it ever comes back) and the worker retires
-/// (`worker::retire_if_asked`, run by `on_wakeup`).
+/// pyhost took the request over: its Python thread is stuck in C code past the timeout, or
+/// (ASGI) a coroutine blocks the asyncio loop past it. Answer 504 if nothing was sent, else cut
+/// the response; the thread (or the loop) is abandoned (it finds the exchange closed if it ever
+/// comes back) and the worker retires (`worker::retire_if_asked`, run by `on_wakeup`).
 pub(super) fn timed_out(s: &mut Stream) {
     let (rc, what) = match s.header_rc {
         None => (NGX_HTTP_GATEWAY_TIME_OUT as ngx_int_t, "answered 504"),
         Some(_) => (NGX_ERROR as ngx_int_t, "its response is cut"),
+    };
+    let stuck = if s.exchange.is_asgi() {
+        "a coroutine blocks the asyncio loop"
+    } else {
+        "the request's Python thread is stuck in C code"
     };
     // SAFETY: s.r is live while s exists.
     unsafe {
         log_request(
             s.r,
             NGX_LOG_ERR as _,
-            &format!(
-                "wsgi: RW-NG040 the request's Python thread is stuck in C code past \
-                 wsgi_request_timeout: {what}"
-            ),
+            &format!("wsgi: RW-NG040 {stuck} past wsgi_request_timeout: {what}"),
         )
     };
     finalize(s, rc);

@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::intern;
@@ -16,6 +17,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::awaitable::{ready, ready_none};
+use super::deadline::Deadlines;
 use super::inbox::Event;
 use super::{http, websocket, Flow, Kind, Transport, VarSource, WsMessage};
 use crate::log::{format_exception, ErrorLog, Level};
@@ -92,6 +94,15 @@ pub(crate) struct Conn {
     pub(crate) backlog: Arc<AtomicUsize>,
     /// Set by the task's done callback: the connection is over for the host.
     pub(crate) finished: bool,
+    /// The app's task, once it runs (cancelled at the request timeout).
+    pub(crate) task: Option<Py<PyAny>>,
+    /// The request timeout's `loop.call_later` handle, while armed.
+    timer: Option<Py<PyAny>>,
+    deadlines: Arc<Deadlines>,
+    /// The request timeout cancelled the task.
+    timed_out: bool,
+    /// `METHOD URI`, for the timeout's log line.
+    what: String,
 }
 
 /// The body of the 500 and 503 the host answers itself.
@@ -116,6 +127,7 @@ impl Conn {
         forget: Py<PyAny>,
         head_request: bool,
         backlog: Arc<AtomicUsize>,
+        deadlines: Arc<Deadlines>,
     ) -> Conn {
         Conn {
             id,
@@ -139,6 +151,46 @@ impl Conn {
             ws_closed: None,
             backlog,
             finished: false,
+            task: None,
+            timer: None,
+            deadlines,
+            timed_out: false,
+            what: String::new(),
+        }
+    }
+
+    /// Arms the request timeout: `_timeout` runs at `due` (deadline.rs, step 1).
+    pub(crate) fn arm_timeout(me: &Py<Conn>, py: Python<'_>, due: Instant, what: String) {
+        let b = me.bind(py);
+        b.borrow_mut().what = what;
+        let delay = due.saturating_duration_since(Instant::now()).as_secs_f64();
+        let armed = b.getattr(intern!(py, "_timeout")).and_then(|cb| {
+            let lp = b.borrow().event_loop.clone_ref(py);
+            lp.bind(py)
+                .call_method1(intern!(py, "call_later"), (delay, cb))
+        });
+        match armed {
+            Ok(handle) => b.borrow_mut().timer = Some(handle.unbind()),
+            Err(e) => {
+                let c = b.borrow();
+                // Untimed, then: the monitor must not take it over either.
+                c.deadlines.remove(c.id);
+                c.log(
+                    Level::Error,
+                    &format!("RW-PY016 cannot arm the request timeout: {e}"),
+                );
+            }
+        }
+    }
+
+    /// The request no longer has a timeout: its response is complete, or it became a WebSocket
+    /// (a conversation, not a request: the timeout covers its handshake only).
+    pub(crate) fn disarm(&mut self) {
+        if let Some(timer) = self.timer.take() {
+            self.deadlines.remove(self.id);
+            Python::attach(|py| {
+                let _ = timer.bind(py).call_method0(intern!(py, "cancel"));
+            });
         }
     }
 
@@ -263,6 +315,7 @@ impl Conn {
 
     /// Ends the connection for the transport (once).
     pub(crate) fn finish(&mut self, outcome: Outcome) {
+        self.disarm();
         let transport = self.transport.get_mut().unwrap_or_else(|e| e.into_inner());
         if let Some(mut t) = transport.take() {
             t.finish(outcome);
@@ -275,9 +328,21 @@ impl Conn {
 
     /// Answers a plain-text error (500, 503) when nothing was sent yet, and finishes.
     pub(crate) fn answer_error(&mut self, status: u16, body: &[u8]) -> Outcome {
+        self.answer_plain(status, body, None, Outcome::Failed)
+    }
+
+    /// A plain-text answer of the host's own (with `Retry-After` when given), and finishes
+    /// with `outcome` (or ClientGone when the transport could not take it).
+    pub(crate) fn answer_plain(
+        &mut self,
+        status: u16,
+        body: &[u8],
+        retry_after: Option<u64>,
+        outcome: Outcome,
+    ) -> Outcome {
         let outcome = match self.transport() {
             Some(t) => {
-                let headers = [
+                let mut headers = vec![
                     (
                         b"content-type".to_vec(),
                         b"text/plain; charset=utf-8".to_vec(),
@@ -287,6 +352,9 @@ impl Conn {
                         body.len().to_string().into_bytes(),
                     ),
                 ];
+                if let Some(secs) = retry_after {
+                    headers.push((b"retry-after".to_vec(), secs.to_string().into_bytes()));
+                }
                 let line = super::message::status_line(status);
                 let head = crate::Head {
                     status,
@@ -294,7 +362,7 @@ impl Conn {
                     headers: &headers,
                 };
                 match t.head(&head).and_then(|()| t.body(body)) {
-                    Ok(_) => Outcome::Failed,
+                    Ok(_) => outcome,
                     Err(_) => Outcome::ClientGone,
                 }
             }
@@ -303,6 +371,84 @@ impl Conn {
         self.finish(outcome);
         outcome
     }
+
+    /// The request timeout (deadline.rs, step 1): answer 504 if nothing was sent yet, else cut
+    /// the response; the app's `send()`s fail from now on (as after a disconnect), and its task
+    /// is cancelled. `ours` is false when the timeout monitor already answered for it (the loop
+    /// came back late): then only the task is cancelled.
+    fn time_out(&mut self, py: Python<'_>, ours: bool) {
+        self.timed_out = true;
+        let stack = self
+            .task
+            .as_ref()
+            .map(|t| task_stack(py, t.bind(py)))
+            .unwrap_or_default();
+        let answer = match self.response {
+            _ if !ours => "the server had answered for it (RW-PY046)",
+            Response::Idle | Response::Started { .. } => "answered 504",
+            _ => "its response is cut",
+        };
+        self.log(
+            Level::Error,
+            &format!(
+                "RW-PY045 ASGI request {} passed its request timeout: its task is cancelled,                  {answer}; where it waited:\n{stack}",
+                self.what
+            ),
+        );
+        if ours {
+            match self.response {
+                Response::Idle | Response::Started { .. } => {
+                    self.answer_plain(504, crate::TIMEOUT_BODY, None, Outcome::TimedOut);
+                }
+                _ => self.finish(Outcome::Aborted),
+            }
+        } else {
+            self.finish(Outcome::Aborted);
+        }
+        self.response = Response::Done(Outcome::TimedOut);
+        // Like a client that left: a paused send() raises, a waiting receive() hears
+        // http.disconnect (for an app that catches CancelledError and goes on).
+        self.on_disconnect(py);
+        if let Some(task) = &self.task {
+            let _ = task.bind(py).call_method0(intern!(py, "cancel"));
+        }
+    }
+}
+
+/// Where a task waits: each coroutine of its `await` chain, outermost first, as traceback lines.
+fn task_stack(py: Python<'_>, task: &Bound<'_, PyAny>) -> String {
+    let mut out = String::new();
+    let mut obj = task.call_method0(intern!(py, "get_coro")).ok();
+    for _ in 0..64 {
+        let Some(o) = obj.take().filter(|o| !o.is_none()) else {
+            break;
+        };
+        let frame = o
+            .getattr(intern!(py, "cr_frame"))
+            .or_else(|_| o.getattr(intern!(py, "gi_frame")))
+            .ok()
+            .filter(|f| !f.is_none());
+        if let Some(f) = frame {
+            let line = f.getattr(intern!(py, "f_lineno")).map(|l| l.to_string());
+            let code = f.getattr(intern!(py, "f_code"));
+            let file = code.as_ref().ok().and_then(|c| c.getattr("co_filename").ok());
+            let name = code.as_ref().ok().and_then(|c| c.getattr("co_name").ok());
+            out.push_str(&format!(
+                "  File \"{}\", line {}, in {}\n",
+                file.map(|f| f.to_string()).unwrap_or_default(),
+                line.unwrap_or_default(),
+                name.map(|n| n.to_string()).unwrap_or_default()
+            ));
+        }
+        obj = o
+            .getattr(intern!(py, "cr_await"))
+            .or_else(|_| o.getattr(intern!(py, "gi_yieldfrom")))
+            .ok();
+    }
+    if out.is_empty() {
+        out.push_str("  (no Python frame: the task had not started)\n");
+    }
+    out
 }
 
 fn is_done(py: Python<'_>, fut: &Bound<'_, PyAny>) -> bool {
@@ -340,6 +486,12 @@ impl Conn {
         message: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let msg = super::message::parse(&message)?;
+        if slf.timer.is_some() && slf.deadlines.taken_over(slf.id) {
+            // The loop was blocked past the timeout and the monitor answered for the request:
+            // this send comes too late (deadline.rs, step 2).
+            slf.time_out(py, false);
+            return Err(client_gone());
+        }
         let waits = match slf.kind {
             Kind::Http => http::send(&mut slf, py, msg)?,
             Kind::WebSocket => websocket::send(&mut slf, py, msg)?,
@@ -351,11 +503,31 @@ impl Conn {
         }
     }
 
+    /// The request timeout's timer (see [`Conn::time_out`]).
+    fn _timeout(mut slf: PyRefMut<'_, Self>, py: Python<'_>) {
+        slf.timer = None;
+        let ours = slf.deadlines.remove(slf.id);
+        let over = slf.finished
+            || matches!(slf.response, Response::Done(_))
+            || slf.ws == WsState::Accepted;
+        if !over {
+            slf.time_out(py, ours);
+        }
+    }
+
     /// The task's done callback: log what went wrong and end the connection.
     fn _done(mut slf: PyRefMut<'_, Self>, py: Python<'_>, task: Bound<'_, PyAny>) {
+        if slf.timer.is_some() && slf.deadlines.taken_over(slf.id) {
+            // The loop was blocked past the timeout, the monitor answered, and the app ended
+            // before its timer ran: nothing more goes to the client (no RW-PY015 500).
+            slf.time_out(py, false);
+        }
         slf.finished = true;
         let error = task_error(py, &task);
         match &error {
+            // Whatever the cancel made of the task (CancelledError turned into another error,
+            // the OSError of a send() after the timeout): the timeout line said it all.
+            Some(_) if slf.timed_out => {}
             // The OSError our send() raised because the client left, let through by the app:
             // the client's doing, not a bug to log with a traceback (uvicorn drops such sends
             // silently instead of raising).
@@ -372,9 +544,13 @@ impl Conn {
             ),
             None => {}
         }
-        // Nobody will receive() or send() any more.
+        // Nobody will receive() or send() any more. The task goes too: it holds its exception,
+        // whose frames hold this connection (its receive and send), a cycle the garbage collector
+        // cannot see through a Rust field; and an async generator the app left unfinished is
+        // finalised (its `finally:` runs) only once nothing holds those frames.
         slf.recv_waiter = None;
         slf.send_waiter = None;
+        slf.task = None;
         match slf.kind {
             Kind::Http => http::done(&mut slf, error.is_some()),
             Kind::WebSocket => websocket::done(&mut slf, error.is_some()),

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use pyo3::prelude::*;
 
+use super::deadline::Timeout;
 use super::inbox::{Handle, Inbox};
 use super::{Kind, Transport, VarSource};
 
@@ -229,8 +230,11 @@ impl Io<'_> {
         kind: Kind,
         vars: Box<dyn VarSource>,
         transport: Box<dyn Transport>,
+        timeout: Option<Timeout>,
     ) {
-        self.shared.inbox.submit(handle, app, kind, vars, transport);
+        self.shared
+            .inbox
+            .submit(handle, app, kind, vars, transport, timeout);
     }
 }
 

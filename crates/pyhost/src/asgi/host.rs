@@ -10,10 +10,11 @@ use std::time::Duration;
 use pyo3::intern;
 use pyo3::prelude::*;
 
+use super::deadline::Timeout;
 use super::fdwatch::{FdHandler, NewWatch};
 use super::inbox::{Event, Handle, Inbox};
 use super::pump::Pump;
-use super::{Kind, Transport, VarSource};
+use super::{ImportGate, Kind, Transport, VarSource};
 use crate::log::{format_exception, ErrorLog, Level};
 use crate::{App, AppSpec, Error};
 
@@ -28,7 +29,7 @@ pub enum LoopKind {
 }
 
 /// How the host runs its apps.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AsgiConfig {
     pub loop_kind: LoopKind,
     /// Run the lifespan protocol ("auto": apps without it are served anyway). Off: no
@@ -36,6 +37,8 @@ pub struct AsgiConfig {
     pub lifespan: bool,
     /// How long [`AsgiHost::stop`] lets the apps' lifespan shutdown run.
     pub shutdown_timeout: Duration,
+    /// Watches (and may hold back) each app's import; None: import every app when asked.
+    pub import_gate: Option<Arc<dyn ImportGate>>,
 }
 
 impl Default for AsgiConfig {
@@ -44,6 +47,7 @@ impl Default for AsgiConfig {
             loop_kind: LoopKind::Auto,
             lifespan: true,
             shutdown_timeout: Duration::from_secs(5),
+            import_gate: None,
         }
     }
 }
@@ -69,7 +73,7 @@ impl AsgiHost {
         if !crate::is_initialized() {
             return Err(Error("the ASGI loop needs a started interpreter".into()));
         }
-        let inbox = Inbox::new().map_err(|e| Error(format!("eventfd() failed: {e}")))?;
+        let inbox = Inbox::new(Arc::clone(&log)).map_err(|e| Error(format!("eventfd() failed: {e}")))?;
         let count = apps.len();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
         let (done_tx, done_rx) = mpsc::channel::<()>();
@@ -118,7 +122,8 @@ impl AsgiHost {
 
     /// Hands one connection to app `app`. Returns at once; the app runs on the loop thread and
     /// answers through `transport`. Every connection submitted gets exactly one
-    /// `Transport::finish`, unless the host is stopped first.
+    /// `Transport::finish`, unless the host is stopped first (or `timeout`'s take-over answered
+    /// for it: deadline.rs).
     pub fn submit(
         &self,
         handle: &Handle,
@@ -126,8 +131,10 @@ impl AsgiHost {
         kind: Kind,
         vars: Box<dyn VarSource>,
         transport: Box<dyn Transport>,
+        timeout: Option<Timeout>,
     ) {
-        self.inbox.submit(handle, app, kind, vars, transport);
+        self.inbox
+            .submit(handle, app, kind, vars, transport, timeout);
     }
 
     /// Has the loop watch `fd` (for reading, and writing when `write`) and call `handler` on
@@ -205,6 +212,7 @@ fn run(
                 apps,
                 cfg.lifespan,
                 cfg.shutdown_timeout.as_secs_f64(),
+                cfg.import_gate.clone(),
             ),
         )?;
         event_loop.call_method1(intern!(py, "add_reader"), (inbox.fd(), pump.clone_ref(py)))?;

@@ -9,8 +9,11 @@ use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
+use super::deadline::{Deadlines, Timeout};
 use super::{Kind, Transport, VarSource, WsMessage};
+use crate::log::ErrorLog;
 
 /// A new connection for an app.
 pub(crate) struct NewConn {
@@ -20,6 +23,8 @@ pub(crate) struct NewConn {
     pub(crate) transport: Box<dyn Transport>,
     /// Shared with the transport's [`Handle`] (WebSocket receive back-pressure).
     pub(crate) backlog: Arc<AtomicUsize>,
+    /// The request's deadline and `METHOD URI`, when it has a timeout (deadline.rs).
+    pub(crate) due: Option<(Instant, String)>,
 }
 
 /// What a transport (or the host) tells the loop thread.
@@ -63,10 +68,11 @@ pub(crate) struct Inbox {
     fd: RawFd,
     queue: Mutex<Queue>,
     next_id: AtomicU64,
+    pub(crate) deadlines: Arc<Deadlines>,
 }
 
 impl Inbox {
-    pub(crate) fn new() -> io::Result<Arc<Inbox>> {
+    pub(crate) fn new(log: Arc<dyn ErrorLog>) -> io::Result<Arc<Inbox>> {
         // SAFETY: plain syscall; the result is checked.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if fd < 0 {
@@ -79,6 +85,7 @@ impl Inbox {
                 signalled: false,
             }),
             next_id: AtomicU64::new(1),
+            deadlines: Deadlines::new(log),
         }))
     }
 
@@ -102,13 +109,18 @@ impl Inbox {
 
     /// Queues connection `handle` for app `app` (see `AsgiHost::submit`).
     pub(crate) fn submit(
-        &self,
+        self: &Arc<Self>,
         handle: &Handle,
         app: usize,
         kind: Kind,
         vars: Box<dyn VarSource>,
         transport: Box<dyn Transport>,
+        timeout: Option<Timeout>,
     ) {
+        let due = timeout.map(|t| {
+            let what = request_line(&*vars);
+            (self.deadlines.add(handle.id, t, what.clone()), what)
+        });
         self.push(
             handle.id,
             Event::New(Box::new(NewConn {
@@ -117,6 +129,7 @@ impl Inbox {
                 vars,
                 transport,
                 backlog: Arc::clone(&handle.backlog),
+                due,
             })),
         );
     }
@@ -145,6 +158,19 @@ impl Inbox {
         q.signalled = false;
         std::mem::take(&mut q.events)
     }
+}
+
+/// `METHOD URI` of a request, for the log lines about its timeout.
+fn request_line(vars: &dyn VarSource) -> String {
+    let pairs = vars.pairs();
+    let var = |name: &[u8]| {
+        pairs
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    format!("{} {}", var(b"REQUEST_METHOD"), var(b"REQUEST_URI"))
 }
 
 /// A transport's handle on one connection it submitted: what happens on the client's side goes

@@ -17,10 +17,13 @@
 //! 4. `lifespan`: startup/shutdown per app; `pump`: the loop thread's add_reader callback, which
 //!    turns inbox events into tasks and resolved futures, and keeps each app's readiness.
 //! 5. `host`: starting and stopping the loop thread; `fdwatch`: descriptors the loop watches for
-//!    transports that do their socket I/O on the loop thread (the daemon worker).
+//!    transports that do their socket I/O on the loop thread (the daemon worker); `deadline`:
+//!    request timeouts (the task cancelled on the loop, or the request taken over from another
+//!    thread when the loop is blocked).
 
 mod awaitable;
 mod conn;
+mod deadline;
 mod fdwatch;
 mod host;
 mod http;
@@ -33,6 +36,7 @@ mod websocket;
 
 use std::io;
 
+pub use deadline::Timeout;
 pub use fdwatch::{FdHandler, Io, Waker};
 pub use host::{AsgiConfig, AsgiHost, LoopKind};
 pub use inbox::{Handle, WS_BACKLOG_LIMIT};
@@ -114,6 +118,16 @@ pub trait Transport: Send + 'static {
     fn ws_close(&mut self, _code: u16, _reason: &str) {}
     /// The app is done with the connection; called exactly once, last.
     fn finish(&mut self, outcome: Outcome);
+}
+
+/// How a transport watches the imports of its apps on the loop (nginx: so that an import that
+/// kills the worker process holds that app back in the next worker instead of a fork storm).
+pub trait ImportGate: Send + Sync {
+    /// Before app `app` is imported: `Some(wait)` to hold it back for that long. Its requests
+    /// are answered 503 with `Retry-After` meanwhile, and the next request after it tries again.
+    fn admit(&self, app: usize) -> Option<std::time::Duration>;
+    /// Runs `import` (the import of app `app`), noting it so that a process it kills is known.
+    fn watch(&self, app: usize, import: &mut dyn FnMut());
 }
 
 /// A WebSocket message from the app.

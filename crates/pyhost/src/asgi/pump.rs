@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -19,7 +20,7 @@ use super::conn::{Conn, ERROR_500, ERROR_503};
 use super::fdwatch::Watch;
 use super::inbox::{Event, Inbox, NewConn};
 use super::lifespan::Lifespan;
-use super::{scope, Kind};
+use super::{scope, ImportGate, Kind};
 use crate::log::{format_exception, ErrorLog, Level};
 use crate::{App, Outcome};
 
@@ -42,6 +43,8 @@ struct Slot {
     phase: Phase,
     lifespan: Option<Py<Lifespan>>,
     waiting: Vec<u64>,
+    /// The import gate holds the app back until then (its requests get 503).
+    held_until: Option<Instant>,
 }
 
 #[pyclass(module = "rwsgi", name = "Pump")]
@@ -59,6 +62,7 @@ pub(crate) struct Pump {
     lifespans_told: bool,
     shutdowns_pending: usize,
     shutdown_timeout: f64,
+    gate: Option<Arc<dyn ImportGate>>,
 }
 
 impl Pump {
@@ -69,6 +73,7 @@ impl Pump {
         apps: Vec<App>,
         use_lifespan: bool,
         shutdown_timeout: f64,
+        gate: Option<Arc<dyn ImportGate>>,
     ) -> Pump {
         Pump {
             inbox,
@@ -82,6 +87,7 @@ impl Pump {
                     phase: Phase::Unloaded,
                     lifespan: None,
                     waiting: Vec::new(),
+                    held_until: None,
                 })
                 .collect(),
             conns: HashMap::new(),
@@ -91,6 +97,7 @@ impl Pump {
             lifespans_told: false,
             shutdowns_pending: 0,
             shutdown_timeout,
+            gate,
         }
     }
 
@@ -102,13 +109,34 @@ impl Pump {
         }
     }
 
-    /// Imports app `i` if needed and starts its lifespan. Logs a failed import (RW-PY001).
+    /// Imports app `i` if needed (and the import gate lets it) and starts its lifespan. Logs a
+    /// failed import (RW-PY001).
     fn load(&mut self, me: &Py<Pump>, py: Python<'_>, i: usize) {
         let slot = &mut self.apps[i];
         if !matches!(slot.phase, Phase::Unloaded) {
             return;
         }
-        let callable = match slot.app.get(py) {
+        // Held back: not asked again before the time the gate gave.
+        if slot.held_until.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        slot.held_until = None;
+        let imported = match &self.gate {
+            Some(gate) => {
+                if let Some(wait) = gate.admit(i) {
+                    slot.held_until = Some(Instant::now() + wait);
+                    return;
+                }
+                let mut got = None;
+                gate.watch(i, &mut || got = Some(slot.app.get(py)));
+                match got {
+                    Some(result) => result,
+                    None => return,
+                }
+            }
+            None => slot.app.get(py),
+        };
+        let callable = match imported {
             Ok(c) => single_callable(py, c),
             Err(e) => {
                 self.log
@@ -195,6 +223,7 @@ impl Pump {
             vars,
             transport,
             backlog,
+            due,
         } = new;
         let head_request = kind == Kind::Http
             && vars
@@ -206,6 +235,8 @@ impl Pump {
             Err(e) => {
                 self.log
                     .log(Level::Error, &format!("RW-PY016 internal error: {e}"));
+                // No timer will cover it: neither may the monitor (deadline.rs).
+                self.inbox.deadlines.remove(id);
                 return;
             }
         };
@@ -219,6 +250,7 @@ impl Pump {
             forget,
             head_request,
             backlog,
+            Arc::clone(&self.inbox.deadlines),
         );
         let conn = match Py::new(py, conn) {
             Ok(c) => c,
@@ -227,12 +259,16 @@ impl Pump {
                     Level::Error,
                     &format!("RW-PY010 cannot set up a connection: {e}"),
                 );
+                self.inbox.deadlines.remove(id);
                 return;
             }
         };
+        if let Some((due, what)) = due {
+            Conn::arm_timeout(&conn, py, due, what);
+        }
         self.conns.insert(id, conn);
         if app >= self.apps.len() {
-            self.answer(py, id, 500, ERROR_500);
+            self.answer(py, id, 500, ERROR_500, None);
             return;
         }
         self.load(me, py, app);
@@ -247,20 +283,35 @@ impl Pump {
                 self.launch(py, id, i, state.bind(py));
             }
             Phase::Starting(_) => self.apps[i].waiting.push(id),
-            Phase::Failed => self.answer(py, id, 503, ERROR_503),
-            Phase::Unloaded => self.answer(py, id, 500, ERROR_500),
+            Phase::Failed => self.answer(py, id, 503, ERROR_503, None),
+            Phase::Unloaded => match self.apps[i].held_until {
+                // Held back by the import gate: 503 with the time to its next try.
+                Some(until) => {
+                    let left = until.saturating_duration_since(Instant::now());
+                    let retry = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+                    self.answer(py, id, 503, ERROR_503, Some(retry.max(1)));
+                }
+                None => self.answer(py, id, 500, ERROR_500, None),
+            },
         }
         let _ = me;
     }
 
     /// Answers a connection that will not reach its app, and forgets it.
-    fn answer(&mut self, py: Python<'_>, id: u64, status: u16, body: &[u8]) {
+    fn answer(
+        &mut self,
+        py: Python<'_>,
+        id: u64,
+        status: u16,
+        body: &[u8],
+        retry_after: Option<u64>,
+    ) {
         if let Some(conn) = self.conns.remove(&id) {
             let mut c = conn.bind(py).borrow_mut();
             if c.disconnected {
                 c.finish(Outcome::ClientGone);
             } else {
-                c.answer_error(status, body);
+                c.answer_plain(status, body, retry_after, Outcome::Failed);
             }
         }
     }
@@ -288,7 +339,9 @@ impl Pump {
                 Some(c) => c.bind(py).clone(),
                 None => self.apps[i].app.get(py)?,
             };
-            run_app(self.event_loop.bind(py), &callable, scope, b.as_any())
+            let task = run_app(self.event_loop.bind(py), &callable, scope, b.as_any())?;
+            b.borrow_mut().task = Some(task.unbind());
+            Ok(())
         })();
         if let Err(e) = started {
             self.log.log(
@@ -298,7 +351,7 @@ impl Pump {
                     format_exception(py, &e)
                 ),
             );
-            self.answer(py, id, 500, ERROR_500);
+            self.answer(py, id, 500, ERROR_500, None);
         }
     }
 
@@ -362,7 +415,7 @@ fn run_app<'py>(
     callable: &Bound<'py, PyAny>,
     scope: Bound<'py, PyDict>,
     conn: &Bound<'py, PyAny>,
-) -> PyResult<()> {
+) -> PyResult<Bound<'py, PyAny>> {
     let py = event_loop.py();
     let coro = callable.call1((
         scope,
@@ -374,7 +427,7 @@ fn run_app<'py>(
         intern!(py, "add_done_callback"),
         (conn.getattr(intern!(py, "_done"))?,),
     )?;
-    Ok(())
+    Ok(task)
 }
 
 /// ASGI 2 apps (a class or callable taking only the scope) made into ASGI 3 ones with asgiref's

@@ -144,6 +144,9 @@ pub(crate) fn send(c: &mut Conn, _py: Python<'_>, msg: Msg<'_>) -> PyResult<bool
                 headers: &headers,
             };
             c.ws = WsState::Accepted;
+            // A WebSocket lives as long as its conversation: the request timeout covered the
+            // handshake only.
+            c.disarm();
             match c.transport().map(|t| t.head(&head)) {
                 Some(Ok(())) => Ok(false),
                 _ => {

@@ -300,7 +300,19 @@ pub fn request(h: &Host, method: &str, path: &str, body: &[&[u8]]) -> Arc<Shared
 
 /// Submits with a prepared transport; returns the handle.
 pub fn submit(h: &Host, kind: Kind, v: Vec<(Vec<u8>, Vec<u8>)>, t: TestTransport) -> Handle {
+    submit_timed(h, kind, v, t, None)
+}
+
+/// Submits with a prepared transport and a request timeout; returns the handle.
+pub fn submit_timed(
+    h: &Host,
+    kind: Kind,
+    v: Vec<(Vec<u8>, Vec<u8>)>,
+    t: TestTransport,
+    timeout: Option<pyhost::asgi::Timeout>,
+) -> Handle {
     let handle = h.host.handle();
-    h.host.submit(&handle, 0, kind, Box::new(v), Box::new(t));
+    h.host
+        .submit(&handle, 0, kind, Box::new(v), Box::new(t), timeout);
     handle
 }

@@ -16,17 +16,22 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use pyhost::asgi::{BodyRead, FdHandler, Flow, Handle, Io, Kind, Transport, Waker, WsOut};
+use pyhost::asgi::{
+    BodyRead, FdHandler, Flow, Handle, Io, Kind, Timeout, Transport, Waker, WsOut,
+};
 use pyhost::{Head, Outcome};
 use uwsgi::{Var, EMPTY_VAR, HEADER_LEN, MAX_VARS_BLOCK};
 use websocket::handshake::{check as handshake, Handshake};
 use websocket::{encode_frame, Opcode, Session};
 
-use crate::conn::{environ, log_refusal, parse_vars, queued_for, Bad, FrontEnd, SMALL_VARS};
+use crate::conn::{
+    environ, log_refusal, parse_vars, queued_for, stuck_response, too_many_vars, Bad, FrontEnd,
+    SMALL_VARS, TOO_MANY_VARS_BODY,
+};
 use crate::routing;
 use crate::rwlog;
 use crate::secret::Secret;
@@ -51,6 +56,11 @@ pub struct Shared {
     pub secret: Option<Secret>,
     /// Connections open: a stopping worker waits for them to end.
     pub live: AtomicUsize,
+    /// The group's request-timeout (pyhost's asgi::Timeout: the task cancelled at it).
+    pub request_timeout: Option<Duration>,
+    /// A request's coroutine blocked the loop past its timeout (`take_over`): the worker
+    /// retires.
+    pub stuck: AtomicBool,
 }
 
 enum Phase {
@@ -99,6 +109,10 @@ struct ConnIo {
     ws_accept: Option<String>,
     /// After the 101: the WebSocket session (frames, close state).
     ws: Option<Session>,
+    /// Response bytes went out on the socket (the head included).
+    wrote: bool,
+    /// Counted in `Shared::live` (until closed or taken over).
+    counted: bool,
     shared: Arc<Shared>,
 }
 
@@ -166,7 +180,16 @@ impl ConnIo {
             outcome: None,
             ws_accept: None,
             ws: None,
+            wrote: false,
+            counted: true,
             shared,
+        }
+    }
+
+    /// One fewer live connection, once.
+    fn uncount(&mut self) {
+        if std::mem::replace(&mut self.counted, false) {
+            self.shared.live.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -212,7 +235,7 @@ impl ConnIo {
             w.close();
         }
         if self.stream.take().is_some() {
-            self.shared.live.fetch_sub(1, Ordering::Relaxed);
+            self.uncount();
         }
     }
 
@@ -288,6 +311,7 @@ impl ConnIo {
             };
             match result {
                 Ok((n, done)) => {
+                    self.wrote |= n > 0;
                     self.out_bytes = self.out_bytes.saturating_sub(n);
                     if done {
                         self.out.pop_front();
@@ -446,7 +470,20 @@ fn start_request(c: &mut ConnIo, io: &Io<'_>, shared_io: &Arc<Mutex<ConnIo>>) ->
     let packet = std::mem::take(&mut c.buf);
     let mut small: [Var<'_>; SMALL_VARS] = [EMPTY_VAR; SMALL_VARS];
     let mut large = Vec::new();
-    let (vars, consumed) = parse_vars(&packet, &mut small, &mut large)?;
+    let (vars, consumed) = match parse_vars(&packet, &mut small, &mut large) {
+        Err(Bad::Parse(uwsgi::Error::TooManyVars)) => {
+            // 431 as the WSGI threads answer (conn.rs refuse_too_many_vars); the body, if
+            // any, is read away after the answer (`end`).
+            let (consumed, length) = too_many_vars(&packet, c.shared.secret.as_ref())?;
+            let rest = &packet[consumed..];
+            let with_head = rest.len().min(usize::try_from(length).unwrap_or(usize::MAX));
+            c.body_left = length - with_head as u64;
+            c.phase = Phase::Running;
+            answer_plain(c, 431);
+            return Ok(());
+        }
+        parsed => parsed?,
+    };
     let front = FrontEnd::read(vars)?;
     front.check_origin(c.shared.secret.as_ref())?;
     let mounts: Vec<Option<&[u8]>> = c.shared.mounts.iter().map(|m| m.as_deref()).collect();
@@ -496,24 +533,68 @@ fn start_request(c: &mut ConnIo, io: &Io<'_>, shared_io: &Arc<Mutex<ConnIo>>) ->
     let transport = SocketTransport {
         io: Arc::clone(shared_io),
     };
+    let timeout = c.shared.request_timeout.map(|after| {
+        let io = Arc::clone(shared_io);
+        Timeout {
+            after,
+            take_over: Box::new(move || take_over(&io)),
+        }
+    });
     io.submit(
         &handle,
         routed.app,
         kind,
         Box::new(env),
         Box::new(transport),
+        timeout,
     );
     Ok(())
 }
 
-/// A plain-text answer the app never sees: 504 for a request that queued too long (conn.rs
-/// does the same), 400/426 for a malformed WebSocket handshake.
+/// pyhost's step 2 of request-timeout (its asgi/deadline.rs), on its monitor thread: a
+/// coroutine blocks the loop past the request's timeout, so this request is answered without
+/// the loop: 504 if nothing of the response went out yet (else the front end sees it cut), the
+/// socket shut down both ways (its descriptor stays open: the loop still watches it, and closes
+/// it when it comes back), and the worker retires (asgi/mod.rs): the supervisor starts a
+/// replacement at once, as for a WSGI thread stuck in C code (conn.rs `TakeOver`).
+fn take_over(io: &Mutex<ConnIo>) {
+    let mut c = lock(io);
+    c.shared.stuck.store(true, Ordering::Release);
+    if c.closed() || c.outcome.is_some() && c.out.is_empty() && c.head.is_none() {
+        return;
+    }
+    let answered = !c.wrote;
+    rwlog!(
+        "RW043",
+        "a request's coroutine blocks the asyncio loop past its request-timeout: {}; this worker \
+         accepts no more and exits once its other requests are done",
+        if answered { "answered 504" } else { "its response is cut" }
+    );
+    if answered {
+        let msg = stuck_response();
+        // Without blocking: nothing was written yet, so the send buffer has room for it.
+        let _ = send(c.fd, &[IoSlice::new(&msg)]);
+    }
+    c.out.clear();
+    c.out_bytes = 0;
+    c.head = None;
+    c.outcome = Some(Outcome::TimedOut);
+    // SAFETY: plain syscall on the connection's open descriptor (closed only by `close`, on
+    // the loop thread, under this same lock).
+    unsafe { libc::shutdown(c.fd, libc::SHUT_RDWR) };
+    // A retiring worker waits for its live connections: this one is done for the client.
+    c.uncount();
+}
+
+/// A plain-text answer the app never sees: 504 for a request that queued too long and 431 for
+/// one with too many vars (conn.rs does the same), 400/426 for a malformed WebSocket handshake.
 fn answer_plain(c: &mut ConnIo, status: u16) {
     let (line, msg): (&[u8], &[u8]) = match status {
         504 => (
             b"504 Gateway Timeout",
             b"Request queued too long in the server.\n",
         ),
+        431 => (b"431 Request Header Fields Too Large", TOO_MANY_VARS_BODY),
         426 => (
             b"426 Upgrade Required",
             b"WebSocket version 13 is required.\n",

@@ -4,11 +4,13 @@
 //! as many concurrent requests as its apps can `await`, with no thread per connection.
 //!
 //! The supervisor side is the WSGI one (fork, respawn, recycle, graceful stop). What differs:
-//! `threads=` does not apply (one loop); `request-timeout=` does not either (a slow request
-//! holds no thread, and the loop cannot kill one task); `maximum-requests=` counts accepted
-//! connections. On stop the worker stops accepting, closes its WebSockets with 1001, lets the
-//! connections still open finish within `graceful-timeout`, then runs the apps' lifespan
-//! shutdown.
+//! `threads=` does not apply (one loop); `maximum-requests=` counts accepted connections;
+//! `request-timeout=` cancels the request's task on the loop (504, or the response cut), and
+//! when a coroutine blocks the loop itself past it (synchronous code: nothing on the loop runs,
+//! no cancel reaches it) the request is answered from pyhost's monitor thread (conn.rs
+//! `take_over`) and the worker retires as one with a WSGI thread stuck in C code does. On stop
+//! the worker stops accepting, closes its WebSockets with 1001, lets the connections still open
+//! finish within `graceful-timeout`, then runs the apps' lifespan shutdown.
 
 mod conn;
 
@@ -98,6 +100,8 @@ pub fn serve(start: &Start<'_>, stop: &Pipe) -> Result<(), i32> {
         queue_timeout: cfg.queue_timeout,
         secret: cfg.secret.clone(),
         live: AtomicUsize::new(0),
+        request_timeout: cfg.request_timeout,
+        stuck: AtomicBool::new(false),
     });
     let retire = Arc::new(AtomicBool::new(false));
     let accepted = Arc::new(AtomicU64::new(0));
@@ -119,15 +123,26 @@ pub fn serve(start: &Start<'_>, stop: &Pipe) -> Result<(), i32> {
         "worker ready: ASGI, one event loop, {} app(s)",
         cfg.apps.len()
     );
-    wait_for_stop(stop, &retire);
-    if retire.load(Ordering::Relaxed) {
+    wait_for_stop(stop, &retire, &shared.stuck);
+    let stuck = shared.stuck.load(Ordering::Acquire);
+    if stuck {
+        // No more accepts (the acceptor checks the flag whenever the loop comes back).
+        retire.store(true, Ordering::Relaxed);
+        start.board.set_retiring(start.slot);
+    } else if retire.load(Ordering::Relaxed) {
         start.board.set_retiring(start.slot);
         rwlog!(
             "RW011",
             "served maximum-requests ({max_requests}); exiting to be replaced"
         );
     }
-    drain(&host, listen_fd, &shared, cfg.graceful_timeout);
+    if !drain(&host, listen_fd, &shared, cfg.graceful_timeout) && stuck {
+        // worker::run exits without joining it (`_exit`).
+        rwlog!(
+            "RW042",
+            "worker exits leaving its asyncio loop blocked past request-timeout behind"
+        );
+    }
     Ok(())
 }
 
@@ -153,11 +168,11 @@ fn start_host(cfg: &GroupConfig) -> Result<AsgiHost, i32> {
     })
 }
 
-/// Blocks until the stop pipe is readable (SIGTERM, the supervisor) or the acceptor reached
-/// maximum-requests.
-fn wait_for_stop(stop: &Pipe, retire: &AtomicBool) {
+/// Blocks until the stop pipe is readable (SIGTERM, the supervisor), the acceptor reached
+/// maximum-requests, or a request blocked the loop past its timeout.
+fn wait_for_stop(stop: &Pipe, retire: &AtomicBool, stuck: &AtomicBool) {
     loop {
-        if retire.load(Ordering::Relaxed) {
+        if retire.load(Ordering::Relaxed) || stuck.load(Ordering::Acquire) {
             return;
         }
         let mut pfd = libc::pollfd {
@@ -175,7 +190,8 @@ fn wait_for_stop(stop: &Pipe, retire: &AtomicBool) {
 
 /// The graceful stop: no new connections, WebSockets closed with 1001, the open connections
 /// given until `graceful` to finish, then the lifespan shutdown (bounded by the same timeout).
-fn drain(host: &AsgiHost, listen_fd: i32, shared: &Shared, graceful: Duration) {
+/// False if the loop did not stop (a coroutine blocks it).
+fn drain(host: &AsgiHost, listen_fd: i32, shared: &Shared, graceful: Duration) -> bool {
     host.unwatch(listen_fd);
     host.going_away();
     let deadline = Instant::now() + graceful;
@@ -189,5 +205,5 @@ fn drain(host: &AsgiHost, listen_fd: i32, shared: &Shared, graceful: Duration) {
             "graceful-timeout: {left} connection(s) still open; stopping without them"
         );
     }
-    host.stop();
+    host.stop()
 }
