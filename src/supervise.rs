@@ -118,10 +118,12 @@ pub fn group_config(group: &DaemonGroup, main: &MainConf, host: &Host) -> Option
     let apps = group
         .apps
         .iter()
-        .map(|a| AppConfig {
-            script: a.entry.script.clone(),
-            callable: a.entry.callable.clone(),
-            mount: a.mount.clone(),
+        .map(|a| {
+            AppConfig::script(
+                a.entry.script.clone(),
+                a.entry.callable.clone(),
+                a.mount.clone(),
+            )
         })
         .collect();
     // nginx's facts; the rules are the supervisor crate's, the same for both servers. Without

@@ -240,6 +240,67 @@ def test_worker_request_timeout_behind_stock_nginx_answers_504(lch):
     assert pid_of(front.url("/app/pid")) == before
 
 
+
+# --- rwsgi-worker on an SCGI or FastCGI socket: the 504 in the socket's protocol ---------------
+
+@pytest.mark.parametrize("kind", ["nginx-scgi", "nginx-fcgi", "apache-fcgi"])
+def test_worker_request_timeout_on_gateway_sockets_answers_504(lch, kind):
+    """rwsgi-worker --socket scgi:/fcgi: --request-timeout 2 behind stock `scgi_pass` /
+    `fastcgi_pass` (and Apache's mod_proxy_fcgi, the strictest FastCGI reader). A spinning
+    request: the worker's own 504, framed as the protocol wants (a CGI `Status:` head; FastCGI:
+    STDOUT records and END_REQUEST), passed on by the front end as 504, and the same worker
+    process serves on. Then a request stuck in C (`time.sleep(600)`): the watchdog answers 504
+    on the connection itself, in the same framing, and the worker is replaced. A front end that
+    got a broken record stream would answer 502 instead. mod_wsgi has no SCGI/FastCGI side;
+    its daemon mode kills the process after request-timeout (500 after ~10 s, test below)."""
+    d = app_dir(lch)
+    protocol = "scgi" if kind.endswith("scgi") else "fcgi"
+    w = lch.worker(d.script(), processes=1, threads=2, protocol=protocol, mount="/app",
+                   extra_args=["--request-timeout", "2"])
+    front = lch.front_end(kind, w)
+    before = pid_of(front.url("/app/pid"))
+
+    status, elapsed = timed_get(front.url(f"/app/spin?token={token()}"), 8)
+    assert status == 504 and elapsed < 6, (status, elapsed)
+    assert pid_of(front.url("/app/pid")) == before
+
+    status, elapsed = timed_get(front.url("/app/sleep?s=600"), 12)
+    assert status == 504, (status, elapsed)
+    assert "RW041" in w.log_text() and "answered 504" in w.log_text()
+    assert wait_for(lambda: timed_get(front.url("/app/hello"), 3)[0] == 200, 10)
+    assert pid_of(front.url("/app/pid")) != before
+
+
+def cut_or_complete(url, timeout=15):
+    """("complete", body) when the client got a whole response, else ("cut", what it got)."""
+    got = b""
+    try:
+        with requests.get(url, stream=True, timeout=timeout) as r:
+            for piece in r.iter_content(None):
+                got += piece
+        return "complete", got
+    except requests.RequestException:
+        return "cut", got
+
+
+@pytest.mark.parametrize("kind", ["nginx", "apache", "nginx-scgi", "nginx-fcgi", "apache-fcgi"])
+def test_worker_request_stuck_in_c_after_its_head_is_cut(lch, kind):
+    """A response that started (one chunk, no Content-Length), then a thread stuck in C
+    (`time.sleep(600)`) past --request-timeout 2, on a TCP socket: the watchdog resets the
+    connection (uwsgi, SCGI) or ends the record stream with a record the front end refuses
+    (FastCGI), so the client sees the response cut, never a short body passed off as whole (a
+    bare EOF would be, with every one of these front ends). The worker is replaced. (mod_wsgi's
+    daemon mode: the process is killed, the client sees the cut.)"""
+    d = app_dir(lch)
+    protocol = {"nginx": "uwsgi", "apache": "uwsgi"}.get(kind, kind.split("-")[-1])
+    w = lch.worker(d.script(), processes=1, threads=2, protocol=protocol, mount="/app",
+                   extra_args=["--request-timeout", "2"])
+    front = lch.front_end(kind, w)
+    how, got = cut_or_complete(front.url("/app/stream?n=2&gap=600"))
+    assert how == "cut", (how, got)
+    assert "RW041" in w.log_text() and "response is cut" in w.log_text()
+    assert wait_for(lambda: timed_get(front.url("/app/hello"), 3)[0] == 200, 10)
+
 @reference
 def test_reference_mod_wsgi_daemon_spinning_request(lch):
     """mod_wsgi 4.9 daemon, request-timeout=2, a spinning request. Measured: 500 after ~10 s

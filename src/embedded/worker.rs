@@ -389,10 +389,10 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result
             start_held_until = Some(now + wait.as_millis() as u64);
         }
     }
-    let specs = main.apps.iter().map(|a| AppSpec {
-        script: a.script.clone(),
-        callable: a.callable.clone(),
-    });
+    let specs = main
+        .apps
+        .iter()
+        .map(|a| AppSpec::script(a.script.clone(), a.callable.clone()));
     let (apps, python_error) = if start_held_until.is_some() {
         (ProcessApps::default(), None)
     } else {
@@ -537,10 +537,7 @@ fn start_asgi(
     let specs = main
         .asgi_apps
         .iter()
-        .map(|a| AppSpec {
-            script: a.script.clone(),
-            callable: a.callable.clone(),
-        })
+        .map(|a| AppSpec::script(a.script.clone(), a.callable.clone()))
         .collect();
     let log = Arc::new(log);
     // Imports that kill the worker are held back in the next one (gate.rs), as for WSGI apps.

@@ -12,7 +12,7 @@ from .apache import Apache
 from .frontends import front_end
 from .nginx import Nginx
 from .serve import Serve
-from .worker import Worker
+from .worker import IniWorker, Worker
 
 ACTIVE = []  # launchers alive right now, so a failing test can show their logs
 
@@ -51,6 +51,12 @@ class Launcher:
         env.update(kw.pop("env", {}) or {})
         return self._start(Worker(self._prefix("worker"), script, env=env, **kw))
 
+    def ini_worker(self, ini, **kw) -> IniWorker:
+        """A worker started with `--ini FILE` (rwsgi-worker, or uWSGI itself)."""
+        env = {"RWSGI_TEST_STATE_DIR": str(self.state_dir)}
+        env.update(kw.pop("env", {}) or {})
+        return self._start(IniWorker(self._prefix("ini-worker"), ini, env=env, **kw))
+
     def nginx(self, server: str = "", http: str = "", **kw) -> Nginx:
         return self._start(Nginx(self._prefix("nginx"), server, http, **kw))
 
@@ -62,7 +68,8 @@ class Launcher:
         return self._start(Serve(self._prefix("serve"), args, cwd=cwd, **kw))
 
     def front_end(self, kind: str, worker, mount: str = "/app", **kw):
-        """nginx (uwsgi_pass) or Apache (mod_proxy_uwsgi) in front of `worker` at `mount`."""
+        """nginx or Apache in front of `worker` at `mount` (harness/frontends.py: `nginx`,
+        `apache` for uwsgi; `nginx-scgi`, `nginx-fcgi`, `apache-scgi`, `apache-fcgi`)."""
         return self._start(front_end(kind, self._prefix(kind), worker, mount, **kw))
 
     def logs(self) -> str:

@@ -17,20 +17,33 @@ def backend() -> str:
     return os.environ.get("RWSGI_TEST_WORKER", "rwsgi")
 
 
+# The protocols a worker socket speaks, as rwsgi-worker's --socket prefix, uWSGI's option and
+# what nginx calls it (uwsgi_pass, scgi_pass, fastcgi_pass).
+PROTOCOLS = {
+    "uwsgi": ("", "--uwsgi-socket"),
+    "scgi": ("scgi:", "--scgi-socket"),
+    "fcgi": ("fcgi:", "--fastcgi-socket"),
+}
+
+
 class Worker:
-    """A WSGI worker serving `script` over the uwsgi protocol.
+    """A WSGI worker serving `script` (a file) or `module` (`pkg.mod:callable`).
 
     socket: "tcp" (a free 127.0.0.1 port) or "unix" (a socket file in `prefix`, mode 0666 so the
-    front ends' unprivileged workers can connect). `extra_args` are appended verbatim; `env` is
-    added to a minimal environment (the apps read RWSGI_TEST_STATE_DIR from it).
+    front ends' unprivileged workers can connect); protocol: "uwsgi", "scgi" or "fcgi".
+    `extra_args` are appended verbatim; `env` is added to a minimal environment (the apps read
+    RWSGI_TEST_STATE_DIR from it); `cwd` is where it starts (default: its prefix).
     """
 
-    def __init__(self, prefix: Path, script: Path, *, socket: str = "tcp", callable=None,
+    def __init__(self, prefix: Path, script: Path = None, *, socket: str = "tcp", callable=None,
                  mount=None, processes: int = 1, threads: int = 4, python_home=None,
-                 python_path=(), maximum_requests=None, extra_args=(), env=None):
+                 python_path=(), maximum_requests=None, extra_args=(), env=None,
+                 protocol: str = "uwsgi", module: str = None, cwd=None):
         self.prefix = Path(prefix)
         self.prefix.mkdir(parents=True, exist_ok=True)
-        self.script = Path(script)
+        self.script = Path(script) if script else None
+        self.module = module
+        self.protocol = protocol
         if socket == "unix":
             self.socket_path = str(self.prefix / "worker.sock")
             self.address = self.socket_path
@@ -52,11 +65,12 @@ class Worker:
         argv += [str(a) for a in extra_args]
         full_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
         full_env.update(env or {})
-        self.process = ServerProcess(argv, self.log_path, env=full_env, cwd=self.prefix)
+        self.process = ServerProcess(argv, self.log_path, env=full_env, cwd=cwd or self.prefix)
 
     def _rwsgi_argv(self, callable, mount, processes, threads, python_home, python_path,
                     maximum_requests, unix):
-        argv = [WORKER_BIN, "--socket", self.socket_arg, "--script", self.script,
+        app = ["--module", self.module] if self.module else ["--script", self.script]
+        argv = [WORKER_BIN, "--socket", PROTOCOLS[self.protocol][0] + self.socket_arg, *app,
                 "--processes", processes, "--threads", threads]
         if callable:
             argv += ["--callable", callable]
@@ -74,11 +88,13 @@ class Worker:
 
     def _uwsgi_argv(self, callable, mount, processes, threads, python_home, python_path,
                     maximum_requests, unix):
-        argv = [UWSGI_BIN, "--plugin", "python3", "--uwsgi-socket", self.address if unix else self.socket_arg,
+        argv = [UWSGI_BIN, "--plugin", "python3", PROTOCOLS[self.protocol][1],
+                self.address if unix else self.socket_arg,
                 "--master", "--processes", processes, "--threads", threads, "--enable-threads",
                 "--die-on-term", "--buffer-size", "65535", "--manage-script-name", "--lazy-apps"]
         # uWSGI strips SCRIPT_NAME from PATH_INFO only for a --mount'ed app; the tests mount at /app.
-        argv += ["--mount", f"{mount or '/app'}={self.script}"]
+        app = self.module if self.module else self.script
+        argv += ["--mount", f"{mount or '/app'}={app}"]
         if callable:
             argv += ["--callable", callable]
         if python_home:
@@ -133,6 +149,45 @@ class Worker:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+class IniWorker(Worker):
+    """A worker started from a uWSGI ini file, as a migrating user starts it: `rwsgi-worker --ini
+    FILE` or (RWSGI_TEST_WORKER=uwsgi, or `backend="uwsgi"`) `uwsgi --ini FILE`. The file reads
+    its socket from $RWSGI_TEST_SOCKET (tests/apps/*.ini); `env` adds more variables (the
+    Django file's $RWSGI_TEST_VENV)."""
+
+    def __init__(self, prefix: Path, ini: Path, *, socket: str = "unix", env=None,
+                 backend: str = None, extra_args=()):
+        self.prefix = Path(prefix)
+        self.prefix.mkdir(parents=True, exist_ok=True)
+        self.script = None
+        self.module = None
+        self.protocol = "uwsgi"
+        if socket == "unix":
+            self.socket_path = str(self.prefix / "worker.sock")
+            self.address = self.socket_path
+            self.uwsgi_pass = f"unix:{self.socket_path}"
+            where = self.socket_path
+        else:
+            self.port = free_port()
+            self.address = ("127.0.0.1", self.port)
+            self.uwsgi_pass = f"127.0.0.1:{self.port}"
+            where = self.uwsgi_pass
+        self.log_path = self.prefix / "worker.log"
+        self.backend = backend or os.environ.get("RWSGI_TEST_WORKER", "rwsgi")
+        # The ini files ask for chmod-socket = 660 (the front end's group, as deployments do);
+        # the test front ends run as nobody/www-data, so the command line opens it up after
+        # --ini (an option given after the file overrides it, in both servers).
+        if self.backend == "uwsgi":
+            argv = [UWSGI_BIN, "--ini", ini, "--chmod-socket=666"]
+        else:
+            argv = [WORKER_BIN, "--ini", ini, "--socket-mode", "0666"]
+        argv += [str(a) for a in extra_args]
+        full_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
+                    "RWSGI_TEST_SOCKET": where}
+        full_env.update(env or {})
+        self.process = ServerProcess(argv, self.log_path, env=full_env, cwd=self.prefix)
 
 
 def rss_kib(pid: int) -> int:

@@ -49,10 +49,7 @@ fn app_for(script: PathBuf, callable: &str) -> Arc<App> {
     }
     let mut map = apps.write().unwrap_or_else(|e| e.into_inner());
     let app = map.entry(key).or_insert_with_key(|(script, callable)| {
-        Arc::new(App::new(AppSpec {
-            script: script.clone(),
-            callable: callable.clone(),
-        }))
+        Arc::new(App::new(AppSpec::script(script.clone(), callable.clone())))
     });
     Arc::clone(app)
 }

@@ -114,11 +114,11 @@ unsafe fn resolve_apps(
         let dir = DirConf::merge(&main_dir, &own);
         for alias in &conf.aliases {
             let url = alias.url.trim_end_matches('/');
-            let app = AppConfig {
-                script: alias.script.clone(),
-                callable: dir.with_alias(alias).callable_name().to_owned(),
-                mount: (!url.is_empty()).then(|| url.to_owned()),
-            };
+            let app = AppConfig::script(
+                alias.script.clone(),
+                dir.with_alias(alias).callable_name(),
+                (!url.is_empty()).then(|| url.to_owned()),
+            );
             match &alias.options.process_group {
                 Some(g) if *g == wanted => routed.push(app),
                 None if dir.process_group.as_ref() == Some(&wanted) => routed.push(app),
@@ -127,11 +127,11 @@ unsafe fn resolve_apps(
             }
         }
         for import in conf.imports.iter().filter(|i| i.process_group == wanted) {
-            imports.push(AppConfig {
-                script: import.script.clone(),
-                callable: dir.callable_name().to_owned(),
-                mount: None,
-            });
+            imports.push(AppConfig::script(
+                import.script.clone(),
+                dir.callable_name(),
+                None,
+            ));
         }
     }
     let mut apps: Vec<AppConfig> = Vec::new();
@@ -148,15 +148,15 @@ unsafe fn resolve_apps(
             return Err(format!(
                 "WSGIDaemonProcess {name}: {} and {} are both mounted at {} in this group; use one \
                  WSGIDaemonProcess per script for the same URL",
-                other.script.display(),
-                app.script.display(),
+                other.source,
+                app.source,
                 app.mount.as_deref().unwrap_or("/")
             ));
         }
         apps.push(app);
     }
     for import in imports {
-        if !apps.iter().any(|a| a.script == import.script)
+        if !apps.iter().any(|a| a.source == import.source)
             && !apps.iter().any(|a| a.mount.is_none())
         {
             apps.push(import);
@@ -545,7 +545,11 @@ unsafe fn start_groups(pconf: *mut apr_pool_t, s: *mut server_rec) -> Result<(),
         routes.push(Arc::new(Route {
             name: group.name.clone(),
             socket: socket_for_children,
-            scripts: cfg.apps.iter().map(|a| a.script.clone()).collect(),
+            scripts: cfg
+                .apps
+                .iter()
+                .filter_map(|a| a.script_path().map(PathBuf::from))
+                .collect(),
             connect_wait: cfg.queue_timeout.unwrap_or(timeout),
             secret: cfg.secret.clone(),
         }));

@@ -78,10 +78,7 @@ fn main() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let script = dir.join("hello.py");
     std::fs::write(&script, "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '13')])\n    return [b'Hello, World!']\n").expect("script");
-    let app = App::new(AppSpec {
-        script,
-        callable: "application".into(),
-    });
+    let app = App::new(AppSpec::script(script, "application"));
     // Heap copies, as a transport has them: the strings' alignment then does not depend on
     // where the linker put this binary's constants (CPython's latin-1 decoder reads words).
     let owned: Vec<(Vec<u8>, Vec<u8>)> = VARS

@@ -1,11 +1,20 @@
-//! Loading the WSGI script, as mod_wsgi does: the file is executed as a module of its own (named
-//! after a hash of its path, so two scripts never collide), and the callable is looked up in it.
-//! A failed load is logged with its traceback and answered 500; the next request tries again, so
-//! fixing the script (or a missing dependency) needs no restart.
+//! Loading the WSGI application, from a script or a module:
+//!
+//! - a **script**, as mod_wsgi does: the file is executed as a module of its own (named after a
+//!   hash of its path, so two scripts never collide), and the callable is looked up in it;
+//! - a **module**, as uWSGI's `module =` and gunicorn do: imported by its dotted name
+//!   (`mysite.wsgi`, Django's layout), with the process's working directory first on `sys.path`
+//!   (uWSGI and gunicorn put it there too, so the project next to `manage.py` is importable).
+//!
+//! Either way a failed load is logged with its traceback and answered 500; the next request tries
+//! again, so fixing the code (or a missing dependency) needs no restart. A module that failed is
+//! out of `sys.modules` before the retry (Python's import drops one whose code raised; one that
+//! imported but lacks the callable is dropped here), so the retry runs the fixed file.
 
 use std::collections::hash_map::DefaultHasher;
+use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
@@ -14,11 +23,58 @@ use pyo3::sync::MutexExt;
 
 use crate::log::{format_exception, ErrorLog, Level};
 
-/// Which script and which callable in it.
+/// Where an application's code comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum AppSource {
+    /// A WSGI script file, executed as a module of its own (mod_wsgi's `WSGIScriptAlias`).
+    Script(PathBuf),
+    /// A module imported by its dotted name (`mysite.wsgi`): uWSGI's `module =`.
+    Module(String),
+}
+
+impl AppSource {
+    /// The script file, for a script.
+    pub fn script(&self) -> Option<&Path> {
+        match self {
+            AppSource::Script(path) => Some(path),
+            AppSource::Module(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for AppSource {
+    /// `script /srv/app.py` or `module mysite.wsgi`, for log lines.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppSource::Script(path) => write!(f, "script {}", path.display()),
+            AppSource::Module(name) => write!(f, "module {name}"),
+        }
+    }
+}
+
+/// Which code and which callable in it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AppSpec {
-    pub script: PathBuf,
+    pub source: AppSource,
     pub callable: String,
+}
+
+impl AppSpec {
+    /// The callable `callable` of the script `script`.
+    pub fn script(script: impl Into<PathBuf>, callable: impl Into<String>) -> AppSpec {
+        AppSpec {
+            source: AppSource::Script(script.into()),
+            callable: callable.into(),
+        }
+    }
+
+    /// The callable `callable` of the module `module` (a dotted name).
+    pub fn module(module: impl Into<String>, callable: impl Into<String>) -> AppSpec {
+        AppSpec {
+            source: AppSource::Module(module.into()),
+            callable: callable.into(),
+        }
+    }
 }
 
 /// A WSGI application, loaded on first use. Shared by every thread of the process.
@@ -68,8 +124,8 @@ impl App {
 
     pub(crate) fn load_error_message(&self, py: Python<'_>, err: &PyErr) -> String {
         format!(
-            "RW-PY001 failed to load WSGI script {} (callable {:?}):\n{}",
-            self.spec.script.display(),
+            "RW-PY001 failed to load WSGI {} (callable {:?}):\n{}",
+            self.spec.source,
             self.spec.callable,
             format_exception(py, err)
         )
@@ -94,19 +150,20 @@ impl App {
         Ok(app)
     }
 
-    fn module_name(&self) -> String {
-        let mut h = DefaultHasher::new();
-        self.spec.script.hash(&mut h);
-        format!("_rwsgi_{:016x}", h.finish())
+    fn load<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match &self.spec.source {
+            AppSource::Script(path) => self.load_script(py, path),
+            AppSource::Module(name) => self.load_module(py, name),
+        }
     }
 
-    fn load<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let name = self.module_name();
-        let path = self.spec.script.as_os_str();
-        if !self.spec.script.is_file() {
+    fn load_script<'py>(&self, py: Python<'py>, script: &Path) -> PyResult<Bound<'py, PyAny>> {
+        let name = script_module_name(script);
+        let path = script.as_os_str();
+        if !script.is_file() {
             return Err(PyRuntimeError::new_err(format!(
                 "WSGI script {} does not exist or is not a file",
-                self.spec.script.display()
+                script.display()
             )));
         }
         // An explicit SourceFileLoader accepts any file name (mod_wsgi scripts are often *.wsgi).
@@ -124,20 +181,58 @@ impl App {
             let _ = modules.del_item(&name);
             return Err(e);
         }
-        let app = module.getattr(self.spec.callable.as_str()).map_err(|_| {
-            PyRuntimeError::new_err(format!(
-                "WSGI script {} has no callable named {:?}",
-                self.spec.script.display(),
-                self.spec.callable
-            ))
+        let found = self.callable_in(&module, || format!("WSGI script {}", script.display()));
+        if found.is_err() {
+            let _ = modules.del_item(&name);
+        }
+        found
+    }
+
+    fn load_module<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+        let sys = py.import("sys")?;
+        // The working directory first on sys.path, as uWSGI ("." at 0) and gunicorn do: a
+        // Django project is imported from the directory that holds manage.py (`chdir`).
+        let cwd = py.import("os")?.call_method0("getcwd")?;
+        let path = sys.getattr("path")?;
+        if !path.contains(&cwd)? {
+            path.call_method1("insert", (0, &cwd))?;
+        }
+        let importlib = py.import("importlib")?;
+        // A retry after the file appeared or was fixed must not trust stale finder caches.
+        importlib.call_method0("invalidate_caches")?;
+        let module = importlib.call_method1("import_module", (name,))?;
+        let found = self.callable_in(&module, || format!("module {name}"));
+        if found.is_err() {
+            // The module's code ran; the next try must run it again (after a fix), not find
+            // the same module without the callable in sys.modules.
+            let _ = sys.getattr("modules")?.del_item(name);
+        }
+        found
+    }
+
+    /// The callable named in the spec, looked up in `module`; `what` names the code in errors.
+    fn callable_in<'py>(
+        &self,
+        module: &Bound<'py, PyAny>,
+        what: impl Fn() -> String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let callable = self.spec.callable.as_str();
+        let app = module.getattr(callable).map_err(|_| {
+            PyRuntimeError::new_err(format!("{} has no callable named {callable:?}", what()))
         })?;
         if !app.is_callable() {
             return Err(PyTypeError::new_err(format!(
-                "{:?} in {} is not callable",
-                self.spec.callable,
-                self.spec.script.display()
+                "{callable:?} in {} is not callable",
+                what()
             )));
         }
         Ok(app)
     }
+}
+
+/// The module name a script is executed as: a hash of its path, so two scripts never collide.
+fn script_module_name(script: &Path) -> String {
+    let mut h = DefaultHasher::new();
+    script.hash(&mut h);
+    format!("_rwsgi_{:016x}", h.finish())
 }

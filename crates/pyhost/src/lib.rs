@@ -60,7 +60,7 @@ mod wsgi_errors;
 mod wsgi_input;
 
 pub use admit::{admit, Demand, Permit};
-pub use app::{App, AppSpec};
+pub use app::{App, AppSource, AppSpec};
 pub use environ::http_header_var;
 pub use init::{is_initialized, Error, PythonConfig};
 pub use log::{ErrorLog, Level, StderrLog};

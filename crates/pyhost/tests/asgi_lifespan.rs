@@ -214,10 +214,7 @@ fn import_errors_are_retried_by_requests() {
     init();
     let log = std::sync::Arc::new(Log::default());
     let host = pyhost::asgi::AsgiHost::start(
-        vec![pyhost::AppSpec {
-            script: path.clone(),
-            callable: "app".into(),
-        }],
+        vec![pyhost::AppSpec::script(path.clone(), "app")],
         AsgiConfig {
             loop_kind: LoopKind::Asyncio,
             ..AsgiConfig::default()

@@ -73,7 +73,9 @@ fn a_task_past_its_timeout_is_cancelled_and_answered_504() {
     drop(rec);
     assert!(start.elapsed() < Duration::from_secs(5));
     // The stack says where the task waited.
-    assert!(h.log.wait("RW-PY045 ASGI request GET /slow passed its request timeout"));
+    assert!(h
+        .log
+        .wait("RW-PY045 ASGI request GET /slow passed its request timeout"));
     assert!(h.log.has("timeout_slow.py\", line"), "{}", h.log.all());
     // Cancelled quietly (no RW-PY010 traceback), and the loop serves on.
     assert!(!h.log.has("RW-PY010"), "{}", h.log.all());
@@ -111,7 +113,9 @@ fn a_coroutine_blocking_the_loop_is_taken_over_by_the_monitor() {
     }
     let waited = start.elapsed();
     assert!(waited >= Duration::from_secs(2), "{waited:?}");
-    assert!(h.log.has("RW-PY046 ASGI request GET /block passed its request timeout"));
+    assert!(h
+        .log
+        .has("RW-PY046 ASGI request GET /block passed its request timeout"));
     // When the loop comes back, the timer still cancels the task (the monitor answered: the
     // response is ended as cut, never sent twice).
     let rec = r.finished();
@@ -128,10 +132,18 @@ fn a_taken_over_request_whose_app_returns_is_not_answered_again() {
     let taken = Arc::new(AtomicUsize::new(0));
     let r = timed(&h, "/block-then-return", Duration::from_millis(200), &taken);
     let rec = r.finished();
-    assert_eq!((rec.status, rec.outcome), (None, Some(Outcome::Aborted)), "{rec:?}");
+    assert_eq!(
+        (rec.status, rec.outcome),
+        (None, Some(Outcome::Aborted)),
+        "{rec:?}"
+    );
     drop(rec);
     assert_eq!(taken.load(Ordering::SeqCst), 1);
-    assert!(h.log.has("the server had answered for it"), "{}", h.log.all());
+    assert!(
+        h.log.has("the server had answered for it"),
+        "{}",
+        h.log.all()
+    );
     assert!(!h.log.has("RW-PY015"), "{}", h.log.all());
     assert!(h.host.stop());
 }

@@ -37,10 +37,7 @@ fn app(name: &str, source: &str) -> App {
     std::fs::create_dir_all(&dir).unwrap();
     let script: PathBuf = dir.join(format!("{name}.py"));
     std::fs::write(&script, source).unwrap();
-    App::new(AppSpec {
-        script,
-        callable: "application".into(),
-    })
+    App::new(AppSpec::script(script, "application"))
 }
 
 /// One GET of `path` with a request timeout of `after`.

@@ -26,10 +26,7 @@ fn script(name: &str, source: &str) -> PathBuf {
 
 fn app(name: &str, source: &str) -> App {
     init();
-    App::new(AppSpec {
-        script: script(name, source),
-        callable: "application".into(),
-    })
+    App::new(AppSpec::script(script(name, source), "application"))
 }
 
 #[derive(Default)]
@@ -617,10 +614,7 @@ fn wsgi_errors_go_to_the_log() {
 fn import_errors_are_500_and_retried() {
     let path = script("retry", "import no_such_module_xyz\n");
     init();
-    let app = App::new(AppSpec {
-        script: path.clone(),
-        callable: "application".into(),
-    });
+    let app = App::new(AppSpec::script(path.clone(), "application"));
     let (out, rec, log) = get(&app, "/");
     assert_eq!((out, rec.status), (Outcome::Failed, Some(500)));
     assert!(
@@ -636,10 +630,7 @@ fn import_errors_are_500_and_retried() {
     let (out, rec, _) = get(&app, "/");
     assert_eq!((out, rec.text().as_str()), (Outcome::Complete, "fixed"));
     // A missing callable names it.
-    let app = App::new(AppSpec {
-        script: path,
-        callable: "app".into(),
-    });
+    let app = App::new(AppSpec::script(path, "app"));
     let (_, rec, log) = get(&app, "/");
     assert_eq!(rec.status, Some(500));
     assert!(

@@ -334,10 +334,7 @@ fn host(value: &str) -> Result<String, String> {
 }
 
 fn identifier(name: &str, value: &str) -> Result<String, String> {
-    let mut chars = value.chars();
-    let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if ok {
+    if uwsgi_ini::is_identifier(value) {
         Ok(value.to_owned())
     } else {
         Err(format!(
@@ -346,23 +343,10 @@ fn identifier(name: &str, value: &str) -> Result<String, String> {
     }
 }
 
-/// `pkg.mod` or `pkg.mod:callable` (gunicorn's and uWSGI's spelling).
+/// `pkg.mod` or `pkg.mod:callable`, by the parser every rwsgi configuration shares.
 fn module_spec(value: &str) -> Result<(String, Option<String>), String> {
-    let (name, callable) = match value.split_once(':') {
-        Some((n, c)) => (n, Some(identifier("module", c)?)),
-        None => (value, None),
-    };
-    if name.is_empty()
-        || name
-            .split('.')
-            .any(|part| identifier("module", part).is_err())
-    {
-        return Err(format!(
-            "--module: expected a dotted module name such as mysite.wsgi (optionally \
-             :callable), got {value:?}"
-        ));
-    }
-    Ok((name.to_owned(), callable))
+    let spec = uwsgi_ini::ModuleSpec::parse(value).map_err(|e| format!("--module: {e}"))?;
+    Ok((spec.module, spec.callable))
 }
 
 /// `URL=DIR`: URL is a path prefix other than `/` (that is the app).

@@ -1,6 +1,7 @@
-//! The request body of one connection: exactly CONTENT_LENGTH bytes, from three places in
-//! order: what came with the packet head, what the response writer stashed while the front end
-//! was not reading ([`Stash`]), and the socket.
+//! The request body of one connection, from three places in order: what came with the request
+//! head, what the response writer stashed while the front end was not reading ([`Stash`]), and
+//! the socket. On the wire ([`Source`]) it is exactly CONTENT_LENGTH raw bytes (uwsgi, SCGI),
+//! or the content of FastCGI's STDIN records up to the empty one.
 //!
 //! After the response, whatever the app left unread is read and thrown away before the close,
 //! as nginx's lingering close does: closing a socket with unread input makes Linux send a
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use pyhost::Body;
 
+use crate::proto::StdinRecords;
 use crate::stash::Stash;
 use crate::stream::Stream;
 
@@ -23,55 +25,94 @@ const LINGER_IDLE: Duration = Duration::from_secs(5);
 /// Bytes moved per read from the socket into the stash or the drain.
 const CHUNK: usize = 64 * 1024;
 
-/// Where the body's bytes are (see the module docs).
-pub struct Inbound<'s> {
-    stream: &'s Stream,
-    /// Body bytes that came with the packet head, not yet read by the app.
-    prefix: &'s [u8],
-    stash: Stash,
-    /// Body bytes still on the socket.
-    on_socket: u64,
+/// The body on the wire.
+pub enum Source<'s> {
+    /// The next bytes of the connection (uwsgi, SCGI): `prefix` came with the head, `on_socket`
+    /// more are still to be read.
+    Raw { prefix: &'s [u8], on_socket: u64 },
+    /// FastCGI's STDIN records.
+    Records(Box<StdinRecords>),
 }
 
-impl<'s> Inbound<'s> {
-    /// A body of `length` bytes whose first bytes are `prefix` (more is ignored).
-    pub fn new(stream: &'s Stream, prefix: &'s [u8], length: u64) -> Inbound<'s> {
+impl<'s> Source<'s> {
+    /// A body of `length` raw bytes whose first bytes are `prefix` (more is ignored).
+    pub fn raw(prefix: &'s [u8], length: u64) -> Source<'s> {
         let prefix = &prefix[..prefix
             .len()
             .min(usize::try_from(length).unwrap_or(usize::MAX))];
-        Inbound {
-            stream,
+        Source::Raw {
             prefix,
-            stash: Stash::default(),
             on_socket: length - prefix.len() as u64,
         }
     }
+}
 
-    /// Body bytes the front end has still to send us.
-    pub fn on_socket(&self) -> u64 {
-        self.on_socket
+/// Where the body's bytes are (see the module docs).
+pub struct Inbound<'s> {
+    stream: &'s Stream,
+    source: Source<'s>,
+    stash: Stash,
+}
+
+impl<'s> Inbound<'s> {
+    /// A body of `length` raw bytes whose first bytes are `prefix` (more is ignored).
+    #[cfg(test)]
+    pub fn new(stream: &'s Stream, prefix: &'s [u8], length: u64) -> Inbound<'s> {
+        Inbound::from_source(stream, Source::raw(prefix, length))
+    }
+
+    /// The body of a request head (`proto::Head::body`).
+    pub fn from_source(stream: &'s Stream, source: Source<'s>) -> Inbound<'s> {
+        Inbound {
+            stream,
+            source,
+            stash: Stash::default(),
+        }
+    }
+
+    /// The front end has still to send us some of the body.
+    pub fn pending(&self) -> bool {
+        match &self.source {
+            Source::Raw { on_socket, .. } => *on_socket > 0,
+            Source::Records(records) => records.pending(),
+        }
+    }
+
+    /// FastCGI: the STDIN records, for the response writer (management answers, abort).
+    pub fn records(&mut self) -> Option<&mut StdinRecords> {
+        match &mut self.source {
+            Source::Records(records) => Some(records),
+            Source::Raw { .. } => None,
+        }
+    }
+
+    /// FastCGI, while the response is written: takes in what the front end sent meanwhile
+    /// (body bytes into the stash, and ABORT_REQUEST or management records), without waiting.
+    /// A read error is left for the app's next read or the close to report.
+    pub fn poll_front_end(&mut self) {
+        let ended = match &self.source {
+            Source::Records(records) => !records.pending(),
+            Source::Raw { .. } => return,
+        };
+        if !ended {
+            let _ = self.stash_available();
+        } else if let Source::Records(records) = &mut self.source {
+            records.poll_after_body(self.stream);
+        }
     }
 
     /// Moves what the front end has sent (without waiting) from the socket into the stash.
     /// `UnexpectedEof` if the front end closed before the whole body.
     pub fn stash_available(&mut self) -> io::Result<()> {
         let mut buf = [0u8; CHUNK];
-        while self.on_socket > 0 {
-            let want = buf
-                .len()
-                .min(usize::try_from(self.on_socket).unwrap_or(usize::MAX));
-            match self.stream.try_read(&mut buf[..want]) {
-                Ok(0) => return Err(ended_early(self.on_socket)),
-                Ok(n) => {
-                    self.stash.push(&buf[..n])?;
-                    self.on_socket -= n as u64;
-                }
+        loop {
+            match self.pull(&mut buf, false) {
+                Ok(0) => return Ok(()),
+                Ok(n) => self.stash.push(&buf[..n])?,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
     }
 
     /// The app's read: prefix, then stash, then socket (waiting up to the connection's
@@ -80,29 +121,42 @@ impl<'s> Inbound<'s> {
         if buf.is_empty() {
             return Ok(0);
         }
-        if !self.prefix.is_empty() {
-            let n = buf.len().min(self.prefix.len());
-            buf[..n].copy_from_slice(&self.prefix[..n]);
-            self.prefix = &self.prefix[n..];
-            return Ok(n);
+        if let Source::Raw { prefix, .. } = &mut self.source {
+            if !prefix.is_empty() {
+                let n = buf.len().min(prefix.len());
+                buf[..n].copy_from_slice(&prefix[..n]);
+                *prefix = &prefix[n..];
+                return Ok(n);
+            }
         }
         if !self.stash.is_empty() {
             return self.stash.pop(buf);
         }
+        self.pull(buf, true)
+    }
+
+    /// Body bytes from the socket into `buf` (past the prefix, which the caller took): 0 at
+    /// the end of the body. Without `wait`, `WouldBlock` when none can be read now; with it,
+    /// waits up to the connection's timeout.
+    fn pull(&mut self, buf: &mut [u8], wait: bool) -> io::Result<usize> {
+        let on_socket = match &mut self.source {
+            Source::Records(records) => return records.read(self.stream, buf, wait),
+            Source::Raw { on_socket, .. } => on_socket,
+        };
         let want = buf
             .len()
-            .min(usize::try_from(self.on_socket).unwrap_or(usize::MAX));
+            .min(usize::try_from(*on_socket).unwrap_or(usize::MAX));
         if want == 0 {
             return Ok(0);
         }
         loop {
             match self.stream.try_read(&mut buf[..want]) {
-                Ok(0) => return Err(ended_early(self.on_socket)),
+                Ok(0) => return Err(ended_early(*on_socket)),
                 Ok(n) => {
-                    self.on_socket -= n as u64;
+                    *on_socket -= n as u64;
                     return Ok(n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && wait => {
                     if let Err(e) = self.stream.wait(libc::POLLIN) {
                         return Err(if e.kind() == io::ErrorKind::TimedOut {
                             io::Error::new(
@@ -121,34 +175,32 @@ impl<'s> Inbound<'s> {
     }
 
     /// After the response: reads and throws away what the front end still sends of the body,
-    /// and then `extra` more bytes (the abort mark), within [`LINGER_TOTAL`], waiting at most
-    /// [`LINGER_IDLE`] (or the connection's timeout, if shorter) for each read. True when all
-    /// of it came.
+    /// and then `extra` more bytes (the abort mark, raw bodies only), within [`LINGER_TOTAL`],
+    /// waiting at most [`LINGER_IDLE`] (or the connection's timeout, if shorter) for each
+    /// read. True when all of it came.
     pub fn discard_rest(&mut self, extra: u64) -> bool {
+        if let Source::Raw { on_socket, .. } = &mut self.source {
+            *on_socket += extra;
+        }
         let deadline = Instant::now() + LINGER_TOTAL;
         let idle = match self.stream.timeout() {
             t if t.is_zero() => LINGER_IDLE,
             t => t.min(LINGER_IDLE),
         };
-        let mut left = self.on_socket + extra;
         let mut sink = [0u8; CHUNK];
-        while left > 0 {
-            let want = sink.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            match self.stream.try_read(&mut sink[..want]) {
-                Ok(0) => return false,
-                Ok(n) => left -= n as u64,
+        loop {
+            match self.pull(&mut sink, false) {
+                Ok(0) => return true,
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let wait = idle.min(deadline.saturating_duration_since(Instant::now()));
                     if wait.is_zero() || self.stream.wait_for(libc::POLLIN, wait).is_err() {
                         return false;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return false,
             }
         }
-        self.on_socket = 0;
-        true
     }
 }
 
@@ -195,12 +247,12 @@ mod tests {
         let (s, mut peer) = pair();
         s.set_timeouts(Duration::from_secs(5));
         // What came with the head beyond CONTENT_LENGTH is not body.
-        assert_eq!(Inbound::new(&s, b"abcEXTRA", 3).on_socket(), 0);
+        assert!(!Inbound::new(&s, b"abcEXTRA", 3).pending());
         let mut inbound = Inbound::new(&s, b"abc", 9);
-        assert_eq!(inbound.on_socket(), 6);
+        assert!(inbound.pending());
         peer.write_all(b"def").unwrap();
         inbound.stash_available().unwrap();
-        assert_eq!(inbound.on_socket(), 3);
+        assert!(inbound.pending());
         peer.write_all(b"ghi-and-the-mark").unwrap();
         let cell = RefCell::new(inbound);
         let mut body = SocketBody { inbound: &cell };

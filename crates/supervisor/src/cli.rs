@@ -3,11 +3,18 @@
 //! Hand-written (no argument-parsing dependency): every option takes one value, given either as
 //! `--name VALUE` or `--name=VALUE`. Errors are sentences naming the option; the binary prints
 //! them and exits with status 2.
+//!
+//! `--ini FILE[:SECTION]` reads a uWSGI ini file (`ini.rs` turns it into these same options, at
+//! the place of `--ini`), so an option given after it on the command line wins, as in uWSGI.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{AppConfig, GroupConfig, SocketSpec};
+use pyhost::AppSource;
+use uwsgi_ini::ModuleSpec;
+
+use crate::config::{AppConfig, GroupConfig, Protocol, SocketSpec};
+use crate::ini;
 use crate::options::{DaemonOptions, OPTION_NAMES};
 use crate::secret::Secret;
 
@@ -15,19 +22,31 @@ const DEFAULT_CALLABLE: &str = "application";
 
 /// The text printed by `--help`.
 pub const USAGE: &str = "\
-rwsgi-worker: a WSGI and ASGI server speaking the uwsgi protocol (for nginx uwsgi_pass, Apache mod_proxy_uwsgi)
+rwsgi-worker: a WSGI and ASGI server for nginx and Apache, speaking uwsgi, SCGI or FastCGI
+(nginx uwsgi_pass, scgi_pass, fastcgi_pass; Apache mod_proxy_uwsgi, mod_proxy_scgi, mod_proxy_fcgi)
 
-Usage: rwsgi-worker --socket unix:PATH|HOST:PORT --script app.py [options]
+Usage: rwsgi-worker --socket [PROTO:]unix:PATH|HOST:PORT --script app.py [options]
+       rwsgi-worker --socket [PROTO:]unix:PATH|HOST:PORT --module pkg.wsgi[:callable] [options]
+       rwsgi-worker --ini uwsgi.ini[:section] [options]
 
 Required:
-  --socket unix:PATH|HOST:PORT   where to listen (a unix socket is the safe default)
+  --socket [PROTO:]unix:PATH|HOST:PORT
+                                 where to listen (a unix socket is the safe default); PROTO is
+                                 uwsgi (the default), scgi or fcgi: scgi:unix:/run/app.sock
   --script FILE                  the WSGI script, executed as a module (or use --mount /P=FILE)
+  --module PKG.MOD[:CALLABLE]    or: the WSGI module, imported by name (Django: mysite.wsgi)
+  --ini FILE[:SECTION]           or: a uWSGI ini file's [uwsgi] section (or [SECTION]) gives
+                                 these options; options after it override the file's
 
 Application:
   --callable NAME                callable in the scripts (default: application)
-  --interface wsgi|asgi          what the apps speak (default wsgi; asgi: one asyncio loop per process)
-  --mount /PREFIX                URL prefix of --script: becomes SCRIPT_NAME, stripped from PATH_INFO
-  --mount /PREFIX=FILE           one more app, mounted at /PREFIX (repeatable)
+  --interface wsgi|asgi          what the apps speak (default wsgi; asgi: one asyncio loop per
+                                 process, uwsgi sockets only)
+  --mount /PREFIX                URL prefix of --script/--module: becomes SCRIPT_NAME
+  --mount /PREFIX=FILE           one more app, mounted at /PREFIX (repeatable); FILE may be
+                                 PKG.MOD:CALLABLE for a module
+  --chdir DIR                    directory the workers change to before Python starts
+  --env NAME=VALUE               environment variable set before Python starts (repeatable)
   --python-home DIR              virtualenv or prefix for the interpreter
   --python-path DIR[:DIR]        extra sys.path entries (repeatable)
 
@@ -47,7 +66,7 @@ Socket:
   --socket-mode OCTAL            unix socket permissions (default 0600)
   --socket-owner USER            owner of the unix socket (the front end's worker user)
   --listen-backlog N             listen(2) backlog (default 100)
-  --secret-file FILE             serve only packets that carry the file's first line as the
+  --secret-file FILE             serve only requests that carry the file's first line as the
                                  RWSGI_SECRET var (uwsgi_param RWSGI_SECRET \"...\";): on a TCP
                                  socket any local user can connect; the file must be mode 0600
 
@@ -63,10 +82,12 @@ Signals: TERM/INT = stop gracefully, HUP = rolling restart of the workers.
 #[derive(Debug)]
 pub enum Command {
     /// Run the server with this configuration; with `lifetime_fd`, also stop when that inherited
-    /// pipe closes (for a web server that execs rwsgi-worker for a daemon group).
+    /// pipe closes (for a web server that execs rwsgi-worker for a daemon group). `ini_note`:
+    /// the line to log about an `--ini` file's options that change nothing.
     Run {
         cfg: Box<GroupConfig>,
         lifetime_fd: Option<i32>,
+        ini_note: Option<String>,
     },
     /// Print [`USAGE`] and exit 0.
     Help,
@@ -76,57 +97,99 @@ pub enum Command {
 
 /// Parses the arguments after the program name.
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
-    let args = match read_args(args)? {
-        Read::Args(args) => args,
+    let (opts, ini) = match read_args(args)? {
+        Read::Args(opts, ini) => (opts, ini),
         Read::Done(command) => return Ok(command),
     };
-    let socket = args
-        .socket
-        .ok_or("--socket is required (unix:PATH or HOST:PORT)")?;
-    let apps = apps(args.script, &args.opts)?;
-    let options = daemon_options(&args.opts)?;
+    let mut socket = None;
+    let mut app = None;
+    let mut lifetime_fd = None;
+    let mut rest = Vec::new();
+    for opt in opts {
+        match opt.name.as_str() {
+            "socket" => socket = Some(parse_socket(&opt.value).map_err(|e| opt.error(&e))?),
+            "script" => app = Some((AppSource::Script(PathBuf::from(&opt.value)), None)),
+            "module" => {
+                let spec = ModuleSpec::parse(&opt.value).map_err(|e| opt.error(&e))?;
+                app = Some((AppSource::Module(spec.module), spec.callable));
+            }
+            "lifetime-fd" => {
+                lifetime_fd = Some(
+                    opt.value
+                        .parse::<i32>()
+                        .ok()
+                        .filter(|fd| *fd > 2)
+                        .ok_or_else(|| {
+                            opt.error("expected an inherited descriptor number above 2")
+                        })?,
+                )
+            }
+            _ => rest.push(opt),
+        }
+    }
+    let (protocol, socket) = socket.ok_or_else(|| match &ini {
+        Some(ini) => format!("--socket is required: {} has no socket line", ini.file),
+        None => "--socket is required (unix:PATH or HOST:PORT)".to_owned(),
+    })?;
+    let apps = apps(app, &rest)?;
+    let options = daemon_options(&rest)?;
     let mut cfg = options.group_config(
         "rwsgi-worker",
         socket,
         apps,
         &pyhost::PythonConfig::default(),
     );
-    for (name, value) in &args.opts {
-        if !OPTION_NAMES.contains(&name.as_str()) && name != "mount" {
-            apply(&mut cfg, name, value).map_err(|msg| format!("--{name}: {msg}"))?;
+    cfg.protocol = protocol;
+    for opt in &rest {
+        if !OPTION_NAMES.contains(&opt.name.as_str()) && !APP_OPTIONS.contains(&opt.name.as_str()) {
+            apply(&mut cfg, &opt.name, &opt.value).map_err(|msg| opt.error(&msg))?;
         }
     }
     cfg.validate().map_err(|e| format!("--{e}"))?;
     Ok(Command::Run {
         cfg: Box::new(cfg),
-        lifetime_fd: args.lifetime_fd,
+        lifetime_fd,
+        ini_note: ini.and_then(|i| ini::accepted_note(&i.file, &i.accepted)),
     })
 }
 
-/// The command line, split into options (before they are interpreted).
-struct Args {
-    socket: Option<SocketSpec>,
-    script: Option<PathBuf>,
-    lifetime_fd: Option<i32>,
-    /// Every other option, in order, as `(name, value)`.
-    opts: Vec<(String, String)>,
+/// One option as given: on the command line, or by a key of the `--ini` file.
+struct Opt {
+    name: String,
+    value: String,
+    /// The ini file and the uWSGI key this option comes from, if it does.
+    from_ini: Option<(String, &'static str)>,
+}
+
+impl Opt {
+    /// `--name: message`, or for an option from the ini file, the file and the uWSGI key.
+    fn error(&self, message: &str) -> String {
+        match &self.from_ini {
+            None => format!("--{}: {message}", self.name),
+            Some((file, key)) => format!("{file}: {key} (--{}): {message}", self.name),
+        }
+    }
+}
+
+/// What `--ini` read, besides the options.
+struct IniRead {
+    file: String,
+    /// The file's keys that change nothing (for a log line).
+    accepted: Vec<String>,
 }
 
 enum Read {
-    Args(Args),
+    /// The options in order (an `--ini` file's in the place of `--ini`), and the file if any.
+    Args(Vec<Opt>, Option<IniRead>),
     /// `--help` or `--version`: nothing else matters.
     Done(Command),
 }
 
-/// Splits the arguments into options (`--name VALUE` or `--name=VALUE`); `--socket`,
-/// `--script` and `--lifetime-fd` are read here, the rest later.
+/// Splits the arguments into options (`--name VALUE` or `--name=VALUE`), reading `--ini`'s file
+/// in its place.
 fn read_args<I: IntoIterator<Item = String>>(args: I) -> Result<Read, String> {
-    let mut read = Args {
-        socket: None,
-        script: None,
-        lifetime_fd: None,
-        opts: Vec::new(),
-    };
+    let mut opts = Vec::new();
+    let mut ini: Option<IniRead> = None;
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -151,88 +214,144 @@ fn read_args<I: IntoIterator<Item = String>>(args: I) -> Result<Read, String> {
                 (body.to_owned(), v)
             }
         };
-        match name.as_str() {
-            "socket" => {
-                read.socket = Some(SocketSpec::parse(&value).map_err(|e| format!("--{e}"))?)
-            }
-            "script" => read.script = Some(PathBuf::from(value)),
-            "lifetime-fd" => {
-                read.lifetime_fd =
-                    Some(
-                        value.parse::<i32>().ok().filter(|fd| *fd > 2).ok_or(
-                            "--lifetime-fd: expected an inherited descriptor number above 2",
-                        )?,
-                    )
-            }
-            n if is_known(n) => read.opts.push((name, value)),
-            _ => return Err(format!("unknown option --{name} (see --help)")),
+        if !is_known(&name) {
+            return Err(format!("unknown option --{name} (see --help)"));
         }
+        if name != "ini" {
+            opts.push(Opt {
+                name,
+                value,
+                from_ini: None,
+            });
+            continue;
+        }
+        if ini.is_some() {
+            return Err("--ini: one ini file per worker".to_owned());
+        }
+        let config = uwsgi_ini::read(&value).map_err(|e| format!("--ini: {e}"))?;
+        for (name, key, option) in ini::options(&config) {
+            opts.push(Opt {
+                name: name.to_owned(),
+                value: option,
+                from_ini: Some((value.clone(), key)),
+            });
+        }
+        ini = Some(IniRead {
+            file: value,
+            accepted: config.accepted,
+        });
     }
-    Ok(Read::Args(read))
+    Ok(Read::Args(opts, ini))
 }
 
-/// The apps: `--script` (at `--mount /PREFIX` if given) and each `--mount /PREFIX=FILE`, as in
-/// uWSGI.
-fn apps(script: Option<PathBuf>, opts: &[(String, String)]) -> Result<Vec<AppConfig>, String> {
-    let mut mounted = Vec::new();
-    let mut script_mount = None;
-    for (name, value) in opts.iter().filter(|(n, _)| n == "mount") {
-        let (prefix, file) = match value.split_once('=') {
-            Some((p, f)) if !f.is_empty() => (p, Some(f)),
-            Some(_) => return Err(format!("--{name}: expected /PREFIX or /PREFIX=FILE")),
-            None => (value.as_str(), None),
-        };
-        if !prefix.starts_with('/') {
-            return Err(format!("--{name}: expected a URL prefix starting with /"));
+/// `--socket [PROTO:]ADDRESS`.
+fn parse_socket(value: &str) -> Result<(Protocol, SocketSpec), String> {
+    let (protocol, address) = Protocol::split_prefix(value);
+    // `http:127.0.0.1:80` would otherwise be a TCP socket on the host "http:127.0.0.1".
+    if let Some((word, _)) = address.split_once(':') {
+        let tcp_host = address.rsplit_once(':').map_or("", |(host, _)| host);
+        if word != "unix" && !word.starts_with('[') && tcp_host.contains(':') {
+            return Err(format!(
+                "unknown protocol {word:?}: rwsgi-worker speaks uwsgi, scgi and fcgi \
+                 (e.g. scgi:unix:/run/app.sock, fcgi:127.0.0.1:9000)"
+            ));
         }
-        let prefix = GroupConfig::normalize_mount(prefix);
-        match file {
-            Some(f) => mounted.push((prefix, PathBuf::from(f))),
-            None => script_mount = Some(prefix),
+    }
+    let socket = SocketSpec::parse(address)
+        .map_err(|e| format!("{} (optionally after scgi:, fcgi: or uwsgi:)", e.message))?;
+    Ok((protocol, socket))
+}
+
+/// The options that name the apps (read by [`apps`]).
+const APP_OPTIONS: &[&str] = &["mount", "callable"];
+
+/// The apps: the default app (`--script` or `--module`, at `--mount /PREFIX` if given) and each
+/// `--mount /PREFIX=FILE` or `/PREFIX=PKG.MOD:CALLABLE`, as in uWSGI. `--callable` names the
+/// callable of every app that does not name its own (a module's `:callable`).
+fn apps(
+    default: Option<(AppSource, Option<String>)>,
+    opts: &[Opt],
+) -> Result<Vec<AppConfig>, String> {
+    let mut callable = DEFAULT_CALLABLE.to_owned();
+    let mut mounted = Vec::new();
+    let mut default_mount = None;
+    for opt in opts {
+        match opt.name.as_str() {
+            "callable" => callable = non_empty(&opt.value).map_err(|e| opt.error(&e))?.to_owned(),
+            "mount" => match mount(&opt.value).map_err(|e| opt.error(&e))? {
+                (prefix, Some(app)) => mounted.push((prefix, app)),
+                (prefix, None) => default_mount = Some(prefix),
+            },
+            _ => {}
         }
     }
     let mut apps = Vec::new();
-    match script {
-        Some(script) => apps.push(AppConfig {
-            script,
-            callable: DEFAULT_CALLABLE.to_owned(),
-            mount: script_mount.flatten(),
-        }),
-        None if script_mount.is_some() => {
-            return Err("--mount /PREFIX without =FILE needs --script".to_owned())
+    let make = |(source, own): (AppSource, Option<String>), mount| AppConfig {
+        source,
+        callable: own.unwrap_or_else(|| callable.clone()),
+        mount,
+    };
+    match default {
+        Some(app) => apps.push(make(app, default_mount.flatten())),
+        None if default_mount.is_some() => {
+            return Err("--mount /PREFIX without =FILE needs --script or --module".to_owned())
         }
         None => {}
     }
-    for (mount, script) in mounted {
-        apps.push(AppConfig {
-            script,
-            callable: DEFAULT_CALLABLE.to_owned(),
-            mount,
-        });
+    for (mount, app) in mounted {
+        apps.push(make(app, mount));
     }
     if apps.is_empty() {
-        return Err("--script is required (the WSGI script file)".to_owned());
+        return Err(
+            "--script is required (the WSGI script file), or --module (the WSGI module)".to_owned(),
+        );
     }
     Ok(apps)
 }
 
+/// A mounted app: a `.py`/`.wsgi` file, or `PKG.MOD:CALLABLE` (a module with its callable
+/// named), else a file, as uWSGI's `mount` decides.
+type Mounted = (Option<String>, Option<(AppSource, Option<String>)>);
+
+/// `--mount /PREFIX` or `/PREFIX=APP` (see [`Mounted`]).
+fn mount(value: &str) -> Result<Mounted, String> {
+    let (prefix, app) = match value.split_once('=') {
+        Some((p, a)) if !a.is_empty() => (p, Some(a)),
+        Some(_) => return Err("expected /PREFIX or /PREFIX=FILE".to_owned()),
+        None => (value, None),
+    };
+    if !prefix.starts_with('/') {
+        return Err("expected a URL prefix starting with /".to_owned());
+    }
+    let prefix = GroupConfig::normalize_mount(prefix);
+    let Some(app) = app else {
+        return Ok((prefix, None));
+    };
+    let is_file = app.ends_with(".py") || app.ends_with(".wsgi") || !app.contains(':');
+    let source = match ModuleSpec::parse(app) {
+        Ok(spec) if !is_file => (AppSource::Module(spec.module), spec.callable),
+        _ => (AppSource::Script(PathBuf::from(app)), None),
+    };
+    Ok((prefix, Some(source)))
+}
+
 /// mod_wsgi's daemon group options go through the parser the web server directives use, so
 /// `--threads 0` and `threads=0` get the same answer; the rest are the command line's own.
-fn daemon_options(opts: &[(String, String)]) -> Result<DaemonOptions, String> {
+fn daemon_options(opts: &[Opt]) -> Result<DaemonOptions, String> {
     let mut options = DaemonOptions::default();
     let mut python_path: Vec<String> = Vec::new();
-    for (name, value) in opts {
+    for opt in opts {
+        let name = opt.name.as_str();
         if name == "python-path" {
-            python_path.push(from_cwd(value)?); // repeatable: the entries add up
-        } else if OPTION_NAMES.contains(&name.as_str()) {
+            // Repeatable: the entries add up.
+            python_path.push(from_cwd(&opt.value).map_err(|e| opt.error(&e))?);
+        } else if OPTION_NAMES.contains(&name) {
             let value = if name == "python-home" {
-                from_cwd(value)?
+                from_cwd(&opt.value).map_err(|e| opt.error(&e))?
             } else {
-                value.clone()
+                opt.value.clone()
             };
-            options
-                .apply(name, &value)
-                .map_err(|msg| format!("--{name}: {msg}"))?;
+            options.apply(name, &value).map_err(|msg| opt.error(&msg))?;
         }
     }
     if !python_path.is_empty() {
@@ -246,8 +365,12 @@ fn daemon_options(opts: &[(String, String)]) -> Result<DaemonOptions, String> {
 const OPTIONS: &[&str] = &[
     "socket",
     "script",
+    "module",
+    "ini",
     "callable",
     "mount",
+    "chdir",
+    "env",
     "python-home",
     "python-path",
     "processes",
@@ -275,12 +398,6 @@ fn is_known(name: &str) -> bool {
 /// The options only the command line has (the daemon group options went to [`DaemonOptions`]).
 fn apply(cfg: &mut GroupConfig, name: &str, value: &str) -> Result<(), String> {
     match name {
-        "callable" => {
-            let name = non_empty(value)?;
-            for app in &mut cfg.apps {
-                app.callable = name.to_owned();
-            }
-        }
         "socket-timeout" => cfg.socket_timeout = seconds(value)?,
         "socket-mode" => {
             cfg.socket_mode = u32::from_str_radix(value, 8)
@@ -290,13 +407,18 @@ fn apply(cfg: &mut GroupConfig, name: &str, value: &str) -> Result<(), String> {
         }
         "socket-owner" => cfg.socket_owner = Some(non_empty(value)?.to_owned()),
         "secret-file" => cfg.secret = Some(Secret::from_file(Path::new(non_empty(value)?))?),
+        "chdir" => cfg.chdir = Some(PathBuf::from(from_cwd(non_empty(value)?)?)),
+        "env" => match value.split_once('=') {
+            Some((n, v)) if !n.is_empty() => cfg.env.push((n.to_owned(), v.to_owned())),
+            _ => return Err(format!("expected NAME=VALUE, got {value:?}")),
+        },
         _ => return Err("unknown option".into()),
     }
     Ok(())
 }
 
-/// Relative `--python-home`/`--python-path` entries are taken from the current directory (a
-/// shell user's expectation); the shared option parser wants absolute paths.
+/// Relative paths (`--python-home`, `--python-path`, `--chdir`) are taken from the current
+/// directory (a shell user's expectation); the shared option parser wants absolute paths.
 fn from_cwd(value: &str) -> Result<String, String> {
     let parts: Result<Vec<String>, String> = value
         .split(':')
@@ -327,204 +449,4 @@ fn seconds(v: &str) -> Result<Duration, String> {
         .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
         .map(Duration::from_secs_f64)
         .ok_or_else(|| format!("expected a number of seconds, got {v:?}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn run(args: &[&str]) -> Result<GroupConfig, String> {
-        match parse(args.iter().map(|s| s.to_string()))? {
-            Command::Run { cfg, .. } => Ok(*cfg),
-            other => Err(format!("{other:?}")),
-        }
-    }
-
-    #[test]
-    fn full_command_line() {
-        let c = run(&[
-            "--socket=unix:/tmp/x.sock",
-            "--script",
-            "app.py",
-            "--processes",
-            "3",
-            "--threads=4",
-            "--mount",
-            "/app/",
-            "--python-path",
-            "/a:/b",
-            "--python-path=/c",
-            "--maximum-requests",
-            "10",
-            "--socket-mode",
-            "0660",
-            "--request-timeout",
-            "2.5",
-            "--callable",
-            "app",
-        ])
-        .unwrap();
-        assert_eq!(c.processes, 3);
-        assert_eq!(c.threads, 4);
-        assert_eq!(c.apps[0].mount.as_deref(), Some("/app"));
-        assert_eq!(c.apps[0].callable, "app");
-        assert_eq!(
-            c.python_path,
-            vec![PathBuf::from("/a"), "/b".into(), "/c".into()]
-        );
-        assert_eq!(c.socket_mode, 0o660);
-        assert_eq!(c.request_timeout, Some(Duration::from_millis(2500)));
-        assert_eq!(c.maximum_requests, 10);
-    }
-
-    #[test]
-    fn errors_name_the_option() {
-        let e = run(&[
-            "--socket",
-            "unix:/x",
-            "--script",
-            "a.py",
-            "--processes",
-            "many",
-        ]);
-        assert!(e.unwrap_err().starts_with("--processes:"));
-        let e = run(&["--socket", "unix:/x"]);
-        assert!(e.unwrap_err().contains("--script is required"));
-        let e = run(&[
-            "--socket",
-            "unix:/x",
-            "--script",
-            "a.py",
-            "--frobnicate",
-            "1",
-        ]);
-        assert!(e.unwrap_err().contains("unknown option --frobnicate"));
-        let e = run(&["--socket", "unix:/x", "--script"]);
-        assert!(e.unwrap_err().contains("needs a value"));
-        let e = run(&["--socket", "nowhere", "--script", "a.py"]);
-        assert!(e.unwrap_err().starts_with("--socket:"));
-        let e = run(&[
-            "--socket",
-            "unix:/x",
-            "--script",
-            "a.py",
-            "--socket-mode",
-            "999",
-        ]);
-        assert!(e.unwrap_err().starts_with("--socket-mode:"));
-        let e = run(&["--socket", "unix:/x", "--script", "a.py", "--threads", "0"]);
-        assert!(e.unwrap_err().starts_with("--threads:"));
-        assert!(matches!(
-            parse(vec!["--help".to_string()]),
-            Ok(Command::Help)
-        ));
-    }
-
-    #[test]
-    fn secret_file() {
-        let base = [
-            "--socket",
-            "127.0.0.1:0",
-            "--script",
-            "a.py",
-            "--secret-file",
-        ];
-        let e = run(&[&base[..], &["/nonexistent/secret"]].concat()).unwrap_err();
-        assert!(e.starts_with("--secret-file: /nonexistent/secret:"), "{e}");
-        let dir = std::env::temp_dir().join(format!("rwsgi-cli-secret-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("s");
-        std::fs::write(&path, "0123456789abcdef0123\n").unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let p = path.to_str().unwrap();
-        let e = run(&[&base[..], &[p]].concat()).unwrap_err();
-        assert!(e.contains("chmod 600"), "{e}");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let c = run(&[&base[..], &[p]].concat()).unwrap();
-        assert!(c.secret.is_some_and(|s| s.matches(b"0123456789abcdef0123")));
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn relative_python_dirs_come_from_the_current_directory() {
-        let c = run(&[
-            "--socket",
-            "unix:/x",
-            "--script",
-            "a.py",
-            "--python-home",
-            "venv",
-            "--python-path",
-            "lib:/abs",
-        ])
-        .unwrap();
-        let cwd = std::env::current_dir().unwrap();
-        assert_eq!(c.python_home, Some(cwd.join("venv")));
-        assert_eq!(c.python_path, vec![cwd.join("lib"), PathBuf::from("/abs")]);
-        // 0 turns a timeout off, as in mod_wsgi's options.
-        let c = run(&[
-            "--socket",
-            "unix:/x",
-            "--script",
-            "a.py",
-            "--request-timeout",
-            "0",
-        ])
-        .unwrap();
-        assert_eq!(c.request_timeout, None);
-    }
-
-    #[test]
-    fn mount_errors() {
-        let e = run(&["--socket", "unix:/x", "--mount", "/a"]);
-        assert!(e.unwrap_err().contains("needs --script"));
-        let e = run(&["--socket", "unix:/x", "--mount", "/a="]);
-        assert!(e.unwrap_err().starts_with("--mount:"));
-        let e = run(&[
-            "--socket", "unix:/x", "--mount", "/a=a.py", "--mount", "/a/=b.py",
-        ]);
-        assert!(e.unwrap_err().contains("two scripts mounted at /a"));
-        let e = run(&["--socket", "unix:/x"]);
-        assert!(e.unwrap_err().contains("--script is required"));
-    }
-
-    #[test]
-    fn several_mounted_scripts() {
-        let c = run(&[
-            "--socket",
-            "unix:/x",
-            "--mount",
-            "/a=a.py",
-            "--script",
-            "root.py",
-            "--mount",
-            "/b/=b.py",
-            "--callable",
-            "app",
-        ])
-        .unwrap();
-        let apps: Vec<(Option<&str>, &str, &str)> = c
-            .apps
-            .iter()
-            .map(|a| {
-                (
-                    a.mount.as_deref(),
-                    a.script.to_str().unwrap(),
-                    a.callable.as_str(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            apps,
-            vec![
-                (None, "root.py", "app"),
-                (Some("/a"), "a.py", "app"),
-                (Some("/b"), "b.py", "app")
-            ]
-        );
-        let c = run(&["--socket", "unix:/x", "--mount", "/only=o.py"]).unwrap();
-        assert_eq!(c.apps.len(), 1);
-        assert_eq!(c.apps[0].mount.as_deref(), Some("/only"));
-    }
 }

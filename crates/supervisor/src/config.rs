@@ -16,6 +16,53 @@ use crate::secret::Secret;
 /// Longest unix socket path: `sun_path` is 108 bytes including the terminating NUL.
 pub const MAX_UNIX_PATH: usize = 107;
 
+/// The gateway protocol the listening socket speaks to the front end. uwsgi is what rwsgi's own
+/// modules, nginx's `uwsgi_pass` and Apache's `mod_proxy_uwsgi` send; SCGI and FastCGI
+/// (responder role) let stock `scgi_pass`/`fastcgi_pass` and `mod_proxy_scgi`/`mod_proxy_fcgi`
+/// front the same worker. Each request is served the same way whatever the protocol: only the
+/// framing of the request head, the body and the response differs (`proto/`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    #[default]
+    Uwsgi,
+    Scgi,
+    FastCgi,
+}
+
+impl Protocol {
+    /// The prefix of `--socket` that selects it (`uwsgi:` is optional).
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Uwsgi => "uwsgi",
+            Protocol::Scgi => "scgi",
+            Protocol::FastCgi => "fcgi",
+        }
+    }
+
+    /// `--socket PROTO:ADDRESS`: the protocol named by a leading `uwsgi:`, `scgi:`, `fcgi:` or
+    /// `fastcgi:`, and the address after it; without one, uwsgi and the whole value.
+    pub fn split_prefix(value: &str) -> (Protocol, &str) {
+        let prefixes = [
+            ("uwsgi:", Protocol::Uwsgi),
+            ("scgi:", Protocol::Scgi),
+            ("fcgi:", Protocol::FastCgi),
+            ("fastcgi:", Protocol::FastCgi),
+        ];
+        for (prefix, protocol) in prefixes {
+            if let Some(rest) = value.strip_prefix(prefix) {
+                return (protocol, rest);
+            }
+        }
+        (Protocol::Uwsgi, value)
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Where the group listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SocketSpec {
@@ -64,9 +111,10 @@ impl fmt::Display for SocketSpec {
 /// The WSGI application a group serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppConfig {
-    /// The script file, executed as a module (mod_wsgi's `WSGIScriptAlias` target).
-    pub script: PathBuf,
-    /// The callable looked up in the script; `application` by default.
+    /// Its code: a script file executed as a module (mod_wsgi's `WSGIScriptAlias` target, the
+    /// web server modules' only kind), or a module imported by name (`rwsgi-worker --module`).
+    pub source: pyhost::AppSource,
+    /// The callable looked up in it; `application` by default.
     pub callable: String,
     /// A URL prefix served by this app: stripped from PATH_INFO and set as SCRIPT_NAME when the front
     /// end did not send a SCRIPT_NAME itself. Stored without a trailing slash; `None` = mounted at `/`.
@@ -74,10 +122,28 @@ pub struct AppConfig {
 }
 
 impl AppConfig {
+    /// The script `script`'s `callable`, mounted at `mount` (`None` = `/`).
+    pub fn script(
+        script: impl Into<PathBuf>,
+        callable: impl Into<String>,
+        mount: Option<String>,
+    ) -> AppConfig {
+        AppConfig {
+            source: pyhost::AppSource::Script(script.into()),
+            callable: callable.into(),
+            mount,
+        }
+    }
+
+    /// The script file, for a script app.
+    pub fn script_path(&self) -> Option<&std::path::Path> {
+        self.source.script()
+    }
+
     /// What pyhost loads for this app (the mount is the worker's routing, not pyhost's).
     pub fn spec(&self) -> pyhost::AppSpec {
         pyhost::AppSpec {
-            script: self.script.clone(),
+            source: self.source.clone(),
             callable: self.callable.clone(),
         }
     }
@@ -118,6 +184,9 @@ pub struct GroupConfig {
     pub interface: Interface,
     /// Where to listen.
     pub socket: SocketSpec,
+    /// What the socket speaks: uwsgi for every web server module's group; rwsgi-worker's
+    /// `--socket scgi:...`/`fcgi:...` choose the others.
+    pub protocol: Protocol,
     /// Permission bits of a unix socket (default 0600: only the owner may connect).
     pub socket_mode: u32,
     /// User that owns a unix socket (the front end's worker user); `None` = the supervisor's user.
@@ -158,6 +227,12 @@ pub struct GroupConfig {
     /// The secret every packet must carry as `RWSGI_SECRET` (`secret.rs`); `None` = no check
     /// (rwsgi-worker without `--secret-file`).
     pub secret: Option<Secret>,
+    /// The directory each worker changes to before Python starts (`--chdir`, uWSGI's `chdir`);
+    /// `None` = the supervisor's own.
+    pub chdir: Option<PathBuf>,
+    /// Environment variables each worker sets before Python starts (`--env`, uWSGI's `env`),
+    /// in order.
+    pub env: Vec<(String, String)>,
 }
 
 impl GroupConfig {
@@ -166,14 +241,11 @@ impl GroupConfig {
         GroupConfig {
             interface: Interface::Wsgi,
             socket,
+            protocol: Protocol::Uwsgi,
             socket_mode: 0o600,
             socket_owner: None,
             listen_backlog: 100,
-            apps: vec![AppConfig {
-                script,
-                callable: "application".to_owned(),
-                mount: None,
-            }],
+            apps: vec![AppConfig::script(script, "application", None)],
             processes: 1,
             threads: 15,
             python_home: None,
@@ -187,6 +259,8 @@ impl GroupConfig {
             socket_timeout: Duration::from_secs(60),
             display_name: None,
             secret: None,
+            chdir: None,
+            env: Vec::new(),
         }
     }
 
@@ -276,6 +350,42 @@ impl GroupConfig {
                 "queue-timeout",
                 "expected a positive number of seconds",
             ));
+        }
+        self.validate_process_setup()
+    }
+
+    /// `chdir` and `env`: checked before any worker starts, so a mistake is one clear error
+    /// instead of every worker failing its start-up. And the protocol: the ASGI connection
+    /// (`asgi/`) reads uwsgi only.
+    fn validate_process_setup(&self) -> Result<(), ConfigError> {
+        if self.interface == Interface::Asgi && self.protocol != Protocol::Uwsgi {
+            return Err(ConfigError::new(
+                "interface",
+                format!(
+                    "asgi serves uwsgi sockets only, not {} (put nginx's uwsgi_pass or Apache's \
+                     mod_proxy_uwsgi in front)",
+                    self.protocol
+                ),
+            ));
+        }
+        if let Some(dir) = &self.chdir {
+            if !dir.is_absolute() {
+                return Err(ConfigError::new("chdir", "expected an absolute directory"));
+            }
+            if !dir.is_dir() {
+                return Err(ConfigError::new(
+                    "chdir",
+                    format!("{} is not a directory", dir.display()),
+                ));
+            }
+        }
+        for (name, value) in &self.env {
+            if name.is_empty() || name.contains(['=', '\0']) || value.contains('\0') {
+                return Err(ConfigError::new(
+                    "env",
+                    format!("expected NAME=VALUE with a non-empty NAME, got {name:?}"),
+                ));
+            }
         }
         Ok(())
     }

@@ -1,30 +1,36 @@
-//! One front-end connection: read the uwsgi packet, run the app through pyhost, send the response,
-//! close. The front ends (nginx `uwsgi_pass`, Apache `mod_proxy_uwsgi`, our modules) send one
-//! request per connection and read the response until EOF, so the end of the body is the close.
+//! One front-end connection: read the request head, run the app through pyhost, send the
+//! response, close. Every front end (nginx `uwsgi_pass`/`scgi_pass`/`fastcgi_pass`, Apache
+//! `mod_proxy_uwsgi`/`mod_proxy_scgi`/`mod_proxy_fcgi`, our modules) sends one request per
+//! connection. What differs between uwsgi, SCGI and FastCGI is the wire (`proto/`: the head,
+//! the body's framing, the response's framing); everything here is the same for the three.
 //!
-//! A malformed packet (parse error, modifier1 other than 0, EOF or timeout inside the head, bad
-//! CONTENT_LENGTH) closes that connection only: the app is never called and nothing is answered.
-//! So does a packet without the group's secret, when it has one (`secret.rs`). A well-formed
-//! packet with more vars than the worker takes ([`uwsgi::MAX_VARS`]) is answered 431 (Request
-//! Header Fields Too Large), so that any front end gives its client a clear status. The lines
-//! for these go through the log's rate limit: an outsider can send them at will.
+//! A malformed head (parse error, uwsgi modifier1 other than 0, FastCGI records out of order,
+//! EOF or timeout inside the head, bad CONTENT_LENGTH) closes that connection only: the app is
+//! never called and nothing is answered. So does a request without the group's secret, when it
+//! has one (`secret.rs`). A well-formed head with more vars than the worker takes
+//! ([`uwsgi::MAX_VARS`]) is answered 431 (Request Header Fields Too Large), so that any front
+//! end gives its client a clear status. The lines for these go through the log's rate limit: an
+//! outsider can send them at will.
 //!
 //! The request body is `body.rs`, the response `respond.rs`. A request stuck past the group's
 //! request-timeout is pyhost's watchdog's; if its thread is stuck in C code the watchdog
 //! answers 504 on the connection itself ([`TakeOver`]) and the worker retires (worker.rs).
 
 use std::cell::RefCell;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pyhost::{App, ErrorLog, Head, Mode, Outcome, Responder, Stuck, Timeout};
 use uwsgi::contract::{self, PathInfoForm};
-use uwsgi::{Var, EMPTY_VAR, HEADER_LEN, MAX_VARS, MAX_VARS_BLOCK};
+use uwsgi::{Var, EMPTY_VAR, MAX_VARS};
 
 use crate::body::{Inbound, SocketBody};
-use crate::respond::SocketResponder;
+use crate::config::Protocol;
+pub(crate) use crate::proto::Bad;
+use crate::proto::{self, abort_record};
+use crate::respond::{Framing, SocketResponder};
 use crate::routing::{self, Routed, SentPath};
 use crate::scoreboard::Scoreboard;
 use crate::secret::Secret;
@@ -61,12 +67,16 @@ pub struct Ctx<'a> {
     pub thread: usize,
     /// The group's secret: packets without it are refused.
     pub secret: Option<&'a Secret>,
+    /// What the socket speaks.
+    pub protocol: Protocol,
 }
 
 /// Per-thread buffers, reused from one connection to the next.
 pub struct Scratch {
-    /// Packet head and the first body bytes.
+    /// Request head and the first body bytes.
     buf: Vec<u8>,
+    /// FastCGI: the PARAMS stream.
+    params: Vec<u8>,
     /// The encoded response head.
     head: Vec<u8>,
 }
@@ -75,6 +85,7 @@ impl Scratch {
     pub fn new() -> Self {
         Scratch {
             buf: vec![0; 8192],
+            params: Vec::new(),
             head: Vec::with_capacity(512),
         }
     }
@@ -86,47 +97,17 @@ impl Default for Scratch {
     }
 }
 
-/// Why a packet was refused.
-#[derive(Debug)]
-pub(crate) enum Bad {
-    Eof(usize),
-    Timeout(usize),
-    Io(io::Error),
-    Parse(uwsgi::Error),
-    Modifier(u8, u8),
-    ContentLength,
-    NoApp,
-    /// Without the group's secret (`RWSGI_SECRET` missing or wrong).
-    Origin,
-}
-
-impl std::fmt::Display for Bad {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Bad::Eof(n) => write!(f, "connection closed after {n} bytes of the packet head"),
-            Bad::Timeout(n) => write!(f, "timed out reading the packet head ({n} bytes so far)"),
-            Bad::Io(e) => write!(f, "reading the packet head: {e}"),
-            Bad::Parse(e) => write!(f, "malformed uwsgi packet: {e}"),
-            Bad::Modifier(m1, m2) => {
-                write!(f, "unsupported uwsgi modifiers {m1}/{m2} (only 0 = WSGI)")
-            }
-            Bad::ContentLength => f.write_str("invalid or conflicting CONTENT_LENGTH"),
-            Bad::NoApp => f.write_str("no application configured"),
-            Bad::Origin => f.write_str("the packet does not carry the group's secret"),
-        }
-    }
-}
-
 /// Serves one connection to the end and closes it (by dropping `stream`).
 pub fn serve(stream: Stream, ctx: &Ctx<'_>, scratch: &mut Scratch) {
     stream.set_timeouts(ctx.socket_timeout);
-    let filled = match read_packet(&stream, &mut scratch.buf) {
-        Ok(Some(n)) => n,
+    let Scratch { buf, params, head } = scratch;
+    let bufs = proto::Buffers { read: buf, params };
+    let request = match proto::read_head(ctx.protocol, &stream, bufs) {
+        Ok(Some(request)) => request,
         Ok(None) => return, // connected and closed without a byte: a health check
         Err(bad) => return log_refusal(&bad),
     };
-    let Scratch { buf, head } = scratch;
-    if let Err(bad) = run_request(&stream, &buf[..filled], ctx, head) {
+    if let Err(bad) = run_request(&stream, &request, ctx, head) {
         log_refusal(&bad);
     }
 }
@@ -143,72 +124,39 @@ pub(crate) fn log_refusal(bad: &Bad) {
     }
 }
 
-/// Reads until `buf` holds the whole packet head (4 bytes + vars block); returns the bytes read,
-/// which may include the start of the body. `None`: EOF before the first byte.
-fn read_packet(mut stream: &Stream, buf: &mut Vec<u8>) -> Result<Option<usize>, Bad> {
-    let mut filled = 0;
-    loop {
-        let need = if filled < HEADER_LEN {
-            HEADER_LEN
-        } else {
-            HEADER_LEN + usize::from(u16::from_le_bytes([buf[1], buf[2]]))
-        };
-        if filled >= need {
-            return Ok(Some(filled));
-        }
-        if buf.len() < need {
-            // At most HEADER_LEN + 65,535 bytes: the 16-bit size field bounds it.
-            buf.resize(need.min(HEADER_LEN + MAX_VARS_BLOCK), 0);
-        }
-        match stream.read(&mut buf[filled..]) {
-            Ok(0) if filled == 0 => return Ok(None),
-            Ok(0) => return Err(Bad::Eof(filled)),
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if is_timeout(&e) => return Err(Bad::Timeout(filled)),
-            Err(e) => return Err(Bad::Io(e)),
-        }
-    }
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
-
-/// Parses the packet in `packet`, runs the app and sends the response: the stages below, in
-/// order.
+/// Parses the head's vars, runs the app and sends the response: the stages below, in order.
 fn run_request(
     stream: &Stream,
-    packet: &[u8],
+    request: &proto::Head<'_>,
     ctx: &Ctx<'_>,
     head_buf: &mut Vec<u8>,
 ) -> Result<(), Bad> {
     let mut small: [Var<'_>; SMALL_VARS] = [EMPTY_VAR; SMALL_VARS];
     let mut large = Vec::new();
-    let (vars, consumed) = match parse_vars(packet, &mut small, &mut large) {
-        Err(Bad::Parse(uwsgi::Error::TooManyVars)) => {
-            return refuse_too_many_vars(stream, packet, ctx, head_buf)
-        }
+    let vars = match request.parse_vars(&mut small, &mut large) {
+        Err(Bad::TooManyVars) => return refuse_too_many_vars(stream, request, ctx, head_buf),
         parsed => parsed?,
     };
     let front = FrontEnd::read(vars)?;
     front.check_origin(ctx.secret)?;
     let mounts: Vec<Option<&[u8]>> = ctx.apps.iter().map(|a| a.mount).collect();
-    let mut decoded = Vec::new();
-    let routed = routing::resolve(&front.path, &mounts, &mut decoded);
+    let (mut decoded, mut cgi_path) = (Vec::new(), Vec::new());
+    let sent = match request.protocol() {
+        Protocol::Uwsgi => front.path,
+        // SCGI and FastCGI front ends send the CGI view of the path (routing.rs).
+        Protocol::Scgi | Protocol::FastCgi => routing::cgi_gateway(&front.path, &mut cgi_path),
+    };
+    let routed = routing::resolve(&sent, &mounts, &mut decoded);
     let Some(app) = ctx.apps.get(routed.app) else {
         return Err(Bad::NoApp);
     };
     let env = environ(vars, &front, &routed);
     let length = front.content_length.unwrap_or(0);
-    let inbound = RefCell::new(Inbound::new(stream, &packet[consumed..], length));
+    let inbound = RefCell::new(Inbound::from_source(stream, request.body(length)));
     // Who writes the response head: this thread (the app's response), or pyhost's watchdog
     // thread (a 504 for a request stuck past its timeout); whoever comes first.
     let head_claim = AtomicBool::new(false);
-    let mut out = SocketResponder::new(stream, &inbound, head_buf, &head_claim);
+    let mut out = SocketResponder::new(stream, &inbound, head_buf, request.framing(), &head_claim);
     if queued_too_long(ctx, front.request_start) {
         let msg = b"Request queued too long in the server.\n";
         if answer(&mut out, b"504 Gateway Timeout", msg).is_ok() {
@@ -219,61 +167,90 @@ fn run_request(
     let mut body = SocketBody { inbound: &inbound };
     let stuck = TakeOver {
         fd: stream.as_raw_fd(),
+        framing: request.framing(),
         head_claim: &head_claim,
         ctx,
     };
     let outcome = run_app(ctx, app.app, &env, &mut body, &mut out, &stuck);
-    end_response(stream, &inbound, &mut out, outcome, front.abort_mark);
+    // The abort mark is our own front ends' addition to uwsgi (uwsgi::contract).
+    let abort_mark = front.abort_mark && request.protocol() == Protocol::Uwsgi;
+    end_response(stream, &inbound, &mut out, outcome, abort_mark);
     Ok(())
 }
 
-/// A packet with more vars than [`MAX_VARS`]: 431, without running the app ("a request too
+/// A head with more vars than [`MAX_VARS`]: 431, without running the app ("a request too
 /// large for the daemon answers 431", as the front ends answer when they cannot encode one).
 /// Only the vars this needs are looked up, without storing the others.
 fn refuse_too_many_vars(
     stream: &Stream,
-    packet: &[u8],
+    request: &proto::Head<'_>,
     ctx: &Ctx<'_>,
     head_buf: &mut Vec<u8>,
 ) -> Result<(), Bad> {
-    let (consumed, length) = too_many_vars(packet, ctx.secret)?;
-    let inbound = RefCell::new(Inbound::new(stream, &packet[consumed..], length));
+    let length = too_many_vars_length(
+        |name| request.find_var(name),
+        ctx.secret,
+        request.protocol(),
+    )?;
+    let inbound = RefCell::new(Inbound::from_source(stream, request.body(length)));
     let head_claim = AtomicBool::new(false);
-    let mut out = SocketResponder::new(stream, &inbound, head_buf, &head_claim);
-    if answer(&mut out, b"431 Request Header Fields Too Large", TOO_MANY_VARS_BODY).is_ok() {
+    let mut out = SocketResponder::new(stream, &inbound, head_buf, request.framing(), &head_claim);
+    if answer(
+        &mut out,
+        b"431 Request Header Fields Too Large",
+        TOO_MANY_VARS_BODY,
+    )
+    .is_ok()
+    {
         finish_clean(stream, &inbound, false);
     }
     Ok(())
 }
 
-/// The body of the 431 for a packet with too many vars.
+/// The body of the 431 for a request with too many vars.
 pub(crate) const TOO_MANY_VARS_BODY: &[u8] =
     b"Request header fields too large for the application server.\n";
 
-/// A packet with more vars than [`MAX_VARS`], before its 431 (WSGI threads and ASGI loop
-/// alike): refused as any packet when the modifier or the secret is wrong; else logged, and
-/// (bytes of the packet head, body length) returned so the caller can read the body away.
+/// A uwsgi packet with more vars than [`MAX_VARS`], before the ASGI loop's 431: refused as any
+/// packet when the modifier is wrong, else as [`too_many_vars_length`]; returns (bytes of the
+/// packet head, body length) so the caller can read the body away.
 pub(crate) fn too_many_vars(packet: &[u8], secret: Option<&Secret>) -> Result<(usize, u64), Bad> {
     if let [m1, _, _, m2, ..] = *packet {
         if m1 != 0 {
             return Err(Bad::Modifier(m1, m2));
         }
     }
+    let length = too_many_vars_length(
+        |name| uwsgi::find_var(packet, name),
+        secret,
+        Protocol::Uwsgi,
+    )?;
+    let consumed = uwsgi::packet_len(packet).map_or(packet.len(), |n| n.min(packet.len()));
+    Ok((consumed, length))
+}
+
+/// A head with more vars than [`MAX_VARS`] (WSGI threads and ASGI loop alike): refused as any
+/// request when the group's secret is missing or wrong; else logged, and its body length
+/// returned. Only the vars this needs are looked up.
+fn too_many_vars_length<'p>(
+    find_var: impl Fn(&[u8]) -> Option<&'p [u8]>,
+    secret: Option<&Secret>,
+    protocol: Protocol,
+) -> Result<u64, Bad> {
     if let Some(secret) = secret {
-        if !uwsgi::find_var(packet, contract::SECRET).is_some_and(|s| secret.matches(s)) {
+        if !find_var(contract::SECRET).is_some_and(|s| secret.matches(s)) {
             return Err(Bad::Origin);
         }
     }
-    let length = match uwsgi::find_var(packet, b"CONTENT_LENGTH") {
+    let length = match find_var(b"CONTENT_LENGTH") {
         Some(v) => parse_content_length(v).ok_or(Bad::ContentLength)?,
         None => 0,
     };
     rwlog_limited!(
         "RW030",
-        "answering 431: the request has more than {MAX_VARS} uwsgi vars (headers), the most a worker takes"
+        "answering 431: the request has more than {MAX_VARS} {protocol} vars (headers), the most a worker takes"
     );
-    let consumed = uwsgi::packet_len(packet).map_or(packet.len(), |n| n.min(packet.len()));
-    Ok((consumed, length))
+    Ok(length)
 }
 
 /// A short plain-text answer of the worker's own (the app does not run).
@@ -295,33 +272,30 @@ fn answer(out: &mut SocketResponder<'_, '_>, status_line: &[u8], msg: &[u8]) -> 
         headers: &headers,
     };
     out.start(&head)?;
-    out.write(msg)
+    out.write(msg)?;
+    out.finish()
 }
 
-/// Parses the packet head into `small` (room for a typical request, on the caller's stack) or,
-/// for a packet with more vars, again into `large` (the full limit, on the heap). Returns the
-/// vars and the bytes the head occupies (the body starts there).
+/// A uwsgi packet's vars and the length of its head (the body starts there), for the ASGI
+/// connection (`asgi/conn.rs`), which reads uwsgi only.
 pub(crate) fn parse_vars<'p, 's>(
     packet: &'p [u8],
     small: &'s mut [Var<'p>],
     large: &'s mut Vec<Var<'p>>,
 ) -> Result<(&'s [Var<'p>], usize), Bad> {
-    let mut req = uwsgi::Request::new(small);
-    let mut parsed = req.parse(packet);
-    if parsed == Err(uwsgi::Error::TooManyVars) {
-        *large = vec![EMPTY_VAR; MAX_VARS];
-        req = uwsgi::Request::new(large);
-        parsed = req.parse(packet);
+    if let [m1, _, _, m2, ..] = *packet {
+        if (m1, m2) != (0, 0) {
+            return Err(Bad::Modifier(m1, m2));
+        }
     }
-    let consumed = match parsed.map_err(Bad::Parse)? {
-        uwsgi::Status::Complete(n) => n,
-        // read_packet already holds the whole declared block, so this cannot be short.
-        uwsgi::Status::Partial => return Err(Bad::Parse(uwsgi::Error::Truncated)),
+    let consumed = uwsgi::packet_len(packet)
+        .filter(|n| *n <= packet.len())
+        .ok_or(Bad::Uwsgi(uwsgi::Error::Truncated))?;
+    let head = proto::Head::Uwsgi {
+        packet: &packet[..consumed],
+        rest: &packet[consumed..],
     };
-    if req.modifier1 != 0 {
-        return Err(Bad::Modifier(req.modifier1, req.modifier2));
-    }
-    Ok((req.vars, consumed))
+    Ok((head.parse_vars(small, large)?, consumed))
 }
 
 /// The vars this layer interprets itself (a first pass over the packet).
@@ -362,6 +336,7 @@ impl<'p> FrontEnd<'p> {
                 b"PATH_INFO" => front.path.path_info = Some(v.value),
                 b"QUERY_STRING" => front.path.query_string = Some(v.value),
                 b"REQUEST_URI" => front.path.request_uri = Some(v.value),
+                b"DOCUMENT_URI" => front.path.document_uri = Some(v.value),
                 contract::REQUEST_START => front.request_start = Some(v.value),
                 contract::ABORT_MARK => front.abort_mark = v.value == contract::ABORT_MARK_ON,
                 contract::PATH_INFO_FORM => front.path.form = PathInfoForm::parse(v.value),
@@ -463,16 +438,22 @@ fn run_app(
 }
 
 /// The 504 the watchdog sends for a request whose thread is stuck past its request-timeout:
-/// pyhost's own 504, closing the connection.
-pub(crate) fn stuck_response() -> Vec<u8> {
+/// pyhost's own 504, whole, in the connection's protocol (FastCGI: STDOUT records and
+/// END_REQUEST, so the front end takes it as a complete response).
+pub(crate) fn stuck_response(framing: Framing) -> Vec<u8> {
     let body = pyhost::TIMEOUT_BODY;
-    let mut msg = format!(
-        "HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    msg.extend_from_slice(body);
-    msg
+    let length = body.len().to_string();
+    let headers: [(&[u8], &[u8]); 3] = [
+        (b"Content-Type", b"text/plain"),
+        (b"Content-Length", length.as_bytes()),
+        (b"Connection", b"close"),
+    ];
+    let (protocol, request_id) = match framing {
+        Framing::Http => (Protocol::Uwsgi, 0),
+        Framing::Cgi => (Protocol::Scgi, 0),
+        Framing::FastCgi { request_id } => (Protocol::FastCgi, request_id),
+    };
+    proto::own_answer(protocol, request_id, b"504 Gateway Timeout", &headers, body)
 }
 
 /// pyhost's last resort for a request whose thread did not come back from the interrupt (stuck
@@ -484,6 +465,8 @@ struct TakeOver<'a> {
     /// The connection's descriptor: open while the request's thread is inside `handle`, which is
     /// when pyhost calls `stuck` (a `Stream` is not `Sync`, its descriptor is).
     fd: RawFd,
+    /// How the 504 goes on the wire.
+    framing: Framing,
     head_claim: &'a AtomicBool,
     ctx: &'a Ctx<'a>,
 }
@@ -498,9 +481,24 @@ impl Stuck for TakeOver<'_> {
             self.ctx.thread,
             if answered { "answered 504" } else { "its response is cut" }
         );
-        if answered {
-            let msg = stuck_response();
-            // Without blocking: nothing was written yet, so the send buffer has room for it.
+        let msg = match self.framing {
+            _ if answered => stuck_response(self.framing),
+            // A started FastCGI response would end at our EOF as if whole (nginx takes a bare
+            // EOF for the end): the record both front ends refuse cuts it (proto::abort_record).
+            // Should the stuck thread have stopped inside a record, the record's bytes land in
+            // its content and the EOF comes mid-record: cut as well.
+            Framing::FastCgi { request_id } => abort_record(request_id).to_vec(),
+            // uwsgi and SCGI bodies end at EOF: a reset is the only cut a front end sees (TCP;
+            // a unix socket has none, so the EOF below ends the response there).
+            Framing::Http | Framing::Cgi => {
+                // SAFETY: fd is open (see the field).
+                unsafe { Stream::reset_now(self.fd) };
+                Vec::new()
+            }
+        };
+        if !msg.is_empty() {
+            // Without blocking: the 504 goes before anything else was written, so the send
+            // buffer has room for it; the abort record is best effort.
             // SAFETY: fd is open (see the field); msg is a live buffer of msg.len() bytes.
             unsafe {
                 libc::send(
@@ -535,20 +533,50 @@ fn end_response(
     let marked = abort_mark && out.unframed;
     match outcome {
         Outcome::Complete | Outcome::Failed | Outcome::TimedOut => {
-            if out.flush_head().is_ok() {
+            if out.finish().is_ok() {
                 finish_clean(stream, inbound, marked);
             }
         }
-        // uwsgi ends a body at EOF, so a clean close would pass a truncated body off as whole.
+        // FastCGI's ABORT_REQUEST is answered with END_REQUEST (spec 5.4).
+        Outcome::ClientGone if out.front_end_aborted() => {
+            let _ = out.finish();
+        }
         // A failed write is not always the front end going away: it can be ours (no room for
         // the body stash, a write that timed out), and the front end must then see the
-        // response cut too. When it has gone, the reset costs nothing.
-        Outcome::Aborted | Outcome::ClientGone => {
-            stream.set_reset_on_close();
-            if marked {
-                stream.wait_for_unread_byte();
-            }
+        // response cut too. When it has gone, the cut costs nothing.
+        Outcome::Aborted | Outcome::ClientGone => abort(stream, inbound, out, marked),
+    }
+}
+
+/// Ends a response the app failed in the middle of, so that the front end cuts it:
+///
+/// - uwsgi and SCGI end a body at EOF, so a clean close would pass a truncated body off as
+///   whole: the connection is reset (over a unix socket, which has no reset, our own front ends'
+///   abort mark is left unread, which makes the close an error for them);
+/// - FastCGI over TCP: the same reset (nginx takes a bare EOF without END_REQUEST as the end);
+/// - FastCGI over a unix socket: a record the front end refuses (`proto::abort_record`).
+///
+/// SCGI and FastCGI front ends are let finish sending the request first: Apache's proxies
+/// that are still writing when the reset comes fail that write and answer 503 instead of
+/// passing on what the app sent.
+fn abort(
+    stream: &Stream,
+    inbound: &RefCell<Inbound<'_>>,
+    out: &mut SocketResponder<'_, '_>,
+    marked: bool,
+) {
+    if out.framing() != Framing::Http {
+        inbound.borrow_mut().discard_rest(0);
+    }
+    if matches!(out.framing(), Framing::FastCgi { .. }) && stream.is_unix() {
+        if out.abort().is_ok() {
+            stream.shutdown_write();
         }
+        return;
+    }
+    stream.set_reset_on_close();
+    if marked {
+        stream.wait_for_unread_byte();
     }
 }
 
@@ -557,7 +585,7 @@ fn end_response(
 /// into a reset that could destroy the response in flight. Bounded in time (`body.rs`).
 fn finish_clean(stream: &Stream, inbound: &RefCell<Inbound<'_>>, marked: bool) {
     let mut inbound = inbound.borrow_mut();
-    if inbound.on_socket() == 0 && !marked {
+    if !inbound.pending() && !marked {
         return; // the close itself ends the response
     }
     stream.shutdown_write();

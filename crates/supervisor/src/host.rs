@@ -355,11 +355,7 @@ mod tests {
     }
 
     fn apps() -> Vec<AppConfig> {
-        vec![AppConfig {
-            script: "/srv/app.py".into(),
-            callable: "application".into(),
-            mount: None,
-        }]
+        vec![AppConfig::script("/srv/app.py", "application", None)]
     }
 
     fn socket() -> SocketSpec {

@@ -1,5 +1,6 @@
 //! Daemon mode: one supervisor process per process group, owning the listening socket and a pool
-//! of forked worker processes that speak uwsgi and run the WSGI app through `pyhost`.
+//! of forked worker processes that speak uwsgi (or, for rwsgi-worker, SCGI or FastCGI) and run
+//! the WSGI app through `pyhost`.
 //!
 //! The `rwsgi-worker` binary is a thin command line over [`run`]; the nginx and Apache modules
 //! start the same supervisor for their `wsgi_daemon_process` / `WSGIDaemonProcess` groups with
@@ -10,11 +11,13 @@
 //!
 //! Modules: `config` (the typed options), `options` (mod_wsgi's daemon group options, shared by
 //! both web server modules), `host` (what the web server modules call: group defaults, forking
-//! the supervisor), `cli` (the command line), `listener` (bind, mode, owner, backlog, stale
-//! sockets), `master` (fork, reap, respawn, recycle, timeouts, signals), `refuse` (the
-//! supervisor's own 503 while no worker lives), `worker` (one process: privileges, Python,
-//! request threads), `conn` (one uwsgi connection), `stream` (its socket), `body` and `stash`
-//! (the request body), `respond` (the response), `routing` (which app, SCRIPT_NAME and
+//! the supervisor), `cli` (the command line), `ini` (a uWSGI ini file as command-line options),
+//! `listener` (bind, mode, owner, backlog, stale sockets), `master` (fork, reap, respawn,
+//! recycle, timeouts, signals), `refuse` (the supervisor's own 503 while no worker lives),
+//! `worker` (one process: privileges, Python, request threads), `workdir` (its `chdir` and
+//! `env`), `conn` (one connection, whatever its protocol), `proto` (the wire of uwsgi, SCGI and
+//! FastCGI), `stream` (the socket), `body` and `stash` (the request body), `respond` (the
+//! response), `routing` (which app, SCRIPT_NAME and
 //! PATH_INFO), `scoreboard` (shared memory between supervisor and workers), `secret` (the
 //! group's proof of origin), `asgi` (an ASGI worker: one asyncio loop that also drives the
 //! sockets), `signals`, `privs`, `log`. The vars our front ends add to uwsgi
@@ -26,11 +29,13 @@ pub mod cli;
 pub mod config;
 mod conn;
 mod host;
+mod ini;
 pub mod listener;
 pub mod log;
 mod master;
 pub mod options;
 mod privs;
+mod proto;
 mod refuse;
 mod respond;
 mod routing;
@@ -39,11 +44,12 @@ mod secret;
 mod signals;
 mod stash;
 mod stream;
+mod workdir;
 mod worker;
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-pub use config::{AppConfig, ConfigError, GroupConfig, Interface, SocketSpec};
+pub use config::{AppConfig, ConfigError, GroupConfig, Interface, Protocol, SocketSpec};
 pub use host::{
     fork_supervisor, fork_supervisor_with, fork_with_lifetime, keep_only, run_forked,
     ForkedSupervisor, Handoff, ServerDefaults, WorkerAccount,
@@ -139,17 +145,23 @@ pub(crate) fn run_inner(
         .apps
         .iter()
         .map(|a| match &a.mount {
-            Some(m) => format!("{m}={}", a.script.display()),
-            None => a.script.display().to_string(),
+            Some(m) => format!("{m}={}", a.source),
+            None => a.source.to_string(),
         })
         .collect();
+    // Written as --socket takes it: a protocol prefix unless it is uwsgi.
+    let protocol = match cfg.protocol {
+        Protocol::Uwsgi => "",
+        Protocol::Scgi => "scgi:",
+        Protocol::FastCgi => "fcgi:",
+    };
     let per_process = match cfg.interface {
         Interface::Wsgi => format!("{} threads", cfg.threads),
         Interface::Asgi => "an ASGI event loop".to_string(),
     };
     rwlog!(
         "RW001",
-        "listening on {}: {} processes x {per_process}, app {}",
+        "listening on {protocol}{}: {} processes x {per_process}, app {}",
         listener.describe(),
         cfg.processes,
         apps.join(" ")

@@ -120,7 +120,7 @@ impl<'a> Master<'a> {
             next_spawn: Instant::now(),
             shutdown: None,
             outage: None,
-            refuser: Refuser::default(),
+            refuser: Refuser::new(cfg.protocol),
         })
     }
 

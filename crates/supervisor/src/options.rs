@@ -452,11 +452,7 @@ mod tests {
             python_home: Some("/srv/server-venv".into()),
             python_path: vec!["/srv/lib".into()],
         };
-        let apps = vec![AppConfig {
-            script: "/srv/app.py".into(),
-            callable: "application".into(),
-            mount: None,
-        }];
+        let apps = vec![AppConfig::script("/srv/app.py", "application", None)];
         let default_socket = SocketSpec::Unix("/run/g.sock".into());
         let o = parse(&["processes=2", "display-name=%{GROUP}", "request-timeout=9"]).unwrap();
         let cfg = o.group_config("g", default_socket.clone(), apps.clone(), &python);

@@ -11,13 +11,17 @@
 //! All of it is non-blocking: the supervisor stays single-threaded and never waits for a front
 //! end. Each connection gets the answer, then the end of it (`shutdown(SHUT_WR)`), and its
 //! request (head and body) is read and thrown away until the front end closes, as the workers
-//! do, so that the close does not reset the answer away; bounded in time and in number.
+//! do, so that the close does not reset the answer away; bounded in time and in number. The
+//! answer is framed for the socket's protocol (`proto::own_answer`); a FastCGI one waits for
+//! the request's id, in the first record of a request.
 
 use std::io::{self, IoSlice};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use crate::config::Protocol;
 use crate::listener::Listener;
+use crate::proto::{own_answer, FirstRequestId};
 use crate::stream::Stream;
 
 /// How long one refused connection may take to read our answer and send its request.
@@ -29,17 +33,30 @@ const MAX_PENDING: usize = 256;
 #[derive(Default)]
 pub struct Refuser {
     pending: Vec<Pending>,
+    /// What the group's socket speaks.
+    protocol: Protocol,
 }
 
 struct Pending {
     stream: Stream,
-    /// The answer, and how much of it went out.
+    /// The answer (empty until it can be framed), and how much of it went out.
     answer: Vec<u8>,
     sent: usize,
     deadline: Instant,
+    /// FastCGI, before the answer: the request's id, as the records come.
+    first_id: Option<FirstRequestId>,
+    retry_after: Duration,
 }
 
 impl Refuser {
+    /// A refuser for a socket speaking `protocol`.
+    pub fn new(protocol: Protocol) -> Refuser {
+        Refuser {
+            pending: Vec::new(),
+            protocol,
+        }
+    }
+
     /// True when another connection may be taken (used to decide whether to poll the listener).
     pub fn has_room(&self) -> bool {
         self.pending.len() < MAX_PENDING
@@ -53,11 +70,18 @@ impl Refuser {
             let Ok(stream) = listener.accept() else {
                 break; // EAGAIN (nothing left, or a worker was faster), or an error for later
             };
+            let fastcgi = self.protocol == Protocol::FastCgi;
             let mut p = Pending {
                 stream,
-                answer: answer(retry_after),
+                answer: if fastcgi {
+                    Vec::new()
+                } else {
+                    answer(self.protocol, 0, retry_after)
+                },
                 sent: 0,
                 deadline: Instant::now() + LINGER,
+                first_id: fastcgi.then(FirstRequestId::default),
+                retry_after,
             };
             if p.send().is_ok() {
                 self.pending.push(p);
@@ -70,7 +94,7 @@ impl Refuser {
     /// Adds one pollfd per connection being answered to `fds`.
     pub fn poll_fds(&self, fds: &mut Vec<libc::pollfd>) {
         for p in &self.pending {
-            let events = if p.sent < p.answer.len() {
+            let events = if p.sent < p.answer.len() || p.answer.is_empty() {
                 libc::POLLIN | libc::POLLOUT
             } else {
                 libc::POLLIN
@@ -103,8 +127,11 @@ impl Refuser {
 }
 
 impl Pending {
-    /// Sends what is left of the answer; once it is out, ends our side.
+    /// Sends what is left of the answer (once there is one); once it is out, ends our side.
     fn send(&mut self) -> io::Result<()> {
+        if self.answer.is_empty() {
+            return Ok(());
+        }
         while self.sent < self.answer.len() {
             match self
                 .stream
@@ -131,7 +158,13 @@ impl Pending {
         loop {
             match self.stream.try_read(&mut sink) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(_) => {}
+                Ok(n) => {
+                    let id = self.first_id.as_mut().and_then(|f| f.feed(&sink[..n]));
+                    if let Some(id) = id {
+                        self.first_id = None;
+                        self.answer = answer(Protocol::FastCgi, id, self.retry_after);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -147,19 +180,26 @@ impl Pending {
     }
 }
 
-/// `HTTP/1.1 503` with `Retry-After` (whole seconds, at least 1) and a one-line body that says
-/// nothing about the app (the reason is in the log).
-fn answer(retry_after: Duration) -> Vec<u8> {
+/// `503` with `Retry-After` (whole seconds, at least 1) and a one-line body that says nothing
+/// about the app (the reason is in the log), framed for `protocol`.
+fn answer(protocol: Protocol, request_id: u16, retry_after: Duration) -> Vec<u8> {
     let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-    let body =
-        "The application is not available right now (its workers fail to start); retry later.\n";
-    format!(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
-         Retry-After: {}\r\n\r\n{body}",
-        body.len(),
-        secs.max(1)
+    let body: &[u8] =
+        b"The application is not available right now (its workers fail to start); retry later.\n";
+    let length = body.len().to_string();
+    let retry = secs.max(1).to_string();
+    let headers: [(&[u8], &[u8]); 3] = [
+        (b"Content-Type", b"text/plain"),
+        (b"Content-Length", length.as_bytes()),
+        (b"Retry-After", retry.as_bytes()),
+    ];
+    own_answer(
+        protocol,
+        request_id,
+        b"503 Service Unavailable",
+        &headers,
+        body,
     )
-    .into_bytes()
 }
 
 #[cfg(test)]
@@ -178,7 +218,7 @@ mod tests {
         );
         let listener = Listener::bind(&cfg).unwrap();
         let mut client = std::os::unix::net::UnixStream::connect(&path).unwrap();
-        let mut refuser = Refuser::default();
+        let mut refuser = Refuser::new(Protocol::Uwsgi);
         assert_eq!(
             refuser.accept_all(&listener, Duration::from_millis(1500)),
             1

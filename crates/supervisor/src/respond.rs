@@ -1,5 +1,7 @@
-//! The response of one connection: `HTTP/1.1 <status>` head, then the body as the app produces
-//! it; the close ends it.
+//! The response of one connection, framed as its protocol wants ([`Framing`]): an
+//! `HTTP/1.1 <status>` head (uwsgi) or a CGI `Status:` head (SCGI), then the body as the app
+//! produces it, the close ending it; or for FastCGI the same CGI head and body cut into STDOUT
+//! records, ended by an empty STDOUT record and END_REQUEST ([`SocketResponder::finish`]).
 //!
 //! Writing never waits for the front end alone while it may still be sending the request body:
 //! a front end that writes the whole body before it reads (Apache's `mod_proxy_uwsgi`, a uwsgi
@@ -11,10 +13,27 @@ use std::cell::RefCell;
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use gateway::fastcgi::HEADER_LEN;
 use pyhost::{Head, Responder};
 
 use crate::body::Inbound;
+use crate::proto::{abort_answer, abort_record, end_records, stdout_headers};
 use crate::stream::Stream;
+
+/// The longest an aborted FastCGI response waits for the front end to take what was sent
+/// before the record that ends it.
+const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How a response goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// uwsgi: `HTTP/1.1 200 OK` head (Apache's `mod_proxy_uwsgi` requires it), raw body.
+    Http,
+    /// SCGI: CGI head (`Status: 200 OK`, which every SCGI front end reads), raw body.
+    Cgi,
+    /// FastCGI: the CGI head and the body as STDOUT records of `request_id`.
+    FastCgi { request_id: u16 },
+}
 
 /// The response writer handed to pyhost.
 pub struct SocketResponder<'a, 's> {
@@ -22,6 +41,7 @@ pub struct SocketResponder<'a, 's> {
     inbound: &'a RefCell<Inbound<'s>>,
     head: &'a mut Vec<u8>,
     head_pending: bool,
+    framing: Framing,
     /// The head has no Content-Length: the body ends at our close.
     pub unframed: bool,
     /// Set by whoever writes a head first: this writer, or pyhost's watchdog answering for a
@@ -35,6 +55,7 @@ impl<'a, 's> SocketResponder<'a, 's> {
         stream: &'s Stream,
         inbound: &'a RefCell<Inbound<'s>>,
         head: &'a mut Vec<u8>,
+        framing: Framing,
         head_claim: &'a AtomicBool,
     ) -> SocketResponder<'a, 's> {
         head.clear();
@@ -43,6 +64,7 @@ impl<'a, 's> SocketResponder<'a, 's> {
             inbound,
             head,
             head_pending: false,
+            framing,
             unframed: false,
             head_claim,
         }
@@ -62,11 +84,97 @@ impl<'a, 's> SocketResponder<'a, 's> {
     /// Sends the head if no body byte has taken it along yet.
     pub fn flush_head(&mut self) -> io::Result<()> {
         if self.head_pending {
-            self.head_pending = false;
-            self.claim_head()?;
-            write_all(self.stream, self.inbound, &mut [IoSlice::new(self.head)])?;
+            // send() takes the pending head along.
+            self.send(&[], &[])?;
         }
         Ok(())
+    }
+
+    /// The end of a complete response: the head if it has not gone out (an empty body), and
+    /// for FastCGI the empty STDOUT record and END_REQUEST. A FastCGI request the front end
+    /// aborted gets END_REQUEST alone.
+    pub fn finish(&mut self) -> io::Result<()> {
+        let Framing::FastCgi { request_id } = self.framing else {
+            return self.flush_head();
+        };
+        let mut tail = Vec::with_capacity(2 * HEADER_LEN + 8);
+        if self.front_end_aborted() {
+            abort_answer(request_id, &mut tail);
+            self.head_pending = false;
+        } else {
+            end_records(request_id, &mut tail);
+        }
+        self.send(&[], &tail)
+    }
+
+    /// FastCGI, after the app failed mid-response: the record that makes the front end cut the
+    /// response (`proto::abort_record`) instead of END_REQUEST. Ok(false) for other framings.
+    pub fn abort(&mut self) -> io::Result<bool> {
+        let Framing::FastCgi { request_id } = self.framing else {
+            return Ok(false);
+        };
+        self.flush_head()?;
+        // In a read of its own: a front end that meets the bad record in the same read as the
+        // last body bytes (nginx) drops those bytes, and the client would get no response at
+        // all instead of a cut one.
+        self.stream.wait_sent(ABORT_WAIT);
+        self.send(&[], &abort_record(request_id))?;
+        Ok(true)
+    }
+
+    /// How this response goes on the wire.
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// FastCGI: the front end sent ABORT_REQUEST.
+    pub fn front_end_aborted(&self) -> bool {
+        self.inbound
+            .borrow_mut()
+            .records()
+            .is_some_and(|r| r.aborted())
+    }
+
+    /// Writes, in order: the FastCGI management answers waiting (between two records), the head
+    /// if pending, `body` (framed), then `tail` as it is (already framed).
+    /// The pending head is claimed first (`claim_head`): every head goes out through here.
+    fn send(&mut self, body: &[u8], tail: &[u8]) -> io::Result<()> {
+        let head: &[u8] = if std::mem::take(&mut self.head_pending) {
+            self.claim_head()?;
+            self.head
+        } else {
+            &[]
+        };
+        let Framing::FastCgi { request_id } = self.framing else {
+            return write_all(
+                self.stream,
+                self.inbound,
+                &mut [IoSlice::new(head), IoSlice::new(body), IoSlice::new(tail)],
+            );
+        };
+        let answers = self
+            .inbound
+            .borrow_mut()
+            .records()
+            .map(|r| r.take_answers())
+            .unwrap_or_default();
+        let mut headers = Vec::new();
+        stdout_headers(request_id, head.len(), &mut headers);
+        stdout_headers(request_id, body.len(), &mut headers);
+        let headers: &[[u8; HEADER_LEN]] = &headers;
+        let mut slices = Vec::with_capacity(2 * headers.len() + 2);
+        slices.push(IoSlice::new(&answers));
+        let mut records = headers.iter();
+        for part in [head, body] {
+            for chunk in part.chunks(gateway::fastcgi::MAX_CONTENT_LEN) {
+                if let Some(h) = records.next() {
+                    slices.push(IoSlice::new(h));
+                    slices.push(IoSlice::new(chunk));
+                }
+            }
+        }
+        slices.push(IoSlice::new(tail));
+        write_all(self.stream, self.inbound, &mut slices)
     }
 
     /// sendfile(2) until `len` bytes went out or the file ended; returns the bytes sent.
@@ -99,8 +207,18 @@ impl Responder for SocketResponder<'_, '_> {
             .headers
             .iter()
             .map(|(k, v)| (k.as_slice(), v.as_slice()));
-        uwsgi::encode_response_head(head.status_line, headers, self.head)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let encoded = match self.framing {
+            Framing::Http => uwsgi::encode_response_head(head.status_line, headers, self.head),
+            // In a CGI head `Status` is the status line: an app's own `Status` header would
+            // replace the real status at the front end, so it is dropped (as nginx's uwsgi
+            // module hides one).
+            Framing::Cgi | Framing::FastCgi { .. } => gateway::cgi::encode_head(
+                head.status_line,
+                headers.filter(|(k, _)| !k.eq_ignore_ascii_case(b"status")),
+                self.head,
+            ),
+        };
+        encoded.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         self.head_pending = true;
         self.unframed = !head
             .headers
@@ -113,17 +231,18 @@ impl Responder for SocketResponder<'_, '_> {
         if chunk.is_empty() {
             return Ok(());
         }
-        if self.head_pending {
-            self.head_pending = false;
-            self.claim_head()?;
-            write_all(
-                self.stream,
-                self.inbound,
-                &mut [IoSlice::new(self.head), IoSlice::new(chunk)],
-            )
-        } else {
-            write_all(self.stream, self.inbound, &mut [IoSlice::new(chunk)])
+        if let Framing::FastCgi { .. } = self.framing {
+            // One non-blocking read per chunk: an ABORT_REQUEST is seen here.
+            self.inbound.borrow_mut().poll_front_end();
         }
+        if self.front_end_aborted() {
+            // FastCGI's ABORT_REQUEST: the app's iterable is closed, as for a client gone.
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the front end aborted the request",
+            ));
+        }
+        self.send(chunk, &[])
     }
 
     fn send_file(
@@ -132,6 +251,11 @@ impl Responder for SocketResponder<'_, '_> {
         offset: u64,
         len: u64,
     ) -> Option<io::Result<u64>> {
+        if let Framing::FastCgi { .. } = self.framing {
+            // The bytes must go inside STDOUT records, and a file shorter than announced would
+            // leave a record short of its length: pyhost reads the file and writes it instead.
+            return None;
+        }
         Some(
             self.flush_head()
                 .and_then(|_| self.sendfile_all(file, offset, len)),
@@ -162,7 +286,7 @@ fn write_all(
 /// the front end still owes body bytes, takes them into the stash as they come (module docs).
 fn wait_writable(stream: &Stream, inbound: &RefCell<Inbound<'_>>) -> io::Result<()> {
     loop {
-        let body_pending = inbound.borrow().on_socket() > 0;
+        let body_pending = inbound.borrow().pending();
         let events = if body_pending {
             libc::POLLOUT | libc::POLLIN
         } else {
@@ -204,7 +328,7 @@ mod tests {
         let inbound = RefCell::new(Inbound::new(&stream, b"", N as u64));
         let mut head = Vec::new();
         let claim = AtomicBool::new(false);
-        let mut out = SocketResponder::new(&stream, &inbound, &mut head, &claim);
+        let mut out = SocketResponder::new(&stream, &inbound, &mut head, Framing::Http, &claim);
         let headers = [(b"Content-Type".to_vec(), b"text/plain".to_vec())];
         let h = Head {
             status: 200,

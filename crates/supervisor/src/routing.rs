@@ -4,7 +4,9 @@
 //!
 //! The form of PATH_INFO (the whole path, or what follows SCRIPT_NAME) is part of the
 //! front-end/worker contract (`uwsgi::contract`): our front ends state it, and for stock front
-//! ends (nginx `uwsgi_pass`, Apache `mod_proxy_uwsgi`) it is inferred from REQUEST_URI.
+//! ends (nginx `uwsgi_pass`, Apache `mod_proxy_uwsgi`) it is inferred from REQUEST_URI. SCGI and
+//! FastCGI front ends send the CGI view instead (SCRIPT_NAME is the whole path, no PATH_INFO),
+//! which [`cgi_gateway`] turns into the uwsgi form first.
 
 use uwsgi::contract::PathInfoForm;
 
@@ -15,6 +17,8 @@ pub(crate) struct SentPath<'a> {
     pub path_info: Option<&'a [u8]>,
     pub query_string: Option<&'a [u8]>,
     pub request_uri: Option<&'a [u8]>,
+    /// `DOCUMENT_URI` (nginx's `scgi_params`/`fastcgi_params`: the decoded, rewritten path).
+    pub document_uri: Option<&'a [u8]>,
     /// `RWSGI_PATH_INFO_FORM` (our front ends only).
     pub form: Option<PathInfoForm>,
     /// `RWSGI_APP_MOUNT` (our front ends only): the app's mount, when SCRIPT_NAME is not it.
@@ -72,6 +76,58 @@ pub(crate) fn resolve<'a>(
         script_name,
         path_info,
         query_string,
+    }
+}
+
+/// SCGI and FastCGI front ends send a request's path as CGI sees it: nginx's stock
+/// `fastcgi_params` and both Apache modules (`mod_proxy_scgi`, `mod_proxy_fcgi`) put the whole
+/// path in SCRIPT_NAME (the "script" is the URL) and send no PATH_INFO; nginx's `scgi_params`
+/// send neither, only DOCUMENT_URI and REQUEST_URI. Taken as uwsgi's SCRIPT_NAME, the whole
+/// path would be the mount and every app would see an empty PATH_INFO. So the path is handed to
+/// [`resolve`] the way a uwsgi front end without SCRIPT_NAME sends it, and the worker's own
+/// mounts (`--mount`) split it:
+///
+/// - a non-empty PATH_INFO means the front end split the path itself (nginx's
+///   `fastcgi_split_path_info`, or SCRIPT_NAME and PATH_INFO set by hand): taken as sent, as
+///   from a uwsgi front end;
+/// - a SCRIPT_NAME that is a proper prefix of the request path at a segment boundary is an
+///   operator's `fastcgi_param SCRIPT_NAME /app;`: kept as the mount, and the request path is
+///   PATH_INFO (the prefix is removed once, as for uwsgi);
+/// - otherwise SCRIPT_NAME is the path itself (or absent): PATH_INFO is the path, taken from
+///   SCRIPT_NAME (decoded, and after nginx's rewrites), else DOCUMENT_URI (the same for
+///   `scgi_params`), else REQUEST_URI's path, decoded; SCRIPT_NAME is the worker's mount that
+///   prefixes it, or empty.
+///
+/// `decoded` holds REQUEST_URI's decoded path when it is needed.
+pub(crate) fn cgi_gateway<'a>(sent: &SentPath<'a>, decoded: &'a mut Vec<u8>) -> SentPath<'a> {
+    if sent.path_info.is_some_and(|p| !p.is_empty()) {
+        return *sent;
+    }
+    let uri_path: &'a [u8] = match sent.request_uri {
+        Some(uri) => {
+            *decoded = percent_decode(split_request_uri(uri).0);
+            decoded
+        }
+        None => b"",
+    };
+    let script = sent.script_name.filter(|s| !s.is_empty());
+    if let Some(prefix) = script.map(trim_slashes).filter(|p| !p.is_empty()) {
+        if strip_prefix(prefix, uri_path).is_some_and(|rest| !rest.is_empty()) {
+            return SentPath {
+                path_info: Some(uri_path),
+                form: Some(PathInfoForm::Full),
+                ..*sent
+            };
+        }
+    }
+    let path = script
+        .or(sent.document_uri.filter(|d| !d.is_empty()))
+        .unwrap_or(uri_path);
+    SentPath {
+        script_name: None,
+        path_info: Some(path),
+        form: Some(PathInfoForm::Full),
+        ..*sent
     }
 }
 
@@ -318,7 +374,7 @@ mod tests {
             query_string: Some(b"q=1"),
             request_uri: Some(b"/app/app/x?q=1"),
             form,
-            app_mount: None,
+            ..SentPath::default()
         };
         let at = |r: Routed<'_>| {
             (
@@ -385,5 +441,91 @@ mod tests {
         // An empty mount is the default app; an unknown one too.
         assert_eq!(at(resolve(&sent("/a", ""), &mounts, &mut scratch)).0, 0);
         assert_eq!(at(resolve(&sent("/a", "/zz"), &mounts, &mut scratch)).0, 0);
+    }
+
+    /// The CGI view stock SCGI and FastCGI front ends send, as the captures in
+    /// crates/gateway/tests/captures show it, routed by the worker's mounts.
+    #[test]
+    fn the_cgi_view_is_routed_by_the_mounts() {
+        let route_cgi = |sent: SentPath<'_>, mounts: &[Option<&'static [u8]>]| {
+            let (mut cgi, mut decoded) = (Vec::new(), Vec::new());
+            let sent = cgi_gateway(&sent, &mut cgi);
+            let r = resolve(&sent, mounts, &mut decoded);
+            (
+                r.app,
+                String::from_utf8_lossy(r.script_name).into_owned(),
+                String::from_utf8_lossy(r.path_info).into_owned(),
+                String::from_utf8_lossy(r.query_string).into_owned(),
+            )
+        };
+        let at = |app, s: &str, p: &str, q: &str| (app, s.to_owned(), p.to_owned(), q.to_owned());
+        let app_mount = [Some(b"/app".as_slice())];
+        let root = [None];
+        // nginx's fastcgi_params and Apache's modules: SCRIPT_NAME is the (decoded) path.
+        let fastcgi = SentPath {
+            script_name: Some("/app/caf\u{e9} x".as_bytes()),
+            query_string: Some(b"a=1"),
+            request_uri: Some(b"/app/caf%C3%A9%20x?a=1"),
+            ..SentPath::default()
+        };
+        assert_eq!(
+            route_cgi(fastcgi, &app_mount),
+            at(0, "/app", "/caf\u{e9} x", "a=1")
+        );
+        assert_eq!(
+            route_cgi(fastcgi, &root),
+            at(0, "", "/app/caf\u{e9} x", "a=1")
+        );
+        // The mount's own root, and a path that repeats the mount.
+        let path = |p: &'static str| SentPath {
+            script_name: Some(p.as_bytes()),
+            request_uri: Some(p.as_bytes()),
+            ..SentPath::default()
+        };
+        assert_eq!(route_cgi(path("/app/"), &app_mount), at(0, "/app", "/", ""));
+        assert_eq!(route_cgi(path("/app"), &app_mount), at(0, "/app", "", ""));
+        assert_eq!(
+            route_cgi(path("/app/app/x"), &app_mount),
+            at(0, "/app", "/app/x", "")
+        );
+        // An empty PATH_INFO ($fastcgi_path_info without fastcgi_split_path_info) is none.
+        let empty_pi = SentPath {
+            path_info: Some(b""),
+            ..path("/app/x")
+        };
+        assert_eq!(route_cgi(empty_pi, &app_mount), at(0, "/app", "/x", ""));
+        // nginx's scgi_params: no SCRIPT_NAME, DOCUMENT_URI (after rewrites) is the path.
+        let scgi = SentPath {
+            document_uri: Some(b"/app/new"),
+            request_uri: Some(b"/old?z=2"),
+            ..SentPath::default()
+        };
+        assert_eq!(route_cgi(scgi, &app_mount), at(0, "/app", "/new", "z=2"));
+        // Only REQUEST_URI: its path, decoded.
+        let uri = SentPath {
+            request_uri: Some(b"/app/a%2Fb"),
+            ..SentPath::default()
+        };
+        assert_eq!(route_cgi(uri, &app_mount), at(0, "/app", "/a/b", ""));
+        // An operator's `fastcgi_param SCRIPT_NAME /app;` (a proper prefix) is the mount.
+        let operator = SentPath {
+            script_name: Some(b"/app"),
+            request_uri: Some(b"/app/x/y"),
+            ..SentPath::default()
+        };
+        assert_eq!(route_cgi(operator, &root), at(0, "/app", "/x/y", ""));
+        // The front end split it (fastcgi_split_path_info): as sent, like uwsgi.
+        let split = SentPath {
+            script_name: Some(b"/app"),
+            path_info: Some(b"/x"),
+            request_uri: Some(b"/app/x"),
+            ..SentPath::default()
+        };
+        assert_eq!(route_cgi(split, &app_mount), at(0, "/app", "/x", ""));
+        // Several apps: the longest mount of the path.
+        let mounts = [None, Some(b"/a".as_slice()), Some(b"/a/b".as_slice())];
+        assert_eq!(route_cgi(path("/a/b/c"), &mounts), at(2, "/a/b", "/c", ""));
+        assert_eq!(route_cgi(path("/a/c"), &mounts), at(1, "/a", "/c", ""));
+        assert_eq!(route_cgi(path("/c"), &mounts), at(0, "", "/c", ""));
     }
 }

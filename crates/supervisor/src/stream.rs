@@ -136,6 +136,45 @@ impl Stream {
         unsafe { libc::shutdown(self.as_raw_fd(), libc::SHUT_WR) };
     }
 
+    /// Whether this is a unix socket (which cannot send a reset).
+    pub fn is_unix(&self) -> bool {
+        // SAFETY: an all-zero sockaddr_storage is valid; getsockname writes at most `len`
+        // bytes into it; the fd is open for as long as self.
+        unsafe {
+            let mut addr: libc::sockaddr_storage = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            libc::getsockname(
+                self.as_raw_fd(),
+                (&mut addr as *mut libc::sockaddr_storage).cast(),
+                &mut len,
+            ) == 0
+                && i32::from(addr.ss_family) == libc::AF_UNIX
+        }
+    }
+
+    /// Resets a TCP connection now, from any thread, without closing the descriptor (its
+    /// owner still holds it): `connect(AF_UNSPEC)` disconnects the socket, which sends a reset
+    /// and drops what was not sent yet; later reads and writes on it fail. For a thread that
+    /// cannot be reached, when a close by its owner may never come. A unix socket refuses it
+    /// (EINVAL) and stays as it is.
+    ///
+    /// # Safety
+    ///
+    /// `fd` must be an open socket for the duration of the call.
+    pub unsafe fn reset_now(fd: std::os::fd::RawFd) {
+        // SAFETY: an all-zero sockaddr is valid; only its family (AF_UNSPEC) is read, and the
+        // caller keeps fd open.
+        unsafe {
+            let mut unspec: libc::sockaddr = std::mem::zeroed();
+            unspec.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+            libc::connect(
+                fd,
+                &unspec,
+                std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+            );
+        }
+    }
+
     /// Makes the coming close send a reset instead of a clean end, so the front end knows the
     /// response is incomplete (uwsgi has no other way to say "aborted": the body ends at EOF).
     pub fn set_reset_on_close(&self) {
@@ -173,6 +212,30 @@ impl Stream {
             )
         };
         n == 1
+    }
+}
+
+impl Stream {
+    /// Waits (at most `limit`) until the front end has taken everything written: on a unix
+    /// socket until it has read it, on TCP until it has acknowledged it. For an end the front
+    /// end must read after the data, not with it (`proto::abort_record`). Polls SIOCOUTQ with
+    /// short sleeps: there is no event for "the peer read it", and this path is rare.
+    pub fn wait_sent(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let mut queued: libc::c_int = 0;
+            // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int; the fd is open for as long as self.
+            let rc = unsafe { libc::ioctl(self.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+            if rc != 0 || queued == 0 {
+                return rc == 0;
+            }
+            if Instant::now() + pause > deadline {
+                return false;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
     }
 }
 

@@ -68,6 +68,7 @@ pub fn run(start: Start<'_>) -> ! {
 
 fn setup_and_serve(start: &Start<'_>) -> Result<(), i32> {
     let stop = prepare_process(start)?;
+    crate::workdir::apply(start.cfg).map_err(|_| EXIT_SETUP)?;
     if start.cfg.interface == Interface::Asgi {
         return crate::asgi::serve(start, &stop);
     }
@@ -131,7 +132,7 @@ fn start_python(cfg: &GroupConfig) -> Result<ProcessApps, i32> {
         rwlog!(
             "RW021",
             "loading {} failed (traceback above); requests retry the import",
-            app.spec().script.display()
+            app.spec().source
         );
     }
     Ok(apps)
@@ -174,6 +175,7 @@ fn serve(start: &Start<'_>, apps: &ProcessApps, stop: &Pipe) -> Result<(), i32> 
         slot: start.slot,
         thread: 0,
         secret: cfg.secret.as_ref(),
+        protocol: cfg.protocol,
     };
     let max_requests = jittered(cfg.maximum_requests);
     std::thread::scope(|scope| {

@@ -19,7 +19,10 @@ fn run(args: &[&str]) -> (i32, String, String) {
 fn help_and_version() {
     let (code, out, _) = run(&["--help"]);
     assert_eq!(code, 0);
-    assert!(out.contains("--socket unix:PATH|HOST:PORT"), "{out}");
+    assert!(
+        out.contains("--socket [PROTO:]unix:PATH|HOST:PORT"),
+        "{out}"
+    );
     assert!(out.contains("--maximum-requests"), "{out}");
     let (code, out, _) = run(&["--version"]);
     assert_eq!(code, 0);

@@ -30,10 +30,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod appref;
 mod expand;
 mod lexer;
 mod options;
 mod values;
+
+pub use appref::{is_identifier, ModuleSpec};
 
 /// The protocol a socket speaks to the front end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -214,8 +214,10 @@ const REFUSED_NAMES: &[(&str, &str)] = &[
     ),
 ];
 
-const HTTP: &str = "rwsgi-worker does not speak HTTP: put nginx (uwsgi_pass) or Apache \
-                    (mod_proxy_uwsgi) in front of it and use socket =";
+const HTTP: &str = "rwsgi-worker speaks uwsgi, SCGI and FastCGI, not HTTP: put nginx \
+                    (uwsgi_pass, scgi_pass, fastcgi_pass) or Apache (mod_proxy_uwsgi, \
+                    mod_proxy_scgi, mod_proxy_fcgi) in front of it and use socket = (or \
+                    scgi-socket =, fastcgi-socket =)";
 const LOG: &str = "rwsgi-worker logs to standard error and keeps no request log; collect it there";
 const UWSGI_API: &str = "needs uWSGI's own `uwsgi` Python API, which rwsgi-worker does not provide";
 const LOGIC: &str = "uWSGI config logic (if-*/for/endif) is not supported";
@@ -364,7 +366,7 @@ impl<'c> Builder<'c> {
                 self.set_default_app(line, AppSource::Script(values::path(value, &base)?), None)?
             }
             "callable" => {
-                if !values::is_identifier(value) {
+                if !crate::is_identifier(value) {
                     return Err(format!("expected a Python name, got {value:?}"));
                 }
                 self.callable = Some(value.to_owned());
@@ -587,7 +589,7 @@ mod tests {
 
     #[test]
     fn refusals_say_why() {
-        assert!(refusal("http-socket").contains("does not speak HTTP"));
+        assert!(refusal("http-socket").contains("speaks uwsgi, SCGI and FastCGI, not HTTP"));
         assert!(refusal("static-map").contains("nginx or Apache"));
         assert!(refusal("endif").contains("config logic"));
         assert!(

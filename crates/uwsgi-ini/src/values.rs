@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::appref::ModuleSpec;
 use crate::{Address, AppSource};
 
 /// uWSGI's flags (`uwsgi_opt_true`): false for `false`, `off`, `no` (any case) and `0`; true
@@ -80,45 +81,16 @@ pub fn socket_mode(value: &str) -> Result<u32, String> {
     ))
 }
 
-/// A Python dotted module name: identifiers separated by dots.
-fn is_module_name(name: &str) -> bool {
-    !name.is_empty() && name.split('.').all(is_identifier)
-}
-
-/// A Python identifier, ASCII only (enough for module and callable names in config files).
-pub fn is_identifier(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars
-        .next()
-        .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
-        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
-}
-
-/// `module = pkg.wsgi` or `pkg.wsgi:callable`; returns the module and the callable if given.
+/// `module = pkg.wsgi` or `pkg.wsgi:callable` (the shared [`ModuleSpec`] parser); returns the
+/// module and the callable if given. A file name gets a hint towards `wsgi-file`.
 pub fn module(value: &str) -> Result<(String, Option<String>), String> {
-    let (name, callable) = match value.split_once(':') {
-        Some((name, callable)) => (name, Some(callable)),
-        None => (value, None),
-    };
-    if let Some(callable) = callable {
-        if callable.ends_with("()") {
-            return Err(format!(
-                "`{callable}` calls an application factory, which rwsgi-worker does not do; \
-                 make the module create the application and name it"
-            ));
+    match ModuleSpec::parse(value) {
+        Ok(spec) => Ok((spec.module, spec.callable)),
+        Err(e) if value.ends_with(".py") || value.ends_with(".wsgi") || value.contains('/') => {
+            Err(format!("{e} (for a file use wsgi-file)"))
         }
-        if !is_identifier(callable) {
-            return Err(format!(
-                "expected a callable name after ':', got {callable:?}"
-            ));
-        }
+        Err(e) => Err(e),
     }
-    if !is_module_name(name) {
-        return Err(format!(
-            "expected a dotted module name such as mysite.wsgi (for a file use wsgi-file), got {name:?}"
-        ));
-    }
-    Ok((name.to_owned(), callable.map(str::to_owned)))
 }
 
 /// `mount = /PREFIX=APP`, APP being a `.py`/`.wsgi` file or `module:callable`, as uWSGI's

@@ -141,7 +141,7 @@ fn every_problem_in_one_error() {
         ]
     );
     let message = |key: &str| &got.iter().find(|(_, k, _)| k == key).unwrap().2;
-    assert!(message("http-socket").contains("does not speak HTTP"));
+    assert!(message("http-socket").contains("speaks uwsgi, SCGI and FastCGI, not HTTP"));
     assert!(message("max_requests").contains("uWSGI spells it max-requests"));
     assert!(message("master").contains("cannot be turned off"));
     assert!(message("processes").contains("whole number"));

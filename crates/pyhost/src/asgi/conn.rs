@@ -431,7 +431,10 @@ fn task_stack(py: Python<'_>, task: &Bound<'_, PyAny>) -> String {
         if let Some(f) = frame {
             let line = f.getattr(intern!(py, "f_lineno")).map(|l| l.to_string());
             let code = f.getattr(intern!(py, "f_code"));
-            let file = code.as_ref().ok().and_then(|c| c.getattr("co_filename").ok());
+            let file = code
+                .as_ref()
+                .ok()
+                .and_then(|c| c.getattr("co_filename").ok());
             let name = code.as_ref().ok().and_then(|c| c.getattr("co_name").ok());
             out.push_str(&format!(
                 "  File \"{}\", line {}, in {}\n",

@@ -73,7 +73,8 @@ impl AsgiHost {
         if !crate::is_initialized() {
             return Err(Error("the ASGI loop needs a started interpreter".into()));
         }
-        let inbox = Inbox::new(Arc::clone(&log)).map_err(|e| Error(format!("eventfd() failed: {e}")))?;
+        let inbox =
+            Inbox::new(Arc::clone(&log)).map_err(|e| Error(format!("eventfd() failed: {e}")))?;
         let count = apps.len();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
         let (done_tx, done_rx) = mpsc::channel::<()>();

@@ -204,7 +204,7 @@ impl Pump {
                     &format!(
                         "RW-PY011 lifespan startup failed for ASGI app {}: {why}; its requests \
                          are answered 503",
-                        slot.app.spec().script.display()
+                        slot.app.spec().source
                     ),
                 );
             }

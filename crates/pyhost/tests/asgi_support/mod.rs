@@ -82,10 +82,7 @@ pub struct Host {
 pub fn host_with(name: &str, source: &str, cfg: AsgiConfig) -> Host {
     init();
     let log = Arc::new(Log::default());
-    let spec = AppSpec {
-        script: script(name, source),
-        callable: "app".into(),
-    };
+    let spec = AppSpec::script(script(name, source), "app");
     let host = AsgiHost::start(vec![spec], cfg, log.clone()).expect("loop starts");
     Host { host, log }
 }

@@ -20,9 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use pyhost::asgi::{
-    BodyRead, FdHandler, Flow, Handle, Io, Kind, Timeout, Transport, Waker, WsOut,
-};
+use pyhost::asgi::{BodyRead, FdHandler, Flow, Handle, Io, Kind, Timeout, Transport, Waker, WsOut};
 use pyhost::{Head, Outcome};
 use uwsgi::{Var, EMPTY_VAR, HEADER_LEN, MAX_VARS_BLOCK};
 use websocket::handshake::{check as handshake, Handshake};
@@ -32,6 +30,7 @@ use crate::conn::{
     environ, log_refusal, parse_vars, queued_for, stuck_response, too_many_vars, Bad, FrontEnd,
     SMALL_VARS, TOO_MANY_VARS_BODY,
 };
+use crate::respond::Framing;
 use crate::routing;
 use crate::rwlog;
 use crate::secret::Secret;
@@ -471,12 +470,14 @@ fn start_request(c: &mut ConnIo, io: &Io<'_>, shared_io: &Arc<Mutex<ConnIo>>) ->
     let mut small: [Var<'_>; SMALL_VARS] = [EMPTY_VAR; SMALL_VARS];
     let mut large = Vec::new();
     let (vars, consumed) = match parse_vars(&packet, &mut small, &mut large) {
-        Err(Bad::Parse(uwsgi::Error::TooManyVars)) => {
+        Err(Bad::TooManyVars) => {
             // 431 as the WSGI threads answer (conn.rs refuse_too_many_vars); the body, if
             // any, is read away after the answer (`end`).
             let (consumed, length) = too_many_vars(&packet, c.shared.secret.as_ref())?;
             let rest = &packet[consumed..];
-            let with_head = rest.len().min(usize::try_from(length).unwrap_or(usize::MAX));
+            let with_head = rest
+                .len()
+                .min(usize::try_from(length).unwrap_or(usize::MAX));
             c.body_left = length - with_head as u64;
             c.phase = Phase::Running;
             answer_plain(c, 431);
@@ -568,10 +569,14 @@ fn take_over(io: &Mutex<ConnIo>) {
         "RW043",
         "a request's coroutine blocks the asyncio loop past its request-timeout: {}; this worker \
          accepts no more and exits once its other requests are done",
-        if answered { "answered 504" } else { "its response is cut" }
+        if answered {
+            "answered 504"
+        } else {
+            "its response is cut"
+        }
     );
     if answered {
-        let msg = stuck_response();
+        let msg = stuck_response(Framing::Http);
         // Without blocking: nothing was written yet, so the send buffer has room for it.
         let _ = send(c.fd, &[IoSlice::new(&msg)]);
     }

@@ -14,7 +14,11 @@ fn main() -> ExitCode {
             println!("rwsgi-worker {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Ok(Command::Run { cfg, lifetime_fd }) => match start(&cfg, lifetime_fd) {
+        Ok(Command::Run {
+            cfg,
+            lifetime_fd,
+            ini_note,
+        }) => match start(&cfg, lifetime_fd, ini_note) {
             Ok(()) => ExitCode::SUCCESS,
             Err(supervisor::Error::Config(e)) => {
                 eprintln!("rwsgi-worker: --{e}");
@@ -32,7 +36,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn start(cfg: &supervisor::GroupConfig, lifetime_fd: Option<i32>) -> Result<(), supervisor::Error> {
+fn start(
+    cfg: &supervisor::GroupConfig,
+    lifetime_fd: Option<i32>,
+    ini_note: Option<String>,
+) -> Result<(), supervisor::Error> {
+    if let Some(note) = ini_note {
+        supervisor::log::set_name(cfg.log_name());
+        supervisor::rwlog!("RW012", "{note}");
+    }
     let Some(fd) = lifetime_fd else {
         return supervisor::run(cfg);
     };

@@ -95,11 +95,23 @@ impl Server {
     }
 
     pub fn start_with(dir: TempDir, app: &str, extra: &[&str], processes: usize) -> Server {
+        Server::start_speaking("", dir, app, extra, processes)
+    }
+
+    /// As [`Server::start_with`], with `protocol` (`scgi:`, `fcgi:` or empty for uwsgi) in
+    /// front of the socket.
+    pub fn start_speaking(
+        protocol: &str,
+        dir: TempDir,
+        app: &str,
+        extra: &[&str],
+        processes: usize,
+    ) -> Server {
         std::fs::write(dir.path("app.py"), app).unwrap();
         let socket = dir.path("s.sock");
         let mut args = vec![
             "--socket".to_string(),
-            format!("unix:{}", socket.display()),
+            format!("{protocol}unix:{}", socket.display()),
             "--script".to_string(),
             dir.path("app.py").display().to_string(),
         ];
