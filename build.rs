@@ -39,6 +39,14 @@ fn main() {
         }
         println!("cargo::rustc-env=RWSGI_NGINX_VERSION_NUMBER={version}");
     }
+    // libpython: the shared library, since nginx dlopen()s the module and only position
+    // independent code can be loaded that way (crates/pyhost/build.rs works the arguments out).
+    println!("cargo::rerun-if-env-changed=DEP_RWSGI_PYTHON_LINK_SHARED");
+    let libpython = env::var("DEP_RWSGI_PYTHON_LINK_SHARED")
+        .expect("pyhost's build script publishes DEP_RWSGI_PYTHON_LINK_SHARED");
+    for arg in libpython.split(' ') {
+        println!("cargo::rustc-link-arg={arg}");
+    }
     // The module resolves nginx's symbols against the host binary at load time (nginx opens
     // modules RTLD_NOW | RTLD_GLOBAL); only macOS needs to be told that undefined is fine.
     if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("macos") {

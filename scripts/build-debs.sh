@@ -14,7 +14,9 @@
 # re-implementing it: dh_nginx writes the modules-available file, the modules-enabled link
 # scripts and the nginx-abi dependency (read from nginx-dev, so it follows Debian's nginx);
 # dh_apache2 the a2enmod/a2dismod scripts and the apache2-api dependency; dh_shlibdeps computes
-# the library dependencies (libpython3.11, libc6) from the binaries; dh_installsystemd handles
+# the library dependencies (libpython3.11 for the modules, libc6) from the binaries (rwsgi-worker
+# has the interpreter core linked in: debian/control adds its standard library and Built-Using,
+# debian/rules the version, see docs/building.md "Which libpython"); dh_installsystemd handles
 # the unit; dh_strip, dh_compress, dh_fixperms and dh_md5sums give lintian-clean files. Nothing
 # is compiled: debian/rules (packaging/debian/rules) has empty build steps and packages the
 # binaries this script copies from target/release.
@@ -23,9 +25,15 @@
 # explained:
 #   - override initial-upload-closes-no-bugs (all three, packaging/debian/*.lintian-overrides):
 #     these packages are not uploaded to the Debian archive, so there is no ITP bug to close.
-#   - info hardening-no-fortify-functions (all four binaries): _FORTIFY_SOURCE swaps C calls such
-#     as memcpy for checked __memcpy_chk when C is compiled; Rust makes no such calls (the
-#     language checks bounds), so there is nothing to fortify.
+#   - info hardening-no-fortify-functions (the two modules and rwsgi): _FORTIFY_SOURCE swaps C
+#     calls such as memcpy for checked __memcpy_chk when C is compiled; Rust makes no such calls
+#     (the language checks bounds), so there is nothing to fortify. (rwsgi-worker has CPython's
+#     fortified C linked in, so lintian finds checked calls there.)
+#   - override hardening-no-pie and embedded-library expat (rwsgi-worker): the interpreter core
+#     it links is not position independent, and carries expat's messages in pyexpat.c (the
+#     reasons are in packaging/debian/rwsgi-worker.lintian-overrides).
+#   - info spelling-error-in-binary (rwsgi-worker, about ten): word fragments such as "ADDRES" in
+#     the interpreter core's string data (libpython3.11.so.1.0 holds the same), not words of ours.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

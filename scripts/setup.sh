@@ -3,7 +3,8 @@
 # skipped when already done. Used by scripts/test.sh and scripts/run-example.sh (the README's two
 # commands), so nothing relies on packages installed by hand.
 #
-#   1. apt packages (nginx, Apache, their -dev trees, clang for bindgen, Python, uWSGI + mod_wsgi
+#   1. apt packages (nginx, Apache, their -dev trees, clang for bindgen, Python with the static
+#      libpython3.11.a that rwsgi-worker links, uWSGI + mod_wsgi
 #      as peers for comparisons, wrk, curl; gcc, make and the pcre2/zlib/OpenSSL headers to
 #      compile nginx 1.28 from source; debhelper + lintian for scripts/build-debs.sh; systemd's
 #      tools to check the packaged unit); the distro's own nginx/apache2 services are stopped
@@ -23,7 +24,7 @@ die() { printf 'setup.sh: ERROR: %s\n' "$*" >&2; exit 1; }
 # prometheus: only for `promtool check metrics` in the metrics tests (about 96 MB installed; the
 # policy below keeps apt from starting its service).
 APT_PACKAGES=(nginx nginx-dev apache2 apache2-dev libclang-dev clang python3-dev python3-venv
-              uwsgi uwsgi-plugin-python3 wrk libapache2-mod-wsgi-py3 curl
+              libpython3.11-dev uwsgi uwsgi-plugin-python3 wrk libapache2-mod-wsgi-py3 curl
               gcc make libpcre2-dev zlib1g-dev libssl-dev debhelper lintian systemd
               prometheus)
 

@@ -141,8 +141,21 @@ def test_packages_depend_on_the_abi_of_debians_servers(debs):
     api = re.search(r"apache2-api-\d+", apache_dep).group(0)
     assert api in subprocess.run(["dpkg-query", "-W", "-f=${Provides}", "apache2-bin"],
                                  capture_output=True, text=True).stdout
-    for deb in debs.values():
-        assert "libpython3.11" in field(deb, "Depends")
+
+
+def test_packages_depend_on_the_python_they_link(debs):
+    """The modules link libpython3.11.so.1.0 (dh_shlibdeps finds it); rwsgi-worker has the static
+    interpreter core linked in (docs/building.md, "Which libpython"): it needs the standard
+    library of at least the version it was built from, not the shared library, and names the
+    source it embeds."""
+    dev = subprocess.run(["dpkg-query", "-W", "-f=${source:Package} ${source:Version}",
+                          "libpython3.11-dev"], capture_output=True, text=True).stdout.split()
+    for name in ("libnginx-mod-http-wsgi", "libapache2-mod-rwsgi"):
+        assert re.search(r"(^|, )libpython3\.11 \(", field(debs[name], "Depends")), name
+    worker_dep = field(debs["rwsgi-worker"], "Depends")
+    assert f"libpython3.11-stdlib (>= {dev[1]})" in worker_dep
+    assert not re.search(r"(^|, )libpython3\.11 \(", worker_dep), worker_dep
+    assert field(debs["rwsgi-worker"], "Built-Using") == f"{dev[0]} (= {dev[1]})"
 
 
 def test_nginx_module_is_enabled_as_debian_does(installed):

@@ -1,9 +1,10 @@
 //! Generates Rust bindings for the httpd 2.4 / APR API this module uses.
 //!
 //! Include paths come from the tools apache2-dev ships (`apxs`, `apr-1-config`, `apu-1-config`),
-//! so the bindings always describe the httpd we are loaded into. No link flags are emitted: the
+//! so the bindings always describe the httpd we are loaded into. No link flags for httpd: the
 //! `ap_*`/`apr_*` symbols resolve at load time against /usr/sbin/apache2 and libapr, which the
-//! server has already loaded when it dlopen()s us.
+//! server has already loaded when it dlopen()s us. libpython is linked as the shared library
+//! (only position-independent code can be dlopen()ed; crates/pyhost/build.rs has the arguments).
 
 use std::env;
 use std::path::PathBuf;
@@ -20,6 +21,12 @@ fn query(tool: &str, args: &[&str]) -> Option<String> {
 
 fn main() {
     println!("cargo:rerun-if-changed=wrapper.h");
+    println!("cargo:rerun-if-env-changed=DEP_RWSGI_PYTHON_LINK_SHARED");
+    let libpython = env::var("DEP_RWSGI_PYTHON_LINK_SHARED")
+        .expect("pyhost's build script publishes DEP_RWSGI_PYTHON_LINK_SHARED");
+    for arg in libpython.split(' ') {
+        println!("cargo:rustc-link-arg={arg}");
+    }
     println!("cargo:rerun-if-env-changed=APXS");
     let apxs = env::var("APXS").unwrap_or_else(|_| "apxs".to_owned());
     let httpd_inc =
