@@ -42,7 +42,10 @@ fn main() {
     };
     // The directories come from the interpreter, not from the file, so the one file serves
     // every Debian architecture (LIBDIR is /usr/lib/<multiarch>).
-    let vars = sysconfig(python, &["LIBDIR", "LIBPL", "LIBRARY", "LIBS", "SYSLIBS", "MODLIBS"]);
+    let vars = sysconfig(
+        python,
+        &["LIBDIR", "LIBPL", "LIBRARY", "LIBS", "SYSLIBS", "MODLIBS"],
+    );
     let shared = vec![format!("-L{}", vars[0]), format!("-l{lib_name}")];
     let static_executable = static_executable_args(&vars[1..]);
     publish("link_shared", &shared);
@@ -90,9 +93,8 @@ fn static_executable_args(vars: &[String]) -> Vec<String> {
 
 /// `sysconfig.get_config_var(name)` of `python` for each name, in order ("" when unset).
 fn sysconfig(python: &str, names: &[&str]) -> Vec<String> {
-    let script = format!(
-        "import sysconfig\nfor n in {names:?}: print(sysconfig.get_config_var(n) or '')"
-    );
+    let script =
+        format!("import sysconfig\nfor n in {names:?}: print(sysconfig.get_config_var(n) or '')");
     let out = Command::new(python)
         .args(["-I", "-c", &script])
         .output()
@@ -104,7 +106,11 @@ fn sysconfig(python: &str, names: &[&str]) -> Vec<String> {
     );
     let text = String::from_utf8(out.stdout).expect("sysconfig values are UTF-8");
     let values: Vec<String> = text.lines().map(str::to_owned).collect();
-    assert_eq!(values.len(), names.len(), "{python}: unexpected sysconfig output {text:?}");
+    assert_eq!(
+        values.len(),
+        names.len(),
+        "{python}: unexpected sysconfig output {text:?}"
+    );
     values
 }
 

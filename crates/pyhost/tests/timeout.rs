@@ -174,7 +174,11 @@ fn a_thread_stuck_in_c_is_handed_to_the_transport_after_the_grace() {
     assert_eq!(outcome, Outcome::TimedOut);
     assert!(log.all().contains("RW-PY043"), "{}", log.all());
     assert_eq!(pyhost::stuck_threads(), 0);
-    assert_eq!(hook.timeouts.load(Ordering::SeqCst), 1, "one timeout, not two");
+    assert_eq!(
+        hook.timeouts.load(Ordering::SeqCst),
+        1,
+        "one timeout, not two"
+    );
 }
 
 #[test]

@@ -176,7 +176,10 @@ mod tests {
         assert!(!board.is_retiring_stuck(1));
         board.set_retiring_stuck(0);
         board.set_retiring(0);
-        assert!(board.is_retiring(0) && board.is_retiring_stuck(0), "the stuck reason stays");
+        assert!(
+            board.is_retiring(0) && board.is_retiring_stuck(0),
+            "the stuck reason stays"
+        );
         board.set_ready(1);
         assert!(board.is_retiring(1), "ready never overrides retiring");
         board.reset(1);

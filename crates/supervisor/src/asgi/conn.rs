@@ -262,7 +262,12 @@ impl ConnIo {
         if let Some(http) = self.http.take() {
             let unread = self.body_left + (self.prefix.len() - self.prefix_pos) as u64;
             let gone = matches!(self.outcome, None | Some(Outcome::ClientGone));
-            http.finish(self.status, self.length.saturating_sub(unread), self.sent, gone);
+            http.finish(
+                self.status,
+                self.length.saturating_sub(unread),
+                self.sent,
+                gone,
+            );
         }
     }
 
