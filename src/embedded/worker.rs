@@ -381,33 +381,8 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result
         .map_or(&b""[..], |h| h.as_os_str().as_bytes());
     let start_key = imports::key(b"\0python", home);
     let now = imports::now_ms();
-    let mut start_held_until = None;
-    if let Some(ledger) = ledger {
-        let pid = std::process::id() as i32;
-        for death in ledger.worker_started(slot, pid, now, imports::alive) {
-            let script = gate
-                .script_of(death.key)
-                .or_else(|| asgi_gate.script_of(death.key));
-            let what = match script {
-                Some(script) => format!("importing {script}"),
-                None if death.key == start_key => "starting Python".to_string(),
-                None => continue,
-            };
-            log.write(
-                NGX_LOG_ERR as _,
-                &format!(
-                    "wsgi: RW-NG061 {what} killed worker {} ({} time(s) in a row): not tried \
-                     again for {:.1}s; its requests get 503 meanwhile",
-                    death.pid,
-                    death.deaths,
-                    death.wait.as_secs_f64()
-                ),
-            );
-        }
-        if let Admit::Wait(wait) = ledger.admit(start_key, now) {
-            start_held_until = Some(now + wait.as_millis() as u64);
-        }
-    }
+    let start_held_until = ledger
+        .and_then(|l| report_import_deaths(l, slot, [&gate, &*asgi_gate], start_key, now, &log));
     let specs = main
         .apps
         .iter()
@@ -415,20 +390,7 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result
     let (apps, python_error) = if start_held_until.is_some() {
         (ProcessApps::default(), None)
     } else {
-        let guard = ledger.map(|l| l.begin(slot, start_key, now));
-        let started = match ProcessApps::start(&cfg, specs) {
-            Ok(apps) => (apps, None),
-            Err(e) => {
-                let msg = format!("wsgi: RW-NG002 cannot start Python in this worker: {e}");
-                log.write(NGX_LOG_ERR as _, &msg);
-                (ProcessApps::default(), Some(msg))
-            }
-        };
-        drop(guard);
-        if let Some(ledger) = ledger {
-            ledger.survived(start_key);
-        }
-        started
+        start_python(&cfg, specs, ledger, slot, start_key, now, &log)
     };
     // Python threads only for WSGI apps: the ASGI ones run on the loop thread.
     let threads = if main.apps.is_empty() {
@@ -482,6 +444,16 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result
     }
     spawn_threads(worker, threads)?;
     worker.push(Task::Preload);
+    if worker.asgi.is_some() {
+        // SAFETY: on the event-loop thread, with the worker's cycle log.
+        unsafe { arm_exit_watch(cycle_ref.log) };
+    }
+    announce(worker, threads);
+    Ok(())
+}
+
+/// The notice lines of a worker whose embedded mode started: its WSGI threads, its ASGI loop.
+fn announce(worker: &Worker, threads: usize) {
     if threads > 0 {
         worker.log.write(
             NGX_LOG_NOTICE as _,
@@ -490,10 +462,6 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result
                 worker.apps.len()
             ),
         );
-    }
-    if worker.asgi.is_some() {
-        // SAFETY: on the event-loop thread, with the worker's cycle log.
-        unsafe { arm_exit_watch(cycle_ref.log) };
     }
     if let Some(host) = &worker.asgi {
         worker.log.write(
@@ -504,7 +472,68 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result
             ),
         );
     }
-    Ok(())
+}
+
+/// Tells the ledger this worker has started, logs each import (or Python start) that killed a
+/// worker before it, and returns until when starting Python is held back, if it is.
+fn report_import_deaths(
+    ledger: Ledger,
+    slot: usize,
+    gates: [&Gate; 2],
+    start_key: u64,
+    now: u64,
+    log: &NgxLog,
+) -> Option<u64> {
+    let pid = std::process::id() as i32;
+    for death in ledger.worker_started(slot, pid, now, imports::alive) {
+        let script = gates.iter().find_map(|g| g.script_of(death.key));
+        let what = match script {
+            Some(script) => format!("importing {script}"),
+            None if death.key == start_key => "starting Python".to_string(),
+            None => continue,
+        };
+        log.write(
+            NGX_LOG_ERR as _,
+            &format!(
+                "wsgi: RW-NG061 {what} killed worker {} ({} time(s) in a row): not tried \
+                 again for {:.1}s; its requests get 503 meanwhile",
+                death.pid,
+                death.deaths,
+                death.wait.as_secs_f64()
+            ),
+        );
+    }
+    match ledger.admit(start_key, now) {
+        Admit::Wait(wait) => Some(now + wait.as_millis() as u64),
+        _ => None,
+    }
+}
+
+/// Starts Python and loads the WSGI apps, under the ledger's watch (a start that kills the
+/// worker is held back in the next one); on failure, the reason every request will answer.
+fn start_python(
+    cfg: &PythonConfig,
+    specs: impl Iterator<Item = AppSpec>,
+    ledger: Option<Ledger>,
+    slot: usize,
+    start_key: u64,
+    now: u64,
+    log: &NgxLog,
+) -> (ProcessApps, Option<String>) {
+    let guard = ledger.map(|l| l.begin(slot, start_key, now));
+    let started = match ProcessApps::start(cfg, specs) {
+        Ok(apps) => (apps, None),
+        Err(e) => {
+            let msg = format!("wsgi: RW-NG002 cannot start Python in this worker: {e}");
+            log.write(NGX_LOG_ERR as _, &msg);
+            (ProcessApps::default(), Some(msg))
+        }
+    };
+    drop(guard);
+    if let Some(ledger) = ledger {
+        ledger.survived(start_key);
+    }
+    started
 }
 
 /// Python request threads running in this worker (0 without embedded mode), for the metrics.
