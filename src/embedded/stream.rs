@@ -223,35 +223,8 @@ unsafe fn start_job(r: *mut ngx_http_request_t) -> Result<(), String> {
 
     let exchange = Exchange::new();
     let (timeout, deadline) = timeout::limits(&app, lc);
-    // SAFETY: an all-zero ngx_event_t is its valid "unused" state (nginx callocs events).
-    let guard: ngx_event_t = unsafe { std::mem::zeroed() };
-    let stream = Stream {
-        r,
-        exchange: Arc::clone(&exchange),
-        header_rc: None,
-        discard: false,
-        blocked: false,
-        finished: false,
-        inflight: VecDeque::new(),
-        free: Vec::new(),
-        guard,
-        deadline,
-        ws_accept: None,
-        ws: None,
-    };
-    // SAFETY: the request pool lives until the request is freed; `allocate` registers a cleanup
-    // that drops the Stream then, after which nginx no longer calls our handlers for r.
-    let stream = unsafe { Pool::from_ngx_pool(req.pool) }.allocate(stream);
-    if stream.is_null() {
-        return Err("wsgi: RW-NG091 out of memory".to_string());
-    }
-    exchange.set_stream(stream.cast());
-    // SAFETY: r->ctx has one slot per http module; ours is at our ctx_index.
-    unsafe { *req.ctx.add(WsgiModule::module().ctx_index) = stream.cast::<c_void>() };
-    req.write_event_handler = Some(write_handler);
-    // SAFETY: stream is pool memory that no longer moves; the connection of a live request is
-    // valid.
-    unsafe { arm_guard(stream, (*req.connection).log) };
+    // SAFETY: r is live (contract).
+    let stream = unsafe { attach_stream(req, &exchange, deadline) }?;
     let metrics = crate::metrics::app_id(req, lc);
     match app {
         AppRef::Wsgi(app) => worker.submit(Job {
@@ -298,6 +271,48 @@ unsafe fn start_job(r: *mut ngx_http_request_t) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Allocates the request's [`Stream`] in its pool, links it to the exchange and to `r->ctx`,
+/// takes over the write event and arms the shutdown guard.
+///
+/// # Safety
+/// `req` is a live request whose body is complete, on the event-loop thread.
+unsafe fn attach_stream(
+    req: &mut ngx_http_request_t,
+    exchange: &Arc<Exchange>,
+    deadline: Option<ngx_msec_t>,
+) -> Result<*mut Stream, String> {
+    // SAFETY: an all-zero ngx_event_t is its valid "unused" state (nginx callocs events).
+    let guard: ngx_event_t = unsafe { std::mem::zeroed() };
+    let stream = Stream {
+        r: req,
+        exchange: Arc::clone(exchange),
+        header_rc: None,
+        discard: false,
+        blocked: false,
+        finished: false,
+        inflight: VecDeque::new(),
+        free: Vec::new(),
+        guard,
+        deadline,
+        ws_accept: None,
+        ws: None,
+    };
+    // SAFETY: the request pool lives until the request is freed; `allocate` registers a cleanup
+    // that drops the Stream then, after which nginx no longer calls our handlers for r.
+    let stream = unsafe { Pool::from_ngx_pool(req.pool) }.allocate(stream);
+    if stream.is_null() {
+        return Err("wsgi: RW-NG091 out of memory".to_string());
+    }
+    exchange.set_stream(stream.cast());
+    // SAFETY: r->ctx has one slot per http module; ours is at our ctx_index.
+    unsafe { *req.ctx.add(WsgiModule::module().ctx_index) = stream.cast::<c_void>() };
+    req.write_event_handler = Some(write_handler);
+    // SAFETY: stream is pool memory that no longer moves; the connection of a live request is
+    // valid (start_job checked it is not null).
+    unsafe { arm_guard(stream, (*req.connection).log) };
+    Ok(stream)
 }
 
 /// The client connection's read event while an ASGI app runs (`r->read_event_handler`): a

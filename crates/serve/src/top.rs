@@ -264,6 +264,25 @@ fn render(a: &View, b: &View, secs: f64, target: &Target) -> String {
         "EXC/S",
         "GIL ms/r"
     );
+    render_apps(&mut out, a, b, secs);
+    let _ = writeln!(
+        out,
+        "\n{:<20} {:>7} {:>7} {:>7} {:>12} {:>9}  {:<28} {:>8}",
+        "GROUP",
+        "SERVER",
+        "SUPERV",
+        "WORKERS",
+        "THREADS b/t",
+        "RSS MiB",
+        "RESPAWNS crash/max/tmo/rld",
+        "TIMEOUTS"
+    );
+    render_groups(&mut out, b);
+    out
+}
+
+/// The per-app rows: rates and latencies over the interval.
+fn render_apps(out: &mut String, a: &View, b: &View, secs: f64) {
     let empty = AppView::default();
     for ((group, app), now) in &b.apps {
         let old = a.apps.get(&(group.clone(), app.clone())).unwrap_or(&empty);
@@ -304,18 +323,10 @@ fn render(a: &View, b: &View, secs: f64, target: &Target) -> String {
             gil
         );
     }
-    let _ = writeln!(
-        out,
-        "\n{:<20} {:>7} {:>7} {:>7} {:>12} {:>9}  {:<28} {:>8}",
-        "GROUP",
-        "SERVER",
-        "SUPERV",
-        "WORKERS",
-        "THREADS b/t",
-        "RSS MiB",
-        "RESPAWNS crash/max/tmo/rld",
-        "TIMEOUTS"
-    );
+}
+
+/// The per-group rows: process counts, threads, memory, respawns and timeouts now.
+fn render_groups(out: &mut String, b: &View) {
     for (name, g) in &b.groups {
         let respawns = g.respawns.map(|n| format!("{n:.0}")).join("/");
         let _ = writeln!(
@@ -335,7 +346,6 @@ fn render(a: &View, b: &View, secs: f64, target: &Target) -> String {
             g.timeouts
         );
     }
-    out
 }
 
 #[cfg(test)]

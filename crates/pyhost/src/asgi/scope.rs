@@ -32,6 +32,50 @@ struct Found<'a> {
     subprotocols: Vec<&'a [u8]>,
 }
 
+impl<'a> Found<'a> {
+    /// One pass over the variables: what the scope needs, and the request headers as ASGI
+    /// wants them (lower-case names, the environ's filters applied).
+    fn collect<'py>(
+        py: Python<'py>,
+        vars: &[(&'a [u8], &'a [u8])],
+    ) -> PyResult<(Found<'a>, Bound<'py, PyList>)> {
+        let mut f = Found::default();
+        let headers = PyList::empty(py);
+        for &(k, v) in vars {
+            match k {
+                b"REQUEST_METHOD" => f.method = v,
+                b"SCRIPT_NAME" => f.script_name = v,
+                b"PATH_INFO" => f.path_info = v,
+                b"QUERY_STRING" => f.query = v,
+                b"REQUEST_URI" => f.request_uri = v,
+                b"SERVER_PROTOCOL" => f.protocol = v,
+                b"HTTPS" => f.https |= truthy(v),
+                b"REQUEST_SCHEME" => f.https |= v == b"https",
+                b"UWSGI_SCHEME" => f.https = v == b"https",
+                b"SERVER_NAME" => f.server_name = v,
+                b"SERVER_ADDR" => f.server_addr = v,
+                b"SERVER_PORT" => f.server_port = v,
+                b"REMOTE_ADDR" => f.remote_addr = v,
+                b"REMOTE_PORT" => f.remote_port = v,
+                b"HTTP_SEC_WEBSOCKET_PROTOCOL" => f
+                    .subprotocols
+                    .extend(v.split(|&b| b == b',').map(<[u8]>::trim_ascii)),
+                _ => {}
+            }
+            if environ::dropped(k) {
+                continue;
+            }
+            if let Some(name) = header_name(k) {
+                headers.append(PyTuple::new(
+                    py,
+                    [PyBytes::new(py, &name), PyBytes::new(py, v)],
+                )?)?;
+            }
+        }
+        Ok((f, headers))
+    }
+}
+
 fn truthy(v: &[u8]) -> bool {
     v.eq_ignore_ascii_case(b"on") || v == b"1" || v.eq_ignore_ascii_case(b"true")
 }
@@ -101,39 +145,7 @@ pub(crate) fn build<'py>(
     state: Option<&Bound<'py, PyDict>>,
     files: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let mut f = Found::default();
-    let headers = PyList::empty(py);
-    for &(k, v) in vars {
-        match k {
-            b"REQUEST_METHOD" => f.method = v,
-            b"SCRIPT_NAME" => f.script_name = v,
-            b"PATH_INFO" => f.path_info = v,
-            b"QUERY_STRING" => f.query = v,
-            b"REQUEST_URI" => f.request_uri = v,
-            b"SERVER_PROTOCOL" => f.protocol = v,
-            b"HTTPS" => f.https |= truthy(v),
-            b"REQUEST_SCHEME" => f.https |= v == b"https",
-            b"UWSGI_SCHEME" => f.https = v == b"https",
-            b"SERVER_NAME" => f.server_name = v,
-            b"SERVER_ADDR" => f.server_addr = v,
-            b"SERVER_PORT" => f.server_port = v,
-            b"REMOTE_ADDR" => f.remote_addr = v,
-            b"REMOTE_PORT" => f.remote_port = v,
-            b"HTTP_SEC_WEBSOCKET_PROTOCOL" => f
-                .subprotocols
-                .extend(v.split(|&b| b == b',').map(<[u8]>::trim_ascii)),
-            _ => {}
-        }
-        if environ::dropped(k) {
-            continue;
-        }
-        if let Some(name) = header_name(k) {
-            headers.append(PyTuple::new(
-                py,
-                [PyBytes::new(py, &name), PyBytes::new(py, v)],
-            )?)?;
-        }
-    }
+    let (f, headers) = Found::collect(py, vars)?;
     let scope = PyDict::new(py);
     let websocket = kind == Kind::WebSocket;
     scope.set_item(
@@ -177,20 +189,7 @@ pub(crate) fn build<'py>(
     scope.set_item(intern!(py, "query_string"), PyBytes::new(py, f.query))?;
     scope.set_item(intern!(py, "root_path"), text(py, f.script_name))?;
     scope.set_item(intern!(py, "headers"), headers)?;
-    let client = port(f.remote_port).filter(|_| !f.remote_addr.is_empty());
-    match client {
-        Some(p) => scope.set_item(intern!(py, "client"), (text(py, f.remote_addr), p))?,
-        None => scope.set_item(intern!(py, "client"), py.None())?,
-    }
-    let host = if f.server_addr.is_empty() {
-        f.server_name
-    } else {
-        f.server_addr
-    };
-    match port(f.server_port) {
-        Some(p) => scope.set_item(intern!(py, "server"), (text(py, host), p))?,
-        None => scope.set_item(intern!(py, "server"), py.None())?,
-    }
+    set_addresses(py, &scope, &f)?;
     if websocket {
         let protocols = PyList::empty(py);
         for p in f.subprotocols.iter().filter(|p| !p.is_empty()) {
@@ -208,6 +207,25 @@ pub(crate) fn build<'py>(
     }
     scope.set_item(intern!(py, "extensions"), extensions)?;
     Ok(scope)
+}
+
+/// `client` and `server`: (host, port) pairs, or None when the port is unknown.
+fn set_addresses(py: Python<'_>, scope: &Bound<'_, PyDict>, f: &Found<'_>) -> PyResult<()> {
+    let client = port(f.remote_port).filter(|_| !f.remote_addr.is_empty());
+    match client {
+        Some(p) => scope.set_item(intern!(py, "client"), (text(py, f.remote_addr), p))?,
+        None => scope.set_item(intern!(py, "client"), py.None())?,
+    }
+    let host = if f.server_addr.is_empty() {
+        f.server_name
+    } else {
+        f.server_addr
+    };
+    match port(f.server_port) {
+        Some(p) => scope.set_item(intern!(py, "server"), (text(py, host), p))?,
+        None => scope.set_item(intern!(py, "server"), py.None())?,
+    }
+    Ok(())
 }
 
 #[cfg(test)]
