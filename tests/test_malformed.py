@@ -98,7 +98,9 @@ def send(address, data: bytes, hang: bool = False) -> bytes:
 
 @pytest.fixture(scope="module")
 def worker(launcher, apps):
-    return launcher.worker(apps / "conformance.py", processes=1, threads=4)
+    w = launcher.worker(apps / "conformance.py", processes=1, threads=4)
+    w.started_children(1)
+    return w
 
 
 def assert_healthy(worker, after: str):

@@ -83,7 +83,7 @@ def test_maximum_requests_recycles(launcher_fn, apps):
 def test_sighup_rolling_restart_refuses_nothing(launcher_fn, apps):
     worker = launcher_fn.worker(apps / "conformance.py", processes=2, threads=2)
     server = launcher_fn.front_end("nginx", worker)
-    before = set(worker.child_pids())
+    before = set(worker.started_children(2))
     errors, pids, stop = [], set(), threading.Event()
 
     def hammer():

@@ -6,6 +6,7 @@ check the harness and the test apps against a known server; the suite targets rw
 
 import os
 import signal
+import time
 from pathlib import Path
 
 from .paths import UWSGI_BIN, WORKER_BIN
@@ -143,6 +144,16 @@ class Worker:
             if int(fields[1]) == self.pid:
                 out.append(int(entry.name))
         return sorted(out)
+
+    def started_children(self, count: int, timeout: float = 15.0):
+        """child_pids() once `count` processes are forked: the supervisor accepts on its socket
+        before it forks them, so a snapshot taken right after start() can be empty."""
+        deadline = time.monotonic() + timeout
+        while len(pids := self.child_pids()) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{count} worker processes not started in {timeout}s: {pids}")
+            time.sleep(0.02)
+        return pids
 
     def __enter__(self):
         return self.start()
