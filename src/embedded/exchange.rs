@@ -74,6 +74,9 @@ struct State {
     asgi: Option<pyhost::asgi::Handle>,
     /// ASGI: `push_nowait` answered "over high water": the next `take` resumes the sender.
     paused: bool,
+    /// `Msg::Done` was queued: the app is finished with the request, so there is nobody left to
+    /// resume or to tell about a disconnect (each would wake the loop thread for nothing).
+    app_done: bool,
 }
 
 /// Shared by the Python thread and the event loop for one request.
@@ -102,6 +105,7 @@ impl Exchange {
                 writer_waiting: false,
                 asgi: None,
                 paused: false,
+                app_done: false,
             }),
             space: Condvar::new(),
             stream: AtomicPtr::new(std::ptr::null_mut()),
@@ -144,7 +148,7 @@ impl Exchange {
         st.queued = 0;
         let msgs = std::mem::take(&mut st.msgs);
         let waiting = std::mem::take(&mut st.writer_waiting);
-        let resume = if std::mem::take(&mut st.paused) {
+        let resume = if std::mem::take(&mut st.paused) && !st.app_done {
             st.asgi.clone()
         } else {
             None
@@ -179,7 +183,8 @@ impl Exchange {
         st.msgs.clear();
         st.queued = 0;
         let waiting = std::mem::take(&mut st.writer_waiting);
-        let asgi = st.asgi.take();
+        // The usual end of an ASGI request (its response complete) is not a disconnect.
+        let asgi = st.asgi.take().filter(|_| !st.app_done);
         drop(st);
         if waiting {
             self.space.notify_all();
@@ -234,6 +239,7 @@ impl Exchange {
                 "client connection closed",
             ));
         }
+        st.app_done |= matches!(msg, Msg::Done(_));
         st.msgs.push_back(msg);
         st.queued += len;
         let over = st.queued >= HIGH_WATER;
