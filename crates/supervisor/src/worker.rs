@@ -413,50 +413,65 @@ fn accept_loop(listener: &Listener, shared: &Shared<'_>, ctx: &Ctx<'_>, max_requ
                 continue;
             }
         };
+        // A connection that woke this thread is taken even when the stop came with it: the
+        // listener is in every thread's epoll set with EPOLLEXCLUSIVE, so the kernel woke this
+        // waiter instead of the others, and a connection left in the queue now would wait for
+        // the next one to arrive (a client sending one request at a time waited its whole
+        // timeout once, in a rolling restart). A draining worker still serves what it took.
+        if incoming {
+            accept_one(listener, shared, ctx, max_requests, &mut scratch);
+            if permit.as_ref().is_some_and(pyhost::Permit::over_limit) {
+                permit = None;
+            }
+        }
         if stop {
             shared.stopping.store(true, Ordering::Relaxed);
             return;
         }
-        if !incoming {
-            continue;
-        }
-        match listener.accept() {
-            Ok(stream) => {
-                let n = shared.accepted.fetch_add(1, Ordering::Relaxed) + 1;
-                if max_requests > 0 && n >= max_requests {
-                    // Serve this one, accept no more; the supervisor sees the flag and starts
-                    // the replacement while this request finishes.
-                    ctx.board.set_retiring(ctx.slot);
-                    shared.request_stop();
-                }
-                // A panic is a bug, but it must cost one connection, not one of the threads.
-                let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    conn::serve(stream, ctx, &mut scratch)
-                }));
-                if served.is_err() {
-                    ctx.board.set_busy(ctx.slot, ctx.thread, 0);
-                    scratch = Scratch::new();
-                    rwlog!(
-                        "RW025",
-                        "request thread {} recovered from a panic; connection closed",
-                        ctx.thread
-                    );
-                }
-                if permit.as_ref().is_some_and(pyhost::Permit::over_limit) {
-                    permit = None;
-                }
+    }
+}
+
+/// Accepts one connection from the listener and serves it (nothing when another thread or
+/// process was faster).
+fn accept_one(
+    listener: &Listener,
+    shared: &Shared<'_>,
+    ctx: &Ctx<'_>,
+    max_requests: u64,
+    scratch: &mut Scratch,
+) {
+    match listener.accept() {
+        Ok(stream) => {
+            let n = shared.accepted.fetch_add(1, Ordering::Relaxed) + 1;
+            if max_requests > 0 && n >= max_requests {
+                // Serve this one, accept no more; the supervisor sees the flag and starts
+                // the replacement while this request finishes.
+                ctx.board.set_retiring(ctx.slot);
+                shared.request_stop();
             }
-            Err(e) => match e.raw_os_error() {
-                // Another thread or process was faster, or the client gave up while queued.
-                Some(libc::EAGAIN) | Some(libc::EINTR) | Some(libc::ECONNABORTED) => {}
-                Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS)
-                | Some(libc::ENOMEM) => {
-                    rwlog_limited!("RW034", "accept: {e}; pausing 100 ms");
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-                _ => rwlog_limited!("RW034", "accept: {e}"),
-            },
+            // A panic is a bug, but it must cost one connection, not one of the threads.
+            let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                conn::serve(stream, ctx, scratch)
+            }));
+            if served.is_err() {
+                ctx.board.set_busy(ctx.slot, ctx.thread, 0);
+                *scratch = Scratch::new();
+                rwlog!(
+                    "RW025",
+                    "request thread {} recovered from a panic; connection closed",
+                    ctx.thread
+                );
+            }
         }
+        Err(e) => match e.raw_os_error() {
+            // Another thread or process was faster, or the client gave up while queued.
+            Some(libc::EAGAIN) | Some(libc::EINTR) | Some(libc::ECONNABORTED) => {}
+            Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM) => {
+                rwlog_limited!("RW034", "accept: {e}; pausing 100 ms");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            _ => rwlog_limited!("RW034", "accept: {e}"),
+        },
     }
 }
 
