@@ -74,8 +74,12 @@ struct State {
     asgi: Option<pyhost::asgi::Handle>,
     /// ASGI: `push_nowait` answered "over high water": the next `take` resumes the sender.
     paused: bool,
-    /// `Msg::Done` was queued: the app is finished with the request, so there is nobody left to
-    /// resume or to tell about a disconnect (each would wake the loop thread for nothing).
+    /// `Msg::Done` was queued: the response is over (for ASGI, pyhost sends it when the last
+    /// body message went out, even if the app's task goes on with background work). Nobody is
+    /// left to resume, and a disconnect would wake the loop thread for nothing: pyhost answers
+    /// any later `receive()` with `http.disconnect` itself, and none can be waiting for body
+    /// here (nginx buffered the whole body before the app started, so `read_body` never
+    /// answers `Pending`).
     app_done: bool,
 }
 
