@@ -263,25 +263,36 @@ def test_graceful_restart_lets_a_long_request_finish(launcher):
 
 def test_graceful_restart_does_not_stall_keepalive_clients(launcher):
     """Old-generation children finishing keep-alive connections reach the new group through the
-    stable socket link, and the old group serves until the new one listens: nothing stalls."""
-    d = app_dir(launcher, "nostall")
-    apache = rwsgi_apache(launcher, site_config(d, DAEMON))
-    slow, done, stop = [], [], threading.Event()
+    stable socket link, and the old group serves until the new one listens: nothing stalls.
 
-    def client():
+    httpd has a stall of its own, which this test must not blame on the group: after a graceful
+    restart the parent starts the new generation's children when the old ones are reaped, and
+    it looks for exits once a second. An old child slower to exit than the parent's first look
+    (a request in flight, a loaded machine) leaves no child accepting for about 1.1 s, for static
+    files as much as for WSGI (measured: 1.13 s for both). mod_wsgi lives with the same gap.
+    So static-file clients run alongside, and a WSGI request over 1 s counts as stalled only if
+    the static requests that overlapped it were not held up as long (within 0.5 s)."""
+    d = app_dir(launcher, "nostall")
+    (d / "static").mkdir()
+    (d / "static" / "file.txt").write_text("static")
+    apache = rwsgi_apache(launcher, site_config(d, DAEMON) + f"Alias /static {d}/static\n",
+                          modules=("alias",))
+    timed, done, stop = [], [], threading.Event()  # timed: (kind, start, seconds)
+
+    def client(path, params, kind):
         s = requests.Session()
         while not stop.is_set():
             t = time.monotonic()
             try:
-                r = s.get(apache.url("/app/sleep"), params="0.01", timeout=20)
-                done.append(r.status_code)
+                r = s.get(apache.url(path), params=params, timeout=20)
             except requests.ConnectionError:
                 s = requests.Session()  # httpd closed an idle keep-alive connection: its race
                 continue
-            if time.monotonic() - t > 1.0:
-                slow.append(time.monotonic() - t)
+            done.append((kind, r.status_code))
+            timed.append((kind, t, time.monotonic() - t))
 
-    threads = [threading.Thread(target=client) for _ in range(6)]
+    threads = [threading.Thread(target=client, args=("/app/sleep", "0.01", "wsgi")) for _ in range(6)]
+    threads += [threading.Thread(target=client, args=("/static/file.txt", None, "static")) for _ in range(2)]
     for t in threads:
         t.start()
     for _ in range(3):
@@ -291,8 +302,18 @@ def test_graceful_restart_does_not_stall_keepalive_clients(launcher):
     stop.set()
     for t in threads:
         t.join()
-    assert len(done) > 100 and set(done) == {200}
-    assert not slow, f"requests stalled during graceful restarts: {slow}"
+    wsgi = [code for kind, code in done if kind == "wsgi"]
+    assert len(wsgi) > 100 and set(wsgi) == {200}
+    assert {code for kind, code in done if kind == "static"} == {200}
+    static = [(t, t + s, s) for kind, t, s in timed if kind == "static"]
+
+    def httpd_stall(t, seconds):
+        """The longest static request that overlapped [t, t + seconds]."""
+        return max((s for a, b, s in static if a < t + seconds and b > t), default=0.0)
+
+    stalled = [(round(s, 3), round(httpd_stall(t, s), 3)) for kind, t, s in timed
+               if kind == "wsgi" and s > 1.0 and httpd_stall(t, s) < s - 0.5]
+    assert not stalled, f"requests stalled during graceful restarts (wsgi s, static s alongside): {stalled}"
 
 
 def test_maximum_requests_recycles_without_failures(launcher):
