@@ -90,7 +90,8 @@ unsafe fn start_child(s: *mut server_rec) {
             python_home: conf.python_home.clone(),
             python_path: conf.python_path.clone(),
         };
-        match pyhost::initialize(&python) {
+        // httpd's threads keep httpd's scheduling policy (pyhost's sched.rs says why).
+        match pyhost::initialize_with(&python, pyhost::Scheduling::Unchanged) {
             Ok(()) => None,
             Err(e) => {
                 let message =

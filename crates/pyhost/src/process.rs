@@ -21,6 +21,7 @@ use crate::app::{App, AppSpec};
 use crate::init::{self, Error, PythonConfig};
 use crate::log::ErrorLog;
 use crate::memory;
+use crate::sched::{self, Scheduling};
 use crate::stats;
 
 /// Starts Python in this process, once, and returns with the GIL released.
@@ -30,9 +31,18 @@ use crate::stats;
 /// the same configuration is a no-op; with a different one it is an error (one interpreter per
 /// process).
 pub fn initialize(cfg: &PythonConfig) -> Result<(), Error> {
-    // Before the request threads exist: they pick their malloc arenas at first use (memory.rs).
+    initialize_with(cfg, Scheduling::WholeProcess)
+}
+
+/// [`initialize`], saying which threads take the scheduling policy (`sched.rs`).
+pub fn initialize_with(cfg: &PythonConfig, scheduling: Scheduling) -> Result<(), Error> {
+    // Before the request threads exist: they pick their malloc arenas at first use (memory.rs),
+    // and inherit this thread's scheduling policy (sched.rs).
     let started_now = init::start_interpreter(cfg, || {
         memory::limit_arenas();
+        if scheduling == Scheduling::WholeProcess {
+            sched::prefer_batch();
+        }
     })?;
     if !started_now {
         return Ok(());
