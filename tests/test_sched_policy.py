@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from test_apache_module_embedded import rwsgi_apache
-from test_nginx_module_embedded import app_dir, rwsgi_nginx, write_app
+from test_nginx_module_embedded import app_dir, rwsgi_nginx, worker_pids, write_app
 
 APP = """
     import json, os, threading
@@ -86,9 +86,10 @@ def test_nginx_daemon_group_workers_run_batch_and_nginx_workers_do_not(launcher,
     got = seen(nginx.url("/app"))
     assert got["policy"] == BATCH
     assert set(thread_policies(got["pid"]).values()) == {BATCH}
-    # nginx's own workers host no Python in this configuration: left alone.
-    workers = [int(p) for p in os.popen(f"pgrep -P {nginx.process.pid} -f 'worker process'").read().split()]
-    assert workers and {os.sched_getscheduler(w) for w in workers} == {OTHER}
+    # nginx's own children host no Python in this configuration (workers, the group's keeper):
+    # left alone.
+    children = worker_pids(nginx)
+    assert children and {os.sched_getscheduler(p) for p in children} == {OTHER}
 
 
 def test_apache_embedded_leaves_httpds_threads_alone_and_its_daemon_workers_run_batch(launcher, app):

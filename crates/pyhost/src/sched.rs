@@ -11,12 +11,12 @@
 //! when a core is idle, when the running thread blocks (a request ends, the GIL is released for
 //! I/O), or at the scheduler tick. Work then comes in runs instead of ping-pong.
 //!
-//! Measured (bench/results/2026-12-04-sched-batch.md, nginx embedded, 2 workers x 16 threads
-//! on 2 cores, batch against `RWSGI_SCHED=normal` in the same rounds): Flask JSON API at c=64
-//! from 137-139 to 99-102 us of server CPU per request and from 12.5k to 18.1-18.5k req/s,
-//! context switches from 4.5-5.3 to 0.8-0.9 per request; Django 0-3% less CPU; hello world at
-//! c=64 from 110k to 141-149k req/s; the 10 ms sleep unchanged. Daemon workers: 2-24% less CPU
-//! per hello-world request, real apps within noise.
+//! Measured (bench/results/2026-12-04-sched-batch*.md, nginx embedded, 2 workers x 16 threads
+//! on 2 cores, batch against `RWSGI_SCHED=normal` in the same rounds), server CPU per request at
+//! c=16 / c=64: Flask JSON API 113 / 104 against 132 / 147 us, Django 981 / 976 against
+//! 1045 / 1070, Flask/Jinja page 824 / 813 against 858 / 853; context switches per Flask request
+//! 0.8-0.9 against 4.5-5.3; the 10 ms sleep unchanged. Daemon workers: 2-24% less CPU per
+//! hello-world request, real apps within noise.
 //!
 //! The possible cost is latency for the other work of the same threads when every core is busy:
 //! a request for a static file that nginx's event thread would have served at once may wait
@@ -40,7 +40,7 @@
 use std::sync::{Once, OnceLock};
 
 /// Names the policy: `batch` (the default) or `normal` (leave the server's).
-pub const SCHED_ENV: &str = "RWSGI_SCHED";
+pub(crate) const SCHED_ENV: &str = "RWSGI_SCHED";
 
 /// What `RWSGI_SCHED` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,5 +145,20 @@ mod tests {
         .unwrap();
         // SAFETY: as above.
         assert_eq!(unsafe { libc::sched_getscheduler(0) }, before);
+    }
+
+    #[test]
+    fn an_operators_policy_is_kept() {
+        std::thread::spawn(|| {
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: pid 0 is this (test) thread; lowering to SCHED_IDLE needs no privilege.
+            let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+            assert_eq!(rc, 0);
+            assert!(!prefer_batch());
+            // SAFETY: reads the calling thread's policy.
+            assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_IDLE);
+        })
+        .join()
+        .unwrap();
     }
 }
