@@ -11,6 +11,8 @@
 //! - `wake`: the eventfd that wakes the event loop when an exchange has news;
 //! - `body`: `wsgi.input` over the body nginx read (memory and temp-file segments);
 //! - `head`: the response head into nginx's `headers_out`;
+//! - `balance`: new connections go round the workers that host Python in turn (nginx's
+//!   `EPOLLEXCLUSIVE` accept would give a burst of them to one worker);
 //! - `ws`: the client's WebSocket frames to the app (the `websocket` crate's session);
 //! - `asgi`: the transport of an ASGI request: the worker's asyncio loop answers through the
 //!   same exchange, without ever blocking;
@@ -31,6 +33,8 @@ mod ws;
 
 #[cfg(not(test))]
 mod asgi;
+#[cfg(not(test))]
+mod balance;
 #[cfg(not(test))]
 mod gate;
 #[cfg(not(test))]

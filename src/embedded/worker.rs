@@ -448,6 +448,8 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result
         // SAFETY: on the event-loop thread, with the worker's cycle log.
         unsafe { arm_exit_watch(cycle_ref.log) };
     }
+    // SAFETY: init_process, before the event loop accepts anything (balance.rs).
+    unsafe { super::balance::install(cycle) };
     announce(worker, threads);
     Ok(())
 }
