@@ -63,6 +63,10 @@ pub struct MainConf {
     /// Embedded ASGI apps (`wsgi_interface asgi`), indexed by [`AppRef::Asgi`]: they run on
     /// the worker's asyncio loop, not its Python threads.
     pub asgi_apps: Vec<AppEntry>,
+    /// This configuration's generation, given by the master in `init_module` (0 before, and
+    /// without embedded apps): workers balance connections only with workers of their own
+    /// (src/embedded/seats.rs).
+    pub generation: u32,
 }
 
 impl MainConf {

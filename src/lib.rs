@@ -346,6 +346,7 @@ mod statics {
     /// Runs in each worker process before it exits.
     extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
         let _ = std::panic::catch_unwind(embedded::stop);
+        let _ = std::panic::catch_unwind(embedded::leave_seat);
         let _ = std::panic::catch_unwind(metrics::exit_process);
     }
 }

@@ -357,6 +357,12 @@ pub unsafe fn init_module(cycle: *mut ngx::ffi::ngx_cycle_t) -> Result<Vec<Line>
     }
     // Embedded mode's record of deadly imports, shared with every worker forked from now on.
     let embedded = !main.apps.is_empty() || !main.asgi_apps.is_empty();
+    if embedded {
+        // Each worker's count of connections, for balancing them (src/embedded/balance.rs);
+        // without it workers only take turns.
+        main.generation = crate::embedded::seats::next_generation();
+        let _ = crate::embedded::seats::Seats::create_shared();
+    }
     if embedded && crate::embedded::imports::Ledger::create_shared().is_none() {
         log.push(error(format!(
             "wsgi: RW-NG061 cannot map the shared import record ({}): an app that kills its \

@@ -11,8 +11,9 @@
 //! - `wake`: the eventfd that wakes the event loop when an exchange has news;
 //! - `body`: `wsgi.input` over the body nginx read (memory and temp-file segments);
 //! - `head`: the response head into nginx's `headers_out`;
-//! - `balance`: new connections go round the workers that host Python in turn (nginx's
-//!   `EPOLLEXCLUSIVE` accept would give a burst of them to one worker);
+//! - `balance`: client connections spread over the workers that host Python (nginx's
+//!   `EPOLLEXCLUSIVE` accept would give a burst of them to one worker); `seats`: each worker's
+//!   count of connections, shared by all of them;
 //! - `ws`: the client's WebSocket frames to the app (the `websocket` crate's session);
 //! - `asgi`: the transport of an ASGI request: the worker's asyncio loop answers through the
 //!   same exchange, without ever blocking;
@@ -27,6 +28,7 @@ mod body;
 mod dispatch;
 mod exchange;
 pub mod imports;
+pub mod seats;
 mod wake;
 
 mod ws;
@@ -44,6 +46,8 @@ mod stream;
 #[cfg(not(test))]
 mod worker;
 
+#[cfg(not(test))]
+pub use balance::leave as leave_seat;
 #[cfg(not(test))]
 pub use stream::run;
 #[cfg(not(test))]

@@ -448,8 +448,8 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, on_wakeup: WakeupHandler) -> Result
         // SAFETY: on the event-loop thread, with the worker's cycle log.
         unsafe { arm_exit_watch(cycle_ref.log) };
     }
-    // SAFETY: init_process, before the event loop accepts anything (balance.rs).
-    unsafe { super::balance::install(cycle) };
+    // SAFETY: init_process, after the event module's, before the event loop accepts anything.
+    unsafe { super::balance::install(cycle, slot, main.generation) };
     announce(worker, threads);
     Ok(())
 }

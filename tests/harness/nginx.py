@@ -17,7 +17,7 @@ worker_processes {worker_processes};
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log {log_level};
 {main}
-events {{ worker_connections 512; }}
+events {{ worker_connections 512; {events} }}
 
 http {{
     access_log off;
@@ -30,7 +30,7 @@ http {{
     include /etc/nginx/mime.types;
 {http}
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{listen_extra};
         {server_name}
 {server}
     }}
@@ -50,7 +50,8 @@ class Nginx:
 
     def __init__(self, prefix: Path, server: str = "", http: str = "", *, load_module=None,
                  user=None, main: str = "", worker_processes: int = 2, log_level: str = "info",
-                 port: int = None, server_name="localhost"):
+                 port: int = None, server_name="localhost", events: str = "",
+                 listen_extra: str = ""):
         self.prefix = Path(prefix)
         self.port = port or free_port()
         self.conf_path = self.prefix / "nginx.conf"
@@ -62,7 +63,7 @@ class Nginx:
             load_module=f"load_module {load_module};" if load_module else "",
             user=f"user {user};" if user else "",
             worker_processes=worker_processes, prefix=self.prefix, log_level=log_level,
-            main=main, port=self.port,
+            main=main, port=self.port, events=events, listen_extra=listen_extra,
             server_name=f"server_name {server_name};" if server_name is not None else "",
             http=textwrap.indent(textwrap.dedent(http), " " * 4),
             server=textwrap.indent(textwrap.dedent(server), " " * 8))
