@@ -110,11 +110,13 @@ def pid_app(launcher, kind: str) -> str:
 
 @pytest.mark.parametrize("kind", ["wsgi", "asgi"])
 def test_connections_arriving_one_after_another_take_turns(launcher, kind):
-    # Short connections before (one request each): the workers only take turns.
+    # Keep-alive clients arriving 5 ms apart: each accept sends the worker to the back of the
+    # kernel's line, so the next connection goes to the other one.
     nginx = rwsgi_nginx(launcher, pid_app(launcher, kind), "wsgi_threads 4;", workers=2)
-    warm(nginx, "/pid", 2)
+    warm(nginx, "/pid", 2, hold=0.3)
     for _ in range(3):
-        assert_even(spread(nginx, "/pid"), 2)
+        time.sleep(0.2)
+        assert_even(spread(nginx, "/pid", hold=0.3), 2)
 
 
 def test_a_burst_of_long_lived_connections_is_shared(launcher):
@@ -179,7 +181,11 @@ def test_after_a_reload_the_new_workers_share_a_burst(launcher):
         time.sleep(0.05)
     new = set(worker_pids(nginx)) - old
     assert len(new) == 2, (old, worker_pids(nginx))
-    warm(nginx, "/pid", 2, hold=0.3)
+    # Until the old workers have closed their listening sockets and both new ones answer.
+    seen = Counter()
+    while time.monotonic() < deadline and set(seen) != new:
+        seen = spread(nginx, "/pid", connections=8, gap=0, hold=0.3)
+    assert set(seen) == new, (seen, new)
     time.sleep(0.2)
     counts = spread(nginx, "/pid", gap=0, hold=0.3)
     assert set(counts) == new, (counts, new)

@@ -28,11 +28,11 @@
 //!   never service. Two workers cannot both hold a surplus over each other, so one of them
 //!   accepts again at its next look.
 //!
-//! The counts only pay when connections are reused: the worker keeps a moving average of how
-//! long its connections live, and below [`LONG_LIVED_MS`] (one quick request per connection, no
-//! keep-alive) it never stops accepting. Such connections even out by themselves, and stopping
-//! and starting for them cost 8-10 us of CPU per request (hello world without keep-alive).
-//! The turns cost two `epoll_ctl` calls per connection, within the noise there.
+//! Both only pay when connections are reused: the worker keeps a moving average of how long its
+//! connections live, and below [`LONG_LIVED_MS`] (one quick request per connection, no
+//! keep-alive) it leaves accepting to nginx. Such connections even out by themselves (measured:
+//! Django without keep-alive, both workers equally busy in every round with nginx alone), and
+//! for them the pauses cost 8-10 us of CPU per request and the turns 3-8 us (hello world).
 //!
 //! A connection that arrives while a worker's socket is out of its epoll set waits in the
 //! socket's backlog and wakes another worker, or this one when the socket is added back (the
@@ -62,8 +62,7 @@ pub const PAUSE_MS: ngx_msec_t = 1;
 pub const MAX_PAUSE_MS: ngx_msec_t = 10;
 
 /// Connections that live at least this long on average (keep-alive, WebSocket, slow requests)
-/// are balanced; shorter ones (one quick request each) even out by themselves, and stopping
-/// and starting accepting for them cost 8-10 us of CPU per request (no keep-alive, hello world).
+/// are balanced; shorter ones (one quick request each) even out by themselves.
 pub const LONG_LIVED_MS: ngx_msec_t = 50;
 /// A lifetime counts at most this much in the average, so that one connection held for an hour
 /// does not outweigh the next hundred.
@@ -182,7 +181,10 @@ extern "C" fn accepted(c: *mut ngx_connection_t) {
     }
     // SAFETY: what nginx would have called with the same connection.
     unsafe { ngx_http_init_connection(c) };
-    if long_lived() && surplus() {
+    if !long_lived() {
+        return; // short connections even out by themselves (see the file comment)
+    }
+    if surplus() {
         // SAFETY: on the event loop of the running cycle.
         unsafe { want_pause() };
     } else {

@@ -123,24 +123,8 @@ impl Ledger {
         if let Some(l) = SHARED.get() {
             return Some(*l);
         }
-        let size = std::mem::size_of::<Table>();
-        // SAFETY: a fresh anonymous shared mapping, checked; never unmapped, so the 'static
-        // reference stays valid; zero-filled by the kernel, which is the table's empty state
-        // (atomics are plain integers in memory).
-        let table = unsafe {
-            let p = libc::mmap(
-                std::ptr::null_mut(),
-                size,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            if p == libc::MAP_FAILED {
-                return None;
-            }
-            &*p.cast::<Table>()
-        };
+        // SAFETY: all-zero is the table's empty state, and it holds only atomics.
+        let table = unsafe { super::shared_map::zeroed::<Table>() }?;
         let ledger = Ledger { table };
         Some(*SHARED.get_or_init(|| ledger))
     }
@@ -148,9 +132,8 @@ impl Ledger {
     /// A private ledger (tests).
     #[cfg(test)]
     fn private() -> Ledger {
-        let layout = std::alloc::Layout::new::<Table>();
-        // SAFETY: zeroed memory is the table's empty state; leaked, so it lives for 'static.
-        let table = unsafe { &*std::alloc::alloc_zeroed(layout).cast::<Table>() };
+        // SAFETY: as in create_shared.
+        let table = unsafe { super::shared_map::private_zeroed::<Table>() };
         Ledger { table }
     }
 

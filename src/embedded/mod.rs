@@ -13,7 +13,7 @@
 //! - `head`: the response head into nginx's `headers_out`;
 //! - `balance`: client connections spread over the workers that host Python (nginx's
 //!   `EPOLLEXCLUSIVE` accept would give a burst of them to one worker); `seats`: each worker's
-//!   count of connections, shared by all of them;
+//!   count of connections, shared by all of them (`shared_map`: the mappings both tables live in);
 //! - `ws`: the client's WebSocket frames to the app (the `websocket` crate's session);
 //! - `asgi`: the transport of an ASGI request: the worker's asyncio loop answers through the
 //!   same exchange, without ever blocking;
@@ -29,6 +29,7 @@ mod dispatch;
 mod exchange;
 pub mod imports;
 pub mod seats;
+mod shared_map;
 mod wake;
 
 mod ws;

@@ -69,31 +69,16 @@ impl Seats {
         if let Some(s) = SHARED.get() {
             return Some(*s);
         }
-        // SAFETY: a fresh anonymous shared mapping, checked; never unmapped, so the 'static
-        // reference stays valid; zero-filled by the kernel, which is the table's empty state.
-        let table = unsafe {
-            let p = libc::mmap(
-                std::ptr::null_mut(),
-                std::mem::size_of::<Table>(),
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            if p == libc::MAP_FAILED {
-                return None;
-            }
-            &*p.cast::<Table>()
-        };
+        // SAFETY: all-zero is the table's empty state, and it holds only atomics.
+        let table = unsafe { super::shared_map::zeroed::<Table>() }?;
         Some(*SHARED.get_or_init(|| Seats { table }))
     }
 
     /// A private table (tests).
     #[cfg(test)]
     fn private() -> Seats {
-        let layout = std::alloc::Layout::new::<Table>();
-        // SAFETY: zeroed memory is the table's empty state; leaked, so it lives for 'static.
-        let table = unsafe { &*std::alloc::alloc_zeroed(layout).cast::<Table>() };
+        // SAFETY: as in create_shared.
+        let table = unsafe { super::shared_map::private_zeroed::<Table>() };
         Seats { table }
     }
 
