@@ -18,15 +18,14 @@
 //! - **Turns.** It moves this worker to the back of the line (an `EPOLL_CTL_DEL` and
 //!   `EPOLL_CTL_ADD` of the listening socket, the call pair nginx's own reorder makes), so
 //!   connections arriving one after another go round the waiting workers.
-//! - **Counts.** Every worker counts its open client connections in a shared table (seats.rs).
-//!   A worker holding [`super::seats::SURPLUS`] more than another live worker of its
-//!   configuration stops accepting (its listening sockets leave its epoll
-//!   set): the backlog is left to the others. It accepts again as soon as one of its own
-//!   connections closes and it no longer has a surplus, or when the others have caught up
-//!   (looked at every [`PAUSE_MS`]), or after [`MAX_PAUSE_MS`] in any case, so a sibling that
-//!   is alive but not accepting (a stuck event loop) costs new connections a few milliseconds,
-//!   never service. Two workers cannot both hold a surplus over each other, so one of them
-//!   accepts again at its next look.
+//! - **Counts.** Every worker counts the connections it takes in the current burst in a shared
+//!   table (seats.rs; a burst ends after a gap of [`super::seats::BURST_GAP_MS`]). A worker
+//!   [`super::seats::SURPLUS`] ahead of another live worker of its configuration stops
+//!   accepting (its listening sockets leave its epoll set): the backlog is left to the others.
+//!   It looks again every [`PAUSE_MS`] and accepts again once the others have caught up, or
+//!   after [`MAX_PAUSE_MS`] in any case, so a sibling that is alive but not accepting (a stuck
+//!   event loop) costs new connections a few milliseconds, never service. Two workers cannot
+//!   both be ahead of each other, so one of them accepts again at its next look.
 //!
 //! Both only pay when connections are reused: the worker keeps a moving average of how long its
 //! connections live, and below [`LONG_LIVED_MS`] (one quick request per connection, no
@@ -49,6 +48,7 @@ use ngx::ffi::{
     ngx_pool_cleanup_add, ngx_use_exclusive_accept, NGX_DISABLE_EVENT, NGX_OK,
 };
 
+use super::imports::{alive, now_ms};
 use super::seats::Seats;
 
 /// `NGX_READ_EVENT` and `NGX_EXCLUSIVE_EVENT` of nginx's epoll module (macros bindgen cannot
@@ -163,21 +163,21 @@ unsafe fn listening_of<'a>(cycle: *mut ngx_cycle_t) -> &'a mut [ngx_listening_t]
 extern "C" fn accepted(c: *mut ngx_connection_t) {
     // SAFETY: nginx calls a listening socket's handler on the event loop with the connection it
     // has just accepted, its pool made; `listening` points into the cycle, which outlives the
-    // connection. Both are read first: ngx_http_init_connection may close and free `c`.
+    // connection. They are read first: ngx_http_init_connection may close and free `c`.
     let (ls, pool, start) = unsafe { ((*c).listening, (*c).pool, (*c).start_time) };
-    if let Some(s) = SEAT.get() {
-        // SAFETY: the pool lives until the connection closes, when nginx runs its cleanups; the
-        // record's data is room for the connection's start time.
-        let cleanup = unsafe { ngx_pool_cleanup_add(pool, std::mem::size_of::<ngx_msec_t>()) };
-        if !cleanup.is_null() {
-            // SAFETY: a fresh cleanup record of that pool, its data allocated and aligned for
-            // a ngx_msec_t.
-            unsafe {
-                (*cleanup).data.cast::<ngx_msec_t>().write(start);
-                (*cleanup).handler = Some(closed);
-            }
-            s.seats.opened(s.slot);
+    // SAFETY: the pool lives until the connection closes, when nginx runs its cleanups; the
+    // record's data is room for the connection's start time.
+    let cleanup = unsafe { ngx_pool_cleanup_add(pool, std::mem::size_of::<ngx_msec_t>()) };
+    if !cleanup.is_null() {
+        // SAFETY: a fresh cleanup record of that pool, its data allocated and aligned for a
+        // ngx_msec_t.
+        unsafe {
+            (*cleanup).data.cast::<ngx_msec_t>().write(start);
+            (*cleanup).handler = Some(closed);
         }
+    }
+    if let Some(s) = SEAT.get() {
+        s.seats.accepted(s.slot, now_ms());
     }
     // SAFETY: what nginx would have called with the same connection.
     unsafe { ngx_http_init_connection(c) };
@@ -194,8 +194,7 @@ extern "C" fn accepted(c: *mut ngx_connection_t) {
 }
 
 /// A client connection of this worker closed (its pool's cleanup, on the event loop, with the
-/// connection's start time): its lifetime goes into the average, and if the close ends this
-/// worker's surplus, it accepts again now.
+/// connection's start time): its lifetime goes into the average.
 extern "C" fn closed(data: *mut std::ffi::c_void) {
     // SAFETY: `data` is the record's room, where accepted() wrote the start time; nginx's
     // clock is read on its thread.
@@ -205,13 +204,6 @@ extern "C" fn closed(data: *mut std::ffi::c_void) {
         avg - avg / 8 + lived.min(LIFETIME_CAP_MS) / 8,
         Ordering::Relaxed,
     );
-    if let Some(s) = SEAT.get() {
-        s.seats.closed(s.slot);
-        if PAUSED_AT.load(Ordering::Relaxed) != 0 && !surplus() {
-            // SAFETY: pool cleanups run on the event loop of the running cycle.
-            unsafe { accept_again() };
-        }
-    }
 }
 
 /// Whether this worker's connections live long enough, on average, for balancing to pay.
@@ -219,17 +211,11 @@ fn long_lived() -> bool {
     LIFETIME_MS.load(Ordering::Relaxed) >= LONG_LIVED_MS
 }
 
-/// Whether this worker holds enough more connections than a live sibling to leave it the next.
+/// Whether this worker has taken enough more of the current burst than a live sibling to leave
+/// it the next connection.
 fn surplus() -> bool {
     SEAT.get()
-        .is_some_and(|s| s.seats.surplus(s.slot, s.generation, &alive))
-}
-
-/// Whether process `pid` exists (a zombie not yet reaped counts: the master reaps at once).
-fn alive(pid: i32) -> bool {
-    // SAFETY: signal 0 sends nothing; it asks whether `pid` exists.
-    let found = unsafe { libc::kill(pid, 0) } == 0;
-    found || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+        .is_some_and(|s| s.seats.surplus(s.slot, s.generation, now_ms(), &alive))
 }
 
 /// The shared HTTP listening sockets taken over by [`install`] in the running cycle (none once
@@ -319,7 +305,7 @@ extern "C" fn tick(timer: *mut ngx_event_t) {
     }
     let since = PAUSED_AT.load(Ordering::Relaxed);
     if since == 0 {
-        return; // a close ended the pause already
+        return; // not paused (armed by a pause that was no longer due)
     }
     if surplus() && now.saturating_sub(since) < MAX_PAUSE_MS {
         // SAFETY: the leaked timer event, on the event loop.
@@ -330,8 +316,7 @@ extern "C" fn tick(timer: *mut ngx_event_t) {
     unsafe { accept_again() };
 }
 
-/// Ends a pause: this worker's shared sockets go back into its epoll set. The timer, if still
-/// armed, then finds nothing to do.
+/// Ends a pause: this worker's shared sockets go back into its epoll set.
 ///
 /// # Safety
 /// On the event-loop thread.

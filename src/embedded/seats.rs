@@ -1,24 +1,33 @@
-//! How many client connections each nginx worker that hosts Python holds, shared by all of them,
-//! so that a worker far ahead of the others leaves the next connections to them (balance.rs).
+//! How many connections each nginx worker that hosts Python has taken in the current burst,
+//! shared by all of them, so that a worker ahead of the others leaves the next connections of
+//! the burst to them (balance.rs).
+//!
+//! A burst is a run of accepts less than [`BURST_GAP_MS`] apart, in one worker: a client
+//! opening its connections at once (a pool filling up, a browser, wrk). The counts start
+//! again after a gap, so what the workers held before (connections still closing, requests
+//! still queued for Python from an earlier load) does not skew the next burst: counting open
+//! connections did, and a run right after a 64-connection warm-up split 12/4.
 //!
 //! One seat per nginx process slot (`ngx_process_slot`), in an anonymous shared mapping the
 //! master makes in `init_module` (kept across reloads, like imports.rs's ledger). A worker
-//! claims its seat when it starts serving, counts its connections in it, and frees it when it
-//! exits. Each configuration the master loads is a generation: workers compare themselves only
-//! with workers of their own, so the old generation draining after a reload is not counted, and
-//! a seat left by a worker that was killed is dropped when its pid is found gone.
+//! claims its seat when it starts serving and frees it when it exits. Each configuration the
+//! master loads is a generation: workers compare themselves only with workers of their own, so
+//! the old generation draining after a reload is not counted, and a seat left by a worker that
+//! was killed is dropped when its pid is found gone.
 //!
 //! Plain Rust over atomics, unit-tested without nginx. Reads race with updates; that is fine for
 //! what the numbers decide (whether to let another worker take the next connection).
 
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 /// nginx's `NGX_MAX_PROCESSES`: process slots are below it.
 const SLOTS: usize = 1024;
 
-/// A worker this many connections ahead of the least loaded other one lets it take the next.
+/// A worker this many connections of the burst ahead of another one lets it take the next.
 pub const SURPLUS: u32 = 2;
+/// Accepts further apart than this (ms) start a new burst.
+pub const BURST_GAP_MS: u64 = 100;
 
 #[repr(C)]
 struct Seat {
@@ -26,8 +35,10 @@ struct Seat {
     pid: AtomicI32,
     /// The configuration generation it serves.
     generation: AtomicU32,
-    /// Its open client connections.
-    conns: AtomicU32,
+    /// Connections it accepted in its current burst.
+    burst: AtomicU32,
+    /// When it last accepted one (monotonic ms).
+    last: AtomicU64,
 }
 
 #[repr(C)]
@@ -56,6 +67,17 @@ pub fn next_generation() -> u32 {
         .max(1)
 }
 
+impl Seat {
+    /// Its count in the burst going on at `now` (0 if its last accept is older than the gap).
+    fn in_burst(&self, now: u64) -> u32 {
+        if now.saturating_sub(self.last.load(Ordering::Relaxed)) > BURST_GAP_MS {
+            0
+        } else {
+            self.burst.load(Ordering::Relaxed)
+        }
+    }
+}
+
 impl Seats {
     /// The table the master made, in any of its workers.
     pub fn shared() -> Option<Seats> {
@@ -82,14 +104,15 @@ impl Seats {
         Seats { table }
     }
 
-    /// Worker `pid` of `generation` takes seat `slot`, with no connections yet. `false` if
-    /// `slot` is out of range (the worker then only takes turns).
+    /// Worker `pid` of `generation` takes seat `slot`, in no burst yet. `false` if `slot` is out
+    /// of range (the worker then only takes turns).
     pub fn claim(&self, slot: usize, pid: i32, generation: u32) -> bool {
         let Some(seat) = self.table.seats.get(slot) else {
             return false;
         };
         seat.pid.store(0, Ordering::Release);
-        seat.conns.store(0, Ordering::Relaxed);
+        seat.burst.store(0, Ordering::Relaxed);
+        seat.last.store(0, Ordering::Relaxed);
         seat.generation.store(generation, Ordering::Relaxed);
         seat.pid.store(pid, Ordering::Release);
         self.table.high.fetch_max(slot + 1, Ordering::Relaxed);
@@ -105,30 +128,30 @@ impl Seats {
         }
     }
 
-    /// The worker in `slot` accepted a connection.
-    pub fn opened(&self, slot: usize) {
+    /// The worker in `slot` accepted a connection at `now` (monotonic ms): one more in its
+    /// burst, or the first of a new one.
+    pub fn accepted(&self, slot: usize, now: u64) {
         if let Some(seat) = self.table.seats.get(slot) {
-            seat.conns.fetch_add(1, Ordering::Relaxed);
+            let n = seat.in_burst(now);
+            seat.burst.store(n.saturating_add(1), Ordering::Relaxed);
+            seat.last.store(now, Ordering::Relaxed);
         }
     }
 
-    /// One of its connections closed.
-    pub fn closed(&self, slot: usize) {
-        if let Some(seat) = self.table.seats.get(slot) {
-            let _ = seat
-                .conns
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-        }
-    }
-
-    /// Whether the worker in `slot` holds [`SURPLUS`] or more connections than another live
-    /// worker of `generation`. `alive` is asked only about a worker that would make the answer
-    /// yes; a seat whose worker is gone is freed.
-    pub fn surplus(&self, slot: usize, generation: u32, alive: &dyn Fn(i32) -> bool) -> bool {
+    /// Whether the worker in `slot` has taken [`SURPLUS`] or more connections of the burst
+    /// going on at `now` than another live worker of `generation`. `alive` is asked only about
+    /// a worker that would make the answer yes; a seat whose worker is gone is freed.
+    pub fn surplus(
+        &self,
+        slot: usize,
+        generation: u32,
+        now: u64,
+        alive: &dyn Fn(i32) -> bool,
+    ) -> bool {
         let Some(me) = self.table.seats.get(slot) else {
             return false;
         };
-        let mine = me.conns.load(Ordering::Relaxed);
+        let mine = me.in_burst(now);
         if mine < SURPLUS {
             return false;
         }
@@ -140,7 +163,7 @@ impl Seats {
             let pid = seat.pid.load(Ordering::Acquire);
             if pid == 0
                 || seat.generation.load(Ordering::Relaxed) != generation
-                || seat.conns.load(Ordering::Relaxed).saturating_add(SURPLUS) > mine
+                || seat.in_burst(now).saturating_add(SURPLUS) > mine
             {
                 continue;
             }
@@ -150,15 +173,6 @@ impl Seats {
             self.release(i, pid);
         }
         false
-    }
-
-    /// Connections the worker in `slot` holds.
-    #[cfg(test)]
-    fn conns(&self, slot: usize) -> u32 {
-        self.table
-            .seats
-            .get(slot)
-            .map_or(0, |s| s.conns.load(Ordering::Relaxed))
     }
 }
 
@@ -170,41 +184,54 @@ mod tests {
         true
     }
 
-    fn open(s: &Seats, slot: usize, n: u32) {
+    fn take(s: &Seats, slot: usize, n: u32, now: u64) {
         for _ in 0..n {
-            s.opened(slot);
+            s.accepted(slot, now);
         }
     }
 
     #[test]
-    fn a_worker_two_ahead_of_a_live_sibling_has_a_surplus() {
+    fn a_worker_two_ahead_in_a_burst_has_a_surplus() {
         let s = Seats::private();
         assert!(s.claim(0, 100, 7) && s.claim(1, 101, 7));
-        open(&s, 0, 1);
-        assert!(!s.surplus(0, 7, &live), "one ahead: take it");
-        open(&s, 0, 1);
-        assert!(s.surplus(0, 7, &live), "two ahead");
-        assert!(!s.surplus(1, 7, &live), "the one behind never waits");
-        open(&s, 1, 1);
-        assert!(!s.surplus(0, 7, &live));
-        s.closed(1);
-        s.closed(1); // never below zero
-        assert_eq!(s.conns(1), 0);
+        take(&s, 0, 1, 1000);
+        assert!(!s.surplus(0, 7, 1000, &live), "one ahead: take it");
+        take(&s, 0, 1, 1001);
+        assert!(s.surplus(0, 7, 1001, &live), "two ahead");
+        assert!(!s.surplus(1, 7, 1001, &live), "the one behind never waits");
+        take(&s, 1, 1, 1002);
+        assert!(!s.surplus(0, 7, 1002, &live));
+    }
+
+    #[test]
+    fn a_gap_starts_a_new_burst() {
+        let s = Seats::private();
+        s.claim(0, 100, 1);
+        s.claim(1, 101, 1);
+        take(&s, 0, 30, 1000); // an earlier load, all on worker 0
+        let later = 1000 + BURST_GAP_MS + 1;
+        take(&s, 0, 1, later);
+        assert!(!s.surplus(0, 1, later, &live), "the old count is gone");
+        take(&s, 0, 1, later);
+        assert!(s.surplus(0, 1, later, &live), "two of the new burst");
+        // Worker 1's old burst does not count for it either.
+        take(&s, 1, 5, 1000);
+        assert!(s.surplus(0, 1, later, &live));
     }
 
     #[test]
     fn alone_other_generations_and_free_seats_do_not_count() {
         let s = Seats::private();
         s.claim(3, 100, 2);
-        open(&s, 3, 50);
-        assert!(!s.surplus(3, 2, &live), "the only worker");
+        take(&s, 3, 50, 10);
+        assert!(!s.surplus(3, 2, 10, &live), "the only worker");
         s.claim(4, 200, 1); // the old generation, draining after a reload
-        assert!(!s.surplus(3, 2, &live));
+        assert!(!s.surplus(3, 2, 10, &live));
         s.claim(5, 300, 2);
         s.release(5, 999); // not its pid: kept
-        assert!(s.surplus(3, 2, &live));
+        assert!(s.surplus(3, 2, 10, &live));
         s.release(5, 300);
-        assert!(!s.surplus(3, 2, &live));
+        assert!(!s.surplus(3, 2, 10, &live));
     }
 
     #[test]
@@ -212,16 +239,16 @@ mod tests {
         let s = Seats::private();
         s.claim(0, 100, 1);
         s.claim(1, 101, 1); // killed with -9: never released
-        open(&s, 0, 5);
+        take(&s, 0, 5, 10);
         let asked = std::cell::Cell::new(0);
         let dead = |pid: i32| {
             asked.set(pid);
             false
         };
-        assert!(!s.surplus(0, 1, &dead));
+        assert!(!s.surplus(0, 1, 10, &dead));
         assert_eq!(asked.get(), 101);
         asked.set(0);
-        assert!(!s.surplus(0, 1, &dead));
+        assert!(!s.surplus(0, 1, 10, &dead));
         assert_eq!(asked.get(), 0, "the seat was freed: not asked again");
     }
 
@@ -229,12 +256,14 @@ mod tests {
     fn a_new_claim_starts_from_nothing_and_slots_out_of_range_are_refused() {
         let s = Seats::private();
         s.claim(2, 100, 1);
-        open(&s, 2, 9);
+        s.claim(3, 101, 1);
+        take(&s, 2, 9, 10);
         s.claim(2, 150, 1); // respawned in the same slot
-        assert_eq!(s.conns(2), 0);
+        take(&s, 3, 2, 10);
+        assert!(s.surplus(3, 1, 10, &live), "the successor starts at 0");
         assert!(!s.claim(SLOTS, 1, 1));
-        s.opened(SLOTS);
-        assert!(!s.surplus(SLOTS, 1, &live));
+        s.accepted(SLOTS, 10);
+        assert!(!s.surplus(SLOTS, 1, 10, &live));
     }
 
     #[test]
