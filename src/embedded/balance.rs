@@ -106,8 +106,12 @@ pub unsafe fn install(cycle: *mut ngx_cycle_t, slot: usize, generation: u32) -> 
     let http: unsafe extern "C" fn(*mut ngx_connection_t) = ngx_http_init_connection;
     let mut taken = 0;
     for ls in listening {
-        // Only http{}'s own sockets (stream{} and mail{} have handlers of their own).
-        if ls.reuseport() == 0 && ls.handler.is_some_and(|h| std::ptr::fn_addr_eq(h, http)) {
+        // Only http{}'s own TCP sockets (stream{} and mail{} have handlers of their own; a QUIC
+        // socket is UDP and reuseport, and nginx calls its handler per QUIC connection).
+        if ls.type_ == libc::SOCK_STREAM
+            && ls.reuseport() == 0
+            && ls.handler.is_some_and(|h| std::ptr::fn_addr_eq(h, http))
+        {
             ls.handler = Some(accepted);
             taken += 1;
         }
