@@ -34,7 +34,7 @@ export RWSGI_NGINX_MODULE="$ROOT/target/nginx-1.28/release/libngx_http_wsgi_modu
 
 if (($# == 0)); then
     # Every test of the nginx module, and `rwsgi serve` (which runs nginx with the module).
-    set -- tests/test_nginx_module_*.py tests/test_serve.py
+    set -- tests/test_nginx_module_*.py tests/test_nginx_accept_balance.py tests/test_serve.py
 fi
 say "nginx tests against $("$RWSGI_NGINX_BIN" -v 2>&1 | sed 's/.*: //'): pytest $*"
 build/venv/bin/pytest -q -p no:cacheprovider "$@"

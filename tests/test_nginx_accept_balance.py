@@ -139,6 +139,16 @@ def test_three_workers_share_a_burst(launcher):
     assert len(counts) == 3 and min(counts.values()) >= 3, counts
 
 
+def test_with_timer_resolution_workers_still_take_turns(launcher):
+    # timer_resolution makes nginx run timers only at its period, so workers never pause (a
+    # 1 ms look could take 10 ms); turns alone still spread arrivals a few ms apart.
+    nginx = rwsgi_nginx(launcher, pid_app(launcher, "wsgi"), "wsgi_threads 4;", workers=2,
+                        main="timer_resolution 10ms;")
+    warm(nginx, "/pid", 2, hold=0.3)
+    time.sleep(0.2)
+    assert_even(spread(nginx, "/pid", hold=0.3), 2)
+
+
 def test_reuseport_and_accept_mutex_configs_serve(launcher):
     # Neither shares one socket with EPOLLEXCLUSIVE, so balance.rs leaves them to nginx.
     app = write_app(app_dir(launcher), "pid.py", APP)

@@ -23,9 +23,11 @@
 //!   [`super::seats::SURPLUS`] ahead of another live worker of its configuration stops
 //!   accepting (its listening sockets leave its epoll set): the backlog is left to the others.
 //!   It looks again every [`PAUSE_MS`] and accepts again once the others have caught up, or
-//!   after [`MAX_PAUSE_MS`] in any case, so a sibling that is alive but not accepting (a stuck
-//!   event loop) costs new connections a few milliseconds, never service. Two workers cannot
-//!   both be ahead of each other, so one of them accepts again at its next look.
+//!   after [`MAX_PAUSE_MS`] in any case. Each worker's event loop also beats in the table
+//!   every [`super::seats::BEAT_MS`]; a sibling that stopped beating (a stuck event loop) is
+//!   not counted after [`super::seats::STALE_MS`], and a worker that is stopping frees its seat
+//!   at its next beat, so neither holds the others back for long. Two workers cannot both be
+//!   ahead of each other, so one of them accepts again at its next look.
 //!
 //! Both only pay when connections are reused: the worker keeps a moving average of how long its
 //! connections live, and below [`LONG_LIVED_MS`] (one quick request per connection, no
@@ -35,17 +37,22 @@
 //!
 //! A connection that arrives while a worker's socket is out of its epoll set waits in the
 //! socket's backlog and wakes another worker, or this one when the socket is added back (the
-//! add reports a pending connection at once). Listening sockets with `reuseport` (one per
-//! worker: nothing to share), `accept_mutex on` (no `EPOLLEXCLUSIVE`; the mutex decides) and
-//! `worker_processes 1` are left as nginx runs them.
+//! add reports a pending connection at once). A socket nginx itself took out (out of
+//! descriptors) is left for nginx to put back, and one that cannot be put back is retried at
+//! the next look. Listening sockets with `reuseport` (one per worker: nothing to share),
+//! `accept_mutex on` (no `EPOLLEXCLUSIVE`; the mutex decides), `worker_processes 1` and
+//! `master_process off` are left as nginx runs them; with `timer_resolution` set, workers take
+//! turns but never pause (their 1 ms looks would wait for the resolution's period).
 
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
+use ngx::core::{CoreModuleMainConf, NgxCoreModule};
 use ngx::ffi::{
     ngx_add_timer, ngx_connection_t, ngx_current_msec, ngx_cycle, ngx_cycle_t, ngx_event_actions,
     ngx_event_t, ngx_exiting, ngx_http_init_connection, ngx_listening_t, ngx_msec_t,
-    ngx_pool_cleanup_add, ngx_use_exclusive_accept, NGX_DISABLE_EVENT, NGX_OK,
+    ngx_pool_cleanup_add, ngx_process, ngx_use_exclusive_accept, NGX_DISABLE_EVENT, NGX_OK,
+    NGX_PROCESS_WORKER,
 };
 
 use super::imports::{alive, now_ms};
@@ -83,10 +90,13 @@ static TIMER: AtomicPtr<ngx_event_t> = AtomicPtr::new(std::ptr::null_mut());
 static PAUSED_AT: AtomicUsize = AtomicUsize::new(0);
 /// A pause is due at the timer's next run (event loop only; see [`want_pause`]).
 static PAUSE_DUE: AtomicBool = AtomicBool::new(false);
-/// The average lifetime of this worker's closed connections (ms; a moving average weighing the
-/// last one 1/8), event loop only; long until connections say otherwise, so that the first
-/// burst after a start is balanced.
-static LIFETIME_MS: AtomicUsize = AtomicUsize::new(LIFETIME_CAP_MS);
+/// Eight times the average lifetime of this worker's closed connections (ms; a moving average
+/// weighing the last one 1/8, kept times 8 so that it does not round down), event loop only;
+/// long until connections say otherwise, so that the first burst after a start is balanced.
+static LIFETIME_MS_X8: AtomicUsize = AtomicUsize::new(8 * LIFETIME_CAP_MS);
+/// Whether this worker may pause at all: not with `timer_resolution`, under which nginx's
+/// timers run only at its period, so a 1 ms look could take that long.
+static PAUSES: AtomicBool = AtomicBool::new(true);
 
 /// Takes over the handler of this worker's shared HTTP listening sockets (see the file
 /// comment) and claims its seat; returns how many sockets it took over (0: nginx's own
@@ -96,8 +106,11 @@ static LIFETIME_MS: AtomicUsize = AtomicUsize::new(LIFETIME_CAP_MS);
 /// `cycle` is the worker's cycle, in `init_process` after the event module's (which decides
 /// `EPOLLEXCLUSIVE`), before the event loop accepts anything; `slot` is `ngx_process_slot`.
 pub unsafe fn install(cycle: *mut ngx_cycle_t, slot: usize, generation: u32) -> usize {
-    // SAFETY: set by ngx_event_process_init, which ran before us; read on the event-loop thread.
-    if unsafe { ngx_use_exclusive_accept } == 0 {
+    // SAFETY: set by ngx_event_process_init, which ran before us, and by nginx before
+    // init_process; read on the event-loop thread. With `master_process off` there is one
+    // process whatever worker_processes says, and nothing to share.
+    let (exclusive, role) = unsafe { (ngx_use_exclusive_accept, ngx_process) };
+    if exclusive == 0 || role != NGX_PROCESS_WORKER as usize {
         return 0;
     }
     // SAFETY: the caller passes the worker's live cycle; its listening array holds `nelts`
@@ -119,26 +132,44 @@ pub unsafe fn install(cycle: *mut ngx_cycle_t, slot: usize, generation: u32) -> 
     if taken == 0 {
         return 0;
     }
-    // SAFETY: an all-zero ngx_event_t is its valid unused state; leaked: the timer may be armed
-    // until the process exits. Cancelable: it never holds back a worker that is stopping.
-    let timer: &'static mut ngx_event_t = Box::leak(Box::new(unsafe { std::mem::zeroed() }));
-    timer.handler = Some(tick);
-    // SAFETY: the cycle's log lives as long as this worker.
-    timer.log = unsafe { (*cycle).log };
-    timer.set_cancelable(1);
+    // SAFETY: init_process runs on the event loop; the cycle's log lives as long as the worker.
+    let timer = unsafe { super::timer::leaked(Some(tick), (*cycle).log) };
     TIMER.store(timer, Ordering::Relaxed);
+    // SAFETY: the caller passes the live cycle.
+    let resolution = NgxCoreModule::main_conf(unsafe { &*cycle }).map_or(0, |c| c.timer_resolution);
+    PAUSES.store(resolution == 0, Ordering::Relaxed);
     if let Some(seats) = Seats::shared() {
         let pid = std::process::id() as i32;
-        if seats.claim(slot, pid, generation) {
+        if seats.claim(slot, pid, generation, now_ms()) {
             let _ = SEAT.set(Seat {
                 seats,
                 slot,
                 generation,
                 pid,
             });
+            // SAFETY: as for the pause timer.
+            let beat = unsafe { super::timer::leaked(Some(beat), (*cycle).log) };
+            // SAFETY: the leaked event, on the event loop.
+            unsafe { ngx_add_timer(beat, super::seats::BEAT_MS as ngx_msec_t) };
         }
     }
     taken
+}
+
+/// The heartbeat timer: notes in the table that this worker's event loop runs; once the worker
+/// is stopping (reload, quit, a stuck request's retirement), frees its seat instead and stops.
+extern "C" fn beat(ev: *mut ngx_event_t) {
+    let Some(s) = SEAT.get() else {
+        return;
+    };
+    // SAFETY: nginx's flag, read on its event loop (timers run there).
+    if unsafe { ngx_exiting } != 0 {
+        s.seats.release(s.slot, s.pid);
+        return;
+    }
+    s.seats.beat(s.slot, now_ms());
+    // SAFETY: the leaked event (install), on the event loop.
+    unsafe { ngx_add_timer(ev, super::seats::BEAT_MS as ngx_msec_t) };
 }
 
 /// `exit_process`: this worker's seat is free.
@@ -180,15 +211,16 @@ extern "C" fn accepted(c: *mut ngx_connection_t) {
             (*cleanup).handler = Some(closed);
         }
     }
-    if let Some(s) = SEAT.get() {
-        s.seats.accepted(s.slot, now_ms());
-    }
     // SAFETY: what nginx would have called with the same connection.
     unsafe { ngx_http_init_connection(c) };
     if !long_lived() {
         return; // short connections even out by themselves (see the file comment)
     }
-    if surplus() {
+    let now = now_ms();
+    if let Some(s) = SEAT.get() {
+        s.seats.accepted(s.slot, now);
+    }
+    if PAUSES.load(Ordering::Relaxed) && surplus() {
         // SAFETY: on the event loop of the running cycle.
         unsafe { want_pause() };
     } else {
@@ -203,16 +235,13 @@ extern "C" fn closed(data: *mut std::ffi::c_void) {
     // SAFETY: `data` is the record's room, where accepted() wrote the start time; nginx's
     // clock is read on its thread.
     let lived = unsafe { ngx_current_msec.wrapping_sub(data.cast::<ngx_msec_t>().read()) };
-    let avg = LIFETIME_MS.load(Ordering::Relaxed);
-    LIFETIME_MS.store(
-        avg - avg / 8 + lived.min(LIFETIME_CAP_MS) / 8,
-        Ordering::Relaxed,
-    );
+    let x8 = LIFETIME_MS_X8.load(Ordering::Relaxed);
+    LIFETIME_MS_X8.store(x8 - x8 / 8 + lived.min(LIFETIME_CAP_MS), Ordering::Relaxed);
 }
 
 /// Whether this worker's connections live long enough, on average, for balancing to pay.
 fn long_lived() -> bool {
-    LIFETIME_MS.load(Ordering::Relaxed) >= LONG_LIVED_MS
+    LIFETIME_MS_X8.load(Ordering::Relaxed) >= 8 * LONG_LIVED_MS
 }
 
 /// Whether this worker has taken enough more of the current burst than a live sibling to leave
@@ -280,15 +309,8 @@ unsafe fn pause() {
             }
         }
     }
-    // SAFETY: the leaked timer event (install); nginx's clock, read on its thread.
-    unsafe {
-        if PAUSED_AT.load(Ordering::Relaxed) == 0 {
-            PAUSED_AT.store(ngx_current_msec.max(1), Ordering::Relaxed);
-        }
-        if (*timer).timer_set() == 0 {
-            ngx_add_timer(timer, PAUSE_MS);
-        }
-    }
+    // SAFETY: on the event loop (caller's contract).
+    unsafe { retry_later() };
 }
 
 /// The pause timer: starts a pause that is due (if the surplus is still there); during one,
@@ -329,17 +351,49 @@ unsafe fn accept_again() {
     if unsafe { ngx_exiting } != 0 {
         return; // its listening sockets are closed
     }
-    PAUSED_AT.store(0, Ordering::Relaxed);
-    // SAFETY: as in pause(); the call ngx_event_process_init makes for these sockets.
+    let mut failed = false;
+    // SAFETY: as in pause(); the call ngx_event_process_init makes for these sockets. A socket
+    // whose read event has a timer was taken out by nginx itself, out of descriptors
+    // (ngx_event_accept's EMFILE back-off): nginx puts it back when that timer runs.
     unsafe {
         let Some(add) = ngx_event_actions.add else {
             return;
         };
         for ls in taken() {
             let rev = (*ls.connection).read;
-            if (*rev).active() == 0 {
-                add(rev, READ_EVENT, EXCLUSIVE_EVENT);
+            if (*rev).active() == 0
+                && (*rev).timer_set() == 0
+                && add(rev, READ_EVENT, EXCLUSIVE_EVENT) != NGX_OK as isize
+            {
+                failed = true;
             }
+        }
+    }
+    if failed {
+        // SAFETY: on the event loop (caller's contract).
+        unsafe { retry_later() };
+    } else {
+        PAUSED_AT.store(0, Ordering::Relaxed);
+    }
+}
+
+/// A socket could not be put back into the epoll set (the epoll module has logged why): stay
+/// paused and try again at the next look, rather than leave it out for good.
+///
+/// # Safety
+/// On the event-loop thread.
+unsafe fn retry_later() {
+    let timer = TIMER.load(Ordering::Relaxed);
+    if timer.is_null() {
+        return;
+    }
+    // SAFETY: nginx's clock, read on its thread; the leaked timer event (install).
+    unsafe {
+        if PAUSED_AT.load(Ordering::Relaxed) == 0 {
+            PAUSED_AT.store(ngx_current_msec.max(1), Ordering::Relaxed);
+        }
+        if (*timer).timer_set() == 0 {
+            ngx_add_timer(timer, PAUSE_MS);
         }
     }
 }
@@ -360,12 +414,14 @@ unsafe fn requeue(ls: *mut ngx_listening_t) {
     }
     // SAFETY: the listening connection and its read event live as long as the socket; this is
     // the call pair ngx_reorder_accept_events makes. The epoll module logs a failed epoll_ctl.
-    unsafe {
+    let out = unsafe {
         let rev = (*ls.connection).read;
-        if (*rev).active() != 0
+        (*rev).active() != 0
             && del(rev, READ_EVENT, NGX_DISABLE_EVENT as usize) == NGX_OK as isize
-        {
-            add(rev, READ_EVENT, EXCLUSIVE_EVENT);
-        }
+            && add(rev, READ_EVENT, EXCLUSIVE_EVENT) != NGX_OK as isize
+    };
+    if out {
+        // SAFETY: on the event loop (caller's contract).
+        unsafe { retry_later() };
     }
 }

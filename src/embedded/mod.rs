@@ -10,7 +10,7 @@
 //! - `exchange`: the per-request channel back (response head, chunks, outcome), bounded in bytes;
 //! - `wake`: the eventfd that wakes the event loop when an exchange has news;
 //! - `body`: `wsgi.input` over the body nginx read (memory and temp-file segments);
-//! - `head`: the response head into nginx's `headers_out`;
+//! - `head`: the response head into nginx's `headers_out`; `timer`: process-long timer events;
 //! - `balance`: client connections spread over the workers that host Python (nginx's
 //!   `EPOLLEXCLUSIVE` accept would give a burst of them to one worker); `seats`: each worker's
 //!   count of connections, shared by all of them (`shared_map`: the mappings both tables live in);
@@ -30,6 +30,8 @@ mod exchange;
 pub mod imports;
 pub mod seats;
 mod shared_map;
+#[cfg(not(test))]
+mod timer;
 mod wake;
 
 mod ws;

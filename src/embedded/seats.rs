@@ -6,14 +6,19 @@
 //! opening its connections at once (a pool filling up, a browser, wrk). The counts start
 //! again after a gap, so what the workers held before (connections still closing, requests
 //! still queued for Python from an earlier load) does not skew the next burst: counting open
-//! connections did, and a run right after a 64-connection warm-up split 12/4.
+//! connections did, and a run right after a 64-connection warm-up split 12/4. They also start
+//! again at every whole [`WINDOW_MS`] of the monotonic clock (the same instant in every
+//! worker), so that under steady arrivals, which never leave a gap, a difference that built up
+//! while balancing was off does not last.
 //!
 //! One seat per nginx process slot (`ngx_process_slot`), in an anonymous shared mapping the
 //! master makes in `init_module` (kept across reloads, like imports.rs's ledger). A worker
 //! claims its seat when it starts serving and frees it when it exits. Each configuration the
 //! master loads is a generation: workers compare themselves only with workers of their own, so
 //! the old generation draining after a reload is not counted, and a seat left by a worker that
-//! was killed is dropped when its pid is found gone.
+//! was killed is dropped when its pid is found gone. A worker also beats every
+//! [`BEAT_MS`] from its event loop: one whose last beat is older than [`STALE_MS`] (its event
+//! loop is stuck) is not counted, so the others do not wait for it.
 //!
 //! Plain Rust over atomics, unit-tested without nginx. Reads race with updates; that is fine for
 //! what the numbers decide (whether to let another worker take the next connection).
@@ -28,6 +33,12 @@ const SLOTS: usize = 1024;
 pub const SURPLUS: u32 = 2;
 /// Accepts further apart than this (ms) start a new burst.
 pub const BURST_GAP_MS: u64 = 100;
+/// Counts start again at every multiple of this (ms) of the monotonic clock.
+pub const WINDOW_MS: u64 = 1000;
+/// How often a worker's event loop beats.
+pub const BEAT_MS: u64 = 100;
+/// A worker whose last beat is older than this is not counted.
+pub const STALE_MS: u64 = 500;
 
 #[repr(C)]
 struct Seat {
@@ -39,6 +50,13 @@ struct Seat {
     burst: AtomicU32,
     /// When it last accepted one (monotonic ms).
     last: AtomicU64,
+    /// Its event loop's last beat (monotonic ms).
+    beat: AtomicU64,
+}
+
+/// The window `now` (monotonic ms) falls in.
+fn window(now: u64) -> u64 {
+    now / WINDOW_MS
 }
 
 #[repr(C)]
@@ -68,9 +86,11 @@ pub fn next_generation() -> u32 {
 }
 
 impl Seat {
-    /// Its count in the burst going on at `now` (0 if its last accept is older than the gap).
+    /// Its count in the burst going on at `now` (0 if its last accept is older than the gap or
+    /// in an earlier window).
     fn in_burst(&self, now: u64) -> u32 {
-        if now.saturating_sub(self.last.load(Ordering::Relaxed)) > BURST_GAP_MS {
+        let last = self.last.load(Ordering::Relaxed);
+        if now.saturating_sub(last) > BURST_GAP_MS || window(last) != window(now) {
             0
         } else {
             self.burst.load(Ordering::Relaxed)
@@ -106,13 +126,14 @@ impl Seats {
 
     /// Worker `pid` of `generation` takes seat `slot`, in no burst yet. `false` if `slot` is out
     /// of range (the worker then only takes turns).
-    pub fn claim(&self, slot: usize, pid: i32, generation: u32) -> bool {
+    pub fn claim(&self, slot: usize, pid: i32, generation: u32, now: u64) -> bool {
         let Some(seat) = self.table.seats.get(slot) else {
             return false;
         };
         seat.pid.store(0, Ordering::Release);
         seat.burst.store(0, Ordering::Relaxed);
         seat.last.store(0, Ordering::Relaxed);
+        seat.beat.store(now, Ordering::Relaxed);
         seat.generation.store(generation, Ordering::Relaxed);
         seat.pid.store(pid, Ordering::Release);
         self.table.high.fetch_max(slot + 1, Ordering::Relaxed);
@@ -128,6 +149,13 @@ impl Seats {
         }
     }
 
+    /// The event loop of the worker in `slot` runs, at `now`.
+    pub fn beat(&self, slot: usize, now: u64) {
+        if let Some(seat) = self.table.seats.get(slot) {
+            seat.beat.store(now, Ordering::Relaxed);
+        }
+    }
+
     /// The worker in `slot` accepted a connection at `now` (monotonic ms): one more in its
     /// burst, or the first of a new one.
     pub fn accepted(&self, slot: usize, now: u64) {
@@ -139,7 +167,7 @@ impl Seats {
     }
 
     /// Whether the worker in `slot` has taken [`SURPLUS`] or more connections of the burst
-    /// going on at `now` than another live worker of `generation`. `alive` is asked only about
+    /// going on at `now` than another live worker of `generation` whose event loop beats. `alive` is asked only about
     /// a worker that would make the answer yes; a seat whose worker is gone is freed.
     pub fn surplus(
         &self,
@@ -163,6 +191,7 @@ impl Seats {
             let pid = seat.pid.load(Ordering::Acquire);
             if pid == 0
                 || seat.generation.load(Ordering::Relaxed) != generation
+                || now.saturating_sub(seat.beat.load(Ordering::Relaxed)) > STALE_MS
                 || seat.in_burst(now).saturating_add(SURPLUS) > mine
             {
                 continue;
@@ -184,6 +213,9 @@ mod tests {
         true
     }
 
+    /// When the tests' workers claim their seats (their beats).
+    const T0: u64 = 0;
+
     fn take(s: &Seats, slot: usize, n: u32, now: u64) {
         for _ in 0..n {
             s.accepted(slot, now);
@@ -192,8 +224,9 @@ mod tests {
 
     #[test]
     fn a_worker_two_ahead_in_a_burst_has_a_surplus() {
+        const T0: u64 = 1000;
         let s = Seats::private();
-        assert!(s.claim(0, 100, 7) && s.claim(1, 101, 7));
+        assert!(s.claim(0, 100, 7, T0) && s.claim(1, 101, 7, T0));
         take(&s, 0, 1, 1000);
         assert!(!s.surplus(0, 7, 1000, &live), "one ahead: take it");
         take(&s, 0, 1, 1001);
@@ -205,9 +238,10 @@ mod tests {
 
     #[test]
     fn a_gap_starts_a_new_burst() {
+        const T0: u64 = 1000;
         let s = Seats::private();
-        s.claim(0, 100, 1);
-        s.claim(1, 101, 1);
+        s.claim(0, 100, 1, T0);
+        s.claim(1, 101, 1, T0);
         take(&s, 0, 30, 1000); // an earlier load, all on worker 0
         let later = 1000 + BURST_GAP_MS + 1;
         take(&s, 0, 1, later);
@@ -220,14 +254,51 @@ mod tests {
     }
 
     #[test]
+    fn counts_start_again_in_each_window() {
+        let s = Seats::private();
+        s.claim(0, 100, 1, T0);
+        s.claim(1, 101, 1, T0);
+        // Steady arrivals 50 ms apart, all to worker 0 (balancing was off): no gap ends it...
+        let mut now = 5 * WINDOW_MS + 100;
+        while now < 6 * WINDOW_MS {
+            s.accepted(0, now);
+            now += 50;
+        }
+        take(&s, 1, 1, now - 50);
+        s.beat(0, now - 50);
+        s.beat(1, now - 50);
+        assert!(s.surplus(0, 1, now - 50, &live));
+        // ... but the next window starts both from nothing.
+        s.accepted(1, now);
+        s.accepted(0, now);
+        assert!(!s.surplus(0, 1, now, &live));
+    }
+
+    #[test]
+    fn a_worker_whose_event_loop_stopped_beating_is_not_waited_for() {
+        let s = Seats::private();
+        s.claim(0, 100, 1, T0);
+        s.claim(1, 101, 1, T0);
+        let now = T0 + STALE_MS;
+        take(&s, 0, 3, now);
+        s.beat(0, now);
+        assert!(s.surplus(0, 1, now, &live), "beat at T0: still counted");
+        let now = T0 + STALE_MS + 1;
+        take(&s, 0, 1, now);
+        assert!(!s.surplus(0, 1, now, &live), "stuck since T0: not counted");
+        s.beat(1, now);
+        assert!(s.surplus(0, 1, now, &live), "beating again: counted");
+    }
+
+    #[test]
     fn alone_other_generations_and_free_seats_do_not_count() {
         let s = Seats::private();
-        s.claim(3, 100, 2);
+        s.claim(3, 100, 2, T0);
         take(&s, 3, 50, 10);
         assert!(!s.surplus(3, 2, 10, &live), "the only worker");
-        s.claim(4, 200, 1); // the old generation, draining after a reload
+        s.claim(4, 200, 1, T0); // the old generation, draining after a reload
         assert!(!s.surplus(3, 2, 10, &live));
-        s.claim(5, 300, 2);
+        s.claim(5, 300, 2, T0);
         s.release(5, 999); // not its pid: kept
         assert!(s.surplus(3, 2, 10, &live));
         s.release(5, 300);
@@ -237,8 +308,8 @@ mod tests {
     #[test]
     fn a_dead_workers_seat_is_freed_when_found() {
         let s = Seats::private();
-        s.claim(0, 100, 1);
-        s.claim(1, 101, 1); // killed with -9: never released
+        s.claim(0, 100, 1, T0);
+        s.claim(1, 101, 1, T0); // killed with -9: never released
         take(&s, 0, 5, 10);
         let asked = std::cell::Cell::new(0);
         let dead = |pid: i32| {
@@ -255,13 +326,13 @@ mod tests {
     #[test]
     fn a_new_claim_starts_from_nothing_and_slots_out_of_range_are_refused() {
         let s = Seats::private();
-        s.claim(2, 100, 1);
-        s.claim(3, 101, 1);
+        s.claim(2, 100, 1, T0);
+        s.claim(3, 101, 1, T0);
         take(&s, 2, 9, 10);
-        s.claim(2, 150, 1); // respawned in the same slot
+        s.claim(2, 150, 1, T0); // respawned in the same slot
         take(&s, 3, 2, 10);
         assert!(s.surplus(3, 1, 10, &live), "the successor starts at 0");
-        assert!(!s.claim(SLOTS, 1, 1));
+        assert!(!s.claim(SLOTS, 1, 1, T0));
         s.accepted(SLOTS, 10);
         assert!(!s.surplus(SLOTS, 1, 10, &live));
     }

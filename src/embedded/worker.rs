@@ -556,12 +556,8 @@ const EXIT_WATCH_MS: usize = 250;
 /// # Safety
 /// On the event-loop thread; `log` lives as long as the worker.
 unsafe fn arm_exit_watch(log: *mut ngx::ffi::ngx_log_t) {
-    // SAFETY: an all-zero ngx_event_t is its valid unused state; leaked: the timer may fire
-    // until the process exits.
-    let ev: &'static mut ngx_event_t = Box::leak(Box::new(unsafe { std::mem::zeroed() }));
-    ev.handler = Some(exit_watch);
-    ev.log = log;
-    ev.set_cancelable(1);
+    // SAFETY: on the event-loop thread (caller's contract); `log` lives as long as the worker.
+    let ev = unsafe { super::timer::leaked(Some(exit_watch), log) };
     // SAFETY: ev lives for the process; we are on the event-loop thread.
     unsafe { ngx::ffi::ngx_add_timer(ev, EXIT_WATCH_MS as _) };
 }
