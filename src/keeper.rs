@@ -143,7 +143,12 @@ impl<'a> Keeper<'a> {
             unsafe { libc::prctl(libc::PR_SET_NAME, comm.as_ptr() as libc::c_ulong, 0, 0, 0) };
         }
         let mut keep = vec![master.as_raw_fd(), listener.as_raw_fd()];
+        let has_predecessor = predecessor.is_some();
         keep.extend(predecessor.map(|fd| fd.as_raw_fd()));
+        // The metrics region's memory file, for a supervisor that execs rwsgi-worker.
+        let region = ::metrics::region();
+        let metrics_fd = region.and_then(::metrics::shm::fd_of);
+        keep.extend(metrics_fd);
         // SAFETY: this process is single-threaded (contract); the descriptors are ours or
         // nginx's (inherited), and nothing here uses nginx's any more. Signals: nginx's
         // handlers must not run here; the ones we act on are read from a signalfd instead.
@@ -163,6 +168,10 @@ impl<'a> Keeper<'a> {
             supervisor::keep_only(&keep);
             // Its number is 3 now (keep_only); the old one was closed there.
             std::mem::forget(master);
+            if let (Some(region), Some(_)) = (region, metrics_fd) {
+                // keep_only moved it to the last place.
+                ::metrics::shm::moved(region, 3 + keep.len() as RawFd - 1);
+            }
             signal_fd()
         };
         let socket_file = match &cfg.socket {
@@ -181,7 +190,7 @@ impl<'a> Keeper<'a> {
             set_title,
             socket_file,
             // SAFETY: keep_only put the predecessor's pipe (if any) right after the listener.
-            predecessor: (keep.len() > 2).then(|| unsafe { OwnedFd::from_raw_fd(LISTENER + 1) }),
+            predecessor: has_predecessor.then(|| unsafe { OwnedFd::from_raw_fd(LISTENER + 1) }),
             signals,
             child: None,
             quick: 0,

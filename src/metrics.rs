@@ -1,11 +1,12 @@
-//! Metrics in nginx (crates/metrics): the shared zone that holds the counters, what each worker
+//! Metrics in nginx (crates/metrics): the shared region that holds the counters, what each worker
 //! and each request records, and the `wsgi_metrics` endpoint.
 //!
-//! - **The zone** (`rwsgi_metrics`, fixed size) is added in `postconfiguration` when the `http`
-//!   block uses the module. nginx maps shared zones in the master before `init_module`, which
-//!   is where the daemon groups' supervisors are forked, so the workers, the supervisors and
-//!   their daemon workers all share one mapping. A reload finds the zone by name and size and
-//!   keeps it (and its counters); a daemon group kept across the reload still writes into it.
+//! - **The region** (fixed size) is mapped by the master from a memory file
+//!   (`metrics::shm::create`) in the first `init_module` whose `http` block uses the module,
+//!   before the daemon groups' supervisors are forked, so the workers, the supervisors and their
+//!   daemon workers all share one mapping; a supervisor that `exec`s `rwsgi-worker` is handed the
+//!   file and maps it again. The master keeps it across reloads (and with it the counters); a
+//!   daemon group kept across the reload still writes into it.
 //! - **`init_module`** (master) registers the configuration's groups and apps and keeps their
 //!   slots in `MainConf`, which the workers inherit.
 //! - **A request** of a `wsgi_script` location: [`begin`] counts it active and adds a cleanup to
@@ -17,110 +18,68 @@
 
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::ptr::addr_of;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use ::metrics::{AppId, BuildInfo, Finished, Format, Region, Role, REGION_SIZE};
+use ::metrics::{AppId, BuildInfo, Finished, Format, Region, Role};
 use ngx::ffi::{
     ngx_buf_t, ngx_chain_t, ngx_conf_t, ngx_create_temp_buf, ngx_cycle_t,
     ngx_http_discard_request_body, ngx_http_output_filter, ngx_http_request_t,
-    ngx_http_send_header, ngx_int_t, ngx_list_part_t, ngx_pool_cleanup_add, ngx_shared_memory_add,
-    ngx_shm_zone_t, ngx_slab_alloc, ngx_slab_pool_t, ngx_str_t, ngx_table_elt_t, NGINX_VER,
-    NGX_ERROR, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED,
-    NGX_HTTP_OK, NGX_LOG_EMERG, NGX_OK,
+    ngx_http_send_header, ngx_int_t, ngx_list_part_t, ngx_pool_cleanup_add, ngx_str_t,
+    ngx_table_elt_t, NGINX_VER, NGX_ERROR, NGX_HTTP_GET, NGX_HTTP_HEAD,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OK, NGX_LOG_ALERT, NGX_OK,
 };
 use ngx::http::HttpModuleMainConf;
 
 use crate::conf::{LocConf, MainConf};
-use crate::{ngx_http_wsgi_module, WsgiModule};
+use crate::WsgiModule;
 
-/// The zone: the region plus the slab allocator's own pages and bookkeeping.
-const ZONE_SIZE: usize = (REGION_SIZE + REGION_SIZE / 16 + (64 << 10)).next_multiple_of(4096);
+/// This configuration wants the region (set in `postconfiguration`, read in `init_module`).
+static WANTED: AtomicBool = AtomicBool::new(false);
 
-/// This configuration has the zone (set in `postconfiguration`, read in `init_module`).
-static ZONE_WANTED: AtomicBool = AtomicBool::new(false);
+/// The region, made by the master the first time a configuration wants it and kept for the
+/// master's life (the module stays loaded across reloads, and so do its counters).
+static REGION: OnceLock<&'static Region> = OnceLock::new();
 
-/// `postconfiguration`: adds the zone if the `http` block uses the module at all.
+/// `postconfiguration`: notes whether the `http` block uses the module at all.
 ///
 /// # Safety
 /// `cf` is the valid `ngx_conf_t` nginx passes to `postconfiguration`.
 pub unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
-    // SAFETY: cf is valid for the duration of the call (contract).
-    let result = catch_unwind(AssertUnwindSafe(|| unsafe { add_zone(cf) }));
-    match result {
-        Ok(Ok(())) => NGX_OK as ngx_int_t,
-        Ok(Err(msg)) => {
-            // SAFETY: cf and its log are valid (contract).
-            unsafe { ngx::log::log_error(NGX_LOG_EMERG as usize, (*cf).log, 0, msg.as_bytes()) };
-            NGX_ERROR as ngx_int_t
+    let wanted = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: cf is valid for the duration of the call (contract).
+        let cf = unsafe { &*cf };
+        WsgiModule::main_conf(cf).is_some_and(|main| {
+            !main.metric_apps.is_empty() || !main.groups.is_empty() || main.metrics_endpoint
+        })
+    }));
+    match wanted {
+        Ok(wanted) => {
+            WANTED.store(wanted, Ordering::Relaxed);
+            NGX_OK as ngx_int_t
         }
         Err(_) => NGX_ERROR as ngx_int_t,
     }
 }
 
-/// # Safety
-/// As [`postconfiguration`].
-unsafe fn add_zone(cf: *mut ngx_conf_t) -> Result<(), String> {
-    // SAFETY: cf is valid (contract).
-    let Some(main) = WsgiModule::main_conf(unsafe { &*cf }) else {
-        return Ok(());
-    };
-    let wanted = !main.metric_apps.is_empty() || !main.groups.is_empty() || main.metrics_endpoint;
-    ZONE_WANTED.store(wanted, Ordering::Relaxed);
-    if !wanted {
-        return Ok(());
-    }
-    let mut name = ngx_str_t {
-        len: "rwsgi_metrics".len(),
-        data: c"rwsgi_metrics".as_ptr().cast_mut().cast(),
-    };
-    let tag = addr_of!(ngx_http_wsgi_module).cast_mut().cast::<c_void>();
-    // SAFETY: cf is valid; nginx copies nothing from `name` beyond the call except its data
-    // pointer, which points at a static string.
-    let zone = unsafe { ngx_shared_memory_add(cf, &mut name, ZONE_SIZE, tag) };
-    if zone.is_null() {
-        return Err("wsgi: RW-NG070 cannot add the rwsgi_metrics shared zone".into());
-    }
-    // SAFETY: a zone nginx just returned; init is called once the memory exists.
-    unsafe { (*zone).init = Some(zone_init) };
-    Ok(())
-}
-
-/// The zone's init callback (master): the region placed in the zone, or found again after a
-/// reload (`data`: the previous cycle's region), and attached.
+/// The region, mapped now if this is the first configuration that wants it; `None` (with an
+/// `[alert]` line: nginx runs on without counters) when it cannot be mapped.
 ///
 /// # Safety
-/// Called by nginx with the zone it mapped (the slab pool at its start is initialised).
-unsafe extern "C" fn zone_init(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
-    let init = || -> Option<&'static Region> {
-        // SAFETY: nginx passes its live zone (contract).
-        let zone = unsafe { &mut *zone };
-        let mem = if data.is_null() {
-            let pool = zone.shm.addr.cast::<ngx_slab_pool_t>();
-            // SAFETY: the zone starts with the slab pool nginx initialised; pages are 4 KiB
-            // aligned, more than the region needs.
-            let mem = unsafe { ngx_slab_alloc(pool, REGION_SIZE) };
-            if mem.is_null() {
-                return None;
-            }
-            // SAFETY: as above.
-            unsafe { (*pool).data = mem };
-            mem
-        } else {
-            data
-        };
-        zone.data = mem;
-        // SAFETY: mem is REGION_SIZE bytes of the shared zone, which stays mapped in every
-        // process of this nginx (and is reused, not unmapped, across reloads).
-        Some(unsafe { Region::init_in(mem.cast()) })
-    };
-    match catch_unwind(AssertUnwindSafe(init)) {
-        Ok(Some(region)) => {
-            ::metrics::attach(region);
-            NGX_OK as ngx_int_t
+/// `cycle` is the cycle being initialised, on nginx's main thread.
+unsafe fn region_for(cycle: *mut ngx_cycle_t) -> Option<&'static Region> {
+    if let Some(region) = REGION.get() {
+        return Some(region);
+    }
+    match ::metrics::shm::create() {
+        Ok(region) => Some(*REGION.get_or_init(|| region)),
+        Err(e) => {
+            let msg = format!("wsgi: RW-NG070 cannot map the metrics region: {e}");
+            // SAFETY: the cycle and its log are valid (contract).
+            unsafe { ngx::log::log_error(NGX_LOG_ALERT as usize, (*cycle).log, 0, msg.as_bytes()) };
+            None
         }
-        _ => NGX_ERROR as ngx_int_t,
     }
 }
 
@@ -130,14 +89,15 @@ unsafe extern "C" fn zone_init(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
 /// # Safety
 /// `cycle` is the cycle being initialised, on nginx's main thread.
 pub unsafe fn init_module(cycle: *mut ngx_cycle_t) {
-    if !ZONE_WANTED.load(Ordering::Relaxed) {
-        // The previous configuration's zone is about to be unmapped: forget it.
+    if !WANTED.load(Ordering::Relaxed) {
         ::metrics::detach();
         return;
     }
-    let Some(region) = ::metrics::region() else {
+    // SAFETY: contract.
+    let Some(region) = (unsafe { region_for(cycle) }) else {
         return;
     };
+    ::metrics::attach(region);
     // SAFETY: contract.
     let Some(main) = WsgiModule::main_conf_mut(unsafe { &*cycle }) else {
         return;

@@ -2,7 +2,10 @@
 
 The web-server modules link Debian's libpython3.11.so.1.0 (nginx and httpd dlopen() them, so the
 code must be position independent); rwsgi-worker has Debian's static, profile-optimised
-interpreter core linked in and exports its C API (docs/building.md, "Which libpython"). Either
+interpreter core linked in and exports its C API (docs/building.md, "Which libpython"), and the
+modules' daemon groups run in it: their supervisor execs the rwsgi-worker found beside the module
+(crates/supervisor/src/hosted.rs). Without one of the same build there, the group runs in the
+server's forked process with the shared library, as before (the `-alone` modes). Either
 way C extension modules (Debian's lib-dynload and dist-packages, manylinux wheels, pyo3-based
 ones) import, find the C API in the global scope, and there is never a second libpython in the
 process: two interpreters would each have their own state, and an extension that bound to the
@@ -11,37 +14,52 @@ modules do; gunicorn and granian run in /usr/bin/python3.11, the static build, a
 """
 
 import os
+import shutil
 import sysconfig
 
 import pytest
 
 from harness import paths
 from harness.stack import Stack
-from test_apache_module_embedded import rwsgi_apache
+from test_apache_module_embedded import MODULE as APACHE_MODULE, load_line, rwsgi_apache
 from test_nginx_module_embedded import rwsgi_nginx
 
 # The tests run on Debian's /usr/bin/python3 (build/venv), the Python everything is built against.
 SHARED_LIBPYTHON = os.path.join(sysconfig.get_config_var("LIBDIR"),
                                 sysconfig.get_config_var("INSTSONAME"))
-MODES = ("rwsgi-worker", "nginx-embedded", "nginx-daemon", "apache-embedded", "apache-daemon")
+MODES = ("rwsgi-worker", "nginx-embedded", "nginx-daemon", "nginx-daemon-alone",
+         "apache-embedded", "apache-daemon", "apache-daemon-alone")
+WORKER = paths.TARGET / "release" / "rwsgi-worker"
+
+
+def module_alone(lch, module):
+    """A copy of `module` in a directory of its own: no rwsgi-worker beside it."""
+    d = lch._prefix("module-alone")
+    d.chmod(0o755)
+    copy = d / module.name
+    shutil.copy2(module, copy)
+    return copy
 
 
 def start(lch, mode, script, venv):
     """The linkage app at /app in `mode`; returns (Stack, the executable expected to host it)."""
     if mode == "rwsgi-worker":
         worker = lch.worker(script, processes=1, threads=2, python_home=venv)
-        return Stack(mode, lch.front_end("nginx", worker), logs=[worker.log_text]), paths.TARGET / "release" / "rwsgi-worker"
+        return Stack(mode, lch.front_end("nginx", worker), logs=[worker.log_text]), WORKER
+    # A daemon group runs in rwsgi-worker when one of the same build is beside the module.
+    in_worker = mode.endswith("-daemon")
     if mode.startswith("nginx"):
         http = f"wsgi_python_home {venv};"
         group = ""
-        if mode == "nginx-daemon":
+        if "daemon" in mode:
             http += f"\nwsgi_daemon_process linkage processes=1 threads=2 python-home={venv};"
             group = "wsgi_process_group linkage;"
         server = f"location /app {{ wsgi_script {script}; {group} }}"
-        nginx = rwsgi_nginx(lch, server, http)
-        return Stack(mode, nginx, logs=[nginx.error_log_text]), paths.NGINX_BIN
+        kw = {"module": module_alone(lch, paths.NGINX_MODULE)} if mode.endswith("-alone") else {}
+        nginx = rwsgi_nginx(lch, server, http, **kw)
+        return Stack(mode, nginx, logs=[nginx.error_log_text]), WORKER if in_worker else paths.NGINX_BIN
     daemon = ""
-    if mode == "apache-daemon":
+    if "daemon" in mode:
         daemon = f"WSGIDaemonProcess linkage processes=1 threads=2 python-home={venv}\nWSGIProcessGroup linkage"
     config = f"""
         WSGIPythonHome {venv}
@@ -51,8 +69,9 @@ def start(lch, mode, script, venv):
         </Directory>
         {daemon}
     """
-    apache = rwsgi_apache(lch, config)
-    return Stack(mode, apache, logs=[apache.error_log_text]), paths.APACHE_BIN
+    kw = {"load_lines": [load_line(module_alone(lch, APACHE_MODULE))]} if mode.endswith("-alone") else {}
+    apache = rwsgi_apache(lch, config, **kw)
+    return Stack(mode, apache, logs=[apache.error_log_text]), WORKER if in_worker else paths.APACHE_BIN
 
 
 @pytest.fixture(scope="module", params=MODES)
@@ -61,21 +80,21 @@ def hosted(request, new_launcher, apps, venv):
     stack, exe = start(lch, request.param, apps / "linkage.py", venv)
     r = stack.get("")
     assert r.status_code == 200, r.text[:500] + stack.log_text()[-2000:]
-    yield request.param, r.json(), exe
+    yield request.param, r.json(), exe, stack
     lch.stop_all()
 
 
 def test_c_extension_modules_import(hosted):
-    mode, info, _ = hosted
+    mode, info, _, _ = hosted
     failed = {name: why for name, why in info["imports"].items() if why != "ok"}
     assert not failed, f"{mode}: {failed}"
     assert info["sqlite"] == 42
 
 
 def test_exactly_one_interpreter_in_the_process(hosted):
-    mode, info, exe = hosted
+    mode, info, exe, _ = hosted
     assert os.path.realpath(info["exe"]) == os.path.realpath(exe)
-    if mode == "rwsgi-worker":
+    if os.path.realpath(exe) == os.path.realpath(WORKER):
         # The interpreter is the executable's own: no shared libpython may be loaded beside it.
         assert info["libpythons"] == [], info["libpythons"]
     else:
@@ -83,3 +102,20 @@ def test_exactly_one_interpreter_in_the_process(hosted):
     # The C API found through the global scope (ctypes.pythonapi, as C extensions find it) is
     # the interpreter that runs the app.
     assert info["c_api_version"] == info["version"]
+
+
+def test_the_start_up_line_names_the_interpreter(hosted):
+    """RW001 says which file the daemon group's Python comes from (what an admin checks after
+    installing the module without the rwsgi-worker package)."""
+    mode, _, exe, stack = hosted
+    if "daemon" not in mode:
+        pytest.skip("daemon groups only")
+    expected = WORKER if exe == WORKER else SHARED_LIBPYTHON
+    assert f"from {os.path.realpath(expected)}" in stack.log_text(), stack.log_text()[-2000:]
+
+
+def test_nothing_of_the_handover_reaches_the_app(hosted):
+    """The descriptor variable that tells rwsgi-worker it was handed a group is gone from the
+    environment before any Python runs (and the group's secret never was in it)."""
+    mode, info, _, _ = hosted
+    assert "RWSGI_HOSTED_GROUP" not in info["rwsgi_environ"], (mode, info["rwsgi_environ"])

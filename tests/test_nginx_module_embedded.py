@@ -31,7 +31,7 @@ MODULE = paths.NGINX_MODULE
 def module_path() -> Path:
     if not MODULE.exists():
         pytest.fail(f"{MODULE} missing: run cargo build --release")
-    return paths.public_path(MODULE)
+    return paths.public_module(MODULE)
 
 
 def write_app(directory: Path, name: str, source: str) -> Path:
@@ -42,7 +42,7 @@ def write_app(directory: Path, name: str, source: str) -> Path:
 
 
 def make_nginx(launcher, server: str, http: str = "", *, workers: int = 1, main: str = "",
-               state_dir=None, temp_path=True, **kw) -> Nginx:
+               state_dir=None, temp_path=True, module=None, **kw) -> Nginx:
     """An nginx (not started) with the module loaded; `state_dir` is passed to the apps'
     environment through nginx's `env` directive (workers get an empty environment otherwise)."""
     prefix = launcher._prefix("nginx-wsgi")
@@ -53,7 +53,7 @@ def make_nginx(launcher, server: str, http: str = "", *, workers: int = 1, main:
     # system's uwsgi temp directory, which nginx would create and chown as it starts).
     if temp_path and "wsgi_temp_path" not in http:
         http = f"wsgi_temp_path {prefix}/tmp/wsgi;\n{http}"
-    nginx = Nginx(prefix, server=server, http=http, load_module=module_path(),
+    nginx = Nginx(prefix, server=server, http=http, load_module=module or module_path(),
                   worker_processes=workers, main=main + "\n" + env_main, **kw)
     return nginx
 

@@ -52,6 +52,7 @@ def application(environ, start_response):
         "version": sys.version,
         "c_api_version": get_version().decode(),
         "sqlite": __import__("sqlite3").connect(":memory:").execute("select 6*7").fetchone()[0],
+        "rwsgi_environ": sorted(k for k in os.environ if k.startswith("RWSGI_")),
     }).encode()
     start_response("200 OK", [("Content-Type", "application/json"),
                               ("Content-Length", str(len(body)))])

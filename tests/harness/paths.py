@@ -79,6 +79,17 @@ def public_path(path: Path) -> Path:
     return dest
 
 
+def public_module(module: Path) -> Path:
+    """public_path() of a server module; a copy gets a copy of the rwsgi-worker beside the
+    module too, where the module's daemon groups look for it (crates/supervisor/src/hosted.rs)."""
+    public = public_path(module)
+    worker = Path(module).resolve().parent / "rwsgi-worker"
+    beside = public.parent / "rwsgi-worker"
+    if public != Path(module).resolve() and worker.exists() and not beside.exists():
+        shutil.copy2(worker, beside)
+    return public
+
+
 def _tree_world_readable(top: Path) -> bool:
     for dirpath, dirnames, filenames in os.walk(top):
         for name in dirnames + filenames:

@@ -26,6 +26,9 @@ use crate::server_conf;
 
 /// Where the parent keeps the region's address (the process pool survives restarts).
 const USERDATA_KEY: &std::ffi::CStr = c"mod_rwsgi.metrics";
+/// Where it keeps the region's memory file (its descriptor + 1), for daemon groups that exec
+/// rwsgi-worker: a restart unloads and reloads this module, and its statics start again.
+const USERDATA_FD_KEY: &std::ffi::CStr = c"mod_rwsgi.metrics_fd";
 
 /// The region of this server: found in the process pool, or created and put there.
 ///
@@ -37,9 +40,28 @@ unsafe fn region_of(process_pool: *mut apr_pool_t) -> Option<&'static Region> {
     unsafe { apr_pool_userdata_get(&mut data, USERDATA_KEY.as_ptr(), process_pool) };
     if !data.is_null() {
         // SAFETY: stored below: a region in a shared mapping that is never unmapped.
-        return Some(unsafe { &*data.cast::<Region>() });
+        let region = unsafe { &*data.cast::<Region>() };
+        let mut fd: *mut c_void = std::ptr::null_mut();
+        // SAFETY: userdata lookup on the live process pool.
+        unsafe { apr_pool_userdata_get(&mut fd, USERDATA_FD_KEY.as_ptr(), process_pool) };
+        if !fd.is_null() {
+            // SAFETY: stored below: the region's memory file, open for the parent's life.
+            unsafe { ::metrics::shm::known(region, fd as usize as i32 - 1) };
+        }
+        return Some(region);
     }
     let region = ::metrics::shm::create().ok()?;
+    if let Some(fd) = ::metrics::shm::fd_of(region) {
+        // SAFETY: a plain number stored as a pointer; the cleanup does nothing.
+        unsafe {
+            apr_pool_userdata_set(
+                (fd as usize + 1) as *const c_void,
+                USERDATA_FD_KEY.as_ptr(),
+                Some(apr_pool_cleanup_null),
+                process_pool,
+            )
+        };
+    }
     // SAFETY: the region lives for the rest of the process (never unmapped); the cleanup does
     // nothing, so no code of this DSO runs when the pool goes.
     unsafe {

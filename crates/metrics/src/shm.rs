@@ -1,30 +1,128 @@
-//! A region in an anonymous shared mapping: what Apache's parent and a standalone rwsgi-worker
-//! supervisor create before they fork, so every child shares it. (nginx places the region in a
-//! shared zone of its own instead: [`Region::init_in`].)
+//! A region in a shared mapping of a memory file (`memfd_create`): what nginx's master, Apache's
+//! parent and a standalone rwsgi-worker supervisor create before they fork, so every child shares
+//! it. The file's descriptor is kept (close-on-exec) so that a daemon group's supervisor that
+//! `exec`s `rwsgi-worker` can be handed it and map the same memory ([`attach_fd`]).
 
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Mutex;
 
 use crate::layout::{Region, REGION_SIZE};
+
+/// The regions this process mapped from memory files (their address), with the files.
+static FILES: Mutex<Vec<(usize, OwnedFd)>> = Mutex::new(Vec::new());
 
 /// Maps a fresh, zeroed region (shared with every process forked afterwards). The mapping is
 /// never unmapped: forked children and the counters' readers may use it until they exit.
 pub fn create() -> io::Result<&'static Region> {
-    // SAFETY: an anonymous shared mapping with no address hint; the result is checked.
+    // SAFETY: memfd_create takes a NUL-terminated name and flags; the result is checked.
+    let fd = unsafe { libc::memfd_create(c"rwsgi-metrics".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor just created and owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ftruncate on our own memory file; a fresh file reads as zeroes.
+    if unsafe { libc::ftruncate(fd.as_raw_fd(), REGION_SIZE as libc::off_t) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let ptr = map(fd.as_raw_fd())?;
+    // SAFETY: a page-aligned, zero-filled mapping of REGION_SIZE bytes that is never unmapped.
+    let region = unsafe { Region::init_in(ptr) };
+    keep(region, fd);
+    Ok(region)
+}
+
+fn keep(region: &Region, fd: OwnedFd) {
+    let mut files = FILES.lock().unwrap_or_else(|e| e.into_inner());
+    files.push((region as *const Region as usize, fd));
+}
+
+/// The memory file behind `region`, when [`create`] or [`attach_fd`] mapped it in this process
+/// (close-on-exec: whoever hands it on clears that on its copy).
+pub fn fd_of(region: &Region) -> Option<RawFd> {
+    let files = FILES.lock().unwrap_or_else(|e| e.into_inner());
+    let addr = region as *const Region as usize;
+    files
+        .iter()
+        .find(|(a, _)| *a == addr)
+        .map(|(_, fd)| fd.as_raw_fd())
+}
+
+/// Notes `fd` as `region`'s memory file again: a server module that was unloaded and loaded
+/// again (httpd's restart) finds its region where it kept it, but these notes were the old copy's.
+///
+/// # Safety
+/// `fd` is the open memory file `region` is mapped from, and nothing else in this process will
+/// close it.
+pub unsafe fn known(region: &Region, fd: RawFd) {
+    if fd_of(region).is_none() {
+        // SAFETY: caller contract.
+        keep(region, unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+}
+
+/// Notes that this process moved `region`'s memory file to descriptor `fd` (a forked process
+/// that laid its descriptors out with `dup2` and closed the others, the old number among them).
+pub fn moved(region: &Region, fd: RawFd) {
+    let mut files = FILES.lock().unwrap_or_else(|e| e.into_inner());
+    let addr = region as *const Region as usize;
+    if let Some(entry) = files.iter_mut().find(|(a, _)| *a == addr) {
+        // SAFETY: the caller moved the file to `fd`, which this entry now owns.
+        let old = std::mem::replace(&mut entry.1, unsafe { OwnedFd::from_raw_fd(fd) });
+        // Already closed by whoever moved it: closing the number again could close another file.
+        std::mem::forget(old);
+    }
+}
+
+/// Maps the region held by memory file `fd`, which a process that ran [`create`] handed over
+/// across `exec` (the region is already initialised there), and keeps the descriptor.
+///
+/// # Safety
+/// `fd` is a memory file made by [`create`] in this server (so REGION_SIZE bytes holding an
+/// initialised region), owned by this call.
+pub unsafe fn attach_fd(fd: RawFd) -> io::Result<&'static Region> {
+    // SAFETY: caller contract: the descriptor is ours to own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: fcntl only changes the descriptor's flags.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    // SAFETY: all zero is a valid stat buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat fills st; the result is checked.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if (st.st_size as u64) < REGION_SIZE as u64 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the metrics memory file is smaller than a region",
+        ));
+    }
+    let ptr = map(fd.as_raw_fd())?;
+    // SAFETY: REGION_SIZE bytes of an initialised region (caller contract); init_in keeps what it
+    // finds (the same as after a reload) and the mapping is never unmapped.
+    let region = unsafe { Region::init_in(ptr) };
+    keep(region, fd);
+    Ok(region)
+}
+
+fn map(fd: RawFd) -> io::Result<*mut u8> {
+    // SAFETY: a shared mapping of the file's first REGION_SIZE bytes with no address hint; the
+    // result is checked.
     let ptr = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
             REGION_SIZE,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
+            libc::MAP_SHARED,
+            fd,
             0,
         )
     };
     if ptr == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: a page-aligned, zero-filled mapping of REGION_SIZE bytes that is never unmapped.
-    Ok(unsafe { Region::init_in(ptr.cast()) })
+    Ok(ptr.cast())
 }
 
 #[cfg(test)]
@@ -51,6 +149,39 @@ mod tests {
             region.groups[g.0 as usize].respawns[1].load(Ordering::Relaxed),
             5
         );
+    }
+
+    #[test]
+    fn the_memory_file_maps_the_same_region_again() {
+        let region = create().unwrap();
+        let g = region.register_group("exec").unwrap();
+        region.groups[g.0 as usize].respawns[0].fetch_add(3, Ordering::Relaxed);
+        let fd = fd_of(region).expect("create keeps the file");
+        // What a process that exec'd does with the descriptor it was handed (here a copy).
+        // SAFETY: dup of our own open descriptor.
+        let copy = unsafe { libc::dup(fd) };
+        // SAFETY: the copy is a memory file made by create(), owned by the call.
+        let again = unsafe { attach_fd(copy) }.unwrap();
+        assert_ne!(
+            again as *const Region, region as *const Region,
+            "a second mapping"
+        );
+        assert_eq!(again.register_group("exec"), Some(g));
+        again.groups[g.0 as usize].respawns[0].fetch_add(1, Ordering::Relaxed);
+        assert_eq!(
+            region.groups[g.0 as usize].respawns[0].load(Ordering::Relaxed),
+            4
+        );
+        assert_eq!(fd_of(again), Some(copy));
+    }
+
+    #[test]
+    fn a_file_too_small_is_refused() {
+        // SAFETY: memfd_create with a static name; checked.
+        let fd = unsafe { libc::memfd_create(c"small".as_ptr(), 0) };
+        assert!(fd >= 0);
+        // SAFETY: our own fresh descriptor, owned by the call.
+        assert!(unsafe { attach_fd(fd) }.is_err());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use pyo3::sync::MutexExt;
 use crate::log::{format_exception, ErrorLog, Level};
 
 /// Where an application's code comes from.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum AppSource {
     /// A WSGI script file, executed as a module of its own (mod_wsgi's `WSGIScriptAlias`).
     Script(PathBuf),

@@ -61,6 +61,26 @@ pub fn python_version() -> String {
         .to_owned()
 }
 
+/// The file this process runs the interpreter's code from: the executable itself when it links
+/// the static interpreter (rwsgi-worker), else the shared `libpython3.x.so` a module brought.
+/// Read from the mapping that holds the C API's code (`/proc/self/maps`), so it is the real
+/// file whatever argv[0] says. For start-up lines.
+pub fn interpreter_file() -> Option<PathBuf> {
+    let addr = ffi::Py_IsInitialized as *const () as usize;
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (start, end) = fields.next()?.split_once('-')?;
+        let (start, end) = (
+            usize::from_str_radix(start, 16).ok()?,
+            usize::from_str_radix(end, 16).ok()?,
+        );
+        let path = fields.nth(4)?;
+        (start <= addr && addr < end && path.starts_with('/'))
+            .then(|| std::fs::canonicalize(path).unwrap_or_else(|_| PathBuf::from(path)))
+    })
+}
+
 /// The `program_name` that selects the prefix: `<home>/bin/python3`, or Debian's python3.
 fn program_name(home: Option<&Path>) -> Result<PathBuf, Error> {
     let Some(home) = home else {

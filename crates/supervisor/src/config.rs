@@ -21,7 +21,9 @@ pub const MAX_UNIX_PATH: usize = 107;
 /// (responder role) let stock `scgi_pass`/`fastcgi_pass` and `mod_proxy_scgi`/`mod_proxy_fcgi`
 /// front the same worker. Each request is served the same way whatever the protocol: only the
 /// framing of the request head, the body and the response differs (`proto/`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Protocol {
     #[default]
     Uwsgi,
@@ -64,7 +66,7 @@ impl fmt::Display for Protocol {
 }
 
 /// Where the group listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SocketSpec {
     /// A unix stream socket at this path (the default transport: only local users can reach it).
     Unix(PathBuf),
@@ -109,7 +111,7 @@ impl fmt::Display for SocketSpec {
 }
 
 /// The WSGI application a group serves.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AppConfig {
     /// Its code: a script file executed as a module (mod_wsgi's `WSGIScriptAlias` target, the
     /// web server modules' only kind), or a module imported by name (`rwsgi-worker --module`).
@@ -152,7 +154,9 @@ impl AppConfig {
 /// The Python interface of an app: `wsgi` (PEP 3333, the default) or `asgi` (ASGI 3.0). The
 /// one vocabulary of nginx's `wsgi_interface`, the daemon option `interface=` and
 /// rwsgi-worker's `--interface`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Interface {
     #[default]
     Wsgi,
@@ -178,7 +182,7 @@ impl Interface {
 }
 
 /// All daemon options of one process group (DESIGN.md, "Daemon group options").
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GroupConfig {
     /// The group's name (`wsgi_daemon_process NAME`, `WSGIDaemonProcess NAME`; rwsgi-worker:
     /// its display name, else `rwsgi-worker`): the `group` label of its metrics.

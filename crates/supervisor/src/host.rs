@@ -205,7 +205,8 @@ where
     Ok((pid, write_end))
 }
 
-/// The forked child: prepare, run the group, report; returns the exit code.
+/// The forked child: prepare, run the group (in `rwsgi-worker` when it can: `hosted.rs`),
+/// report; returns the exit code.
 fn become_supervisor<P, E>(
     cfg: &GroupConfig,
     lifetime: OwnedFd,
@@ -217,23 +218,30 @@ where
     P: FnOnce(),
     E: FnOnce(&str) -> String,
 {
+    // The server's line around a reason, made once: the same format whichever process prints it.
+    let line = std::panic::catch_unwind(AssertUnwindSafe(|| error_line("\u{1}")))
+        .unwrap_or_else(|_| "\u{1}".to_owned());
+    let (before, after) = line.split_once('\u{1}').unwrap_or((&line, ""));
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
         prepare();
         let listener = handoff.listener.map(|fd| fd.as_raw_fd());
         let predecessor = handoff.predecessor.map(IntoRawFd::into_raw_fd);
+        let plan = crate::hosted::Plan::new(
+            cfg,
+            (before, after),
+            listener.is_some(),
+            predecessor.is_some(),
+        );
         // SAFETY: we are the freshly forked child of a single-threaded process (fork_supervisor's
         // contract); the descriptors are handed over.
-        unsafe { run_forked_with(cfg, lifetime.into_raw_fd(), listener, predecessor) }
+        unsafe { run_forked_with(cfg, lifetime.into_raw_fd(), listener, predecessor, plan) }
     }))
     .unwrap_or_else(|_| Err("internal error (panic) while starting the supervisor".to_owned()));
     match result {
         Ok(()) => 0,
         Err(reason) => {
-            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                let line = error_line(&reason);
-                // Not eprintln!: it panics when stderr is gone.
-                let _ = writeln!(std::io::stderr(), "{line}");
-            }));
+            // Not eprintln!: it panics when stderr is gone.
+            let _ = writeln!(std::io::stderr(), "{before}{reason}{after}");
             1
         }
     }
@@ -258,11 +266,13 @@ where
 /// of the lifetime pipe (above stderr); this call takes it over.
 pub unsafe fn run_forked(cfg: &GroupConfig, lifetime: RawFd) -> Result<(), String> {
     // SAFETY: the caller's contract is ours.
-    unsafe { run_forked_with(cfg, lifetime, None, None) }
+    unsafe { run_forked_with(cfg, lifetime, None, None, None) }
 }
 
 /// [`run_forked`] with what [`Handoff`] carries: `listener` (kept open, adopted) and
-/// `predecessor` (taken over), both above stderr.
+/// `predecessor` (taken over), both above stderr; and with a `plan`, the process becomes
+/// `rwsgi-worker` once the descriptors are in place (`hosted.rs`), or runs the group itself when
+/// that `exec` fails.
 ///
 /// # Safety
 /// As [`run_forked`]; `listener` is a listening socket bound for `cfg.socket`, `predecessor` a
@@ -272,10 +282,14 @@ unsafe fn run_forked_with(
     lifetime: RawFd,
     listener: Option<RawFd>,
     predecessor: Option<RawFd>,
+    plan: Option<crate::hosted::Plan>,
 ) -> Result<(), String> {
     let mut keep = vec![lifetime];
     keep.extend(listener);
     keep.extend(predecessor);
+    if let Some(plan) = &plan {
+        keep.extend(plan.descriptors());
+    }
     // SAFETY: resetting dispositions and the mask, moving and closing descriptors and starting a
     // session only affect this (single-threaded, caller contract) process. Nothing else in it
     // uses the descriptors above 3 (they are the server's, inherited).
@@ -292,6 +306,16 @@ unsafe fn run_forked_with(
         // The workers are forked, not exec'd: nothing the app runs needs the pipe.
         libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC);
         libc::setsid();
+    }
+    if let Some(plan) = plan {
+        // SAFETY: single-threaded (contract); keep_only laid the descriptors out as the plan
+        // expects.
+        let failed = unsafe { plan.exec() };
+        let _ = writeln!(
+            std::io::stderr(),
+            "{}: {failed}; the group runs with the server's libpython",
+            cfg.log_name()
+        );
     }
     // The descriptors are now 3 (the pipe), then the listener, then the predecessor's pipe.
     let mut next = 4;

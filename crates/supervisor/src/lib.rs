@@ -30,6 +30,7 @@ pub mod cli;
 pub mod config;
 mod conn;
 mod host;
+pub mod hosted;
 mod ini;
 pub mod listener;
 pub mod log;
@@ -162,12 +163,16 @@ pub(crate) fn run_inner(
         Interface::Wsgi => format!("{} threads", cfg.threads),
         Interface::Asgi => "an ASGI event loop".to_string(),
     };
+    let python = pyhost::interpreter_file()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "?".to_owned());
     rwlog!(
         "RW001",
-        "listening on {protocol}{}: {} processes x {per_process}, app {}",
+        "listening on {protocol}{}: {} processes x {per_process}, app {}, python {} from {python}",
         listener.describe(),
         cfg.processes,
-        apps.join(" ")
+        apps.join(" "),
+        pyhost::python_version()
     );
     if let Some(endpoint) = metrics.describe_endpoint() {
         rwlog!("RW062", "metrics endpoint on {endpoint}");

@@ -24,7 +24,7 @@ const MIN_LEN: usize = 16;
 const MAX_LEN: usize = 1024;
 
 /// A group's secret. Compared in constant time; never printed.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Secret(Vec<u8>);
 
 impl Secret {

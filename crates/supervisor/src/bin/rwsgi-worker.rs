@@ -5,6 +5,10 @@ use std::process::ExitCode;
 use supervisor::cli::{self, Command};
 
 fn main() -> ExitCode {
+    // A web server module's daemon group, handed over across exec (hosted.rs).
+    if let Some(code) = supervisor::hosted::run_if_handed_over() {
+        return ExitCode::from(code as u8);
+    }
     match cli::parse(std::env::args().skip(1)) {
         Ok(Command::Help) => {
             print!("{}", cli::USAGE);

@@ -1,0 +1,411 @@
+//! A web server module's daemon group, run by `rwsgi-worker`.
+//!
+//! nginx and httpd `dlopen()` our modules, so everything they fork runs Debian's
+//! `libpython3.11.so`: compiled `-fPIC`, without profile-guided optimisation. `rwsgi-worker`
+//! links the profile-optimised static interpreter that `/usr/bin/python3.11` is made of, and runs
+//! the same Django or Flask request in about 10% fewer instructions (docs/building.md, "Which
+//! libpython"). So the supervisor a module forks (`host.rs`) replaces itself with that program
+//! when it can, and its workers, forked from it, run the better interpreter:
+//!
+//! - **Which program.** `rwsgi-worker` beside the module's own file (a build tree, or a custom
+//!   install), else `/usr/bin/rwsgi-worker` (the package). Only a regular, executable file
+//!   owned by root or by this process's user and writable by nobody else, and only one built
+//!   from the same sources: it must carry this build's [`ABI`] string, looked for in the file.
+//!   Anything else, and the group runs in the forked process as before (the start-up line says
+//!   which interpreter runs the group).
+//! - **What crosses `exec`.** Everything the forked supervisor would have used, and nothing
+//!   through argv or the environment: the configuration (the group's secret included) as JSON in
+//!   a memory file; the lifetime pipe, the inherited listening socket and the predecessor's pipe
+//!   at the descriptors `run_forked` would put them; the metrics region's memory file; the
+//!   server's error-line format for a failed start. The server's stdout/stderr (its error log),
+//!   environment, process title (argv[0]) and `comm` name carry over, so the group looks and logs
+//!   as before.
+//! - **The other side** is [`run_if_handed_over`], `rwsgi-worker` with [`ENV`] set: it maps the region, takes the
+//!   descriptors over and runs the same supervisor code (`run_inner`).
+
+use std::ffi::{CStr, CString};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::GroupConfig;
+
+/// This build's name for what crosses `exec`: the crate version and a digest of the sources of
+/// every crate a daemon group runs (supervisor/build.rs). The module and the program must agree.
+pub const ABI: &str = concat!("rwsgi-hosted-abi/", env!("RWSGI_HOSTED_ABI"));
+
+/// The packaged program, looked for after the module's own directory.
+const PACKAGED: &str = "/usr/bin/rwsgi-worker";
+
+/// The environment variable that tells `rwsgi-worker` it was handed a group, and at which
+/// descriptor (argv stays the server's process title: `ps` shows what it showed before).
+pub const ENV: &str = "RWSGI_HOSTED_GROUP";
+
+/// What the memory file holds.
+#[derive(Serialize, Deserialize)]
+struct Blob {
+    abi: String,
+    cfg: GroupConfig,
+    /// The server's line for a failed start: `error_line(reason)` is `before + reason + after`.
+    error_before: String,
+    error_after: String,
+    /// The forked process's `comm` (kept unless the group sets `display-name`).
+    comm: String,
+    /// Which descriptors follow the lifetime pipe (3), in this order.
+    listener: bool,
+    predecessor: bool,
+    metrics: bool,
+}
+
+/// A prepared `exec`: made in the forked child before its descriptors are moved.
+pub(crate) struct Plan {
+    program: CString,
+    title: CString,
+    blob: OwnedFd,
+    metrics: Option<RawFd>,
+    has_listener: bool,
+    has_predecessor: bool,
+}
+
+impl Plan {
+    /// The plan for group `cfg`, or `None` when no suitable program is found (the group then
+    /// runs in this process). The server's error line is `before + reason + after`;
+    /// `listener`/`predecessor` say what the handoff holds.
+    pub(crate) fn new(
+        cfg: &GroupConfig,
+        (before, after): (&str, &str),
+        listener: bool,
+        predecessor: bool,
+    ) -> Option<Plan> {
+        let program = candidates().into_iter().find(|p| suitable(p))?;
+        let metrics = ::metrics::region().and_then(::metrics::shm::fd_of);
+        let blob = Blob {
+            abi: ABI.to_owned(),
+            cfg: cfg.clone(),
+            error_before: before.to_owned(),
+            error_after: after.to_owned(),
+            comm: std::fs::read_to_string("/proc/self/comm")
+                .map(|c| c.trim_end().to_owned())
+                .unwrap_or_default(),
+            listener,
+            predecessor,
+            metrics: metrics.is_some(),
+        };
+        let json = serde_json::to_vec(&blob).ok()?;
+        let file = memory_file(&json)?;
+        Some(Plan {
+            program: CString::new(program.as_os_str().as_bytes()).ok()?,
+            title: CString::new(own_title()).ok()?,
+            blob: file,
+            metrics,
+            has_listener: listener,
+            has_predecessor: predecessor,
+        })
+    }
+
+    /// The descriptors to keep after the lifetime pipe, the listener and the predecessor's pipe.
+    pub(crate) fn descriptors(&self) -> Vec<RawFd> {
+        let mut fds = vec![self.blob.as_raw_fd()];
+        fds.extend(self.metrics);
+        fds
+    }
+
+    /// Replaces this process with the program, once `keep_only` has put the descriptors at 3,
+    /// 4, ... (lifetime pipe, listener, predecessor, then [`Plan::descriptors`]). Returns only
+    /// when `execv` fails, with the reason.
+    ///
+    /// # Safety
+    /// Single-threaded process; the descriptors are where the doc above says.
+    pub(crate) unsafe fn exec(self) -> String {
+        let count = 3
+            + self.has_listener as RawFd
+            + self.has_predecessor as RawFd
+            + self.descriptors().len() as RawFd;
+        let blob_fd = 3 + 1 + self.has_listener as RawFd + self.has_predecessor as RawFd;
+        for fd in 3..count {
+            // SAFETY: descriptors this process owns (keep_only put them there); only their
+            // close-on-exec flag changes.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+        }
+        let mut env: Vec<CString> = std::env::vars_os()
+            .filter(|(k, _)| k != ENV)
+            .filter_map(|(k, v)| {
+                let mut kv = k.into_vec();
+                kv.push(b'=');
+                kv.extend(v.into_vec());
+                CString::new(kv).ok()
+            })
+            .collect();
+        env.extend(CString::new(format!("{ENV}={blob_fd}")).ok());
+        let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+        envp.push(std::ptr::null());
+        let argv = [self.title.as_ptr(), std::ptr::null()];
+        // SAFETY: a NUL-terminated path, and NULL-terminated argv and envp of NUL-terminated
+        // strings, all alive for the call.
+        unsafe { libc::execve(self.program.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+        let err = std::io::Error::last_os_error();
+        for fd in 3..count {
+            // SAFETY: as above, back to close-on-exec for the in-process run.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+        format!("exec {}: {err}", self.program.to_string_lossy())
+    }
+}
+
+/// Where to look for the program, in order.
+fn candidates() -> Vec<PathBuf> {
+    let mut list = Vec::new();
+    if let Some(dir) = own_file().as_deref().and_then(Path::parent) {
+        list.push(dir.join("rwsgi-worker"));
+    }
+    list.push(PathBuf::from(PACKAGED));
+    list
+}
+
+/// The file this code was loaded from (the module's `.so`).
+fn own_file() -> Option<PathBuf> {
+    // SAFETY: all zero is a valid Dl_info.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: dladdr reads the address and fills info; the result is checked.
+    if unsafe { libc::dladdr(own_file as *const libc::c_void, &mut info) } == 0
+        || info.dli_fname.is_null()
+    {
+        return None;
+    }
+    // SAFETY: dladdr set a NUL-terminated name that lives as long as the object is loaded.
+    let name = unsafe { CStr::from_ptr(info.dli_fname) };
+    Some(PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes())))
+}
+
+/// A regular executable file that only root or this process's user can change, built from the
+/// same sources.
+fn suitable(path: &Path) -> bool {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    // SAFETY: plain getter.
+    let euid = unsafe { libc::geteuid() };
+    meta.is_file()
+        && meta.mode() & 0o111 != 0
+        && meta.mode() & 0o022 == 0
+        && (meta.uid() == 0 || meta.uid() == euid)
+        && carries_abi(path)
+}
+
+/// Whether the file contains [`ABI`] (the program compares it again when it starts).
+fn carries_abi(path: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let Ok(len) = file.metadata().map(|m| m.len() as usize) else {
+        return false;
+    };
+    if len < ABI.len() {
+        return false;
+    }
+    // SAFETY: a private read-only mapping of the whole file, checked, unmapped below.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return false;
+    }
+    // SAFETY: memmem reads len bytes of the mapping and ABI.len() bytes of the string.
+    let found = unsafe { libc::memmem(ptr, len, ABI.as_ptr().cast(), ABI.len()) };
+    // SAFETY: the mapping made above.
+    unsafe { libc::munmap(ptr, len) };
+    !found.is_null()
+}
+
+/// This process's title as `ps` shows it (nginx's keeper set it before the fork's hook ran).
+fn own_title() -> Vec<u8> {
+    let cmdline = std::fs::read("/proc/self/cmdline").unwrap_or_default();
+    let first = cmdline.split(|&b| b == 0).next().unwrap_or_default();
+    if first.is_empty() {
+        b"rwsgi-worker".to_vec()
+    } else {
+        first.to_vec()
+    }
+}
+
+/// A close-on-exec memory file holding `bytes`, read from the start.
+fn memory_file(bytes: &[u8]) -> Option<OwnedFd> {
+    // SAFETY: memfd_create takes a NUL-terminated name and flags; the result is checked.
+    let fd = unsafe { libc::memfd_create(c"rwsgi-group".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a descriptor just created and owned by nobody else.
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    file.write_all(bytes).ok()?;
+    // SAFETY: lseek on our own file.
+    if unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_SET) } != 0 {
+        return None;
+    }
+    Some(file.into())
+}
+
+/// `rwsgi-worker` started with [`ENV`] set: takes the variable out of the environment (the
+/// app never sees it) and runs the group a web server module's supervisor handed over (see the
+/// module docs); `None` without the variable, else the process's exit code.
+pub fn run_if_handed_over() -> Option<i32> {
+    let value = std::env::var_os(ENV)?;
+    // Single-threaded still (main's first step): nothing reads the environment concurrently.
+    std::env::remove_var(ENV);
+    let Some(fd) = value.to_str().and_then(|v| v.parse::<RawFd>().ok()) else {
+        let _ = writeln!(std::io::stderr(), "rwsgi-worker: {ENV} is not a descriptor");
+        return Some(2);
+    };
+    Some(run(fd))
+}
+
+fn run(fd: RawFd) -> i32 {
+    // SAFETY: fcntl(F_GETFD) only inspects the descriptor table.
+    if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        let _ = writeln!(
+            std::io::stderr(),
+            "rwsgi-worker: descriptor {fd} is not open"
+        );
+        return 2;
+    }
+    // SAFETY: the module's supervisor handed this descriptor over for this use (checked open).
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let mut json = Vec::new();
+    let blob = match file
+        .read_to_end(&mut json)
+        .map(|_| serde_json::from_slice::<Blob>(&json))
+    {
+        Ok(Ok(blob)) if blob.abi == ABI => blob,
+        _ => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "rwsgi-worker: {ENV}: not a group handed over by a module of this build ({ABI})"
+            );
+            return 2;
+        }
+    };
+    drop(file);
+    let reason = match std::panic::catch_unwind(AssertUnwindSafe(|| take_over(&blob, fd))) {
+        Ok(Ok(())) => return 0,
+        Ok(Err(reason)) => reason,
+        Err(_) => "internal error (panic) in the supervisor".to_owned(),
+    };
+    let _ = writeln!(
+        std::io::stderr(),
+        "{}{reason}{}",
+        blob.error_before,
+        blob.error_after
+    );
+    1
+}
+
+/// The supervisor's run, with the descriptors laid out by [`Plan::exec`] (`blob_fd` was the
+/// memory file, already closed).
+fn take_over(blob: &Blob, blob_fd: RawFd) -> Result<(), String> {
+    if blob.cfg.display_name.is_none() && !blob.comm.is_empty() {
+        crate::worker::set_process_name(&blob.comm);
+    }
+    let mut next = 4;
+    let mut take = |present: bool| {
+        present.then(|| {
+            next += 1;
+            next - 1
+        })
+    };
+    let listener = take(blob.listener);
+    let predecessor = take(blob.predecessor);
+    debug_assert_eq!(next, blob_fd);
+    if blob.metrics {
+        // SAFETY: the descriptor after the memory file is the region's file (Plan::exec), ours.
+        let region = unsafe { ::metrics::shm::attach_fd(blob_fd + 1) }
+            .map_err(|e| format!("metrics region: {e}"))?;
+        ::metrics::attach(region);
+    }
+    let inherited = crate::Inherited {
+        listener: listener.map(|fd| {
+            // SAFETY: the server's listening socket, handed over at this descriptor.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            crate::listener::Listener::adopt(fd, &blob.cfg.socket)
+        }),
+        // SAFETY: the predecessor's lifetime pipe, handed over at this descriptor.
+        predecessor: predecessor.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+    };
+    // SAFETY: fd 3 is the lifetime pipe's read end, open for the rest of this process (run_forked
+    // put it there before the exec).
+    let lifetime = unsafe { BorrowedFd::borrow_raw(3) };
+    // The workers are forked, not exec'd: nothing the app runs needs the pipe.
+    // SAFETY: only the flag of our own descriptor changes.
+    unsafe { libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC) };
+    crate::run_inner(&blob.cfg, Some(lifetime), inherited).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_abi_names_the_version_and_the_sources() {
+        assert!(ABI.starts_with("rwsgi-hosted-abi/"));
+        assert!(ABI.contains(env!("CARGO_PKG_VERSION")));
+    }
+
+    #[test]
+    fn a_program_of_another_build_is_not_used() {
+        let dir = std::env::temp_dir().join(format!("rwsgi-hosted-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let other = dir.join("other");
+        std::fs::write(&other, b"\x7fELF rwsgi-hosted-abi/0.0.0-0000").unwrap();
+        std::fs::set_permissions(&other, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        assert!(!suitable(&other));
+        let same = dir.join("same");
+        std::fs::write(&same, format!("\x7fELF ... {ABI} ...")).unwrap();
+        std::fs::set_permissions(&same, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        assert!(suitable(&same));
+        // Writable by others: refused even with the right string.
+        std::fs::set_permissions(&same, std::os::unix::fs::PermissionsExt::from_mode(0o757))
+            .unwrap();
+        assert!(!suitable(&same));
+        // Not executable.
+        std::fs::set_permissions(&same, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        assert!(!suitable(&same));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_blob_round_trips_the_configuration() {
+        let mut cfg = GroupConfig::new(
+            crate::config::SocketSpec::Unix("/run/g.sock".into()),
+            "/srv/app.py".into(),
+        );
+        cfg.secret = Some(crate::Secret::generate().unwrap());
+        cfg.env = vec![("A".into(), "b c".into())];
+        cfg.request_timeout = Some(std::time::Duration::from_millis(1500));
+        let blob = Blob {
+            abi: ABI.into(),
+            cfg: cfg.clone(),
+            error_before: "x ".into(),
+            error_after: String::new(),
+            comm: "nginx".into(),
+            listener: true,
+            predecessor: false,
+            metrics: true,
+        };
+        let back: Blob = serde_json::from_slice(&serde_json::to_vec(&blob).unwrap()).unwrap();
+        assert_eq!(back.cfg, cfg);
+    }
+}
