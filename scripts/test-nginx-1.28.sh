@@ -27,6 +27,11 @@ sh ngx-headers/build-nginx.sh "$NGX"
 say "the module against nginx 1.28 (target/nginx-1.28)"
 NGINX_SOURCE_DIR="$NGX" NGINX_BUILD_DIR="$NGX/objs" CARGO_TARGET_DIR="$ROOT/target/nginx-1.28" \
     cargo build --release -p ngx_http_wsgi_module
+# The module's daemon groups exec the rwsgi-worker beside it (crates/supervisor/src/hosted.rs):
+# the workspace build's carries the same sources' ABI string, so a copy of it serves.
+if [[ -x "$ROOT/target/release/rwsgi-worker" ]]; then
+    cp -f "$ROOT/target/release/rwsgi-worker" "$ROOT/target/nginx-1.28/release/rwsgi-worker"
+fi
 
 export RWSGI_NGINX_BIN="$NGX/objs/nginx"
 export RWSGI_NGINX_MODULE="$ROOT/target/nginx-1.28/release/libngx_http_wsgi_module.so"

@@ -4,8 +4,9 @@ The web-server modules link Debian's libpython3.11.so.1.0 (nginx and httpd dlope
 code must be position independent); rwsgi-worker has Debian's static, profile-optimised
 interpreter core linked in and exports its C API (docs/building.md, "Which libpython"), and the
 modules' daemon groups run in it: their supervisor execs the rwsgi-worker found beside the module
-(crates/supervisor/src/hosted.rs). Without one of the same build there, the group runs in the
-server's forked process with the shared library, as before (the `-alone` modes). Either
+(crates/supervisor/src/hosted.rs). Without one of the same build there (the `-alone` modes), or
+with RWSGI_WORKER_PROGRAM=none in the server's environment (`-none`), the group runs in the
+server's forked process with the shared library, as before. Either
 way C extension modules (Debian's lib-dynload and dist-packages, manylinux wheels, pyo3-based
 ones) import, find the C API in the global scope, and there is never a second libpython in the
 process: two interpreters would each have their own state, and an extension that bound to the
@@ -22,13 +23,13 @@ import pytest
 from harness import paths
 from harness.stack import Stack
 from test_apache_module_embedded import MODULE as APACHE_MODULE, load_line, rwsgi_apache
-from test_nginx_module_embedded import rwsgi_nginx
+from test_nginx_module_embedded import make_nginx
 
 # The tests run on Debian's /usr/bin/python3 (build/venv), the Python everything is built against.
 SHARED_LIBPYTHON = os.path.join(sysconfig.get_config_var("LIBDIR"),
                                 sysconfig.get_config_var("INSTSONAME"))
 MODES = ("rwsgi-worker", "nginx-embedded", "nginx-daemon", "nginx-daemon-alone",
-         "apache-embedded", "apache-daemon", "apache-daemon-alone")
+         "nginx-daemon-none", "apache-embedded", "apache-daemon", "apache-daemon-alone")
 WORKER = paths.TARGET / "release" / "rwsgi-worker"
 
 
@@ -56,7 +57,11 @@ def start(lch, mode, script, venv):
             group = "wsgi_process_group linkage;"
         server = f"location /app {{ wsgi_script {script}; {group} }}"
         kw = {"module": module_alone(lch, paths.NGINX_MODULE)} if mode.endswith("-alone") else {}
-        nginx = rwsgi_nginx(lch, server, http, **kw)
+        nginx = make_nginx(lch, server, http, **kw)
+        if mode.endswith("-none"):
+            nginx.process.env = dict(os.environ, RWSGI_WORKER_PROGRAM="none")
+        lch.started.append(nginx)
+        nginx.start()
         return Stack(mode, nginx, logs=[nginx.error_log_text]), WORKER if in_worker else paths.NGINX_BIN
     daemon = ""
     if "daemon" in mode:

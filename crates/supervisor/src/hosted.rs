@@ -8,7 +8,8 @@
 //! when it can, and its workers, forked from it, run the better interpreter:
 //!
 //! - **Which program.** `rwsgi-worker` beside the module's own file (a build tree, or a custom
-//!   install), else `/usr/bin/rwsgi-worker` (the package). Only a regular, executable file
+//!   install), else `/usr/bin/rwsgi-worker` (the package); or the one `RWSGI_WORKER_PROGRAM`
+//!   names in the server's environment (`none`: never). Only a regular, executable file
 //!   owned by root or by this process's user and writable by nobody else, and only one built
 //!   from the same sources: it must carry this build's [`ABI`] string, looked for in the file.
 //!   Anything else, and the group runs in the forked process as before (the start-up line says
@@ -25,7 +26,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::panic::AssertUnwindSafe;
@@ -41,6 +42,10 @@ pub const ABI: &str = concat!("rwsgi-hosted-abi/", env!("RWSGI_HOSTED_ABI"));
 
 /// The packaged program, looked for after the module's own directory.
 const PACKAGED: &str = "/usr/bin/rwsgi-worker";
+
+/// In the server's environment: the program to use instead of looking for one, or `none` to
+/// run every group in the server's forked process (docs/building.md).
+pub const PROGRAM_ENV: &str = "RWSGI_WORKER_PROGRAM";
 
 /// The environment variable that tells `rwsgi-worker` it was handed a group, and at which
 /// descriptor (argv stays the server's process title: `ps` shows what it showed before).
@@ -64,9 +69,13 @@ struct Blob {
 
 /// A prepared `exec`: made in the forked child before its descriptors are moved.
 pub(crate) struct Plan {
-    program: CString,
+    /// The program, opened once: checked and executed through the same descriptor, so nobody
+    /// can swap the file in between. Raw descriptors here and below: `keep_only` moves them,
+    /// and nothing may close their old numbers afterwards.
+    program: RawFd,
+    program_name: PathBuf,
     title: CString,
-    blob: OwnedFd,
+    blob: RawFd,
     metrics: Option<RawFd>,
     has_listener: bool,
     has_predecessor: bool,
@@ -82,7 +91,9 @@ impl Plan {
         listener: bool,
         predecessor: bool,
     ) -> Option<Plan> {
-        let program = candidates().into_iter().find(|p| suitable(p))?;
+        let (program, program_name) = candidates()
+            .into_iter()
+            .find_map(|p| open_suitable(&p).map(|f| (f, p)))?;
         let metrics = ::metrics::region().and_then(::metrics::shm::fd_of);
         let blob = Blob {
             abi: ABI.to_owned(),
@@ -99,19 +110,22 @@ impl Plan {
         let json = serde_json::to_vec(&blob).ok()?;
         let file = memory_file(&json)?;
         Some(Plan {
-            program: CString::new(program.as_os_str().as_bytes()).ok()?,
+            program: program.into_raw_fd(),
+            program_name,
             title: CString::new(own_title()).ok()?,
-            blob: file,
+            blob: file.into_raw_fd(),
             metrics,
             has_listener: listener,
             has_predecessor: predecessor,
         })
     }
 
-    /// The descriptors to keep after the lifetime pipe, the listener and the predecessor's pipe.
+    /// The descriptors to keep after the lifetime pipe, the listener and the predecessor's
+    /// pipe: the memory file, the metrics region's file, the program (last).
     pub(crate) fn descriptors(&self) -> Vec<RawFd> {
-        let mut fds = vec![self.blob.as_raw_fd()];
+        let mut fds = vec![self.blob];
         fds.extend(self.metrics);
+        fds.push(self.program);
         fds
     }
 
@@ -122,15 +136,15 @@ impl Plan {
     /// # Safety
     /// Single-threaded process; the descriptors are where the doc above says.
     pub(crate) unsafe fn exec(self) -> String {
-        let count = 3
-            + self.has_listener as RawFd
-            + self.has_predecessor as RawFd
-            + self.descriptors().len() as RawFd;
+        // The lifetime pipe, the listener, the predecessor's pipe, then the plan's own; the
+        // program's descriptor is the last, and only it stays close-on-exec.
         let blob_fd = 3 + 1 + self.has_listener as RawFd + self.has_predecessor as RawFd;
-        for fd in 3..count {
+        let program = blob_fd + self.descriptors().len() as RawFd - 1;
+        for fd in 3..=program {
+            let flags = if fd == program { libc::FD_CLOEXEC } else { 0 };
             // SAFETY: descriptors this process owns (keep_only put them there); only their
             // close-on-exec flag changes.
-            unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+            unsafe { libc::fcntl(fd, libc::F_SETFD, flags) };
         }
         let mut env: Vec<CString> = std::env::vars_os()
             .filter(|(k, _)| k != ENV)
@@ -145,20 +159,27 @@ impl Plan {
         let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
         envp.push(std::ptr::null());
         let argv = [self.title.as_ptr(), std::ptr::null()];
-        // SAFETY: a NUL-terminated path, and NULL-terminated argv and envp of NUL-terminated
-        // strings, all alive for the call.
-        unsafe { libc::execve(self.program.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+        // SAFETY: an open executable file, and NULL-terminated argv and envp of NUL-terminated
+        // strings, all alive for the call. (Its descriptor is close-on-exec: fine for an ELF
+        // program, which the kernel has loaded before it closes the descriptor.)
+        unsafe { libc::fexecve(program, argv.as_ptr(), envp.as_ptr()) };
         let err = std::io::Error::last_os_error();
-        for fd in 3..count {
+        for fd in 3..=program {
             // SAFETY: as above, back to close-on-exec for the in-process run.
             unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         }
-        format!("exec {}: {err}", self.program.to_string_lossy())
+        format!("exec {}: {err}", self.program_name.display())
     }
 }
 
-/// Where to look for the program, in order.
+/// Where to look for the program, in order: [`PROGRAM_ENV`] when the server's environment sets
+/// it (`none`: nowhere), else beside the module, then the packaged one.
 fn candidates() -> Vec<PathBuf> {
+    match std::env::var_os(PROGRAM_ENV) {
+        Some(v) if v == "none" => return Vec::new(),
+        Some(v) if !v.is_empty() => return vec![PathBuf::from(v)],
+        _ => {}
+    }
     let mut list = Vec::new();
     if let Some(dir) = own_file().as_deref().and_then(Path::parent) {
         list.push(dir.join("rwsgi-worker"));
@@ -182,29 +203,23 @@ fn own_file() -> Option<PathBuf> {
     Some(PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes())))
 }
 
-/// A regular executable file that only root or this process's user can change, built from the
-/// same sources.
-fn suitable(path: &Path) -> bool {
-    let Ok(meta) = std::fs::metadata(path) else {
-        return false;
-    };
+/// The file at `path`, opened, if it is a regular executable file that only root or this
+/// process's user can change, built from the same sources.
+fn open_suitable(path: &Path) -> Option<std::fs::File> {
+    let file = std::fs::File::open(path).ok()?;
+    let meta = file.metadata().ok()?;
     // SAFETY: plain getter.
     let euid = unsafe { libc::geteuid() };
-    meta.is_file()
+    let ok = meta.is_file()
         && meta.mode() & 0o111 != 0
         && meta.mode() & 0o022 == 0
         && (meta.uid() == 0 || meta.uid() == euid)
-        && carries_abi(path)
+        && carries_abi(&file, meta.len() as usize);
+    ok.then_some(file)
 }
 
 /// Whether the file contains [`ABI`] (the program compares it again when it starts).
-fn carries_abi(path: &Path) -> bool {
-    let Ok(file) = std::fs::File::open(path) else {
-        return false;
-    };
-    let Ok(len) = file.metadata().map(|m| m.len() as usize) else {
-        return false;
-    };
+fn carries_abi(file: &std::fs::File, len: usize) -> bool {
     if len < ABI.len() {
         return false;
     }
@@ -369,20 +384,20 @@ mod tests {
         std::fs::write(&other, b"\x7fELF rwsgi-hosted-abi/0.0.0-0000").unwrap();
         std::fs::set_permissions(&other, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
-        assert!(!suitable(&other));
+        assert!(open_suitable(&other).is_none());
         let same = dir.join("same");
         std::fs::write(&same, format!("\x7fELF ... {ABI} ...")).unwrap();
         std::fs::set_permissions(&same, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
-        assert!(suitable(&same));
+        assert!(open_suitable(&same).is_some());
         // Writable by others: refused even with the right string.
         std::fs::set_permissions(&same, std::os::unix::fs::PermissionsExt::from_mode(0o757))
             .unwrap();
-        assert!(!suitable(&same));
+        assert!(open_suitable(&same).is_none());
         // Not executable.
         std::fs::set_permissions(&same, std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .unwrap();
-        assert!(!suitable(&same));
+        assert!(open_suitable(&same).is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
