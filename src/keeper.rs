@@ -168,8 +168,9 @@ impl<'a> Keeper<'a> {
             supervisor::keep_only(&keep);
             // Its number is 3 now (keep_only); the old one was closed there.
             std::mem::forget(master);
+            ::metrics::shm::forget_files();
             if let (Some(region), Some(_)) = (region, metrics_fd) {
-                // keep_only moved it to the last place.
+                // keep_only moved it to the last place, where nothing else owns it.
                 ::metrics::shm::moved(region, 3 + keep.len() as RawFd - 1);
             }
             signal_fd()

@@ -307,6 +307,8 @@ pub fn close_in_worker() {
         state.groups.clear();
         state.sockets.clear();
     }
+    // The metrics region's memory file too (the mapping stays): only the master hands it on.
+    ::metrics::shm::close_files();
 }
 
 /// `init_module` (master, also for `nginx -t` and `nginx -s`): fill in the groups' addresses and

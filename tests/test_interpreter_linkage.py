@@ -15,6 +15,7 @@ modules do; gunicorn and granian run in /usr/bin/python3.11, the static build, a
 """
 
 import os
+import re
 import shutil
 import sysconfig
 
@@ -121,6 +122,47 @@ def test_the_start_up_line_names_the_interpreter(hosted):
 
 def test_nothing_of_the_handover_reaches_the_app(hosted):
     """The descriptor variable that tells rwsgi-worker it was handed a group is gone from the
-    environment before any Python runs (and the group's secret never was in it)."""
+    environment before any Python runs (and the group's secret never was in it), and the app's
+    process holds none of our memory files: not the handed-over configuration (it holds the
+    group's secret) and not the metrics region's file (the mapping is enough to record; a
+    descriptor would let app code reach the file the server's master maps)."""
     mode, info, _, _ = hosted
     assert "RWSGI_HOSTED_GROUP" not in info["rwsgi_environ"], (mode, info["rwsgi_environ"])
+    assert info["rwsgi_memfds"] == [], (mode, info["rwsgi_memfds"])
+
+
+def test_a_program_that_cannot_run_leaves_the_group_in_the_server(new_launcher, apps, venv):
+    """A program that passes every check but the kernel will not run (here: the build's ABI string
+    in a file that is no ELF program; in the field, an LSM policy that forbids nginx to exec):
+    `fexecve` fails, the supervisor says so, and the group runs in the forked server process on
+    the shared library instead of failing. (mod_wsgi has no such step: its daemons always run
+    the library httpd loaded.)"""
+    lch = new_launcher("linkage-exec-fails")
+    abi = re.search(rb"rwsgi-hosted-abi/[0-9.]+-[0-9a-f]{16}", paths.NGINX_MODULE.read_bytes())
+    assert abi, "the module carries its ABI string"
+    d = lch._prefix("fake-program")
+    d.chmod(0o755)
+    fake = d / "rwsgi-worker"
+    fake.write_bytes(b"not a program: " + abi.group(0) + b"\n")
+    fake.chmod(0o755)
+    script = apps / "linkage.py"
+    http = (f"wsgi_python_home {venv};\n"
+            f"wsgi_daemon_process linkage processes=1 threads=2 python-home={venv};")
+    server = f"location /app {{ wsgi_script {script}; wsgi_process_group linkage; }}"
+    nginx = make_nginx(lch, server, http)
+    nginx.process.env = dict(os.environ, RWSGI_WORKER_PROGRAM=str(fake))
+    lch.started.append(nginx)
+    nginx.start()
+    stack = Stack("nginx-daemon-exec-fails", nginx, logs=[nginx.error_log_text])
+    r = stack.get("")
+    assert r.status_code == 200, r.text[:500] + stack.log_text()[-2000:]
+    info = r.json()
+    assert os.path.realpath(info["exe"]) == os.path.realpath(paths.NGINX_BIN)
+    assert info["libpythons"] == [SHARED_LIBPYTHON]
+    log = stack.log_text()
+    assert re.search(rf"RW013 exec {re.escape(str(fake))}: Exec format error \(os error 8\); "
+                     r"the group runs in this process, on the server's libpython", log), log[-2000:]
+    assert f"from {os.path.realpath(SHARED_LIBPYTHON)}" in log
+    # The plan's descriptors were closed after the failed exec: the workers do not inherit them.
+    assert info["rwsgi_memfds"] == [], info["rwsgi_memfds"]
+    lch.stop_all()

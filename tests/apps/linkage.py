@@ -42,6 +42,19 @@ def _libpythons():
     return sorted(os.path.realpath(p) for p in paths)
 
 
+def _rwsgi_memfds():
+    """Memory files of ours this process holds open (the metrics region, a handed-over config)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("/memfd:rwsgi"):
+            found.append(target)
+    return sorted(found)
+
+
 def application(environ, start_response):
     get_version = ctypes.pythonapi.Py_GetVersion  # dlsym in the global scope
     get_version.restype = ctypes.c_char_p
@@ -53,6 +66,7 @@ def application(environ, start_response):
         "c_api_version": get_version().decode(),
         "sqlite": __import__("sqlite3").connect(":memory:").execute("select 6*7").fetchone()[0],
         "rwsgi_environ": sorted(k for k in os.environ if k.startswith("RWSGI_")),
+        "rwsgi_memfds": _rwsgi_memfds(),
     }).encode()
     start_response("200 OK", [("Content-Type", "application/json"),
                               ("Content-Length", str(len(body)))])

@@ -159,6 +159,10 @@ unsafe fn register(s: *mut server_rec) {
 /// # Safety
 /// Called by httpd in each new child with its pool.
 pub(crate) unsafe extern "C" fn child_init(pchild: *mut apr_pool_t, _s: *mut server_rec) {
+    // The region's memory file (the mapping stays): only the parent hands it on, and nothing an
+    // app in this child runs should reach it. The number stays recorded in the process pool,
+    // which is the parent's.
+    let _ = std::panic::catch_unwind(::metrics::shm::close_files);
     let Some(region) = ::metrics::region() else {
         return;
     };

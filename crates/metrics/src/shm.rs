@@ -16,7 +16,12 @@ static FILES: Mutex<Vec<(usize, OwnedFd)>> = Mutex::new(Vec::new());
 /// never unmapped: forked children and the counters' readers may use it until they exit.
 pub fn create() -> io::Result<&'static Region> {
     // SAFETY: memfd_create takes a NUL-terminated name and flags; the result is checked.
-    let fd = unsafe { libc::memfd_create(c"rwsgi-metrics".as_ptr(), libc::MFD_CLOEXEC) };
+    let fd = unsafe {
+        libc::memfd_create(
+            c"rwsgi-metrics".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -24,6 +29,15 @@ pub fn create() -> io::Result<&'static Region> {
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: ftruncate on our own memory file; a fresh file reads as zeroes.
     if unsafe { libc::ftruncate(fd.as_raw_fd(), REGION_SIZE as libc::off_t) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // The size is final: whoever holds a descriptor (a forked process, app code in it) can
+    // write the counters, as through the mapping, but can never shrink the file under the
+    // mappings, which would raise SIGBUS in every process that touches the region, the server's
+    // master among them.
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    // SAFETY: fcntl on our own memory file; the result is checked.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
         return Err(io::Error::last_os_error());
     }
     let ptr = map(fd.as_raw_fd())?;
@@ -64,19 +78,39 @@ pub unsafe fn known(region: &Region, fd: RawFd) {
 
 /// Notes that this process moved `region`'s memory file to descriptor `fd` (a forked process
 /// that laid its descriptors out with `dup2` and closed the others, the old number among them).
-pub fn moved(region: &Region, fd: RawFd) {
+///
+/// # Safety
+/// `fd` is now `region`'s memory file, owned by nobody else in this process.
+pub unsafe fn moved(region: &Region, fd: RawFd) {
     let mut files = FILES.lock().unwrap_or_else(|e| e.into_inner());
     let addr = region as *const Region as usize;
-    if let Some(entry) = files.iter_mut().find(|(a, _)| *a == addr) {
-        // SAFETY: the caller moved the file to `fd`, which this entry now owns.
-        let old = std::mem::replace(&mut entry.1, unsafe { OwnedFd::from_raw_fd(fd) });
+    if let Some(i) = files.iter().position(|(a, _)| *a == addr) {
         // Already closed by whoever moved it: closing the number again could close another file.
-        std::mem::forget(old);
+        std::mem::forget(files.remove(i).1);
+    }
+    // SAFETY: the caller moved the file to `fd`, which this entry now owns.
+    files.push((addr, unsafe { OwnedFd::from_raw_fd(fd) }));
+}
+
+/// Forgets every memory file this process noted, without closing them: a forked process that
+/// closed or moved its descriptors wholesale, whose noted numbers may now be other files.
+pub fn forget_files() {
+    let mut files = FILES.lock().unwrap_or_else(|e| e.into_inner());
+    for (_, fd) in files.drain(..) {
+        std::mem::forget(fd);
     }
 }
 
+/// Closes every memory file this process noted (the mappings stay): a process that only records
+/// and hands the region to nobody (an nginx worker, an Apache child, a daemon supervisor that
+/// mapped it), so that nothing its app code starts or does can reach the file.
+pub fn close_files() {
+    FILES.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
 /// Maps the region held by memory file `fd`, which a process that ran [`create`] handed over
-/// across `exec` (the region is already initialised there), and keeps the descriptor.
+/// across `exec` (the region is already initialised there), and closes the descriptor: the
+/// mapping is all this process needs.
 ///
 /// # Safety
 /// `fd` is a memory file made by [`create`] in this server (so REGION_SIZE bytes holding an
@@ -102,7 +136,7 @@ pub unsafe fn attach_fd(fd: RawFd) -> io::Result<&'static Region> {
     // SAFETY: REGION_SIZE bytes of an initialised region (caller contract); init_in keeps what it
     // finds (the same as after a reload) and the mapping is never unmapped.
     let region = unsafe { Region::init_in(ptr) };
-    keep(region, fd);
+    drop(fd);
     Ok(region)
 }
 
@@ -172,7 +206,26 @@ mod tests {
             region.groups[g.0 as usize].respawns[0].load(Ordering::Relaxed),
             4
         );
-        assert_eq!(fd_of(again), Some(copy));
+        assert_eq!(
+            fd_of(again),
+            None,
+            "the handed-over file is closed once mapped"
+        );
+        // SAFETY: fcntl(F_GETFD) only inspects the table.
+        assert!(unsafe { libc::fcntl(copy, libc::F_GETFD) } < 0);
+    }
+
+    #[test]
+    fn the_file_cannot_be_shrunk_under_the_mappings() {
+        let region = create().unwrap();
+        let fd = fd_of(region).unwrap();
+        // SAFETY: ftruncate on our own memory file: refused by the seal.
+        assert_ne!(unsafe { libc::ftruncate(fd, 0) }, 0);
+        assert_eq!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::EPERM)
+        );
+        region.register_group("still-here").unwrap();
     }
 
     #[test]

@@ -307,14 +307,17 @@ unsafe fn run_forked_with(
         libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC);
         libc::setsid();
     }
+    // The metrics region's file numbers noted before keep_only are stale now (closed, or moved
+    // into the plan's place).
+    ::metrics::shm::forget_files();
     if let Some(plan) = plan {
         // SAFETY: single-threaded (contract); keep_only laid the descriptors out as the plan
         // expects.
         let failed = unsafe { plan.exec() };
-        let _ = writeln!(
-            std::io::stderr(),
-            "{}: {failed}; the group runs with the server's libpython",
-            cfg.log_name()
+        crate::log::set_name(cfg.log_name());
+        crate::rwlog!(
+            "RW013",
+            "{failed}; the group runs in this process, on the server's libpython"
         );
     }
     // The descriptors are now 3 (the pipe), then the listener, then the predecessor's pipe.

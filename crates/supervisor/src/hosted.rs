@@ -74,7 +74,8 @@ pub(crate) struct Plan {
     /// and nothing may close their old numbers afterwards.
     program: RawFd,
     program_name: PathBuf,
-    title: CString,
+    /// The server's process title, as argv (what `ps` shows keeps showing).
+    title: Vec<CString>,
     blob: RawFd,
     metrics: Option<RawFd>,
     has_listener: bool,
@@ -94,7 +95,13 @@ impl Plan {
         let (program, program_name) = candidates()
             .into_iter()
             .find_map(|p| open_suitable(&p).map(|f| (f, p)))?;
-        let metrics = ::metrics::region().and_then(::metrics::shm::fd_of);
+        let region = ::metrics::region();
+        let metrics = region.and_then(::metrics::shm::fd_of);
+        if region.is_some() && metrics.is_none() {
+            // A region this process cannot hand over (mapped by an older build that kept no
+            // file): the group would lose its counters, so it stays here.
+            return None;
+        }
         let blob = Blob {
             abi: ABI.to_owned(),
             cfg: cfg.clone(),
@@ -112,7 +119,7 @@ impl Plan {
         Some(Plan {
             program: program.into_raw_fd(),
             program_name,
-            title: CString::new(own_title()).ok()?,
+            title: own_title(),
             blob: file.into_raw_fd(),
             metrics,
             has_listener: listener,
@@ -131,7 +138,7 @@ impl Plan {
 
     /// Replaces this process with the program, once `keep_only` has put the descriptors at 3,
     /// 4, ... (lifetime pipe, listener, predecessor, then [`Plan::descriptors`]). Returns only
-    /// when `execv` fails, with the reason.
+    /// when `fexecve` fails, with the reason, having closed the plan's own descriptors.
     ///
     /// # Safety
     /// Single-threaded process; the descriptors are where the doc above says.
@@ -158,15 +165,21 @@ impl Plan {
         env.extend(CString::new(format!("{ENV}={blob_fd}")).ok());
         let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
         envp.push(std::ptr::null());
-        let argv = [self.title.as_ptr(), std::ptr::null()];
+        let mut argv: Vec<*const libc::c_char> = self.title.iter().map(|a| a.as_ptr()).collect();
+        argv.push(std::ptr::null());
         // SAFETY: an open executable file, and NULL-terminated argv and envp of NUL-terminated
         // strings, all alive for the call. (Its descriptor is close-on-exec: fine for an ELF
         // program, which the kernel has loaded before it closes the descriptor.)
         unsafe { libc::fexecve(program, argv.as_ptr(), envp.as_ptr()) };
         let err = std::io::Error::last_os_error();
-        for fd in 3..=program {
+        for fd in 3..blob_fd {
             // SAFETY: as above, back to close-on-exec for the in-process run.
             unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+        for fd in blob_fd..=program {
+            // SAFETY: the plan's own descriptors (the memory file holds the secret), which the
+            // in-process run does not use and its workers must not inherit.
+            unsafe { libc::close(fd) };
         }
         format!("exec {}: {err}", self.program_name.display())
     }
@@ -206,13 +219,21 @@ fn own_file() -> Option<PathBuf> {
 /// The file at `path`, opened, if it is a regular executable file that only root or this
 /// process's user can change, built from the same sources.
 fn open_suitable(path: &Path) -> Option<std::fs::File> {
-    let file = std::fs::File::open(path).ok()?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking: a FIFO put there would otherwise hold the open; it is no file anyway.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
     let meta = file.metadata().ok()?;
     // SAFETY: plain getter.
     let euid = unsafe { libc::geteuid() };
     let ok = meta.is_file()
         && meta.mode() & 0o111 != 0
         && meta.mode() & 0o022 == 0
+        // Never set-user-ID or set-group-ID: the exec must not change who the group runs as.
+        && meta.mode() & 0o6000 == 0
         && (meta.uid() == 0 || meta.uid() == euid)
         && carries_abi(&file, meta.len() as usize);
     ok.then_some(file)
@@ -244,14 +265,19 @@ fn carries_abi(file: &std::fs::File, len: usize) -> bool {
     !found.is_null()
 }
 
-/// This process's title as `ps` shows it (nginx's keeper set it before the fork's hook ran).
-fn own_title() -> Vec<u8> {
+/// This process's command line as `ps` shows it (the title nginx's keeper set, or httpd's own
+/// arguments), to be the program's argv.
+fn own_title() -> Vec<CString> {
     let cmdline = std::fs::read("/proc/self/cmdline").unwrap_or_default();
-    let first = cmdline.split(|&b| b == 0).next().unwrap_or_default();
-    if first.is_empty() {
-        b"rwsgi-worker".to_vec()
+    let args: Vec<CString> = cmdline
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .filter_map(|a| CString::new(a).ok())
+        .collect();
+    if args.is_empty() {
+        vec![CString::from(c"rwsgi-worker")]
     } else {
-        first.to_vec()
+        args
     }
 }
 
@@ -280,7 +306,7 @@ pub fn run_if_handed_over() -> Option<i32> {
     // Single-threaded still (main's first step): nothing reads the environment concurrently.
     std::env::remove_var(ENV);
     let Some(fd) = value.to_str().and_then(|v| v.parse::<RawFd>().ok()) else {
-        let _ = writeln!(std::io::stderr(), "rwsgi-worker: {ENV} is not a descriptor");
+        crate::rwlog!("RW014", "{ENV} is not a descriptor");
         return Some(2);
     };
     Some(run(fd))
@@ -289,10 +315,7 @@ pub fn run_if_handed_over() -> Option<i32> {
 fn run(fd: RawFd) -> i32 {
     // SAFETY: fcntl(F_GETFD) only inspects the descriptor table.
     if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        let _ = writeln!(
-            std::io::stderr(),
-            "rwsgi-worker: descriptor {fd} is not open"
-        );
+        crate::rwlog!("RW014", "{ENV}: descriptor {fd} is not open");
         return 2;
     }
     // SAFETY: the module's supervisor handed this descriptor over for this use (checked open).
@@ -304,9 +327,9 @@ fn run(fd: RawFd) -> i32 {
     {
         Ok(Ok(blob)) if blob.abi == ABI => blob,
         _ => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "rwsgi-worker: {ENV}: not a group handed over by a module of this build ({ABI})"
+            crate::rwlog!(
+                "RW014",
+                "{ENV}: not a group handed over by a module of this build ({ABI})"
             );
             return 2;
         }
@@ -398,6 +421,18 @@ mod tests {
         std::fs::set_permissions(&same, std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .unwrap();
         assert!(open_suitable(&same).is_none());
+        // Set-user-ID or set-group-ID.
+        for mode in [0o4755, 0o2755] {
+            std::fs::set_permissions(&same, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .unwrap();
+            assert!(open_suitable(&same).is_none(), "{mode:o}");
+        }
+        // A FIFO does not block the look.
+        let fifo = dir.join("fifo");
+        let name = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path; the result is checked.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o755) }, 0);
+        assert!(open_suitable(&fifo).is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
