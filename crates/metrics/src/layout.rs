@@ -2,9 +2,9 @@
 //!
 //! Everything in it is an atomic or a label written once before its slot is published, so an
 //! all-zero region is a valid empty one and any process that maps it can read and update it
-//! without locks. The layout never changes size at run time: nginx reuses a shared zone across a
-//! reload only when its size is unchanged, and a daemon group kept across the reload still
-//! writes into the mapping it inherited.
+//! without locks. The layout never changes size at run time: the memory file holding it is
+//! sealed at its size (`shm`), nginx's master keeps it across reloads, and a daemon group kept
+//! across a reload still writes into the mapping it inherited or mapped.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

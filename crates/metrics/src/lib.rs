@@ -2,9 +2,10 @@
 //! their Prometheus / OpenMetrics exposition.
 //!
 //! Every process of a server (nginx workers, Apache children, daemon supervisors and workers)
-//! maps the same [`Region`]: nginx places it in a shared zone, Apache's parent and a standalone
-//! rwsgi-worker supervisor in an anonymous shared mapping ([`shm::create`]), both made before
-//! anything forks, so children inherit it and a scrape from any one process sees all of them.
+//! maps the same [`Region`]: nginx's master, Apache's parent and a standalone rwsgi-worker
+//! supervisor map it from a memory file ([`shm::create`]) before anything forks, so children
+//! inherit the mapping, and a daemon group's supervisor that execs rwsgi-worker maps the file
+//! again ([`shm::attach_fd`]); a scrape from any one process sees all of them.
 //! The layout is fixed (`layout`): the server registers its process groups and apps by label
 //! (`registry`), processes claim a slot of their own, the request path adds to counters
 //! (`record`), and a scrape reads them (`snapshot`) and writes the text (`expose`).
@@ -54,7 +55,8 @@ pub fn attach(region: &'static Region) {
     REGION.store((region as *const Region).cast_mut(), Ordering::Release);
 }
 
-/// Forgets the attached region (nginx: a reload that drops the zone, which nginx then unmaps).
+/// Forgets the attached region (nginx: a reload to a configuration that no longer uses the module;
+/// the mapping stays, unused).
 pub fn detach() {
     REGION.store(std::ptr::null_mut(), Ordering::Release);
 }

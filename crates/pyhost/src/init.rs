@@ -63,10 +63,15 @@ pub fn python_version() -> String {
 
 /// The file this process runs the interpreter's code from: the executable itself when it links
 /// the static interpreter (rwsgi-worker), else the shared `libpython3.x.so` a module brought.
-/// Read from the mapping that holds the C API's code (`/proc/self/maps`), so it is the real
-/// file whatever argv[0] says. For start-up lines.
+/// For start-up lines.
 pub fn interpreter_file() -> Option<PathBuf> {
-    let addr = ffi::Py_IsInitialized as *const () as usize;
+    mapped_file(ffi::Py_IsInitialized as *const () as usize)
+}
+
+/// The file whose mapping holds address `addr` in this process (`/proc/self/maps`, resolved),
+/// so the real file whatever argv[0] says: the executable, or a shared object such as a server
+/// module.
+pub fn mapped_file(addr: usize) -> Option<PathBuf> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
     maps.lines().find_map(|line| {
         let mut fields = line.split_whitespace();

@@ -65,7 +65,9 @@ mod wsgi_input;
 pub use admit::{admit, Demand, Permit};
 pub use app::{App, AppSource, AppSpec};
 pub use environ::http_header_var;
-pub use init::{interpreter_file, is_initialized, python_version, Error, PythonConfig};
+pub use init::{
+    interpreter_file, is_initialized, mapped_file, python_version, Error, PythonConfig,
+};
 pub use log::{ErrorLog, Level, StderrLog};
 pub use process::{initialize, initialize_with, ProcessApps};
 pub use request_stats::{last_request_stats, RequestStats};

@@ -24,10 +24,10 @@
 //! - **The other side** is [`run_if_handed_over`], `rwsgi-worker` with [`ENV`] set: it maps the region, takes the
 //!   descriptors over and runs the same supervisor code (`run_inner`).
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -203,17 +203,7 @@ fn candidates() -> Vec<PathBuf> {
 
 /// The file this code was loaded from (the module's `.so`).
 fn own_file() -> Option<PathBuf> {
-    // SAFETY: all zero is a valid Dl_info.
-    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-    // SAFETY: dladdr reads the address and fills info; the result is checked.
-    if unsafe { libc::dladdr(own_file as *const libc::c_void, &mut info) } == 0
-        || info.dli_fname.is_null()
-    {
-        return None;
-    }
-    // SAFETY: dladdr set a NUL-terminated name that lives as long as the object is loaded.
-    let name = unsafe { CStr::from_ptr(info.dli_fname) };
-    Some(PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes())))
+    pyhost::mapped_file(own_file as *const () as usize)
 }
 
 /// The file at `path`, opened, if it is a regular executable file that only root or this
@@ -429,7 +419,8 @@ mod tests {
         }
         // A FIFO does not block the look.
         let fifo = dir.join("fifo");
-        let name = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        let name = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(fifo.as_os_str()))
+            .unwrap();
         // SAFETY: a NUL-terminated path; the result is checked.
         assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o755) }, 0);
         assert!(open_suitable(&fifo).is_none());
