@@ -26,6 +26,12 @@ RUN_USER = "www-data"
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
 
+# A variant that names another build of a module (`nginx-daemon+RWSGI_BENCH_NGINX_MODULE=/path`):
+# a before/after of two commits in one interleaved run. The module finds the rwsgi-worker of
+# its own build beside it.
+MODULE_ENV = {"nginx": "RWSGI_BENCH_NGINX_MODULE", "apache": "RWSGI_BENCH_APACHE_MODULE"}
+
+
 @dataclass
 class Settings:
     bench_dir: str
@@ -46,11 +52,13 @@ class Settings:
 
     @property
     def nginx_module(self):
-        return os.path.join(self.repo_dir, "target/release/libngx_http_wsgi_module.so")
+        return self.extra_env.get(MODULE_ENV["nginx"]) or os.path.join(
+            self.repo_dir, "target/release/libngx_http_wsgi_module.so")
 
     @property
     def apache_module(self):
-        return os.path.join(self.repo_dir, "target/release/libmod_rwsgi.so")
+        return self.extra_env.get(MODULE_ENV["apache"]) or os.path.join(
+            self.repo_dir, "target/release/libmod_rwsgi.so")
 
     @property
     def venv(self):
