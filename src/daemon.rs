@@ -66,6 +66,26 @@ fn msec(d: Duration) -> ngx::ffi::ngx_msec_t {
         .unwrap_or(ngx::ffi::ngx_msec_t::MAX)
 }
 
+/// `init_process` of a worker: when the configuration runs daemon groups, whose workers share
+/// this machine's cores with nginx's, the worker's event thread takes their scheduling policy
+/// (`SCHED_BATCH` unless `RWSGI_SCHED=normal`), so that relaying a response does not preempt the
+/// Python thread on its core (docs/scheduling.md, "nginx workers in front of daemon groups").
+/// A worker that hosts embedded Python gets the policy when Python starts; this changes nothing
+/// there.
+///
+/// # Safety
+/// `cycle` is the worker's live cycle.
+pub unsafe fn schedule_worker(cycle: *mut ngx::ffi::ngx_cycle_t) {
+    // SAFETY: the caller's contract.
+    let Some(main) = WsgiModule::main_conf(unsafe { &*cycle }) else {
+        return; // no http block
+    };
+    // A group no location uses is not started (RW-NG033): nothing shares the cores then.
+    if main.groups.iter().any(|g| !g.apps.is_empty()) {
+        pyhost::prefer_batch_for_forwarding();
+    }
+}
+
 /// The `ngx_http_upstream_conf_t` of a daemon location, made once at configuration time from the
 /// location's merged [`Upstream`] settings.
 ///

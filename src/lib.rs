@@ -327,6 +327,10 @@ mod statics {
         if role == ngx::ffi::NGX_PROCESS_WORKER || role == ngx::ffi::NGX_PROCESS_HELPER {
             let _ = std::panic::catch_unwind(supervise::close_in_worker);
         }
+        if role == ngx::ffi::NGX_PROCESS_WORKER {
+            // SAFETY: nginx passes the worker's live cycle, on the event-loop thread.
+            let _ = std::panic::catch_unwind(|| unsafe { crate::daemon::schedule_worker(cycle) });
+        }
         // SAFETY: nginx passes the worker's live cycle, on the event-loop thread.
         let result = std::panic::catch_unwind(|| unsafe { embedded::start(cycle) });
         let msg = match result {

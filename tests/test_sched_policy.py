@@ -1,7 +1,8 @@
 """The scheduling policy of processes that host Python (crates/pyhost/src/sched.rs): SCHED_BATCH
 for the thread that starts Python and every thread it starts, so that wake-ups stop preempting
 the thread that holds the GIL; `RWSGI_SCHED=normal` keeps the server's policy; a bad value is
-logged and the default applies; Apache's embedded children are httpd's and keep its policy.
+logged and the default applies; Apache's embedded children are httpd's and keep its policy;
+nginx workers that forward to daemon groups take the groups' policy.
 Checked in every mode against the real servers: the app reports
 its request thread's policy, and the test reads the other threads' from /proc.
 
@@ -79,17 +80,55 @@ def test_a_bad_value_is_logged_and_batch_applies(launcher, app):
     assert "RW-PY007" in launcher.logs()
 
 
-def test_nginx_daemon_group_workers_run_batch_and_nginx_workers_do_not(launcher, app):
+def nginx_children(nginx):
+    """{pid: cmdline} of the nginx master's children (its workers, the groups' keeper)."""
+    out = {}
+    for pid in worker_pids(nginx):
+        try:
+            out[pid] = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def test_nginx_daemon_group_workers_and_the_nginx_workers_in_front_run_batch(launcher, app):
+    """The group's workers are ours; nginx's workers forward to them on the same cores, and take
+    the same policy (docs/scheduling.md, "nginx workers in front of daemon groups"). The master
+    and the group's keeper are left alone."""
     nginx = rwsgi_nginx(launcher,
                         f"location /app {{ wsgi_script {app}; wsgi_process_group g; }}",
                         "wsgi_daemon_process g processes=1 threads=2;")
     got = seen(nginx.url("/app"))
     assert got["policy"] == BATCH
     assert set(thread_policies(got["pid"]).values()) == {BATCH}
-    # nginx's own children host no Python in this configuration (workers, the group's keeper):
-    # left alone.
-    children = worker_pids(nginx)
-    assert children and {os.sched_getscheduler(p) for p in children} == {OTHER}
+    children = nginx_children(nginx)
+    workers = [p for p, cmd in children.items() if "worker process" in cmd]
+    others = [p for p, cmd in children.items() if "worker process" not in cmd]
+    assert workers and {os.sched_getscheduler(p) for p in workers} == {BATCH}, children
+    assert {os.sched_getscheduler(p) for p in others} <= {OTHER}, children
+    assert os.sched_getscheduler(nginx.process.pid) == OTHER
+
+
+def test_nginx_daemon_normal_keeps_the_servers_policy_in_front_too(launcher, app):
+    nginx = rwsgi_nginx(launcher,
+                        f"location /app {{ wsgi_script {app}; wsgi_process_group g; }}",
+                        "wsgi_daemon_process g processes=1 threads=2;",
+                        main="env RWSGI_SCHED=normal;")
+    # `env` sets the variable for nginx's workers only (the group, started by the master, reads
+    # the server's own environment): the workers in front keep nginx's policy.
+    assert seen(nginx.url("/app"))["policy"] == BATCH
+    workers = [p for p, cmd in nginx_children(nginx).items() if "worker process" in cmd]
+    assert workers and {os.sched_getscheduler(p) for p in workers} == {OTHER}
+
+
+def test_nginx_workers_without_python_or_groups_are_left_alone(launcher):
+    """The module loaded, no embedded app and no daemon group that runs (one that no location
+    uses is not started): nginx's workers keep its policy."""
+    nginx = rwsgi_nginx(launcher, "location /ok { return 200 ok; }",
+                        "wsgi_daemon_process unused processes=1 threads=1;")
+    assert requests.get(nginx.url("/ok"), timeout=20).status_code == 200
+    workers = worker_pids(nginx)
+    assert workers and {os.sched_getscheduler(p) for p in workers} == {OTHER}
 
 
 def test_apache_embedded_leaves_httpds_threads_alone_and_its_daemon_workers_run_batch(launcher, app):

@@ -72,7 +72,7 @@ pub use log::{ErrorLog, Level, StderrLog};
 pub use process::{initialize, initialize_with, ProcessApps};
 pub use request_stats::{last_request_stats, RequestStats};
 pub use run::{answer_500, handle};
-pub use sched::Scheduling;
+pub use sched::{prefer_batch_for_forwarding, Scheduling};
 pub use stats::{stats, Stats, FIELD_NAMES as STATS_FIELDS, STATS_DIR_ENV};
 pub use thread::{register_thread, spawn_with_signals_blocked, PythonThread};
 pub use watchdog::{interrupt_grace, stuck_threads};

@@ -83,6 +83,25 @@ pub enum Scheduling {
     Unchanged,
 }
 
+/// For a server process that hosts no Python itself but forwards its requests to daemon workers
+/// on the same machine (an nginx worker whose locations use `wsgi_process_group`): the calling
+/// thread takes the same policy as the workers, with the same `RWSGI_SCHED` override. Returns
+/// whether `SCHED_BATCH` was set.
+///
+/// The forwarding process and the Python workers share the cores. A forwarder under the default
+/// policy preempts the worker thread running on its core at every wake-up (a response to relay, a
+/// request to forward), and most of its wake-ups come while Python runs: nginx in front of a Flask
+/// JSON API woke 1.5-1.9 times per request and spent 74-84 us of CPU per request, most of it in
+/// the kernel. Under `SCHED_BATCH` it runs when the Python thread blocks, and relays what has
+/// gathered: 0.1-0.3 wake-ups and 40 us per request; the whole server (nginx + workers) used
+/// 0.67-0.72x the CPU per request on that API and 0.91-0.94x on Django
+/// (bench/results/2026-12-05-daemon-front-batch.md). httpd's children are not switched: in
+/// front of a group, at their thread limit, they closed 30-50 times as many keep-alive
+/// connections (docs/scheduling.md).
+pub fn prefer_batch_for_forwarding() -> bool {
+    prefer_batch()
+}
+
 /// Applies the policy to the calling thread. Returns whether `SCHED_BATCH` was set.
 pub(crate) fn prefer_batch() -> bool {
     if wanted() == Wanted::Normal {
