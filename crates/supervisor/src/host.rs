@@ -122,7 +122,7 @@ pub unsafe fn fork_supervisor<P, E>(
 ) -> Result<ForkedSupervisor, String>
 where
     P: FnOnce(),
-    E: FnOnce(&str) -> String,
+    E: Fn(&str) -> String,
 {
     // SAFETY: the caller's contract is ours.
     unsafe { fork_supervisor_with(cfg, Handoff::default(), prepare_child, error_line) }
@@ -152,7 +152,7 @@ pub unsafe fn fork_supervisor_with<P, E>(
 ) -> Result<ForkedSupervisor, String>
 where
     P: FnOnce(),
-    E: FnOnce(&str) -> String,
+    E: Fn(&str) -> String,
 {
     cfg.validate().map_err(|e| e.to_string())?;
     let mut handoff = Some(handoff);
@@ -216,9 +216,10 @@ fn become_supervisor<P, E>(
 ) -> i32
 where
     P: FnOnce(),
-    E: FnOnce(&str) -> String,
+    E: Fn(&str) -> String,
 {
-    // The server's line around a reason, made once: the same format whichever process prints it.
+    // The server's line around a reason, for rwsgi-worker to print if the group fails after the
+    // exec (its time stamp is the fork's).
     let line = std::panic::catch_unwind(AssertUnwindSafe(|| error_line("\u{1}")))
         .unwrap_or_else(|_| "\u{1}".to_owned());
     let (before, after) = line.split_once('\u{1}').unwrap_or((&line, ""));
@@ -240,8 +241,12 @@ where
     match result {
         Ok(()) => 0,
         Err(reason) => {
+            // Still this process (an exec'd group prints its own line): the server's line as of
+            // now, its time stamp included; the template only if the server's formatter fails.
+            let text = std::panic::catch_unwind(AssertUnwindSafe(|| error_line(&reason)))
+                .unwrap_or_else(|_| format!("{before}{reason}{after}"));
             // Not eprintln!: it panics when stderr is gone.
-            let _ = writeln!(std::io::stderr(), "{before}{reason}{after}");
+            let _ = writeln!(std::io::stderr(), "{text}");
             1
         }
     }
