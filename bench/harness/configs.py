@@ -502,25 +502,57 @@ def plan_nginx_gunicorn(s, d):
     return Plan([gunicorn, _nginx_service(d, port, conf, files)], port, files)
 
 
-def plan_granian(s, d):
-    # granian is its own HTTP server (Rust, hyper): no nginx in front. 2 workers x 16 blocking
-    # threads (the threads that run the WSGI app); started as www-data with setpriv, since it
-    # has no option to drop privileges itself.
-    files, port = {}, free_port()
-    argv = [
+def _granian_wsgi_argv(s, bind):
+    """granian's WSGI server, 2 workers x 16 blocking threads (the threads that run the WSGI
+    app), started as www-data with setpriv, since it has no option to drop privileges itself."""
+    return [
         *(["setpriv", f"--reuid={RUN_USER}", f"--regid={RUN_USER}", "--init-groups"]
           if s.drop_privileges else []),
         s.venv_bin("granian"),
         "--interface", "wsgi",
         "--workers", str(s.processes),
         "--blocking-threads", str(s.threads),
-        "--host", "127.0.0.1",
-        "--port", str(port),
+        *bind,
         "--no-ws",
         "--log-level", "warning",
         "--working-dir", f"{s.bench_dir}/apps",
         "router:application",
     ]
+
+
+def plan_nginx_granian(s, d):
+    # granian as it is deployed behind nginx (TLS, static files, one front for several apps):
+    # proxy_pass over a unix socket with keep-alive, as for gunicorn. The two-hop peer of our
+    # daemon modes.
+    files, port = {}, free_port()
+    # granian binds its socket as the user it runs as (www-data): a directory it may write.
+    sock_dir = os.path.join(d, "sock")
+    os.makedirs(sock_dir, exist_ok=True)
+    os.chmod(sock_dir, 0o777)
+    sock = f"{sock_dir}/granian.sock"
+    argv = _granian_wsgi_argv(s, ["--uds", sock, "--uds-permissions", "666"])
+    files["granian argv"] = " ".join(argv)
+    granian = ServiceSpec("granian", argv, ("unix", sock))
+    upstream = f"""    upstream granian_app {{
+        server unix:{sock};
+        keepalive 32;
+    }}
+"""
+    location = """            proxy_pass http://granian_app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_buffer_size 16k;
+            proxy_buffers 8 16k;          # a 64 KiB response fits in memory buffers
+            proxy_max_temp_file_size 0;   # the 1 GiB download is relayed, not spooled to disk"""
+    conf = _nginx_conf(s, d, port, location, upstream=upstream)
+    return Plan([granian, _nginx_service(d, port, conf, files)], port, files)
+
+
+def plan_granian(s, d):
+    # granian is its own HTTP server (Rust, hyper): no nginx in front.
+    files, port = {}, free_port()
+    argv = _granian_wsgi_argv(s, ["--host", "127.0.0.1", "--port", str(port)])
     files["granian argv"] = " ".join(argv)
     return Plan([ServiceSpec("granian", argv, ("tcp", port))], port, files)
 
@@ -579,6 +611,11 @@ CONFIGS = [
         "granian", "{p}x{t}",
         "granian --interface wsgi (PyPI), its own HTTP server, no nginx",
         ALL_WORKLOADS, plan_granian, _venv_available("granian"), default=SUITE,
+    ),
+    Config(
+        "nginx-granian", "ngx {w}w + {p}x{t}",
+        "nginx proxy_pass (keep-alive upstream) -> granian --interface wsgi (PyPI), unix socket",
+        ALL_WORKLOADS, plan_nginx_granian, _venv_available("granian"), default=False,
     ),
     Config(
         "nginx-embedded", "ngx {w}w x {t}",
