@@ -8,8 +8,6 @@ from build/bench-venv for every server), keep-alive, access logs off, unix socke
 nginx and a backend, everything as www-data.
 """
 
-import os
-
 from . import configs
 from .configs import (
     RUN_USER, Config, Plan, ServiceSpec, _need_binaries, _nginx_conf, _nginx_module_available,
@@ -62,11 +60,7 @@ _PROXY = """            proxy_pass http://backend;
 
 def plan_nginx_uvicorn(s, d):
     files, port = {}, free_port()
-    # uvicorn binds its socket as the user it runs as (www-data): a directory it may write.
-    sock_dir = os.path.join(d, "sock")
-    os.makedirs(sock_dir, exist_ok=True)
-    os.chmod(sock_dir, 0o777)
-    sock = f"{sock_dir}/uvicorn.sock"
+    sock = configs.backend_socket(d, "uvicorn.sock")
     argv = [
         *(["setpriv", f"--reuid={RUN_USER}", f"--regid={RUN_USER}", "--init-groups"]
           if s.drop_privileges else []),

@@ -486,12 +486,18 @@ def plan_nginx_gunicorn(s, d):
     ]
     files["gunicorn argv"] = " ".join(argv)
     gunicorn = ServiceSpec("gunicorn", argv, ("unix", sock), logs=[f"{d}/gunicorn.log"])
-    upstream = f"""    upstream gunicorn_app {{
+    return Plan([gunicorn, _nginx_proxy(s, d, port, sock, files)], port, files)
+
+
+def _nginx_proxy(s, d, port, sock, files):
+    """nginx in front of an HTTP backend on unix socket `sock`: `proxy_pass` with 32 keep-alive
+    upstream connections, buffers sized so a 64 KiB response stays in memory."""
+    upstream = f"""    upstream backend_app {{
         server unix:{sock};
         keepalive 32;
     }}
 """
-    location = """            proxy_pass http://gunicorn_app;
+    location = """            proxy_pass http://backend_app;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host $host;
@@ -499,7 +505,16 @@ def plan_nginx_gunicorn(s, d):
             proxy_buffers 8 16k;          # a 64 KiB response fits in memory buffers
             proxy_max_temp_file_size 0;   # the 1 GiB download is relayed, not spooled to disk"""
     conf = _nginx_conf(s, d, port, location, upstream=upstream)
-    return Plan([gunicorn, _nginx_service(d, port, conf, files)], port, files)
+    return _nginx_service(d, port, conf, files)
+
+
+def backend_socket(d, name):
+    """The path of a unix socket that a backend binds itself as the user it runs as (www-data):
+    in a directory of the run's that it may write."""
+    sock_dir = os.path.join(d, "sock")
+    os.makedirs(sock_dir, exist_ok=True)
+    os.chmod(sock_dir, 0o777)
+    return os.path.join(sock_dir, name)
 
 
 def _granian_wsgi_argv(s, bind):
@@ -525,28 +540,11 @@ def plan_nginx_granian(s, d):
     # proxy_pass over a unix socket with keep-alive, as for gunicorn. The two-hop peer of our
     # daemon modes.
     files, port = {}, free_port()
-    # granian binds its socket as the user it runs as (www-data): a directory it may write.
-    sock_dir = os.path.join(d, "sock")
-    os.makedirs(sock_dir, exist_ok=True)
-    os.chmod(sock_dir, 0o777)
-    sock = f"{sock_dir}/granian.sock"
+    sock = backend_socket(d, "granian.sock")
     argv = _granian_wsgi_argv(s, ["--uds", sock, "--uds-permissions", "666"])
     files["granian argv"] = " ".join(argv)
     granian = ServiceSpec("granian", argv, ("unix", sock))
-    upstream = f"""    upstream granian_app {{
-        server unix:{sock};
-        keepalive 32;
-    }}
-"""
-    location = """            proxy_pass http://granian_app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
-            proxy_buffer_size 16k;
-            proxy_buffers 8 16k;          # a 64 KiB response fits in memory buffers
-            proxy_max_temp_file_size 0;   # the 1 GiB download is relayed, not spooled to disk"""
-    conf = _nginx_conf(s, d, port, location, upstream=upstream)
-    return Plan([granian, _nginx_service(d, port, conf, files)], port, files)
+    return Plan([granian, _nginx_proxy(s, d, port, sock, files)], port, files)
 
 
 def plan_granian(s, d):
