@@ -333,6 +333,15 @@ KeepAliveTimeout 75
 MaxKeepAliveRequests 0
 Timeout 60
 
+# Debian's stock apache2.conf block for /: without an explicit AllowOverride None, httpd 2.4
+# looks for .htaccess in every directory above the script on every request (5 failed openat
+# here), which no Debian install does.
+<Directory />
+    Options FollowSymLinks
+    AllowOverride None
+    Require all denied
+</Directory>
+
 <Directory {bench}/apps>
     Require all granted
 </Directory>
