@@ -285,7 +285,7 @@ pub unsafe fn forward(r: *mut ngx_http_request_t, group: usize) -> ngx_int_t {
     // removed): say so and answer 503, rather than nginx's generic 502 for a failed connect.
     // A group whose workers are restarting keeps its socket, and requests queue in its backlog.
     if let Some(SocketSpec::Unix(path)) = &g.options.socket {
-        if !path.exists() {
+        if !socket_seen(group, path) {
             let msg = format!(
                 "wsgi: RW-NG020 daemon process group \"{}\" cannot be reached: its socket {} does not exist \
                  (the group is not running; its start-up errors are in nginx's error output)",
@@ -328,6 +328,36 @@ pub unsafe fn forward(r: *mut ngx_http_request_t, group: usize) -> ngx_int_t {
         return rc;
     }
     ngx::ffi::NGX_DONE as ngx_int_t
+}
+
+thread_local! {
+    /// Per group: the event-loop time (`ngx_current_msec`) at which its socket file was last
+    /// seen to exist. Read and written on the worker's event-loop thread only.
+    static SOCKET_SEEN: std::cell::RefCell<Vec<ngx::ffi::ngx_msec_t>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Whether group `group`'s unix socket file exists. A file seen within the current
+/// millisecond of nginx's clock (which moves once per event-loop turn) is not looked up again:
+/// under load a worker forwards many requests per turn, and each lookup is a `statx` path walk
+/// on top of the one `connect` does. A missing file is looked up on every request, so a group
+/// that comes back is seen at once.
+fn socket_seen(group: usize, path: &std::path::Path) -> bool {
+    // SAFETY: nginx's clock, written only by this (the event-loop) thread in ngx_time_update.
+    let now = unsafe { ngx::ffi::ngx_current_msec };
+    let fresh =
+        SOCKET_SEEN.with_borrow(|seen| seen.get(group).is_some_and(|&t| t == now && t != 0));
+    if fresh {
+        return true;
+    }
+    let exists = path.exists();
+    SOCKET_SEEN.with_borrow_mut(|seen| {
+        if seen.len() <= group {
+            seen.resize(group + 1, 0);
+        }
+        seen[group] = if exists { now } else { 0 };
+    });
+    exists
 }
 
 /// `431 Request Header Fields Too Large`, sent here because nginx's own error responses have

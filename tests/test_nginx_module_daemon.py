@@ -291,6 +291,22 @@ def test_unreachable_group_is_503_with_a_reason(launcher, state_dir):
     assert re.search(r"\[error\] .*RW-NG032 cannot start daemon group broken: bind /nonexistent-rwsgi-dir", log), log
 
 
+def test_removed_socket_file_is_503_on_the_next_request(launcher, state_dir):
+    """A running group's socket file is looked up at most once per millisecond of nginx's clock
+    (src/daemon.rs, `socket_seen`): once it is gone, the next request is a 503 with RW-NG020,
+    not a connect to a missing path (nginx's 502). mod_wsgi answers 503 too when its daemon
+    socket cannot be reached, after its connect retries."""
+    nginx = daemon_nginx(launcher, state_dir)
+    sock = Path(nginx.prefix) / f"nginx-wsgi-{nginx.group_name}.sock"
+    s = requests.Session()  # one client connection, so the same nginx worker sees both
+    assert s.get(nginx.url("/app/environ"), timeout=10).status_code == 200
+    sock.unlink()
+    time.sleep(0.05)  # nginx's clock moves when its event loop wakes for the next request
+    r = s.get(nginx.url("/app/environ"), timeout=10)
+    assert r.status_code == 503, (r.status_code, nginx.error_log_text()[-2000:])
+    assert "RW-NG020" in nginx.error_log_text()
+
+
 def test_killed_daemon_worker_is_replaced(site):
     """A daemon worker that dies (SIGKILL) is respawned by the group's supervisor: the next
     requests succeed within a second."""
