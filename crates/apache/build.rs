@@ -59,7 +59,7 @@ fn main() {
         .allowlist_type("request_rec|module_struct|module|command_rec|cmd_parms|server_rec|process_rec|conn_rec")
         .allowlist_type("ap_bucket_error|apr_bucket.*|apr_table_entry_t|ap_conn_keepalive_e|unixd_config_rec|apr_proc_t|apr_file_t")
         .allowlist_type("scoreboard|process_score|worker_score")
-        .allowlist_var("ap_scoreboard_image|SERVER_DEAD")
+        .allowlist_var("ap_scoreboard_image|SERVER_DEAD|SERVER_READY")
         .allowlist_var("MODULE_MAGIC_.*|APR_HOOK_.*|OK|DECLINED|DONE|HTTP_.*|APLOG_.*|OR_.*|ACCESS_CONF|RSRC_CONF")
         .allowlist_var("AP_SQ_.*|APR_FOPEN_READ|ap_unixd_config|APR_OC_REASON_.*|REQUEST_CHUNKED_.*|AP_MPMQ_.*|APR_SUCCESS|M_.*|AP_REQ_.*|NOT_IN_.*|GLOBAL_ONLY|OPT_.*")
         .generate_cstr(true)

@@ -12,7 +12,7 @@ use std::ffi::c_int;
 use crate::conf::{alias_match_len, Alias, DirConf, ProcessGroup};
 use crate::ffi::*;
 use crate::log::log_request;
-use crate::{daemon, embedded, module_ptr, server_conf};
+use crate::{daemon, embedded, keepalive, module_ptr, server_conf};
 
 /// The handler names mod_wsgi answers to (`SetHandler wsgi-script` works too).
 const HANDLER_NAMES: [&[u8]; 2] = [b"wsgi-script", b"application/x-httpd-wsgi"];
@@ -173,10 +173,12 @@ unsafe fn handle(r: &mut request_rec) -> c_int {
         None => base,
     };
     let app = crate::metrics::begin(r, alias.map(|a| a.url.as_str()), &conf);
-    match conf.process_group {
+    let status = match conf.process_group {
         Some(ProcessGroup::Daemon(ref group)) => daemon::forward(r, &conf, group),
         Some(ProcessGroup::Embedded) | None => embedded::run(r, &conf, app),
-    }
+    };
+    keepalive::hold(r);
+    status
 }
 
 fn script_error(r: &request_rec, what: &str) -> String {

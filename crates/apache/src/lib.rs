@@ -15,6 +15,9 @@
 //!   request body read whole first) and `backend` (the connection to the group: the request
 //!   sent while the response is read);
 //! - `supervise`: daemon mode in the parent: starting and restarting the groups;
+//! - `keepalive`: a finished keep-alive connection kept on its thread for a moment while its
+//!   child has no idle thread (the event MPM would close it); `scoreboard`: this child's row of
+//!   httpd's scoreboard, read by it and `timeout`;
 //! - `metrics`: the counters' shared mapping, what a request records, `SetHandler rwsgi-metrics`;
 //! - `log`: httpd's error log, for a request, a server and pyhost.
 //!
@@ -33,9 +36,11 @@ mod directives;
 mod embedded;
 mod ffi;
 mod handler;
+mod keepalive;
 mod log;
 mod metrics;
 mod request;
+mod scoreboard;
 mod spool;
 mod supervise;
 mod timeout;

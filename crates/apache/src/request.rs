@@ -199,6 +199,8 @@ pub(crate) struct Output {
     /// The app's Content-Length, if it gave one: once reached, no flush is needed (EOS follows).
     content_length: Option<u64>,
     sent: u64,
+    /// The last bytes passed went down with a flush bucket: they are on their way to the client.
+    flushed: bool,
     status: u16,
     /// A complete one-chunk 5xx body, kept back until we know whether it is pyhost's own error
     /// answer (Outcome::Failed): then httpd sends its standard error page instead (honouring
@@ -215,6 +217,7 @@ impl Output {
             bb,
             content_length: None,
             sent: 0,
+            flushed: false,
             status: 0,
             held: None,
         }
@@ -244,6 +247,10 @@ impl Output {
                     // Flushed for the same reason as in write().
                     let _ = self.send(&body, true);
                 }
+                if self.flushed && self.content_length.is_some_and(|cl| self.sent >= cl) {
+                    // SAFETY: r is live for the request.
+                    crate::keepalive::note_delivered(unsafe { &*self.r });
+                }
                 OK_
             }
             Outcome::Aborted => {
@@ -270,6 +277,7 @@ impl Output {
                 brigade_insert_tail(self.bb, apr_bucket_flush_create(alloc));
             }
         }
+        self.flushed = flush;
         self.pass()
     }
 
@@ -384,7 +392,8 @@ impl Responder for Output {
                 apr_bucket_file_create(handle, start, size, r.pool, alloc),
             );
             self.sent += len;
-            if self.content_length.is_none_or(|cl| self.sent < cl) {
+            self.flushed = self.content_length.is_none_or(|cl| self.sent < cl);
+            if self.flushed {
                 brigade_insert_tail(self.bb, apr_bucket_flush_create(alloc));
             }
         }

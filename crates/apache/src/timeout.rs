@@ -128,26 +128,11 @@ fn stopping() -> bool {
 /// Request threads of this child that have not exited yet (httpd's scoreboard); None when the
 /// scoreboard cannot tell.
 fn busy_threads() -> Option<usize> {
-    let servers = usize::try_from(mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS)).ok()?;
-    let threads = usize::try_from(mpm_query(AP_MPMQ_HARD_LIMIT_THREADS)).ok()?;
-    // SAFETY: plain getter.
-    let me = unsafe { libc::getpid() };
-    // SAFETY: ap_scoreboard_image is httpd's shared scoreboard, mapped in every child for its
-    // whole life, with `servers` process rows and `servers` x `threads` worker cells (the
-    // MPM's hard limits); we only read it.
-    unsafe {
-        let sb = ap_scoreboard_image;
-        if sb.is_null() {
-            return None;
-        }
-        let row = (0..servers).find(|&i| (*(*sb).parent.add(i)).pid == me)?;
-        let cells = *(*sb).servers.add(row);
-        Some(
-            (0..threads)
-                .filter(|&j| u32::from((*cells.add(j)).status) != SERVER_DEAD)
-                .count(),
-        )
-    }
+    Some(
+        crate::scoreboard::thread_states()?
+            .filter(|&status| status != SERVER_DEAD)
+            .count(),
+    )
 }
 
 fn exit_child(stuck: usize) {

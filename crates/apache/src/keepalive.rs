@@ -1,0 +1,96 @@
+//! A finished keep-alive connection stays on its request thread for a moment when its child has
+//! no idle thread, so that httpd's event MPM does not close it under load.
+//!
+//! After a response, the event MPM checks once, without waiting, whether the client's next
+//! request is already there. If not, it hands the connection to its listener thread, which waits
+//! for the request and then asks for an idle request thread. With none idle, the listener closes
+//! that connection, request unanswered, and every other keep-alive connection of the child too
+//! (event.c: "the client can re-connect to a different process"). So with more client
+//! connections than threads, a fast response is punished: the client has not answered it yet
+//! when httpd checks, and its next request finds every thread busy.
+//!
+//! mod_wsgi escapes this by accident: its request thread stays busy after the response (in daemon
+//! mode it waits for the daemon to close the socket), so the next request is usually there by the
+//! time httpd checks. Here the thread waits on purpose, and only when it would otherwise hand the
+//! connection to a listener with no thread to give it: the response is complete and flushed, the
+//! connection is kept alive, the MPM is asynchronous, and no other thread of this child is idle.
+//! The wait ends as soon as the client sends (httpd's check then finds the request and this
+//! thread serves it) or after [`WINDOW`]. Only the thread waits: no CPU is spent.
+
+use std::ffi::{c_int, CStr};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::ffi::*;
+
+/// The request note Output sets once the whole response has been written to the client.
+const DELIVERED: &CStr = c"rwsgi-delivered";
+
+/// Output::finish: the response went out whole (its Content-Length reached, flushed).
+pub(crate) fn note_delivered(r: &request_rec) {
+    // SAFETY: r->notes is the request's live table; both strings are static.
+    unsafe { apr_table_setn(r.notes, DELIVERED.as_ptr(), c"1".as_ptr()) };
+}
+
+/// The handler, once the request is done: wait up to [`WINDOW`] for the client's next request
+/// when handing the connection back could get it closed (see the module docs).
+pub(crate) fn hold(r: &request_rec) {
+    // SAFETY: r->notes is the request's live table; the key is NUL-terminated.
+    if unsafe { apr_table_get(r.notes, DELIVERED.as_ptr()) }.is_null() || !r.main.is_null() {
+        return;
+    }
+    // SAFETY: r->connection is live for the request.
+    let c = unsafe { &*r.connection };
+    if c.keepalive != ap_conn_keepalive_e_AP_CONN_KEEPALIVE || c.aborted != 0 || !c.master.is_null()
+    {
+        return;
+    }
+    // A stopping child closes its keep-alive connections anyway.
+    if !async_mpm()
+        || mpm_query(AP_MPMQ_MPM_STATE) == AP_MPMQ_STOPPING as c_int
+        || idle_threads() != Some(0)
+    {
+        return;
+    }
+    // SAFETY: the connection is live; its socket lives as long as it does.
+    let sock = unsafe { ap_get_conn_socket(r.connection) };
+    if sock.is_null() {
+        return;
+    }
+    let mut fd: apr_os_sock_t = -1;
+    // SAFETY: sock is the live connection socket; apr_os_sock_get writes one int through fd.
+    if unsafe { apr_os_sock_get(&mut fd, sock) } != APR_SUCCESS as apr_status_t {
+        return;
+    }
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ts = libc::timespec {
+        tv_sec: WINDOW.as_secs() as libc::time_t,
+        tv_nsec: WINDOW.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: one valid pollfd and timespec for the duration of the call; no signal mask change.
+    unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+}
+
+/// How long the thread waits at most: a client on the same host or LAN (nginx in front, a load
+/// balancer, a benchmark) answers well within it; one that takes longer costs this thread no
+/// more than this, and only while its child has no idle thread anyway.
+const WINDOW: Duration = Duration::from_millis(1);
+
+/// The event MPM (and any other that hands keep-alive connections to a listener).
+fn async_mpm() -> bool {
+    static ASYNC: OnceLock<bool> = OnceLock::new();
+    *ASYNC.get_or_init(|| mpm_query(AP_MPMQ_IS_ASYNC) != 0)
+}
+
+/// This child's request threads waiting for work.
+fn idle_threads() -> Option<usize> {
+    Some(
+        crate::scoreboard::thread_states()?
+            .filter(|&status| status == SERVER_READY)
+            .count(),
+    )
+}
