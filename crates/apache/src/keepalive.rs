@@ -13,7 +13,8 @@
 //! mode it waits for the daemon to close the socket), so the next request is usually there by the
 //! time httpd checks. Here the thread waits on purpose, and only when it would otherwise hand the
 //! connection to a listener with no thread to give it: the response is complete and flushed, the
-//! connection is kept alive, the MPM is asynchronous, and no other thread of this child is idle.
+//! connection is kept alive, the MPM is asynchronous, no other thread of this child is idle, and
+//! the next request is not already there (a pipelining client's, read ahead by httpd).
 //! The wait ends as soon as the client sends (httpd's check then finds the request and this
 //! thread serves it) or after [`WINDOW`]. Only the thread waits: no CPU is spent.
 
@@ -52,6 +53,9 @@ pub(crate) fn hold(r: &request_rec) {
     {
         return;
     }
+    if !next_request_missing(r) {
+        return;
+    }
     // SAFETY: the connection is live; its socket lives as long as it does.
     let sock = unsafe { ap_get_conn_socket(r.connection) };
     if sock.is_null() {
@@ -73,6 +77,21 @@ pub(crate) fn hold(r: &request_rec) {
     };
     // SAFETY: one valid pollfd and timespec for the duration of the call; no signal mask change.
     unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+}
+
+/// httpd's own check (`ap_check_pipeline`, one byte, without waiting) found nothing yet: no
+/// request already read into the input filters by a pipelining client, none on the socket, and
+/// the connection is still up. Anything else needs no wait.
+fn next_request_missing(r: &request_rec) -> bool {
+    // SAFETY: r, its pool and its connection are live for the handler call; the brigade is
+    // allocated from r's pool and emptied before we return.
+    unsafe {
+        let c = r.connection;
+        let bb = apr_brigade_create(r.pool, (*c).bucket_alloc);
+        let rv = ap_check_pipeline(c, bb, 0);
+        apr_brigade_cleanup(bb.cast());
+        rv == libc::EAGAIN as apr_status_t
+    }
 }
 
 /// How long the thread waits at most: a client on the same host or LAN (nginx in front, a load
