@@ -172,13 +172,12 @@ unsafe fn handle(r: &mut request_rec) -> c_int {
         Some(a) => base.with_alias(a),
         None => base,
     };
+    keepalive::arm(r); // before metrics::begin: its cleanup then runs after the metrics' one
     let app = crate::metrics::begin(r, alias.map(|a| a.url.as_str()), &conf);
-    let status = match conf.process_group {
+    match conf.process_group {
         Some(ProcessGroup::Daemon(ref group)) => daemon::forward(r, &conf, group),
         Some(ProcessGroup::Embedded) | None => embedded::run(r, &conf, app),
-    };
-    keepalive::hold(r);
-    status
+    }
 }
 
 fn script_error(r: &request_rec, what: &str) -> String {

@@ -33,27 +33,53 @@ pub(crate) fn note_delivered(r: &request_rec) {
     unsafe { apr_table_setn(r.notes, DELIVERED.as_ptr(), c"1".as_ptr()) };
 }
 
-/// The handler, once the request is done: wait up to [`WINDOW`] for the client's next request
-/// when handing the connection back could get it closed (see the module docs).
-pub(crate) fn hold(r: &request_rec) {
-    // SAFETY: r->notes is the request's live table; the key is NUL-terminated.
-    if unsafe { apr_table_get(r.notes, DELIVERED.as_ptr()) }.is_null() || !r.main.is_null() {
+/// The handler, before anything else registers a request-pool cleanup: the wait runs as a
+/// cleanup of the request pool, so after httpd logged the request (`%D` in the access log does
+/// not count it) and after the metrics' own cleanup (registered later, run earlier) recorded its
+/// duration; httpd checks for the next request right after the pool is gone.
+pub(crate) fn arm(r: &request_rec) {
+    if !r.main.is_null() || !async_mpm() {
+        return; // a subrequest's pool goes long before the response ends
+    }
+    // SAFETY: r lives in r->pool, so it is valid whenever the pool's cleanups run; the cleanup
+    // is plain C-ABI and runs once.
+    unsafe {
+        apr_pool_cleanup_register(
+            r.pool,
+            (r as *const request_rec).cast(),
+            Some(request_freed),
+            Some(apr_pool_cleanup_null),
+        )
+    };
+}
+
+/// # Safety
+/// Called by APR while it destroys the request pool, with the request_rec [`arm`] registered
+/// (its memory and tables are freed only after every cleanup ran).
+unsafe extern "C" fn request_freed(data: *mut std::ffi::c_void) -> apr_status_t {
+    // SAFETY: see the function's contract.
+    let _ = std::panic::catch_unwind(|| hold(unsafe { &*data.cast::<request_rec>() }));
+    APR_SUCCESS as apr_status_t
+}
+
+/// Waits up to [`WINDOW`] for the client's next request when handing the connection back could
+/// get it closed (see the module docs).
+fn hold(r: &request_rec) {
+    // SAFETY: r->notes is the request's table, valid until the pool's memory goes.
+    if unsafe { apr_table_get(r.notes, DELIVERED.as_ptr()) }.is_null() {
         return;
     }
-    // SAFETY: r->connection is live for the request.
+    // SAFETY: the connection outlives its requests.
     let c = unsafe { &*r.connection };
     if c.keepalive != ap_conn_keepalive_e_AP_CONN_KEEPALIVE || c.aborted != 0 || !c.master.is_null()
     {
         return;
     }
     // A stopping child closes its keep-alive connections anyway.
-    if !async_mpm()
-        || mpm_query(AP_MPMQ_MPM_STATE) == AP_MPMQ_STOPPING as c_int
-        || idle_threads() != Some(0)
-    {
+    if mpm_query(AP_MPMQ_MPM_STATE) == AP_MPMQ_STOPPING as c_int || idle_threads() != Some(0) {
         return;
     }
-    if !next_request_missing(r) {
+    if !next_request_missing(r.connection) {
         return;
     }
     // SAFETY: the connection is live; its socket lives as long as it does.
@@ -82,12 +108,19 @@ pub(crate) fn hold(r: &request_rec) {
 /// httpd's own check (`ap_check_pipeline`, one byte, without waiting) found nothing yet: no
 /// request already read into the input filters by a pipelining client, none on the socket, and
 /// the connection is still up. Anything else needs no wait.
-fn next_request_missing(r: &request_rec) -> bool {
-    // SAFETY: r, its pool and its connection are live for the handler call; the brigade is
-    // allocated from r's pool and emptied before we return.
+fn next_request_missing(c: *mut conn_rec) -> bool {
+    const KEY: &CStr = c"rwsgi-keepalive-brigade";
+    // SAFETY: c and its pool are live; the brigade lives in the connection's pool and is reused
+    // for every request of the connection (as httpd keeps its own after-request brigade), and
+    // left empty.
     unsafe {
-        let c = r.connection;
-        let bb = apr_brigade_create(r.pool, (*c).bucket_alloc);
+        let mut bb: *mut std::ffi::c_void = std::ptr::null_mut();
+        apr_pool_userdata_get(&mut bb, KEY.as_ptr(), (*c).pool);
+        if bb.is_null() {
+            bb = apr_brigade_create((*c).pool, (*c).bucket_alloc).cast();
+            apr_pool_userdata_setn(bb, KEY.as_ptr(), None, (*c).pool);
+        }
+        let bb = bb.cast::<apr_bucket_brigade>();
         let rv = ap_check_pipeline(c, bb, 0);
         apr_brigade_cleanup(bb.cast());
         rv == libc::EAGAIN as apr_status_t
