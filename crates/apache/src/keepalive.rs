@@ -13,8 +13,11 @@
 //! mode it waits for the daemon to close the socket), so the next request is usually there by the
 //! time httpd checks. Here the thread waits on purpose, and only when it would otherwise hand the
 //! connection to a listener with no thread to give it: the response is complete and flushed, the
-//! connection is kept alive, the MPM is asynchronous, no other thread of this child is idle, and
-//! the next request is not already there (a pipelining client's, read ahead by httpd).
+//! connection is kept alive, the MPM is asynchronous, and no other thread of this child is idle.
+//! The wait only polls the socket: it reads nothing, so httpd's own input filters (mod_ssl's
+//! included) are never entered from inside the output filters, where the wait runs. A pipelining
+//! client's next request, read ahead by httpd already, waits out the window (at most 1 ms, and
+//! only while the child is saturated).
 //! The wait ends as soon as the client sends (httpd's check then finds the request and this
 //! thread serves it) or after [`WINDOW`]. Only the thread waits: no CPU is spent.
 
@@ -75,11 +78,17 @@ fn hold(r: &request_rec) {
     {
         return;
     }
-    // A stopping child closes its keep-alive connections anyway.
-    if mpm_query(AP_MPMQ_MPM_STATE) == AP_MPMQ_STOPPING as c_int || idle_threads() != Some(0) {
+    // Only while httpd still runs the request (its pool freed by the end-of-request bucket in
+    // ap_process_request_after_handler, right before httpd's own check for the next request).
+    // When the core output filter set the end of the response aside (bytes left unflushed), the
+    // pool goes later, in the MPM's write completion or lingering close: httpd has checked
+    // already, and waiting there would only hold the thread.
+    // SAFETY: c->cs is NULL or the MPM's connection state, live with the connection.
+    if unsafe { c.cs.as_ref() }.is_none_or(|cs| cs.state != conn_state_e_CONN_STATE_HANDLER) {
         return;
     }
-    if !next_request_missing(r.connection) {
+    // A stopping child closes its keep-alive connections anyway.
+    if mpm_query(AP_MPMQ_MPM_STATE) == AP_MPMQ_STOPPING as c_int || idle_threads() != Some(0) {
         return;
     }
     // SAFETY: the connection is live; its socket lives as long as it does.
@@ -103,28 +112,6 @@ fn hold(r: &request_rec) {
     };
     // SAFETY: one valid pollfd and timespec for the duration of the call; no signal mask change.
     unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
-}
-
-/// httpd's own check (`ap_check_pipeline`, one byte, without waiting) found nothing yet: no
-/// request already read into the input filters by a pipelining client, none on the socket, and
-/// the connection is still up. Anything else needs no wait.
-fn next_request_missing(c: *mut conn_rec) -> bool {
-    const KEY: &CStr = c"rwsgi-keepalive-brigade";
-    // SAFETY: c and its pool are live; the brigade lives in the connection's pool and is reused
-    // for every request of the connection (as httpd keeps its own after-request brigade), and
-    // left empty.
-    unsafe {
-        let mut bb: *mut std::ffi::c_void = std::ptr::null_mut();
-        apr_pool_userdata_get(&mut bb, KEY.as_ptr(), (*c).pool);
-        if bb.is_null() {
-            bb = apr_brigade_create((*c).pool, (*c).bucket_alloc).cast();
-            apr_pool_userdata_setn(bb, KEY.as_ptr(), None, (*c).pool);
-        }
-        let bb = bb.cast::<apr_bucket_brigade>();
-        let rv = ap_check_pipeline(c, bb, 0);
-        apr_brigade_cleanup(bb.cast());
-        rv == libc::EAGAIN as apr_status_t
-    }
 }
 
 /// How long the thread waits at most: a client on the same host or LAN (nginx in front, a load

@@ -247,9 +247,15 @@ impl Output {
                     // Flushed for the same reason as in write().
                     let _ = self.send(&body, true);
                 }
-                if self.flushed && self.content_length.is_some_and(|cl| self.sent >= cl) {
-                    // SAFETY: r is live for the request.
-                    crate::keepalive::note_delivered(unsafe { &*self.r });
+                // SAFETY: r is live for the request.
+                let r = unsafe { &*self.r };
+                // A HEAD, 204 or 304 response has no body: httpd drops ours, flush included.
+                let bodiless = r.header_only != 0 || matches!(self.status, 204 | 304);
+                if self.flushed
+                    && !bodiless
+                    && self.content_length.is_some_and(|cl| self.sent >= cl)
+                {
+                    crate::keepalive::note_delivered(r);
                 }
                 OK_
             }

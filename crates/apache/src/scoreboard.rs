@@ -7,20 +7,27 @@ use crate::ffi::*;
 /// or None when the scoreboard cannot tell (no scoreboard, this process not in it).
 pub(crate) fn thread_states() -> Option<impl Iterator<Item = u32>> {
     let servers = usize::try_from(mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS)).ok()?;
-    let threads = usize::try_from(mpm_query(AP_MPMQ_HARD_LIMIT_THREADS)).ok()?;
+    // ThreadsPerChild, not ThreadLimit: the MPM resets only those cells when a child stops, so
+    // the ones above may still hold what a crashed child with more threads left there.
+    let threads = usize::try_from(mpm_query(AP_MPMQ_MAX_THREADS)).ok()?;
     // SAFETY: plain getter.
     let me = unsafe { libc::getpid() };
     // SAFETY: ap_scoreboard_image is httpd's shared scoreboard, mapped in every child for its
-    // whole life, with `servers` process rows and `servers` x `threads` worker cells (the MPM's
-    // hard limits); we only read it, and the iterator reads each cell once, while this child
-    // lives (it is used within one hook call).
+    // whole life, with HARD_LIMIT_DAEMONS process rows of HARD_LIMIT_THREADS (>= MAX_THREADS)
+    // worker cells; we only read it (volatile: other processes write it meanwhile), and the
+    // iterator reads each cell once, while this child lives (it is used within one hook call).
     unsafe {
         let sb = ap_scoreboard_image;
         if sb.is_null() {
             return None;
         }
-        let row = (0..servers).find(|&i| (*(*sb).parent.add(i)).pid == me)?;
+        let row = (0..servers)
+            .find(|&i| std::ptr::addr_of!((*(*sb).parent.add(i)).pid).read_volatile() == me)?;
         let cells = *(*sb).servers.add(row);
-        Some((0..threads).map(move |j| u32::from((*cells.add(j)).status)))
+        Some(
+            (0..threads).map(move |j| {
+                u32::from(std::ptr::addr_of!((*cells.add(j)).status).read_volatile())
+            }),
+        )
     }
 }
