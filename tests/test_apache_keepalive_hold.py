@@ -63,8 +63,8 @@ async def _client(port: int, deadline: float, counts: dict):
 
 async def _pipelining_client(port: int, deadline: float, counts: dict):
     """Three requests per write (HTTP/1.1 pipelining): the next one is already in httpd's input
-    buffer when a response ends, so nothing must wait for the socket, and every byte must reach
-    the next request."""
+    buffer when a response ends (the wait polls the socket and reads nothing), and every byte
+    must reach the next request."""
     request = f"GET /app HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
     reader = writer = None
     while time.monotonic() < deadline:
