@@ -265,6 +265,8 @@ impl<'a> Keeper<'a> {
             // SAFETY: LISTENER is the listening socket set_up put there, open for our life.
             listener: Some(unsafe { BorrowedFd::borrow_raw(LISTENER) }),
             predecessor: self.predecessor.take(),
+            // SAFETY: MASTER_PIPE is the master's pipe set_up put there, open for our life.
+            server: Some(unsafe { BorrowedFd::borrow_raw(MASTER_PIPE) }),
         };
         // SAFETY: the keeper is single-threaded.
         match unsafe { supervisor::fork_supervisor_with(self.cfg, handoff, prepare, error_line) } {
@@ -333,6 +335,17 @@ impl<'a> Keeper<'a> {
     fn stop(mut self) -> i32 {
         self.predecessor = None;
         if let Some(child) = self.child.take() {
+            // The stop notice, then the pipe closes: a pipe closed without it would mean that
+            // this keeper was killed, and the group would serve on (supervisor's outlive_keeper).
+            // SAFETY: one byte from a static into our own pipe's write end (never full: nothing
+            // else is written to it).
+            unsafe {
+                libc::write(
+                    child.pipe.as_raw_fd(),
+                    [supervisor::STOP_NOTICE].as_ptr().cast(),
+                    1,
+                )
+            };
             drop(child.pipe);
             // A second stop request (SIGTERM...) while it drains: the supervisor takes a signal
             // after the pipe as "kill the workers now".

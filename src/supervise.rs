@@ -159,12 +159,28 @@ fn sync(wanted: Vec<(String, GroupConfig)>, log_fd: RawFd) -> Vec<Line> {
     let mut state = STATE.lock().unwrap_or_else(|p| p.into_inner());
     let State { groups, sockets } = &mut *state;
     // nginx's master reaps every child (its SIGCHLD handler waits for -1), so check by signal 0.
-    // A keeper that is gone is started again below; its socket is still here.
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    groups.retain(|r| unsafe { libc::kill(r.keeper, 0) } == 0);
+    // A group whose keeper is gone (killed) still serves: its supervisor outlived the keeper
+    // and follows our pipe (RW015). It is handed to a new keeper below as a changed group would
+    // be: the old supervisor serves until the new group is ready, then drains.
     let mut old = std::mem::take(groups);
+    for r in &old {
+        let still_wanted = wanted.iter().any(|(name, _)| *name == r.name);
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        if still_wanted && unsafe { libc::kill(r.keeper, 0) } != 0 {
+            log.push(notice(format!(
+                "wsgi: RW-NG036 the keeper of daemon group {} (pid {}) is gone; a new keeper \
+                 takes the group over",
+                r.name, r.keeper
+            )));
+        }
+    }
     for (name, cfg) in wanted {
-        if let Some(i) = old.iter().position(|r| r.name == name && r.config == cfg) {
+        // SAFETY: as above.
+        let alive = |r: &Running| unsafe { libc::kill(r.keeper, 0) } == 0;
+        if let Some(i) = old
+            .iter()
+            .position(|r| r.name == name && r.config == cfg && alive(r))
+        {
             groups.push(old.swap_remove(i));
             continue;
         }

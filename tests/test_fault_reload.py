@@ -146,6 +146,49 @@ def test_nginx_killed_supervisor_is_restarted(lch):
     assert "RW-NG035" in nginx.error_log_text()
 
 
+def test_nginx_killed_keeper_group_serves_on_until_reload(lch):
+    """SIGKILL "nginx: wsgi keeper": its supervisor sees its lifetime pipe close without the
+    keeper's stop notice while nginx's master still holds the group's pipe, so the group serves
+    on (RW015) instead of stopping; the next reload gives it a new keeper (RW-NG036), whose group
+    takes over once ready while the old supervisor drains and exits: no orphan is left.
+    On main before: the group stopped with its keeper, and every request failed until a reload.
+    mod_wsgi has no keeper: httpd's parent restarts its daemon processes, and killing that
+    parent stops Apache itself."""
+    from harness.faults import children, proc_table
+    d = app_dir(lch)
+    nginx = nginx_daemon(lch, d, "processes=2 threads=2")
+    name = f"wsgi:{nginx.group_name}"[:15]
+    (keeper,) = children(nginx.process.pid, name)
+    (sup,) = children(keeper, name)
+    kill(keeper, signal.SIGKILL)
+    assert wait_for(lambda: not alive(keeper), 5)
+    statuses = []
+    for _ in range(20):
+        try:
+            statuses.append(requests.get(nginx.url("/app/hello"), timeout=5).status_code)
+        except requests.RequestException as e:
+            statuses.append(type(e).__name__)
+        time.sleep(0.1)
+    assert statuses == [200] * 20, statuses
+    assert alive(sup)
+    assert wait_for(lambda: "RW015" in nginx.error_log_text(), 5)
+
+    nginx.reload()
+    new_keeper = wait_for(lambda: (lambda k: k[0] if k else None)(
+        [k for k in children(nginx.process.pid, name) if k != keeper]), 15)
+    assert wait_for(lambda: children(new_keeper, name), 15)
+    assert wait_for(lambda: not alive(sup), 30), "the keeperless supervisor did not stop"
+    assert ok(nginx.url("/app/hello"))
+    assert "RW-NG036" in nginx.error_log_text()
+    # Nothing of the group is left outside the new keeper's tree.
+    table = proc_table()
+    tree = {new_keeper}
+    for _ in range(3):
+        tree |= {p for p, (pp, c, st) in table.items() if pp in tree}
+    strays = [p for p, (pp, c, st) in table.items() if c == name and st != "Z" and p not in tree]
+    assert strays == [], strays
+
+
 def test_apache_killed_supervisor_is_restarted(lch):
     """Apache daemon: the parent's other-child registration restarts the supervisor (RW-AP023);
     requests wait for it instead of failing. Already true on main (~0.7 s)."""

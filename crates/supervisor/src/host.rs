@@ -107,7 +107,16 @@ pub struct Handoff<'a> {
     /// The lifetime pipe (write end) of the group this one replaces on the same socket: the new
     /// supervisor closes it once one of its workers is ready, and the old group drains then.
     pub predecessor: Option<OwnedFd>,
+    /// nginx: the read end of the master's pipe to the group's keeper, which forks the
+    /// supervisor. The supervisor only watches it for hang-up, never reads it (the keeper does).
+    /// With it, a lifetime pipe that closes without [`STOP_NOTICE`] means the keeper died, not
+    /// that the server wants the group gone: the group serves on until this pipe hangs up.
+    pub server: Option<BorrowedFd<'a>>,
 }
+
+/// The byte a keeper writes on its supervisor's lifetime pipe before closing it to stop the
+/// group, so that a pipe closed by the kernel (the keeper was killed) tells otherwise.
+pub const STOP_NOTICE: u8 = b'S';
 
 /// Forks the supervisor of group `cfg` from a web server's single-threaded master (nginx) or
 /// parent (httpd): [`fork_supervisor_with`] and nothing handed over (the supervisor binds the
@@ -227,15 +236,16 @@ where
         prepare();
         let listener = handoff.listener.map(|fd| fd.as_raw_fd());
         let predecessor = handoff.predecessor.map(IntoRawFd::into_raw_fd);
-        let plan = crate::hosted::Plan::new(
-            cfg,
-            (before, after),
-            listener.is_some(),
-            predecessor.is_some(),
-        );
+        let server = handoff.server.map(|fd| fd.as_raw_fd());
+        let fds = Handed {
+            listener,
+            predecessor,
+            server,
+        };
+        let plan = crate::hosted::Plan::new(cfg, (before, after), fds.layout());
         // SAFETY: we are the freshly forked child of a single-threaded process (fork_supervisor's
         // contract); the descriptors are handed over.
-        unsafe { run_forked_with(cfg, lifetime.into_raw_fd(), listener, predecessor, plan) }
+        unsafe { run_forked_with(cfg, lifetime.into_raw_fd(), fds, plan) }
     }))
     .unwrap_or_else(|_| Err("internal error (panic) while starting the supervisor".to_owned()));
     match result {
@@ -271,11 +281,29 @@ where
 /// of the lifetime pipe (above stderr); this call takes it over.
 pub unsafe fn run_forked(cfg: &GroupConfig, lifetime: RawFd) -> Result<(), String> {
     // SAFETY: the caller's contract is ours.
-    unsafe { run_forked_with(cfg, lifetime, None, None, None) }
+    unsafe { run_forked_with(cfg, lifetime, Handed::default(), None) }
 }
 
-/// [`run_forked`] with what [`Handoff`] carries: `listener` (kept open, adopted) and
-/// `predecessor` (taken over), both above stderr; and with a `plan`, the process becomes
+/// The descriptors a [`Handoff`] put in the forked child, before `keep_only` moves them.
+#[derive(Default)]
+struct Handed {
+    listener: Option<RawFd>,
+    predecessor: Option<RawFd>,
+    server: Option<RawFd>,
+}
+
+impl Handed {
+    fn layout(&self) -> crate::hosted::Layout {
+        crate::hosted::Layout {
+            listener: self.listener.is_some(),
+            predecessor: self.predecessor.is_some(),
+            server: self.server.is_some(),
+        }
+    }
+}
+
+/// [`run_forked`] with what [`Handoff`] carries: `listener` (kept open, adopted),
+/// `predecessor` and `server` (taken over), all above stderr; and with a `plan`, the process becomes
 /// `rwsgi-worker` once the descriptors are in place (`hosted.rs`), or runs the group itself when
 /// that `exec` fails.
 ///
@@ -285,13 +313,13 @@ pub unsafe fn run_forked(cfg: &GroupConfig, lifetime: RawFd) -> Result<(), Strin
 unsafe fn run_forked_with(
     cfg: &GroupConfig,
     lifetime: RawFd,
-    listener: Option<RawFd>,
-    predecessor: Option<RawFd>,
+    fds: Handed,
     plan: Option<crate::hosted::Plan>,
 ) -> Result<(), String> {
     let mut keep = vec![lifetime];
-    keep.extend(listener);
-    keep.extend(predecessor);
+    keep.extend(fds.listener);
+    keep.extend(fds.predecessor);
+    keep.extend(fds.server);
     if let Some(plan) = &plan {
         keep.extend(plan.descriptors());
     }
@@ -325,7 +353,8 @@ unsafe fn run_forked_with(
             "{failed}; the group runs in this process, on the server's libpython"
         );
     }
-    // The descriptors are now 3 (the pipe), then the listener, then the predecessor's pipe.
+    // The descriptors are now 3 (the pipe), then the listener, the predecessor's pipe, the
+    // server's pipe.
     let mut next = 4;
     let mut take = |present: bool| {
         present.then(|| {
@@ -335,9 +364,10 @@ unsafe fn run_forked_with(
         })
     };
     let inherited = crate::Inherited {
-        listener: take(listener.is_some())
+        listener: take(fds.listener.is_some())
             .map(|fd| crate::listener::Listener::adopt(fd, &cfg.socket)),
-        predecessor: take(predecessor.is_some()),
+        predecessor: take(fds.predecessor.is_some()),
+        server: take(fds.server.is_some()),
     };
     // SAFETY: fd 3 is the lifetime pipe's read end (above), open for the rest of this process.
     let lifetime = unsafe { BorrowedFd::borrow_raw(3) };

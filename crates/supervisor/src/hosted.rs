@@ -64,7 +64,23 @@ struct Blob {
     /// Which descriptors follow the lifetime pipe (3), in this order.
     listener: bool,
     predecessor: bool,
+    server: bool,
     metrics: bool,
+}
+
+/// Which handed-over descriptors follow the lifetime pipe (3), in this order (`host::Handoff`).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Layout {
+    pub listener: bool,
+    pub predecessor: bool,
+    pub server: bool,
+}
+
+impl Layout {
+    /// The first descriptor after them.
+    fn end(self) -> RawFd {
+        4 + self.listener as RawFd + self.predecessor as RawFd + self.server as RawFd
+    }
 }
 
 /// A prepared `exec`: made in the forked child before its descriptors are moved.
@@ -78,19 +94,17 @@ pub(crate) struct Plan {
     title: Vec<CString>,
     blob: RawFd,
     metrics: Option<RawFd>,
-    has_listener: bool,
-    has_predecessor: bool,
+    layout: Layout,
 }
 
 impl Plan {
     /// The plan for group `cfg`, or `None` when no suitable program is found (the group then
     /// runs in this process). The server's error line is `before + reason + after`;
-    /// `listener`/`predecessor` say what the handoff holds.
+    /// `layout` says what the handoff holds.
     pub(crate) fn new(
         cfg: &GroupConfig,
         (before, after): (&str, &str),
-        listener: bool,
-        predecessor: bool,
+        layout: Layout,
     ) -> Option<Plan> {
         let (program, program_name) = candidates()
             .into_iter()
@@ -110,8 +124,9 @@ impl Plan {
             comm: std::fs::read_to_string("/proc/self/comm")
                 .map(|c| c.trim_end().to_owned())
                 .unwrap_or_default(),
-            listener,
-            predecessor,
+            listener: layout.listener,
+            predecessor: layout.predecessor,
+            server: layout.server,
             metrics: metrics.is_some(),
         };
         let json = serde_json::to_vec(&blob).ok()?;
@@ -122,13 +137,12 @@ impl Plan {
             title: own_title(),
             blob: file.into_raw_fd(),
             metrics,
-            has_listener: listener,
-            has_predecessor: predecessor,
+            layout,
         })
     }
 
-    /// The descriptors to keep after the lifetime pipe, the listener and the predecessor's
-    /// pipe: the memory file, the metrics region's file, the program (last).
+    /// The descriptors to keep after the lifetime pipe and the handed-over ones ([`Layout`]):
+    /// the memory file, the metrics region's file, the program (last).
     pub(crate) fn descriptors(&self) -> Vec<RawFd> {
         let mut fds = vec![self.blob];
         fds.extend(self.metrics);
@@ -137,15 +151,15 @@ impl Plan {
     }
 
     /// Replaces this process with the program, once `keep_only` has put the descriptors at 3,
-    /// 4, ... (lifetime pipe, listener, predecessor, then [`Plan::descriptors`]). Returns only
+    /// 4, ... (lifetime pipe, listener, predecessor, server, then [`Plan::descriptors`]). Returns only
     /// when `fexecve` fails, with the reason, having closed the plan's own descriptors.
     ///
     /// # Safety
     /// Single-threaded process; the descriptors are where the doc above says.
     pub(crate) unsafe fn exec(self) -> String {
-        // The lifetime pipe, the listener, the predecessor's pipe, then the plan's own; the
-        // program's descriptor is the last, and only it stays close-on-exec.
-        let blob_fd = 3 + 1 + self.has_listener as RawFd + self.has_predecessor as RawFd;
+        // The lifetime pipe, the handed-over ones, then the plan's own; the program's
+        // descriptor is the last, and only it stays close-on-exec.
+        let blob_fd = self.layout.end();
         let program = blob_fd + self.descriptors().len() as RawFd - 1;
         for fd in 3..=program {
             let flags = if fd == program { libc::FD_CLOEXEC } else { 0 };
@@ -354,6 +368,7 @@ fn take_over(blob: &Blob, blob_fd: RawFd) -> Result<(), String> {
     };
     let listener = take(blob.listener);
     let predecessor = take(blob.predecessor);
+    let server = take(blob.server);
     debug_assert_eq!(next, blob_fd);
     if blob.metrics {
         // SAFETY: the descriptor after the memory file is the region's file (Plan::exec), ours.
@@ -369,6 +384,8 @@ fn take_over(blob: &Blob, blob_fd: RawFd) -> Result<(), String> {
         }),
         // SAFETY: the predecessor's lifetime pipe, handed over at this descriptor.
         predecessor: predecessor.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+        // SAFETY: the server's pipe to the keeper, handed over at this descriptor.
+        server: server.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
     };
     // SAFETY: fd 3 is the lifetime pipe's read end, open for the rest of this process (run_forked
     // put it there before the exec).
@@ -444,6 +461,7 @@ mod tests {
             comm: "nginx".into(),
             listener: true,
             predecessor: false,
+            server: true,
             metrics: true,
         };
         let back: Blob = serde_json::from_slice(&serde_json::to_vec(&blob).unwrap()).unwrap();

@@ -55,7 +55,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 pub use config::{AppConfig, ConfigError, GroupConfig, Interface, Protocol, SocketSpec};
 pub use host::{
     fork_supervisor, fork_supervisor_with, fork_with_lifetime, keep_only, run_forked,
-    ForkedSupervisor, Handoff, ServerDefaults, WorkerAccount,
+    ForkedSupervisor, Handoff, ServerDefaults, WorkerAccount, STOP_NOTICE,
 };
 pub use options::{parse_timeout, DaemonOptions, OPTION_NAMES};
 pub use secret::Secret;
@@ -103,6 +103,8 @@ pub(crate) struct Inherited {
     pub listener: Option<listener::Listener>,
     /// The lifetime pipe of the group this one replaces: closed once this group can serve.
     pub predecessor: Option<OwnedFd>,
+    /// The server master's pipe to the group's keeper, watched for hang-up (`Handoff::server`).
+    pub server: Option<OwnedFd>,
 }
 
 /// Checks what must hold before a group starts: the configuration, the accounts it runs as, and
@@ -181,6 +183,9 @@ pub(crate) fn run_inner(
         master::Master::new(cfg, listener, identity, lifetime, metrics).map_err(Error::Startup)?;
     if let Some(fd) = inherited.predecessor {
         master.replace_when_ready(fd);
+    }
+    if let Some(fd) = inherited.server {
+        master.outlive_keeper(fd);
     }
     master.run();
     if let Some(region) = ::metrics::region() {

@@ -27,7 +27,7 @@
 //!   lifetime pipe and closes it once one of its own workers is ready (or its workers fail to
 //!   start): until then the old group keeps serving, after that it drains.
 
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::config::GroupConfig;
@@ -82,6 +82,8 @@ pub struct Master<'a> {
     lifetime: Option<BorrowedFd<'a>>,
     /// The replaced group's lifetime pipe ([`Master::replace_when_ready`]).
     predecessor: Option<OwnedFd>,
+    /// nginx: the master's pipe to our keeper ([`Master::outlive_keeper`]).
+    server: Option<OwnedFd>,
     workers: Vec<Worker>,
     generation: u64,
     failures: u32,
@@ -120,6 +122,7 @@ impl<'a> Master<'a> {
             sigpipe,
             lifetime,
             predecessor: None,
+            server: None,
             workers: Vec::new(),
             generation: 0,
             failures: 0,
@@ -139,6 +142,35 @@ impl<'a> Master<'a> {
     /// starting while the old one could still take it.
     pub fn replace_when_ready(&mut self, fd: OwnedFd) {
         self.predecessor = Some(fd);
+    }
+
+    /// nginx: `fd` is the master's pipe to the keeper that forked us (read end, never read
+    /// here). A lifetime pipe closed with the keeper's stop notice stops the group as always;
+    /// one closed without it, while this pipe is still up, means the keeper was killed: the
+    /// group serves on, and stops when this pipe hangs up (nginx stops, or a reload hands the
+    /// group to a new keeper, which closes it once its own group is ready). Until then a
+    /// supervisor that dies is not restarted.
+    pub fn outlive_keeper(&mut self, fd: OwnedFd) {
+        self.server = Some(fd);
+    }
+
+    /// The lifetime pipe became readable: the stop notice, or EOF. True when the group stops.
+    fn lifetime_says_stop(&mut self) -> bool {
+        let Some(fd) = self.lifetime else {
+            return false;
+        };
+        let mut buf = [0u8; 16];
+        // SAFETY: buf is valid for its length; poll said the pipe is readable or hung up.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n != 0 || self.server.as_ref().is_none_or(|s| hung_up(s.as_fd())) {
+            return true;
+        }
+        rwlog!(
+            "RW015",
+            "the group's keeper exited without stopping it; serving on until the server stops or              reloads (a supervisor that dies before then is not restarted)"
+        );
+        self.lifetime = None;
+        false
     }
 
     /// Closes the replaced group's pipe once a worker of ours is ready, or once ours fail at
@@ -168,6 +200,18 @@ impl<'a> Master<'a> {
                 fds.push(signals::readable(fd.as_raw_fd()));
                 fds.len() - 1
             });
+            // Without a keeper: the master's pipe, for its hang-up only (events 0).
+            let server_at = match (&self.lifetime, &self.server) {
+                (None, Some(fd)) if self.shutdown.is_none() => {
+                    fds.push(libc::pollfd {
+                        fd: fd.as_raw_fd(),
+                        events: 0,
+                        revents: 0,
+                    });
+                    Some(fds.len() - 1)
+                }
+                _ => None,
+            };
             let listen_at = self.answering().then(|| {
                 fds.push(signals::readable(self.listener.as_raw_fd()));
                 fds.len() - 1
@@ -179,10 +223,15 @@ impl<'a> Master<'a> {
                 std::thread::sleep(Duration::from_millis(TICK_MS as u64));
             }
             let ready = |at: Option<usize>| at.is_some_and(|i| fds[i].revents != 0);
-            if ready(lifetime_at) && self.shutdown.is_none() {
+            if ready(lifetime_at) && self.shutdown.is_none() && self.lifetime_says_stop() {
                 rwlog!("RW008", "lifetime pipe closed: stopping");
                 self.begin_shutdown();
                 self.lifetime = None;
+            }
+            if ready(server_at) {
+                rwlog!("RW008", "the server's pipe closed: stopping");
+                self.begin_shutdown();
+                self.server = None;
             }
             let incoming = ready(listen_at);
             self.refuser.on_poll(&fds[refused_from..]);
@@ -564,6 +613,9 @@ impl<'a> Master<'a> {
         if let Some(fd) = &self.predecessor {
             fds.push(fd.as_raw_fd());
         }
+        if let Some(fd) = &self.server {
+            fds.push(fd.as_raw_fd());
+        }
         fds.extend(self.metrics.endpoint_fd());
         // Connections the supervisor is answering: a copy held here would keep them open.
         let mut refused = Vec::new();
@@ -602,4 +654,16 @@ fn describe_status(status: libc::c_int) -> String {
     } else {
         format!("changed state ({status:#x})")
     }
+}
+
+/// The read end `fd` of a pipe whose every write end is closed.
+fn hung_up(fd: BorrowedFd<'_>) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; no waiting.
+    unsafe { libc::poll(&mut p, 1, 0) };
+    p.revents & (libc::POLLHUP | libc::POLLERR) != 0
 }

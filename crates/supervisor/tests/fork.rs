@@ -246,6 +246,7 @@ fn a_handed_socket_outlives_its_supervisors_and_the_predecessor_goes_when_ready(
         let handoff = Handoff {
             listener: Some(listener.as_fd()),
             predecessor: Some(old_write),
+            server: None,
         };
         // SAFETY: this process is single-threaded (harness = false).
         let forked =
