@@ -3,9 +3,9 @@
 httpd's event MPM hands a connection to its listener thread after each response unless the
 client's next request is already there. With every request thread busy when that request
 arrives, the listener closes the connection, request unanswered, and every other keep-alive
-connection of the child with it. mod_rwsgi's request thread waits up to a millisecond for the
-next request when no other thread of its child is idle (crates/apache/src/keepalive.rs), so a
-client that answers at once keeps its connection.
+connection of the child with it. mod_rwsgi's request thread waits up to 5 ms for the next
+request when no other thread of its child is idle (crates/apache/src/keepalive.rs), so a client
+that answers at once keeps its connection.
 
 What mod_wsgi does here: in daemon mode its thread waits for the daemon to close the socket after
 the response, which usually covers the client's answer (about 0.1-0.2% of connections closed,
@@ -111,8 +111,9 @@ def test_busy_child_keeps_keepalive_connections(launcher, mode):
     asyncio.run(_load(apache.port))  # warm-up: the app imported, both children started
     counts = asyncio.run(_load(apache.port))
     print(counts)
-    # Every closed connection had a request in it, unanswered. Without the wait, 3-10% of
-    # requests met a closed connection here; with it, almost none do (a client turn-around
-    # above a millisecond on a loaded machine can still miss the wait).
+    # Every closed connection had a request in it, unanswered. Without the wait, 20-28% of
+    # requests met a closed connection here (mod_wsgi 4.9: 16% embedded, 3.7% daemon); with it,
+    # 0-0.05% on a quiet machine, 0.03-0.7% with two busy loops beside the test (a client's
+    # answer can then wait for a core longer than the wait lasts).
     assert counts["responses"] > 1000 and counts["pipelined"] > 0, counts
-    assert counts["closed"] <= counts["responses"] // 200, counts
+    assert counts["closed"] <= counts["responses"] // 50, counts

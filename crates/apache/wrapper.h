@@ -9,6 +9,7 @@
 #include <ap_mpm.h>
 #include <scoreboard.h>
 #include <util_script.h>
+#include <http_ssl.h>
 #include <util_filter.h>
 #include <apr_strings.h>
 #include <apr_buckets.h>

@@ -14,12 +14,12 @@
 //! time httpd checks. Here the thread waits on purpose, and only when it would otherwise hand the
 //! connection to a listener with no thread to give it: the response is complete and flushed, the
 //! connection is kept alive, the MPM is asynchronous, and no other thread of this child is idle.
-//! The wait only polls the socket: it reads nothing, so httpd's own input filters (mod_ssl's
-//! included) are never entered from inside the output filters, where the wait runs. A pipelining
-//! client's next request, read ahead by httpd already, waits out the window (at most 1 ms, and
-//! only while the child is saturated).
+//! A plain-HTTP connection whose next request httpd has read ahead already (pipelining) is not
+//! waited for; on TLS connections the wait only polls the socket, so that mod_ssl's input side is
+//! never entered from inside the output filters, where the wait runs.
 //! The wait ends as soon as the client sends (httpd's check then finds the request and this
-//! thread serves it) or after [`WINDOW`]. Only the thread waits: no CPU is spent.
+//! thread serves it) or after [`WINDOW`]; after a wait in vain, the connection's next
+//! [`SKIP_AFTER_MISS`] responses are handed back at once. Only the thread waits: no CPU is spent.
 
 use std::ffi::{c_int, CStr};
 use std::sync::OnceLock;
@@ -66,7 +66,7 @@ unsafe extern "C" fn request_freed(data: *mut std::ffi::c_void) -> apr_status_t 
 }
 
 /// Waits up to [`WINDOW`] for the client's next request when handing the connection back could
-/// get it closed (see the module docs).
+/// get it closed (see the module docs), unless the connection's last wait was in vain.
 fn hold(r: &request_rec) {
     // SAFETY: r->notes is the request's table, valid until the pool's memory goes.
     if unsafe { apr_table_get(r.notes, DELIVERED.as_ptr()) }.is_null() {
@@ -91,6 +91,14 @@ fn hold(r: &request_rec) {
     if mpm_query(AP_MPMQ_MPM_STATE) == AP_MPMQ_STOPPING as c_int || idle_threads() != Some(0) {
         return;
     }
+    let pace = pace(r.connection);
+    if pace.get() > 0 {
+        pace.set(pace.get() - 1);
+        return;
+    }
+    if next_request_buffered(r.connection) {
+        return;
+    }
     // SAFETY: the connection is live; its socket lives as long as it does.
     let sock = unsafe { ap_get_conn_socket(r.connection) };
     if sock.is_null() {
@@ -111,13 +119,67 @@ fn hold(r: &request_rec) {
         tv_nsec: WINDOW.subsec_nanos() as libc::c_long,
     };
     // SAFETY: one valid pollfd and timespec for the duration of the call; no signal mask change.
-    unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+    if unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) } == 0 {
+        pace.set(SKIP_AFTER_MISS);
+    }
 }
 
-/// How long the thread waits at most: a client on the same host or LAN (nginx in front, a load
-/// balancer, a benchmark) answers well within it; one that takes longer costs this thread no
-/// more than this, and only while its child has no idle thread anyway.
-const WINDOW: Duration = Duration::from_millis(1);
+/// A plain-HTTP connection whose next request httpd has read ahead already (a pipelining
+/// client), or that is no longer usable: no wait. Checked with httpd's own `ap_check_pipeline`,
+/// one byte without waiting, which httpd calls right after us and which then finds the same
+/// bytes in its input buffer (we run in CONN_STATE_HANDLER, before that check). Not on TLS
+/// connections: the wait runs inside the output filters, and mod_ssl's input side would be
+/// entered from there; those wait out the window instead.
+fn next_request_buffered(c: *mut conn_rec) -> bool {
+    const KEY: &CStr = c"rwsgi-keepalive-brigade";
+    // SAFETY: c and its pool are live; the brigade lives in the connection's pool and is reused
+    // for every request of the connection (as httpd keeps its own after-request brigade), and
+    // is left empty.
+    unsafe {
+        if ap_ssl_conn_is_ssl(c) != 0 {
+            return false;
+        }
+        let mut bb: *mut std::ffi::c_void = std::ptr::null_mut();
+        apr_pool_userdata_get(&mut bb, KEY.as_ptr(), (*c).pool);
+        if bb.is_null() {
+            bb = apr_brigade_create((*c).pool, (*c).bucket_alloc).cast();
+            apr_pool_userdata_setn(bb, KEY.as_ptr(), None, (*c).pool);
+        }
+        let bb = bb.cast::<apr_bucket_brigade>();
+        let rv = ap_check_pipeline(c, bb, 0);
+        apr_brigade_cleanup(bb.cast());
+        rv != libc::EAGAIN as apr_status_t
+    }
+}
+
+/// How long the thread waits at most. A client on the same host or LAN (nginx in front, a load
+/// balancer, a benchmark) answers within it even on a machine whose cores are all busy (where
+/// its answer can wait a scheduler slice or two: 1 ms missed 2-12% of them with two busy loops
+/// beside the test). One that does not costs its thread this much, and then waits no more for
+/// the next [`SKIP_AFTER_MISS`] responses on its connection.
+const WINDOW: Duration = Duration::from_millis(5);
+
+/// Responses without the wait after one that waited in vain: a client that pauses (a browser
+/// between pages) costs a thread at most one window in this many responses.
+const SKIP_AFTER_MISS: u8 = 8;
+
+/// The connection's count of responses still to send without the wait (in its pool, made at
+/// its first wait).
+fn pace<'c>(c: *mut conn_rec) -> &'c std::cell::Cell<u8> {
+    const KEY: &CStr = c"rwsgi-keepalive-pace";
+    // SAFETY: c and its pool are live; the cell lives in the connection's pool (so as long as
+    // the connection, and only this request's thread uses the connection at a time); the key
+    // is static.
+    unsafe {
+        let mut data: *mut std::ffi::c_void = std::ptr::null_mut();
+        apr_pool_userdata_get(&mut data, KEY.as_ptr(), (*c).pool);
+        if data.is_null() {
+            data = pool_box((*c).pool, std::cell::Cell::new(0u8)).cast();
+            apr_pool_userdata_setn(data, KEY.as_ptr(), None, (*c).pool);
+        }
+        &*data.cast::<std::cell::Cell<u8>>()
+    }
+}
 
 /// The event MPM (and any other that hands keep-alive connections to a listener).
 fn async_mpm() -> bool {
