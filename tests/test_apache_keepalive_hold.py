@@ -35,48 +35,25 @@ CLIENTS = 24
 SECONDS = 3.0
 
 
-async def _client(port: int, deadline: float, counts: dict):
-    """Sends the next request as soon as a response is complete; reconnects when closed."""
+async def _client(port: int, deadline: float, counts: dict, pipelined: int = 1):
+    """Sends the next request(s) as soon as the last response is complete; reconnects when the
+    server closes the connection. With `pipelined` > 1, that many requests per write (HTTP/1.1
+    pipelining): the next one is then already in httpd's input buffer when a response ends, and
+    every byte must reach the next request."""
     request = f"GET /app HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    counter = "responses" if pipelined == 1 else "pipelined"
     reader = writer = None
     while time.monotonic() < deadline:
         if writer is None:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             counts["connections"] += 1
         try:
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            body = await reader.readexactly(length)
-            assert head.startswith(b"HTTP/1.1 200") and body == b"ok\n", head
-            counts["responses"] += 1
-        except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError):
-            counts["closed"] += 1
-            writer.close()
-            reader = writer = None
-    if writer is not None:
-        writer.close()
-
-
-async def _pipelining_client(port: int, deadline: float, counts: dict):
-    """Three requests per write (HTTP/1.1 pipelining): the next one is already in httpd's input
-    buffer when a response ends (the wait polls the socket and reads nothing), and every byte
-    must reach the next request."""
-    request = f"GET /app HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
-    reader = writer = None
-    while time.monotonic() < deadline:
-        if writer is None:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            writer.write(request * 3)
-            for _ in range(3):
+            writer.write(request * pipelined)
+            for _ in range(pipelined):
                 head = await reader.readuntil(b"\r\n\r\n")
                 assert head.startswith(b"HTTP/1.1 200"), head
                 assert await reader.readexactly(3) == b"ok\n"
-                counts["pipelined"] += 1
+                counts[counter] += 1
         except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError):
             counts["closed"] += 1
             writer.close()
@@ -88,7 +65,7 @@ async def _pipelining_client(port: int, deadline: float, counts: dict):
 async def _load(port: int) -> dict:
     counts = {"connections": 0, "responses": 0, "closed": 0, "pipelined": 0}
     deadline = time.monotonic() + SECONDS
-    await asyncio.gather(_pipelining_client(port, deadline, counts),
+    await asyncio.gather(_client(port, deadline, counts, pipelined=3),
                          *(_client(port, deadline, counts) for _ in range(CLIENTS)))
     return counts
 

@@ -115,6 +115,18 @@ def test_reference_mod_wsgi_graceful_restart_cuts_streams_after_shutdown_timeout
 
 # --- case 2: a killed supervisor --------------------------------------------------------------
 
+def hello_statuses(server, n, gap=0.0):
+    """The statuses (or exception names) of `n` GETs of /app/hello, `gap` seconds apart."""
+    statuses = []
+    for _ in range(n):
+        try:
+            statuses.append(requests.get(server.url("/app/hello"), timeout=5).status_code)
+        except requests.RequestException as e:
+            statuses.append(type(e).__name__)
+        time.sleep(gap)
+    return statuses
+
+
 def test_nginx_killed_supervisor_is_restarted(lch):
     """SIGKILL "nginx: wsgi daemon group": the group's keeper starts a new supervisor on the same
     socket, requests succeed again without a reload, and one sent in between waits for it. Apache restarts its supervisor in ~0.7 s (next test); mod_wsgi's
@@ -131,12 +143,7 @@ def test_nginx_killed_supervisor_is_restarted(lch):
     print(f"the first request after the kill: {first.status_code} after {clock():.1f}s")
     assert first.status_code == 200
     back = wait_for(lambda: ok(nginx.url("/app/hello"), timeout=2), 10, interval=0.1)
-    statuses = []
-    for _ in range(5):
-        try:
-            statuses.append(requests.get(nginx.url("/app/hello"), timeout=5).status_code)
-        except requests.RequestException as e:
-            statuses.append(type(e).__name__)
+    statuses = hello_statuses(nginx, 5)
     assert back, f"no 200 within 10 s of the kill; now: {statuses}"
     print(f"requests succeed again {clock():.1f}s after the kill")
     assert statuses == [200] * 5
@@ -162,13 +169,7 @@ def test_nginx_killed_keeper_group_serves_on_until_reload(lch):
     (sup,) = children(keeper, name)
     kill(keeper, signal.SIGKILL)
     assert wait_for(lambda: not alive(keeper), 5)
-    statuses = []
-    for _ in range(20):
-        try:
-            statuses.append(requests.get(nginx.url("/app/hello"), timeout=5).status_code)
-        except requests.RequestException as e:
-            statuses.append(type(e).__name__)
-        time.sleep(0.1)
+    statuses = hello_statuses(nginx, 20, gap=0.1)
     assert statuses == [200] * 20, statuses
     assert alive(sup)
     assert wait_for(lambda: "RW015" in nginx.error_log_text(), 5)
