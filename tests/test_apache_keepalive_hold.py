@@ -14,6 +14,8 @@ closed. mod_rwsgi before this file's change: 4-6% in daemon mode, 1% embedded.
 """
 
 import asyncio
+import ssl
+import subprocess
 import time
 
 import pytest
@@ -35,7 +37,7 @@ CLIENTS = 24
 SECONDS = 3.0
 
 
-async def _client(port: int, deadline: float, counts: dict, pipelined: int = 1):
+async def _client(port: int, deadline: float, counts: dict, pipelined: int = 1, tls=None):
     """Sends the next request(s) as soon as the last response is complete; reconnects when the
     server closes the connection. With `pipelined` > 1, that many requests per write (HTTP/1.1
     pipelining): the next one is then already in httpd's input buffer when a response ends, and
@@ -45,7 +47,7 @@ async def _client(port: int, deadline: float, counts: dict, pipelined: int = 1):
     reader = writer = None
     while time.monotonic() < deadline:
         if writer is None:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls)
             counts["connections"] += 1
         try:
             writer.write(request * pipelined)
@@ -54,7 +56,7 @@ async def _client(port: int, deadline: float, counts: dict, pipelined: int = 1):
                 assert head.startswith(b"HTTP/1.1 200"), head
                 assert await reader.readexactly(3) == b"ok\n"
                 counts[counter] += 1
-        except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError):
+        except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError, ssl.SSLError):
             counts["closed"] += 1
             writer.close()
             reader = writer = None
@@ -62,20 +64,38 @@ async def _client(port: int, deadline: float, counts: dict, pipelined: int = 1):
         writer.close()
 
 
-async def _load(port: int) -> dict:
+async def _load(port: int, tls=None) -> dict:
     counts = {"connections": 0, "responses": 0, "closed": 0, "pipelined": 0}
     deadline = time.monotonic() + SECONDS
-    await asyncio.gather(_client(port, deadline, counts, pipelined=3),
-                         *(_client(port, deadline, counts) for _ in range(CLIENTS)))
+    await asyncio.gather(_client(port, deadline, counts, pipelined=3, tls=tls),
+                         *(_client(port, deadline, counts, tls=tls) for _ in range(CLIENTS)))
     return counts
 
 
-@pytest.mark.parametrize("mode", ["embedded", "daemon"])
+def _tls(directory):
+    """A self-signed certificate for mod_ssl, and a client context that accepts it."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", f"{directory}/key.pem",
+                    "-out", f"{directory}/cert.pem"], check=True, capture_output=True)
+    config = f"""
+        SSLEngine on
+        SSLCertificateFile {directory}/cert.pem
+        SSLCertificateKeyFile {directory}/key.pem
+    """
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return config, context
+
+
+@pytest.mark.parametrize("mode", ["embedded", "daemon", "embedded-tls"])
 def test_busy_child_keeps_keepalive_connections(launcher, mode):
+    """With TLS (mod_ssl) the wait only polls the socket: nothing may stall or be lost there."""
     d = launcher._prefix("app")
     write_app(d, "app.wsgi", APP)
     group = (f"WSGIDaemonProcess web processes=1 threads={2 * THREADS}\nWSGIProcessGroup web"
              if mode == "daemon" else "")
+    tls_config, tls = _tls(d) if mode.endswith("-tls") else ("", None)
     apache = rwsgi_apache(launcher, f"""
         WSGIScriptAlias /app {d}/app.wsgi
         <Directory {d}>
@@ -84,13 +104,18 @@ def test_busy_child_keeps_keepalive_connections(launcher, mode):
         KeepAliveTimeout 5
         MaxKeepAliveRequests 0
         {group}
-    """, threads=THREADS)
-    asyncio.run(_load(apache.port))  # warm-up: the app imported, both children started
-    counts = asyncio.run(_load(apache.port))
+        {tls_config}
+    """, threads=THREADS, modules=("ssl",) if tls else ())
+    asyncio.run(_load(apache.port, tls))  # warm-up: the app imported, both children started
+    counts = asyncio.run(_load(apache.port, tls))
     print(counts)
     # Every closed connection had a request in it, unanswered. Without the wait, 20-28% of
     # requests met a closed connection here (mod_wsgi 4.9: 16% embedded, 3.7% daemon); with it,
     # 0-0.05% on a quiet machine, 0.03-0.7% with two busy loops beside the test (a client's
     # answer can then wait for a core longer than the wait lasts).
-    assert counts["responses"] > 1000 and counts["pipelined"] > 0, counts
+    assert counts["responses"] > 1000, counts
     assert counts["closed"] <= counts["responses"] // 50, counts
+    # Over TLS the pipelining client's read-ahead requests sit in mod_ssl, where the wait does
+    # not look: it waits out its window, then its connection goes the listener's way, as without
+    # the wait (a handful of its responses in 3 s, 1,100-1,300 in plain HTTP).
+    assert counts["pipelined"] > 0 or tls, counts
