@@ -167,7 +167,8 @@ impl<'a> Master<'a> {
         }
         rwlog!(
             "RW015",
-            "the group's keeper exited without stopping it; serving on until the server stops or              reloads (a supervisor that dies before then is not restarted)"
+            "the group's keeper exited without stopping it; serving on until the server stops \
+             or reloads (a supervisor that dies before then is not restarted)"
         );
         self.lifetime = None;
         false
