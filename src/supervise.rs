@@ -163,10 +163,13 @@ fn sync(wanted: Vec<(String, GroupConfig)>, log_fd: RawFd) -> Vec<Line> {
     // and follows our pipe (RW015). It is handed to a new keeper below as a changed group would
     // be: the old supervisor serves until the new group is ready, then drains.
     let mut old = std::mem::take(groups);
-    for r in &old {
-        let still_wanted = wanted.iter().any(|(name, _)| *name == r.name);
-        // SAFETY: kill with signal 0 only checks that the process exists.
-        if still_wanted && unsafe { libc::kill(r.keeper, 0) } != 0 {
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let gone: Vec<libc::pid_t> = (old.iter())
+        .filter(|r| unsafe { libc::kill(r.keeper, 0) } != 0)
+        .map(|r| r.keeper)
+        .collect();
+    for r in old.iter().filter(|r| gone.contains(&r.keeper)) {
+        if wanted.iter().any(|(name, _)| *name == r.name) {
             log.push(notice(format!(
                 "wsgi: RW-NG036 the keeper of daemon group {} (pid {}) is gone; a new keeper \
                  takes the group over",
@@ -175,12 +178,9 @@ fn sync(wanted: Vec<(String, GroupConfig)>, log_fd: RawFd) -> Vec<Line> {
         }
     }
     for (name, cfg) in wanted {
-        // SAFETY: as above.
-        let alive = |r: &Running| unsafe { libc::kill(r.keeper, 0) } == 0;
-        if let Some(i) = old
-            .iter()
-            .position(|r| r.name == name && r.config == cfg && alive(r))
-        {
+        let unchanged =
+            |r: &Running| r.name == name && r.config == cfg && !gone.contains(&r.keeper);
+        if let Some(i) = old.iter().position(unchanged) {
             groups.push(old.swap_remove(i));
             continue;
         }

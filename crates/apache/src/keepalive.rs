@@ -88,7 +88,8 @@ fn hold(r: &request_rec) {
         return;
     }
     // A stopping child closes its keep-alive connections anyway.
-    if mpm_query(AP_MPMQ_MPM_STATE) == AP_MPMQ_STOPPING as c_int || idle_threads() != Some(0) {
+    if mpm_query(AP_MPMQ_MPM_STATE) == AP_MPMQ_STOPPING as c_int || has_idle_thread() != Some(false)
+    {
         return;
     }
     let pace = pace(r.connection);
@@ -187,11 +188,8 @@ fn async_mpm() -> bool {
     *ASYNC.get_or_init(|| mpm_query(AP_MPMQ_IS_ASYNC) != 0)
 }
 
-/// This child's request threads waiting for work.
-fn idle_threads() -> Option<usize> {
-    Some(
-        crate::scoreboard::thread_states()?
-            .filter(|&status| status == SERVER_READY)
-            .count(),
-    )
+/// Whether a request thread of this child waits for work (stops at the first one found: this
+/// runs after every keep-alive response).
+fn has_idle_thread() -> Option<bool> {
+    Some(crate::scoreboard::thread_states()?.any(|status| status == SERVER_READY))
 }

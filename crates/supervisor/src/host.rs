@@ -303,9 +303,9 @@ impl Handed {
 }
 
 /// [`run_forked`] with what [`Handoff`] carries: `listener` (kept open, adopted),
-/// `predecessor` and `server` (taken over), all above stderr; and with a `plan`, the process becomes
-/// `rwsgi-worker` once the descriptors are in place (`hosted.rs`), or runs the group itself when
-/// that `exec` fails.
+/// `predecessor` and `server` (taken over), all above stderr; and with a `plan`, the process
+/// becomes `rwsgi-worker` once the descriptors are in place (`hosted.rs`), or runs the group
+/// itself when that `exec` fails.
 ///
 /// # Safety
 /// As [`run_forked`]; `listener` is a listening socket bound for `cfg.socket`, `predecessor` a

@@ -151,8 +151,9 @@ impl Plan {
     }
 
     /// Replaces this process with the program, once `keep_only` has put the descriptors at 3,
-    /// 4, ... (lifetime pipe, listener, predecessor, server, then [`Plan::descriptors`]). Returns only
-    /// when `fexecve` fails, with the reason, having closed the plan's own descriptors.
+    /// 4, ... (lifetime pipe, listener, predecessor, server, then [`Plan::descriptors`]).
+    /// Returns only when `fexecve` fails, with the reason, having closed the plan's own
+    /// descriptors.
     ///
     /// # Safety
     /// Single-threaded process; the descriptors are where the doc above says.
