@@ -180,6 +180,26 @@ def test_a_compute_bound_burst_admits_one_thread_at_a_time(deployment):
     assert len(low) * 2 >= len(late), samples
 
 
+def test_cpu_of_short_requests_is_estimated_from_a_sample(deployment):
+    """Requests admitted for under 200 us read their thread's CPU clock (a system call) one time
+    in eight, chosen at random, and that reading counts eight times (crates/pyhost/src/
+    cpu_sample.rs): over 1,500 requests that each spin 0.1 ms of thread CPU, the CPU the
+    process counted per request is that 0.1 ms plus the host's own work, not an eighth of it.
+    One client, so requests stay short (no GIL wait inside the admitted time). mod_wsgi keeps
+    no such counter."""
+    def totals():
+        per_pid = read_stats(deployment.stats_dir).values()
+        return {k: sum(s[k] for s in per_pid) for k in ("requests", "cpu_ns")}
+
+    before = totals()
+    burst(deployment, "/spin?ms=0.1", 1, 1500)
+    after = totals()
+    requests_done = after["requests"] - before["requests"]
+    per_request_us = (after["cpu_ns"] - before["cpu_ns"]) / max(requests_done, 1) / 1000
+    assert requests_done >= 1500, (before, after)
+    assert 90 <= per_request_us <= 400, per_request_us
+
+
 def test_requests_that_wait_outside_python_get_every_thread(deployment):
     """After the compute-bound burst (limit 1 or 2), 4 requests that sleep: all 4 sleep at the
     same time (the app counts them per process; Apache may spread them over two children),

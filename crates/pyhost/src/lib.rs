@@ -41,6 +41,7 @@ mod app;
 pub mod asgi;
 mod borrowed;
 mod control;
+mod cpu_sample;
 mod environ;
 mod filewrapper;
 mod gil;

@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyIterator, PyList, PyTuple, PyType};
 
+use crate::cpu_sample;
 use crate::environ;
 use crate::filewrapper::FileWrapper;
 use crate::input::InputState;
@@ -106,27 +107,31 @@ fn end_watch(watch: Watch, req: &Request<'_>, log: &dyn ErrorLog) {
     }
 }
 
-/// What one admitted request cost, for the stats and the admission controller.
+/// What one admitted request cost, for the stats and the admission controller. The thread's CPU
+/// clock is a system call, so only some requests read it (`cpu_sample`): `cpu` holds the
+/// reading at the start and how many times the request's CPU counts.
 struct Account {
     at: Instant,
-    cpu_ns: u64,
+    cpu: Option<(u64, u64)>,
 }
 
 impl Account {
     fn start() -> Account {
         Account {
             at: Instant::now(),
-            cpu_ns: gil::thread_cpu_ns(),
+            cpu: cpu_sample::start().map(|weight| (gil::thread_cpu_ns(), weight)),
         }
     }
 
     fn end(self) {
+        let admitted = self.at.elapsed();
         stats::add(Field::Requests, 1);
-        stats::add_duration(Field::AdmittedNs, self.at.elapsed());
-        stats::add(
-            Field::CpuNs,
-            gil::thread_cpu_ns().saturating_sub(self.cpu_ns),
-        );
+        stats::add_duration(Field::AdmittedNs, admitted);
+        if let Some((start, weight)) = self.cpu {
+            let used = gil::thread_cpu_ns().saturating_sub(start);
+            stats::add(Field::CpuNs, used.saturating_mul(weight));
+        }
+        cpu_sample::end(admitted);
         admit::request_done();
     }
 }

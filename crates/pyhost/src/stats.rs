@@ -49,7 +49,9 @@ pub struct Stats {
     pub gil_wait_ns: u64,
     /// Nanoseconds requests spent admitted (from admission to the end of the request), summed.
     pub admitted_ns: u64,
-    /// CPU nanoseconds the request threads used while admitted, summed.
+    /// CPU nanoseconds the request threads used while admitted, summed: an unbiased estimate,
+    /// since only some requests read their thread's CPU clock (`cpu_sample`), and each such
+    /// reading counts for the requests that did not.
     pub cpu_ns: u64,
     /// Requests (or idle request threads) that had to wait for admission...
     pub admit_waits: u64,
