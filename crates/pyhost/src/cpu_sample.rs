@@ -14,8 +14,9 @@
 //! controller reads per window stay unbiased. A window lasts 50 ms at least (`control.rs`): under
 //! load that is hundreds to thousands of short requests, tens to hundreds of samples, enough for
 //! a busy share that the controller compares against thresholds far apart (a compute-bound
-//! probe halves it, a blocked one keeps it). The random choice, not a count, keeps a periodic pattern of requests
-//! (every eighth one slow, say) from always landing on or beside the sample.
+//! probe halves it, a blocked one keeps it). The random choice, not a count, keeps a periodic
+//! pattern of requests (every eighth one slow, say) from always landing on or beside the
+//! sample.
 
 use std::cell::Cell;
 use std::time::Duration;
@@ -35,6 +36,8 @@ pub(crate) struct Sampler {
 }
 
 impl Sampler {
+    /// A sampler whose draw starts from `seed`; 0 means "not seeded yet" ([`start`] seeds it
+    /// on the thread's first request), as xorshift would draw zeros from it forever.
     pub(crate) const fn new(seed: u64) -> Sampler {
         Sampler {
             last_long: false,
@@ -47,6 +50,10 @@ impl Sampler {
         if self.last_long {
             return Some(1);
         }
+        debug_assert_ne!(
+            self.rng, 0,
+            "an unseeded sampler would sample every request"
+        );
         // xorshift64: a few instructions, and no relation to the app's pattern of requests
         let mut x = self.rng;
         x ^= x << 13;
